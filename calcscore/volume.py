@@ -1,9 +1,10 @@
 """CT volumes and label maps that carry their geometry.
 
-Arrays are in numpy order (z, y, x). ``spacing_mm``, ``origin_mm`` are in the same (z, y, x)
-order; ``direction`` is a 3 x 3 matrix whose columns are the (z, y, x) array axes expressed in
-patient LPS coordinates, ordered (x, y, z) as DICOM and ITK write them. The one place where
-ITK's (x, y, z) order becomes ours is :mod:`calcscore.io`.
+Everything is in numpy order (z, y, x): the array, ``spacing_mm``, ``origin_mm`` (the patient
+LPS position of the centre of voxel (0, 0, 0), as (z, y, x)) and ``direction`` (ITK's direction
+matrix with rows and columns both reversed, so the identity means axial slices with x to the
+patient's left, y to posterior, z to superior). The one place where ITK's (x, y, z) order becomes
+ours is :mod:`calcscore.io`.
 """
 from __future__ import annotations
 
@@ -76,12 +77,10 @@ class _Grid:
         )
 
     def index_to_physical(self, index_zyx: np.ndarray) -> np.ndarray:
-        """(N, 3) voxel indices (z, y, x) -> (N, 3) physical LPS points (x, y, z) in mm."""
+        """(N, 3) voxel indices (z, y, x) -> (N, 3) physical LPS points in mm, as (z, y, x)."""
         idx = np.atleast_2d(np.asarray(index_zyx, dtype=float))
-        scaled = idx * np.asarray(self.spacing_mm)  # (z, y, x) mm along array axes
-        origin_xyz = np.asarray(self.origin_mm)[::-1]
-        # direction columns are array axes (z, y, x); rows are LPS (x, y, z).
-        return origin_xyz + scaled @ self.direction.T
+        scaled = idx * np.asarray(self.spacing_mm)
+        return np.asarray(self.origin_mm) + scaled @ self.direction.T
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,156 @@
+"""The paper's preprocessing (Lessmann et al. 2018, §III; ../shared/METHOD.md §1).
+
+1. :func:`reformat_slabs`: 3 mm thick axial slabs every 1.5 mm, each the average of the original
+   slices weighted by how much each original slab (its slice thickness, centred on its position)
+   overlaps the new 3 mm slab.
+2. :func:`resample_inplane`: bilinear in-plane resampling to 0.66 x 0.66 mm.
+3. :func:`labels_to_grid`: nearest-neighbour mapping of a label map between grids (network grid
+   back to the original scan, or a reference annotation onto the network grid).
+4. :func:`candidate_mask`: voxels >= 130 HU.
+
+All functions take and return volumes with their geometry; none takes a bare array. The new grids
+keep the original origin (centre of the first voxel) and direction.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import replace
+
+import numpy as np
+
+from calcscore.volume import CTVolume, GeometryMismatchError, LabelVolume, _Grid
+
+log = logging.getLogger(__name__)
+
+SLAB_THICKNESS_MM = 3.0
+SLAB_SPACING_MM = 1.5
+INPLANE_SPACING_MM = 0.66
+CALCIUM_THRESHOLD_HU = 130.0
+HU_CLIP = (-1000.0, 3000.0)
+
+
+class ThickSliceWarning(UserWarning):
+    """The input's slices are thicker than the 3 mm the method assumes."""
+
+
+def slab_weights(n_in: int, spacing_mm: float, thickness_mm: float, *,
+                 slab_thickness_mm: float = SLAB_THICKNESS_MM,
+                 slab_spacing_mm: float = SLAB_SPACING_MM) -> np.ndarray:
+    """(n_out, n_in) overlap weights (mm) of original slabs with the new slabs.
+
+    Original slice i covers [i*s - t/2, i*s + t/2]; new slab j is centred at j*slab_spacing and
+    covers +- slab_thickness/2, for every centre within the original extent.
+    """
+    if spacing_mm <= 0 or thickness_mm <= 0:
+        raise ValueError(f"spacing and thickness must be > 0, got {spacing_mm=}, {thickness_mm=}")
+    extent = (n_in - 1) * spacing_mm
+    n_out = int(np.floor(extent / slab_spacing_mm + 1e-6)) + 1
+    z_in = np.arange(n_in) * spacing_mm
+    c_out = np.arange(n_out) * slab_spacing_mm
+    lo = np.maximum((z_in - thickness_mm / 2)[None, :], (c_out - slab_thickness_mm / 2)[:, None])
+    hi = np.minimum((z_in + thickness_mm / 2)[None, :], (c_out + slab_thickness_mm / 2)[:, None])
+    return np.clip(hi - lo, 0.0, None)
+
+
+def reformat_slabs(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNESS_MM,
+                   slab_spacing_mm: float = SLAB_SPACING_MM) -> CTVolume:
+    """Reformat to ``slab_thickness_mm`` thick slabs every ``slab_spacing_mm`` (3 mm at 1.5 mm).
+
+    The slice thickness comes from ``volume.meta.slice_thickness_mm`` (the slice spacing when it
+    is unknown). Input thicker than the slab is passed through unchanged with a
+    :class:`ThickSliceWarning`, since the method assumes slices of at most 3 mm.
+    """
+    spacing = volume.spacing_mm[0]
+    thickness = volume.meta.slice_thickness_mm or spacing
+    if thickness > slab_thickness_mm + 1e-6:
+        warnings.warn(
+            f"slice thickness {thickness:g} mm exceeds the {slab_thickness_mm:g} mm the method assumes; "
+            "the scan is used without reformatting and results may be less accurate",
+            ThickSliceWarning, stacklevel=2)
+        return volume
+    w = slab_weights(volume.shape[0], spacing, thickness, slab_thickness_mm=slab_thickness_mm,
+                     slab_spacing_mm=slab_spacing_mm)
+    w = w / w.sum(axis=1, keepdims=True)
+    hu = volume.hu
+    out = np.empty((w.shape[0],) + hu.shape[1:], np.float32)
+    for j, row in enumerate(w):  # each slab mixes a few slices: sparse sum
+        idx = np.flatnonzero(row)
+        out[j] = np.tensordot(row[idx].astype(np.float32), hu[idx], axes=1)
+    meta = replace(volume.meta, slice_thickness_mm=slab_thickness_mm)
+    return volume.with_array(out, spacing_mm=(slab_spacing_mm,) + volume.spacing_mm[1:], meta=meta)
+
+
+def _linear_axis(arr: np.ndarray, axis: int, n_out: int, step: float) -> np.ndarray:
+    """Linear interpolation along ``axis`` at source positions 0, step, 2*step, ..."""
+    n_in = arr.shape[axis]
+    pos = np.arange(n_out) * step
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, max(n_in - 2, 0))
+    frac = (pos - i0).astype(np.float32)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    a0 = np.take(arr, i0, axis=axis)
+    a1 = np.take(arr, i1, axis=axis)
+    shape = [1] * arr.ndim
+    shape[axis] = n_out
+    frac = frac.reshape(shape)
+    return a0 + (a1 - a0) * frac
+
+
+def resample_inplane(volume: CTVolume, *, spacing_mm: float = INPLANE_SPACING_MM) -> CTVolume:
+    """Bilinear in-plane resampling to ``spacing_mm`` (0.66 mm), keeping the field of view."""
+    if spacing_mm <= 0:
+        raise ValueError(f"`spacing_mm` must be > 0, got {spacing_mm=}")
+    _, sy, sx = volume.spacing_mm
+    _, ny, nx = volume.shape
+    ny_out = int(np.floor((ny - 1) * sy / spacing_mm + 1e-6)) + 1
+    nx_out = int(np.floor((nx - 1) * sx / spacing_mm + 1e-6)) + 1
+    hu = _linear_axis(volume.hu, 1, ny_out, spacing_mm / sy)
+    hu = _linear_axis(hu, 2, nx_out, spacing_mm / sx)
+    return volume.with_array(hu.astype(np.float32, copy=False),
+                             spacing_mm=(volume.spacing_mm[0], spacing_mm, spacing_mm))
+
+
+def to_network_grid(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNESS_MM,
+                    slab_spacing_mm: float = SLAB_SPACING_MM,
+                    inplane_spacing_mm: float = INPLANE_SPACING_MM) -> CTVolume:
+    """The paper's preprocessing: 3 mm slabs at 1.5 mm, then 0.66 mm in-plane."""
+    slabs = reformat_slabs(volume, slab_thickness_mm=slab_thickness_mm, slab_spacing_mm=slab_spacing_mm)
+    return resample_inplane(slabs, spacing_mm=inplane_spacing_mm)
+
+
+def _axis_map(source: _Grid, target: _Grid, axis: int) -> np.ndarray:
+    """Nearest source index along ``axis`` for every target index (-1 outside the source)."""
+    d = source.direction[:, axis]
+    offset = float(np.dot(np.asarray(target.origin_mm) - np.asarray(source.origin_mm), d))
+    pos = offset + np.arange(target.shape[axis]) * target.spacing_mm[axis]
+    idx = np.floor(pos / source.spacing_mm[axis] + 0.5).astype(np.int64)
+    idx[(idx < 0) | (idx >= source.shape[axis])] = -1
+    return idx
+
+
+def labels_to_grid(labels: LabelVolume, target: _Grid) -> LabelVolume:
+    """Map a label map onto the grid of ``target`` by nearest neighbour in physical space.
+
+    Both grids must share their direction (true for a scan and its network grid). Target voxels
+    outside the source are background.
+    """
+    if not np.allclose(labels.direction, target.direction, atol=1e-4):
+        raise GeometryMismatchError(
+            "labels_to_grid needs grids with the same direction; labels have direction "
+            f"{labels.direction.round(3).tolist()}, target {target.direction.round(3).tolist()}")
+    maps = [_axis_map(labels, target, a) for a in range(3)]
+    src = labels.labels
+    valid = (maps[0][:, None, None] >= 0) & (maps[1][None, :, None] >= 0) & (maps[2][None, None, :] >= 0)
+    out = src[np.ix_(np.maximum(maps[0], 0), np.maximum(maps[1], 0), np.maximum(maps[2], 0))]
+    out = np.where(valid, out, 0).astype(np.uint8)
+    return LabelVolume(out, target.spacing_mm, target.origin_mm, target.direction)
+
+
+def candidate_mask(volume: CTVolume, *, threshold_hu: float = CALCIUM_THRESHOLD_HU) -> np.ndarray:
+    """Boolean mask of candidate calcium voxels (>= ``threshold_hu``, 130 HU by default)."""
+    return volume.hu >= threshold_hu
+
+
+def normalise_hu(hu: np.ndarray) -> np.ndarray:
+    """The authors' network input: (clip(hu, -1000, 3000) - 130) / 1130, float32."""
+    return ((np.clip(hu, *HU_CLIP) - CALCIUM_THRESHOLD_HU) / 1130.0).astype(np.float32)

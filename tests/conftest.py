@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny volumes with known geometry, built on the fly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calcscore.volume import CTMeta, CTVolume, LabelVolume
+
+QRM_DICOM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qrm-canon-large-rep1" / "dicom"
+
+
+def oblique_direction() -> np.ndarray:
+    """A proper rotation (columns = array axes z, y, x in LPS), not the identity."""
+    a = np.deg2rad(20.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    # ITK-style (x, y, z) rows and columns -> ours (z, y, x)
+    return rot[::-1, ::-1].copy()
+
+
+@pytest.fixture
+def small_ct() -> CTVolume:
+    rng = np.random.default_rng(0)
+    hu = rng.integers(-1000, 1500, size=(6, 9, 11)).astype(np.float32)
+    meta = CTMeta(slice_thickness_mm=2.0, kernel="B30f", manufacturer="SIEMENS", model="Sensation 64",
+                  kvp=120.0, series_uid="1.2.3.4.5")
+    return CTVolume(hu, (1.5, 0.7, 0.6), (-20.0, 10.5, -33.25), oblique_direction(), meta=meta)
+
+
+@pytest.fixture
+def small_labels(small_ct) -> LabelVolume:
+    rng = np.random.default_rng(1)
+    return LabelVolume.like(small_ct, rng.integers(0, 7, size=small_ct.shape).astype(np.uint8))
+
+
+@pytest.fixture
+def qrm_dicom() -> Path:
+    if not QRM_DICOM.is_dir():
+        pytest.skip(f"real QRM scan not found at {QRM_DICOM}")
+    return QRM_DICOM
