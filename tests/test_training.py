@@ -1,0 +1,198 @@
+"""Training: loss goes down, checkpoints resume exactly, models reload, CNN2 trains on CNN1."""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calcscore.errors import CalcscoreError
+from calcscore.labels import Label
+from calcscore.networks import CNN1, CNN2
+from calcscore.sampling import cache_scan
+from calcscore.training import (
+    TrainConfig,
+    get_config,
+    load_model,
+    paper_config,
+    split_by_participant,
+    train,
+    workshop_config,
+)
+from calcscore.volume import CTVolume, LabelVolume
+
+SHAPE = (20, 36, 36)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_scan(rng, shape=SHAPE) -> tuple[CTVolume, LabelVolume]:
+    """A network-grid phantom: soft tissue, a bone block (background >= 130 HU) and small
+    calcified spheres, LAD ones free in fat and TAC ones on an aortic wall."""
+    rng = np.random.default_rng(rng)
+    z, y, x = np.indices(shape)
+    hu = np.full(shape, -50.0) + rng.normal(0, 15, shape)
+    lab = np.zeros(shape, np.uint8)
+    hu[:, 28:, 6:30] = 700 + rng.normal(0, 30, (shape[0], shape[1] - 28, 24))  # spine-like block
+    cy, cx = 12, 24  # aorta along z
+    wall = np.abs(np.hypot(y - cy, x - cx) - 5) < 1.2
+    hu[wall] = 60
+    for _ in range(4):
+        c = (rng.integers(3, shape[0] - 3), rng.integers(4, 22), rng.integers(3, 14))
+        ball = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= 2.5
+        hu[ball], lab[ball] = 450, Label.LAD
+        a = rng.uniform(0, 2 * np.pi)
+        c = (rng.integers(3, shape[0] - 3), int(cy + 5 * np.sin(a)), int(cx + 5 * np.cos(a)))
+        ball = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= 2.5
+        hu[ball], lab[ball] = 600, Label.TAC
+    vol = CTVolume(hu.astype(np.float32), (1.5, 0.66, 0.66))
+    return vol, LabelVolume.like(vol, lab)
+
+
+def tiny_scans(folder: Path, n: int, *, seed: int = 0, prefix: str = "s"):
+    out = []
+    for i in range(n):
+        vol, lab = tiny_scan(seed * 100 + i)
+        out.append(cache_scan(vol, lab, folder / f"{prefix}{i}", scan_id=f"{prefix}{i}",
+                              participant_id=f"p{i}", on_network_grid=True))
+    return out
+
+
+def tiny_config(network: str = "cnn1", **changes) -> TrainConfig:
+    if network == "cnn1":
+        base = TrainConfig(network="cnn1", width=4, head_width=8, max_dilation=2, patch_size=15,
+                           batch_size=8, max_iterations=6, eval_every=3, checkpoint_every=3,
+                           val_samples=16, device="cpu", preset="test")
+    else:
+        base = TrainConfig(network="cnn2", patch_size=25, width_scale=0.25, dense_width=8,
+                           dropout=0.5, l2=1e-5, batch_size=8, max_iterations=4, eval_every=2,
+                           checkpoint_every=2, val_samples=16, device="cpu", preset="test")
+    return replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cache")
+    return tiny_scans(d, 3, prefix="t"), tiny_scans(d, 1, seed=9, prefix="v")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_presets_carry_the_paper_settings():
+    c1, c2 = paper_config("cnn1"), paper_config("cnn2")
+    assert (c1.learning_rate, c1.batch_size, c1.gamma, c1.l2, c1.dropout) == (5e-4, 64, 0.05, 5e-5, 0.35)
+    assert (c1.receptive_field, c1.patch_size, c1.label_size, c1.width) == (131, 155, 25, 32)
+    assert (c2.patch_size, c2.l2, c2.dropout, c2.batch_size) == (65, 1e-5, 0.5, 64)
+    w = workshop_config("cnn1")
+    assert w.receptive_field in (35, 67) and w.width < 32 and w.patch_size < 155
+    assert get_config("workshop", "cnn2", max_iterations=5).max_iterations == 5
+    with pytest.raises(ValueError, match="patch_size"):
+        TrainConfig(network="cnn1", max_dilation=8, patch_size=36)
+    with pytest.raises(ValueError, match="preset"):
+        get_config("huge", "cnn1")
+
+
+def test_split_by_participant_keeps_participants_together():
+    parts = ["a", "a", "b", "c", "c", "d", "e", "f", "g"]
+    val = split_by_participant(parts, val_fraction=0.3, rng=1)
+    assert len(val) == 2 and val <= set(parts)
+    assert split_by_participant(parts, val_fraction=0.3, rng=1) == val
+    assert split_by_participant(["a", "a"], val_fraction=0.5, rng=0) == set()
+
+
+def test_a_few_iterations_lower_the_loss(scans, tmp_path):
+    train_scans, val_scans = scans
+    cfg = tiny_config(max_iterations=60, eval_every=20, checkpoint_every=60, val_samples=64,
+                      batch_size=16, learning_rate=3e-3)
+    losses = []
+    result = train(cfg, train_scans, val_scans, tmp_path, progress=False,
+                   callback=lambda it, loss: losses.append(loss))
+    assert len(losses) == 60
+    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
+    rows = _rows(tmp_path / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == [20, 40, 60]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert all(math.isfinite(float(r["val_accuracy"])) for r in rows)
+    model, config = load_model(tmp_path)
+    assert isinstance(model, CNN1) and config == cfg and not model.training
+    saved = torch.load(result.model_path, weights_only=True)
+    assert set(saved) >= {"config", "state_dict"} and saved["config"]["network"] == "cnn1"
+    assert result.best_val_loss == pytest.approx(min(float(r["val_loss"]) for r in rows))
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(scans, tmp_path):
+    train_scans, val_scans = scans
+    cfg = tiny_config(max_iterations=9, eval_every=2, checkpoint_every=3)
+    full = train(cfg, train_scans, val_scans, tmp_path / "full", progress=False)
+
+    def kill_at_7(it, loss):  # dies after the checkpoint of iteration 6, before 9
+        if it == 7:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(cfg, train_scans, val_scans, tmp_path / "resumed", progress=False, callback=kill_at_7)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["iteration"] == 6
+    resumed = train(cfg, train_scans, val_scans, tmp_path / "resumed", progress=False)
+    assert resumed.iteration == full.iteration == 9
+    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "resumed" / "checkpoint.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    fa = torch.load(full.model_path, weights_only=True)["state_dict"]
+    fb = torch.load(resumed.model_path, weights_only=True)["state_dict"]
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+    rows_a = _rows(tmp_path / "full" / "metrics.csv")
+    rows_b = _rows(tmp_path / "resumed" / "metrics.csv")
+    assert [r["val_loss"] for r in rows_a] == [r["val_loss"] for r in rows_b]
+    assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
+
+
+def test_resume_refuses_other_settings(scans, tmp_path):
+    train_scans, val_scans = scans
+    train(tiny_config(max_iterations=3), train_scans, val_scans, tmp_path, progress=False)
+    with pytest.raises(CalcscoreError, match="learning_rate"):
+        train(tiny_config(max_iterations=6, learning_rate=1e-2), train_scans, val_scans, tmp_path,
+              progress=False)
+
+
+def test_bf16_autocast_trains(scans, tmp_path):
+    train_scans, val_scans = scans
+    res = train(tiny_config(max_iterations=2, eval_every=2, precision="bf16", channels_last=True),
+                train_scans, val_scans, tmp_path, progress=False)
+    assert math.isfinite(res.metrics[-1]["train_loss"])
+
+
+def test_cnn2_trains_on_the_voxels_cnn1_calls_calcium(scans, tmp_path):
+    train_scans, val_scans = scans
+    train(tiny_config(max_iterations=30, eval_every=30, checkpoint_every=30, learning_rate=3e-3,
+                      batch_size=16),
+          train_scans, val_scans, tmp_path / "cnn1", progress=False)
+    cfg2 = tiny_config("cnn2")
+    with pytest.raises(CalcscoreError, match="CNN1"):
+        train(cfg2, train_scans, val_scans, tmp_path / "cnn2", progress=False)
+    res = train(cfg2, train_scans, val_scans, tmp_path / "cnn2", cnn1=tmp_path / "cnn1", progress=False)
+    assert (tmp_path / "cnn2" / "cnn1-candidates.npz").is_file()
+    model, config = load_model(tmp_path / "cnn2", network="cnn2")
+    assert isinstance(model, CNN2) and config.network == "cnn2"
+    assert res.iteration == 4
