@@ -49,7 +49,7 @@ def receptive_field(max_dilation: int) -> int:
 def max_dilation_for(receptive_field_px: int) -> int:
     """The largest dilation that gives ``receptive_field_px`` (35, 67, 131, 259, ...)."""
     d = (receptive_field_px - 3) // 4
-    if d < 2 or receptive_field(d) != receptive_field_px:
+    if d < 2 or d & (d - 1) or 4 * d + 3 != receptive_field_px:
         raise ValueError(f"`receptive_field_px` must be 4 * 2**k + 3 (35, 67, 131, 259), got {receptive_field_px=}")
     return d
 
@@ -200,10 +200,10 @@ class CNN1(nn.Module):
 
         Without auxiliary outputs the head alone decides (p = p_N).
         """
-        p = F.softmax(head_logits.float(), dim=1)
+        p = F.softmax(_at_least_fp32(head_logits), dim=1)
         if aux_logits is None:
             return p
-        p_aux = sum(F.softmax(a.float(), dim=1) for a in aux_logits)
+        p_aux = sum(F.softmax(_at_least_fp32(a), dim=1) for a in aux_logits)
         return WEIGHT_HEAD * p + WEIGHT_AUX * p_aux
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,6 +214,10 @@ class CNN1(nn.Module):
             c = out.aux[0].shape[-1] // 2
             aux = tuple(a[:, :, c, c] for a in out.aux)
         return self.combine(out.head, aux)  # type: ignore[arg-type]
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float64 else t.float()
 
 
 # ----------------------------------------------------------------------------------------- CNN2

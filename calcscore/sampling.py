@@ -220,16 +220,20 @@ def _safe_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------- patches on the device
-def _orientation_offsets(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(3, size, size) z, y, x offsets of the axial, sagittal and coronal patches."""
+def _orientation_offsets(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column offsets, each (2, 3, 3, size): [row/col][orientation][z, y, x axis].
+
+    Every coordinate of a patch moves with its rows or with its columns, never both, so a
+    patch's flat indices are a row term plus a column term (one broadcast add).
+    """
     r = size // 2
-    u = torch.arange(-r, r + 1).view(size, 1).expand(size, size)
-    v = torch.arange(-r, r + 1).view(1, size).expand(size, size)
-    zero = torch.zeros(size, size, dtype=torch.long)
-    oz = torch.stack([zero, u, u])
-    oy = torch.stack([u, v, zero])
-    ox = torch.stack([v, zero, v])
-    return oz, oy, ox
+    t = torch.arange(-r, r + 1)
+    rows = torch.zeros(3, 3, size, dtype=torch.long)
+    cols = torch.zeros(3, 3, size, dtype=torch.long)
+    rows[0, 1], cols[0, 2] = t, t  # axial: rows y, columns x
+    rows[1, 0], cols[1, 1] = t, t  # sagittal: rows z, columns y
+    rows[2, 0], cols[2, 2] = t, t  # coronal: rows z, columns x
+    return rows, cols
 
 
 class VolumeStore:
@@ -272,15 +276,20 @@ class VolumeStore:
         return self._offsets[size]
 
     def _gather(self, source: torch.Tensor, scan: torch.Tensor, zyx: torch.Tensor, size: int):
-        oz, oy, ox = self._offsets_for(size)
-        shape = self.shapes[scan]  # (N, 3)
-        z = zyx[:, 0, None, None, None] + oz
-        y = zyx[:, 1, None, None, None] + oy
-        x = zyx[:, 2, None, None, None] + ox
-        sz, sy, sx = (shape[:, i, None, None, None] for i in range(3))
-        valid = (z >= 0) & (z < sz) & (y >= 0) & (y < sy) & (x >= 0) & (x < sx)
-        flat = self.base[scan, None, None, None] + (z * sy + y) * sx + x
-        flat = torch.where(valid, flat, torch.zeros_like(flat))
+        rows, cols = self._offsets_for(size)  # (3 orientations, 3 axes, size)
+        shape = self.shapes[scan][:, None, :, None]  # (N, 1, 3, 1)
+        centre = zyx[:, None, :, None]
+        r_coord = centre + rows  # (N, 3, 3, size): coordinates along the rows
+        c_coord = centre + cols
+        r_valid = ((r_coord >= 0) & (r_coord < shape)).all(dim=2)  # (N, 3, size)
+        c_valid = ((c_coord >= 0) & (c_coord < shape)).all(dim=2)
+        stride = torch.stack([shape[:, :, 1] * shape[:, :, 2], shape[:, :, 2],
+                              torch.ones_like(shape[:, :, 2])], dim=2)  # (N, 1, 3, 1)
+        r_flat = (r_coord * stride).sum(dim=2) + self.base[scan, None, None]  # (N, 3, size)
+        c_flat = (cols * stride).sum(dim=2)
+        valid = r_valid[..., :, None] & c_valid[..., None, :]
+        flat = r_flat[..., :, None] + c_flat[..., None, :]
+        flat = flat.masked_fill_(~valid, 0)
         return source[flat], valid
 
     def patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int, *,

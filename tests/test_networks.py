@@ -1,0 +1,137 @@
+"""CNN1 and CNN2: receptive fields, output shapes, the paper's prediction rule."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from calcscore.networks import (
+    CNN1,
+    CNN2,
+    RECEPTIVE_FIELDS,
+    CNN1Config,
+    build_network,
+    max_dilation_for,
+    receptive_field,
+    regularised_parameters,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_receptive_field_formula():
+    assert {d: receptive_field(d) for d in RECEPTIVE_FIELDS} == RECEPTIVE_FIELDS
+    assert [max_dilation_for(rf) for rf in (35, 67, 131, 259)] == [8, 16, 32, 64]
+    with pytest.raises(ValueError, match="max_dilation"):
+        receptive_field(12)
+    with pytest.raises(ValueError, match="receptive_field_px"):
+        max_dilation_for(100)
+
+
+@pytest.mark.parametrize("max_dilation", [8, 16, 32, 64])
+def test_cnn1_receptive_field_is_exact(max_dilation):
+    """A change at RF//2 pixels from the centre changes the centre's output; one pixel further
+    out does not (65 / 66 for the paper's 131 configuration), in every orientation."""
+    torch.manual_seed(0)
+    model = CNN1(width=2, head_width=4, max_dilation=max_dilation).double().eval()
+    r = model.receptive_field // 2
+    assert model.receptive_field == RECEPTIVE_FIELDS[max_dilation]
+    size = 2 * (r + 1) + 1  # receptive field + 2: the output is 3 x 3
+    c = size // 2
+    x = torch.zeros(1, 3, size, size, dtype=torch.float64)
+
+    def centre_logits(inp):  # head and auxiliary logits of the centre voxel, in float64
+        out = model(inp)
+        return torch.cat([out.head] + [a[:, :, 1, 1] for a in out.aux], dim=1)
+
+    with torch.no_grad():
+        base = centre_logits(x)
+        for channel in range(3):
+            for du, dv in ((r, 0), (0, -r), (r, r), (-r, r)):
+                inside = x.clone()
+                inside[0, channel, c + du, c + dv] = 3.0
+                assert not torch.equal(centre_logits(inside), base), (channel, du, dv)
+            for du, dv in ((r + 1, 0), (0, -(r + 1)), (r + 1, r + 1), (-(r + 1), 3)):
+                outside = x.clone()
+                outside[0, channel, c + du, c + dv] = 3.0
+                assert torch.equal(centre_logits(outside), base), (channel, du, dv)
+
+
+def test_cnn1_shapes_and_fully_convolutional_parts():
+    torch.manual_seed(1)
+    model = CNN1(width=3, head_width=5, max_dilation=2).eval()  # receptive field 11
+    x = torch.randn(4, 3, 15, 15)
+    out = model(x)
+    assert out.head.shape == (4, 7)
+    assert [a.shape for a in out.aux] == [(4, 7, 5, 5)] * 3
+    # the head on features of a whole slice, taken at the centre, gives the same logits
+    feats = [net.features(x[:, i:i + 1]) for i, net in enumerate(model.subnets)]
+    assert feats[0].shape == (4, 3, 5, 5)
+    head = model.head(*(f[:, :, 2, 2] for f in feats))
+    torch.testing.assert_close(head, out.head)
+    torch.testing.assert_close(model.axial.aux(feats[0][:, :, 2, 2]), out.aux[0][:, :, 2, 2])
+    with pytest.raises(ValueError, match="patch_size"):
+        model(torch.randn(1, 3, 14, 14))
+    with pytest.raises(ValueError, match=r"\(N, 3, P, P\)"):
+        model(torch.randn(1, 1, 15, 15))
+
+
+def test_prediction_weights_the_four_outputs():
+    head = torch.tensor([[10.0, 0, 0, 0, 0, 0, 0]])
+    aux = tuple(torch.tensor([[0.0, 10, 0, 0, 0, 0, 0]]) for _ in range(3))
+    p = CNN1.combine(head, aux)
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(1))
+    sm = float(torch.softmax(head, 1)[0, 0])
+    assert float(p[0, 0]) == pytest.approx(0.5 * sm + 0.5 * (1 - sm) / 6, rel=1e-5)
+    assert p[0, 1] > p[0, 0]  # three confident auxiliary outputs outvote the head
+    torch.testing.assert_close(CNN1.combine(head, None), torch.softmax(head, 1))
+
+
+def test_cnn1_without_aux_outputs():
+    model = CNN1(CNN1Config(width=2, head_width=4, max_dilation=2, aux=False)).eval()
+    out = model(torch.randn(2, 3, 11, 11))
+    assert out.aux is None and out.head.shape == (2, 7)
+    assert model.predict_proba(torch.randn(2, 3, 11, 11)).shape == (2, 7)
+    with pytest.raises(ValueError, match="aux=False"):
+        model.axial.aux(torch.randn(2, 2))
+
+
+def test_paper_cnn1_layers():
+    model = CNN1()
+    convs = [m for m in model.axial.body if isinstance(m, torch.nn.Conv2d)]
+    assert [c.dilation[0] for c in convs] == [1, 1, 2, 4, 8, 16, 32, 1, 1]
+    assert [c.kernel_size[0] for c in convs] == [3] * 8 + [1]
+    assert all(c.out_channels == 32 and c.padding == (0, 0) for c in convs)
+    assert model.head_layers[1].in_features == 96 and model.head_layers[1].out_features == 128
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 5
+
+
+def test_cnn2_shapes_and_shared_weights():
+    torch.manual_seed(2)
+    model = CNN2().eval()
+    assert [m.out_channels for m in model.tower if isinstance(m, torch.nn.Conv2d)] == [24, 32, 48, 32]
+    assert model.tower_features == 32 * 6 * 6
+    x = torch.randn(3, 3, 65, 65)
+    assert model(x).shape == (3, 2)
+    p = model.predict_proba(x)
+    assert p.shape == (3,) and torch.all((p >= 0) & (p <= 1))
+    # one tower for all orientations: swapping sagittal and coronal patches of a voxel only
+    # permutes the dense layer's inputs, so the network sees the three planes with one filter bank
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 4
+    with pytest.raises(ValueError, match="65"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+def test_build_network_and_weight_decay_groups():
+    m = build_network("cnn2", {"patch_size": 33, "width_scale": 0.5, "unrelated": 1})
+    assert isinstance(m, CNN2) and m.config.patch_size == 33
+    decay, other = regularised_parameters(m)
+    assert all(p.ndim > 1 for p in decay) and all(p.ndim == 1 for p in other)
+    assert len(decay) + len(other) == len(list(m.parameters()))
+    with pytest.raises(ValueError, match="kind"):
+        build_network("cnn3", {})
