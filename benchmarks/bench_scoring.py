@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_scoring.py [--repeats 5] [--seed 0]
 
 The scan is synthetic: soft tissue at 40 +- 20 HU with noise, a spine and ribs at 700 HU (not
-labelled), and labelled calcifications: 12 coronary lesions (LAD, LCX, RCA), 40 aortic plaques
-along a 25 cm aorta (TAC), and aortic and mitral valve calcium. Prints one row per function and
+labelled), and labelled calcifications: 12 coronary lesions (LAD, LCX, RCA), 30 aortic plaques
+along a 24 cm aorta (TAC), and aortic and mitral valve calcium. Prints one row per function and
 convention: the median and best wall time over the repeats. Target: scoring under 1 s.
 """
 from __future__ import annotations
@@ -49,10 +49,10 @@ def make_scan(seed: int = 0) -> tuple[CTVolume, LabelVolume]:
     for i in range(12):
         centre = (rng.uniform(80, 140), rng.uniform(180, 300), rng.uniform(180, 330))
         _blob(hu, lab, centre, rng.uniform(0.8, 2.5, 3), rng.uniform(200, 900), coronary[i % 3])
-    for i in range(40):  # aorta: ascending from slice 30 to 190 along a curve
-        t = i / 39
+    for i in range(30):  # aorta: from slice 30 to 190 along a curve
+        t = i / 29
         centre = (30 + 160 * t, 200 + 60 * np.sin(np.pi * t), 260 + 40 * np.cos(np.pi * t))
-        _blob(hu, lab, centre, rng.uniform(1.0, 4.0, 3), rng.uniform(250, 1200), Label.TAC)
+        _blob(hu, lab, centre, rng.uniform(1.0, 3.0, 3), rng.uniform(250, 1200), Label.TAC)
     for i in range(4):
         _blob(hu, lab, (100 + 3 * i, 240, 250 + 4 * i), (2.0, 2.0, 2.0), 600.0, Label.AV)
         _blob(hu, lab, (90 + 3 * i, 270, 300 + 4 * i), (1.5, 2.5, 2.5), 400.0, Label.MV)

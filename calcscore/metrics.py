@@ -1,5 +1,8 @@
 """Detection agreement between a reference and a predicted label map (paper Tables II, IV, V).
 
+The label maps are compared as they are (no HU threshold: the reference annotations and the
+network output label candidate voxels >= 130 HU only).
+
 Voxel level, per label and for CAC: the true-positive (TP), false-positive (FP) and
 false-negative (FN) calcium volumes in mm^3,
 
