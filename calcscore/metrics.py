@@ -36,7 +36,7 @@ from scipy import ndimage
 from calcscore.labels import CAC_LABELS, CALCIUM_LABELS, Label
 from calcscore.lesions import connectivity_structure
 from calcscore.scoring import DEFAULT_CONVENTION, AgatstonConvention, agatston, risk_category
-from calcscore.stats import KappaResult, risk_category_agreement
+from calcscore.stats import BootstrapResult, KappaResult, bootstrap_ci, risk_category_agreement
 from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,21 @@ def summarise(per_scan: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("label") if rows else pd.DataFrame()
 
 
+def mean_with_ci(per_scan: pd.DataFrame, *, label: str = "CAC", metric: str = "f1", n_resamples: int = 2000,
+                 confidence: float = 0.95, rng: np.random.Generator | int | None = None) -> BootstrapResult:
+    """Mean over scans of one per-scan metric (``nan`` scans left out) with a bootstrap CI over scans.
+
+    E.g. the paper's "average F1 score per scan for CAC of 0.87 (95 % CI 0.85-0.90)".
+    """
+    if metric not in per_scan.columns:
+        raise ValueError(f"`metric` must be a column of the per-scan table, got {metric=}")
+    values = per_scan.loc[per_scan["label"] == label, metric].to_numpy(float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return BootstrapResult(math.nan, math.nan, math.nan, n_resamples, confidence)
+    return bootstrap_ci(np.mean, values, n_resamples=n_resamples, confidence=confidence, rng=rng)
+
+
 def _nanmean(values: pd.Series) -> float:
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
@@ -278,5 +293,5 @@ def evaluate(cases: Iterable[ScanCase], *, convention: AgatstonConvention | str 
 
 __all__ = [
     "AGREEMENT_COLUMNS", "Evaluation", "METRIC_GROUPS", "ScanCase", "detection_agreement",
-    "evaluate", "label_confusion", "summarise",
+    "evaluate", "label_confusion", "mean_with_ci", "summarise",
 ]

@@ -13,6 +13,7 @@ from calcscore.metrics import (
     detection_agreement,
     evaluate,
     label_confusion,
+    mean_with_ci,
     summarise,
 )
 from calcscore.volume import CTVolume, GeometryMismatchError, LabelVolume
@@ -156,3 +157,12 @@ def test_geometry_and_label_values_are_checked():
     bad[0, 0, 0] = 9
     with pytest.raises(ValueError, match="calcium labels are 0-6"):
         detection_agreement(ref, LabelVolume(bad, SPACING))
+
+
+def test_mean_with_ci_over_scans():
+    per_scan = pd.DataFrame({"scan_id": [f"s{i}" for i in range(6)], "label": "CAC",
+                             "f1": [0.8, 0.9, 1.0, math.nan, 0.7, 0.6]})
+    r = mean_with_ci(per_scan, metric="f1", n_resamples=500, rng=0)
+    assert r.estimate == pytest.approx(0.8)  # the nan scan is left out
+    assert 0.6 <= r.ci_low < 0.8 < r.ci_high <= 1.0
+    assert math.isnan(mean_with_ci(per_scan, label="TAC").estimate)
