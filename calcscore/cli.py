@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "calcscore.commands.info",
     "calcscore.commands.agatston",
     "calcscore.commands.evaluate",
+    "calcscore.commands.train",
 )
 
 

@@ -42,8 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from calcscore.errors import CalcscoreError, InputError
+from calcscore.labels import N_CLASSES
 from calcscore.networks import CNN1, build_network, regularised_parameters
 from calcscore.sampling import (
+    CALCIUM_THRESHOLD_HU,
+    PAD_HU,
     CachedScan,
     PatchSampler,
     VolumeStore,
@@ -362,28 +365,79 @@ def evaluate(config: TrainConfig, model: nn.Module, sampler: PatchSampler,
 
 # ------------------------------------------------------------------------- CNN1 on candidates
 @torch.no_grad()
-def cnn1_candidate_labels(model: CNN1, store: VolumeStore, scan_index: int, *,
-                          batch_size: int = 256, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
-    """CNN1's label for every candidate voxel (>= 130 HU) of one scan of ``store``.
-
-    Patch-wise: one receptive-field-sized patch per candidate, so each patch gives exactly one
-    output pixel (the whole-scan, fully convolutional version lives in the inference module).
-    Returns (flat candidate indices, labels 0..6).
-    """
+def cnn1_proba_patchwise(model: CNN1, store: VolumeStore, scan_index: int, flat: np.ndarray, *,
+                         batch_size: int = 256, precision: str = "fp32") -> torch.Tensor:
+    """CNN1's (n, 7) class probabilities at voxels ``flat`` of scan ``scan_index`` of ``store``,
+    one receptive-field-sized patch per voxel (simple and slow: a reference for
+    :func:`cnn1_proba_slicewise`)."""
     model.eval()
-    scan = store.scans[scan_index]
-    flat = np.asarray(scan.candidate_index)
-    labels = np.zeros(len(flat), np.uint8)
-    rf = model.receptive_field
+    out = []
     for i in range(0, len(flat), batch_size):
-        f = flat[i:i + batch_size]
-        s = np.full(len(f), scan_index)
+        f = np.asarray(flat[i:i + batch_size])
+        s = np.full(len(f), scan_index, np.int64)
         zyx = torch.from_numpy(store.unravel(s, f)).to(store.device)
-        x = store.patches(torch.from_numpy(s.astype(np.int64)).to(store.device), zyx, rf)
+        x = store.patches(torch.from_numpy(s).to(store.device), zyx, model.receptive_field)
         with _autocast(store.device, precision):
-            proba = model.predict_proba(x)
-        labels[i:i + len(f)] = proba.argmax(dim=1).cpu().numpy().astype(np.uint8)
-    return flat, labels
+            out.append(model.predict_proba(x).float())
+    return torch.cat(out) if out else torch.zeros(0, N_CLASSES, device=store.device)
+
+
+@torch.no_grad()
+def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat: np.ndarray, *,
+                         chunk: int = 4096, precision: str = "fp32") -> torch.Tensor:
+    """The same probabilities as :func:`cnn1_proba_patchwise`, computed fully convolutionally:
+    each subnetwork runs once over the part of every slice (of its orientation) that holds the
+    requested voxels, then the head combines the features of those voxels."""
+    model.eval()
+    dev = store.device
+    scan = store.scans[scan_index]
+    n = len(flat)
+    if n == 0:
+        return torch.zeros(0, N_CLASSES, device=dev)
+    r = model.receptive_field // 2
+    base = int(store.base[scan_index])
+    vol = store.hu[base:base + scan.n_voxels].view(*scan.shape)
+    vol = (vol.float() - CALCIUM_THRESHOLD_HU) / 1130.0
+    pad_value = (PAD_HU - CALCIUM_THRESHOLD_HU) / 1130.0
+    vol = F.pad(vol[None, None], (r, r, r, r, r, r), value=pad_value)[0, 0]  # (Z+2r, Y+2r, X+2r)
+    zyx = torch.from_numpy(store.unravel(np.full(n, scan_index), np.asarray(flat))).to(dev)
+    # slice axis and in-plane (row, column) axes of the axial, sagittal and coronal patches
+    layout = ((0, 1, 2), (2, 0, 1), (1, 0, 2))
+    feats = []
+    for subnet, (axis, row_axis, col_axis) in zip(model.subnets, layout):
+        f_out = torch.empty(n, model.config.width, device=dev)
+        coord = zyx[:, axis]
+        for s in torch.unique(coord).tolist():
+            sel = torch.nonzero(coord == s).flatten()
+            rows, cols = zyx[sel, row_axis], zyx[sel, col_axis]
+            r0, r1 = int(rows.min()), int(rows.max())
+            c0, c1 = int(cols.min()), int(cols.max())
+            plane = vol.select(axis, s + r)  # padded plane, (rows, cols) in axis order
+            region = plane[r0:r1 + 2 * r + 1, c0:c1 + 2 * r + 1]
+            with _autocast(dev, precision):
+                fmap = subnet.features(region[None, None])[0]
+            f_out[sel] = fmap[:, rows - r0, cols - c0].T.float()
+        feats.append(f_out)
+    out = []
+    for i in range(0, n, chunk):
+        fa, fs, fc = (f[i:i + chunk] for f in feats)
+        with _autocast(dev, precision):
+            head = model.head(fa, fs, fc)
+            aux = (tuple(net.aux(f) for net, f in zip(model.subnets, (fa, fs, fc)))
+                   if model.config.aux else None)
+            out.append(CNN1.combine(head, aux).float())
+    return torch.cat(out)
+
+
+def cnn1_candidate_labels(model: CNN1, store: VolumeStore, scan_index: int, *,
+                          precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+    """CNN1's label (0..6) for every candidate voxel (>= 130 HU) of one scan of ``store``.
+
+    Returns (flat candidate indices, labels), computed by :func:`cnn1_proba_slicewise`.
+    """
+    flat = np.asarray(store.scans[scan_index].candidate_index)
+    proba = cnn1_proba_slicewise(model, store, scan_index, flat, precision=precision)
+    return flat, proba.argmax(dim=1).cpu().numpy().astype(np.uint8)
 
 
 def _file_digest(path: Path) -> str:
@@ -446,6 +500,7 @@ class TrainResult:
     iteration: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.nan
+    model: nn.Module | None = field(default=None, repr=False)  # the network after the last iteration
 
 
 _RESUME_FREE = {"max_iterations", "device", "eval_every", "checkpoint_every"}
@@ -641,7 +696,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
     if dist_info.main and not model_path.is_file():
         save_model(model, config, model_path, iteration=it, val_loss=math.nan)
     return TrainResult(out_dir, model_path, it, metrics,
-                       best if val_sampler is not None else math.nan)
+                       best if val_sampler is not None else math.nan, model.eval())
 
 
 def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str | Path, *,

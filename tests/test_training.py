@@ -196,3 +196,62 @@ def test_cnn2_trains_on_the_voxels_cnn1_calls_calcium(scans, tmp_path):
     model, config = load_model(tmp_path / "cnn2", network="cnn2")
     assert isinstance(model, CNN2) and config.network == "cnn2"
     assert res.iteration == 4
+
+
+def write_manifest(folder: Path, n: int) -> Path:
+    """A manifest of n tiny annotated scans written as NIfTI (needs SimpleITK)."""
+    pytest.importorskip("SimpleITK")
+    from calcscore.io import write_labels, write_volume
+
+    rows = ["scan_id,participant_id,image,labels,kernel,scanner"]
+    for i in range(n):
+        vol, lab = tiny_scan(50 + i)
+        write_volume(vol, folder / f"scan{i}.nii.gz")
+        write_labels(lab, folder / f"scan{i}_labels.nii.gz")
+        rows.append(f"scan{i},p{i // 2},scan{i}.nii.gz,scan{i}_labels.nii.gz,soft,test")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.csv"
+
+
+def test_cli_trains_cnn1_then_cnn2_and_resumes(tmp_path, capsys):
+    from calcscore.cli import main
+
+    manifest = write_manifest(tmp_path, 4)
+    out1, out2 = tmp_path / "m1", tmp_path / "m2"
+    assert main(["train", "cnn1", "--data", str(manifest), "--out", str(out1), "--config", "workshop",
+                 "--max-iterations", "2", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+    assert "cnn1: 2 iterations" in capsys.readouterr().out
+    assert (out1 / "cnn1.pt").is_file() and (out1 / "metrics.csv").is_file()
+    assert len(list((out1 / "cache").iterdir())) == 4
+    # a second call with a larger budget resumes from iteration 2
+    assert main(["train", "cnn1", "--data", str(manifest), "--out", str(out1), "--config", "workshop",
+                 "--max-iterations", "3", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+    assert torch.load(out1 / "checkpoint.pt", weights_only=True)["iteration"] == 3
+    assert main(["train", "cnn2", "--data", str(manifest), "--out", str(out2), "--config", "workshop",
+                 "--max-iterations", "1", "--batch-size", "4", "--no-progress"]) == 2
+    assert "--cnn1" in capsys.readouterr().err
+    assert main(["train", "cnn2", "--data", str(manifest), "--out", str(out2), "--cnn1", str(out1),
+                 "--config", "workshop", "--max-iterations", "1", "--batch-size", "4", "--no-progress",
+                 "--device", "cpu"]) == 0
+    model, config = load_model(out2)
+    assert isinstance(model, CNN2) and config.preset == "workshop"
+    assert not (out2 / "cache").exists()  # reused CNN1's cache
+
+
+def test_slicewise_cnn1_matches_patchwise(scans):
+    """The fully convolutional candidate labelling used for CNN2's training data gives the
+    probabilities of one patch per voxel (and so shares the patches' orientation convention)."""
+    from calcscore.sampling import VolumeStore
+    from calcscore.training import cnn1_candidate_labels, cnn1_proba_patchwise, cnn1_proba_slicewise
+
+    torch.manual_seed(3)
+    model = CNN1(width=3, head_width=6, max_dilation=4)  # receptive field 19
+    store = VolumeStore(scans[0][:2])
+    flat = np.asarray(store.scans[1].candidate_index)
+    flat = np.concatenate([flat[::7], [0, store.scans[1].n_voxels - 1]])  # incl. corner voxels
+    a = cnn1_proba_patchwise(model, store, 1, flat, batch_size=64)
+    b = cnn1_proba_slicewise(model, store, 1, flat)
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    cand, labels = cnn1_candidate_labels(model, store, 0)
+    np.testing.assert_array_equal(cand, store.scans[0].candidate_index)
+    assert labels.shape == cand.shape and labels.max() < 7
