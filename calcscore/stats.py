@@ -78,8 +78,11 @@ def weighted_kappa(reference: Sequence[Any], prediction: Sequence[Any], *,
         return KappaResult(math.nan, math.nan, math.nan, math.nan, n, agreement, confidence)
     from statsmodels.stats.inter_rater import cohens_kappa
 
-    res = cohens_kappa(table, wt={"linear": "linear", "quadratic": "quadratic", "none": None}[weights])
+    with np.errstate(divide="ignore", invalid="ignore"):  # tiny tables: the null SE can be 0
+        res = cohens_kappa(table, wt={"linear": "linear", "quadratic": "quadratic", "none": None}[weights])
     kappa, se = float(res["kappa"]), float(res["std_kappa"])
+    if not math.isfinite(se):
+        return KappaResult(kappa, math.nan, math.nan, se, n, agreement, confidence)
     z = sps.norm.ppf(0.5 + confidence / 2)
     low, high = max(-1.0, kappa - z * se), min(1.0, kappa + z * se)
     return KappaResult(kappa, low, high, se, n, agreement, confidence)

@@ -42,6 +42,8 @@ def test_kappa_perfect_and_undefined():
     assert weighted_kappa(["I", "II", "IV"], ["I", "II", "IV"]).kappa == pytest.approx(1.0)
     k = weighted_kappa(["II", "II", "II"], ["II", "II", "II"])  # no expected disagreement
     assert math.isnan(k.kappa) and math.isnan(k.ci_low) and k.agreement == 1.0
+    one = weighted_kappa(["I"], ["II"])  # a single disagreeing pair: kappa 0, SE 0, no warning
+    assert (one.kappa, one.ci_low, one.ci_high) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="not among the categories"):
         weighted_kappa(["I", "V"], ["I", "I"])
     with pytest.raises(ValueError, match="paired"):
