@@ -220,7 +220,18 @@ def _safe_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------- patches on the device
-def _orientation_offsets(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def orientation_offsets(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(oz, oy, ox): (3, size, size) z, y, x offsets of the axial, sagittal and coronal patches
+    around a centre (the convention in the module docstring), for indexing ``volume[z, y, x]``."""
+    rows, cols = _row_col_offsets(size)
+    full = rows[:, :, :, None] + cols[:, :, None, :]  # (orientation, axis, size, size)
+    return full[:, 0], full[:, 1], full[:, 2]
+
+
+_orientation_offsets = orientation_offsets  # the name calcscore.inference imported first
+
+
+def _row_col_offsets(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column offsets, each (2, 3, 3, size): [row/col][orientation][z, y, x axis].
 
     Every coordinate of a patch moves with its rows or with its columns, never both, so a
@@ -272,7 +283,7 @@ class VolumeStore:
         if size % 2 == 0 or size < 1:
             raise ValueError(f"patch sizes must be odd, got {size=}")
         if size not in self._offsets:
-            self._offsets[size] = tuple(o.to(self.device) for o in _orientation_offsets(size))
+            self._offsets[size] = tuple(o.to(self.device) for o in _row_col_offsets(size))
         return self._offsets[size]
 
     def _gather(self, source: torch.Tensor, scan: torch.Tensor, zyx: torch.Tensor, size: int):

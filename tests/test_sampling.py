@@ -132,3 +132,14 @@ def test_patch_cutting_is_fast(tmp_path):
     for _ in range(3):
         sampler.sample(64)
     assert (time.perf_counter() - t) / 3 < 1.0
+
+
+def test_orientation_offsets_follow_the_documented_convention():
+    from calcscore.sampling import orientation_offsets
+
+    oz, oy, ox = orientation_offsets(5)
+    assert oz.shape == oy.shape == ox.shape == (3, 5, 5)
+    u, v = 0, 4  # patch[u, v] with offsets (u - 2, v - 2) = (-2, 2)
+    assert (oz[0, u, v], oy[0, u, v], ox[0, u, v]) == (0, -2, 2)  # axial: volume[z, y+u, x+v]
+    assert (oz[1, u, v], oy[1, u, v], ox[1, u, v]) == (-2, 2, 0)  # sagittal: volume[z+u, y+v, x]
+    assert (oz[2, u, v], oy[2, u, v], ox[2, u, v]) == (-2, 0, 2)  # coronal: volume[z+u, y, x+v]
