@@ -330,6 +330,27 @@ def _forward(config: TrainConfig, model: nn.Module, batch) -> tuple[torch.Tensor
     return loss, F.softmax(logits.detach().float(), dim=1)
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with the paper's learning rate; L2 on convolution and dense weights only."""
+    decay, other = regularised_parameters(model)
+    return torch.optim.Adam([{"params": decay, "weight_decay": 2.0 * config.l2},
+                             {"params": other, "weight_decay": 0.0}], lr=config.learning_rate)
+
+
+def train_step(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
+               device: torch.device) -> torch.Tensor:
+    """One optimisation step on one minibatch (in ``config.precision``); returns the detached
+    loss as a tensor on the device (reading it waits for the GPU: do that only when needed)."""
+    if config.channels_last:
+        batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
+    with _autocast(device, config.precision):
+        loss, _ = _forward(config, model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 @torch.no_grad()
 def evaluate(config: TrainConfig, model: nn.Module, sampler: PatchSampler,
              voxels: tuple[np.ndarray, np.ndarray], *, device: torch.device,
@@ -556,9 +577,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
     model = build_network(config.network, config.network_params()).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    decay, other = regularised_parameters(model)
-    optimizer = torch.optim.Adam([{"params": decay, "weight_decay": 2.0 * config.l2},
-                                  {"params": other, "weight_decay": 0.0}], lr=config.learning_rate)
+    optimizer = make_optimizer(model, config)
 
     # the data
     store = VolumeStore(train_scans, device=device)
@@ -644,7 +663,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
                 "iteration": iteration, "config": config.to_dict(), "world_size": world,
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "metrics": metrics, "best_val_loss": best,
-                "running": tuple(running), "sampler": [s["sampler"] for s in states],
+                "running": (float(running_sum), running[1]), "sampler": [s["sampler"] for s in states],
                 "torch_rng": [s["torch_rng"] for s in states], "cuda_rng": [s["cuda_rng"] for s in states],
             }, ckpt_path)
 
@@ -653,30 +672,25 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
                unit="it", disable=not (progress and dist_info.main), dynamic_ncols=True)
     model.train()
     it = start
+    running_sum = torch.tensor(float(running[0]), dtype=torch.float64, device=device)
     try:
         while it < config.max_iterations:
-            batch = sampler.sample(config.batch_size)
-            if config.channels_last:
-                batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
-            with _autocast(device, config.precision):
-                loss, _ = _forward(config, ddp_model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(config, ddp_model, optimizer, sampler.sample(config.batch_size),
+                              device=device)
             it += 1
-            loss_value = float(loss.detach())
-            running[0] += loss_value
+            running_sum += loss.double()
             running[1] += 1
             bar.update(1)
             if it % config.eval_every == 0 or it == config.max_iterations:
                 elapsed = time.perf_counter() - t0
                 row: dict[str, Any] = {
                     "iteration": it, "patches": it * config.batch_size * world,
-                    "train_loss": running[0] / max(running[1], 1),
+                    "train_loss": float(running_sum) / max(running[1], 1),
                     "val_loss": math.nan, "val_accuracy": math.nan, "val_balanced_accuracy": math.nan,
                     "patches_per_s": (it - seen_at_t0) * config.batch_size * world / max(elapsed, 1e-9),
                 }
                 running = [0.0, 0]
+                running_sum.zero_()
                 if dist_info.main:
                     if val_sampler is not None:
                         row.update(evaluate(config, model, val_sampler, val_voxels, device=device))
@@ -690,7 +704,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
             if it % config.checkpoint_every == 0 or it == config.max_iterations:
                 checkpoint(it)
             if callback is not None:
-                callback(it, loss_value)
+                callback(it, float(loss))
     finally:
         bar.close()
     if dist_info.main and not model_path.is_file():
