@@ -1,0 +1,254 @@
+"""Whole-scan inference with CNN1 + CNN2 (../shared/METHOD.md §3, last point).
+
+1. Preprocess to the network grid (3 mm slabs every 1.5 mm, 0.66 mm in-plane).
+2. Candidates: voxels >= 130 HU inside the body (the largest connected region above -400 HU,
+   holes filled slice by slice), so the table, the air and noise outside the patient are skipped.
+3. CNN1, fully convolutionally: each orientation's subnetwork runs once over every slice of that
+   orientation that holds a candidate (never one patch per voxel); its 32 features are kept at
+   the candidate voxels only, so memory grows with the number of candidates, not with the scan.
+   The slices are cut from the body's bounding box grown by half the receptive field, and
+   everything outside the scan reads as -1000 HU, exactly as the training patches do
+   (:mod:`calcscore.sampling`), so the output equals patch-by-patch classification.
+4. The head (and the auxiliary classifiers) on the candidates' feature vectors;
+   p = 1/2 p_N + 1/6 (p_A + p_S + p_C); the most probable class wins.
+5. CNN2 on the voxels CNN1 calls calcium (65 x 65 2.5D patches); survivors keep CNN1's label.
+6. Back to the original grid by nearest neighbour; a label is kept only on original voxels
+   >= 130 HU (the calcium threshold the reference annotations use).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from calcscore.errors import InputError
+from calcscore.networks import CNN1, CNN2
+from calcscore.preprocess import CALCIUM_THRESHOLD_HU, labels_to_grid, to_network_grid
+from calcscore.sampling import PAD_HU
+from calcscore.volume import CTVolume, LabelVolume
+
+log = logging.getLogger(__name__)
+
+BODY_THRESHOLD_HU = -400.0
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass
+class Model:
+    """A loaded CNN1 (+ optional CNN2) and what is known about how it was trained."""
+
+    cnn1: CNN1
+    cnn2: CNN2 | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    source: str = "in memory"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Model:
+        """Load ``cnn1.pt`` (and ``cnn2.pt`` when present) from a folder; the shipped model
+        (trained on synthetic phantoms only, see its model card) when ``path`` is None."""
+        from calcscore.training import load_model
+
+        folder = DEFAULT_MODEL_DIR if path is None else Path(path)
+        if not (folder / "cnn1.pt").is_file():
+            if path is None:
+                raise InputError(folder, "the shipped model is missing from this installation",
+                                 "reinstall calcscore or pass --model DIR")
+            raise InputError(folder, "holds no cnn1.pt", "pass a folder written by `calcscore train`")
+        cnn1, _ = load_model(folder / "cnn1.pt", network="cnn1", device=device)
+        cnn2 = None
+        if (folder / "cnn2.pt").is_file():
+            cnn2, _ = load_model(folder / "cnn2.pt", network="cnn2", device=device)
+        info: dict[str, Any] = {}
+        card = folder / "model.json"
+        if card.is_file():
+            import json
+
+            info = json.loads(card.read_text())
+        return cls(cnn1, cnn2, info, str(folder))
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Knobs of :func:`segment`. ``batch_slices``: slices per subnetwork pass; ``batch_voxels``:
+    candidate voxels per head / CNN2 batch; ``bf16``: bfloat16 autocast; ``channels_last``: NHWC
+    memory layout (faster convolutions on recent CPUs and GPUs); ``use_cnn2``: run the
+    false-positive reduction when the model has a CNN2; ``restrict_to_body``: skip candidates
+    outside the body; ``keep_below_threshold``: keep labels on original voxels < 130 HU."""
+
+    device: str = "cpu"
+    batch_slices: int = 8
+    batch_voxels: int = 4096
+    bf16: bool = False
+    channels_last: bool = False
+    use_cnn2: bool = True
+    restrict_to_body: bool = True
+    keep_below_threshold: bool = False
+
+
+@dataclass
+class Segmentation:
+    """The result of :func:`segment`: labels on the scan's own grid and on the network grid."""
+
+    labels: LabelVolume
+    labels_network: LabelVolume
+    cnn1_labels_network: LabelVolume
+    n_candidates: int
+    seconds: dict[str, float]
+
+
+def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+    """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
+    lungs) filled slice by slice."""
+    above = volume.hu > threshold_hu
+    if not above.any():
+        return above
+    lab, n = ndimage.label(above)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        above = lab == int(np.argmax(sizes))
+    for z in range(above.shape[0]):
+        above[z] = ndimage.binary_fill_holes(above[z])
+    return above
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.argwhere(mask)
+    return idx.min(axis=0), idx.max(axis=0) + 1
+
+
+def _normalised_block(hu: np.ndarray, lo: np.ndarray, hi: np.ndarray, r: int) -> np.ndarray:
+    """Normalised intensities of [lo - r, hi + r) (z, y, x), -1000 HU outside the scan."""
+    shape = np.asarray(hu.shape)
+    a, b = lo - r, hi + r
+    out = np.full(tuple(b - a), PAD_HU, np.float32)
+    sa, sb = np.maximum(a, 0), np.minimum(b, shape)
+    out[tuple(slice(s - o, e - o) for s, e, o in zip(sa, sb, a))] = hu[tuple(slice(s, e) for s, e in zip(sa, sb))]
+    np.clip(out, -1000.0, 3000.0, out=out)
+    return (out - CALCIUM_THRESHOLD_HU) / 1130.0
+
+
+def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
+                  opts: InferenceOptions) -> list[torch.Tensor]:
+    """Per orientation, the (N, width) features of the candidate voxels.
+
+    ``norm``: (Z + 2r, Y + 2r, X + 2r) normalised block with a margin of ``r``; ``cand``: (N, 3)
+    candidate coordinates inside the block's core (without the margin).
+    """
+    device = norm.device
+    out = []
+    # (orientation axis of the block, the two in-plane coordinate columns of cand)
+    plan = ((cnn1.axial, 0, (1, 2)), (cnn1.sagittal, 2, (0, 1)), (cnn1.coronal, 1, (0, 2)))
+    cand_t = torch.from_numpy(cand).to(device)
+    for net, axis, (ru, rv) in plan:
+        feats = torch.empty((len(cand), cnn1.config.width), dtype=torch.float32, device=device)
+        slice_of = cand_t[:, axis]
+        used = torch.unique(slice_of)
+        for start in range(0, len(used), opts.batch_slices):
+            chunk = used[start:start + opts.batch_slices]
+            planes = norm.index_select(axis, chunk + r).movedim(axis, 0)[:, None]
+            if opts.channels_last:
+                planes = planes.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, opts.bf16):
+                fmap = net.features(planes)  # (B, width, U, V): pixel (u, v) = block (u, v) core
+            sel = torch.isin(slice_of, chunk)
+            rows = torch.nonzero(sel).squeeze(1)
+            pos = torch.searchsorted(chunk, slice_of[rows])
+            feats[rows] = fmap[pos, :, cand_t[rows, ru], cand_t[rows, rv]].float()
+        out.append(feats)
+    return out
+
+
+def cnn2_patches(norm: torch.Tensor, zyx: torch.Tensor, size: int, r: int) -> torch.Tensor:
+    """(N, 3, size, size) axial / sagittal / coronal patches of a normalised block with a margin
+    ``r >= size // 2``, in the orientation convention of :mod:`calcscore.sampling`."""
+    t = torch.arange(-(size // 2), size // 2 + 1, device=norm.device)
+    u, v = t.view(1, size, 1), t.view(1, 1, size)
+    z, y, x = (zyx[:, i, None, None] + r for i in range(3))
+    axial = norm[z, y + u, x + v]
+    sagittal = norm[z + u, y + v, x]
+    coronal = norm[z + u, y, x + v]
+    return torch.stack([axial, sagittal, coronal], dim=1)
+
+
+@torch.no_grad()
+def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = None) -> Segmentation:
+    """Label every calcification of a scan (see the module docstring for the steps)."""
+    opts = options or InferenceOptions()
+    device = torch.device(opts.device)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    net = to_network_grid(volume)
+    seconds["preprocess"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    cand_mask = net.hu >= CALCIUM_THRESHOLD_HU
+    if opts.restrict_to_body:
+        cand_mask &= body_mask(net)
+    labels_net = np.zeros(net.shape, np.uint8)
+    cnn1_net = np.zeros(net.shape, np.uint8)
+    seconds["candidates"] = time.perf_counter() - t
+    n_cand = int(cand_mask.sum())
+    if n_cand:
+        lo, hi = _bbox(cand_mask)
+        cnn1 = model.cnn1.to(device).eval()
+        r_cnn1 = cnn1.receptive_field // 2
+        use_cnn2 = opts.use_cnn2 and model.cnn2 is not None
+        r_cnn2 = model.cnn2.config.patch_size // 2 if use_cnn2 else 0
+        r = max(r_cnn1, r_cnn2)
+        block = torch.from_numpy(_normalised_block(net.hu, lo, hi, r)).to(device)
+        if opts.channels_last:
+            cnn1 = cnn1.to(memory_format=torch.channels_last)
+        cand = np.argwhere(cand_mask[tuple(slice(a, b) for a, b in zip(lo, hi))])
+        t = time.perf_counter()
+        inner = block[tuple(slice(r - r_cnn1, block.shape[i] - (r - r_cnn1)) for i in range(3))]
+        feats = cnn1_features(cnn1, inner, cand, r_cnn1, opts)
+        seconds["cnn1_convolutions"] = time.perf_counter() - t
+        t = time.perf_counter()
+        pred = torch.empty(len(cand), dtype=torch.long, device=device)
+        for s in range(0, len(cand), opts.batch_voxels):
+            fa, fs, fc = (f[s:s + opts.batch_voxels] for f in feats)
+            head = cnn1.head(fa, fs, fc)
+            aux = None
+            if cnn1.config.aux:
+                aux = tuple(n.aux(f) for n, f in zip(cnn1.subnets, (fa, fs, fc)))
+            pred[s:s + opts.batch_voxels] = cnn1.combine(head, aux).argmax(dim=1)
+        final = pred.clone()
+        seconds["cnn1_head"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if use_cnn2:
+            cnn2 = model.cnn2.to(device).eval()
+            hit = torch.nonzero(pred > 0).squeeze(1)
+            cand_t = torch.from_numpy(cand).to(device)
+            for s in range(0, len(hit), opts.batch_voxels):
+                rows = hit[s:s + opts.batch_voxels]
+                x = cnn2_patches(block, cand_t[rows], cnn2.config.patch_size, r)
+                with _autocast(device, opts.bf16):
+                    keep = cnn2.predict_proba(x) >= 0.5
+                final[rows[~keep]] = 0
+        seconds["cnn2"] = time.perf_counter() - t
+        idx = tuple((cand + lo).T)
+        cnn1_net[idx] = pred.cpu().numpy().astype(np.uint8)
+        labels_net[idx] = final.cpu().numpy().astype(np.uint8)
+    t = time.perf_counter()
+    lv_net = LabelVolume.like(net, labels_net)
+    back = labels_to_grid(lv_net, volume)
+    if not opts.keep_below_threshold:
+        back = LabelVolume.like(volume, np.where(volume.hu >= CALCIUM_THRESHOLD_HU, back.labels, 0))
+    seconds["to_original_grid"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+    log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
+    return Segmentation(back, lv_net, LabelVolume.like(net, cnn1_net), n_cand, seconds)

@@ -1,0 +1,136 @@
+"""Whole-scan inference equals patch-by-patch classification with the same weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from calcscore.inference import InferenceOptions, Model, body_mask, segment
+from calcscore.networks import CNN1, CNN2
+from calcscore.preprocess import normalise_hu, to_network_grid
+from calcscore.sampling import VolumeStore, cache_scan
+from calcscore.volume import CTMeta, CTVolume
+
+
+def _scan(seed: int = 0) -> CTVolume:
+    """A small 'patient': a water cylinder with bright blobs, in air, 0.8 mm pixels, 2 mm slices."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = 24, 64, 64
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    hu = np.full((nz, ny, nx), -1000.0)
+    body = (y - 32) ** 2 + (x - 32) ** 2 < 26**2
+    hu[body] = 40.0
+    for _ in range(12):
+        c = rng.uniform([2, 12, 12], [22, 52, 52])
+        rad = rng.uniform(0.8, 1.6)
+        blob = ((z - c[0]) * 2.0) ** 2 + ((y - c[1]) * 0.8) ** 2 + ((x - c[2]) * 0.8) ** 2 < (rad * 1.6) ** 2
+        hu[blob] = rng.uniform(150, 900)
+    hu += rng.normal(0, 25, hu.shape)
+    return CTVolume(hu, (2.0, 0.8, 0.8), meta=CTMeta(slice_thickness_mm=2.0))
+
+
+def _patches(norm_padded: np.ndarray, zyx: np.ndarray, size: int, pad: int) -> torch.Tensor:
+    """Independent numpy reference of the documented patch convention (sampling.py)."""
+    h = size // 2
+    out = np.empty((len(zyx), 3, size, size), np.float32)
+    for i, (z, y, x) in enumerate(zyx + pad):
+        out[i, 0] = norm_padded[z, y - h:y + h + 1, x - h:x + h + 1]
+        out[i, 1] = norm_padded[z - h:z + h + 1, y - h:y + h + 1, x]
+        out[i, 2] = norm_padded[z - h:z + h + 1, y, x - h:x + h + 1]
+    return torch.from_numpy(out)
+
+
+def _models(aux: bool = True):
+    torch.manual_seed(0)
+    cnn1 = CNN1(width=6, head_width=8, max_dilation=8, aux=aux).eval()
+    cnn2 = CNN2(width_scale=0.25, dense_width=8).eval()
+    with torch.no_grad():  # spread the random classifiers' outputs over several classes
+        cnn1.head_layers[-1].weight.mul_(300.0)
+        cnn1.head_layers[-1].bias.zero_()
+        # and give batch norm non-trivial running statistics
+        for m in cnn2.modules():
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return cnn1, cnn2
+
+
+def _centre_head(cnn1: CNN1, x: torch.Tensor) -> None:
+    """Centre the random head's last layer on these patches, so that its argmax varies."""
+    c = cnn1.output_size(x.shape[-1]) // 2
+    feats = torch.cat([n.features(x[:, i:i + 1])[:, :, c, c] for i, n in enumerate(cnn1.subnets)], 1)
+    hidden = cnn1.head_layers[:-1](feats)
+    last = cnn1.head_layers[-1]
+    last.bias.copy_(-(hidden @ last.weight.T).mean(0))
+
+
+@pytest.mark.parametrize("aux", [True, False])
+def test_fully_convolutional_equals_patch_by_patch(aux):
+    torch.set_num_threads(1)
+    volume = _scan()
+    cnn1, cnn2 = _models(aux)
+    net = to_network_grid(volume)
+    cand = (net.hu >= 130) & body_mask(net)
+    zyx = np.argwhere(cand)
+    pad = 40
+    norm = np.pad(normalise_hu(net.hu), pad, constant_values=normalise_hu(np.array(-1000.0)))
+    with torch.no_grad():
+        _centre_head(cnn1, _patches(norm, zyx[::7], 35, pad))
+        p1 = torch.cat([cnn1.predict_proba(_patches(norm, zyx[i:i + 256], 35, pad))
+                        for i in range(0, len(zyx), 256)])
+        label1 = p1.argmax(1).numpy()
+        hit = np.flatnonzero(label1 > 0)
+        x2 = _patches(norm, zyx[hit], 65, pad)
+        cnn2.classifier[-1].bias.sub_(cnn2(x2).median(0).values)  # keep about half
+        seg = segment(volume, Model(cnn1, cnn2), InferenceOptions(batch_slices=5, batch_voxels=300))
+        keep = cnn2.predict_proba(x2).numpy() >= 0.5
+    final = label1.copy()
+    final[hit[~keep]] = 0
+    assert seg.n_candidates == len(zyx) > 100
+    got1 = seg.cnn1_labels_network.labels[tuple(zyx.T)]
+    got = seg.labels_network.labels[tuple(zyx.T)]
+    assert len(np.unique(label1)) > 2 and 0 < keep.sum() < len(keep)  # a real test, not all one class
+    np.testing.assert_array_equal(got1, label1)
+    np.testing.assert_array_equal(got, final)
+    assert not seg.labels_network.labels[~cand].any()
+
+
+def test_channels_last_and_bf16_agree_with_fp32():
+    torch.set_num_threads(1)
+    volume = _scan(1)
+    cnn1, cnn2 = _models()
+    ref = segment(volume, Model(cnn1, cnn2))
+    cl = segment(volume, Model(cnn1, cnn2), InferenceOptions(channels_last=True))
+    np.testing.assert_array_equal(cl.labels.labels, ref.labels.labels)
+    bf = segment(volume, Model(cnn1, cnn2), InferenceOptions(bf16=True))
+    assert (bf.cnn1_labels_network.labels == ref.cnn1_labels_network.labels).mean() > 0.95
+
+
+def test_labels_come_back_on_the_original_grid_only_on_calcium_voxels():
+    volume = _scan(2)
+    cnn1, cnn2 = _models()
+    seg = segment(volume, Model(cnn1, None))
+    assert seg.labels.same_geometry(volume)
+    assert not seg.labels.labels[volume.hu < 130].any()
+    assert seg.labels.labels.any()
+
+
+def test_sampler_patches_follow_the_same_convention(tmp_path):
+    """The training sampler cuts the patches the inference reference above cuts."""
+    rng = np.random.default_rng(5)
+    hu = rng.integers(-1000, 1500, size=(20, 30, 40)).astype(np.float32)
+    net = CTVolume(hu, (1.5, 0.66, 0.66))
+    cached = cache_scan(net, None, tmp_path / "c", scan_id="s", on_network_grid=True, crop=False)
+    store = VolumeStore([cached])
+    zyx = np.array([[0, 0, 0], [10, 15, 20], [19, 29, 39], [3, 27, 5]])
+    got = store.patches(torch.zeros(4, dtype=torch.long), torch.from_numpy(zyx), 21)
+    pad = 12
+    norm = np.pad(normalise_hu(hu), pad, constant_values=normalise_hu(np.array(-1000.0)))
+    np.testing.assert_allclose(got.numpy(), _patches(norm, zyx, 21, pad).numpy(), atol=1e-6)
+
+
+def test_empty_scan_gives_no_labels():
+    volume = CTVolume(np.full((8, 20, 20), -1000.0), (2.0, 0.8, 0.8))
+    cnn1, cnn2 = _models()
+    seg = segment(volume, Model(cnn1, cnn2))
+    assert seg.n_candidates == 0 and not seg.labels.labels.any()
