@@ -1,0 +1,18 @@
+"""Synthetic non-contrast, non-gated low-dose chest CT with voxel-exact calcium labels.
+
+numpy and scipy only: importable where SimpleITK, torch and ipywidgets are not installed.
+
+- :func:`make_scan` / :func:`make_scans`: one subject, one or several reconstruction kernels.
+- :func:`make_cohort`: participants with soft and sharp reconstructions, in memory.
+- :func:`observe`: a second or third observer's annotation derived from the reference.
+"""
+from calcscore.phantom.acquisition import KERNELS, SCANNERS, SIZES, ScannerProfile
+from calcscore.phantom.calcification import Lesion
+from calcscore.phantom.cohort import CohortScan, make_cohort
+from calcscore.phantom.observers import ObserverProfile, observe
+from calcscore.phantom.scan import ScanInfo, make_scan, make_scans
+
+__all__ = [
+    "KERNELS", "SCANNERS", "SIZES", "CohortScan", "Lesion", "ObserverProfile", "ScanInfo",
+    "ScannerProfile", "make_cohort", "make_scan", "make_scans", "observe",
+]

@@ -1,0 +1,614 @@
+"""Subjects and their chest anatomy, with the HU of non-contrast CT.
+
+A :class:`Subject` holds the drawn parameters (body and heart size, position and orientation,
+aortic tortuosity, age). :func:`build_geometry` turns it into the curves and frames in patient
+LPS millimetres (x to the left, y to the back, z to the head) that both the anatomy and the
+calcifications use; :func:`render_anatomy` paints the tissues on a (working) grid.
+
+The aortic valve centre is at z = ``subject.z_av_mm``; the other levels are set relative to it:
+lung apex about 150 mm above, carina about 50 mm above, the arch top 70-95 mm above, the heart
+apex and diaphragm about 90-110 mm below.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calcscore.phantom._draw import (
+    GridSpec,
+    arc_length,
+    capsule,
+    coverage,
+    ellipsoid_sd,
+    paint,
+    resample_curve,
+    tube,
+)
+
+log = logging.getLogger(__name__)
+
+# HU of non-contrast chest CT (120 kVp).
+HU = {
+    "air": -1000.0,
+    "lung": -850.0,
+    "fat": -95.0,
+    "skin": 25.0,
+    "muscle": 50.0,
+    "blood": 38.0,
+    "myocardium": 46.0,
+    "liver": 56.0,
+    "spleen": 44.0,
+    "cartilage": 115.0,
+    "cortical": 950.0,
+    "disc": 85.0,
+    "csf": 12.0,
+    "table": -300.0,
+    "soft": 35.0,
+}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Drawn subject parameters (millimetres, degrees, HU)."""
+
+    age: float
+    body_half_width_mm: float
+    body_half_depth_mm: float
+    body_center_xy_mm: tuple[float, float]
+    fat_mm: float
+    muscle_mm: float
+    heart_scale: float
+    heart_center_offset_mm: tuple[float, float, float]
+    heart_azimuth_deg: float
+    heart_elevation_deg: float
+    aorta_scale: float
+    aortic_tortuosity: float
+    arch_height_mm: float
+    z_av_mm: float
+    lung_hu: float
+    cancellous_hu: float
+    kyphosis_mm: float
+    seed: int = 0
+
+    @property
+    def is_large(self) -> bool:
+        """Large subjects are scanned at 140 kVp."""
+        return self.body_half_width_mm > 178 or self.fat_mm > 30
+
+
+def draw_subject(rng) -> Subject:
+    """Draw a subject: sizes, positions and orientation vary as in a screening population."""
+    rng = np.random.default_rng(rng)
+    size = rng.uniform(0.0, 1.0)
+    half_w = 138 + 55 * size + rng.normal(0, 5)
+    half_d = 0.66 * half_w + rng.normal(0, 6)
+    fat = float(np.clip(6 + 28 * size + rng.normal(0, 4), 4, 45))
+    return Subject(
+        age=float(rng.uniform(55, 75)),
+        body_half_width_mm=float(half_w),
+        body_half_depth_mm=float(np.clip(half_d, 85, 145)),
+        body_center_xy_mm=(float(rng.normal(0, 6)), float(rng.normal(0, 8))),
+        fat_mm=fat,
+        muscle_mm=float(rng.uniform(8, 18)),
+        heart_scale=float(np.clip(rng.normal(1.0, 0.08) + 0.08 * size, 0.82, 1.25)),
+        heart_center_offset_mm=(float(rng.normal(0, 6)), float(rng.normal(0, 5)),
+                                float(rng.normal(0, 6))),
+        heart_azimuth_deg=float(rng.uniform(35, 60)),
+        heart_elevation_deg=float(rng.uniform(18, 40)),
+        aorta_scale=float(np.clip(rng.normal(1.0, 0.08), 0.85, 1.25)),
+        aortic_tortuosity=float(rng.beta(1.5, 3.0)),
+        arch_height_mm=float(rng.uniform(70, 95)),
+        z_av_mm=float(rng.uniform(-220, -120)),
+        lung_hu=float(rng.uniform(-880, -820)),
+        cancellous_hu=float(np.clip(rng.normal(260 - 3.0 * (rng.uniform(55, 75) - 55), 35), 110, 330)),
+        kyphosis_mm=float(rng.uniform(5, 25)),
+        seed=int(rng.integers(2**31)),
+    )
+
+
+@dataclass
+class Geometry:
+    """Curves and frames of one subject in LPS mm (x, y, z). Read-only after building."""
+
+    subject: Subject
+    body_center: np.ndarray  # (x, y)
+    spine_x: float
+    spine_y0: float
+    vb_radii: tuple[float, float]
+    heart_center: np.ndarray
+    heart_axes: tuple[float, float]  # (half-length along u, radius across)
+    heart_u: np.ndarray  # base -> apex
+    heart_v: np.ndarray
+    heart_w: np.ndarray
+    epicardial_fat_mm: float
+    av_center: np.ndarray
+    av_normal: np.ndarray
+    av_radius: float
+    mv_center: np.ndarray
+    mv_normal: np.ndarray
+    mv_radius: float
+    aorta: np.ndarray  # (N, 3) centreline
+    aorta_radius: np.ndarray  # (N,)
+    aorta_segment: np.ndarray  # (N,) 0 root, 1 ascending, 2 arch, 3 descending
+    coronaries: dict[str, np.ndarray]  # "LAD" (incl. left main), "LCX", "RCA"
+    coronary_radius: dict[str, np.ndarray]
+    pulmonary: list[tuple[np.ndarray, float]]
+    svc: np.ndarray
+    trachea: np.ndarray
+    bronchi: list[np.ndarray]
+    carina: np.ndarray
+    esophagus: np.ndarray
+    branches: list[np.ndarray]
+    z_apex: float
+    z_diaphragm: float
+    z_ster_top: float
+    z_ster_bottom: float
+    rib_pitch_mm: float
+    rib_drop_mm: float
+    rib_z0: float
+    lung_vessels: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)
+
+    # ---- derived positions ------------------------------------------------------------
+    def spine_y(self, z) -> np.ndarray:
+        """Vertebral body centre y (mm) at height z: thoracic kyphosis bows the spine backwards."""
+        zm = self.subject.z_av_mm
+        return self.spine_y0 + self.subject.kyphosis_mm * (1 - ((np.asarray(z) - zm) / 180.0) ** 2)
+
+    def heart_point(self, t: float, phi: float, lift_mm: float = 0.0) -> np.ndarray:
+        """A point on the (myocardial) heart ellipsoid: t in [-1, 1] base -> apex, angle phi."""
+        L, B = self.heart_axes
+        rad = B * np.sqrt(max(1.0 - t * t, 0.0)) + lift_mm
+        return (self.heart_center + self.heart_u * (L + lift_mm * abs(t)) * t
+                + (self.heart_v * np.cos(phi) + self.heart_w * np.sin(phi)) * rad)
+
+    def heart_angle(self, direction_xyz) -> float:
+        d = np.asarray(direction_xyz, dtype=float)
+        return float(np.arctan2(d @ self.heart_w, d @ self.heart_v))
+
+    @property
+    def homogeneous_roi(self) -> tuple[np.ndarray, float]:
+        """Centre (x, y, z mm) and radius (mm) of a sphere of homogeneous blood (for noise SD)."""
+        L, B = self.heart_axes
+        return self.heart_center + self.heart_u * 0.3 * L, 0.25 * B
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def _unwrap_path(angles: list[float]) -> np.ndarray:
+    out = [angles[0]]
+    for a in angles[1:]:
+        d = (a - out[-1] + np.pi) % (2 * np.pi) - np.pi
+        out.append(out[-1] + d)
+    return np.array(out)
+
+
+def build_geometry(subject: Subject) -> Geometry:
+    """Curves and frames of the chest of one subject (deterministic given the subject)."""
+    s = subject
+    rng = np.random.default_rng(s.seed)
+    bx, by = s.body_center_xy_mm
+    a_y = s.body_half_depth_mm
+    zav = s.z_av_mm
+    # spine: vertebral body behind the posterior mediastinum
+    vb_r = (17.0 + 3 * s.heart_scale, 14.0 + 2 * s.heart_scale)
+    spine_y0 = by + a_y - (2 + s.fat_mm * 0.7 + s.muscle_mm + 42 + vb_r[1]) - s.kyphosis_mm
+    spine_x = bx + rng.normal(0, 2)
+
+    # heart: ellipsoid with long axis u from base (posterior-superior-right) to apex
+    az, el = np.radians(s.heart_azimuth_deg), np.radians(s.heart_elevation_deg)
+    u = _unit([np.cos(el) * np.sin(az), -np.cos(el) * np.cos(az), -np.sin(el)])
+    w = _unit(np.cross(u, [0.0, 0.0, 1.0]))
+    v = np.cross(w, u)
+    L = 55.0 * s.heart_scale
+    B = 38.0 * s.heart_scale
+    epi = float(np.clip(2 + 0.15 * s.fat_mm + rng.normal(0, 1.0), 2.0, 8.0))
+    sternum_inner_y = _sternum_y(s) + 5
+    hc = np.array([bx + 18 + s.heart_center_offset_mm[0],
+                   0.0,
+                   zav - 38 + s.heart_center_offset_mm[2]])
+    # anterior-most point of the pericardial sac just behind the sternum
+    ext_y = np.sqrt((L * u[1]) ** 2 + (B ** 2) * (1 - u[1] ** 2)) + epi + 2
+    hc[1] = sternum_inner_y + ext_y + 4 + abs(s.heart_center_offset_mm[1])
+    # keep the heart in front of the spine and the descending aorta
+    max_y = spine_y0 - vb_r[1] - 26 - np.sqrt((L * u[1]) ** 2 + (B ** 2) * (1 - u[1] ** 2)) * 0.55
+    hc[1] = min(hc[1], max_y)
+
+    t_av = -0.42
+
+    def hp(t, phi, lift=0.0):
+        rad = B * np.sqrt(max(1.0 - t * t, 0.0)) + lift
+        return hc + u * (L + lift * abs(t)) * t + (v * np.cos(phi) + w * np.sin(phi)) * rad
+
+    def ang(d):
+        d = np.asarray(d, dtype=float)
+        return float(np.arctan2(d @ w, d @ v))
+
+    ant, post = np.array([0, -1.0, 0]), np.array([0, 1.0, 0])
+    left, right = np.array([1.0, 0, 0]), np.array([-1.0, 0, 0])
+    sup, inf = np.array([0, 0, 1.0]), np.array([0, 0, -1.0])
+
+    # aortic valve: at the base, medial and anterior-right of the mitral valve
+    av_center = hc + u * L * (-0.62) + _unit(ant + 0.6 * right) * 0.12 * B
+    av_normal = _unit(-u + 0.9 * sup + 0.2 * ant + 0.15 * right)
+    av_radius = 11.5 * s.aorta_scale * (0.9 + 0.1 * s.heart_scale)
+    zshift = zav - av_center[2]  # put the valve exactly at z_av
+    hc = hc + np.array([0, 0, zshift])
+    av_center = av_center + np.array([0, 0, zshift])
+
+    mv_center = hc + u * L * (-0.46) + _unit(post + 0.8 * left) * 0.4 * B
+    mv_normal = _unit(u + 0.2 * ant)
+    mv_radius = 14.5 * s.heart_scale
+
+    # ---- aorta: root, ascending, arch, descending along the spine -------------------------
+    r_root = 16.0 * s.aorta_scale
+    z_top = zav + s.arch_height_mm
+    r_arch = 12.5 * s.aorta_scale
+    asc_top = np.array([av_center[0] - 8 - 6 * s.aortic_tortuosity, av_center[1] - 6,
+                        z_top - 18])
+    d_top_y = spine_y0 - vb_r[1] - 0.0
+    desc_x = spine_x + vb_r[0] * 0.75 + 11 * s.aorta_scale
+    desc_top = np.array([desc_x, d_top_y - 4, z_top - 22])
+    arch_mid = np.array([(asc_top[0] + desc_top[0]) / 2 + 4, (asc_top[1] + desc_top[1]) / 2,
+                         z_top])
+    tort = s.aortic_tortuosity
+    ctrl = [av_center + av_normal * 2.0, av_center + av_normal * 18.0,
+            av_center + av_normal * 34 + np.array([-4 * tort, -3 * tort, 0]),
+            asc_top, arch_mid + np.array([0, -8, -2]) * 0 + np.array([-2, -6, 0]),
+            arch_mid + np.array([6, 12, 0]), desc_top]
+    z_bottom = zav - 230
+    n_desc = 8
+    phase = rng.uniform(0, 2 * np.pi)
+    for k in range(1, n_desc + 1):
+        zz = desc_top[2] - k * (desc_top[2] - z_bottom) / n_desc
+        sy = float(spine_y0 + s.kyphosis_mm * (1 - ((zz - zav) / 180.0) ** 2))
+        wig = tort * 10 * np.sin(phase + zz / 45.0)
+        # the descending aorta drifts towards the midline as it descends
+        xx = desc_x + wig - (desc_top[2] - zz) * 0.04
+        ctrl.append(np.array([xx, sy - vb_r[1] - 6 * s.aorta_scale + 2 * tort, zz]))
+    aorta = resample_curve(np.array(ctrl), 1.0)
+    s_len = arc_length(aorta)
+    # segments by position along the curve
+    i_asc = int(np.argmin(np.linalg.norm(aorta - (av_center + av_normal * 20.0), axis=1)))
+    i_arch0 = int(np.argmin(np.linalg.norm(aorta - asc_top, axis=1)))
+    i_arch1 = int(np.argmin(np.linalg.norm(aorta - desc_top, axis=1)))
+    seg = np.full(len(aorta), 3, np.int8)
+    seg[:i_arch1] = 2
+    seg[:i_arch0] = 1
+    seg[:i_asc] = 0
+    radius = np.interp(s_len, [0, s_len[i_asc], s_len[i_arch0], s_len[i_arch1], s_len[-1]],
+                       [r_root, 15.0 * s.aorta_scale, 13.5 * s.aorta_scale, r_arch,
+                        10.5 * s.aorta_scale])
+    radius[: i_asc // 2 + 1] = np.maximum(radius[: i_asc // 2 + 1], av_radius + 2)
+
+    # ---- coronary arteries -----------------------------------------------------------------
+    sinus = av_center + av_normal * 7.0
+    root_r = av_radius + 3.0
+    lift = epi * 0.45
+    phi_aiv = ang(ant + 0.45 * left + 0.2 * sup) + rng.normal(0, 0.12)
+    phi_lm = ang(left + 0.6 * ant) + rng.normal(0, 0.1)
+    bif = hp(t_av, phi_lm, lift)
+    lo_left = sinus + _unit(left + 0.5 * post - 0.0 * ant) * root_r
+    lm = [lo_left, 0.5 * (lo_left + bif) + np.array([0, -2, 1]), bif]
+    t_lad = np.linspace(t_av, 0.97, 14)
+    phis_lad = phi_lm + (phi_aiv - phi_lm) * np.clip((t_lad - t_av) / 0.35, 0, 1)
+    lad_pts = [hp(t, p, lift) for t, p in zip(t_lad[1:], phis_lad[1:])]
+    lad_pts.append(hp(0.99, phi_aiv + 0.3, lift) + u * 3)
+    lad = resample_curve(np.array(lm + lad_pts), 1.0)
+
+    lcx_ang = _unwrap_path([phi_lm, ang(left + 0.3 * post), ang(post + 0.5 * left + 0.3 * inf)])
+    n_lcx = 12
+    frac_lcx = rng.uniform(0.75, 1.0)
+    phis = np.interp(np.linspace(0, frac_lcx * 2, n_lcx), [0, 1, 2], lcx_ang)
+    ts = t_av + np.linspace(0, 1, n_lcx) ** 2 * rng.uniform(0.0, 0.15)
+    lcx = resample_curve(np.array([bif] + [hp(t, p, lift) for t, p in zip(ts[1:], phis[1:])]), 1.0)
+
+    lo_right = sinus + _unit(ant + 0.8 * right) * root_r
+    rca_ang = _unwrap_path([ang(ant + 1.0 * right), ang(right + 0.2 * ant), ang(right + 0.8 * post),
+                            ang(post + 0.6 * inf + 0.2 * right)])
+    phis = np.interp(np.linspace(0, 3, 16), [0, 1, 2, 3], rca_ang)
+    rca_pts = [lo_right] + [hp(t_av + 0.02, p, lift) for p in phis]
+    phi_piv = rca_ang[-1] + 0.15
+    for t in np.linspace(t_av + 0.1, 0.55, 5):
+        rca_pts.append(hp(t, phi_piv, lift))
+    rca = resample_curve(np.array(rca_pts), 1.0)
+    coronaries = {"LAD": lad, "LCX": lcx, "RCA": rca}
+    cor_r = {}
+    for name, c in coronaries.items():
+        sl = arc_length(c)
+        r0 = 2.2 if name != "LCX" else 1.9
+        cor_r[name] = np.maximum(r0 * (1 - 0.5 * sl / max(sl[-1], 1.0)), 0.9) * s.heart_scale
+
+    # ---- pulmonary artery, SVC, airways, oesophagus -----------------------------------------
+    pa_start = av_center + _unit(ant + 0.7 * left) * (av_radius + 12) + np.array([0, 0, -4])
+    pa_bif = np.array([av_center[0] + 12, av_center[1] + 28, zav + 38])
+    lpa_end = pa_bif + np.array([48, 22, -12])
+    rpa_end = np.array([bx - 62, pa_bif[1] + 4, zav + 32])
+    pulmonary = [
+        (resample_curve(np.array([pa_start, pa_start + [4, 10, 18], pa_bif]), 2.0), 13.0 * s.aorta_scale),
+        (resample_curve(np.array([pa_bif, pa_bif + [26, 6, 4], lpa_end]), 2.0), 10.0 * s.aorta_scale),
+        (resample_curve(np.array([pa_bif, pa_bif + [-30, 0, -3], rpa_end]), 2.0), 10.0 * s.aorta_scale),
+    ]
+    z_scan_top = zav + 175
+    svc_x = aorta[i_asc, 0] - radius[i_asc] - 10
+    svc = resample_curve(np.array([[svc_x - 4, av_center[1] + 2, z_scan_top],
+                                   [svc_x, av_center[1] + 4, zav + 30],
+                                   [svc_x + 4, av_center[1] + 8, zav - 5]]), 2.0)
+    carina = np.array([spine_x - 2, float(spine_y0) - vb_r[1] - 26 + s.kyphosis_mm, zav + 50])
+    trachea = resample_curve(np.array([[spine_x - 1, carina[1] - 4, z_scan_top], carina]), 2.0)
+    bronchi = [
+        resample_curve(np.array([carina, carina + [24, 6, -20], carina + [48, 14, -42]]), 2.0),
+        resample_curve(np.array([carina, carina + [-20, 4, -12], carina + [-36, 8, -26]]), 2.0),
+    ]
+    eso_y = float(spine_y0) - vb_r[1] - 8 + s.kyphosis_mm
+    esophagus = resample_curve(np.array([[spine_x + 2, eso_y - 2, z_scan_top],
+                                         [spine_x + 8, eso_y, zav],
+                                         [spine_x + 16, eso_y - 10, zav - 120]]), 3.0)
+    branches = []
+    for k, dx in enumerate((-14.0, -2.0, 12.0)):
+        p0 = aorta[i_arch0 + (i_arch1 - i_arch0) * (k + 1) // 4]
+        branches.append(resample_curve(np.array([p0, p0 + [dx * 0.7, 4, 30], p0 + [dx, 8, 120]]), 3.0))
+
+    z_diaph = float(hc[2] - np.sqrt((L * u[2]) ** 2 + B**2 * (1 - u[2] ** 2)) + 4)
+    geo = Geometry(
+        subject=s, body_center=np.array([bx, by]), spine_x=float(spine_x), spine_y0=float(spine_y0),
+        vb_radii=vb_r, heart_center=hc, heart_axes=(L, B), heart_u=u, heart_v=v, heart_w=w,
+        epicardial_fat_mm=epi, av_center=av_center, av_normal=av_normal, av_radius=float(av_radius),
+        mv_center=mv_center + np.array([0, 0, zshift]), mv_normal=mv_normal, mv_radius=float(mv_radius),
+        aorta=aorta, aorta_radius=radius.astype(float), aorta_segment=seg,
+        coronaries=coronaries, coronary_radius=cor_r, pulmonary=pulmonary, svc=svc,
+        trachea=trachea, bronchi=bronchi, carina=carina, esophagus=esophagus, branches=branches,
+        z_apex=zav + 150 + rng.uniform(-10, 10), z_diaphragm=z_diaph,
+        z_ster_top=z_top + 12, z_ster_bottom=z_diaph - 10,
+        rib_pitch_mm=float(rng.uniform(24, 30)), rib_drop_mm=float(rng.uniform(60, 95)),
+        rib_z0=float(rng.uniform(0, 30)),
+    )
+    geo.lung_vessels = _lung_vessel_tree(geo, rng)
+    return geo
+
+
+def _lung_vessel_tree(geo: Geometry, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Branching vessel segments (a, b, radius) from both hila into the lungs."""
+    segs: list[tuple[np.ndarray, np.ndarray, float]] = []
+    hila = [(geo.carina + np.array([52, 18, -40]), 1.0), (geo.carina + np.array([-46, 14, -30]), -1.0)]
+    for hilum, side in hila:
+        stack = []
+        for d in ([side, 0.1, 0.9], [side, 0.3, -0.9], [side, -0.6, -0.2], [side * 0.6, 0.8, -0.5]):
+            stack.append((hilum, _unit(d), 5.0, 0))
+        while stack:
+            p, d, r, depth = stack.pop()
+            length = float(rng.uniform(14, 26)) * (1.0 - 0.08 * depth)
+            q = p + d * length
+            segs.append((p, q, r))
+            if r < 0.9 or depth >= 6:
+                continue
+            for sgn in (-1, 1):
+                perp = _unit(np.cross(d, rng.normal(size=3)))
+                nd = _unit(d + sgn * perp * rng.uniform(0.35, 0.7) + np.array([side * 0.15, 0, 0]))
+                stack.append((q, nd, r * rng.uniform(0.68, 0.8), depth + 1))
+    return segs
+
+
+# ---- rendering -----------------------------------------------------------------------------
+
+def _superellipse_depth(x, y, cx, cy, ax, ay, p: float = 2.6):
+    """Radial depth (mm) below a superellipse surface (negative outside) and the polar angle."""
+    dx, dy = x - cx, y - cy
+    rho = np.sqrt(dx * dx + dy * dy) + 1e-6
+    r = ((np.abs(dx) / ax) ** p + (np.abs(dy) / ay) ** p) ** (1.0 / p)
+    depth = rho / np.maximum(r, 1e-6) - rho
+    return depth.astype(np.float32), np.arctan2(dx, dy).astype(np.float32)
+
+
+def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
+    """Paint the tissues of a subject on ``grid``: HU before blur and noise, float32 (z, y, x)."""
+    s = geo.subject
+    nz, ny, nx = grid.shape
+    z = grid.axis_mm(0).astype(np.float32)
+    y2 = grid.axis_mm(1).astype(np.float32)[:, None]
+    x2 = grid.axis_mm(2).astype(np.float32)[None, :]
+    h = grid.aa_width_mm
+    bx, by = geo.body_center
+    a_x, a_y = s.body_half_width_mm, s.body_half_depth_mm
+
+    # ---- 2D body layers, the same on every slice ----------------------------------------------
+    depth, theta = _superellipse_depth(x2, y2, bx, by, a_x, a_y)
+    fat = fat_thickness(s, theta)
+    muscle = muscle_thickness(s, theta)
+    d_skin, d_fat = 2.0, 2.0 + fat
+    d_mus = d_fat + muscle
+    d_rib = d_mus + 8.0
+    base = np.full((ny, nx), HU["air"], np.float32)
+    base += coverage(-depth, h) * (HU["skin"] - base)
+    base += coverage(d_skin - depth, h) * (HU["fat"] - base)
+    base += coverage(d_fat - depth, h) * (HU["muscle"] - base)
+    # lung density rises towards the back (dependent lung)
+    lung2d = s.lung_hu + 70.0 * np.clip((y2 - (by - a_y)) / (2 * a_y), 0, 1) ** 2
+    cav = coverage(d_rib - depth, h)
+    base += cav * (lung2d - base)
+    # patient table under the back
+    table_y = by + a_y + 6.0
+    table = (np.abs(y2 - table_y - 5) < 5) & (np.abs(x2 - bx) < 210)
+    base[table] = HU["table"]
+    base[(np.abs(y2 - table_y) < 1.2) & (np.abs(x2 - bx) < 210)] = 150.0
+
+    hu = np.empty(grid.shape, np.float32)
+    hu[:] = base
+
+    # ---- ribs, costal cartilage, intercostal muscle in the rib band ----------------------------
+    band = (depth > d_mus - h) & (depth < d_rib + h)
+    jj, ii = np.nonzero(band)
+    if len(jj):
+        th = theta[jj, ii]
+        radial = np.clip((depth[jj, ii] - d_mus[jj, ii]) / 8.0, 0, 1)
+        anterior = np.clip((-np.cos(th) - 0.72) / 0.2, 0, 1)  # costal cartilage near the front
+        midline = np.abs(x2[0, ii] - bx) < 22
+        offset = geo.rib_drop_mm * (1 - np.cos(th)) / 2
+        zz = z[:, None]
+        ph = np.mod(zz + offset[None, :] - geo.rib_z0, geo.rib_pitch_mm)
+        rib_h = 11.0
+        in_rib = (ph < rib_h) & ~midline[None, :] & (zz < geo.z_apex + 10) & (zz > geo.z_diaphragm - 60)
+        edge = (ph < 1.6) | (ph > rib_h - 1.6) | (radial[None, :] < 0.2) | (radial[None, :] > 0.8)
+        bone = np.where(edge, HU["cortical"] * 0.8, s.cancellous_hu + 40)
+        val = np.where(anterior[None, :] > 0.5, HU["cartilage"], bone)
+        val = np.where(in_rib, val, HU["muscle"]).astype(np.float32)
+        hu[:, jj, ii] = val
+
+    # ---- lung apex, diaphragm and upper abdomen ----------------------------------------------
+    cav_depth = depth - d_rib  # > 0 inside the thoracic cavity
+    inside = cav_depth > -h
+    dome_r = (x2 - (bx - 45)) ** 2 / 90**2 + (y2 - by) ** 2 / 110**2
+    dome_l = (x2 - (bx + 55)) ** 2 / 85**2 + (y2 - by) ** 2 / 110**2
+    zd = np.maximum(geo.z_diaphragm + 18 - 60 * dome_r, geo.z_diaphragm - 2 - 60 * dome_l)
+    zd = np.maximum(zd, geo.z_diaphragm - 80).astype(np.float32)
+    liver = x2 < bx + 20 + 0 * y2
+    abdo = np.where(liver, HU["liver"], HU["spleen"]).astype(np.float32)
+    k0 = np.searchsorted(z, float(zd.max()) + 3)
+    for k in range(min(k0, nz)):
+        below = coverage(z[k] - zd, 2.0) * inside
+        sl = hu[k]
+        sl += below * (abdo - sl)
+    # apex: the lung cavity narrows to a dome
+    for k in range(np.searchsorted(z, geo.z_apex - 60), nz):
+        frac = np.clip(1 - (z[k] - (geo.z_apex - 60)) / 60.0, 0, 1)
+        keep_depth = (1 - np.sqrt(frac)) * 120.0
+        soft = coverage(cav_depth - keep_depth, h) * inside
+        sl = hu[k]
+        sl += soft * (HU["muscle"] - 10 - sl)
+
+    # ---- mediastinum: a central band of fat between the lungs, from sternum to spine ---------
+    zc = z[:, None, None]
+    y_front = by - a_y + d_rib.min()
+    y_back = float(geo.spine_y0)
+    med_cy = (y_front + y_back) / 2
+    med_hy = (y_back - y_front) / 2 + 8
+    med_w = np.where(zc > geo.carina[2] - 10, 24.0, 30.0).astype(np.float32)
+    box = grid.box((bx - 60, y_front - 10, z[0] - 1), (bx + 60, y_back + 40, z[-1] + 1))
+    if box is not None:
+        zb, yb, xb = grid.coords(box)
+        q = ((xb - (bx + 4)) / med_w[box[0]]) ** 2 + ((yb - med_cy) / med_hy) ** 2
+        sd = (np.sqrt(q) - 1) * med_w[box[0]]
+        paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 5), HU["fat"] + 15)
+
+    # ---- heart: pericardial sac (fat), pericardium, myocardium, blood pool -------------------
+    L, B = geo.heart_axes
+    u = geo.heart_u
+    rot = np.stack([u, geo.heart_v, geo.heart_w], axis=1)
+    epi = geo.epicardial_fat_mm
+    reach = L + epi + 6
+    c = geo.heart_center
+    box = grid.box(c - reach, c + reach)
+    if box is not None:
+        zb = grid.coords(box)[0]
+        above = zb > geo.z_diaphragm - 25
+        sd_out = ellipsoid_sd(grid, box, c, (L + epi + 1.5, B + epi + 1.5, B + epi + 1.5), rot)
+        paint(hu, box, coverage(sd_out, h) * above, HU["soft"] - 5)
+        sd_fat = ellipsoid_sd(grid, box, c, (L + epi, B + epi, B + epi), rot)
+        paint(hu, box, coverage(sd_fat, h) * above, HU["fat"])
+        sd_myo = ellipsoid_sd(grid, box, c, (L, B, B), rot)
+        paint(hu, box, coverage(sd_myo, h), HU["myocardium"])
+        sd_blood = ellipsoid_sd(grid, box, c - u * 0.1 * L, (0.8 * L, 0.74 * B, 0.74 * B), rot)
+        paint(hu, box, coverage(sd_blood, h), HU["blood"])
+
+    # ---- great vessels --------------------------------------------------------------------------
+    def draw_tube(points, radius, value, *, step: int = 1, rim: float = 0.0, only_lung: bool = False):
+        pts = points[::step] if step > 1 else points
+        rad = np.asarray(radius)[::step] if np.ndim(radius) and step > 1 else radius
+        if rim > 0:  # a fat sleeve where the vessel runs through lung or fat, not through the heart
+            res = tube(grid, pts, np.asarray(rad) + rim, margin_mm=h)
+            if res is not None:
+                paint(hu, res[0], coverage(res[1], h), HU["fat"], hu[res[0]] < 0)
+        res = tube(grid, pts, rad, margin_mm=h)
+        if res is not None:
+            b, sd = res
+            where = (hu[b] < -400) if only_lung else None
+            paint(hu, b, coverage(sd, h), value, where)
+
+    for pts, r in geo.pulmonary:
+        draw_tube(pts, r, HU["blood"], rim=2.0)
+    draw_tube(geo.svc, 9.0, HU["blood"], rim=1.5)
+    for br in geo.branches:
+        draw_tube(br, 5.5 * s.aorta_scale, HU["blood"], rim=1.5)
+    draw_tube(geo.aorta, geo.aorta_radius, HU["blood"], step=3, rim=3.0)
+    draw_tube(geo.esophagus, 7.5, HU["muscle"] - 10)
+    draw_tube(geo.trachea, 10.5, HU["soft"] + 20, rim=2.5)
+    draw_tube(geo.trachea, 8.5, HU["air"])
+    for br in geo.bronchi:
+        draw_tube(br, 7.5, HU["soft"] + 20)
+        draw_tube(br, 5.8, HU["air"])
+
+    # ---- lung vessels (only inside the lungs) ---------------------------------------------------
+    for a, b, r in geo.lung_vessels:
+        res = capsule(grid, a, b, r, margin_mm=h)
+        if res is not None:
+            bb, sd = res
+            paint(hu, bb, coverage(sd, h), HU["blood"], hu[bb] < -400)
+
+    # ---- coronary arteries in the epicardial fat -------------------------------------------
+    for name, pts in geo.coronaries.items():
+        r = geo.coronary_radius[name]
+        draw_tube(pts, r, HU["blood"] + 8, step=2, rim=2.5)
+
+    # ---- spine: vertebral bodies, discs, posterior elements ----------------------------------
+    rx, ry = geo.vb_radii
+    sy = geo.spine_y(z).astype(np.float32)
+    box = grid.box((geo.spine_x - 60, float(sy.min()) - ry - 25, z[0] - 1),
+                   (geo.spine_x + 60, float(sy.max()) + 75, z[-1] + 1))
+    if box is not None:
+        zb, yb, xb = grid.coords(box)
+        syb = sy[box[0]][:, None, None]
+        dx = xb - geo.spine_x
+        dy = yb - syb
+        level = np.mod(zb - geo.rib_z0 + 3.0, 26.0)
+        is_disc = (level > 21.0)
+        endplate = (level < 1.5) | ((level > 19.5) & ~is_disc)
+        qb = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
+        sd_body = (qb - 1) * min(rx, ry)
+        # paravertebral soft tissue around the body
+        paint(hu, box, coverage(sd_body - 7, h), HU["soft"] - 15)
+        body_val = np.where(is_disc, HU["disc"],
+                            np.where(endplate | (qb > 0.86), HU["cortical"] * 0.75, s.cancellous_hu))
+        paint(hu, box, coverage(sd_body, h), body_val.astype(np.float32))
+        # neural arch: ring around the canal, spinous and transverse processes
+        canal_y = syb + ry + 10
+        rc = np.sqrt(dx**2 + (yb - canal_y) ** 2)
+        arch = (rc < 15) & (rc > 8.5)
+        spinous = (np.abs(dx) < 4 + 0 * yb) & (yb > canal_y + 8) & (yb < canal_y + 42)
+        transverse = (np.abs(dx) < 34) & (np.abs(yb - canal_y + 2) < 4.5)
+        elems = (arch | spinous | transverse) & ~is_disc
+        sub = hu[box]
+        sub[elems] = s.cancellous_hu + 120
+        sub[(rc <= 8.5) & (np.abs(dx) < 8.6)] = HU["csf"]
+
+    # ---- sternum --------------------------------------------------------------------------------
+    ys = _sternum_y(s)
+    box = grid.box((bx - 30, ys - 12, geo.z_ster_bottom - 2), (bx + 30, ys + 12, geo.z_ster_top + 2))
+    if box is not None:
+        zb, yb, xb = grid.coords(box)
+        wid = np.where(zb > geo.z_ster_top - 45, 24.0, 14.0).astype(np.float32)
+        q = np.sqrt(((xb - bx) / wid) ** 2 + ((yb - ys) / 7.0) ** 2)
+        sd = (q - 1) * 7.0
+        val = np.where(q > 0.7, HU["cortical"] * 0.7, s.cancellous_hu).astype(np.float32)
+        paint(hu, box, coverage(sd, h), val)
+    log.debug("anatomy rendered on %s", grid.shape)
+    return hu
+
+
+def fat_thickness(s: Subject, theta):
+    """Subcutaneous fat (mm) at polar angle theta (0 at the back, pi at the front)."""
+    return s.fat_mm * (0.5 + 0.4 * (0.5 + 0.5 * np.cos(theta)) + 0.35 * np.abs(np.sin(theta)))
+
+
+def muscle_thickness(s: Subject, theta):
+    """Chest wall muscle (mm): pectorals at the side, paraspinal muscles at the back."""
+    return s.muscle_mm * (1.0 + 0.4 * np.abs(np.sin(theta))) + 30 * np.exp(-(np.asarray(theta) / 0.55) ** 2)
+
+
+def _sternum_y(s: Subject) -> float:
+    """y (mm) of the sternum's centre line: just inside the anterior chest wall."""
+    return float(s.body_center_xy_mm[1] - s.body_half_depth_mm + 2 + fat_thickness(s, np.pi)
+                 + muscle_thickness(s, np.pi) + 4)
