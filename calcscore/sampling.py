@@ -300,8 +300,9 @@ class VolumeStore:
         c_flat = (cols * stride).sum(dim=2)
         valid = r_valid[..., :, None] & c_valid[..., None, :]
         flat = r_flat[..., :, None] + c_flat[..., None, :]
-        flat = flat.masked_fill_(~valid, 0)
-        return source[flat], valid
+        invalid = ~valid
+        flat.masked_fill_(invalid, 0)
+        return source.index_select(0, flat.view(-1)).view(flat.shape), invalid
 
     def patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int, *,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -311,14 +312,15 @@ class VolumeStore:
         Intensities are (clip(HU, -1000, 3000) - 130) / 1130 (``normalise_hu``); voxels outside
         the volume read as -1000 HU.
         """
-        vals, valid = self._gather(self.hu, scan, zyx, size)
-        vals = torch.where(valid, vals, torch.full_like(vals, int(PAD_HU)))
-        return ((vals.to(torch.float32) - CALCIUM_THRESHOLD_HU) / 1130.0).to(dtype)
+        vals, invalid = self._gather(self.hu, scan, zyx, size)
+        out = vals.masked_fill_(invalid, int(PAD_HU)).to(torch.float32)
+        out.sub_(CALCIUM_THRESHOLD_HU).div_(1130.0)
+        return out.to(dtype)
 
     def label_patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int) -> torch.Tensor:
         """(N, 3, size, size) int64 label patches (background outside the volume)."""
-        vals, valid = self._gather(self.labels, scan, zyx, size)
-        return torch.where(valid, vals, torch.zeros_like(vals)).long()
+        vals, invalid = self._gather(self.labels, scan, zyx, size)
+        return vals.masked_fill_(invalid, 0).long()
 
     def centre_labels(self, scan: torch.Tensor, zyx: torch.Tensor) -> torch.Tensor:
         shape = self.shapes[scan]
