@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "calcscore.commands.agatston",
     "calcscore.commands.evaluate",
     "calcscore.commands.train",
+    "calcscore.commands.synth",
 )
 
 

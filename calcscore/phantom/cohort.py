@@ -70,3 +70,66 @@ def make_cohort(n: int, *, seed: int, kernels=KERNELS, size: str = "full",
                     lab, vol, rng=np.random.default_rng([seed, i, KERNELS.index(kernel), j + 2]),
                     profile=observer_profile, info=info)
             yield CohortScan(f"{pid}_{kernel}", pid, kernel, vol, lab, info, obs)
+
+
+FORMATS = ("nii.gz", "mha")
+
+
+def write_cohort(out_dir, *, n_scans: int, seed: int, kernels=KERNELS, observers: bool = False,
+                 fmt: str = "nii.gz", size: str = "full",
+                 scanner: str | ScannerProfile | None = None, progress: bool = True):
+    """Write ``n_scans`` scans with label maps and ``out_dir/manifest.csv``; return its path.
+
+    Participants get one scan per kernel (soft and sharp by default), so ``n_scans`` scans come
+    from ``ceil(n_scans / len(kernels))`` participants. Layout: ``images/<scan_id>.<fmt>``,
+    ``labels/<scan_id>.<fmt>`` and, with ``observers``, ``labels_observer2/`` and
+    ``labels_observer3/``. Manifest columns: ``scan_id, participant_id, image, labels, kernel,
+    scanner`` (paths relative to ``out_dir``), the observers' ``labels_observer2,
+    labels_observer3``, then acquisition and subject facts (kernel name, kVp, slice thickness,
+    target risk category, calcium volumes per label). Needs SimpleITK (``calcscore[io]``).
+    """
+    from pathlib import Path
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from calcscore.errors import InputError
+    from calcscore.io import write_labels, write_volume
+    from calcscore.manifest import write_manifest
+
+    if n_scans < 1:
+        raise ValueError(f"`n_scans` must be >= 1, got {n_scans=}")
+    if fmt not in FORMATS:
+        raise ValueError(f"`fmt` must be one of {', '.join(FORMATS)}, got {fmt=}")
+    kernels = tuple(check_kernel(k) for k in ([kernels] if isinstance(kernels, str) else kernels))
+    if not kernels:
+        raise ValueError("`kernels` must name at least one kernel (soft, sharp)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder", "choose another output folder")
+    folders = {"image": out / "images", "labels": out / "labels"}
+    if observers:
+        folders.update({f"labels_observer{j}": out / f"labels_observer{j}" for j in (2, 3)})
+    for f in folders.values():
+        f.mkdir(parents=True, exist_ok=True)
+    n_participants = -(-n_scans // len(kernels))
+    rows = []
+    scans = make_cohort(n_participants, seed=seed, kernels=kernels, size=size, scanner=scanner,
+                        observers=2 if observers else 0)
+    with tqdm(total=n_scans, unit="scan", desc="synth", disable=not progress) as bar:
+        for cs in scans:
+            if len(rows) == n_scans:
+                break
+            name = f"{cs.scan_id}.{fmt}"
+            row = {"scan_id": cs.scan_id, "participant_id": cs.participant_id,
+                   "image": write_volume(cs.volume, folders["image"] / name),
+                   "labels": write_labels(cs.labels, folders["labels"] / name),
+                   "kernel": cs.kernel, "scanner": cs.info.scanner}
+            for key, lv in cs.observers.items():
+                row[f"labels_{key}"] = write_labels(lv, folders[f"labels_{key}"] / name)
+            row.update(cs.info.summary())
+            rows.append(row)
+            bar.update(1)
+    path = write_manifest(pd.DataFrame(rows), out / "manifest.csv")
+    log.info("wrote %d scans of %d participants to %s", len(rows), n_participants, out)
+    return path
