@@ -271,7 +271,8 @@ class VolumeStore:
         self.labels = lab.to(self.device)
         self.base = torch.tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long,
                                  device=self.device)
-        self.shapes = torch.tensor([s.shape for s in self.scans], dtype=torch.long, device=self.device)
+        self.shapes_host = np.array([s.shape for s in self.scans], dtype=np.int64)
+        self.shapes = torch.from_numpy(self.shapes_host).to(self.device)
         self._offsets: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         log.info("holding %d scans (%.1f MB) on %s", len(self.scans),
                  (self.hu.numel() * 3) / 1e6, self.device)
@@ -329,7 +330,7 @@ class VolumeStore:
 
     def unravel(self, scan: np.ndarray, flat_index: np.ndarray) -> np.ndarray:
         """(N, 3) z, y, x of flat indices within their scans (host arrays)."""
-        shapes = self.shapes.cpu().numpy()[scan]
+        shapes = self.shapes_host[scan]
         z, rem = np.divmod(flat_index, shapes[:, 1] * shapes[:, 2])
         y, x = np.divmod(rem, shapes[:, 2])
         return np.stack([z, y, x], axis=1).astype(np.int64)

@@ -581,7 +581,8 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
 
     # the data
     store = VolumeStore(train_scans, device=device)
-    val_store = VolumeStore(val_scans, device=device) if val_scans else None
+    # only process 0 validates
+    val_store = VolumeStore(val_scans, device=device) if val_scans and dist_info.main else None
     if config.network == "cnn1":
         pools = calcium_pools(store)
         val_pools = calcium_pools(val_store) if val_store else None
@@ -592,15 +593,21 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
         cnn1_path = cnn1_path / "cnn1.pt" if cnn1_path.is_dir() else cnn1_path
         cnn1_model, _ = load_model(cnn1_path, network="cnn1", device=device)
         digest = _file_digest(cnn1_path)
-        # every process computes the same pools; only process 0 writes the cache
-        cache = out_dir / CANDIDATES if dist_info.main else None
-        pools = cnn2_pools(store, cnn1_model, cache_file=cache, cnn1_digest=digest,
-                           precision=config.precision)
+        # process 0 labels the candidates and writes them; the others read its file
+        if dist_info.main:
+            pools = cnn2_pools(store, cnn1_model, cache_file=out_dir / CANDIDATES,
+                               cnn1_digest=digest, precision=config.precision)
+        if dist_info.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+        if not dist_info.main:
+            pools = cnn2_pools(store, cnn1_model, cache_file=out_dir / CANDIDATES,
+                               cnn1_digest=digest, precision=config.precision)
         val_pools = None
         if val_store is not None:
-            vcache = out_dir / ("val-" + CANDIDATES) if dist_info.main else None
-            val_pools = cnn2_pools(val_store, cnn1_model, cache_file=vcache, cnn1_digest=digest,
-                                   precision=config.precision)
+            val_pools = cnn2_pools(val_store, cnn1_model, cache_file=out_dir / ("val-" + CANDIDATES),
+                                   cnn1_digest=digest, precision=config.precision)
         del cnn1_model
     sampler = PatchSampler(store, *pools, patch_size=config.patch_size,
                            label_size=config.label_size, rng=rank_seeds[rank], dtype=dtype)

@@ -255,3 +255,51 @@ def test_slicewise_cnn1_matches_patchwise(scans):
     cand, labels = cnn1_candidate_labels(model, store, 0)
     np.testing.assert_array_equal(cand, store.scans[0].candidate_index)
     assert labels.shape == cand.shape and labels.max() < 7
+
+
+_KILL_SCRIPT = """
+import json, sys, time
+import torch
+from calcscore.sampling import load_cached
+from calcscore.training import TrainConfig, train
+torch.set_num_threads(1)
+args = json.loads(sys.argv[1])
+train(TrainConfig.from_dict(args["config"]), [load_cached(p) for p in args["train"]],
+      [load_cached(p) for p in args["val"]], args["out"], progress=False,
+      callback=lambda it, loss: time.sleep(0.05))
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_process_resumes_to_the_same_weights(scans, tmp_path):
+    """A real SIGKILL at an arbitrary moment (after at least one checkpoint), then a resume."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train_scans, val_scans = scans
+    cfg = tiny_config(max_iterations=40, eval_every=5, checkpoint_every=4)
+    args = {"config": cfg.to_dict(), "train": [str(s.folder) for s in train_scans],
+            "val": [str(s.folder) for s in val_scans], "out": str(tmp_path / "killed")}
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, json.dumps(args)])
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ckpt.is_file() and torch.load(ckpt, weights_only=True)["iteration"] >= 8:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    killed_at = torch.load(ckpt, weights_only=True)["iteration"]
+    assert 8 <= killed_at < 40
+    resumed = train(cfg, train_scans, val_scans, tmp_path / "killed", progress=False)
+    full = train(cfg, train_scans, val_scans, tmp_path / "full", progress=False)
+    assert resumed.iteration == full.iteration == 40
+    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(ckpt)
+    assert all(torch.equal(a[k], b[k]) for k in a)
