@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in ("medium", "small"):
         t0 = time.perf_counter()
         vol, _, _ = make_scan(rng=args.seed, size=size)
-        rows.append((f"({size})", "soft", vol.shape, vol.spacing_mm, 0.0, time.perf_counter() - t0))
+        rows.append((f"({size})", "soft", vol.shape, vol.spacing_mm, vol.meta.slice_thickness_mm,
+                     time.perf_counter() - t0))
     print(f"{'scanner':<22} {'kernel':<6} {'shape (z, y, x)':<18} {'spacing mm (z, y, x)':<22} "
           f"{'thick':>5} {'s/scan':>7} {'s/100 slices':>12}")
     for key, kernel, shape, sp, thick, t in rows:

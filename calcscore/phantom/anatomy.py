@@ -381,10 +381,10 @@ def _lung_vessel_tree(geo: Geometry, rng: np.random.Generator) -> list[tuple[np.
             stack.append((hilum, _unit(d), 5.0, 0))
         while stack:
             p, d, r, depth = stack.pop()
-            length = float(rng.uniform(14, 26)) * (1.0 - 0.08 * depth)
+            length = float(rng.uniform(14, 26)) * (1.0 - 0.09 * depth)
             q = p + d * length
             segs.append((p, q, r))
-            if r < 0.9 or depth >= 6:
+            if r < 0.8 or depth >= 7:
                 continue
             for sgn in (-1, 1):
                 perp = _unit(np.cross(d, rng.normal(size=3)))
@@ -421,7 +421,7 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     muscle = muscle_thickness(s, theta)
     d_skin, d_fat = 2.0, 2.0 + fat
     d_mus = d_fat + muscle
-    d_rib = d_mus + 8.0
+    d_rib = d_mus + 6.0
     base = np.full((ny, nx), HU["air"], np.float32)
     base += coverage(-depth, h) * (HU["skin"] - base)
     base += coverage(d_skin - depth, h) * (HU["fat"] - base)
@@ -444,7 +444,7 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     jj, ii = np.nonzero(band)
     if len(jj):
         th = theta[jj, ii]
-        radial = np.clip((depth[jj, ii] - d_mus[jj, ii]) / 8.0, 0, 1)
+        radial = np.clip((depth[jj, ii] - d_mus[jj, ii]) / 6.0, 0, 1)
         anterior = np.clip((-np.cos(th) - 0.72) / 0.2, 0, 1)  # costal cartilage near the front
         midline = np.abs(x2[0, ii] - bx) < 22
         offset = geo.rib_drop_mm * (1 - np.cos(th)) / 2
@@ -486,12 +486,17 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     y_back = float(geo.spine_y0)
     med_cy = (y_front + y_back) / 2
     med_hy = (y_back - y_front) / 2 + 8
-    med_w = np.where(zc > geo.carina[2] - 10, 24.0, 30.0).astype(np.float32)
+    # below the heart's centre only the posterior mediastinum (aorta, oesophagus) goes on
+    f_low = np.clip((geo.heart_center[2] - zc) / max(geo.heart_center[2] - geo.z_diaphragm, 1.0), 0, 1)
+    med_w = (np.where(zc > geo.carina[2] - 10, 24.0, 30.0) - 14.0 * f_low).astype(np.float32)
+    cy_z = (med_cy + f_low * (y_back - 22 - med_cy)).astype(np.float32)
+    hy_z = (med_hy * (1 - 0.65 * f_low)).astype(np.float32)
     box = grid.box((bx - 60, y_front - 10, z[0] - 1), (bx + 60, y_back + 40, z[-1] + 1))
     if box is not None:
         zb, yb, xb = grid.coords(box)
-        q = ((xb - (bx + 4)) / med_w[box[0]]) ** 2 + ((yb - med_cy) / med_hy) ** 2
-        sd = (np.sqrt(q) - 1) * med_w[box[0]]
+        w_b = med_w[box[0]]
+        q = ((xb - (bx + 4)) / w_b) ** 2 + ((yb - cy_z[box[0]]) / hy_z[box[0]]) ** 2
+        sd = (np.sqrt(q) - 1) * w_b
         paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 5), HU["fat"] + 15)
 
     # ---- heart: pericardial sac (fat), pericardium, myocardium, blood pool -------------------
@@ -600,7 +605,7 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
 
 def fat_thickness(s: Subject, theta):
     """Subcutaneous fat (mm) at polar angle theta (0 at the back, pi at the front)."""
-    return s.fat_mm * (0.5 + 0.4 * (0.5 + 0.5 * np.cos(theta)) + 0.35 * np.abs(np.sin(theta)))
+    return s.fat_mm * (0.55 + 0.2 * (0.5 + 0.5 * np.cos(theta)) + 0.35 * np.abs(np.sin(theta)))
 
 
 def muscle_thickness(s: Subject, theta):
