@@ -82,13 +82,13 @@ def draw_subject(rng) -> Subject:
     """Draw a subject: sizes, positions and orientation vary as in a screening population."""
     rng = np.random.default_rng(rng)
     size = rng.uniform(0.0, 1.0)
-    half_w = 138 + 55 * size + rng.normal(0, 5)
-    half_d = 0.66 * half_w + rng.normal(0, 6)
+    half_w = 145 + 50 * size + rng.normal(0, 5)
+    half_d = 0.68 * half_w + rng.normal(0, 5)
     fat = float(np.clip(6 + 28 * size + rng.normal(0, 4), 4, 45))
     return Subject(
         age=float(rng.uniform(55, 75)),
         body_half_width_mm=float(half_w),
-        body_half_depth_mm=float(np.clip(half_d, 85, 145)),
+        body_half_depth_mm=float(np.clip(half_d, 104, 145)),
         body_center_xy_mm=(float(rng.normal(0, 6)), float(rng.normal(0, 8))),
         fat_mm=fat,
         muscle_mm=float(rng.uniform(8, 18)),
@@ -196,7 +196,8 @@ def build_geometry(subject: Subject) -> Geometry:
     zav = s.z_av_mm
     # spine: vertebral body behind the posterior mediastinum
     vb_r = (17.0 + 3 * s.heart_scale, 14.0 + 2 * s.heart_scale)
-    spine_y0 = by + a_y - (2 + s.fat_mm * 0.7 + s.muscle_mm + 42 + vb_r[1]) - s.kyphosis_mm
+    # skin, fat, paraspinal muscle and the neural arch behind the vertebral body centre
+    spine_y0 = by + a_y - (2 + 0.75 * s.fat_mm + 48 + vb_r[1]) - s.kyphosis_mm
     spine_x = bx + rng.normal(0, 2)
 
     # heart: ellipsoid with long axis u from base (posterior-superior-right) to apex
