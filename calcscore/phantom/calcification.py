@@ -154,19 +154,22 @@ def coronary_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
         t_, n_, b_ = frames[name]
         s = arc_length(pts)
         i = int(np.clip(np.searchsorted(s, s[-1] * rng.beta(1.3, 2.4)), 0, len(pts) - 1))
-        if target < 12:
-            d = rng.uniform(0.8, 2.2)
+        if target < 12:  # one small plaque, dense enough to be seen
+            d = rng.uniform(1.7, 2.3)
         elif target < 150:
             d = rng.uniform(1.2, 3.8)
         else:
             d = rng.uniform(2.2, 6.0)
-        length = float(np.clip(d * rng.uniform(1.0, 2.6), 0.8, 15.0))
-        peak = float(np.clip(rng.uniform(150, 420) + 140 * d, 150, 1200))
+        spotty = target >= 12 and rng.random() < 0.2  # tiny spotty calcium, often below 130 HU
+        if spotty:
+            d = rng.uniform(0.5, 1.4)
+        length = float(np.clip(d * rng.uniform(1.0, 1.3 if target < 12 else 2.6), 0.8, 15.0))
+        peak = float(np.clip(rng.uniform(150, 420) + 140 * d, 450 if target < 12 else 150, 1200))
         axes = (length / 2, d / 2 * 0.8, d / 2)
         vol = 4 / 3 * np.pi * np.prod(axes)
         gain = AGATSTON_GAIN * vol * density_factor(peak) / 3.0
-        if gain > 1.6 * remaining and d > 0.8:
-            scale = max((1.6 * remaining / gain) ** (1 / 3), 0.5 / max(d, 0.5))
+        if gain > 1.6 * remaining and not spotty and target >= 12:
+            scale = min(max((1.6 * remaining / gain) ** (1 / 3), 1.3 / d), 1.0)
             axes = tuple(a * scale for a in axes)
             gain = AGATSTON_GAIN * 4 / 3 * np.pi * np.prod(axes) * density_factor(peak) / 3.0
         psi = rng.uniform(0, 2 * np.pi)
