@@ -159,6 +159,12 @@ def draw_acquisition(rng, geo, *, scanner: str | ScannerProfile | None = None, s
     if size == "full":
         fov_fit = 2 * (s.body_half_width_mm + 10) * rng.uniform(1.0, 1.08)
         sxy = float(np.clip(fov_fit / 512, *profile.pixel_spacing_mm))
+        lo, hi = profile.pixel_spacing_mm
+        pick = rng.random()
+        if pick < 0.15:  # a targeted reconstruction: small pixels, the body cut at the sides
+            sxy = float(rng.uniform(lo, min(lo + 0.1, hi)))
+        elif pick < 0.3:  # the scanner's largest display field of view
+            sxy = float(rng.uniform(max(hi - 0.05, lo), hi))
         sxy = round(sxy * 512) / 512  # a whole-millimetre reconstruction diameter
         z_lo, z_hi = s.z_av_mm - 160 + rng.uniform(-10, 10), s.z_av_mm + 150 + rng.uniform(-10, 10)
         nz = int(round((z_hi - z_lo) / sz)) + 1
