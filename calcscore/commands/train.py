@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--batch-size", type=int, metavar="N", help="patches per process and iteration")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -38,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from calcscore.errors import CalcscoreError
     from calcscore.training import get_config, train_from_manifest
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CalcscoreError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     changes = {}
     if args.max_iterations is not None:
         if args.max_iterations < 1:
