@@ -378,19 +378,21 @@ def _lung_vessel_tree(geo: Geometry, rng: np.random.Generator) -> list[tuple[np.
     hila = [(geo.carina + np.array([52, 18, -40]), 1.0), (geo.carina + np.array([-46, 14, -30]), -1.0)]
     for hilum, side in hila:
         stack = []
-        for d in ([side, 0.1, 0.9], [side, 0.3, -0.9], [side, -0.6, -0.2], [side * 0.6, 0.8, -0.5]):
-            stack.append((hilum, _unit(d), 5.0, 0))
+        for d in ([side, 0.1, 0.9], [side, 0.3, -0.9], [side, -0.6, -0.2], [side * 0.6, 0.8, -0.5],
+                  [side * 0.8, -0.3, 0.6], [side * 0.5, 0.6, 0.5]):
+            stack.append((hilum, _unit(d), 4.5, 0))
         while stack:
             p, d, r, depth = stack.pop()
             length = float(rng.uniform(14, 26)) * (1.0 - 0.09 * depth)
             q = p + d * length
             segs.append((p, q, r))
-            if r < 0.8 or depth >= 7:
+            if r < 0.8 or depth >= 6:
                 continue
             for sgn in (-1, 1):
-                perp = _unit(np.cross(d, rng.normal(size=3)))
+                e = rng.normal(size=3)
+                perp = _unit([d[1] * e[2] - d[2] * e[1], d[2] * e[0] - d[0] * e[2], d[0] * e[1] - d[1] * e[0]])
                 nd = _unit(d + sgn * perp * rng.uniform(0.35, 0.7) + np.array([side * 0.15, 0, 0]))
-                stack.append((q, nd, r * rng.uniform(0.68, 0.8), depth + 1))
+                stack.append((q, nd, r * rng.uniform(0.7, 0.82), depth + 1))
     return segs
 
 
@@ -589,6 +591,15 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
         sub = hu[box]
         sub[elems] = s.cancellous_hu + 120
         sub[(rc <= 8.5) & (np.abs(dx) < 8.6)] = HU["csf"]
+
+    # ---- scapulae: thin bony plates in the back muscles of the upper chest ------------------
+    k0, k1 = np.searchsorted(z, s.z_av_mm - 10), np.searchsorted(z, s.z_av_mm + 200)
+    th_abs = np.abs(theta)
+    in_layer = (depth > d_fat + 4) & (depth < d_fat + 8)
+    for k in range(k0, min(k1, nz)):
+        up = float(np.clip((z[k] - s.z_av_mm + 10) / 160.0, 0, 1))
+        plate = in_layer & (th_abs > 0.5 + 0.25 * (1 - up)) & (th_abs < 0.85 + 0.45 * up)
+        hu[k][plate] = s.cancellous_hu + 200
 
     # ---- sternum --------------------------------------------------------------------------------
     ys = _sternum_y(s)

@@ -277,6 +277,12 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
             c = np.array([geo.body_center[0] + rho * np.sin(th), geo.body_center[1] + rho * np.cos(th), z])
             out.append(Lesion(0, "costal_cartilage", tuple(c), tuple(rng.uniform(0.8, 2.8, 3)), eye,
                               float(rng.uniform(200, 600))))
+    if rng.random() < 0.25:  # calcified granulomas in the lungs
+        peripheral = [seg for seg in geo.lung_vessels if seg[2] < 1.6]
+        for k in rng.choice(len(peripheral), size=min(int(rng.integers(1, 4)), len(peripheral)), replace=False):
+            c = peripheral[k][1] + rng.normal(0, 2.0, 3)
+            out.append(Lesion(0, "lung_granuloma", tuple(c), tuple(rng.uniform(1.0, 3.0, 3)), eye,
+                              float(rng.uniform(300, 900))))
     if rng.random() < 0.35:  # osteophytes at the left anterior vertebral margin, next to the aorta
         rx, ry = geo.vb_radii
         for _ in range(int(rng.integers(1, 4))):

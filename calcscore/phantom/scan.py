@@ -171,7 +171,7 @@ def _package(case: _Case, kernel: str, hu: np.ndarray, labels: np.ndarray, patie
     )
     volume = CTVolume(hu, grid.spacing_mm, grid.origin_mm, np.eye(3), meta=meta)
     lv = LabelVolume(labels, grid.spacing_mm, grid.origin_mm, np.eye(3))
-    counts = np.bincount(labels.ravel(), minlength=len(Label))
+    counts = np.bincount(labels[labels > 0], minlength=len(Label))
     vox = float(np.prod(grid.spacing_mm))
     info = ScanInfo(
         kernel=kernel, kernel_name=meta.kernel, scanner=acq.scanner.key,
