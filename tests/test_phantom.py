@@ -227,6 +227,8 @@ def test_noise_is_spatially_correlated():
         patch = vol.hu[k, j - h:j + h, i - h:i + h]
         patch = patch - patch.mean()
         out[kernel] = float((patch[:, 1:] * patch[:, :-1]).mean() / patch.var())
+        sd = roi_values(vol, info).std()
+        assert (20 <= sd <= 40) if kernel == "soft" else (60 <= sd <= 150), (kernel, sd)
     assert out["soft"] > 0.5 and out["sharp"] < out["soft"]
 
 

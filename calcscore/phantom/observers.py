@@ -105,20 +105,29 @@ def observe(labels: LabelVolume, volume: CTVolume, *, rng, profile: ObserverProf
     landmarks = _landmarks(info)
     # physical points of each label's voxels, for "near the other label"
     trees: dict[int, cKDTree] = {}
+    nz_idx = np.argwhere(ref > 0)
+    nz_lab = ref[tuple(nz_idx.T)]
     for lab in CALCIUM_LABELS:
-        idx = np.argwhere(ref == lab)
+        idx = nz_idx[nz_lab == lab]
         if len(idx):
             trees[int(lab)] = cKDTree(idx * sp)
     lm_trees = {k: cKDTree(_to_index_mm(labels, v)) for k, v in landmarks.items()}
     n_changed = {"missed": 0, "relabelled": 0, "boundary": 0}
+    calcium = np.nonzero(ref)
+    if not len(calcium[0]):
+        return LabelVolume.like(labels, out)
+    # work inside the bounding box of all calcium (plus a margin for growing)
+    crop = _grow_box(tuple(slice(int(c.min()), int(c.max()) + 1) for c in calcium), ref.shape, 2)
+    offset = np.array([s.start for s in crop])
     for lab in CALCIUM_LABELS:
-        comp, n = ndimage.label(ref == lab, structure=struct)
+        comp, n = ndimage.label(ref[crop] == lab, structure=struct)
         if n == 0:
             continue
         boxes = ndimage.find_objects(comp)
         for cid in range(1, n + 1):
-            bb = _grow_box(boxes[cid - 1], ref.shape, 1)
-            mask = comp[bb] == cid
+            local = _grow_box(boxes[cid - 1], comp.shape, 1)
+            mask = comp[local] == cid
+            bb = tuple(slice(s.start + o, s.stop + o) for s, o in zip(local, offset))
             size_mm3 = float(mask.sum()) * vox_mm3
             if size_mm3 < prof.small_mm3 and rng.random() < prof.p_miss_small:
                 out[bb][mask] = 0
