@@ -503,20 +503,30 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
         paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 5), HU["fat"] + 15)
 
     # ---- heart: pericardial sac (fat), pericardium, myocardium, blood pool -------------------
+    # ventricles: a prolate ellipsoid along u; atria: the left behind the mitral valve, in front
+    # of the oesophagus, the right on the right of the aortic root
     L, B = geo.heart_axes
     u = geo.heart_u
     rot = np.stack([u, geo.heart_v, geo.heart_w], axis=1)
     epi = geo.epicardial_fat_mm
-    reach = L + epi + 6
+    parts = [(geo.heart_center, np.array([L, B, B]), rot)] + [(c_, ax_, None) for c_, ax_ in atria(geo)]
+    boxes = []
+    for c, axes, _ in parts:
+        reach = float(axes.max()) + epi + 6
+        boxes.append(grid.box(c - reach, c + reach))
+    for extra, value in ((epi + 1.5, HU["soft"] - 5), (epi, HU["fat"])):  # pericardium, fat
+        for (c, axes, r), box in zip(parts, boxes):
+            if box is None:
+                continue
+            zb = grid.coords(box)[0]
+            sd = ellipsoid_sd(grid, box, c, axes + extra, r)
+            paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 25), value)
+    for (c, axes, r), box in zip(parts[1:], boxes[1:]):
+        if box is not None:
+            paint(hu, box, coverage(ellipsoid_sd(grid, box, c, axes, r), h), HU["blood"])
+    box = boxes[0]
     c = geo.heart_center
-    box = grid.box(c - reach, c + reach)
     if box is not None:
-        zb = grid.coords(box)[0]
-        above = zb > geo.z_diaphragm - 25
-        sd_out = ellipsoid_sd(grid, box, c, (L + epi + 1.5, B + epi + 1.5, B + epi + 1.5), rot)
-        paint(hu, box, coverage(sd_out, h) * above, HU["soft"] - 5)
-        sd_fat = ellipsoid_sd(grid, box, c, (L + epi, B + epi, B + epi), rot)
-        paint(hu, box, coverage(sd_fat, h) * above, HU["fat"])
         sd_myo = ellipsoid_sd(grid, box, c, (L, B, B), rot)
         paint(hu, box, coverage(sd_myo, h), HU["myocardium"])
         sd_blood = ellipsoid_sd(grid, box, c - u * 0.1 * L, (0.8 * L, 0.74 * B, 0.74 * B), rot)
@@ -623,6 +633,19 @@ def fat_thickness(s: Subject, theta):
 def muscle_thickness(s: Subject, theta):
     """Chest wall muscle (mm): pectorals at the side, paraspinal muscles at the back."""
     return s.muscle_mm * (1.0 + 0.4 * np.abs(np.sin(theta))) + 30 * np.exp(-(np.asarray(theta) / 0.55) ** 2)
+
+
+def atria(geo: Geometry) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Centres and (x, y, z) semi-axes (mm) of the left and right atrium."""
+    s = geo.subject
+    sc = s.heart_scale
+    la = geo.mv_center - geo.heart_u * 12 + np.array([0.0, 12.0, 6.0])
+    la_axes = np.array([26.0, 16.0, 19.0]) * sc
+    # keep the left atrium in front of the oesophagus and the spine
+    la[1] = min(la[1], float(geo.spine_y(la[2])) - geo.vb_radii[1] - 14 - la_axes[1])
+    ra = geo.av_center + np.array([-36.0, 4.0, -16.0]) * sc
+    ra_axes = np.array([21.0, 23.0, 27.0]) * sc
+    return [(la, la_axes), (ra, ra_axes)]
 
 
 def _sternum_y(s: Subject) -> float:
