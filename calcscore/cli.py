@@ -16,6 +16,8 @@ from calcscore.errors import CalcscoreError
 
 # Subcommand modules, in the order `--help` lists them. Add a line to add a command.
 COMMAND_MODULES: tuple[str, ...] = (
+    "calcscore.commands.demo",
+    "calcscore.commands.score",
     "calcscore.commands.info",
     "calcscore.commands.agatston",
     "calcscore.commands.evaluate",

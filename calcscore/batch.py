@@ -1,0 +1,198 @@
+"""Scoring scans and cohorts end to end: read, segment, score, write (``calcscore score``).
+
+For each scan ``<scan_id>`` the output folder receives ``<scan_id>_labels.nii.gz`` (on the
+scan's own grid), ``<scan_id>_scores.json`` (the shape of ``calcscore agatston --json``),
+``<scan_id>_lesions.csv`` and ``<scan_id>_overlay.png``; the cohort gets ``cohort_summary.csv``.
+A scan that fails is reported in the summary and the others go on.
+
+Under ``torchrun`` (environment variables ``RANK`` and ``WORLD_SIZE``) every process scores
+its share of the scans (scan i goes to rank i mod world size) on its own GPU (``LOCAL_RANK``),
+and rank 0 merges the per-rank summaries.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calcscore.errors import CalcscoreError, InputError
+from calcscore.io import (
+    ITK_SUFFIXES,
+    atomic_path,
+    read_volume,
+    strip_suffix,
+    suffix_of,
+    write_labels,
+)
+from calcscore.labels import CALCIUM_LABELS
+from calcscore.volume import CTVolume, LabelVolume
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "cohort_summary.csv"
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    scan_id: str
+    image: Path
+    labels: Path | None = None
+
+
+def resolve_inputs(inputs: list[str | Path]) -> list[ScanInput]:
+    """Image files, DICOM series folders and manifest CSVs -> one :class:`ScanInput` per scan."""
+    from calcscore.manifest import read_manifest
+
+    out: list[ScanInput] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(p, "no such file or folder", "check the path")
+        if p.is_file() and p.suffix.lower() == ".csv":
+            df = read_manifest(p)
+            for row in df.itertuples(index=False):
+                lab = getattr(row, "labels", None)
+                out.append(ScanInput(str(row.scan_id), Path(row.image),
+                                     Path(lab) if isinstance(lab, str) and lab else None))
+        elif p.is_dir():
+            out.append(ScanInput(p.name, p))
+        elif suffix_of(p) in ITK_SUFFIXES:
+            out.append(ScanInput(strip_suffix(p), p))
+        else:
+            raise InputError(p, "is not an image file, a DICOM folder or a manifest CSV",
+                             "pass .nii.gz/.mha/.nrrd files, DICOM folders or a manifest .csv")
+    seen: dict[str, Path] = {}
+    for s in out:
+        if s.scan_id in seen:
+            raise InputError(s.image, f"has the same scan id {s.scan_id!r} as {seen[s.scan_id]}",
+                             "give the inputs distinct names or use a manifest with unique scan ids")
+        seen[s.scan_id] = s.image
+    return out
+
+
+def output_paths(out_dir: Path, scan_id: str) -> dict[str, Path]:
+    return {
+        "labels": out_dir / f"{scan_id}_labels.nii.gz",
+        "scores": out_dir / f"{scan_id}_scores.json",
+        "lesions": out_dir / f"{scan_id}_lesions.csv",
+        "overlay": out_dir / f"{scan_id}_overlay.png",
+    }
+
+
+def write_scan_outputs(volume: CTVolume, labels: LabelVolume, out_dir: Path, scan_id: str, *,
+                       convention: str = "lessmann2018", overlay: bool = True) -> dict:
+    """Write the four per-scan outputs; returns the scores dict."""
+    from calcscore.scoring import lesion_table, score_report
+    from calcscore.viz import save_overlay_png
+
+    paths = output_paths(out_dir, scan_id)
+    write_labels(labels, paths["labels"])
+    report = score_report(volume, labels, scan=scan_id, convention=convention)
+    with atomic_path(paths["scores"]) as tmp:
+        (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
+    table = lesion_table(volume, labels, convention=convention)
+    with atomic_path(paths["lesions"]) as tmp:
+        table.to_csv(tmp / paths["lesions"].name, index=False)
+    if overlay:
+        save_overlay_png(volume, labels, paths["overlay"], title=f"{scan_id}: calcscore labels")
+    return report
+
+
+def summary_row(scan_id: str, report: dict | None, *, seconds: float, error: str | None = None) -> dict:
+    row: dict = {"scan_id": scan_id, "status": "ok" if error is None else "failed"}
+    for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
+        d = (report or {}).get("labels", {}).get(name, {})
+        row[f"{name}_agatston"] = d.get("agatston", np.nan) if report else np.nan
+        row[f"{name}_volume_mm3"] = d.get("volume_mm3", np.nan) if report else np.nan
+    row["risk_category"] = (report or {}).get("risk_category")
+    row["seconds"] = round(seconds, 2)
+    row["error"] = error
+    return row
+
+
+def _dist_info() -> tuple[int, int, int]:
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, world, local
+
+
+def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: str | Path | None = None,
+                 device: str = "auto", bf16: bool = False, convention: str = "lessmann2018",
+                 overlay: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from calcscore.inference import InferenceOptions, Model, segment
+
+    scans = resolve_inputs(inputs)
+    out = Path(out_dir)
+    inputs_resolved = {s.image.resolve() for s in scans}
+    for s in scans:
+        for p in output_paths(out, s.scan_id).values():
+            if p.resolve() in inputs_resolved:
+                raise InputError(p, "is an input and would be overwritten", "choose another --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world, local = _dist_info()
+    if device == "auto":
+        device = f"cuda:{local % max(torch.cuda.device_count(), 1)}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        if not torch.cuda.is_available():
+            raise CalcscoreError("--device cuda was asked for but CUDA is not available (use --device cpu)")
+        device = f"cuda:{local % torch.cuda.device_count()}"
+    model = Model.load(model_path, device=device)
+    opts = InferenceOptions(device=device, bf16=bf16, channels_last=True)
+    mine = scans[rank::world]
+    rows = []
+    for s in tqdm(mine, desc=f"scoring (rank {rank})" if world > 1 else "scoring", unit="scan",
+                  disable=not progress):
+        t0 = time.perf_counter()
+        try:
+            volume = read_volume(s.image)
+            seg = segment(volume, model, opts)
+            report = write_scan_outputs(volume, seg.labels, out, s.scan_id, convention=convention,
+                                        overlay=overlay)
+            rows.append(summary_row(s.scan_id, report, seconds=time.perf_counter() - t0))
+        except CalcscoreError as exc:
+            log.error("%s failed: %s", s.scan_id, exc)
+            rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=str(exc)))
+        except Exception as exc:  # report and go on with the rest of the cohort
+            msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            log.error("%s failed: %s", s.scan_id, msg)
+            rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=msg))
+    frame = pd.DataFrame(rows, columns=list(summary_row("x", None, seconds=0).keys()))
+    if world == 1:
+        _write_csv(frame, out / SUMMARY)
+        return frame
+    _write_csv(frame, out / f"cohort_summary.rank{rank}.csv")
+    _barrier()
+    if rank == 0:
+        parts = [pd.read_csv(out / f"cohort_summary.rank{r}.csv") for r in range(world)]
+        merged = pd.concat(parts, ignore_index=True)
+        order = {s.scan_id: i for i, s in enumerate(scans)}
+        merged = merged.sort_values("scan_id", key=lambda c: c.map(order)).reset_index(drop=True)
+        _write_csv(merged, out / SUMMARY)
+        for r in range(world):
+            (out / f"cohort_summary.rank{r}.csv").unlink(missing_ok=True)
+        return merged
+    return frame
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp / path.name, index=False)

@@ -1,0 +1,114 @@
+"""`calcscore score` on a NIfTI file, a DICOM folder and a manifest, with a small random model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from calcscore.batch import resolve_inputs
+from calcscore.errors import InputError
+from calcscore.io import read_labels, read_volume, write_dicom_series, write_volume
+from calcscore.manifest import write_manifest
+from calcscore.networks import build_network
+from calcscore.phantom import make_scan
+from calcscore.scoring import score_report
+from calcscore.training import get_config, save_model
+
+LABEL_KEYS = {"LAD", "LCX", "RCA", "TAC", "AV", "MV", "CAC"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    c1 = get_config("workshop", "cnn1", width=4, head_width=8)
+    c2 = get_config("workshop", "cnn2", width_scale=0.25, dense_width=8)
+    cnn1 = build_network("cnn1", c1.network_params())
+    with torch.no_grad():  # a random model that calls few voxels calcium keeps the test fast
+        cnn1.head_layers[-1].bias[0] = 4.0
+        for sub in cnn1.subnets:
+            sub.aux_classifier[-1].bias[0] = 4.0
+    save_model(cnn1, c1, folder / "cnn1.pt")
+    save_model(build_network("cnn2", c2.network_params()), c2, folder / "cnn2.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    vol, lab, _ = make_scan(rng=11, size="small")
+    nii = write_volume(vol, root / "a.nii.gz")
+    dcm = write_dicom_series(vol, root / "b_dicom")
+    vol2, _, _ = make_scan(rng=12, size="small", kernel="sharp")
+    write_volume(vol2, root / "c.mha")
+    manifest = write_manifest(pd.DataFrame({"scan_id": ["m1", "m2"], "image": [str(root / "a.nii.gz"),
+                                            str(root / "c.mha")]}), root / "manifest.csv")
+    broken = root / "broken.nii.gz"
+    broken.write_bytes(nii.read_bytes()[:200])
+    return {"nii": nii, "dicom": dcm, "manifest": manifest, "broken": broken}
+
+
+def _score(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "calcscore.cli", "score", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
+    out = tmp_path / "out"
+    r = _score(inputs["nii"], inputs["dicom"], inputs["manifest"], "--out", out, "--model", model_dir,
+               "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    summary = pd.read_csv(out / "cohort_summary.csv")
+    assert list(summary["scan_id"]) == ["a", "b_dicom", "m1", "m2"]
+    assert (summary["status"] == "ok").all()
+    for scan_id, image in [("a", inputs["nii"]), ("b_dicom", inputs["dicom"])]:
+        labels = read_labels(out / f"{scan_id}_labels.nii.gz")
+        volume = read_volume(image)
+        assert labels.same_geometry(volume)  # the scan's own grid
+        report = json.loads((out / f"{scan_id}_scores.json").read_text())
+        assert set(report["labels"]) == LABEL_KEYS and report["risk_category"] in {"I", "II", "III", "IV"}
+        assert report == json.loads(json.dumps(score_report(volume, labels, scan=scan_id)))
+        lesions = pd.read_csv(out / f"{scan_id}_lesions.csv")
+        assert "label" in lesions.columns
+        assert (out / f"{scan_id}_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same scan as NIfTI and as DICOM gives the same labels
+    np.testing.assert_array_equal(read_labels(out / "a_labels.nii.gz").labels,
+                                  read_labels(out / "b_dicom_labels.nii.gz").labels)
+
+
+def test_a_failing_scan_is_reported_and_the_rest_go_on(tmp_path, model_dir, inputs):
+    out = tmp_path / "out"
+    r = _score(inputs["broken"], inputs["nii"], "--out", out, "--model", model_dir, "--device", "cpu",
+               "--no-overlay")
+    assert r.returncode == 1
+    summary = pd.read_csv(out / "cohort_summary.csv").set_index("scan_id")
+    assert summary.loc["broken", "status"] == "failed" and "truncated" in summary.loc["broken", "error"]
+    assert summary.loc["a", "status"] == "ok" and (out / "a_scores.json").is_file()
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_model_is_one_line(tmp_path, inputs):
+    r = _score(inputs["nii"], "--out", tmp_path / "o", "--model", tmp_path / "nomodel")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cnn1.pt" in r.stderr
+
+
+def test_inputs_are_never_overwritten(tmp_path, inputs):
+    target = tmp_path / "x_labels.nii.gz"
+    target.write_bytes(inputs["nii"].read_bytes())  # an input that looks like an output name
+    with pytest.raises(InputError, match="same scan id|overwritten"):
+        from calcscore.batch import score_cohort
+
+        score_cohort([target, tmp_path / "x_labels.nii.gz"], tmp_path)
+
+
+def test_resolve_inputs_rejects_unknown_files(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("x")
+    with pytest.raises(InputError, match="not an image file"):
+        resolve_inputs([p])
