@@ -475,11 +475,15 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
         below = coverage(z[k] - zd, 2.0) * inside
         sl = hu[k]
         sl += below * (abdo - sl)
-    # apex: the lung cavity narrows to a dome
-    for k in range(np.searchsorted(z, geo.z_apex - 60), nz):
-        frac = np.clip(1 - (z[k] - (geo.z_apex - 60)) / 60.0, 0, 1)
-        keep_depth = (1 - np.sqrt(frac)) * 120.0
-        soft = coverage(cav_depth - keep_depth, h) * inside
+    # apices: above z_apex - 70 each lung narrows to a dome around its own apex
+    apex_x = (bx - 0.42 * a_x, bx + 0.42 * a_x)
+    apex_y = by + 0.15 * a_y
+    r0 = 0.42 * a_x
+    d_apex = np.minimum(np.hypot(x2 - apex_x[0], y2 - apex_y), np.hypot(x2 - apex_x[1], y2 - apex_y))
+    for k in range(np.searchsorted(z, geo.z_apex - 70), nz):
+        t = float(np.clip((z[k] - (geo.z_apex - 70)) / 70.0, 0, 1))
+        r = r0 * np.sqrt(max(1 - t * t, 0.0))
+        soft = (1 - coverage(d_apex - r, h)) * inside
         sl = hu[k]
         sl += soft * (HU["muscle"] - 10 - sl)
 
