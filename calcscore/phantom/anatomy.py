@@ -600,7 +600,11 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
         rc = np.sqrt(dx**2 + (yb - canal_y) ** 2)
         arch = (rc < 15) & (rc > 8.5)
         spinous = (np.abs(dx) < 4 + 0 * yb) & (yb > canal_y + 8) & (yb < canal_y + 42)
-        transverse = (np.abs(dx) < 34) & (np.abs(yb - canal_y + 2) < 4.5)
+        # transverse processes point back and out, about 30 degrees behind the frontal plane
+        ca, sa = np.float32(np.cos(0.5)), np.float32(np.sin(0.5))
+        along = np.abs(dx) * ca + (yb - canal_y + 2) * sa
+        across = -np.abs(dx) * sa + (yb - canal_y + 2) * ca
+        transverse = (along > 6) & (along < 36) & (np.abs(across) < 4.5)
         elems = (arch | spinous | transverse) & ~is_disc
         sub = hu[box]
         sub[elems] = s.cancellous_hu + 120
