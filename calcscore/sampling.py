@@ -251,7 +251,11 @@ class VolumeStore:
     """Cached scans resident on one device, for patch cutting by tensor indexing.
 
     All volumes are concatenated into one flat int16 tensor (and one uint8 label tensor); a
-    patch is one gather at ``base[scan] + (z * Y + y) * X + x`` for precomputed offsets.
+    patch is one gather at ``base[scan] + (z * Y + y) * X + x`` for precomputed offsets. No
+    loader processes are needed: on a GPU, a 64-patch batch is a handful of kernels.
+
+    Memory: 3 bytes per voxel. A whole chest on the network grid, cropped to the body, is about
+    230 x 400 x 530 voxels (150 MB), so an 80 GB GPU holds some 400 training scans.
     """
 
     def __init__(self, scans: Sequence[CachedScan], *, device: str | torch.device = "cpu"):

@@ -153,17 +153,21 @@ def workshop_config(network: str = "cnn1", **changes: Any) -> TrainConfig:
     model on a 2-core CPU in about 15 minutes.
 
     CNN1: 16 filters (head 64), largest dilation 8 (receptive field 35 px, 23 mm in-plane),
-    45 px patches (11 x 11 auxiliary labels), batch 32, 4,000 iterations. CNN2: half the filters,
-    dense 64, the paper's 65 px patches, batch 32, 2,000 iterations. Adam 5e-4, dropout and L2 as
-    in the paper.
+    45 px patches (11 x 11 auxiliary labels), batch 32, 3,000 iterations: about 1/55 of the
+    paper's cost per patch (measured with ``benchmarks/bench_training.py``). CNN2: half the
+    filters, dense 64, the paper's 65 px patches, batch 32, 1,000 iterations. Adam 5e-4, dropout
+    and L2 as in the paper. On 14 small phantom scans (``size="small"``) CNN1 reached a balanced
+    validation accuracy of 0.94 (7 classes, balanced calcium/background voxels) after 1,250
+    iterations. Time on 2 cores: CNN1 ~5 min, CNN1 labelling the candidates of the training
+    scans (for CNN2) ~15 s per scan, CNN2 ~2 min.
     """
     if network == "cnn2":
         base = TrainConfig(network="cnn2", patch_size=65, dropout=0.5, l2=1e-5, width_scale=0.5,
-                           dense_width=64, batch_size=32, max_iterations=2000, eval_every=250,
-                           checkpoint_every=250, val_samples=512, preset="workshop")
+                           dense_width=64, batch_size=32, max_iterations=1000, eval_every=200,
+                           checkpoint_every=200, val_samples=512, preset="workshop")
     else:
         base = TrainConfig(network="cnn1", width=16, head_width=64, max_dilation=8,
-                           patch_size=45, batch_size=32, max_iterations=4000, eval_every=250,
+                           patch_size=45, batch_size=32, max_iterations=3000, eval_every=250,
                            checkpoint_every=250, val_samples=512, preset="workshop")
     return replace(base, **changes)
 
