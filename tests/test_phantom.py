@@ -15,20 +15,13 @@ from calcscore.phantom import SCANNERS, make_cohort, make_scan, make_scans
 COHORT_SEED = 7
 
 
-def physical_xyz(grid, index_zyx: np.ndarray) -> np.ndarray:
-    """(N, 3) voxel indices -> LPS (x, y, z) mm on an identity-direction grid."""
-    idx = np.asarray(index_zyx, dtype=float)
-    zyx = np.asarray(grid.origin_mm) + idx * np.asarray(grid.spacing_mm)
-    return zyx[:, ::-1]
-
-
 def roi_values(volume, info) -> np.ndarray:
-    c, r = info.homogeneous_roi
+    c, r = info.homogeneous_roi  # (z, y, x) mm
     z = volume.origin_mm[0] + np.arange(volume.shape[0]) * volume.spacing_mm[0]
     y = volume.origin_mm[1] + np.arange(volume.shape[1]) * volume.spacing_mm[1]
     x = volume.origin_mm[2] + np.arange(volume.shape[2]) * volume.spacing_mm[2]
-    m = ((z[:, None, None] - c[2]) ** 2 + (y[None, :, None] - c[1]) ** 2
-         + (x[None, None, :] - c[0]) ** 2) < r * r
+    m = ((z[:, None, None] - c[0]) ** 2 + (y[None, :, None] - c[1]) ** 2
+         + (x[None, None, :] - c[2]) ** 2) < r * r
     return volume.hu[m]
 
 
@@ -159,13 +152,13 @@ def test_calcifications_lie_in_their_structure(cohort):
     full, _ = cohort
     checked = Counter()
     for _vol, lab, info in full:
-        geo = info.geometry
-        trees = {name: cKDTree(pts) for name, pts in info.centrelines.items()}
+        trees = {name: cKDTree(pts) for name, pts in info.centrelines.items()}  # (z, y, x) mm
+        valves = info.valves
         for label in CALCIUM_LABELS:
             idx = np.argwhere(lab.labels == label)
             if not len(idx):
                 continue
-            p = physical_xyz(lab, idx)
+            p = lab.index_to_physical(idx)  # (z, y, x) mm
             checked[label] += len(p)
             if label in (Label.LAD, Label.LCX, Label.RCA):
                 d_own = trees[label.name].query(p)[0]
@@ -176,13 +169,14 @@ def test_calcifications_lie_in_their_structure(cohort):
                 r = info.aorta_radius_mm[i]
                 assert np.all(d > r - 6.0) and np.all(d < r + 4.0), (d - r).min()
             elif label == Label.AV:
-                d = np.linalg.norm(p - geo.av_center, axis=1)
-                assert np.all(d < geo.av_radius + 8.0)
+                center, _, radius = valves["AV"]
+                assert np.all(np.linalg.norm(p - center, axis=1) < radius + 8.0)
             elif label == Label.MV:
-                rel = p - geo.mv_center
-                along = rel @ geo.mv_normal
-                radial = np.linalg.norm(rel - np.outer(along, geo.mv_normal), axis=1)
-                assert np.all(np.abs(radial - geo.mv_radius) < 8.0) and np.all(np.abs(along) < 8.0)
+                center, normal, radius = valves["MV"]
+                rel = p - center
+                along = rel @ normal
+                radial = np.linalg.norm(rel - np.outer(along, normal), axis=1)
+                assert np.all(np.abs(radial - radius) < 8.0) and np.all(np.abs(along) < 8.0)
     assert set(checked) == set(CALCIUM_LABELS)
 
 
@@ -222,7 +216,7 @@ def test_noise_is_spatially_correlated():
     for kernel in ("soft", "sharp"):
         vol, _, info = make_scan(rng=0, kernel=kernel, size="medium")
         c, r = info.homogeneous_roi
-        k, j, i = np.round((c[::-1] - vol.origin_mm) / vol.spacing_mm).astype(int)
+        k, j, i = np.round((c - vol.origin_mm) / vol.spacing_mm).astype(int)
         h = int(r / vol.spacing_mm[2] / 1.5)
         patch = vol.hu[k, j - h:j + h, i - h:i + h]
         patch = patch - patch.mean()

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 class ScanInfo:
     """What is known about a synthetic scan: the subject, its curves, its calcium and acquisition.
 
-    Points are patient LPS millimetres (x, y, z), the frame of ``CTVolume.index_to_physical``.
+    The public points (``centrelines``, ``homogeneous_roi``, ``valves``) are patient LPS
+    millimetres in numpy order (z, y, x), the frame of ``CTVolume.index_to_physical``. The
+    drawing internals (``geometry``, ``lesions``) keep (x, y, z).
     """
 
     kernel: str
@@ -61,19 +63,29 @@ class ScanInfo:
 
     @property
     def centrelines(self) -> dict[str, np.ndarray]:
-        """(N, 3) curves in mm: "LAD" (from the left main), "LCX", "RCA" and "aorta"."""
+        """(N, 3) curves, (z, y, x) mm, 1 mm apart: "LAD" (from the left main), "LCX", "RCA",
+        "aorta" (from the aortic valve)."""
         c = dict(self.geometry.coronaries)
         c["aorta"] = self.geometry.aorta
-        return c
+        return {k: np.ascontiguousarray(v[:, ::-1]) for k, v in c.items()}
 
     @property
     def aorta_radius_mm(self) -> np.ndarray:
+        """Lumen radius (mm) at each point of ``centrelines["aorta"]``."""
         return self.geometry.aorta_radius
 
     @property
+    def valves(self) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+        """"AV" and "MV": annulus centre (z, y, x mm), unit normal (z, y, x) and radius (mm)."""
+        g = self.geometry
+        return {"AV": (g.av_center[::-1].copy(), g.av_normal[::-1].copy(), g.av_radius),
+                "MV": (g.mv_center[::-1].copy(), g.mv_normal[::-1].copy(), g.mv_radius)}
+
+    @property
     def homogeneous_roi(self) -> tuple[np.ndarray, float]:
-        """Centre (x, y, z mm) and radius (mm) of a sphere of blood in the heart, for noise SD."""
-        return self.geometry.homogeneous_roi
+        """Centre (z, y, x mm) and radius (mm) of a sphere of blood in the heart, for noise SD."""
+        c, r = self.geometry.homogeneous_roi
+        return c[::-1].copy(), r
 
     @property
     def confounders(self) -> list[str]:
