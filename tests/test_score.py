@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,19 @@ def test_resolve_inputs_rejects_unknown_files(tmp_path):
     p.write_text("x")
     with pytest.raises(InputError, match="not an image file"):
         resolve_inputs([p])
+
+
+def test_torchrun_shares_a_cohort_between_two_processes(tmp_path, model_dir, inputs):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "out"
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m",
+                        "calcscore.cli", "score", str(inputs["manifest"]), str(inputs["dicom"]),
+                        "--out", str(out), "--model", str(model_dir), "--device", "cpu", "--no-overlay"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = pd.read_csv(out / "cohort_summary.csv")
+    assert list(summary["scan_id"]) == ["m1", "m2", "b_dicom"]  # merged in input order
+    assert (summary["status"] == "ok").all()
+    assert not list(out.glob("cohort_summary.rank*.csv"))
+    # rank 0 took scans 0 and 2, rank 1 scan 1: all three were written
+    assert all((out / f"{s}_scores.json").is_file() for s in ["m1", "m2", "b_dicom"])
