@@ -1,0 +1,428 @@
+"""Checks before scoring: is this a scan the method was made for?
+
+The method scores non-contrast CT in Hounsfield units with slices of at most 3 mm
+(Lessmann et al. 2018, section II). :func:`check_scan` looks at a :class:`CTVolume` and
+returns a :class:`CheckReport` with one :class:`Finding` per problem:
+
+``contrast`` (refusal)
+    The blood pool of the heart and the aorta reads well above the calcium threshold: the scan
+    is contrast-enhanced, every voxel of the blood pool is a calcium candidate and scores are
+    meaningless. Refused unless forced.
+``not_hu`` (warning)
+    The values do not look like Hounsfield units (no air or lung near -1000 / -850 HU, a tiny
+    value range, or raw stored values of 0..4095).
+``no_heart`` (warning)
+    No heart was found: no large homogeneous soft-tissue or blood region with lung on both sides.
+``thick_slices`` (warning)
+    Slices thicker than 3 mm (the thickness the Agatston score was defined on).
+``kernel`` (information)
+    The reconstruction kernel classed soft or sharp from its DICOM name (see
+    :func:`classify_kernel`): the paper evaluates soft and sharp reconstructions separately.
+
+How the blood pool is found: the scan is averaged in blocks of about 3 mm and smoothed with a
+3 x 3 x 3 mean. Connected regions between 150 and 700 HU of at least 40 cm^3 are candidates; bone
+marrow (sternum, vertebral bodies) reads 150-330 HU too, so a region is taken for a blood pool
+only when under 15 % of its blocks hold cortical bone (a voxel above 800 HU) and its 95th
+percentile lies less than 90 HU above its median (marrow regions carry their cortical shell:
+100-170 HU). Any such region makes the scan contrast-enhanced (non-contrast blood reads 30-60
+HU). The heart is found in slices where a row holds a run of at least 80 mm of mediastinal
+tissue with lung right and left of it, over 30 mm of rows; the scan covers the heart when 20 mm
+of slices do. Without contrast, the median of the soft tissue in those runs is the reported
+blood pool HU; 90-150 HU gives a warning (possibly a late contrast phase).
+
+:func:`ensure_scorable` runs the checks and raises :class:`ScanRefusedError` on a refusal;
+``calcscore score`` calls it before scoring each scan.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+
+from calcscore.errors import InputError
+from calcscore.volume import CTVolume
+
+log = logging.getLogger(__name__)
+
+#: A blood pool whose median is at least this is contrast-enhanced (refused).
+CONTRAST_BLOOD_POOL_HU = 150.0
+#: A blood pool between this and :data:`CONTRAST_BLOOD_POOL_HU` gives a warning.
+SUSPICIOUS_BLOOD_POOL_HU = 90.0
+#: The thickest slices the method accepts without a warning (mm).
+MAX_SLICE_THICKNESS_MM = 3.0
+#: The smallest homogeneous region taken for a blood pool or a heart (cm^3).
+MIN_REGION_CM3 = 40.0
+_BLOCK_MM = 3.0
+_BONE_HU = 800.0  # a block holding a voxel above this holds cortical bone
+_MAX_BONE_FRACTION = 0.15  # of a blood pool's blocks
+_MAX_UPPER_TAIL_HU = 90.0  # 95th percentile - median of a blood pool (bone: cortex, 100-170)
+_PADDING_HU = -1500.0  # values below are outside the field of view (-2048, -3024 ...)
+
+Severity = Literal["refusal", "warning", "info"]
+KernelClass = Literal["soft", "sharp", "unknown"]
+
+
+# ------------------------------------------------------------------------------------ kernels
+@dataclass(frozen=True)
+class KernelInfo:
+    """A reconstruction kernel name classed soft or sharp.
+
+    ``vendor`` is the table that classed it ("siemens", "ge", "philips", "toshiba") or None;
+    ``kernel_class`` is "soft", "sharp" or "unknown"; ``reason`` says which rule applied.
+    """
+
+    name: str | None
+    vendor: str | None
+    kernel_class: KernelClass
+    reason: str
+
+
+# Siemens: a letter code (B, Br, Bv, Bf, Bl, I, J, Q, Qr, Sa, Hr, ...) and a number for the
+# sharpness: 10-44 soft (B30f, B35f, Br40, Qr36, Sa36, I30f), 45 and above sharp (B45f, B50f,
+# B60f, Br64, Bl57, I70f). Iterative strength after a backslash (Br40\3) is ignored.
+_SIEMENS = re.compile(r"^([A-Z][a-z]?)(\d{2})([a-z]?)$")
+_SIEMENS_SHARP_FROM = 45
+# GE: named kernels.
+_GE = {"SOFT": "soft", "STANDARD": "soft", "STND": "soft", "SMOOTH": "soft",
+       "DETAIL": "sharp", "CHST": "sharp", "CHEST": "sharp", "LUNG": "sharp", "BONE": "sharp",
+       "BONEPLUS": "sharp", "BONE PLUS": "sharp", "EDGE": "sharp", "ULTRA": "sharp", "HD LUNG": "sharp"}
+# Philips: letter kernels; A, B, C (and the cardiac CB, UB, XCA, XCB) are smooth body kernels,
+# D, E, L (lung) and the Y-series (YA, YB, YC, YD, YE) are sharp.
+_PHILIPS = {"A": "soft", "B": "soft", "C": "soft", "CB": "soft", "UB": "soft", "UC": "soft",
+            "XCA": "soft", "XCB": "soft", "XCC": "soft",
+            "D": "sharp", "E": "sharp", "EB": "sharp", "EC": "sharp", "L": "sharp", "LA": "sharp",
+            "YA": "sharp", "YB": "sharp", "YC": "sharp", "YD": "sharp", "YE": "sharp", "YF": "sharp"}
+# Toshiba / Canon: FC01-FC29 body and head kernels (FC12, FC13 ...) are soft, FC30-FC86 (lung
+# FC51-FC56, bone FC30-FC35, FC80-FC86 high resolution) are sharp; FL lung kernels are sharp.
+_TOSHIBA = re.compile(r"^F([CL])(\d{2})$")
+_TOSHIBA_SHARP_FROM = 30
+
+_VENDORS = (("siemens", ("SIEMENS",)), ("ge", ("GE ", "GE_", "GENERAL ELECTRIC")),
+            ("philips", ("PHILIPS",)), ("toshiba", ("TOSHIBA", "CANON")))
+
+
+def vendor_of(manufacturer: str | None) -> str | None:
+    """The kernel table of a DICOM Manufacturer (0008,0070): siemens, ge, philips, toshiba or None."""
+    if not manufacturer:
+        return None
+    m = manufacturer.strip().upper() + " "
+    if m.startswith("GE"):
+        return "ge"
+    for vendor, keys in _VENDORS:
+        if any(m.startswith(k) or k in m for k in keys):
+            return vendor
+    return None
+
+
+def _classify_in(vendor: str, name: str) -> tuple[KernelClass, str] | None:
+    upper = name.upper()
+    if vendor == "siemens":
+        m = _SIEMENS.match(name)
+        if m:
+            n = int(m.group(2))
+            cls: KernelClass = "sharp" if n >= _SIEMENS_SHARP_FROM else "soft"
+            return cls, f"Siemens {m.group(1)}{n}: {'>=' if cls == 'sharp' else '<'} {_SIEMENS_SHARP_FROM} is {cls}"
+        return None
+    if vendor == "ge":
+        if upper in _GE:
+            return _GE[upper], f"GE {upper} is {_GE[upper]}"  # type: ignore[return-value]
+        return None
+    if vendor == "philips":
+        if upper in _PHILIPS:
+            return _PHILIPS[upper], f"Philips {upper} is {_PHILIPS[upper]}"  # type: ignore[return-value]
+        return None
+    if vendor == "toshiba":
+        m = _TOSHIBA.match(upper)
+        if m:
+            n = int(m.group(2))
+            if m.group(1) == "L":
+                return "sharp", f"Toshiba/Canon FL{n:02d} (lung) is sharp"
+            cls = "sharp" if n >= _TOSHIBA_SHARP_FROM else "soft"
+            return cls, f"Toshiba/Canon FC{n:02d}: {'>=' if cls == 'sharp' else '<'} FC{_TOSHIBA_SHARP_FROM} is {cls}"
+        return None
+    return None
+
+
+def classify_kernel(name: str | None, manufacturer: str | None = None) -> KernelInfo:
+    """Class a reconstruction kernel (DICOM ConvolutionKernel) soft or sharp.
+
+    The manufacturer picks the vendor table; without one (or with an unknown one) the name is
+    tried against every table and classed when exactly one vendor knows it. Multi-valued names
+    (``Br40\\3``: kernel and iterative strength) are classed by their first value.
+    """
+    if name is None or not str(name).strip():
+        return KernelInfo(None, vendor_of(manufacturer), "unknown", "no kernel name")
+    first = str(name).split("\\")[0].strip()
+    vendor = vendor_of(manufacturer)
+    if vendor is not None:
+        hit = _classify_in(vendor, first)
+        if hit is not None:
+            return KernelInfo(first, vendor, hit[0], hit[1])
+    hits = [(v, h) for v, _ in _VENDORS if (h := _classify_in(v, first)) is not None]
+    if len(hits) == 1:
+        v, (cls, reason) = hits[0]
+        return KernelInfo(first, v, cls, reason + (" (vendor guessed from the name)" if vendor is None else
+                                                   f" (name not in the {vendor} table)"))
+    if len({h[0] for _, h in hits}) == 1 and hits:
+        cls = hits[0][1][0]
+        return KernelInfo(first, vendor, cls, f"{first} is {cls} in every table that knows it")
+    why = "known to several vendors with different classes" if hits else "not in any vendor table"
+    return KernelInfo(first, vendor, "unknown", f"{first} is {why}")
+
+
+# ------------------------------------------------------------------------------------ report
+@dataclass(frozen=True)
+class Finding:
+    """One result of the checks: ``code`` (contrast, not_hu, no_heart, thick_slices, kernel ...),
+    ``severity`` (refusal, warning, info) and a message for the user."""
+
+    code: str
+    severity: Severity
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What the checks found in one scan.
+
+    ``blood_pool_hu`` is the median HU of the largest homogeneous region of the blood pool or
+    the heart (``nan`` when none was found); ``refused`` is True when a refusal was found and
+    the checks were not forced.
+    """
+
+    findings: tuple[Finding, ...]
+    kernel: KernelInfo
+    blood_pool_hu: float
+    contrast_enhanced: bool
+    heart_found: bool
+    slice_thickness_mm: float
+    forced: bool = False
+    source: str | None = None
+    details: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def refusals(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "refusal")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "warning")
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refusals) and not self.forced
+
+    def codes(self) -> set[str]:
+        return {f.code for f in self.findings}
+
+    def raise_if_refused(self) -> None:
+        """Raise :class:`ScanRefusedError` (one line, with the fix) when the scan is refused."""
+        if self.refused:
+            raise ScanRefusedError(self)
+
+    def summary(self) -> str:
+        """One line per finding, most severe first."""
+        order = {"refusal": 0, "warning": 1, "info": 2}
+        lines = []
+        for f in sorted(self.findings, key=lambda f: order[f.severity]):
+            tag = "REFUSED" if f.severity == "refusal" and not self.forced else f.severity
+            lines.append(f"{tag:8s} {f.code}: {f.message}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (for a scan's report)."""
+        return {
+            "source": self.source, "refused": self.refused, "forced": self.forced,
+            "contrast_enhanced": self.contrast_enhanced, "heart_found": self.heart_found,
+            "blood_pool_hu": None if not np.isfinite(self.blood_pool_hu) else round(float(self.blood_pool_hu), 1),
+            "slice_thickness_mm": round(float(self.slice_thickness_mm), 3),
+            "kernel": {"name": self.kernel.name, "vendor": self.kernel.vendor,
+                       "class": self.kernel.kernel_class, "reason": self.kernel.reason},
+            "findings": [{"code": f.code, "severity": f.severity, "message": f.message}
+                         for f in self.findings],
+        }
+
+
+class ScanRefusedError(InputError):
+    """A scan the method must not score (contrast-enhanced); pass ``force`` to score it anyway."""
+
+    def __init__(self, report: CheckReport):
+        self.report = report
+        problem = "; ".join(f.message for f in report.refusals)
+        super().__init__(report.source, f"refused: {problem}",
+                         "score non-contrast CT, or force it (calcscore score --force) if you know better")
+
+
+# ------------------------------------------------------------------------------------ checks
+def check_scan(volume: CTVolume, *, force: bool = False, source: str | Path | None = None,
+               max_slice_thickness_mm: float = MAX_SLICE_THICKNESS_MM) -> CheckReport:
+    """Run every check on ``volume``; never raises for what it finds (see :func:`ensure_scorable`).
+
+    ``force`` keeps refusals in the report but marks the scan as scorable; ``source`` (a path)
+    names the scan in messages.
+    """
+    if not max_slice_thickness_mm > 0:
+        raise ValueError(f"`max_slice_thickness_mm` must be > 0, got {max_slice_thickness_mm=}")
+    findings: list[Finding] = []
+    meta = volume.meta
+
+    kernel = classify_kernel(meta.kernel, meta.manufacturer)
+    findings.append(Finding("kernel", "info",
+                            f"reconstruction kernel {kernel.name or 'unknown'}: {kernel.kernel_class} "
+                            f"({kernel.reason})"))
+
+    thickness = float(meta.slice_thickness_mm) if meta.slice_thickness_mm else float(volume.spacing_mm[0])
+    if thickness > max_slice_thickness_mm + 1e-3:
+        findings.append(Finding(
+            "thick_slices", "warning",
+            f"slices are {thickness:g} mm thick, more than {max_slice_thickness_mm:g} mm: small "
+            "calcifications fade by partial volume and Agatston scores come out low"))
+
+    hu_problem = _hu_problem(volume.hu)
+    if hu_problem:
+        findings.append(Finding("not_hu", "warning", f"values do not look like Hounsfield units: {hu_problem}"))
+
+    pool = _blood_pool(volume)
+    blood_hu = pool["blood_pool_hu"]
+    contrast = bool(pool["contrast"])
+    if contrast:
+        findings.append(Finding(
+            "contrast", "refusal",
+            f"contrast-enhanced scan: the blood pool reads {blood_hu:.0f} HU (non-contrast blood "
+            f"reads 30-60 HU; calcium starts at 130 HU), so blood would be scored as calcium"))
+    elif np.isfinite(blood_hu) and blood_hu >= SUSPICIOUS_BLOOD_POOL_HU:
+        findings.append(Finding(
+            "contrast_suspected", "warning",
+            f"the blood pool reads {blood_hu:.0f} HU, high for non-contrast blood (30-60 HU): "
+            "possibly a late contrast phase"))
+    if not pool["heart_found"]:
+        findings.append(Finding(
+            "no_heart", "warning",
+            "no heart found (no large homogeneous soft-tissue or blood region between the lungs): "
+            "the scan may not cover the heart"))
+    report = CheckReport(tuple(findings), kernel, blood_hu, contrast, bool(pool["heart_found"]),
+                         thickness, forced=force, source=None if source is None else str(source),
+                         details=pool)
+    for f in report.findings:
+        if f.severity != "info":
+            log.warning("%s%s: %s", f"{source}: " if source else "", f.code, f.message)
+    return report
+
+
+def ensure_scorable(volume: CTVolume, *, force: bool = False, source: str | Path | None = None) -> CheckReport:
+    """:func:`check_scan`, raising :class:`ScanRefusedError` when the scan is refused."""
+    report = check_scan(volume, force=force, source=source)
+    report.raise_if_refused()
+    return report
+
+
+def _hu_problem(hu: np.ndarray) -> str | None:
+    """Why ``hu`` does not look like HU, or None."""
+    if hu.size == 0:
+        return "the scan is empty"
+    sample = hu.ravel()[:: max(1, hu.size // 2_000_000)]
+    inside = sample[sample > _PADDING_HU]
+    if inside.size < 0.05 * sample.size:
+        return f"almost every value is below {_PADDING_HU:g}"
+    lo, hi = np.percentile(inside, [1.0, 99.0])
+    span = float(inside.max() - inside.min())
+    if span < 200:
+        return (f"the values span only {span:.3g} (CT spans air at -1000 HU to bone above 700 HU): "
+                "normalised or rescaled data")
+    if lo > -400:
+        raw = " and reach 4000 or more: raw stored values without the rescale intercept?" \
+            if inside.min() >= 0 and hi > 1500 else ""
+        return (f"the lowest values are about {lo:.0f}, but air and lung read -1000 and -850 HU"
+                f"{raw or ': was a rescale slope or intercept lost?'}")
+    if hi > 3500:
+        return f"1 % of the values exceed {hi:.0f}, far above bone (700-1500 HU)"
+    return None
+
+
+def _block_mean(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Average in blocks of about 3 mm; returns the block means and the block size (voxels)."""
+    f = np.array([max(1, int(round(_BLOCK_MM / s))) for s in spacing_mm])
+    n = (np.array(hu.shape) // f) * f
+    a = np.clip(hu[: n[0], : n[1], : n[2]], -1024.0, 3000.0, dtype=np.float32)
+    a = a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5))
+    return a, f
+
+
+def _block_max(hu: np.ndarray, f: np.ndarray) -> np.ndarray:
+    n = (np.array(hu.shape) // f) * f
+    a = hu[: n[0], : n[1], : n[2]]
+    return a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).max(axis=(1, 3, 5))
+
+
+def _blood_pool(volume: CTVolume) -> dict:
+    """Find a contrast-enhanced blood pool, and the heart, in a block-averaged scan."""
+    out = {"contrast": False, "blood_pool_hu": float("nan"), "heart_found": False, "regions": [],
+           "heart_slices": 0}
+    d, f = _block_mean(volume.hu, volume.spacing_mm)
+    if min(d.shape) < 3:
+        return out
+    block_mm = np.asarray(volume.spacing_mm) * f
+    block_cm3 = float(np.prod(block_mm)) / 1000.0
+    smooth = ndimage.uniform_filter(d, 3, mode="nearest")
+    bone = _block_max(volume.hu, f) > _BONE_HU
+
+    # contrast: a large region between 150 and 700 HU that is not bone: bone marrow (sternum,
+    # vertebral bodies) reads 150-330 HU too, but its blocks touch cortex (raw HU above 800) or
+    # its 95th percentile lies 100 HU or more above its median (the cortical shell)
+    enhanced = (smooth >= CONTRAST_BLOOD_POOL_HU) & (smooth < 700)
+    components, n = ndimage.label(enhanced)
+    sizes = np.bincount(components.ravel(), minlength=n + 1)
+    regions = []
+    for k in np.flatnonzero(sizes * block_cm3 >= MIN_REGION_CM3):
+        if k == 0:
+            continue
+        region = components == k
+        p50, p95 = np.percentile(smooth[region], [50, 95])
+        regions.append({"median_hu": round(float(p50), 1), "upper_tail_hu": round(float(p95 - p50), 1),
+                        "volume_cm3": round(float(sizes[k] * block_cm3), 1),
+                        "bone_fraction": round(float(bone[region].mean()), 3)})
+    regions.sort(key=lambda r: -r["volume_cm3"])
+    out["regions"] = regions[:8]
+    pools = [r for r in regions if r["bone_fraction"] < _MAX_BONE_FRACTION
+             and r["upper_tail_hu"] < _MAX_UPPER_TAIL_HU]
+    if pools:
+        out["contrast"] = True
+        out["blood_pool_hu"] = pools[0]["median_hu"]
+
+    # heart: slices whose rows hold a wide run of mediastinal tissue with lung on both sides
+    lung = (smooth > -960) & (smooth < -500)
+    tissue = (smooth >= -500) & (smooth < 700)
+    min_run = max(3, int(round(80.0 / block_mm[2])))
+    heart_slices = []
+    for z in range(d.shape[0]):
+        runs = [_lung_bounded_runs(lung[z, y], tissue[z, y], min_run) for y in range(d.shape[1])]
+        rows = [(y, r) for y, rr in enumerate(runs) for r in rr]
+        if len(rows) * block_mm[1] >= 30.0:
+            heart_slices.append(z)
+            if not pools:
+                values = np.concatenate([smooth[z, y, a:b] for y, (a, b) in rows])
+                soft = values[(values > -20) & (values < 700)]
+                if soft.size:
+                    out.setdefault("_values", []).append(soft)
+    out["heart_slices"] = len(heart_slices)
+    out["heart_found"] = len(heart_slices) * block_mm[0] >= 20.0
+    if not pools and out["heart_found"] and out.get("_values"):
+        out["blood_pool_hu"] = float(np.median(np.concatenate(out["_values"])))
+    out.pop("_values", None)
+    return out
+
+
+def _lung_bounded_runs(lung: np.ndarray, tissue: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """(start, stop) of runs of ``tissue`` at least ``min_len`` long with lung right before and after."""
+    t = np.concatenate([[False], tissue, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(t))
+    out = []
+    for a, b in zip(edges[::2], edges[1::2]):
+        if b - a >= min_len and a > 0 and b < lung.size and lung[a - 1] and lung[b]:
+            out.append((int(a), int(b)))
+    return out
