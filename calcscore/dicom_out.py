@@ -1,0 +1,291 @@
+"""Outputs that radiology tools open: the label map as DICOM SEG, the scores as DICOM SR.
+
+Both reference the source CT series (a DICOM folder, e.g. one written by
+:func:`calcscore.io.write_dicom_series`), so a PACS or a viewer (OHIF, 3D Slicer, Horos) shows
+them with the scan:
+
+- :func:`write_seg`: a binary Segmentation with one segment per calcium label, segment number =
+  label value (1 LAD ... 6 MV), each coded (SNOMED CT) with its anatomic region, its display
+  colour from Fig. 6 of the paper, one frame per source slice that holds the segment.
+- :func:`write_sr`: a Comprehensive 3D SR measurement report (DICOM TID 1500): one measurement
+  group per label and one for CAC, tracked by the label name, with the Agatston score (DCM
+  112058 "Calcium score", method DCM 112055 "Agatston scoring method", unit "no units"), the
+  calcium volume (DCM 122660, mm3), the calcium mass (DCM 122661, mg; only with a calibration)
+  and, with a SEG, a reference to its segment. The evidence lists the source series (and the
+  SEG).
+
+:func:`read_seg` and :func:`read_sr_scores` read them back. Needs highdicom
+(``pip install 'calcscore[dicom]'``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from calcscore import __version__
+from calcscore.errors import InputError, optional_import
+from calcscore.io import atomic_path, read_volume
+from calcscore.labels import CALCIUM_LABELS, Label
+from calcscore.scoring import Scores
+from calcscore.volume import LabelVolume, check_same_geometry
+
+log = logging.getLogger(__name__)
+
+SEG_SERIES_NUMBER = 901
+SR_SERIES_NUMBER = 902
+
+# SNOMED CT codes of each label's anatomic region: (value, meaning).
+_REGION_CODES: dict[Label, tuple[str, str]] = {
+    Label.LAD: ("59438005", "Anterior Descending Branch of Left Coronary Artery"),
+    Label.LCX: ("57396003", "Circumflex Coronary Artery"),
+    Label.RCA: ("13647002", "Right Coronary Artery"),
+    Label.TAC: ("113262008", "Thoracic aorta"),
+    Label.AV: ("34202007", "Aortic Valve"),
+    Label.MV: ("91134007", "Mitral Valve"),
+}
+_CORONARY_ARTERY = ("41801008", "Coronary artery")
+_CATEGORY = ("49755003", "SCT", "Morphologically Altered Structure")
+_VASCULAR_CALCIFICATION = ("237897009", "SCT", "Vascular Calcification")
+_CALCIFIED_VALVE = ("373136005", "SCT", "Calcified Heart Valve")
+_CALCIUM_SCORE = ("112058", "DCM", "Calcium score")
+_AGATSTON_METHOD = ("112055", "DCM", "Agatston scoring method")
+_CALCIUM_VOLUME = ("122660", "DCM", "Calcium Volume")
+_CALCIUM_MASS = ("122661", "DCM", "Calcium Mass")
+_NO_UNITS = ("1", "UCUM", "no units")
+_MM3 = ("mm3", "UCUM", "cubic millimeter")
+_MG = ("mg", "UCUM", "milligram")
+_PROCEDURE = ("426005005", "SCT", "Cardiac CT for calcium scoring")
+_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                        "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_FIELDS = {"112058": "agatston", "122660": "volume_mm3", "122661": "mass_mg"}
+
+
+def _hd():
+    return optional_import("highdicom", "writing DICOM SEG and SR", "dicom")
+
+
+def _code(value: str, scheme: str, meaning: str):
+    from pydicom.sr.coding import Code
+
+    return Code(value, scheme, meaning)
+
+
+# ------------------------------------------------------------------------------ source series
+def read_source_series(folder: str | Path) -> list:
+    """The CT datasets of a DICOM series folder, in calcscore's slice order (along the normal)."""
+    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    p = Path(folder)
+    if not p.is_dir():
+        raise InputError(p, "is not a DICOM series folder", "pass the folder of the source CT series")
+    datasets = []
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        try:
+            ds = pydicom.dcmread(f)
+        except Exception:  # not DICOM (a DICOMDIR index, a README): skip
+            log.debug("%s: not a DICOM file; skipped", f)
+            continue
+        if "ImagePositionPatient" in ds and "PixelData" in ds:
+            datasets.append(ds)
+    if not datasets:
+        raise InputError(p, "holds no DICOM images", "pass the folder of the source CT series")
+    uids = {str(ds.SeriesInstanceUID) for ds in datasets}
+    if len(uids) > 1:
+        raise InputError(p, f"holds {len(uids)} series", "pass a folder with the one source series")
+    iop = np.asarray(datasets[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    datasets.sort(key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
+    for ds in datasets:  # type 2 attributes that the derived objects copy: empty when absent
+        for keyword in _TYPE2_PATIENT_STUDY:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        name = str(ds.PatientName)
+        if name and "^" not in name:  # a one-component name, spelled as DICOM wants it
+            ds.PatientName = name + "^"
+    return datasets
+
+
+def _source_for(labels: LabelVolume, source_series: str | Path) -> list:
+    datasets = read_source_series(source_series)
+    volume = read_volume(source_series)
+    try:
+        check_same_geometry(volume, labels, names=("source series", "label map"))
+    except ValueError as exc:
+        raise InputError(source_series, str(exc), None) from None
+    return datasets
+
+
+# ------------------------------------------------------------------------------ SEG
+def write_seg(labels: LabelVolume, source_series: str | Path, path: str | Path, *,
+              manual: bool = False, series_description: str = "calcscore calcium labels") -> Path:
+    """Write ``labels`` (on the grid of ``source_series``) as a DICOM SEG at ``path``.
+
+    ``manual=True`` marks the segments as drawn by a person (a reference annotation) rather
+    than computed by calcscore.
+    """
+    hd = _hd()
+    from pydicom.uid import generate_uid
+
+    source = _source_for(labels, source_series)
+    arr = labels.array
+    if arr.size and arr.max() > max(CALCIUM_LABELS):
+        raise InputError(path, f"the label map holds value {int(arr.max())}; calcium labels are 1-6",
+                         "write a calcscore label map")
+    algorithm = None if manual else hd.AlgorithmIdentificationSequence(
+        name="calcscore", version=__version__, family=_code("123110", "DCM", "Artificial Intelligence"))
+    descriptions = []
+    for label in CALCIUM_LABELS:
+        is_valve = label in (Label.AV, Label.MV)
+        region = _REGION_CODES[label]
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=int(label), segment_label=label.name,
+            segmented_property_category=_code(*_CATEGORY),
+            segmented_property_type=_code(*(_CALCIFIED_VALVE if is_valve else _VASCULAR_CALCIFICATION)),
+            algorithm_type="MANUAL" if manual else "AUTOMATIC",
+            algorithm_identification=algorithm,
+            anatomic_regions=[_code(region[0], "SCT", region[1])],
+            tracking_id=label.name, tracking_uid=generate_uid(),
+            display_color=hd.color.CIELabColor.from_rgb(*(int(round(255 * c)) for c in label.colour)),
+        ))
+    seg = hd.seg.Segmentation(
+        source_images=source, pixel_array=arr.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=generate_uid(),
+        series_number=SEG_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="calcscore", manufacturer_model_name="calcscore", software_versions=__version__,
+        device_serial_number="0", series_description=series_description,
+        omit_empty_frames=bool(arr.any()),
+    )
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        seg.save_as(tmp / out.name)
+    log.info("wrote DICOM SEG %s (%d frames)", out, int(seg.NumberOfFrames))
+    return out
+
+
+def read_seg(path: str | Path, source_series: str | Path) -> LabelVolume:
+    """Read a DICOM SEG back as a label map on the grid of ``source_series`` (segment number =
+    label value)."""
+    hd = _hd()
+    p = Path(path)
+    try:
+        seg = hd.seg.segread(p)
+    except Exception as exc:
+        raise InputError(p, f"is not a readable DICOM SEG ({type(exc).__name__})", "write it again") from None
+    datasets = read_source_series(source_series)
+    volume = read_volume(source_series)
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    referenced = {str(r.ReferencedSOPInstanceUID) for item in seg.ReferencedSeriesSequence
+                  for r in item.ReferencedInstanceSequence}
+    if not referenced & set(uids):
+        raise InputError(p, f"references none of the images of {source_series}", "pass its source series")
+    arr = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
+                                            relabel=False, assert_missing_frames_are_empty=True,
+                                            dtype=np.uint8)
+    return LabelVolume.like(volume, arr)
+
+
+# ------------------------------------------------------------------------------ SR
+def write_sr(scores: Scores, source_series: str | Path, path: str | Path, *,
+             seg_path: str | Path | None = None, scan_id: str | None = None) -> Path:
+    """Write ``scores`` (from :func:`calcscore.scoring.agatston`) as a DICOM SR measurement
+    report referencing ``source_series`` (and the SEG at ``seg_path``, when given)."""
+    hd = _hd()
+    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    from pydicom.uid import generate_uid
+
+    source = read_source_series(source_series)
+    seg = pydicom.dcmread(seg_path) if seg_path is not None else None
+    observer = hd.sr.ObserverContext(
+        observer_type=_code("121007", "DCM", "Device"),
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(), name="calcscore", manufacturer_name="calcscore", model_name=__version__))
+    context = hd.sr.ObservationContext(observer_device_context=observer)
+    algorithm = hd.sr.AlgorithmIdentification(name="calcscore", version=__version__)
+    groups = []
+    for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
+        s = scores[name]
+        if name == "CAC":
+            site = _code(*_CORONARY_ARTERY[:1], "SCT", _CORONARY_ARTERY[1])
+        else:
+            region = _REGION_CODES[Label[name]]
+            site = _code(region[0], "SCT", region[1])
+        measurements = [
+            hd.sr.Measurement(name=_code(*_CALCIUM_SCORE), value=float(s.agatston), unit=_code(*_NO_UNITS),
+                              method=_code(*_AGATSTON_METHOD), algorithm_id=algorithm),
+            hd.sr.Measurement(name=_code(*_CALCIUM_VOLUME), value=float(s.volume_mm3), unit=_code(*_MM3),
+                              algorithm_id=algorithm),
+        ]
+        if math.isfinite(s.mass_mg):
+            measurements.append(hd.sr.Measurement(name=_code(*_CALCIUM_MASS), value=float(s.mass_mg),
+                                                  unit=_code(*_MG), algorithm_id=algorithm))
+        tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name)
+        common = {"tracking_identifier": tracking, "finding_type": _code("5540006", "SCT", "Calcium"),
+                  "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
+                  "measurements": measurements, "algorithm_id": algorithm}
+        label_value = None if name == "CAC" else int(Label[name])
+        if seg is not None and label_value is not None and _seg_has_segment(seg, label_value):
+            ref = hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+                segment_number=label_value,
+                source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID))
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=ref, **common))
+        else:
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+    report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=_code(*_PROCEDURE),
+                                     imaging_measurements=groups)
+    evidence = list(source) + ([seg] if seg is not None else [])
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence, content=report, series_instance_uid=generate_uid(),
+        series_number=SR_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="calcscore", is_complete=True,
+        series_description=f"calcscore calcium scores{f' {scan_id}' if scan_id else ''}",
+    )
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        sr.save_as(tmp / out.name)
+    log.info("wrote DICOM SR %s", out)
+    return out
+
+
+def _seg_has_segment(seg, number: int) -> bool:
+    return any(int(s.SegmentNumber) == number for s in seg.SegmentSequence) and any(
+        int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number
+        for f in getattr(seg, "PerFrameFunctionalGroupsSequence", []))
+
+
+def read_sr_scores(path: str | Path) -> dict[str, dict[str, float]]:
+    """Read the scores back from a calcscore SR: ``{"LAD": {"agatston": ..., "volume_mm3": ...,
+    "mass_mg": ... (when present)}, ..., "CAC": {...}}``, keyed by tracking identifier."""
+    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as exc:
+        raise InputError(p, f"is not a readable DICOM file ({type(exc).__name__})", "write it again") from None
+    out: dict[str, dict[str, float]] = {}
+    for group in _walk(ds):
+        name = None
+        values: dict[str, float] = {}
+        for item in getattr(group, "ContentSequence", []):
+            code = item.ConceptNameCodeSequence[0].CodeValue
+            if item.ValueType == "TEXT" and code == "112039":  # Tracking Identifier
+                name = str(item.TextValue)
+            elif item.ValueType == "NUM" and code in _FIELDS:
+                values[_FIELDS[code]] = float(item.MeasuredValueSequence[0].NumericValue)
+        if name is not None and values:
+            out[name] = values
+    if not out:
+        raise InputError(p, "holds no calcium score measurement groups", "pass a calcscore SR")
+    return out
+
+
+def _walk(ds):
+    """Every Measurement Group (DCM 125007) container of an SR, depth first."""
+    for item in getattr(ds, "ContentSequence", []):
+        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "125007":
+            yield item
+        yield from _walk(item)
+

@@ -1,0 +1,92 @@
+"""DICOM SEG and SR of a phantom, read back."""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from calcscore.dicom_out import read_seg, read_sr_scores, write_seg, write_sr
+from calcscore.errors import InputError
+from calcscore.io import read_volume, write_dicom_series
+from calcscore.labels import Label
+from calcscore.phantom import make_scan
+from calcscore.scoring import agatston
+from calcscore.volume import LabelVolume
+
+pytest.importorskip("highdicom")
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    volume, labels, _ = make_scan(rng=4, kernel="soft", size="small", cac_category=3)
+    folder = write_dicom_series(volume, tmp_path_factory.mktemp("dicom") / "ct", patient_id="P0004")
+    return folder, labels
+
+
+def test_seg_reads_back_to_the_same_label_map(tmp_path, series):
+    folder, labels = series
+    present = set(np.unique(labels.array)) - {0}
+    assert len(present) >= 3  # LAD, LCX, RCA, TAC ... in this phantom
+    path = write_seg(labels, folder, tmp_path / "labels.seg.dcm")
+    back = read_seg(path, folder)
+    np.testing.assert_array_equal(back.array, labels.array)
+    assert back.same_geometry(labels)
+    ds = pydicom.dcmread(path)
+    source = pydicom.dcmread(next(folder.iterdir()))
+    assert ds.Modality == "SEG" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == "P0004"
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["LAD", "LCX", "RCA", "TAC", "AV", "MV"]
+    frames_with = {int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+                   for f in ds.PerFrameFunctionalGroupsSequence}
+    assert frames_with == present  # empty frames are left out
+
+
+def test_empty_label_map_round_trips(tmp_path, series):
+    folder, labels = series
+    empty = LabelVolume.like(labels)
+    back = read_seg(write_seg(empty, folder, tmp_path / "empty.dcm", manual=True), folder)
+    assert not back.array.any() and back.shape == labels.shape
+
+
+def test_label_map_on_another_grid_is_refused(tmp_path, series):
+    folder, labels = series
+    other = LabelVolume(labels.array[:-1], labels.spacing_mm, labels.origin_mm)
+    with pytest.raises(InputError, match="do not share a grid"):
+        write_seg(other, folder, tmp_path / "x.dcm")
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_sr_holds_the_scores_and_references_the_series(tmp_path, series):
+    folder, labels = series
+    scores = agatston(read_volume(folder), labels, calibration=0.8)
+    seg = write_seg(labels, folder, tmp_path / "labels.seg.dcm")
+    path = write_sr(scores, folder, tmp_path / "scores.sr.dcm", seg_path=seg, scan_id="P0004_soft")
+    back = read_sr_scores(path)
+    assert set(back) == {lab.name for lab in Label if lab} | {"CAC"}
+    for name, values in back.items():
+        assert values["agatston"] == pytest.approx(scores[name].agatston, rel=1e-6, abs=1e-6)
+        assert values["volume_mm3"] == pytest.approx(scores[name].volume_mm3, rel=1e-6, abs=1e-6)
+        assert values["mass_mg"] == pytest.approx(scores[name].mass_mg, rel=1e-6, abs=1e-6)
+    assert back["CAC"]["agatston"] > 0
+    ds = pydicom.dcmread(path)
+    source = pydicom.dcmread(next(folder.iterdir()))
+    assert ds.Modality == "SR" and ds.StudyInstanceUID == source.StudyInstanceUID
+    evidence = {s.SeriesInstanceUID for st in ds.CurrentRequestedProcedureEvidenceSequence
+                for s in st.ReferencedSeriesSequence}
+    seg_ds = pydicom.dcmread(seg)
+    assert evidence == {source.SeriesInstanceUID, seg_ds.SeriesInstanceUID}
+
+
+def test_sr_without_calibration_or_seg(tmp_path, series):
+    folder, labels = series
+    scores = agatston(read_volume(folder), labels)
+    back = read_sr_scores(write_sr(scores, folder, tmp_path / "s.dcm"))
+    assert "mass_mg" not in back["LAD"]
+    assert back["CAC"]["agatston"] == pytest.approx(scores.cac_agatston, rel=1e-6)
+
+
+def test_reading_a_non_sr_is_a_clear_error(tmp_path, series):
+    folder, _ = series
+    with pytest.raises(InputError, match="no calcium score"):
+        read_sr_scores(next(folder.iterdir()))
