@@ -114,3 +114,277 @@ def save_overlay_png(volume: CTVolume, labels: LabelVolume, path: str | Path, **
 def label_names(labels: np.ndarray) -> list[str]:
     """Names of the calcium labels present in an array."""
     return [Label(int(v)).name for v in np.unique(labels) if v in {int(lab) for lab in CALCIUM_LABELS}]
+
+
+# ------------------------------------------------------------------------ slice views (any plane)
+#: Colour of the >= 130 HU overlay (paper Fig. 5): cyan, distinct from the six label colours.
+THRESHOLD_COLOUR: tuple[float, float, float] = (0.0, 0.85, 0.9)
+#: Display planes and the array axis each one cuts.
+PLANES: dict[str, int] = {"axial": 0, "coronal": 1, "sagittal": 2}
+
+
+def _check_plane(plane: str) -> int:
+    if plane not in PLANES:
+        raise ValueError(f"`plane` must be one of {', '.join(PLANES)}, got {plane=}")
+    return PLANES[plane]
+
+
+def n_slices(shape: tuple[int, int, int], plane: str) -> int:
+    """Number of slices of a (z, y, x) array in ``plane``."""
+    return int(shape[_check_plane(plane)])
+
+
+def plane_slice(array: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """One slice of a (z, y, x) array as displayed (radiological view of an identity-direction
+    scan): axial rows y (anterior up), columns x (patient left on the right); coronal and
+    sagittal with the head up (rows z reversed); sagittal columns y (anterior on the left)."""
+    axis = _check_plane(plane)
+    n = array.shape[axis]
+    if not 0 <= index < n:
+        raise ValueError(f"`index` must lie in 0..{n - 1} for the {plane} plane, got {index=}")
+    if plane == "axial":
+        return array[index]
+    if plane == "coronal":
+        return array[::-1, index, :]
+    return array[::-1, :, index]
+
+
+def plane_spacing(spacing_mm: tuple[float, float, float], plane: str) -> tuple[float, float]:
+    """(row, column) pixel spacing in mm of a slice from :func:`plane_slice`."""
+    _check_plane(plane)
+    sz, sy, sx = (float(s) for s in spacing_mm)
+    return {"axial": (sy, sx), "coronal": (sz, sx), "sagittal": (sz, sy)}[plane]
+
+
+def _square_pixels(img: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarray:
+    """Nearest-neighbour stretch of a slice so that both axes have the smaller pixel spacing."""
+    s = min(spacing_rc)
+    out = img
+    for axis, sp in enumerate(spacing_rc):
+        n = img.shape[axis]
+        n_out = max(1, int(round(n * sp / s)))
+        if n_out == n:
+            continue
+        idx = np.minimum(((np.arange(n_out) + 0.5) * n / n_out).astype(int), n - 1)
+        out = np.take(out, idx, axis=axis)
+    return out
+
+
+def default_index(shape: tuple[int, int, int], plane: str, labels: LabelVolume | None = None) -> int:
+    """The middle slice, or the slice of ``plane`` with the most labelled voxels."""
+    axis = _check_plane(plane)
+    if labels is not None and labels.array.any():
+        other = tuple(a for a in range(3) if a != axis)
+        return int(np.argmax((labels.array > 0).sum(axis=other)))
+    return int(shape[axis] // 2)
+
+
+def render_slice(volume: CTVolume, labels: LabelVolume | None = None, *, plane: str = "axial",
+                 index: int | None = None, preset: str | tuple[float, float] = "mediastinum",
+                 visible: set[int] | None = None, threshold_hu: float | None = None,
+                 alpha: float = 0.7, square_pixels: bool = True) -> np.ndarray:
+    """The RGB image (uint8, rows x columns x 3) of one slice: grey values in the window
+    ``preset``, the voxels >= ``threshold_hu`` in :data:`THRESHOLD_COLOUR` (when given), and the
+    labels in ``visible`` (all when None) in the Fig. 6 colours on top.
+
+    Deterministic (numpy only). With ``square_pixels`` the slice is stretched by nearest
+    neighbour so that a display pixel is square in millimetres.
+    """
+    if labels is not None:
+        check_same_geometry(volume, labels)
+    if index is None:
+        index = default_index(volume.shape, plane, labels)
+    hu = plane_slice(volume.hu, plane, index)
+    grey = window(hu, preset).astype(np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    if threshold_hu is not None:
+        above = hu >= threshold_hu
+        rgb[above] = 0.45 * rgb[above] + 0.55 * np.asarray(THRESHOLD_COLOUR, np.float32)
+    if labels is not None:
+        rgba = label_rgba(plane_slice(labels.labels, plane, index), alpha=alpha, visible=visible)
+        a = rgba[..., 3:4]
+        rgb = rgb * (1.0 - a) + rgba[..., :3] * a
+    out = np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+    if square_pixels:
+        out = _square_pixels(out, plane_spacing(volume.spacing_mm, plane))
+    return out
+
+
+def side_by_side(images: list[np.ndarray], *, gap: int = 4, fill: int = 255) -> np.ndarray:
+    """Images (H_i, W_i, 3) in one row, top-aligned, ``gap`` pixels of ``fill`` between them."""
+    if not images:
+        raise ValueError("`images` must hold at least one image")
+    h = max(im.shape[0] for im in images)
+    parts = []
+    for i, im in enumerate(images):
+        if i:
+            parts.append(np.full((h, gap, 3), fill, np.uint8))
+        pad = np.full((h - im.shape[0], im.shape[1], 3), fill, np.uint8)
+        parts.append(np.concatenate([im, pad], axis=0))
+    return np.concatenate(parts, axis=1)
+
+
+def png_bytes(rgb: np.ndarray, *, scale: int = 1) -> bytes:
+    """PNG of an RGB uint8 image, enlarged ``scale`` times by pixel repetition (deterministic:
+    no time stamp, no software tag)."""
+    import io
+
+    import matplotlib.image
+
+    if scale > 1:
+        rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, np.ascontiguousarray(rgb), format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- cropping
+def box_around(mask: np.ndarray | LabelVolume, spacing_mm: tuple[float, float, float] | None = None, *,
+               margin_mm: float = 10.0) -> tuple[slice, slice, slice]:
+    """The (z, y, x) bounding box of a mask (or of the labelled voxels of a label map), grown
+    by ``margin_mm`` on every side and clipped to the array."""
+    if isinstance(mask, LabelVolume):
+        spacing_mm = mask.spacing_mm if spacing_mm is None else spacing_mm
+        mask = mask.labels > 0
+    if spacing_mm is None:
+        raise ValueError("`spacing_mm` is needed with a bare mask")
+    idx = np.argwhere(np.asarray(mask, bool))
+    if idx.size == 0:
+        raise ValueError("the mask is empty: there is nothing to put a box around")
+    grow = np.ceil(margin_mm / np.asarray(spacing_mm, float)).astype(int)
+    lo = np.maximum(idx.min(axis=0) - grow, 0)
+    hi = np.minimum(idx.max(axis=0) + 1 + grow, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def crop(grid, box: tuple[slice, slice, slice]):
+    """A :class:`CTVolume` or :class:`LabelVolume` cut to ``box`` (z, y, x slices), with its
+    origin moved to the box's first voxel so that physical positions stay the same."""
+    from dataclasses import replace
+
+    start = [s.start or 0 for s in box]
+    origin = grid.index_to_physical(np.asarray([start], float))[0]
+    return replace(grid, array=grid.array[box], origin_mm=tuple(float(v) for v in origin))
+
+
+# ------------------------------------------------------------------------- static figures
+def _legend(fig, labels: list[LabelVolume | None], threshold_hu: float | None) -> bool:
+    from matplotlib.patches import Patch
+
+    present = [lab for lab in CALCIUM_LABELS
+               if any(lv is not None and (lv.labels == lab).any() for lv in labels)]
+    handles = [Patch(color=COLOURS[lab], label=lab.name) for lab in present]
+    if threshold_hu is not None:
+        handles.append(Patch(color=THRESHOLD_COLOUR, label=f"≥ {threshold_hu:g} HU"))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    return bool(handles)
+
+
+def panel_figure(panels, *, plane: str = "axial", preset: str | tuple[float, float] = "mediastinum",
+                 threshold_hu: float | None = None, title: str | None = None, ncols: int | None = None,
+                 panel_inches: float = 3.6):
+    """A grid of slice views, one per panel, with a legend of the labels shown.
+
+    ``panels``: a sequence of ``(title, volume, labels_or_None, index_or_None)`` tuples (the
+    index may be left out: the slice with the most labels, or the middle one). Every panel uses
+    the same window ``preset`` (and ``threshold_hu`` overlay), so different scans compare
+    directly. Returns the matplotlib Figure.
+    """
+    plt = _pyplot()
+    items = [tuple(p) + (None,) * (4 - len(p)) for p in panels]
+    if not items:
+        raise ValueError("`panels` must hold at least one panel")
+    ncols = ncols or len(items)
+    nrows = -(-len(items) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows + 0.5),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (name, volume, labels, index) in zip(axes.ravel(), items):
+        idx = default_index(volume.shape, plane, labels) if index is None else int(index)
+        ax.imshow(render_slice(volume, labels, plane=plane, index=idx, preset=preset,
+                               threshold_hu=threshold_hu), interpolation="nearest")
+        ax.set_title(f"{name}\n{plane} {idx}" if name else f"{plane} {idx}", fontsize="medium")
+    has_legend = _legend(fig, [p[2] for p in items], threshold_hu)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07 if has_legend else 0, 1, 1))
+    return fig
+
+
+def disagreement_boxes(reference: LabelVolume, other: LabelVolume, *, n: int = 4,
+                       margin_mm: float = 10.0) -> list[tuple[int, tuple[slice, slice, slice]]]:
+    """Up to ``n`` regions where two label maps differ, largest first: (axial slice with the
+    most disagreeing voxels, (z, y, x) box around the region grown by ``margin_mm``)."""
+    from scipy import ndimage
+
+    check_same_geometry(reference, other, names=("reference", "other"))
+    differ = reference.labels != other.labels
+    comps, count = ndimage.label(differ, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return []
+    sizes = np.bincount(comps.ravel())[1:]
+    out = []
+    for cid in np.argsort(-sizes, kind="stable")[:n] + 1:
+        m = comps == cid
+        z = int(np.argmax(m.sum(axis=(1, 2))))
+        out.append((z, box_around(m, reference.spacing_mm, margin_mm=margin_mm)))
+    return out
+
+
+def disagreement_gallery(volume: CTVolume, reference: LabelVolume, other: LabelVolume, *,
+                         names: tuple[str, str] = ("reference", "observer"), n: int = 4,
+                         margin_mm: float = 10.0, preset: str | tuple[float, float] = "calcium",
+                         title: str | None = None):
+    """One row per disagreement (:func:`disagreement_boxes`): the CT alone, ``reference`` and
+    ``other``, zoomed to the region. Returns the Figure (a note when the maps agree)."""
+    plt = _pyplot()
+    boxes = disagreement_boxes(reference, other, n=n, margin_mm=margin_mm)
+    if not boxes:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{names[0]} and {names[1]} agree on every voxel", ha="center", va="center")
+        return fig
+    panels = []
+    for z, box in boxes:
+        zs = slice(z, z + 1)
+        b = (zs, box[1], box[2])
+        v = crop(volume, b)
+        panels += [(f"CT, slice {z}", v, None, 0),
+                   (names[0], v, crop(reference, b), 0),
+                   (names[1], v, crop(other, b), 0)]
+    fig = panel_figure(panels, preset=preset, ncols=3, title=title, panel_inches=2.6)
+    for ax in fig.axes[: len(panels)]:
+        ax.set_title(ax.get_title().split("\n")[0], fontsize="small")
+    return fig
+
+
+def plot_training_curves(runs, *, ax=None, title: str | None = None):
+    """Training and validation loss against the iteration, from ``metrics.csv`` files.
+
+    ``runs``: a mapping name -> path of a ``metrics.csv`` (or its folder) or a DataFrame with
+    ``iteration``, ``train_loss`` and ``val_loss`` columns. Returns the Axes.
+    """
+    import pandas as pd
+
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (name, run) in enumerate(dict(runs).items()):
+        if isinstance(run, pd.DataFrame):
+            df = run
+        else:
+            p = Path(run)
+            df = pd.read_csv(p / "metrics.csv" if p.is_dir() else p)
+        colour = f"C{i}"
+        ax.plot(df["iteration"], df["train_loss"], color=colour, label=f"{name} training")
+        if "val_loss" in df and df["val_loss"].notna().any():
+            ax.plot(df["iteration"], df["val_loss"], color=colour, linestyle="--", marker="o",
+                    markersize=3, label=f"{name} validation")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cross-entropy loss")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    return ax

@@ -1,0 +1,166 @@
+"""The slice viewer and the slice rendering behind it, without a browser."""
+from __future__ import annotations
+
+import io
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from calcscore.labels import COLOURS, Label
+from calcscore.viz import (
+    THRESHOLD_COLOUR,
+    WINDOWS,
+    box_around,
+    crop,
+    disagreement_boxes,
+    plane_slice,
+    png_bytes,
+    render_slice,
+)
+from calcscore.volume import CTVolume, LabelVolume
+
+pytest.importorskip("ipywidgets")
+from calcscore.widgets import SliceViewer  # noqa: E402
+
+
+@pytest.fixture
+def scan():
+    """A 10 x 20 x 30 scan at (2, 1, 1) mm: water, one 400 HU block labelled LAD on slices
+    4-5 and one 200 HU block labelled TAC on slice 7."""
+    hu = np.zeros((10, 20, 30), np.float32)
+    lab = np.zeros(hu.shape, np.uint8)
+    hu[4:6, 5:8, 10:14] = 400
+    lab[4:6, 5:8, 10:14] = Label.LAD
+    hu[7, 12:15, 20:25] = 200
+    lab[7, 12:15, 20:25] = Label.TAC
+    vol = CTVolume(hu, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    return vol, LabelVolume.like(vol, lab)
+
+
+def _colour(rgb):
+    return tuple(int(v) for v in rgb)
+
+
+def test_plane_slices_are_oriented_and_stretched(scan):
+    vol, _ = scan
+    assert plane_slice(vol.hu, "axial", 4).shape == (20, 30)
+    assert plane_slice(vol.hu, "coronal", 5).shape == (10, 30)
+    # head up: the last z slice is the first row
+    arr = np.arange(10)[:, None, None] * np.ones((10, 20, 30))
+    assert plane_slice(arr, "sagittal", 0)[0, 0] == 9
+    # 2 mm slices against 1 mm pixels: coronal rows are doubled
+    assert render_slice(vol, plane="coronal", index=5).shape == (20, 30, 3)
+    assert render_slice(vol, plane="sagittal", index=5, square_pixels=False).shape == (10, 20, 3)
+    with pytest.raises(ValueError, match="plane"):
+        render_slice(vol, plane="oblique", index=0)
+    with pytest.raises(ValueError, match="index"):
+        render_slice(vol, plane="axial", index=10)
+
+
+def test_render_slice_colours(scan):
+    vol, labels = scan
+    img = render_slice(vol, labels, index=4, preset="mediastinum", alpha=1.0)
+    assert img.dtype == np.uint8 and img.shape == (20, 30, 3)
+    assert _colour(img[6, 11]) == tuple(round(255 * c) for c in COLOURS[Label.LAD])
+    # water in the mediastinum window (level 40, width 400): grey 0.4
+    assert _colour(img[0, 0]) == (102, 102, 102)
+    hidden = render_slice(vol, labels, index=4, visible={int(Label.TAC)}, alpha=1.0)
+    assert _colour(hidden[6, 11]) == (255, 255, 255)  # 400 HU is white in this window
+    over = render_slice(vol, None, index=4, threshold_hu=130)
+    expected = np.round((0.45 * 1.0 + 0.55 * np.asarray(THRESHOLD_COLOUR)) * 255)
+    assert _colour(over[6, 11]) == tuple(int(v) for v in expected)
+    assert _colour(over[0, 0]) == (102, 102, 102)  # below the threshold: untouched
+    # deterministic
+    assert np.array_equal(img, render_slice(vol, labels, index=4, preset="mediastinum", alpha=1.0))
+
+
+def test_png_bytes_round_trip_and_scale(scan):
+    vol, labels = scan
+    img = render_slice(vol, labels, index=4)
+    data = png_bytes(img, scale=3)
+    assert data == png_bytes(img, scale=3)  # no time stamps
+    back = matplotlib.image.imread(io.BytesIO(data), format="png")
+    assert back.shape[:2] == (60, 90)
+    assert np.array_equal(np.round(back[::3, ::3, :3] * 255).astype(np.uint8), img)
+
+
+def test_crop_keeps_physical_positions(scan):
+    vol, labels = scan
+    box = box_around(labels, margin_mm=2.0)
+    assert box == (slice(3, 9), slice(3, 17), slice(8, 27))
+    small = crop(vol, box)
+    assert small.shape == (6, 14, 19)
+    np.testing.assert_allclose(small.index_to_physical([[0, 0, 0]]), vol.index_to_physical([[3, 3, 8]]))
+    assert crop(labels, box).labels.sum() == labels.labels.sum()
+
+
+def test_disagreement_boxes_find_the_changed_lesion(scan):
+    vol, labels = scan
+    other = labels.labels.copy()
+    other[7][other[7] == Label.TAC] = Label.AV
+    found = disagreement_boxes(labels, LabelVolume.like(vol, other), n=3, margin_mm=1.0)
+    assert len(found) == 1
+    z, box = found[0]
+    assert z == 7 and box[1] == slice(11, 16) and box[2] == slice(19, 26)
+    assert disagreement_boxes(labels, labels) == []
+
+
+def test_viewer_side_by_side_and_controls(scan):
+    vol, labels = scan
+    other = LabelVolume.like(vol)
+    v = SliceViewer(vol, {"reference": labels, "observer 2": other}, display_px=60)
+    assert v.index == 7  # starts on the slice with the most labelled voxels
+    v.set_slice(4)
+    view = v.render()
+    assert view.shape == (20, 30 + 4 + 30, 3)
+    lad = tuple(round(255 * (0.3 * 1.0 + 0.7 * c)) for c in COLOURS[Label.LAD])  # on white
+    assert _colour(view[6, 11]) == lad
+    assert _colour(view[6, 34 + 11]) == (255, 255, 255)  # the empty map shows the CT
+    before = v.images[0].value
+    assert before[:8] == b"\x89PNG\r\n\x1a\n"
+
+    v.set_slice(7)
+    assert v.images[0].value != before and "axial slice 8 of 10" in v.position.value
+    tac = tuple(round(255 * (0.3 * 0.9 + 0.7 * c)) for c in COLOURS[Label.TAC])  # on 200 HU: grey 0.9
+    assert _colour(v.render()[13, 22]) == tac
+    v.show_label("TAC", False)
+    assert _colour(v.render()[13, 22]) == (230, 230, 230)
+    v.show_threshold(True)
+    assert _colour(v.render()[13, 22]) != (230, 230, 230)
+
+    v.set_window("lung")
+    assert v.window == WINDOWS["lung"] and v.level.value == -600
+    v.set_window((0, 100))
+    assert v.preset.value == "custom" and v.window == (0.0, 100.0)
+    v.level.value = 50  # dragging level or width leaves the preset
+    assert v.preset.value == "custom"
+
+
+def test_viewer_planes_keep_their_own_slice(scan):
+    vol, labels = scan
+    v = SliceViewer(vol, labels)
+    v.set_slice(5)
+    v.set_plane("sagittal")
+    assert v.slider.max == 29 and v.render().shape == (20, 20, 3)
+    v.set_slice(11)
+    assert "sagittal slice 12 of 30 (x = 11.0 mm)" == v.describe()
+    v.set_plane("coronal")
+    assert v.slider.max == 19
+    v.set_plane("axial")
+    assert v.index == 5 and v.slider.max == 9
+    v.set_plane("sagittal")
+    assert v.index == 11
+
+
+def test_viewer_checks_inputs(scan):
+    vol, labels = scan
+    wrong = LabelVolume(np.zeros((10, 20, 31), np.uint8), vol.spacing_mm)
+    with pytest.raises(ValueError, match="do not share a grid"):
+        SliceViewer(vol, [labels, wrong])
+    with pytest.raises(ValueError, match="plane"):
+        SliceViewer(vol, plane="oblique")
+    v = SliceViewer(vol)  # the CT alone
+    assert v.render().shape == (20, 30, 3)
+    with pytest.raises(ValueError, match="calcium label"):
+        v.show_label(0)
