@@ -7,7 +7,8 @@ Each row times whole training steps as :func:`calcscore.training.train` runs the
 minibatch cut on the device from a cached phantom scan (:class:`calcscore.sampling.PatchSampler`),
 forward, loss (with CNN1's auxiliary losses), backward and an Adam step. One warm-up step, then
 the best of ``--iterations`` single steps (steps are seconds long on a CPU). The ``vs fp32``
-column is the speed-up over the same network in fp32. The loader row times patch cutting alone.
+column is the speed-up over the same network in fp32; GFLOP/s counts the forward and backward
+convolutions and dense layers (torch's FlopCounterMode). The loader rows time patch cutting alone.
 """
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ def phantom_store(device: torch.device, folder: Path) -> VolumeStore:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def step_gflop_per_patch(config, store: VolumeStore) -> float:
+    """Forward + backward GFLOP per patch, counted by torch's FlopCounterMode on a 2-patch step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = replace(config, batch_size=2, precision="fp32", channels_last=False)
+    model = build_network(config.network, config.network_params()).to(store.device).train()
+    optimizer = make_optimizer(model, config)
+    batch = PatchSampler(store, *calcium_pools(store), patch_size=config.patch_size,
+                         label_size=config.label_size, rng=0).sample(2)
+    with FlopCounterMode(display=False) as counter:
+        train_step(config, model, optimizer, batch, device=store.device)
+    return counter.get_total_flops() / 2 / 1e9
 
 
 def time_training(config, store: VolumeStore, *, iterations: int, batch_size: int | None) -> float:
@@ -105,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"phantom on the network grid: {'x'.join(map(str, scan.shape))}, "
               f"{len(scan.calcium_index)} calcium and {len(scan.background_index)} background candidates")
         print(f"\n{'config':<14} {'variant':<20} {'batch':>5} {'RF':>4} {'patch':>5} "
-              f"{'patches/s':>10} {'vs fp32':>8}")
+              f"{'patches/s':>10} {'vs fp32':>8} {'GFLOP/s':>8}")
         for row in args.only.split(","):
             preset, network = row.split("-")
             base = get_config(preset, network, device=str(device))
+            gflop = step_gflop_per_patch(base, store)
+            print(f"{row}: {gflop:.3g} GFLOP per patch (forward + backward)")
             fp32 = None
             for name in args.variants.split(","):
                 cfg = replace(base, **VARIANTS[name])
@@ -117,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"{rate / fp32:.2f}x" if fp32 else "-"
                 bs = args.batch_size or cfg.batch_size
                 print(f"{row:<14} {name:<20} {bs:>5} {cfg.receptive_field:>4} {cfg.patch_size:>5} "
-                      f"{rate:>10.1f} {ratio:>8}", flush=True)
+                      f"{rate:>10.1f} {ratio:>8} {rate * gflop:>8.0f}", flush=True)
         print(f"\n{'loader (patch cutting only)':<36} {'batch':>5} {'patch':>5} {'patches/s':>10}")
         for size, label in ((155, 25), (45, 11), (65, None)):
             rate = time_loader(store, size, label, batch=64)

@@ -216,7 +216,13 @@ def cache_cohort(manifest, cache_dir: str | Path, *, progress: bool = False) -> 
 
 
 def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "scan"
+    """A folder name for a scan id; ids that need changing get a hash suffix to stay unique."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    if safe == name and name:
+        return name
+    import hashlib
+
+    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 # ------------------------------------------------------------------------- patches on the device

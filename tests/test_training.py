@@ -223,10 +223,12 @@ def test_cli_trains_cnn1_then_cnn2_and_resumes(tmp_path, capsys):
     assert "cnn1: 2 iterations" in capsys.readouterr().out
     assert (out1 / "cnn1.pt").is_file() and (out1 / "metrics.csv").is_file()
     assert len(list((out1 / "cache").iterdir())) == 4
+    stamp = (out1 / "cache" / "scan0" / "meta.json").stat().st_mtime_ns
     # a second call with a larger budget resumes from iteration 2
     assert main(["train", "cnn1", "--data", str(manifest), "--out", str(out1), "--config", "workshop",
                  "--max-iterations", "3", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
     assert torch.load(out1 / "checkpoint.pt", weights_only=True)["iteration"] == 3
+    assert (out1 / "cache" / "scan0" / "meta.json").stat().st_mtime_ns == stamp  # cache reused
     assert main(["train", "cnn2", "--data", str(manifest), "--out", str(out2), "--config", "workshop",
                  "--max-iterations", "1", "--batch-size", "4", "--no-progress"]) == 2
     assert "--cnn1" in capsys.readouterr().err
