@@ -142,3 +142,33 @@ def test_report_to_dict_is_json_ready(phantoms):
     d = check_scan(volume, source="x").to_dict()
     assert json.loads(json.dumps(d))["kernel"]["class"] == "sharp"
     assert d["refused"] is False and d["heart_found"] is True
+
+
+def _check_command(argv: list[str]) -> int:
+    """``calcscore check ARGV`` through the command module (its parser and its run)."""
+    import argparse
+
+    from calcscore.commands import check
+
+    parser = argparse.ArgumentParser(prog="calcscore")
+    check.register(parser.add_subparsers())
+    args = parser.parse_args(["check", *argv])
+    return args.func(args)
+
+
+def test_check_command(tmp_path, phantoms, capsys):
+    from calcscore.errors import CalcscoreError
+    from calcscore.io import write_volume
+
+    volume, _, info = phantoms[0, "soft"]
+    plain = write_volume(volume, tmp_path / "plain.nii.gz")
+    enhanced = write_volume(_contrast_enhanced(volume, info)[0], tmp_path / "enhanced.nii.gz")
+    assert _check_command([str(plain)]) == 0
+    assert "soft" in capsys.readouterr().out
+    with pytest.raises(CalcscoreError, match="1 of 2 scans refused.*--force") as err:
+        _check_command([str(plain), str(enhanced)])
+    assert "\n" not in str(err.value)
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "contrast-enhanced" in out
+    assert _check_command(["--force", "--json", str(enhanced)]) == 0
+    assert '"contrast_enhanced": true' in capsys.readouterr().out
