@@ -6,7 +6,8 @@ one network on cached scans (:mod:`calcscore.sampling`); :func:`train_from_manif
 caches a manifest, splits it by participant and calls :func:`train`.
 
 An output folder holds ``cnn1.pt`` or ``cnn2.pt`` (``{"config": dict, "state_dict": ...}``, the
-weights with the lowest validation loss so far), ``metrics.csv`` (one row per evaluation) and
+weights with the best validation score so far: the lowest loss, or the highest balanced accuracy
+with ``select_by="val_balanced_accuracy"``), ``metrics.csv`` (one row per evaluation) and
 ``checkpoint.pt`` (model, optimizer, iteration and the random states of the torch generators and
 of every process's patch sampler, written atomically every ``checkpoint_every`` iterations).
 Running :func:`train` again on the same folder resumes from the checkpoint and ends with the same
@@ -97,6 +98,10 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
     channels_last: bool = False
+    #: which validation figure picks the saved weights: "val_loss" (lowest) or
+    #: "val_balanced_accuracy" (highest; robust when the loss rises from over-confidence while
+    #: the classification still improves)
+    select_by: str = "val_loss"
     preset: str = "paper"
 
     def __post_init__(self) -> None:
@@ -104,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"`network` must be one of {NETWORKS}, got {self.network=}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"`precision` must be 'fp32' or 'bf16', got {self.precision=}")
+        if self.select_by not in ("val_loss", "val_balanced_accuracy"):
+            raise ValueError(f"`select_by` must be 'val_loss' or 'val_balanced_accuracy', got {self.select_by=}")
         for name in ("batch_size", "max_iterations", "eval_every", "checkpoint_every", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
@@ -524,7 +531,7 @@ class TrainResult:
     model_path: Path
     iteration: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    best_val_loss: float = math.nan
+    best_val_loss: float = math.nan  # validation loss of the saved weights
     model: nn.Module | None = field(default=None, repr=False)  # the network after the last iteration
 
 
@@ -538,6 +545,13 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         desc = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise CalcscoreError(f"{path}: the checkpoint was written with other settings ({desc}); "
                              "use another output folder or the same settings")
+
+
+def _selection_score(config: TrainConfig, row: dict[str, Any]) -> float:
+    """Lower is better: the validation loss, or minus the balanced accuracy (``select_by``)."""
+    if config.select_by == "val_balanced_accuracy":
+        return -row["val_balanced_accuracy"]
+    return row["val_loss"]
 
 
 def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Sequence[CachedScan],
@@ -707,7 +721,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
                         row.update(evaluate(config, model, val_sampler, val_voxels, device=device))
                     metrics.append(row)
                     _write_metrics(metrics, out_dir / METRICS)
-                    score = row["val_loss"] if val_sampler is not None else -it
+                    score = _selection_score(config, row) if val_sampler is not None else -it
                     if score < best:
                         best = score
                         save_model(model, config, model_path, iteration=it, val_loss=row["val_loss"])
@@ -720,8 +734,10 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
         bar.close()
     if dist_info.main and not model_path.is_file():
         save_model(model, config, model_path, iteration=it, val_loss=math.nan)
-    return TrainResult(out_dir, model_path, it, metrics,
-                       best if val_sampler is not None else math.nan, model.eval())
+    best_val_loss = math.nan
+    if val_sampler is not None and metrics:
+        best_val_loss = min(metrics, key=lambda r: _selection_score(config, r))["val_loss"]
+    return TrainResult(out_dir, model_path, it, metrics, best_val_loss, model.eval())
 
 
 def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str | Path, *,

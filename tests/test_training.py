@@ -176,6 +176,19 @@ def test_resume_refuses_other_settings(scans, tmp_path):
               progress=False)
 
 
+def test_the_saved_model_is_the_best_by_the_chosen_score(scans, tmp_path):
+    train_scans, val_scans = scans
+    cfg = tiny_config(max_iterations=8, eval_every=2, select_by="val_balanced_accuracy")
+    res = train(cfg, train_scans, val_scans, tmp_path, progress=False)
+    rows = _rows(tmp_path / "metrics.csv")
+    best = max(rows, key=lambda r: float(r["val_balanced_accuracy"]))
+    saved = torch.load(res.model_path, weights_only=True)
+    assert saved["iteration"] == int(best["iteration"])
+    assert res.best_val_loss == pytest.approx(float(best["val_loss"]))
+    with pytest.raises(ValueError, match="select_by"):
+        tiny_config(select_by="f1")
+
+
 def test_bf16_autocast_trains(scans, tmp_path):
     train_scans, val_scans = scans
     res = train(tiny_config(max_iterations=2, eval_every=2, precision="bf16", channels_last=True),
