@@ -11,7 +11,8 @@ with ``select_by="val_balanced_accuracy"``), ``metrics.csv`` (one row per evalua
 ``checkpoint.pt`` (model, optimizer, iteration and the random states of the torch generators and
 of every process's patch sampler, written atomically every ``checkpoint_every`` iterations).
 Running :func:`train` again on the same folder resumes from the checkpoint and ends with the same
-weights as an uninterrupted run.
+weights as an uninterrupted run (bit for bit on a CPU; on CUDA as far as cuDNN's kernels are
+deterministic, i.e. with ``torch.use_deterministic_algorithms(True)``).
 
 Distributed training: launched with ``torchrun --nproc_per_node N -m calcscore.cli train ...``,
 every process trains on its own balanced batches of ``batch_size`` patches
