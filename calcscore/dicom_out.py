@@ -188,10 +188,14 @@ def read_seg(path: str | Path, source_series: str | Path) -> LabelVolume:
 
 
 # ------------------------------------------------------------------------------ SR
-def write_sr(scores: Scores, source_series: str | Path, path: str | Path, *,
+def write_sr(scores: Scores | dict, source_series: str | Path, path: str | Path, *,
              seg_path: str | Path | None = None, scan_id: str | None = None) -> Path:
-    """Write ``scores`` (from :func:`calcscore.scoring.agatston`) as a DICOM SR measurement
-    report referencing ``source_series`` (and the SEG at ``seg_path``, when given)."""
+    """Write ``scores`` as a DICOM SR measurement report referencing ``source_series`` (and the
+    SEG at ``seg_path``, when given).
+
+    ``scores`` is a :class:`~calcscore.scoring.Scores` (:func:`calcscore.scoring.agatston`) or
+    the dict of :func:`calcscore.scoring.score_report` (a ``<scan>_scores.json``).
+    """
     hd = _hd()
     pydicom = optional_import("pydicom", "reading DICOM", "io")
     from pydicom.uid import generate_uid
@@ -205,8 +209,9 @@ def write_sr(scores: Scores, source_series: str | Path, path: str | Path, *,
     context = hd.sr.ObservationContext(observer_device_context=observer)
     algorithm = hd.sr.AlgorithmIdentification(name="calcscore", version=__version__)
     groups = []
+    table = _score_table(scores)
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
-        s = scores[name]
+        s = table[name]
         if name == "CAC":
             site = _code(*_CORONARY_ARTERY[:1], "SCT", _CORONARY_ARTERY[1])
         else:
@@ -248,6 +253,26 @@ def write_sr(scores: Scores, source_series: str | Path, path: str | Path, *,
         sr.save_as(tmp / out.name)
     log.info("wrote DICOM SR %s", out)
     return out
+
+
+def _score_table(scores: Scores | dict) -> dict:
+    """name -> an object with ``agatston``, ``volume_mm3``, ``mass_mg`` (nan when unknown)."""
+    from calcscore.scoring import LabelScore
+
+    names = [lab.name for lab in CALCIUM_LABELS] + ["CAC"]
+    if isinstance(scores, Scores):
+        return {n: scores[n] for n in names}
+    labels = scores.get("labels") if isinstance(scores, dict) else None
+    if not isinstance(labels, dict) or any(n not in labels for n in names):
+        raise ValueError("`scores` must be a Scores or a score_report dict with labels "
+                         f"{', '.join(names)}")
+
+    def num(v) -> float:
+        return math.nan if v is None else float(v)
+
+    return {n: LabelScore(num(labels[n].get("agatston")), num(labels[n].get("volume_mm3")),
+                          num(labels[n].get("mass_mg")), int(labels[n].get("n_lesions") or 0))
+            for n in names}
 
 
 def _seg_has_segment(seg, number: int) -> bool:

@@ -90,3 +90,15 @@ def test_reading_a_non_sr_is_a_clear_error(tmp_path, series):
     folder, _ = series
     with pytest.raises(InputError, match="no calcium score"):
         read_sr_scores(next(folder.iterdir()))
+
+
+def test_sr_from_a_scores_json_dict(tmp_path, series):
+    from calcscore.scoring import score_report
+
+    folder, labels = series
+    report = score_report(read_volume(folder), labels, scan="P0004_soft")
+    back = read_sr_scores(write_sr(report, folder, tmp_path / "r.dcm"))
+    for name, values in report["labels"].items():
+        assert back[name]["agatston"] == pytest.approx(values["agatston"], rel=1e-6, abs=1e-6)
+    with pytest.raises(ValueError, match="score_report dict"):
+        write_sr({"labels": {}}, folder, tmp_path / "bad.dcm")
