@@ -279,3 +279,11 @@ def test_unknown_vessel_name_is_an_error(tmp_path, case):
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="neither"):
         import_coca(tmp_path, tmp_path / "out")
+
+
+def test_physical_to_index_inverts_index_to_physical(small_ct):
+    from calcscore.datasets.coca import physical_to_index
+
+    idx = np.array([[0.0, 0.0, 0.0], [5.0, 8.0, 10.0], [2.5, 3.25, 7.5]])
+    zyx = small_ct.index_to_physical(idx)  # an oblique grid (conftest)
+    np.testing.assert_allclose(physical_to_index(small_ct, zyx[:, ::-1]), idx, atol=1e-9)
