@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "calcscore.commands.evaluate",
     "calcscore.commands.train",
     "calcscore.commands.synth",
+    "calcscore.commands.report",
     "calcscore.commands.import_data",
 )
 

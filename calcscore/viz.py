@@ -307,10 +307,25 @@ def panel_figure(panels, *, plane: str = "axial", preset: str | tuple[float, flo
                                threshold_hu=threshold_hu), interpolation="nearest")
         ax.set_title(f"{name}\n{plane} {idx}" if name else f"{plane} {idx}", fontsize="medium")
     has_legend = _legend(fig, [p[2] for p in items], threshold_hu)
+    top = 1.0
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07 if has_legend else 0, 1, 1))
+        top = 1.0 - 0.45 / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight() if has_legend else 0, 1, top))
     return fig
+
+
+def largest_lesion(labels: LabelVolume, *, margin_mm: float = 10.0) -> tuple[int, tuple[slice, slice, slice]]:
+    """(axial slice, (z, y, x) box) of the largest 26-connected calcification of a label map:
+    the slice where it has the most voxels and its bounding box grown by ``margin_mm``."""
+    from scipy import ndimage
+
+    comps, count = ndimage.label(labels.labels > 0, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        raise ValueError("the label map holds no calcium")
+    m = comps == int(np.argmax(np.bincount(comps.ravel())[1:])) + 1
+    z = int(np.argmax(m.sum(axis=(1, 2))))
+    return z, box_around(m, labels.spacing_mm, margin_mm=margin_mm)
 
 
 def disagreement_boxes(reference: LabelVolume, other: LabelVolume, *, n: int = 4,

@@ -109,7 +109,7 @@ class SliceViewer:
         self.plane = widgets.ToggleButtons(options=list(PLANES), value=plane, description="plane")
         self.slider = widgets.IntSlider(value=self._index[plane], min=0,
                                         max=n_slices(volume.shape, plane) - 1, description="slice",
-                                        continuous_update=False)
+                                        continuous_update=False, layout=widgets.Layout(width="420px"))
         self.preset = widgets.Dropdown(options=[*WINDOWS, "custom"],
                                        value=preset if isinstance(preset, str) else "custom",
                                        description="window")
@@ -119,7 +119,8 @@ class SliceViewer:
                                        description="width", continuous_update=False)
         self.threshold = widgets.Checkbox(value=bool(show_threshold), indent=False,
                                           description=f"≥ {self.threshold_hu:g} HU",
-                                          style={"background": _hex(THRESHOLD_COLOUR)})
+                                          style={"background": _hex(THRESHOLD_COLOUR)},
+                                          layout=widgets.Layout(width="auto", margin="0 12px 0 0"))
         self.label_toggles: dict[Label, object] = {
             lab: widgets.Checkbox(value=True, indent=False, description=lab.name,
                                   style={"background": _hex(COLOURS[lab])},
