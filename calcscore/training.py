@@ -742,6 +742,31 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
     return TrainResult(out_dir, model_path, it, metrics, best_val_loss, model.eval())
 
 
+def split_manifest(df, *, val_fraction: float, rng=None):
+    """(training rows, validation rows) of a manifest DataFrame.
+
+    A ``split`` column (train / val / validation / test; empty = train) decides when present;
+    otherwise :func:`split_by_participant` draws the validation participants. Test rows are
+    never returned, and a participant never appears in both subsets.
+    """
+    if "split" in df.columns:
+        split = df["split"].fillna("train").astype(str).str.strip().str.lower()
+        unknown = sorted(set(split) - {"train", "val", "validation", "test"})
+        if unknown:
+            raise InputError(None, f"the manifest's split column holds {unknown}",
+                             "use train, val or test")
+        df_train, df_val = df[split == "train"], df[split.isin(["val", "validation"])]
+    else:
+        val = split_by_participant(df["participant_id"].astype(str), val_fraction=val_fraction, rng=rng)
+        is_val = df["participant_id"].astype(str).isin(val)
+        df_train, df_val = df[~is_val], df[is_val]
+    both = set(df_train["participant_id"].astype(str)) & set(df_val["participant_id"].astype(str))
+    if both:
+        raise InputError(None, f"participant(s) {sorted(both)[:5]} are in both the training and "
+                               "the validation split", "keep all scans of a participant together")
+    return df_train, df_val
+
+
 def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str | Path, *,
                         cnn1: str | Path | None = None, cache_dir: str | Path | None = None,
                         progress: bool = True, resume: bool = True) -> TrainResult:
@@ -756,15 +781,7 @@ def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str 
     if "labels" not in df.columns or df["labels"].isna().all():
         raise InputError(manifest, "has no labels column with reference annotations",
                          "training needs a labels path for every scan")
-    if "split" in df.columns:
-        split = df["split"].fillna("train").astype(str).str.lower()
-        df_train = df[split == "train"]
-        df_val = df[split.isin(["val", "validation"])]
-    else:
-        val = split_by_participant(df["participant_id"].astype(str), val_fraction=config.val_fraction,
-                                   rng=config.seed)
-        is_val = df["participant_id"].astype(str).isin(val)
-        df_train, df_val = df[~is_val], df[is_val]
+    df_train, df_val = split_manifest(df, val_fraction=config.val_fraction, rng=config.seed)
     out_dir = Path(out_dir)
     if cache_dir is None:
         sibling = Path(cnn1) / "cache" if cnn1 is not None and Path(cnn1).is_dir() else None

@@ -117,6 +117,25 @@ def test_split_by_participant_keeps_participants_together():
     assert split_by_participant(["a", "a"], val_fraction=0.5, rng=0) == set()
 
 
+def test_split_manifest_uses_the_split_column_or_participants():
+    import pandas as pd
+
+    from calcscore.errors import InputError
+    from calcscore.training import split_manifest
+
+    df = pd.DataFrame({"scan_id": list("abcdef"), "participant_id": ["1", "1", "2", "3", "4", "4"],
+                       "split": ["train", "train", "val", "test", None, "Train"]})
+    tr, va = split_manifest(df, val_fraction=0.5, rng=0)
+    assert list(tr.scan_id) == ["a", "b", "e", "f"] and list(va.scan_id) == ["c"]
+    tr, va = split_manifest(df.drop(columns="split"), val_fraction=0.5, rng=0)
+    assert len(va) and set(tr.participant_id).isdisjoint(va.participant_id)
+    assert len(tr) + len(va) == 6
+    with pytest.raises(InputError, match="both"):
+        split_manifest(df.assign(split=["train", "val", "val", "test", "train", "train"]), val_fraction=0.1)
+    with pytest.raises(InputError, match="split column"):
+        split_manifest(df.assign(split="holdout"), val_fraction=0.1)
+
+
 def test_a_few_iterations_lower_the_loss(scans, tmp_path):
     train_scans, val_scans = scans
     cfg = tiny_config(max_iterations=60, eval_every=20, checkpoint_every=60, val_samples=64,
