@@ -209,8 +209,12 @@ def train_networks(train_scans: Sequence, val_scans: Sequence, out_dir: str | Pa
 
     ``cnn1`` and ``cnn2`` are changes to ``get_config(preset, ...)`` (e.g.
     ``{"max_iterations": 20}``). Outputs: ``out_dir/cnn1`` and ``out_dir/cnn2`` (model,
-    ``metrics.csv``, checkpoint). Returns the :class:`calcscore.inference.Model`.
+    ``metrics.csv``, checkpoint), and copies of ``cnn1.pt`` and ``cnn2.pt`` in ``out_dir``, so
+    that ``Model.load(out_dir)`` (or ``model_path = out_dir`` in a notebook) loads the pair.
+    Returns the :class:`calcscore.inference.Model`.
     """
+    import shutil
+
     from calcscore.inference import Model
     from calcscore.training import get_config, load_model, train
 
@@ -223,6 +227,11 @@ def train_networks(train_scans: Sequence, val_scans: Sequence, out_dir: str | Pa
         config2 = get_config(preset, "cnn2", **dict(cnn2))
         r2 = train(config2, train_scans, val_scans, out / "cnn2", cnn1=r1.model_path, progress=progress)
         model2, _ = load_model(r2.model_path, network="cnn2")
+    shutil.copy2(r1.model_path, out / "cnn1.pt")
+    if cnn2 is None:
+        (out / "cnn2.pt").unlink(missing_ok=True)
+    else:
+        shutil.copy2(r2.model_path, out / "cnn2.pt")
     info = {"preset": preset, "trained_on": "synthetic phantoms", "n_train_scans": len(train_scans)}
     return Model(model1, model2, info, str(out))
 

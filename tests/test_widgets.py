@@ -14,6 +14,7 @@ from calcscore.viz import (
     box_around,
     crop,
     disagreement_boxes,
+    largest_lesion,
     plane_slice,
     png_bytes,
     render_slice,
@@ -93,6 +94,14 @@ def test_crop_keeps_physical_positions(scan):
     assert small.shape == (6, 14, 19)
     np.testing.assert_allclose(small.index_to_physical([[0, 0, 0]]), vol.index_to_physical([[3, 3, 8]]))
     assert crop(labels, box).labels.sum() == labels.labels.sum()
+
+
+def test_largest_lesion(scan):
+    vol, labels = scan
+    z, box = largest_lesion(labels, margin_mm=1.0)  # the LAD block (24 voxels) beats TAC (15)
+    assert z == 4 and box == (slice(3, 7), slice(4, 9), slice(9, 15))
+    with pytest.raises(ValueError, match="no calcium"):
+        largest_lesion(LabelVolume.like(vol))
 
 
 def test_disagreement_boxes_find_the_changed_lesion(scan):

@@ -1,0 +1,173 @@
+"""The slice viewer in a real browser: JupyterLab on localhost, headless Chromium via Playwright.
+
+The notebook ``notebooks/00_slice_viewer.ipynb`` is copied into a temporary root folder, opened
+in JupyterLab, all its cells run; then the slice slider is dragged and the >= 130 HU overlay
+toggled, and the rendered image must change each time (screenshots of the first panel are
+compared pixel by pixel and saved under the test's tmp_path/screenshots). Skipped only when
+Debian's chromium is not installed at /usr/bin/chromium; Playwright never downloads a browser.
+"""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from calcscore.viz import THRESHOLD_COLOUR
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "00_slice_viewer.ipynb"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A JupyterLab server on a free localhost port with a token, rooted in a temporary folder
+    that holds the slice viewer notebook; yields (base url, token, notebook name)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "IPYTHONDIR": str(tmp_path / "ipython"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
+    log = open(tmp_path / "jupyterlab.log", "w")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--ServerApp.port_retries=0", "--allow-root", "--LabApp.expose_app_in_browser=True",
+           # nothing from the network: no update check, no extension manager queries
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly"]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while _get(f"{base}/api/status?token={token}") != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield base, token, NOTEBOOK.name
+    finally:
+        req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=10).close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.round(matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3] * 255).astype(int)
+
+
+def _cyan_pixels(rgb: np.ndarray) -> int:
+    """Pixels in the >= 130 HU overlay colour blended over grey g (0.45 g + 0.55 colour): green
+    and blue exceed red by 0.55 x the colour's green and blue, whatever g."""
+    excess = 0.55 * 255 * np.asarray(THRESHOLD_COLOUR)
+    g_r, b_r = rgb[..., 1] - rgb[..., 0], rgb[..., 2] - rgb[..., 0]
+    return int(((np.abs(g_r - excess[1]) < 12) & (np.abs(b_r - excess[2]) < 12)).sum())
+
+
+def test_slice_viewer_in_jupyterlab(jupyterlab, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, token, name = jupyterlab
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/lab/tree/{name}?token={token}&reset", wait_until="domcontentloaded")
+            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
+            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
+            # wait for the kernel, then run every cell
+            page.wait_for_function(
+                """() => { const w = window.jupyterapp.shell.currentWidget;
+                           const k = w && w.sessionContext && w.sessionContext.session
+                                     && w.sessionContext.session.kernel;
+                           return k && k.status === 'idle'; }""", timeout=120_000)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            image = page.locator(".calcscore-viewer img.calcscore-image").first
+            image.wait_for(state="visible", timeout=180_000)
+            page.wait_for_function(
+                "() => { const i = document.querySelector('.calcscore-viewer img.calcscore-image');"
+                " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+            image.scroll_into_view_if_needed()
+            page.locator(".calcscore-viewer").screenshot(path=str(shots / "0_viewer.png"))
+            first = image.screenshot(path=str(shots / "1_initial.png"))
+            readout = page.locator(".calcscore-slice-slider .widget-readout")
+            slice_before = readout.inner_text()
+
+            # drag the slice slider to the right
+            src = image.get_attribute("src")
+            handle = page.locator(".calcscore-slice-slider .noUi-handle")
+            box = handle.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2, steps=8)
+            page.mouse.up()
+            page.wait_for_function(
+                "(old) => document.querySelector('.calcscore-viewer img.calcscore-image').src !== old",
+                arg=src, timeout=30_000)
+            page.wait_for_timeout(300)
+            moved = image.screenshot(path=str(shots / "2_slider_moved.png"))
+            assert readout.inner_text() != slice_before
+            a, b = _pixels(first), _pixels(moved)
+            assert a.shape == b.shape and np.abs(a - b).mean() > 1.0
+
+            # the >= 130 HU overlay on
+            src = image.get_attribute("src")
+            page.locator(".calcscore-threshold-toggle input[type=checkbox]").click()
+            page.wait_for_function(
+                "(old) => document.querySelector('.calcscore-viewer img.calcscore-image').src !== old",
+                arg=src, timeout=30_000)
+            page.wait_for_timeout(300)
+            overlay = image.screenshot(path=str(shots / "3_threshold_overlay.png"))
+            page.locator(".calcscore-viewer").screenshot(path=str(shots / "4_viewer_after.png"))
+            c = _pixels(overlay)
+            assert np.abs(c - b).mean() > 1.0
+            assert _cyan_pixels(c) > _cyan_pixels(b) + 50
+        finally:
+            browser.close()
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "0_viewer.png", "1_initial.png", "2_slider_moved.png", "3_threshold_overlay.png", "4_viewer_after.png"]
