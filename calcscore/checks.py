@@ -24,9 +24,9 @@ How the blood pool is found: the scan is averaged in blocks of about 3 mm and sm
 the descending aorta from the vertebrae it lies on), split into connected cores of at least 20
 cm^3 and grown back. Bone marrow (sternum, vertebral bodies) reads 150-330 HU too, so a region is
 taken for a blood pool only when under 15 % of its blocks hold cortical bone (a voxel above 800
-HU) and its 95th percentile lies less than 90 HU above its median (marrow regions carry their
-cortical shell: 97-170 HU on the phantoms; enhanced blood pools 6-82 HU). Any such region makes
-the scan contrast-enhanced (non-contrast blood reads 30-60 HU).
+HU) and its eroded core is homogeneous: at least 75 % of the core within 40 HU of its median
+(enhanced blood pools on the phantoms: 0.89-0.99; marrow cores, which hold cortex and discs:
+0.24-0.62). Any such region makes the scan contrast-enhanced (non-contrast blood reads 30-60 HU).
 
 The heart is found in slices where a row holds a run of at least 80 mm of mediastinal tissue
 with lung right and left of it, over 30 mm of rows; the scan covers the heart when 20 mm of
@@ -35,7 +35,7 @@ reported blood pool HU: 150 HU or more is a contrast-enhanced heart too, 90-150 
 warning (possibly a late contrast phase).
 
 :func:`ensure_scorable` runs the checks and raises :class:`ScanRefusedError` on a refusal;
-``calcscore score`` calls it before scoring each scan.
+``calcscore score`` is meant to call it before scoring each scan.
 """
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ _EROSION_BLOCKS = 2
 _BLOCK_MM = 3.0
 _BONE_HU = 800.0  # a block holding a voxel above this holds cortical bone
 _MAX_BONE_FRACTION = 0.15  # of a blood pool's blocks
-_MAX_UPPER_TAIL_HU = 90.0  # 95th percentile - median of a blood pool (bone: cortex, 100-170)
+_CORE_BAND_HU = 40.0  # a blood pool's eroded core lies within this of its median ...
+_MIN_CORE_CONCENTRATION = 0.75  # ... for at least this fraction of its blocks
 _PADDING_HU = -1500.0  # values below are outside the field of view (-2048, -3024 ...)
 
 Severity = Literal["refusal", "warning", "info"]
@@ -385,16 +386,20 @@ def _blood_pool(volume: CTVolume) -> dict:
     for k in np.flatnonzero(sizes * block_cm3 >= MIN_CORE_CM3):
         if k == 0:
             continue
-        region = ndimage.binary_dilation(cores == k, iterations=_EROSION_BLOCKS) & enhanced
-        p50, p95 = np.percentile(smooth[region], [50, 95])
-        regions.append({"median_hu": round(float(p50), 1), "upper_tail_hu": round(float(p95 - p50), 1),
+        core = cores == k
+        region = ndimage.binary_dilation(core, iterations=_EROSION_BLOCKS) & enhanced
+        c5, c95 = np.percentile(smooth[core], [5, 95])
+        regions.append({"median_hu": round(float(np.median(smooth[region])), 1),
+                        "core_spread_hu": round(float(c95 - c5), 1),
+                        "core_concentration": round(float(
+                            (np.abs(smooth[core] - np.median(smooth[core])) < _CORE_BAND_HU).mean()), 3),
                         "volume_cm3": round(float(region.sum() * block_cm3), 1),
                         "core_cm3": round(float(sizes[k] * block_cm3), 1),
                         "bone_fraction": round(float(bone[region].mean()), 3)})
     regions.sort(key=lambda r: -r["volume_cm3"])
     out["regions"] = regions[:8]
     pools = [r for r in regions if r["bone_fraction"] < _MAX_BONE_FRACTION
-             and r["upper_tail_hu"] < _MAX_UPPER_TAIL_HU]
+             and r["core_concentration"] >= _MIN_CORE_CONCENTRATION]
     if pools:
         out["contrast"] = True
         out["blood_pool_hu"] = pools[0]["median_hu"]
