@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "calcscore.commands.synth",
     "calcscore.commands.report",
     "calcscore.commands.import_data",
+    "calcscore.commands.check",
 )
 
 
