@@ -103,12 +103,13 @@ class Segmentation:
     seconds: dict[str, float]
 
 
-def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> np.ndarray:
     """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
-    lungs) filled slice by slice."""
-    above = volume.hu > threshold_hu
+    lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
+    large; this keeps whole-scan inference fast), then scaled back up."""
+    above = volume.hu[:, ::step, ::step] > threshold_hu
     if not above.any():
-        return above
+        return np.zeros(volume.shape, bool)
     lab, n = ndimage.label(above)
     if n > 1:
         sizes = np.bincount(lab.ravel())
@@ -116,7 +117,10 @@ def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU) -> n
         above = lab == int(np.argmax(sizes))
     for z in range(above.shape[0]):
         above[z] = ndimage.binary_fill_holes(above[z])
-    return above
+    # grow by one coarse voxel so that the skin stays inside after scaling up
+    above = ndimage.binary_dilation(above, structure=np.ones((1, 3, 3), bool))
+    full = np.repeat(np.repeat(above, step, axis=1), step, axis=2)
+    return full[:, :volume.shape[1], :volume.shape[2]]
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -159,16 +163,35 @@ def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
         used = torch.unique(slice_of)
         for start in range(0, len(used), opts.batch_slices):
             chunk = used[start:start + opts.batch_slices]
-            planes = norm.index_select(axis, chunk + r).movedim(axis, 0)[:, None]
+            rows = torch.nonzero(torch.isin(slice_of, chunk)).squeeze(1)
+            u, v = cand_t[rows, ru], cand_t[rows, rv]
+            u0, u1, v0, v1 = int(u.min()), int(u.max()), int(v.min()), int(v.max())
+            planes = norm.index_select(axis, chunk + r).movedim(axis, 0)  # (B, U + 2r, V + 2r)
+            planes = planes[:, None, u0:u1 + 2 * r + 1, v0:v1 + 2 * r + 1]  # the candidates' box
             if opts.channels_last:
                 planes = planes.contiguous(memory_format=torch.channels_last)
             with _autocast(device, opts.bf16):
-                fmap = net.features(planes)  # (B, width, U, V): pixel (u, v) = block (u, v) core
-            sel = torch.isin(slice_of, chunk)
-            rows = torch.nonzero(sel).squeeze(1)
+                fmap = net.features(planes)  # (B, width, u, v): pixel (i, j) = core (u0 + i, v0 + j)
             pos = torch.searchsorted(chunk, slice_of[rows])
-            feats[rows] = fmap[pos, :, cand_t[rows, ru], cand_t[rows, rv]].float()
+            feats[rows] = fmap[pos, :, u - u0, v - v0].float()
         out.append(feats)
+    return out
+
+
+@torch.no_grad()
+def cnn1_proba(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
+               opts: InferenceOptions | None = None) -> torch.Tensor:
+    """(N, 7) class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) of candidate voxels, fully
+    convolutionally (arguments as in :func:`cnn1_features`)."""
+    opts = opts or InferenceOptions(device=str(norm.device))
+    feats = cnn1_features(cnn1, norm, cand, r, opts)
+    out = torch.empty((len(cand), cnn1.config.n_classes), dtype=torch.float32, device=norm.device)
+    for s in range(0, len(cand), opts.batch_voxels):
+        fa, fs, fc = (f[s:s + opts.batch_voxels] for f in feats)
+        with _autocast(norm.device, opts.bf16):
+            head = cnn1.head(fa, fs, fc)
+            aux = tuple(n.aux(f) for n, f in zip(cnn1.subnets, (fa, fs, fc))) if cnn1.config.aux else None
+            out[s:s + opts.batch_voxels] = cnn1.combine(head, aux)
     return out
 
 
@@ -215,19 +238,9 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         cand = np.argwhere(cand_mask[tuple(slice(a, b) for a, b in zip(lo, hi))])
         t = time.perf_counter()
         inner = block[tuple(slice(r - r_cnn1, block.shape[i] - (r - r_cnn1)) for i in range(3))]
-        feats = cnn1_features(cnn1, inner, cand, r_cnn1, opts)
-        seconds["cnn1_convolutions"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pred = torch.empty(len(cand), dtype=torch.long, device=device)
-        for s in range(0, len(cand), opts.batch_voxels):
-            fa, fs, fc = (f[s:s + opts.batch_voxels] for f in feats)
-            head = cnn1.head(fa, fs, fc)
-            aux = None
-            if cnn1.config.aux:
-                aux = tuple(n.aux(f) for n, f in zip(cnn1.subnets, (fa, fs, fc)))
-            pred[s:s + opts.batch_voxels] = cnn1.combine(head, aux).argmax(dim=1)
+        pred = cnn1_proba(cnn1, inner, cand, r_cnn1, opts).argmax(dim=1)
+        seconds["cnn1"] = time.perf_counter() - t
         final = pred.clone()
-        seconds["cnn1_head"] = time.perf_counter() - t
         t = time.perf_counter()
         if use_cnn2:
             cnn2 = model.cnn2.to(device).eval()

@@ -419,14 +419,15 @@ def cnn1_proba_patchwise(model: CNN1, store: VolumeStore, scan_index: int, flat:
 @torch.no_grad()
 def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat: np.ndarray, *,
                          chunk: int = 4096, precision: str = "fp32") -> torch.Tensor:
-    """The same probabilities as :func:`cnn1_proba_patchwise`, computed fully convolutionally:
-    each subnetwork runs once over the part of every slice (of its orientation) that holds the
-    requested voxels, then the head combines the features of those voxels."""
+    """The same probabilities as :func:`cnn1_proba_patchwise`, computed fully convolutionally by
+    :func:`calcscore.inference.cnn1_proba` (each subnetwork runs once over the slices that hold
+    the requested voxels; the head combines the features of those voxels)."""
+    from calcscore.inference import InferenceOptions, cnn1_proba
+
     model.eval()
     dev = store.device
     scan = store.scans[scan_index]
-    n = len(flat)
-    if n == 0:
+    if len(flat) == 0:
         return torch.zeros(0, N_CLASSES, device=dev)
     r = model.receptive_field // 2
     base = int(store.base[scan_index])
@@ -434,33 +435,9 @@ def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat:
     vol = (vol.float() - CALCIUM_THRESHOLD_HU) / 1130.0
     pad_value = (PAD_HU - CALCIUM_THRESHOLD_HU) / 1130.0
     vol = F.pad(vol[None, None], (r, r, r, r, r, r), value=pad_value)[0, 0]  # (Z+2r, Y+2r, X+2r)
-    zyx = torch.from_numpy(store.unravel(np.full(n, scan_index), np.asarray(flat))).to(dev)
-    # slice axis and in-plane (row, column) axes of the axial, sagittal and coronal patches
-    layout = ((0, 1, 2), (2, 0, 1), (1, 0, 2))
-    feats = []
-    for subnet, (axis, row_axis, col_axis) in zip(model.subnets, layout):
-        f_out = torch.empty(n, model.config.width, device=dev)
-        coord = zyx[:, axis]
-        for s in torch.unique(coord).tolist():
-            sel = torch.nonzero(coord == s).flatten()
-            rows, cols = zyx[sel, row_axis], zyx[sel, col_axis]
-            r0, r1 = int(rows.min()), int(rows.max())
-            c0, c1 = int(cols.min()), int(cols.max())
-            plane = vol.select(axis, s + r)  # padded plane, (rows, cols) in axis order
-            region = plane[r0:r1 + 2 * r + 1, c0:c1 + 2 * r + 1]
-            with _autocast(dev, precision):
-                fmap = subnet.features(region[None, None])[0]
-            f_out[sel] = fmap[:, rows - r0, cols - c0].T.float()
-        feats.append(f_out)
-    out = []
-    for i in range(0, n, chunk):
-        fa, fs, fc = (f[i:i + chunk] for f in feats)
-        with _autocast(dev, precision):
-            head = model.head(fa, fs, fc)
-            aux = (tuple(net.aux(f) for net, f in zip(model.subnets, (fa, fs, fc)))
-                   if model.config.aux else None)
-            out.append(CNN1.combine(head, aux).float())
-    return torch.cat(out)
+    zyx = store.unravel(np.full(len(flat), scan_index), np.asarray(flat))
+    opts = InferenceOptions(device=str(dev), batch_voxels=chunk, bf16=precision == "bf16")
+    return cnn1_proba(model, vol, zyx, r, opts)
 
 
 def cnn1_candidate_labels(model: CNN1, store: VolumeStore, scan_index: int, *,
