@@ -109,7 +109,8 @@ def _cyan_pixels(rgb: np.ndarray) -> int:
 
 
 def test_slice_viewer_in_jupyterlab(jupyterlab, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api  # a dev dependency: its absence is a failure, not a skip
+
     base, token, name = jupyterlab
     shots = tmp_path / "screenshots"
     shots.mkdir()

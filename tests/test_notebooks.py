@@ -15,8 +15,6 @@ from calcscore.notebook_report import (
     tiny_parameters,
 )
 
-pytest.importorskip("papermill")
-
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
@@ -90,4 +88,4 @@ def test_notebook_runs_at_tiny_parameters(path, tmp_path):
     assert run.html is not None and "<html" in run.html.read_text()[:2000].lower()
     # the versions cell printed the environment
     assert any("calcscore" in o.get("text", "") for c in code for o in c.get("outputs", []))
-    assert seconds < 240, f"{path.name} took {seconds:.0f} s at its tiny parameters"
+    assert seconds < 300, f"{path.name} took {seconds:.0f} s at its tiny parameters"

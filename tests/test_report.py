@@ -9,8 +9,6 @@ import pytest
 from calcscore.cli import main
 from calcscore.notebook_report import parse_parameters, parse_value, repo_path, tiny_parameters
 
-pytest.importorskip("papermill")
-
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:jupyter_client.*"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning:zmq.*"),

@@ -20,9 +20,7 @@ from calcscore.viz import (
     render_slice,
 )
 from calcscore.volume import CTVolume, LabelVolume
-
-pytest.importorskip("ipywidgets")
-from calcscore.widgets import SliceViewer  # noqa: E402
+from calcscore.widgets import SliceViewer
 
 
 @pytest.fixture
