@@ -157,7 +157,14 @@ def export_html(notebook: str | Path) -> str:
     """The HTML export (nbconvert's ``lab`` template) of an executed notebook."""
     nbconvert = optional_import("nbconvert", "exporting notebooks to HTML", "notebooks")
     nb = _read_notebook(Path(notebook))
-    body, _ = nbconvert.HTMLExporter(template_name="lab").from_notebook_node(nb)
+    # nbconvert warns about every figure without alt text (matplotlib's never have one)
+    quiet = logging.getLogger("traitlets")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        body, _ = nbconvert.HTMLExporter(template_name="lab").from_notebook_node(nb)
+    finally:
+        quiet.setLevel(level)
     return body
 
 
