@@ -21,12 +21,13 @@ returns a :class:`CheckReport` with one :class:`Finding` per problem:
 
 How the blood pool is found: the scan is averaged in blocks of about 3 mm and smoothed with a
 3 x 3 x 3 mean. The voxels between 150 and 700 HU are eroded by two blocks (about 6 mm, which cuts
-the descending aorta from the vertebrae it lies on), split into connected cores of at least 20
-cm^3 and grown back. Bone marrow (sternum, vertebral bodies) reads 150-330 HU too, so a region is
-taken for a blood pool only when under 15 % of its blocks hold cortical bone (a voxel above 800
-HU) and its eroded core is homogeneous: at least 75 % of the core within 40 HU of its median
-(enhanced blood pools on the phantoms: 0.89-0.99; marrow cores, which hold cortex and discs:
-0.24-0.62). Any such region makes the scan contrast-enhanced (non-contrast blood reads 30-60 HU).
+the descending aorta from most of the vertebrae it lies on) and split into connected cores. In
+each core, the largest connected part within 40 HU of the core's most common value is a blood
+pool when it holds at least 25 cm^3 and under 15 % of its blocks hold cortical bone (a voxel
+above 800 HU). Bone marrow (sternum, vertebral bodies) reads 150-330 HU too, but each vertebral
+body is a small homogeneous part, cut from the next by its discs and endplates: on the phantoms
+marrow parts hold at most 10 cm^3, enhanced blood pools 51-253 cm^3. Any blood pool makes the
+scan contrast-enhanced (non-contrast blood reads 30-60 HU).
 
 The heart is found in slices where a row holds a run of at least 80 mm of mediastinal tissue
 with lung right and left of it, over 30 mm of rows; the scan covers the heart when 20 mm of
@@ -59,14 +60,13 @@ CONTRAST_BLOOD_POOL_HU = 150.0
 SUSPICIOUS_BLOOD_POOL_HU = 90.0
 #: The thickest slices the method accepts without a warning (mm).
 MAX_SLICE_THICKNESS_MM = 3.0
-#: The smallest blood pool, after a 6 mm erosion (cm^3).
-MIN_CORE_CM3 = 20.0
+#: The smallest contrast-enhanced blood pool: connected, within 40 HU of one value (cm^3).
+MIN_POOL_CM3 = 25.0
 _EROSION_BLOCKS = 2
 _BLOCK_MM = 3.0
 _BONE_HU = 800.0  # a block holding a voxel above this holds cortical bone
 _MAX_BONE_FRACTION = 0.15  # of a blood pool's blocks
-_CORE_BAND_HU = 40.0  # a blood pool's eroded core lies within this of its median ...
-_MIN_CORE_CONCENTRATION = 0.75  # ... for at least this fraction of its blocks
+_POOL_BAND_HU = 40.0
 _PADDING_HU = -1500.0  # values below are outside the field of view (-2048, -3024 ...)
 
 Severity = Literal["refusal", "warning", "info"]
@@ -379,27 +379,28 @@ def _blood_pool(volume: CTVolume) -> dict:
     # contrast: a large region between 150 and 700 HU that is not bone marrow (see the module
     # docstring: marrow blocks touch cortex, or carry the cortical shell in their upper tail)
     enhanced = (smooth >= CONTRAST_BLOOD_POOL_HU) & (smooth < 700)
-    # erode by about 6 mm to cut the aorta from the vertebrae it lies on, then grow back
+    # erode by about 6 mm to cut the aorta from the vertebrae it lies on; in each core, the
+    # largest connected part within 40 HU of the core's most common value is the candidate pool
     cores, n = ndimage.label(ndimage.binary_erosion(enhanced, iterations=_EROSION_BLOCKS))
     sizes = np.bincount(cores.ravel(), minlength=n + 1)
     regions = []
-    for k in np.flatnonzero(sizes * block_cm3 >= MIN_CORE_CM3):
+    for k in np.flatnonzero(sizes * block_cm3 >= MIN_POOL_CM3):
         if k == 0:
             continue
         core = cores == k
-        region = ndimage.binary_dilation(core, iterations=_EROSION_BLOCKS) & enhanced
-        c5, c95 = np.percentile(smooth[core], [5, 95])
-        regions.append({"median_hu": round(float(np.median(smooth[region])), 1),
-                        "core_spread_hu": round(float(c95 - c5), 1),
-                        "core_concentration": round(float(
-                            (np.abs(smooth[core] - np.median(smooth[core])) < _CORE_BAND_HU).mean()), 3),
-                        "volume_cm3": round(float(region.sum() * block_cm3), 1),
+        counts, edges = np.histogram(smooth[core], bins=np.arange(CONTRAST_BLOOD_POOL_HU, 711.0, 10.0))
+        mode = float(edges[int(np.argmax(counts))] + 5.0)
+        parts, n_parts = ndimage.label(core & (np.abs(smooth - mode) < _POOL_BAND_HU))
+        part_sizes = np.bincount(parts.ravel(), minlength=n_parts + 1)
+        part_sizes[0] = 0
+        pool = parts == int(np.argmax(part_sizes))
+        regions.append({"mode_hu": mode, "median_hu": round(float(np.median(smooth[pool])), 1),
                         "core_cm3": round(float(sizes[k] * block_cm3), 1),
-                        "bone_fraction": round(float(bone[region].mean()), 3)})
-    regions.sort(key=lambda r: -r["volume_cm3"])
+                        "pool_cm3": round(float(part_sizes.max() * block_cm3), 1),
+                        "bone_fraction": round(float(bone[pool].mean()), 3)})
+    regions.sort(key=lambda r: -r["pool_cm3"])
     out["regions"] = regions[:8]
-    pools = [r for r in regions if r["bone_fraction"] < _MAX_BONE_FRACTION
-             and r["core_concentration"] >= _MIN_CORE_CONCENTRATION]
+    pools = [r for r in regions if r["pool_cm3"] >= MIN_POOL_CM3 and r["bone_fraction"] < _MAX_BONE_FRACTION]
     if pools:
         out["contrast"] = True
         out["blood_pool_hu"] = pools[0]["median_hu"]
