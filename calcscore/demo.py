@@ -24,7 +24,7 @@ def comparison_table(reference: dict, predicted: dict) -> pd.DataFrame:
 
 
 def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: str = "soft",
-             size: str = "full", model_path: str | Path | None = None, device: str = "auto") -> str:
+             size: str = "medium", model_path: str | Path | None = None, device: str = "auto") -> str:
     """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth;
     return the printed report."""
     import torch

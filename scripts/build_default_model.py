@@ -20,6 +20,7 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch
 from calcscore.inference import InferenceOptions, Model, segment
 from calcscore.metrics import ScanCase, evaluate
 from calcscore.phantom import make_cohort
-from calcscore.sampling import cache_scan
+from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import get_config, split_by_participant, train
 
 log = logging.getLogger("build_default_model")
@@ -39,6 +40,9 @@ def cache_cohort_in_memory(n: int, *, seed: int, size: str, start: int, cache: P
     scans = []
     for cs in make_cohort(n, seed=seed, size=size, start=start, kernels=kernels):
         folder = cache / f"{cs.scan_id}_{size}"
+        if (folder / "meta.json").is_file():  # made by an earlier run with the same seed
+            scans.append(load_cached(folder))
+            continue
         scans.append(cache_scan(cs.volume, cs.labels, folder, scan_id=f"{cs.scan_id}_{size}",
                                 participant_id=cs.participant_id))
     return scans
@@ -75,7 +79,7 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--work", default=None, help="cache and training folders (default OUT/work)")
+    ap.add_argument("--work", default=None, help="cache and training folders (default: a calcscore-build folder in the temp dir)")
     ap.add_argument("--preset", default="workshop", choices=["workshop", "paper"])
     ap.add_argument("--seed", type=int, default=2018)
     ap.add_argument("--n-train", type=int, default=24, help="training + validation participants")
@@ -84,17 +88,34 @@ def main() -> None:
     ap.add_argument("--test-size", default="full")
     ap.add_argument("--cnn1-iterations", type=int, default=3000)
     ap.add_argument("--cnn2-iterations", type=int, default=1500)
+    ap.add_argument("--cnn2-scans", type=int, default=None,
+                    help="train CNN2 on the first N training scans only (running CNN1 over every "
+                         "candidate of every scan is the costly part on a CPU)")
+    ap.add_argument("--select-by", default="val_balanced_accuracy",
+                    choices=["val_loss", "val_balanced_accuracy"])
     ap.add_argument("--max-dilation", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="re-run only the test evaluation of the model in OUT (e.g. after the phantom "
+                         "generator changed) and update model.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    work = Path(args.work) if args.work else out / "work"
+    if args.evaluate_only:
+        info = json.loads((out / "model.json").read_text())
+        t3 = time.perf_counter()
+        info["test_metrics"] = evaluate_model(Model.load(out, device=args.device), n=args.n_test,
+                                              seed=args.seed, start=args.n_train, size=args.test_size,
+                                              device=args.device)
+        info["seconds"]["evaluation"] = time.perf_counter() - t3
+        (out / "model.json").write_text(json.dumps(info, indent=1))
+        return
+    work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "calcscore-build"
     cache = work / "cache"
     t0 = time.perf_counter()
     scans = cache_cohort_in_memory(args.n_full, seed=args.seed, size="full", start=0, cache=cache,
@@ -103,7 +124,7 @@ def main() -> None:
                                     start=args.n_full, cache=cache, kernels=("soft", "sharp"))
     t_data = time.perf_counter() - t0
     changes = {"device": args.device, "seed": args.seed, "precision": args.precision,
-               "channels_last": args.channels_last}
+               "channels_last": args.channels_last, "select_by": args.select_by}
     if args.max_dilation:
         changes["max_dilation"] = args.max_dilation
     cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **changes)
@@ -119,7 +140,9 @@ def main() -> None:
     train(cfg1, train_scans, val_scans, work / "cnn1")
     t_cnn1 = time.perf_counter() - t1
     t2 = time.perf_counter()
-    train(cfg2, train_scans, val_scans, work / "cnn2", cnn1=work / "cnn1")
+    cnn2_scans = train_scans[:args.cnn2_scans] if args.cnn2_scans else train_scans
+    cnn2_val = val_scans[:max(2, args.cnn2_scans // 4)] if args.cnn2_scans else val_scans
+    train(cfg2, cnn2_scans, cnn2_val, work / "cnn2", cnn1=work / "cnn1")
     t_cnn2 = time.perf_counter() - t2
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(work / "cnn1" / "cnn1.pt", out / "cnn1.pt")
@@ -137,6 +160,8 @@ def main() -> None:
         "training_participants": {"ids": f"P{0:04d}..P{args.n_train - 1:04d}", "whole_chest": args.n_full,
                                   "heart_region_medium": args.n_train - args.n_full,
                                   "validation": sorted(val_ids)},
+        "cnn2_training_scans": [s.scan_id for s in cnn2_scans],
+        "cnn2_validation_scans": [s.scan_id for s in cnn2_val],
         "test_participants": f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})",
         "cnn1_config": cfg1.to_dict(), "cnn2_config": cfg2.to_dict(),
         "seconds": {"data": t_data, "cnn1": t_cnn1, "cnn2": t_cnn2, "evaluation": t_eval},

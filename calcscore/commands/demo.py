@@ -11,8 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="calcscore-demo", help="output folder (default: ./calcscore-demo)")
     p.add_argument("--seed", type=int, default=7, help="phantom seed (default 7)")
     p.add_argument("--kernel", default="soft", choices=["soft", "sharp"])
-    p.add_argument("--size", default="full", choices=["full", "medium", "small"],
-                   help="phantom size: full 512 x 512 chest (default), medium or small (faster)")
+    p.add_argument("--size", default="medium", choices=["full", "medium", "small"],
+                   help="phantom size: medium, 256 x 256 x 100 around the heart (default, the size the "
+                        "shipped model was tested on); full, a 512 x 512 whole chest (slower on a CPU); "
+                        "small, 128 x 128 x 60 (fastest)")
     p.add_argument("--model", help="model folder (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=run)

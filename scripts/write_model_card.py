@@ -1,0 +1,129 @@
+"""Write MODEL_CARD.md from the measurements in model.json (written by build_default_model.py).
+
+    .venv/bin/python scripts/write_model_card.py calcscore/models/default
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+GROUPS = ("CAC", "TAC", "AV", "MV", "LAD", "LCX", "RCA")
+
+
+def fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.1f}" if pct else f"{v:.2f}"
+
+
+def reproduce_command(info: dict) -> str:
+    """The build command of model.json, as one would type it to rebuild this folder."""
+    words = info["command"].split()
+    out, i = [], 0
+    while i < len(words):
+        w = words[i]
+        if w.startswith("--") and i + 1 < len(words) and not words[i + 1].startswith("--"):
+            value = words[i + 1]
+            i += 2
+            if w == "--out":
+                value = "calcscore/models/default"
+            if value == "False":
+                continue
+            out.append(w if value == "True" else f"{w} {value}")
+        else:
+            out.append(w)
+            i += 1
+    return " ".join(out) + " && python scripts/write_model_card.py calcscore/models/default"
+
+
+def card(info: dict) -> str:
+    m = info["test_metrics"]
+    c1, c2 = info["cnn1_config"], info["cnn2_config"]
+    sec = info["seconds"]
+    hw = info["hardware"]
+    tp = info["training_participants"]
+    lines = [
+        "# Model card: calcscore default model (CNN1 + CNN2)",
+        "",
+        "**This model learned from synthetic phantoms only** (`calcscore.phantom`): no real patient "
+        "scan was used to train or to test it. Its numbers below are measured on held-out synthetic "
+        "phantoms and say nothing yet about real low-dose chest CT. Validate it on your own "
+        "annotated scans (`calcscore evaluate`) before you rely on it.",
+        "",
+        "## What it is",
+        "Lessmann et al. (IEEE TMI 2018): CNN1 (three dilated 2D subnetworks, axial/sagittal/coronal, "
+        "auxiliary outputs, a fully connected head on the three centre feature vectors) labels every voxel >= 130 HU as background, LAD, LCX, RCA, "
+        "TAC, AV or MV; CNN2 (65 x 65 2.5D) removes CNN1's false positives. This is the **workshop** "
+        "size, the largest this project could train on a 2-core CPU in the time it had:",
+        "",
+        f"- CNN1: {c1['width']} filters, head {c1['head_width']}, largest dilation {c1['max_dilation']} "
+        f"(receptive field {4 * c1['max_dilation'] + 3} px = {0.66 * (4 * c1['max_dilation'] + 3):.0f} mm), "
+        f"patches {c1['patch_size']} px, auxiliary outputs {'on' if c1['aux'] else 'off'}, batch {c1['batch_size']}, "
+        f"{c1['max_iterations']} iterations, Adam {c1['learning_rate']}, {c1['precision']}.",
+        f"- CNN2: filters x{c2['width_scale']}, dense {c2['dense_width']}, patches {c2['patch_size']} px, "
+        f"batch {c2['batch_size']}, {c2['max_iterations']} iterations, {c2['precision']}.",
+        "- The paper's configuration (32 filters, 131 px receptive field, 155 px patches) needs a GPU: "
+        "`calcscore train cnn1 --config paper`.",
+        "",
+        "## Training data",
+        f"- Synthetic cohort, seed {info['seed']}, participants {tp['ids']}: {tp['whole_chest']} whole-chest "
+        f"scans and {tp['heart_region_medium']} heart-region scans per kernel, each participant with a soft "
+        "and a sharp reconstruction; split by participant into training and validation "
+        f"(validation: {', '.join(tp['validation'])}).",
+        f"- Test: participants {info['test_participants']}, never seen in training, soft and sharp.",
+        f"- Reproduce: `{reproduce_command(info)}`",
+        "",
+        "## Cost",
+        f"- Hardware: {hw['device']} ({hw['cpu']}, {hw['threads']} threads){'; GPU ' + hw['gpu'] if hw.get('gpu') else ''}, "
+        f"torch {info['torch']}; the machine was shared with other work while training.",
+        f"- Time: data {sec['data'] / 60:.1f} min, CNN1 {sec['cnn1'] / 60:.1f} min, CNN2 {sec['cnn2'] / 60:.1f} min, "
+        f"test evaluation {sec['evaluation'] / 60:.1f} min; {m['inference_seconds_mean']:.1f} s per test scan.",
+        "",
+        "## Held-out synthetic test set (voxel level, pooled over scans)",
+        "",
+        "| reconstruction | scans | " + " | ".join(f"{g} F1" for g in GROUPS[:4]) + " | CAC sensitivity % | "
+        "CAC FP volume mm³/scan | risk kappa | category agreement % |",
+        "|---|---|" + "---|" * 8,
+    ]
+    for kernel in ("soft", "sharp"):
+        r = m.get(kernel)
+        if not r:
+            continue
+        f1 = " | ".join(fmt(r.get(g, {}).get("f1_pooled")) for g in GROUPS[:4])
+        lines.append(f"| {kernel} | {r['n_scans']} | {f1} | {fmt(r['CAC']['sensitivity_pooled'], True)} | "
+                     f"{r['CAC']['fp_volume_mm3_mean']:.1f} | {fmt(r.get('kappa'))} | "
+                     f"{fmt(r.get('category_agreement'), True)} |")
+    lines += ["", "Per label (pooled F1; sensitivity %; mean FP volume mm³ per scan):", ""]
+    lines.append("| reconstruction | " + " | ".join(GROUPS) + " |")
+    lines.append("|---|" + "---|" * len(GROUPS))
+    for kernel in ("soft", "sharp"):
+        r = m.get(kernel)
+        if not r:
+            continue
+        cells = [f"{fmt(r[g]['f1_pooled'])}; {fmt(r[g]['sensitivity_pooled'], True)}; {r[g]['fp_volume_mm3_mean']:.1f}"
+                 for g in GROUPS]
+        lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
+    lines += ["", "The paper's numbers on real NLST scans (trained soft + sharp), for orientation only: "
+              "F1 CAC 0.89 / TAC 0.89 / AV 0.67 / MV 0.55 (soft), 0.84 / 0.81 / 0.64 / 0.66 (sharp); "
+              "risk kappa 0.91 / 0.90.", "",
+              "Full reports (Tables II-III layout):", ""]
+    for kernel in ("soft", "sharp"):
+        if kernel in m:
+            lines += [f"### {kernel}", "```", m[kernel]["report"], "```", ""]
+    lines += ["## Limits", "- The test set is small (a few participants, heart-region scans) and its "
+              "AV and MV figures rest on whatever valve calcium those participants happen to have; an "
+              "F1 of 0.00 where the reference volume is 0 means false positives only.",
+              "- Synthetic anatomy, noise and calcium: real scans differ (scanner, noise texture, "
+              "motion, stents, contrast). Expect lower accuracy on real data until it is retrained on "
+              "annotated real scans.",
+              "- Small receptive field: labels that need wide context (LCX vs mitral annulus, aortic valve vs "
+              "aortic root) are harder for this model than for the paper's 131 px network."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    info = json.loads((folder / "model.json").read_text())
+    (folder / "MODEL_CARD.md").write_text(card(info))
+    print((folder / "MODEL_CARD.md").read_text())
