@@ -257,6 +257,33 @@ def label_scans(scans: Iterable, model, *, use_cnn2: bool = True, reference: str
     return cases
 
 
+#: The two stages of the method, as :func:`label_scans_by_stage` names them.
+STAGES = ("CNN1", "CNN1 + CNN2")
+
+
+def label_scans_by_stage(scans: Iterable, model, *, reference: str = "labels") -> dict[str, list]:
+    """Like :func:`label_scans`, with one segmentation per scan giving both stages (the paper's
+    Table II): ``{"CNN1": cases, "CNN1 + CNN2": cases}``. CNN1's labels are mapped back to the
+    scan grid as :func:`calcscore.inference.segment` maps the final ones (nearest neighbour,
+    kept on voxels >= 130 HU); without a CNN2 both stages are the same."""
+    import numpy as np
+
+    from calcscore.inference import segment
+    from calcscore.metrics import ScanCase
+    from calcscore.preprocess import CALCIUM_THRESHOLD_HU, labels_to_grid
+    from calcscore.volume import LabelVolume
+
+    out: dict[str, list] = {stage: [] for stage in STAGES}
+    for s in scans:
+        ref = s.labels if reference == "labels" else s.observers[reference]
+        seg = segment(s.volume, model)
+        cnn1 = labels_to_grid(seg.cnn1_labels_network, s.volume).labels
+        cnn1 = LabelVolume.like(s.volume, np.where(s.volume.hu >= CALCIUM_THRESHOLD_HU, cnn1, 0))
+        out["CNN1"].append(ScanCase(s.scan_id, ref, cnn1, s.volume))
+        out["CNN1 + CNN2"].append(ScanCase(s.scan_id, ref, seg.labels, s.volume))
+    return out
+
+
 def f1_table(evaluations: Mapping[str, Any], *, groups: Sequence[str] = ("CAC", "TAC", "AV", "MV"),
              column: str = "f1_mean"):
     """One row per evaluation (name -> :class:`calcscore.metrics.Evaluation`), one column per

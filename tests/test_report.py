@@ -90,3 +90,45 @@ def test_repo_path_finds_the_shared_data_folder(tmp_path):
     assert (root / "pyproject.toml").is_file() and (root / "calcscore").is_dir()
     # from anywhere (a temporary folder), the installed package leads back to the repository
     assert repo_path("../shared/data", start=tmp_path) == (root.parent / "shared" / "data").resolve()
+
+
+def test_label_scans_by_stage_gives_cnn1_and_final_labels_from_one_pass():
+    import numpy as np
+    import torch
+
+    from calcscore.inference import Model
+    from calcscore.networks import build_network
+    from calcscore.notebook_report import label_scans, label_scans_by_stage
+    from calcscore.phantom import make_cohort
+    from calcscore.training import get_config
+
+    torch.manual_seed(0)
+    cnn1 = build_network("cnn1", get_config("workshop", "cnn1", width=4, head_width=8).network_params()).eval()
+    cnn2 = build_network("cnn2", get_config("workshop", "cnn2", width_scale=0.25, dense_width=8)
+                         .network_params()).eval()
+    with torch.no_grad():  # a CNN1 that calls every candidate LAD
+        for m in cnn1.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and m.weight.shape[0] == 7:
+                m.weight.zero_()
+                m.bias.copy_(torch.tensor([0.0, 5.0, 0, 0, 0, 0, 0]))
+    scans = list(make_cohort(1, seed=7, kernels=("soft",), size="small", shape=(8, 24, 24)))
+    last = [m for m in cnn2.modules() if isinstance(m, torch.nn.Linear)][-1]
+    first = None
+    for keep in (True, False):  # a CNN2 that keeps every voxel, then one that removes every voxel
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([-5.0, 5.0] if keep else [5.0, -5.0]))
+        both = label_scans_by_stage(scans, Model(cnn1, cnn2))
+        cnn1_labels, final = both["CNN1"][0].prediction.labels, both["CNN1 + CNN2"][0].prediction.labels
+        assert both["CNN1"][0].reference is scans[0].labels
+        candidates = scans[0].volume.hu >= 130
+        assert cnn1_labels.any() and set(np.unique(cnn1_labels[candidates])) <= {0, 1}
+        assert not cnn1_labels[~candidates].any()
+        assert first is None or np.array_equal(cnn1_labels, first)  # CNN1 does not depend on CNN2
+        first = cnn1_labels
+        if keep:  # the survivors keep CNN1's label
+            assert np.array_equal(final, cnn1_labels)
+        else:
+            assert not final.any()
+        assert np.array_equal(final, label_scans(scans, Model(cnn1, cnn2))[0].prediction.labels)
+    assert np.array_equal(first, label_scans(scans, Model(cnn1, cnn2), use_cnn2=False)[0].prediction.labels)
