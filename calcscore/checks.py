@@ -23,11 +23,12 @@ How the blood pool is found: the scan is averaged in blocks of about 3 mm and sm
 3 x 3 x 3 mean. The voxels between 150 and 700 HU are eroded by two blocks (about 6 mm, which cuts
 the descending aorta from most of the vertebrae it lies on) and split into connected cores. In
 each core, the largest connected part within 40 HU of the core's most common value is a blood
-pool when it holds at least 25 cm^3 and under 15 % of its blocks hold cortical bone (a voxel
-above 800 HU). Bone marrow (sternum, vertebral bodies) reads 150-330 HU too, but each vertebral
-body is a small homogeneous part, cut from the next by its discs and endplates: on the phantoms
-marrow parts hold at most 10 cm^3, enhanced blood pools 51-253 cm^3. Any blood pool makes the
-scan contrast-enhanced (non-contrast blood reads 30-60 HU).
+pool when it holds at least 25 cm^3, is at least 12 cm^2 wide in one slice and under 15 % of its
+blocks hold cortical bone (a voxel above 800 HU). Bone marrow (sternum, vertebral bodies) reads
+150-330 HU too and a chain of vertebral bodies can be as homogeneous (up to 71 cm^3 on the
+phantoms), but it is narrow: at most 8 cm^2 per slice after the erosion, where the heart's
+chambers give 17-40 cm^2 (enhanced blood pools on the phantoms: 51-253 cm^3). Any blood pool
+makes the scan contrast-enhanced (non-contrast blood reads 30-60 HU).
 
 The heart is found in slices where a row holds a run of at least 80 mm of mediastinal tissue
 with lung right and left of it, over 30 mm of rows; the scan covers the heart when 20 mm of
@@ -62,6 +63,8 @@ SUSPICIOUS_BLOOD_POOL_HU = 90.0
 MAX_SLICE_THICKNESS_MM = 3.0
 #: The smallest contrast-enhanced blood pool: connected, within 40 HU of one value (cm^3).
 MIN_POOL_CM3 = 25.0
+#: ... and at least this wide in one axial slice, after a 6 mm erosion (cm^2).
+MIN_POOL_AREA_CM2 = 12.0
 _EROSION_BLOCKS = 2
 _BLOCK_MM = 3.0
 _BONE_HU = 800.0  # a block holding a voxel above this holds cortical bone
@@ -394,13 +397,16 @@ def _blood_pool(volume: CTVolume) -> dict:
         part_sizes = np.bincount(parts.ravel(), minlength=n_parts + 1)
         part_sizes[0] = 0
         pool = parts == int(np.argmax(part_sizes))
-        regions.append({"mode_hu": mode, "median_hu": round(float(np.median(smooth[pool])), 1),
+        median = float(np.median(smooth[pool]))
+        regions.append({"mode_hu": mode, "median_hu": round(median, 1),
+                        "max_area_cm2": round(float(pool.sum(axis=(1, 2)).max() * block_mm[1] * block_mm[2] / 100.0), 1),
                         "core_cm3": round(float(sizes[k] * block_cm3), 1),
                         "pool_cm3": round(float(part_sizes.max() * block_cm3), 1),
                         "bone_fraction": round(float(bone[pool].mean()), 3)})
     regions.sort(key=lambda r: -r["pool_cm3"])
     out["regions"] = regions[:8]
-    pools = [r for r in regions if r["pool_cm3"] >= MIN_POOL_CM3 and r["bone_fraction"] < _MAX_BONE_FRACTION]
+    pools = [r for r in regions if r["pool_cm3"] >= MIN_POOL_CM3 and r["max_area_cm2"] >= MIN_POOL_AREA_CM2
+             and r["bone_fraction"] < _MAX_BONE_FRACTION]
     if pools:
         out["contrast"] = True
         out["blood_pool_hu"] = pools[0]["median_hu"]

@@ -172,3 +172,12 @@ def test_check_command(tmp_path, phantoms, capsys):
     assert "REFUSED" in out and "contrast-enhanced" in out
     assert _check_command(["--force", "--json", str(enhanced)]) == 0
     assert '"contrast_enhanced": true' in capsys.readouterr().out
+
+
+def test_vertebral_marrow_chain_is_not_a_blood_pool():
+    """Subject 12 (medium): its spine's marrow is one homogeneous 70 cm^3 region near 325 HU."""
+    volume, _, _ = make_scan(rng=12, kernel="soft", size="medium")
+    report = check_scan(volume)
+    marrow = [r for r in report.details["regions"] if r["pool_cm3"] >= 25]
+    assert marrow and all(r["max_area_cm2"] < 10 for r in marrow)
+    assert not report.contrast_enhanced and report.blood_pool_hu < 60
