@@ -39,3 +39,14 @@ def qrm_dicom() -> Path:
     if not QRM_DICOM.is_dir():
         pytest.skip(f"real QRM scan not found at {QRM_DICOM}")
     return QRM_DICOM
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (faster and steadier on a small, busy machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

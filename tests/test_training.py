@@ -28,12 +28,7 @@ from calcscore.volume import CTVolume, LabelVolume
 SHAPE = (20, 36, 36)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_scan(rng, shape=SHAPE) -> tuple[CTVolume, LabelVolume]:
