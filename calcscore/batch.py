@@ -104,13 +104,16 @@ def write_scan_outputs(volume: CTVolume, labels: LabelVolume, out_dir: Path, sca
     return report
 
 
-def summary_row(scan_id: str, report: dict | None, *, seconds: float, error: str | None = None) -> dict:
+def summary_row(scan_id: str, report: dict | None, *, seconds: float, error: str | None = None,
+                checks=None) -> dict:
     row: dict = {"scan_id": scan_id, "status": "ok" if error is None else "failed"}
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
         d = (report or {}).get("labels", {}).get(name, {})
         row[f"{name}_agatston"] = d.get("agatston", np.nan) if report else np.nan
         row[f"{name}_volume_mm3"] = d.get("volume_mm3", np.nan) if report else np.nan
     row["risk_category"] = (report or {}).get("risk_category")
+    row["kernel_class"] = checks.kernel.kernel_class if checks is not None else None
+    row["check_warnings"] = "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
     row["seconds"] = round(seconds, 2)
     row["error"] = error
     return row
@@ -125,11 +128,16 @@ def _dist_info() -> tuple[int, int, int]:
 
 def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: str | Path | None = None,
                  device: str = "auto", bf16: bool = False, convention: str = "lessmann2018",
-                 overlay: bool = True, progress: bool = True) -> pd.DataFrame:
-    """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary."""
+                 overlay: bool = True, progress: bool = True, force: bool = False) -> pd.DataFrame:
+    """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary.
+
+    Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
+    scan is refused (reported as failed) unless ``force``; warnings (thick slices, no heart,
+    non-HU values) and the kernel class go into the summary."""
     import torch
     from tqdm.auto import tqdm
 
+    from calcscore.checks import ensure_scorable
     from calcscore.inference import InferenceOptions, Model, segment
 
     scans = resolve_inputs(inputs)
@@ -156,10 +164,11 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
         t0 = time.perf_counter()
         try:
             volume = read_volume(s.image)
+            checks = ensure_scorable(volume, force=force, source=s.image)
             seg = segment(volume, model, opts)
             report = write_scan_outputs(volume, seg.labels, out, s.scan_id, convention=convention,
                                         overlay=overlay)
-            rows.append(summary_row(s.scan_id, report, seconds=time.perf_counter() - t0))
+            rows.append(summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks))
         except CalcscoreError as exc:
             log.error("%s failed: %s", s.scan_id, exc)
             rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=str(exc)))

@@ -129,3 +129,21 @@ def test_torchrun_shares_a_cohort_between_two_processes(tmp_path, model_dir, inp
     assert not list(out.glob("cohort_summary.rank*.csv"))
     # rank 0 took scans 0 and 2, rank 1 scan 1: all three were written
     assert all((out / f"{s}_scores.json").is_file() for s in ["m1", "m2", "b_dicom"])
+
+
+def test_a_contrast_enhanced_scan_is_refused_unless_forced(tmp_path, model_dir):
+    from calcscore.phantom import make_scan
+
+    vol, _, info = make_scan(rng=21, size="small")
+    # contrast: raise the blood-pool HU of the phantom's heart and aorta region by 250 HU
+    blood = (vol.hu > 20) & (vol.hu < 70)
+    enhanced = vol.with_array(np.where(blood, vol.hu + 250.0, vol.hu))
+    path = write_volume(enhanced, tmp_path / "cta.nii.gz")
+    r = _score(path, "--out", tmp_path / "o", "--model", model_dir, "--device", "cpu", "--no-overlay")
+    summary = pd.read_csv(tmp_path / "o" / "cohort_summary.csv")
+    assert r.returncode == 1 and summary.loc[0, "status"] == "failed"
+    assert "contrast" in summary.loc[0, "error"]
+    r = _score(path, "--out", tmp_path / "f", "--model", model_dir, "--device", "cpu", "--no-overlay", "--force")
+    summary = pd.read_csv(tmp_path / "f" / "cohort_summary.csv")
+    assert r.returncode == 0 and summary.loc[0, "status"] == "ok"
+    assert "contrast" in summary.loc[0, "check_warnings"]

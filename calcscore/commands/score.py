@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on recent hardware)")
     p.add_argument("--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+    p.add_argument("--force", action="store_true",
+                   help="score scans that the checks refuse (e.g. contrast-enhanced), with a warning")
     p.set_defaults(func=run)
 
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from calcscore.batch import SUMMARY, score_cohort
 
     summary = score_cohort(args.inputs, args.out, model_path=args.model, device=args.device, bf16=args.bf16,
-                           convention=args.convention, overlay=not args.no_overlay)
+                           convention=args.convention, overlay=not args.no_overlay, force=args.force)
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
     failed = int((summary["status"] != "ok").sum())
