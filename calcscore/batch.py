@@ -178,16 +178,16 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
             rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=msg))
     frame = pd.DataFrame(rows, columns=list(summary_row("x", None, seconds=0).keys()))
     if world == 1:
-        _write_csv(frame, out / SUMMARY)
+        write_csv(frame, out / SUMMARY)
         return frame
-    _write_csv(frame, out / f"cohort_summary.rank{rank}.csv")
+    write_csv(frame, out / f"cohort_summary.rank{rank}.csv")
     _barrier()
     if rank == 0:
         parts = [pd.read_csv(out / f"cohort_summary.rank{r}.csv") for r in range(world)]
         merged = pd.concat(parts, ignore_index=True)
         order = {s.scan_id: i for i, s in enumerate(scans)}
         merged = merged.sort_values("scan_id", key=lambda c: c.map(order)).reset_index(drop=True)
-        _write_csv(merged, out / SUMMARY)
+        write_csv(merged, out / SUMMARY)
         for r in range(world):
             (out / f"cohort_summary.rank{r}.csv").unlink(missing_ok=True)
         return merged
@@ -202,6 +202,6 @@ def _barrier() -> None:
     dist.barrier()
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp / path.name, index=False)

@@ -29,7 +29,7 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
     return the printed report."""
     import torch
 
-    from calcscore.batch import _write_csv, summary_row, write_scan_outputs
+    from calcscore.batch import summary_row, write_csv, write_scan_outputs
     from calcscore.inference import InferenceOptions, Model, segment
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
@@ -50,7 +50,7 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
     seg = segment(volume, model, InferenceOptions(device=dev, channels_last=True))
     t_seg = time.perf_counter() - t1
     predicted = write_scan_outputs(volume, seg.labels, out, scan_id)
-    _write_csv(pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv")
+    write_csv(pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv")
     reference = score_report(volume, truth, scan=scan_id)
     table = comparison_table(reference, predicted)
     agree = detection_agreement(truth, seg.labels).set_index("label")

@@ -123,7 +123,8 @@ def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step
     return full[:, :volume.shape[1], :volume.shape[2]]
 
 
-def _autocast(device: torch.device, bf16: bool):
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast on ``device`` when ``bf16``, else a no-op context."""
     if bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -170,7 +171,7 @@ def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
             planes = planes[:, None, u0:u1 + 2 * r + 1, v0:v1 + 2 * r + 1]  # the candidates' box
             if opts.channels_last:
                 planes = planes.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, opts.bf16):
+            with autocast(device, opts.bf16):
                 fmap = net.features(planes)  # (B, width, u, v): pixel (i, j) = core (u0 + i, v0 + j)
             pos = torch.searchsorted(chunk, slice_of[rows])
             feats[rows] = fmap[pos, :, u - u0, v - v0].float()
@@ -188,7 +189,7 @@ def cnn1_proba(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
     out = torch.empty((len(cand), cnn1.config.n_classes), dtype=torch.float32, device=norm.device)
     for s in range(0, len(cand), opts.batch_voxels):
         fa, fs, fc = (f[s:s + opts.batch_voxels] for f in feats)
-        with _autocast(norm.device, opts.bf16):
+        with autocast(norm.device, opts.bf16):
             head = cnn1.head(fa, fs, fc)
             aux = tuple(n.aux(f) for n, f in zip(cnn1.subnets, (fa, fs, fc))) if cnn1.config.aux else None
             out[s:s + opts.batch_voxels] = cnn1.combine(head, aux)
@@ -249,7 +250,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
             for s in range(0, len(hit), opts.batch_voxels):
                 rows = hit[s:s + opts.batch_voxels]
                 x = cnn2_patches(block, cand_t[rows], cnn2.config.patch_size, r)
-                with _autocast(device, opts.bf16):
+                with autocast(device, opts.bf16):
                     keep = cnn2.predict_proba(x) >= 0.5
                 final[rows[~keep]] = 0
         seconds["cnn2"] = time.perf_counter() - t

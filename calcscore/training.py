@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calcscore.errors import CalcscoreError, InputError
+from calcscore.inference import autocast
 from calcscore.labels import N_CLASSES
 from calcscore.networks import CNN1, build_network, regularised_parameters
 from calcscore.sampling import (
@@ -270,12 +271,6 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def split_by_participant(participants: Sequence[str], *, val_fraction: float,
                          rng=None) -> set[str]:
     """The participants of the validation set: ``val_fraction`` of them (at least one when there
@@ -356,7 +351,7 @@ def train_step(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Opt
     loss as a tensor on the device (reading it waits for the GPU: do that only when needed)."""
     if config.channels_last:
         batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
-    with _autocast(device, config.precision):
+    with autocast(device, config.precision == "bf16"):
         loss, _ = _forward(config, model, batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -381,7 +376,7 @@ def evaluate(config: TrainConfig, model: nn.Module, sampler: PatchSampler,
             b = sampler.batch_at(scan[i:i + batch_size], flat[i:i + batch_size])
             if config.channels_last:
                 b = b._replace(x=b.x.contiguous(memory_format=torch.channels_last))
-            with _autocast(device, config.precision):
+            with autocast(device, config.precision == "bf16"):
                 loss, proba = _forward(config, net, b)
             total_loss += float(loss) * len(b.target)
             n += len(b.target)
@@ -411,7 +406,7 @@ def cnn1_proba_patchwise(model: CNN1, store: VolumeStore, scan_index: int, flat:
         s = np.full(len(f), scan_index, np.int64)
         zyx = torch.from_numpy(store.unravel(s, f)).to(store.device)
         x = store.patches(torch.from_numpy(s).to(store.device), zyx, model.receptive_field)
-        with _autocast(store.device, precision):
+        with autocast(store.device, precision == "bf16"):
             out.append(model.predict_proba(x).float())
     return torch.cat(out) if out else torch.zeros(0, N_CLASSES, device=store.device)
 

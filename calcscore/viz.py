@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calcscore.labels import CALCIUM_LABELS, COLOURS, Label
+from calcscore.labels import CALCIUM_LABELS, COLOURS
 from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 #: Window presets (level, width) in HU.
@@ -109,11 +109,6 @@ def save_overlay_png(volume: CTVolume, labels: LabelVolume, path: str | Path, **
         fig.savefig(tmp / p.name, dpi=90)
     plt.close(fig)
     return p
-
-
-def label_names(labels: np.ndarray) -> list[str]:
-    """Names of the calcium labels present in an array."""
-    return [Label(int(v)).name for v in np.unique(labels) if v in {int(lab) for lab in CALCIUM_LABELS}]
 
 
 # ------------------------------------------------------------------------ slice views (any plane)
