@@ -77,7 +77,8 @@ class Model:
 @dataclass(frozen=True)
 class InferenceOptions:
     """Knobs of :func:`segment`. ``batch_slices``: slices per subnetwork pass; ``batch_voxels``:
-    candidate voxels per head / CNN2 batch; ``bf16``: bfloat16 autocast; ``channels_last``: NHWC
+    candidate voxels per head batch; ``batch_cnn2``: voxels per CNN2 batch (its first layer holds
+    3 x 24 x 61 x 61 values per voxel: 1.1 MB in fp32, so 4,096 voxels would need 4.4 GB); ``bf16``: bfloat16 autocast; ``channels_last``: NHWC
     memory layout (faster convolutions on recent CPUs and GPUs); ``use_cnn2``: run the
     false-positive reduction when the model has a CNN2; ``restrict_to_body``: skip candidates
     outside the body; ``keep_below_threshold``: keep labels on original voxels < 130 HU."""
@@ -85,6 +86,7 @@ class InferenceOptions:
     device: str = "cpu"
     batch_slices: int = 8
     batch_voxels: int = 4096
+    batch_cnn2: int = 512
     bf16: bool = False
     channels_last: bool = False
     use_cnn2: bool = True
@@ -247,8 +249,8 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
             cnn2 = model.cnn2.to(device).eval()
             hit = torch.nonzero(pred > 0).squeeze(1)
             cand_t = torch.from_numpy(cand).to(device)
-            for s in range(0, len(hit), opts.batch_voxels):
-                rows = hit[s:s + opts.batch_voxels]
+            for s in range(0, len(hit), opts.batch_cnn2):
+                rows = hit[s:s + opts.batch_cnn2]
                 x = cnn2_patches(block, cand_t[rows], cnn2.config.patch_size, r)
                 with autocast(device, opts.bf16):
                     keep = cnn2.predict_proba(x) >= 0.5

@@ -82,7 +82,7 @@ def test_fully_convolutional_equals_patch_by_patch(aux):
         hit = np.flatnonzero(label1 > 0)
         x2 = _patches(norm, zyx[hit], 65, pad)
         cnn2.classifier[-1].bias.sub_(cnn2(x2).median(0).values)  # keep about half
-        seg = segment(volume, Model(cnn1, cnn2), InferenceOptions(batch_slices=5, batch_voxels=300))
+        seg = segment(volume, Model(cnn1, cnn2), InferenceOptions(batch_slices=5, batch_voxels=300, batch_cnn2=70))
         keep = cnn2.predict_proba(x2).numpy() >= 0.5
     final = label1.copy()
     final[hit[~keep]] = 0
