@@ -104,6 +104,18 @@ class Segmentation:
     n_candidates: int
     seconds: dict[str, float]
 
+    def cnn1_labels(self, volume: CTVolume, *, keep_below_threshold: bool = False) -> LabelVolume:
+        """CNN1's labels before false-positive reduction, on the grid of ``volume`` (the scan
+        that was segmented), e.g. to measure what CNN2 removes."""
+        return _to_original_grid(self.cnn1_labels_network, volume, keep_below_threshold)
+
+
+def _to_original_grid(labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool) -> LabelVolume:
+    back = labels_to_grid(labels_net, volume)
+    if keep_below_threshold:
+        return back
+    return LabelVolume.like(volume, np.where(volume.hu >= CALCIUM_THRESHOLD_HU, back.labels, 0))
+
 
 def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> np.ndarray:
     """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
@@ -261,9 +273,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         labels_net[idx] = final.cpu().numpy().astype(np.uint8)
     t = time.perf_counter()
     lv_net = LabelVolume.like(net, labels_net)
-    back = labels_to_grid(lv_net, volume)
-    if not opts.keep_below_threshold:
-        back = LabelVolume.like(volume, np.where(volume.hu >= CALCIUM_THRESHOLD_HU, back.labels, 0))
+    back = _to_original_grid(lv_net, volume, opts.keep_below_threshold)
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])

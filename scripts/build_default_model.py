@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from calcscore.inference import InferenceOptions, Model, segment
-from calcscore.metrics import ScanCase, evaluate
+from calcscore.metrics import ScanCase, evaluate, label_confusion
 from calcscore.phantom import make_cohort
 from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import get_config, split_by_participant, train
@@ -48,19 +49,44 @@ def cache_cohort_in_memory(n: int, *, seed: int, size: str, start: int, cache: P
     return scans
 
 
+def _all_calcium(cases, n_scans: int) -> dict[str, float]:
+    """Sensitivity and mean FP volume of 'any calcium label' (the paper's CNN1-alone figures)."""
+    tp = fp = fn = 0.0
+    for c in cases:
+        ref, pred = c.reference.labels > 0, c.prediction.labels > 0
+        v = c.reference.voxel_volume_mm3
+        tp += float((ref & pred).sum()) * v
+        fp += float((~ref & pred).sum()) * v
+        fn += float((ref & ~pred).sum()) * v
+    return {"sensitivity_pooled": tp / (tp + fn) if tp + fn else float("nan"),
+            "fp_volume_mm3_mean": fp / n_scans}
+
+
 def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, device: str) -> dict:
     cases: dict[str, list] = {"soft": [], "sharp": []}
+    cnn1_cases: dict[str, list] = {"soft": [], "sharp": []}
+    confusion: dict[str, pd.DataFrame] = {}
     seconds = []
     for cs in make_cohort(n, seed=seed, size=size, start=start):
         t = time.perf_counter()
         seg = segment(cs.volume, model, InferenceOptions(device=device, channels_last=True))
         seconds.append(time.perf_counter() - t)
         cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.labels, cs.volume))
+        cnn1_cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.cnn1_labels(cs.volume), cs.volume))
+        conf = label_confusion(cs.labels, seg.labels)
+        confusion[cs.kernel] = conf if cs.kernel not in confusion else confusion[cs.kernel] + conf
     out = {"inference_seconds_mean": float(np.mean(seconds)), "n_participants": n}
     for kernel, cs_list in cases.items():
         ev = evaluate(cs_list)
         summary = ev.summary
-        res = {"n_scans": len(cs_list), "report": ev.report()}
+        res = {"n_scans": len(cs_list), "report": ev.report(),
+               "label_confusion_mm3": confusion[kernel].round(1).values.tolist()}
+        cnn1_summary = evaluate(cnn1_cases[kernel]).summary
+        res["cnn1_alone"] = {g: {k: float(cnn1_summary.loc[g, k]) for k in
+                                 ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
+                             for g in ("CAC", "TAC")}
+        res["cnn1_alone"]["all_calcium"] = _all_calcium(cnn1_cases[kernel], len(cs_list))
+        res["all_calcium"] = _all_calcium(cs_list, len(cs_list))
         for name in summary.index:
             r = summary.loc[name]
             res[name] = {k: (None if not np.isfinite(r[k]) else float(r[k])) for k in
@@ -84,6 +110,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2018)
     ap.add_argument("--n-train", type=int, default=24, help="training + validation participants")
     ap.add_argument("--n-full", type=int, default=4, help="of those, whole-chest scans (the rest medium)")
+    ap.add_argument("--train-size", default="medium", choices=["medium", "small"],
+                    help="size of the training scans that are not whole-chest")
     ap.add_argument("--n-test", type=int, default=6, help="held-out participants (whole-chest scans)")
     ap.add_argument("--test-size", default="full")
     ap.add_argument("--cnn1-iterations", type=int, default=3000)
@@ -120,17 +148,15 @@ def main() -> None:
     t0 = time.perf_counter()
     scans = cache_cohort_in_memory(args.n_full, seed=args.seed, size="full", start=0, cache=cache,
                                    kernels=("soft", "sharp"))
-    scans += cache_cohort_in_memory(args.n_train - args.n_full, seed=args.seed, size="medium",
+    scans += cache_cohort_in_memory(args.n_train - args.n_full, seed=args.seed, size=args.train_size,
                                     start=args.n_full, cache=cache, kernels=("soft", "sharp"))
     t_data = time.perf_counter() - t0
     changes = {"device": args.device, "seed": args.seed, "precision": args.precision,
                "channels_last": args.channels_last, "select_by": args.select_by}
-    if args.max_dilation:
-        changes["max_dilation"] = args.max_dilation
-    cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **changes)
-    if args.max_dilation:
-        cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations,
-                          patch_size=4 * args.max_dilation + 3 + 10, **changes)
+    cnn1_changes = dict(changes)
+    if args.max_dilation:  # receptive field 4 d + 3, and 11 x 11 auxiliary labels like the preset
+        cnn1_changes.update(max_dilation=args.max_dilation, patch_size=4 * args.max_dilation + 3 + 10)
+    cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **cnn1_changes)
     cfg2 = get_config(args.preset, "cnn2", max_iterations=args.cnn2_iterations, **changes)
     val_ids = split_by_participant([s.participant_id for s in scans], val_fraction=cfg1.val_fraction,
                                    rng=args.seed)
@@ -159,6 +185,7 @@ def main() -> None:
         "seed": args.seed,
         "training_participants": {"ids": f"P{0:04d}..P{args.n_train - 1:04d}", "whole_chest": args.n_full,
                                   "heart_region_medium": args.n_train - args.n_full,
+                                  "heart_region_size": args.train_size,
                                   "validation": sorted(val_ids)},
         "cnn2_training_scans": [s.scan_id for s in cnn2_scans],
         "cnn2_validation_scans": [s.scan_id for s in cnn2_val],

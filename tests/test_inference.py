@@ -115,6 +115,25 @@ def test_labels_come_back_on_the_original_grid_only_on_calcium_voxels():
     assert seg.labels.labels.any()
 
 
+def test_cnn1_labels_on_the_original_grid_are_what_cnn2_filtered():
+    torch.set_num_threads(1)
+    volume = _scan(2)
+    cnn1, cnn2 = _models()
+    alone = segment(volume, Model(cnn1, None))
+    np.testing.assert_array_equal(alone.cnn1_labels(volume).labels, alone.labels.labels)
+    zyx = np.argwhere(alone.labels_network.labels > 0)
+    pad = 40
+    norm = np.pad(normalise_hu(to_network_grid(volume).hu), pad, constant_values=normalise_hu(np.array(-1000.0)))
+    with torch.no_grad():  # a random CNN2 that keeps about half of CNN1's calcium
+        cnn2.classifier[-1].bias.sub_(cnn2(_patches(norm, zyx, 65, pad)).median(0).values)
+    seg = segment(volume, Model(cnn1, cnn2))
+    before, after = seg.cnn1_labels(volume).labels, seg.labels.labels
+    np.testing.assert_array_equal(before, alone.labels.labels)  # CNN1 does not depend on CNN2
+    kept = after > 0
+    np.testing.assert_array_equal(after[kept], before[kept])  # survivors keep CNN1's label
+    assert 0 < kept.sum() < (before > 0).sum()  # CNN2 removed some, not all
+
+
 def test_sampler_patches_follow_the_same_convention(tmp_path):
     """The training sampler cuts the patches the inference reference above cuts."""
     rng = np.random.default_rng(5)
