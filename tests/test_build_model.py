@@ -18,7 +18,7 @@ def test_build_script_trains_evaluates_and_writes_a_model_card(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "build_default_model.py"), "--out", str(out), "--work",
            str(tmp_path / "work"), "--n-train", "3", "--train-size", "small", "--n-full", "0", "--n-test", "1",
            "--test-size", "small", "--cnn1-iterations", "4", "--cnn2-iterations", "4", "--cnn2-scans", "2",
-           "--max-dilation", "4", "--threads", "1"]
+           "--max-dilation", "4", "--threads", "1", "--workers", "2"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     model = Model.load(out)
     assert model.cnn1.receptive_field == 4 * 4 + 3
