@@ -30,7 +30,7 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
     import torch
 
     from calcscore.batch import summary_row, write_csv, write_scan_outputs
-    from calcscore.inference import InferenceOptions, Model, segment
+    from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
     from calcscore.phantom import make_scan
@@ -47,7 +47,8 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     model = Model.load(model_path, device=dev)
     t1 = time.perf_counter()
-    seg = segment(volume, model, InferenceOptions(device=dev, channels_last=True))
+    seg = segment(volume, model, InferenceOptions(device=dev, channels_last=True,
+                                                  bf16=resolve_precision("auto", dev)))
     t_seg = time.perf_counter() - t1
     predicted = write_scan_outputs(volume, seg.labels, out, scan_id)
     write_csv(pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv")

@@ -153,3 +153,15 @@ def test_empty_scan_gives_no_labels():
     cnn1, cnn2 = _models()
     seg = segment(volume, Model(cnn1, cnn2))
     assert seg.n_candidates == 0 and not seg.labels.labels.any()
+
+
+def test_precision_choice():
+    from calcscore.inference import bf16_supported, resolve_precision
+
+    assert resolve_precision("fp32", "cpu") is False
+    assert resolve_precision("bf16", "cpu") is True
+    assert resolve_precision("auto", "cpu") is bf16_supported("cpu")
+    if not torch.cuda.is_available():
+        assert bf16_supported("cuda") is False
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", "cpu")

@@ -85,7 +85,7 @@ def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
 
 def test_a_failing_scan_is_reported_and_the_rest_go_on(tmp_path, model_dir, inputs):
     out = tmp_path / "out"
-    r = _score(inputs["broken"], inputs["nii"], "--out", out, "--model", model_dir, "--device", "cpu",
+    r = _score(inputs["broken"], inputs["nii"], "--out", out, "--model", model_dir, "--device", "cpu", "--precision", "fp32",
                "--no-overlay")
     assert r.returncode == 1
     summary = pd.read_csv(out / "cohort_summary.csv").set_index("scan_id")
