@@ -112,7 +112,10 @@ def main() -> None:
           f"({platform.processor() or platform.machine()})")
     print(f"{'variant':<22} {'s / scan':>10} {'peak RSS GB':>12} {'candidates':>11} {'speed-up vs patch/voxel':>24}")
     for variant, r in rows:
-        ratio = f"{base / r['seconds']:.0f}x" if base and variant != "patch_per_voxel" else "1x (baseline)"
+        if variant == "patch_per_voxel":
+            ratio = "1x (baseline)"
+        else:
+            ratio = f"{base / r['seconds']:.0f}x" if base else "n/a (no baseline run)"
         note = f" (extrapolated from {r['extrapolated_from']} voxels)" if "extrapolated_from" in r else ""
         print(f"{variant:<22} {r['seconds']:10.1f} {r['peak_rss_gb']:12.2f} {r['n_candidates']:11d} "
               f"{ratio:>24}{note}")

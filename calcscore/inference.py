@@ -281,12 +281,16 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         final = pred.clone()
         t = time.perf_counter()
         if use_cnn2:
-            cnn2 = model.cnn2.to(device).eval()
+            cnn2 = model.cnn2.to(device).eval().folded()  # batch norm folded: same outputs, faster
+            if opts.channels_last:
+                cnn2 = cnn2.to(memory_format=torch.channels_last)
             hit = torch.nonzero(pred > 0).squeeze(1)
             cand_t = torch.from_numpy(cand).to(device)
             for s in range(0, len(hit), opts.batch_cnn2):
                 rows = hit[s:s + opts.batch_cnn2]
                 x = cnn2_patches(block, cand_t[rows], cnn2.config.patch_size, r)
+                if opts.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, opts.bf16):
                     keep = cnn2.predict_proba(x) >= 0.5
                 final[rows[~keep]] = 0

@@ -21,6 +21,7 @@ dense 256 and a binary output.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
@@ -292,6 +293,39 @@ class CNN2(nn.Module):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) probability that the centre voxel is calcium."""
         return F.softmax(self(x).float(), dim=1)[:, 1]
+
+    @torch.no_grad()
+    def folded(self) -> CNN2:
+        """An eval-mode copy with every batch norm folded into the convolution or dense layer
+        before it (the same function in eval mode, one pass over memory less per layer: with
+        channels-last, CNN2 runs ~2x faster on a CPU)."""
+        net = copy.deepcopy(self).eval()
+
+        def fold(seq: nn.Sequential) -> nn.Sequential:
+            mods, out = list(seq), []
+            for i, m in enumerate(mods):
+                if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                    continue
+                nxt = mods[i + 1] if i + 1 < len(mods) else None
+                if isinstance(m, nn.Conv2d | nn.Linear) and isinstance(nxt, nn.BatchNorm1d | nn.BatchNorm2d):
+                    scale = nxt.weight / torch.sqrt(nxt.running_var + nxt.eps)
+                    bias = m.bias if m.bias is not None else torch.zeros_like(nxt.running_mean)
+                    if isinstance(m, nn.Conv2d):
+                        new = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                                        m.dilation, m.groups, bias=True)
+                        new.weight.copy_(m.weight * scale.view(-1, 1, 1, 1))
+                    else:
+                        new = nn.Linear(m.in_features, m.out_features, bias=True)
+                        new.weight.copy_(m.weight * scale.view(-1, 1))
+                    new.bias.copy_((bias - nxt.running_mean) * scale + nxt.bias)
+                    out.append(new.to(m.weight.device, m.weight.dtype))
+                else:
+                    out.append(m)
+            return nn.Sequential(*out).eval()
+
+        net.tower = fold(net.tower)
+        net.classifier = fold(net.classifier)
+        return net
 
 
 def build_network(kind: str, params: dict[str, Any]) -> nn.Module:

@@ -464,18 +464,24 @@ def cnn2_pools(store: VolumeStore, cnn1: CNN1, *, cache_file: Path | None = None
         with np.load(cache_file) as z:
             if str(z["digest"]) == cnn1_digest:
                 cached = {k: z[k] for k in z.files if k != "digest"}
+    from tqdm.auto import tqdm
+
     pos, neg = [], []
     changed = False
+    todo = sum(f"scan_{scan.scan_id}" not in cached for scan in store.scans)
+    bar = tqdm(total=todo, desc="CNN1 over the candidates (CNN2 pools)", unit="scan", disable=todo == 0)
     for i, scan in enumerate(store.scans):
         key = f"scan_{scan.scan_id}"
         if key not in cached:
             flat, lab = cnn1_candidate_labels(cnn1, store, i, precision=precision)
             cached[key] = flat[lab > 0]
             changed = True
+            bar.update()
         called = cached[key]
         ref = np.asarray(scan.labels).reshape(-1)[called] > 0
         pos.append(called[ref])
         neg.append(called[~ref])
+    bar.close()
     if cache_file is not None and changed:
         fd, tmp = tempfile.mkstemp(prefix=".cnn1-", suffix=".npz", dir=cache_file.parent)
         os.close(fd)

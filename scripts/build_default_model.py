@@ -127,6 +127,19 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
     return out
 
 
+def evaluate_whole_chest(model: Model, args) -> dict:
+    """Metrics on ``--n-test-full`` whole-chest participants held out after the test set."""
+    if not args.n_test_full:
+        return {}
+    start = args.n_train + args.n_test
+    t = time.perf_counter()
+    metrics = evaluate_model(model, n=args.n_test_full, seed=args.seed, start=start, size="full",
+                             device=args.device, workers=args.workers)
+    return {"test_metrics_whole_chest": metrics,
+            "test_participants_whole_chest": f"P{start:04d}..P{start + args.n_test_full - 1:04d} (full)",
+            "seconds_whole_chest_evaluation": time.perf_counter() - t}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -139,6 +152,8 @@ def main() -> None:
                     help="size of the training scans that are not whole-chest")
     ap.add_argument("--n-test", type=int, default=6, help="held-out participants (whole-chest scans)")
     ap.add_argument("--test-size", default="full")
+    ap.add_argument("--n-test-full", type=int, default=0,
+                    help="also evaluate on this many whole-chest held-out participants (after the --n-test ones)")
     ap.add_argument("--cnn1-iterations", type=int, default=3000)
     ap.add_argument("--cnn2-iterations", type=int, default=1500)
     ap.add_argument("--cnn2-scans", type=int, default=None,
@@ -162,11 +177,13 @@ def main() -> None:
     out = Path(args.out)
     if args.evaluate_only:
         info = json.loads((out / "model.json").read_text())
-        t3 = time.perf_counter()
-        info["test_metrics"] = evaluate_model(Model.load(out, device=args.device), n=args.n_test,
-                                              seed=args.seed, start=args.n_train, size=args.test_size,
-                                              device=args.device, workers=args.workers)
-        info["seconds"]["evaluation"] = time.perf_counter() - t3
+        model = Model.load(out, device=args.device)
+        if args.n_test:
+            t3 = time.perf_counter()
+            info["test_metrics"] = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
+                                                  size=args.test_size, device=args.device, workers=args.workers)
+            info["seconds"]["evaluation"] = time.perf_counter() - t3
+        info.update(evaluate_whole_chest(model, args))
         (out / "model.json").write_text(json.dumps(info, indent=1))
         return
     work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "calcscore-build"
@@ -225,6 +242,7 @@ def main() -> None:
         "torch": torch.__version__,
         "test_metrics": metrics,
     }
+    info.update(evaluate_whole_chest(model, args))
     (out / "model.json").write_text(json.dumps(info, indent=1))
     print(json.dumps({k: v for k, v in metrics.items() if k in ("soft", "sharp")}, indent=1)[:4000])
 

@@ -75,3 +75,19 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_model_card_shows_whole_chest_metrics():
+    import runpy
+
+    card = runpy.run_path(str(ROOT / "scripts" / "write_model_card.py"))["card"]
+    info = json.loads((ROOT / "calcscore" / "models" / "default" / "model.json").read_text())
+    assert "Whole-chest" not in card({k: v for k, v in info.items() if k != "test_metrics_whole_chest"})
+    info["test_metrics_whole_chest"] = info["test_metrics"]
+    info["test_participants_whole_chest"] = "P0900..P0901 (full)"
+    text = card(info)
+    assert "Whole-chest scans (P0900..P0901 (full), held out" in text
+    soft = info["test_metrics"]["soft"]
+    row = [line for line in text.splitlines()[text.splitlines().index(next(
+        line for line in text.splitlines() if line.startswith("Whole-chest"))):] if line.startswith("| soft |")][0]
+    assert row.startswith(f"| soft | {soft['n_scans']} | {soft['CAC']['f1_pooled']:.2f} | {soft['TAC']['f1_pooled']:.2f} |")

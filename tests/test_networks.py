@@ -129,3 +129,24 @@ def test_build_network_and_weight_decay_groups():
     assert len(decay) + len(other) == len(list(m.parameters()))
     with pytest.raises(ValueError, match="kind"):
         build_network("cnn3", {})
+
+
+@pytest.mark.parametrize("width_scale", [1.0, 0.5])
+def test_cnn2_with_batch_norm_folded_computes_the_same_function(width_scale):
+    torch.manual_seed(0)
+    net = CNN2(width_scale=width_scale, dense_width=32).eval()
+    with torch.no_grad():  # non-trivial running statistics and affine parameters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    folded = net.folded()
+    assert not any(isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(16, 3, 65, 65)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(folded.to(memory_format=torch.channels_last)(
+            x.contiguous(memory_format=torch.channels_last)), net(x), rtol=1e-4, atol=1e-4)
