@@ -4,7 +4,8 @@
 # leave everything in $OUT (6 files, well under 16 MiB each):
 #   model/{cnn1.pt,cnn2.pt,model.json,MODEL_CARD.md}, build.log, bench_inference.txt
 #
-#   OUT=/some/folder bash scripts/gpu_build.sh            # on the GPU machine (~6 min on an H100)
+#   OUT=/some/folder bash scripts/gpu_build.sh   # on the GPU machine; not yet run on one (no GPU
+#                                                # lent so far); ~6 min estimated from GPU_NOTES rates
 #
 # Sizes come from the environment (defaults below). tests/test_build_model.py runs this script on
 # the CPU at a tiny size (DEVICE=cpu PRESET=workshop N_TRAIN=3 ...), so it is known to work before
