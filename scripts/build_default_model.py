@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from calcscore.inference import InferenceOptions, Model, segment
-from calcscore.metrics import ScanCase, evaluate, label_confusion
+from calcscore.metrics import ScanCase, evaluate
 from calcscore.phantom import make_cohort
 from calcscore.phantom.cohort import participant_id
 from calcscore.sampling import cache_scan, load_cached
@@ -73,24 +73,19 @@ def cache_cohort_in_memory(n: int, *, seed: int, size: str, start: int, cache: P
     return [load_cached(folder(i, k)) for i in range(start, start + n) for k in kernels]
 
 
-def _all_calcium(cases, n_scans: int) -> dict[str, float]:
-    """Sensitivity and mean FP volume of 'any calcium label' (the paper's CNN1-alone figures)."""
-    tp = fp = fn = 0.0
-    for c in cases:
-        ref, pred = c.reference.labels > 0, c.prediction.labels > 0
-        v = c.reference.voxel_volume_mm3
-        tp += float((ref & pred).sum()) * v
-        fp += float((~ref & pred).sum()) * v
-        fn += float((ref & ~pred).sum()) * v
-    return {"sensitivity_pooled": tp / (tp + fn) if tp + fn else float("nan"),
-            "fp_volume_mm3_mean": fp / n_scans}
+def _all_calcium(confusion: pd.DataFrame, n_scans: int) -> dict[str, float]:
+    """Sensitivity and mean FP volume of 'any calcium label' (the paper's CNN1-alone figures),
+    from a summed label confusion in mm^3 (reference rows, prediction columns, background first)."""
+    c = confusion.to_numpy()
+    tp, fn, fp = c[1:, 1:].sum(), c[1:, 0].sum(), c[0, 1:].sum()
+    return {"sensitivity_pooled": float(tp / (tp + fn)) if tp + fn else float("nan"),
+            "fp_volume_mm3_mean": float(fp / n_scans)}
 
 
 def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, device: str,
                    workers: int = 1) -> dict:
     cases: dict[str, list] = {"soft": [], "sharp": []}
     cnn1_cases: dict[str, list] = {"soft": [], "sharp": []}
-    confusion: dict[str, pd.DataFrame] = {}
     seconds = []
     for cs in cohort_scans(range(start, start + n), seed=seed, size=size, workers=workers):
         t = time.perf_counter()
@@ -98,20 +93,18 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
         seconds.append(time.perf_counter() - t)
         cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.labels, cs.volume))
         cnn1_cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.cnn1_labels(cs.volume), cs.volume))
-        conf = label_confusion(cs.labels, seg.labels)
-        confusion[cs.kernel] = conf if cs.kernel not in confusion else confusion[cs.kernel] + conf
     out = {"inference_seconds_mean": float(np.mean(seconds)), "n_participants": n}
     for kernel, cs_list in cases.items():
         ev = evaluate(cs_list)
         summary = ev.summary
         res = {"n_scans": len(cs_list), "report": ev.report(),
-               "label_confusion_mm3": confusion[kernel].round(1).values.tolist()}
-        cnn1_summary = evaluate(cnn1_cases[kernel]).summary
-        res["cnn1_alone"] = {g: {k: float(cnn1_summary.loc[g, k]) for k in
+               "label_confusion_mm3": ev.label_confusion.round(1).values.tolist()}
+        ev1 = evaluate(cnn1_cases[kernel])
+        res["cnn1_alone"] = {g: {k: float(ev1.summary.loc[g, k]) for k in
                                  ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
                              for g in ("CAC", "TAC")}
-        res["cnn1_alone"]["all_calcium"] = _all_calcium(cnn1_cases[kernel], len(cs_list))
-        res["all_calcium"] = _all_calcium(cs_list, len(cs_list))
+        res["cnn1_alone"]["all_calcium"] = _all_calcium(ev1.label_confusion, len(cs_list))
+        res["all_calcium"] = _all_calcium(ev.label_confusion, len(cs_list))
         for name in summary.index:
             r = summary.loc[name]
             res[name] = {k: (None if not np.isfinite(r[k]) else float(r[k])) for k in
