@@ -11,7 +11,10 @@
    (:mod:`calcscore.sampling`), so the output equals patch-by-patch classification.
 4. The head (and the auxiliary classifiers) on the candidates' feature vectors;
    p = 1/2 p_N + 1/6 (p_A + p_S + p_C); the most probable class wins.
-5. CNN2 on the voxels CNN1 calls calcium (65 x 65 2.5D patches); survivors keep CNN1's label.
+5. CNN2 on the voxels CNN1 calls calcium (65 x 65 2.5D patches); a voxel survives when CNN2's
+   calcium probability reaches the threshold of its label group (the paper's 0.5, or the
+   thresholds the model chose on validation scans, :mod:`calcscore.calibration`) and keeps
+   CNN1's label.
 6. Back to the original grid by nearest neighbour; a label is kept only on original voxels
    >= 130 HU (the calcium threshold the reference annotations use).
 """
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from calcscore.calibration import threshold_table
 from calcscore.errors import InputError
 from calcscore.networks import CNN1, CNN2
 from calcscore.preprocess import CALCIUM_THRESHOLD_HU, labels_to_grid, to_network_grid
@@ -48,6 +52,9 @@ class Model:
     cnn2: CNN2 | None = None
     info: dict[str, Any] = field(default_factory=dict)
     source: str = "in memory"
+    #: CNN2's decision threshold per label group ({"CAC": 0.3, "TAC": 0.2, ...}), chosen on
+    #: validation scans (calcscore.calibration); groups not named use the paper's 0.5.
+    cnn2_thresholds: dict[str, float] | None = None
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Model:
@@ -71,7 +78,7 @@ class Model:
             import json
 
             info = json.loads(card.read_text())
-        return cls(cnn1, cnn2, info, str(folder))
+        return cls(cnn1, cnn2, info, str(folder), info.get("cnn2_thresholds"))
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,9 @@ class InferenceOptions:
     4.4 GB); ``bf16``: bfloat16 autocast; ``channels_last``: NHWC memory layout (faster
     convolutions on recent CPUs and GPUs); ``use_cnn2``: run the false-positive reduction when
     the model has a CNN2; ``restrict_to_body``: skip candidates
-    outside the body; ``keep_below_threshold``: keep labels on original voxels < 130 HU."""
+    outside the body; ``keep_below_threshold``: keep labels on original voxels < 130 HU;
+    ``cnn2_threshold``: keep a voxel when CNN2's calcium probability reaches this (None: the
+    model's thresholds per label group, see :attr:`Model.cnn2_thresholds`)."""
 
     device: str = "cpu"
     batch_slices: int = 8
@@ -93,6 +102,7 @@ class InferenceOptions:
     use_cnn2: bool = True
     restrict_to_body: bool = True
     keep_below_threshold: bool = False
+    cnn2_threshold: float | None = None
 
 
 @dataclass
@@ -286,6 +296,8 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
             if opts.channels_last:
                 cnn2 = cnn2.to(memory_format=torch.channels_last)
             hit = torch.nonzero(pred > 0).squeeze(1)
+            thresholds = (threshold_table(model.cnn2_thresholds) if opts.cnn2_threshold is None
+                          else threshold_table(None, default=opts.cnn2_threshold)).to(device)
             cand_t = torch.from_numpy(cand).to(device)
             for s in range(0, len(hit), opts.batch_cnn2):
                 rows = hit[s:s + opts.batch_cnn2]
@@ -293,7 +305,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
                 if opts.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, opts.bf16):
-                    keep = cnn2.predict_proba(x) >= 0.5
+                    keep = cnn2.predict_proba(x).float() >= thresholds[pred[rows]]
                 final[rows[~keep]] = 0
         seconds["cnn2"] = time.perf_counter() - t
         idx = tuple((cand + lo).T)
