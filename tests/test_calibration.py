@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from calcscore.calibration import CNN2Scores, choose_thresholds, collect_cnn2_scores, group_counts, threshold_table
+from calcscore.calibration import (
+    CNN2Scores,
+    choose_thresholds,
+    collect_cnn2_scores,
+    group_counts,
+    threshold_table,
+)
 from calcscore.inference import InferenceOptions, Model, body_mask, segment
 from calcscore.labels import Label
 from calcscore.preprocess import normalise_hu, to_network_grid
