@@ -114,11 +114,29 @@ class Segmentation:
     cnn1_labels_network: LabelVolume
     n_candidates: int
     seconds: dict[str, float]
+    #: network-grid (z, y, x) of the voxels CNN2 scored (CNN1's calcium) and CNN2's calcium
+    #: probability at each (empty without CNN2)
+    cnn2_zyx: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
+    cnn2_proba: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def cnn1_labels(self, volume: CTVolume, *, keep_below_threshold: bool = False) -> LabelVolume:
         """CNN1's labels before false-positive reduction, on the grid of ``volume`` (the scan
         that was segmented), e.g. to measure what CNN2 removes."""
         return _to_original_grid(self.cnn1_labels_network, volume, keep_below_threshold)
+
+    def labels_at(self, volume: CTVolume, thresholds: float | dict[str, float] | None, *,
+                  keep_below_threshold: bool = False) -> LabelVolume:
+        """The labels CNN2 would have kept with other thresholds (one for all labels, one per
+        label group, or None for the paper's 0.5), on the grid of ``volume``, without running
+        the networks again."""
+        table = (threshold_table(None, default=thresholds) if isinstance(thresholds, int | float)
+                 else threshold_table(thresholds)).numpy()
+        lab = self.cnn1_labels_network.labels.copy()
+        if len(self.cnn2_zyx):
+            idx = tuple(self.cnn2_zyx.T)
+            drop = self.cnn2_proba < table[lab[idx]]
+            lab[tuple(self.cnn2_zyx[drop].T)] = 0
+        return _to_original_grid(LabelVolume.like(self.cnn1_labels_network, lab), volume, keep_below_threshold)
 
 
 def _to_original_grid(labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool) -> LabelVolume:
@@ -272,6 +290,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         cand_mask &= body_mask(net)
     labels_net = np.zeros(net.shape, np.uint8)
     cnn1_net = np.zeros(net.shape, np.uint8)
+    cnn2_zyx, cnn2_p = np.zeros((0, 3), np.int32), np.zeros(0, np.float32)
     seconds["candidates"] = time.perf_counter() - t
     n_cand = int(cand_mask.sum())
     if n_cand:
@@ -296,6 +315,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
             if opts.channels_last:
                 cnn2 = cnn2.to(memory_format=torch.channels_last)
             hit = torch.nonzero(pred > 0).squeeze(1)
+            proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
             thresholds = (threshold_table(model.cnn2_thresholds) if opts.cnn2_threshold is None
                           else threshold_table(None, default=opts.cnn2_threshold)).to(device)
             cand_t = torch.from_numpy(cand).to(device)
@@ -305,8 +325,11 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
                 if opts.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, opts.bf16):
-                    keep = cnn2.predict_proba(x).float() >= thresholds[pred[rows]]
-                final[rows[~keep]] = 0
+                    p2 = cnn2.predict_proba(x).float()
+                proba2[s:s + len(rows)] = p2
+                final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
+            cnn2_zyx = (cand[hit.cpu().numpy()] + lo).astype(np.int32)
+            cnn2_p = proba2.cpu().numpy()
         seconds["cnn2"] = time.perf_counter() - t
         idx = tuple((cand + lo).T)
         cnn1_net[idx] = pred.cpu().numpy().astype(np.uint8)
@@ -317,4 +340,4 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
-    return Segmentation(back, lv_net, LabelVolume.like(net, cnn1_net), n_cand, seconds)
+    return Segmentation(back, lv_net, LabelVolume.like(net, cnn1_net), n_cand, seconds, cnn2_zyx, cnn2_p)

@@ -4,7 +4,8 @@ Everything comes from synthetic phantoms generated here (no data is read or down
 
 1. a training cohort (participants 0 .. n_train - 1, soft and sharp reconstructions), cached on
    the network grid and split by participant into training and validation scans;
-2. CNN1, then CNN2 on the voxels CNN1 calls calcium (calcscore.training);
+2. CNN1, then CNN2 on the voxels CNN1 calls calcium (calcscore.training); CNN2's threshold
+   per label group chosen on the validation scans (calcscore.calibration);
 3. a held-out test cohort (other participants, whole-chest scans), scored with whole-scan
    inference and compared with the phantoms' voxel-exact labels, soft and sharp separately;
 4. ``cnn1.pt``, ``cnn2.pt``, ``model.json`` (settings, seeds, times, hardware, metrics) and
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from calcscore.calibration import choose_thresholds, collect_cnn2_scores
 from calcscore.inference import InferenceOptions, Model, segment
 from calcscore.metrics import ScanCase, evaluate
 from calcscore.phantom import make_cohort
@@ -86,6 +88,7 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
                    workers: int = 1) -> dict:
     cases: dict[str, list] = {"soft": [], "sharp": []}
     cnn1_cases: dict[str, list] = {"soft": [], "sharp": []}
+    paper_cases: dict[str, list] = {"soft": [], "sharp": []}  # CNN2 at the paper's 0.5
     seconds = []
     for cs in cohort_scans(range(start, start + n), seed=seed, size=size, workers=workers):
         t = time.perf_counter()
@@ -93,6 +96,7 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
         seconds.append(time.perf_counter() - t)
         cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.labels, cs.volume))
         cnn1_cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.cnn1_labels(cs.volume), cs.volume))
+        paper_cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.labels_at(cs.volume, 0.5), cs.volume))
     out = {"inference_seconds_mean": float(np.mean(seconds)), "n_participants": n}
     for kernel, cs_list in cases.items():
         ev = evaluate(cs_list)
@@ -104,6 +108,10 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
                                  ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
                              for g in ("CAC", "TAC")}
         res["cnn1_alone"]["all_calcium"] = _all_calcium(ev1.label_confusion, len(cs_list))
+        ev05 = evaluate(paper_cases[kernel])
+        res["cnn2_at_0.5"] = {g: {k: float(ev05.summary.loc[g, k]) for k in
+                                  ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
+                              for g in ("CAC", "TAC", "AV", "MV") if g in ev05.summary.index}
         res["all_calcium"] = _all_calcium(ev.label_confusion, len(cs_list))
         for name in summary.index:
             r = summary.loc[name]
@@ -133,6 +141,31 @@ def evaluate_whole_chest(model: Model, args) -> dict:
             "seconds_whole_chest_evaluation": time.perf_counter() - t}
 
 
+def training_scans(args, cache: Path) -> list:
+    """The cached training cohort: whole-chest participants first, then the heart-region ones
+    (generated where the cache lacks them)."""
+    scans = cache_cohort_in_memory(args.n_full, seed=args.seed, size="full", start=0, cache=cache,
+                                   kernels=("soft", "sharp"), workers=args.workers)
+    scans += cache_cohort_in_memory(args.n_train - args.n_full, seed=args.seed, size=args.train_size,
+                                    start=args.n_full, cache=cache, kernels=("soft", "sharp"),
+                                    workers=args.workers)
+    return scans
+
+
+def calibrate(model: Model, val_scans: list, args) -> dict:
+    """CNN2's thresholds per label group, chosen on validation scans (calcscore.calibration);
+    sets them on ``model`` and returns what model.json records of them."""
+    scans = val_scans[:args.calibration_scans] if args.calibration_scans else val_scans
+    t = time.perf_counter()
+    data = collect_cnn2_scores(model.cnn1, model.cnn2, scans, device=args.device, precision=args.precision)
+    thresholds, table = choose_thresholds(data)
+    model.cnn2_thresholds = thresholds
+    return {"cnn2_thresholds": thresholds,
+            "cnn2_calibration": {"scans": [s.scan_id for s in scans],
+                                 "table": table.reset_index().to_dict(orient="records"),
+                                 "seconds": time.perf_counter() - t}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -160,6 +193,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="processes that generate phantoms (e.g. 12 on a GPU machine)")
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                    help="choose CNN2's threshold per label group on the validation scans (else 0.5)")
+    ap.add_argument("--calibration-scans", type=int, default=None,
+                    help="calibrate on the first N validation scans only (default: all)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="re-run only the test evaluation of the model in OUT (e.g. after the phantom "
                          "generator changed) and update model.json")
@@ -171,6 +208,13 @@ def main() -> None:
     if args.evaluate_only:
         info = json.loads((out / "model.json").read_text())
         model = Model.load(out, device=args.device)
+        if args.calibrate and model.cnn2 is not None:
+            work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "calcscore-build"
+            val_ids = set(info["training_participants"]["validation"])
+            val_scans = [s for s in training_scans(args, work / "cache") if s.participant_id in val_ids]
+            info.update(calibrate(model, val_scans, args))
+            info["cnn2_calibration"]["command"] = "python scripts/build_default_model.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "work")
         if args.n_test:
             t3 = time.perf_counter()
             info["test_metrics"] = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
@@ -182,11 +226,7 @@ def main() -> None:
     work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "calcscore-build"
     cache = work / "cache"
     t0 = time.perf_counter()
-    scans = cache_cohort_in_memory(args.n_full, seed=args.seed, size="full", start=0, cache=cache,
-                                   kernels=("soft", "sharp"), workers=args.workers)
-    scans += cache_cohort_in_memory(args.n_train - args.n_full, seed=args.seed, size=args.train_size,
-                                    start=args.n_full, cache=cache, kernels=("soft", "sharp"),
-                                    workers=args.workers)
+    scans = training_scans(args, cache)
     t_data = time.perf_counter() - t0
     changes = {"device": args.device, "seed": args.seed, "precision": args.precision,
                "channels_last": args.channels_last, "select_by": args.select_by}
@@ -211,6 +251,7 @@ def main() -> None:
     shutil.copy(work / "cnn1" / "cnn1.pt", out / "cnn1.pt")
     shutil.copy(work / "cnn2" / "cnn2.pt", out / "cnn2.pt")
     model = Model.load(out, device=args.device)
+    calibration = calibrate(model, val_scans, args) if args.calibrate else {}
     t3 = time.perf_counter()
     metrics = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
                              size=args.test_size, device=args.device, workers=args.workers)
@@ -234,6 +275,7 @@ def main() -> None:
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "torch": torch.__version__,
         "test_metrics": metrics,
+        **calibration,
     }
     info.update(evaluate_whole_chest(model, args))
     (out / "model.json").write_text(json.dumps(info, indent=1))

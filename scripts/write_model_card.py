@@ -43,6 +43,39 @@ def _data_time(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def _threshold_lines(info: dict) -> list[str]:
+    """CNN2's thresholds per label group, how they were chosen, and what they change on the test set."""
+    th = info.get("cnn2_thresholds")
+    if not th:
+        return ["", "CNN2 keeps a voxel when its calcium probability is at least 0.5 (the paper's rule)."]
+    cal = info["cnn2_calibration"]
+    lines = ["", "CNN2's threshold per label group (the paper keeps p >= 0.5): "
+             + ", ".join(f"{g} {t:.2f}" for g, t in th.items())
+             + f", each the one of 0.05, 0.10, .., 0.95 with the highest voxel F1 of its group on "
+             f"{len(cal['scans'])} validation scans (network grid; participants that neither network "
+             "trained on, not the test set)"
+             + (f"; chosen afterwards by `{cal['command']}`" if cal.get("command") else "") + ".", "",
+             "| group | validation F1 at 0.5 | at its threshold | sensitivity % at 0.5 | at its threshold |",
+             "|---|---|---|---|---|"]
+    for row in cal["table"]:
+        lines.append(f"| {row['group']} | {fmt(row['f1_default'])} | {fmt(row['f1_chosen'])} | "
+                     f"{fmt(row['sensitivity_default'], True)} | {fmt(row['sensitivity_chosen'], True)} |")
+    m = info["test_metrics"]
+    if any("cnn2_at_0.5" in m.get(k, {}) for k in ("soft", "sharp")):
+        lines += ["", "On the test set (pooled F1; sensitivity %):", "",
+                  "| reconstruction | CAC at 0.5 | CAC at its threshold | TAC at 0.5 | TAC at its threshold |",
+                  "|---|---|---|---|---|"]
+        for kernel in ("soft", "sharp"):
+            r = m.get(kernel, {})
+            if "cnn2_at_0.5" not in r:
+                continue
+            p = r["cnn2_at_0.5"]
+            lines.append(f"| {kernel} | " + " | ".join(
+                f"{fmt(x[g]['f1_pooled'])}; {fmt(x[g]['sensitivity_pooled'], True)}"
+                for g in ("CAC", "TAC") for x in (p, r)) + " |")
+    return lines
+
+
 def card(info: dict) -> str:
     m = info["test_metrics"]
     c1, c2 = info["cnn1_config"], info["cnn2_config"]
@@ -138,6 +171,7 @@ def card(info: dict) -> str:
             lines.append(f"| {kernel} | {fmt(a['sensitivity_pooled'], True)} / {a['fp_volume_mm3_mean']:.0f} | "
                          f"{fmt(b['sensitivity_pooled'], True)} / {b['fp_volume_mm3_mean']:.0f} | {removed} | "
                          f"{100 * (a['sensitivity_pooled'] - b['sensitivity_pooled']):.1f} |")
+        lines += _threshold_lines(info)
         names = ["background", "LAD", "LCX", "RCA", "TAC", "AV", "MV"]
         for kernel in ("soft", "sharp"):
             conf = m.get(kernel, {}).get("label_confusion_mm3")

@@ -47,7 +47,17 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
         assert b["fp_volume_mm3_mean"] <= a["fp_volume_mm3_mean"] + 1e-9
         if np.isfinite(a["sensitivity_pooled"]):
             assert b["sensitivity_pooled"] <= a["sensitivity_pooled"] + 1e-9
+        # CNN2 at the paper's 0.5 only removes too; the thresholds come from the validation scans
+        for g, r in m["cnn2_at_0.5"].items():
+            if np.isfinite(m["cnn1_alone"].get(g, {}).get("sensitivity_pooled", np.nan)):
+                assert r["sensitivity_pooled"] <= m["cnn1_alone"][g]["sensitivity_pooled"] + 1e-9
+    assert set(info["cnn2_thresholds"]) == {"CAC", "TAC", "AV", "MV"}
+    assert all(0.05 <= t <= 0.95 for t in info["cnn2_thresholds"].values())
+    val = set(info["training_participants"]["validation"])
+    assert info["cnn2_calibration"]["scans"] and all(s.split("_")[0] in val for s in info["cnn2_calibration"]["scans"])
+    assert Model.load(out).cnn2_thresholds == info["cnn2_thresholds"]
     card = (out / "MODEL_CARD.md").read_text()
+    assert "CNN2's threshold per label group" in card
     assert "learned from synthetic phantoms only" in card
     assert "receptive field 19 px" in card and "Label confusion, soft" in card and "CNN1 alone" in card
     assert "--max-dilation 4" in card

@@ -108,6 +108,11 @@ def test_segment_applies_the_threshold_of_each_label_group():
     final05 = label1.copy()
     final05[hit[p2 < 0.5]] = 0
     np.testing.assert_array_equal(paper.labels_network.labels[tuple(zyx.T)], final05)
+    # other thresholds from the kept CNN2 probabilities, without running the networks again
+    np.testing.assert_array_equal(paper.labels_at(volume, thresholds).labels, seg.labels.labels)
+    np.testing.assert_array_equal(seg.labels_at(volume, None).labels, paper.labels.labels)
+    np.testing.assert_array_equal(seg.labels_at(volume, 0.0).labels, keep_all.labels.labels)
+    assert (seg.labels.labels != paper.labels.labels).any()  # the thresholds matter here
 
 
 def test_collect_scores_matches_patch_by_patch(tmp_path):
