@@ -128,13 +128,15 @@ def _dist_info() -> tuple[int, int, int]:
 
 def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: str | Path | None = None,
                  device: str = "auto", precision: str = "auto", convention: str = "lessmann2018",
-                 overlay: bool = True, progress: bool = True, force: bool = False) -> pd.DataFrame:
+                 overlay: bool = True, progress: bool = True, force: bool = False,
+                 cnn2_threshold: float | None = None) -> pd.DataFrame:
     """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary.
 
     Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
     scan is refused (reported as failed) unless ``force``; warnings (thick slices, no heart,
     non-HU values) and the kernel class go into the summary. ``precision``: "auto" (bf16 where
-    the device has native bf16, see :func:`calcscore.inference.bf16_supported`), "bf16" or "fp32"."""
+    the device has native bf16, see :func:`calcscore.inference.bf16_supported`), "bf16" or "fp32".
+    ``cnn2_threshold``: one CNN2 threshold for all labels instead of the model's own."""
     import torch
     from tqdm.auto import tqdm
 
@@ -157,7 +159,8 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
             raise CalcscoreError("--device cuda was asked for but CUDA is not available (use --device cpu)")
         device = f"cuda:{local % torch.cuda.device_count()}"
     model = Model.load(model_path, device=device)
-    opts = InferenceOptions(device=device, bf16=resolve_precision(precision, device), channels_last=True)
+    opts = InferenceOptions(device=device, bf16=resolve_precision(precision, device), channels_last=True,
+                            cnn2_threshold=cnn2_threshold)
     mine = scans[rank::world]
     rows = []
     for s in tqdm(mine, desc=f"scoring (rank {rank})" if world > 1 else "scoring", unit="scan",

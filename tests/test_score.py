@@ -94,6 +94,31 @@ def test_a_failing_scan_is_reported_and_the_rest_go_on(tmp_path, model_dir, inpu
     assert "Traceback" not in r.stderr
 
 
+def test_cnn2_threshold_reaches_the_inference(tmp_path, model_dir, inputs, monkeypatch):
+    """--cnn2-threshold is handed to segment (what segment does with it: test_calibration.py)."""
+    import calcscore.inference
+    from calcscore.batch import score_cohort
+    from calcscore.cli import main
+    from calcscore.errors import CalcscoreError
+
+    seen = []
+
+    def fake_segment(volume, model, opts):
+        seen.append(opts.cnn2_threshold)
+        raise CalcscoreError("stopped by the test")
+
+    monkeypatch.setattr(calcscore.inference, "segment", fake_segment)
+    for threshold in (0.25, None):
+        summary = score_cohort([inputs["nii"]], tmp_path / "o", model_path=model_dir, device="cpu",
+                               progress=False, cnn2_threshold=threshold)
+        assert summary["error"].iloc[0] == "stopped by the test"
+    assert main(["score", str(inputs["nii"]), "--out", str(tmp_path / "o2"), "--model", str(model_dir),
+                 "--cnn2-threshold", "0.7"]) == 1
+    assert seen == [0.25, None, 0.7]
+    r = _score(inputs["nii"], "--out", tmp_path / "bad", "--model", model_dir, "--cnn2-threshold", "1.5")
+    assert r.returncode == 2 and "not a probability between 0 and 1" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_missing_model_is_one_line(tmp_path, inputs):
     r = _score(inputs["nii"], "--out", tmp_path / "o", "--model", tmp_path / "nomodel")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cnn1.pt" in r.stderr

@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bfloat16 autocast or float32; auto: bf16 where the device has native bf16 "
                         "(recent GPUs, CPUs with AVX-512 BF16 or AMX), else fp32")
     p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help=argparse.SUPPRESS)
+    p.add_argument("--cnn2-threshold", type=_probability, default=None, metavar="P",
+                   help="keep a voxel CNN1 calls calcium when CNN2's calcium probability is at least P "
+                        "(0..1; lower finds more calcium and more false positives); default: the "
+                        "model's thresholds per label group (see its model card), else the paper's 0.5")
     p.add_argument("--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     p.add_argument("--force", action="store_true",
@@ -25,11 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability between 0 and 1")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from calcscore.batch import SUMMARY, score_cohort
 
     summary = score_cohort(args.inputs, args.out, model_path=args.model, device=args.device, precision=args.precision,
-                           convention=args.convention, overlay=not args.no_overlay, force=args.force)
+                           convention=args.convention, overlay=not args.no_overlay, force=args.force,
+                           cnn2_threshold=args.cnn2_threshold)
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
     failed = int((summary["status"] != "ok").sum())
