@@ -220,6 +220,7 @@ def main() -> None:
             info["test_metrics"] = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
                                                   size=args.test_size, device=args.device, workers=args.workers)
             info["seconds"]["evaluation"] = time.perf_counter() - t3
+            info["test_participants"] = f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})"
         info.update(evaluate_whole_chest(model, args))
         (out / "model.json").write_text(json.dumps(info, indent=1))
         return

@@ -101,3 +101,21 @@ def test_model_card_shows_whole_chest_metrics():
     row = [line for line in text.splitlines()[text.splitlines().index(next(
         line for line in text.splitlines() if line.startswith("Whole-chest"))):] if line.startswith("| soft |")][0]
     assert row.startswith(f"| soft | {soft['n_scans']} | {soft['CAC']['f1_pooled']:.2f} | {soft['TAC']['f1_pooled']:.2f} |")
+
+
+def test_model_card_states_targets_missed_and_the_previous_model():
+    import runpy
+
+    card = runpy.run_path(str(ROOT / "scripts" / "write_model_card.py"))["card"]
+    info = json.loads((ROOT / "calcscore" / "models" / "default" / "model.json").read_text())
+    soft = info["test_metrics"]["soft"]
+    soft["CAC"]["f1_pooled"], soft["TAC"]["f1_pooled"] = 0.91, 0.5
+    info["previous_model"] = {"description": "an older one", "test_metrics": {"soft": {
+        "CAC": {"f1_pooled": 0.7, "fp_volume_mm3_mean": 12.0}, "TAC": {"f1_pooled": 0.6}}}}
+    text = card(info)
+    target = next(line for line in text.splitlines() if "target of a pooled F1 of 0.85" in line)
+    assert "TAC soft 0.50" in target and "CAC soft" not in target
+    assert "The model this one replaced (an older one)" in text
+    assert "| heart-region | soft | previous | 0.70 | 0.60 | n/a | n/a | 12 |" in text
+    del info["previous_model"]
+    assert "The model this one replaced" not in card(info)
