@@ -27,6 +27,7 @@ CNN1_IT=${CNN1_IT:-10000}
 CNN2_IT=${CNN2_IT:-4000}
 CNN2_SCANS=${CNN2_SCANS:-0}     # 0: all training scans
 MAX_DILATION=${MAX_DILATION:-}  # empty: the preset's
+CALIBRATE=${CALIBRATE:-0}       # 1: choose CNN2's thresholds on the validation scans (else 0.5)
 WORKERS=${WORKERS:-12}
 THREADS=${THREADS:-}
 BENCH_SLICES=${BENCH_SLICES:-200}
@@ -42,6 +43,7 @@ args=(--out "$OUT/model" --work "${WORK:-${TMPDIR:-/tmp}/calcscore-gpu-build}" -
 if [ "$CNN2_SCANS" != 0 ]; then args+=(--cnn2-scans "$CNN2_SCANS"); fi
 if [ -n "$MAX_DILATION" ]; then args+=(--max-dilation "$MAX_DILATION"); fi
 if [ -n "$THREADS" ]; then args+=(--threads "$THREADS"); fi
+if [ "$CALIBRATE" = 1 ]; then args+=(--calibrate); else args+=(--no-calibrate); fi
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true; } > "$OUT/build.log"
 "$PYTHON" scripts/build_default_model.py "${args[@]}" >> "$OUT/build.log" 2>&1
 "$PYTHON" scripts/write_model_card.py "$OUT/model" > /dev/null

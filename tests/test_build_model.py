@@ -18,7 +18,7 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
     """scripts/gpu_build.sh (the one device call) on the CPU at a tiny size."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), DEVICE="cpu",
                PRESET="workshop", N_TRAIN="3", N_FULL="0", TRAIN_SIZE="small", N_TEST="1", TEST_SIZE="small",
-               CNN1_IT="4", CNN2_IT="4", CNN2_SCANS="2", MAX_DILATION="4", WORKERS="2", THREADS="1",
+               CNN1_IT="4", CNN2_IT="4", CNN2_SCANS="2", MAX_DILATION="4", WORKERS="2", THREADS="1", CALIBRATE="1",
                BENCH_SLICES="12", BENCH_VOXELS="20", BENCH_VARIANTS="patch_per_voxel,bf16_channels_last",
                PYTHON=sys.executable)
     run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_build.sh")], env=env, capture_output=True,
