@@ -104,8 +104,13 @@ def choose_thresholds(scores: CNN2Scores, *, grid: Sequence[float] = THRESHOLD_G
     return chosen, table
 
 
-def threshold_table(thresholds: dict[str, float] | None, *, default: float = 0.5) -> torch.Tensor:
-    """A (7,) tensor: the CNN2 threshold of each label (background's is unused)."""
+def threshold_table(thresholds: float | dict[str, float] | None, *, default: float = 0.5) -> torch.Tensor:
+    """A (7,) tensor: the CNN2 threshold of each label (background's is unused), from one
+    threshold for all labels, one per label group (others: ``default``), or None (``default``)."""
+    if isinstance(thresholds, int | float):
+        default, thresholds = thresholds, None
+    if not 0.0 <= float(default) <= 1.0:
+        raise ValueError(f"a CNN2 threshold must lie in [0, 1], got {default}")
     out = torch.full((N_CLASSES,), float(default))
     for name, t in (thresholds or {}).items():
         if name not in GROUPS:

@@ -129,8 +129,7 @@ class Segmentation:
         """The labels CNN2 would have kept with other thresholds (one for all labels, one per
         label group, or None for the paper's 0.5), on the grid of ``volume``, without running
         the networks again."""
-        table = (threshold_table(None, default=thresholds) if isinstance(thresholds, int | float)
-                 else threshold_table(thresholds)).numpy()
+        table = threshold_table(thresholds).numpy()
         lab = self.cnn1_labels_network.labels.copy()
         if len(self.cnn2_zyx):
             idx = tuple(self.cnn2_zyx.T)
@@ -316,8 +315,8 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
                 cnn2 = cnn2.to(memory_format=torch.channels_last)
             hit = torch.nonzero(pred > 0).squeeze(1)
             proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
-            thresholds = (threshold_table(model.cnn2_thresholds) if opts.cnn2_threshold is None
-                          else threshold_table(None, default=opts.cnn2_threshold)).to(device)
+            thresholds = threshold_table(model.cnn2_thresholds if opts.cnn2_threshold is None
+                                         else opts.cnn2_threshold).to(device)
             cand_t = torch.from_numpy(cand).to(device)
             for s in range(0, len(hit), opts.batch_cnn2):
                 rows = hit[s:s + opts.batch_cnn2]

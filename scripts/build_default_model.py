@@ -84,6 +84,22 @@ def _all_calcium(confusion: pd.DataFrame, n_scans: int) -> dict[str, float]:
             "fp_volume_mm3_mean": float(fp / n_scans)}
 
 
+def _figures(summary: pd.DataFrame, groups) -> dict:
+    """Pooled sensitivity, mean FP volume and pooled F1 of ``groups`` present in a summary."""
+    return {g: {k: float(summary.loc[g, k]) for k in ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
+            for g in groups if g in summary.index}
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run (without --work)."""
+    return "python scripts/build_default_model.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "work")
+
+
+def _work_dir(args) -> Path:
+    return Path(args.work) if args.work else Path(tempfile.gettempdir()) / "calcscore-build"
+
+
 def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, device: str,
                    workers: int = 1) -> dict:
     cases: dict[str, list] = {"soft": [], "sharp": []}
@@ -104,14 +120,9 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
         res = {"n_scans": len(cs_list), "report": ev.report(),
                "label_confusion_mm3": ev.label_confusion.round(1).values.tolist()}
         ev1 = evaluate(cnn1_cases[kernel])
-        res["cnn1_alone"] = {g: {k: float(ev1.summary.loc[g, k]) for k in
-                                 ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
-                             for g in ("CAC", "TAC")}
+        res["cnn1_alone"] = _figures(ev1.summary, ("CAC", "TAC"))
         res["cnn1_alone"]["all_calcium"] = _all_calcium(ev1.label_confusion, len(cs_list))
-        ev05 = evaluate(paper_cases[kernel])
-        res["cnn2_at_0.5"] = {g: {k: float(ev05.summary.loc[g, k]) for k in
-                                  ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
-                              for g in ("CAC", "TAC", "AV", "MV") if g in ev05.summary.index}
+        res["cnn2_at_0.5"] = _figures(evaluate(paper_cases[kernel]).summary, ("CAC", "TAC", "AV", "MV"))
         res["all_calcium"] = _all_calcium(ev.label_confusion, len(cs_list))
         for name in summary.index:
             r = summary.loc[name]
@@ -211,12 +222,10 @@ def main() -> None:
         info = json.loads((out / "model.json").read_text())
         model = Model.load(out, device=args.device)
         if args.calibrate and model.cnn2 is not None:
-            work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "calcscore-build"
             val_ids = set(info["training_participants"]["validation"])
-            val_scans = [s for s in training_scans(args, work / "cache") if s.participant_id in val_ids]
+            val_scans = [s for s in training_scans(args, _work_dir(args) / "cache") if s.participant_id in val_ids]
             info.update(calibrate(model, val_scans, args))
-            info["cnn2_calibration"]["command"] = "python scripts/build_default_model.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "work")
+            info["cnn2_calibration"]["command"] = _command(args)
         if args.n_test:
             t3 = time.perf_counter()
             info["test_metrics"] = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
@@ -226,7 +235,7 @@ def main() -> None:
         info.update(evaluate_whole_chest(model, args))
         (out / "model.json").write_text(json.dumps(info, indent=1))
         return
-    work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "calcscore-build"
+    work = _work_dir(args)
     cache = work / "cache"
     t0 = time.perf_counter()
     scans = training_scans(args, cache)
@@ -261,8 +270,7 @@ def main() -> None:
     t_eval = time.perf_counter() - t3
     info = {
         "trained_on": "synthetic phantoms only (calcscore.phantom)",
-        "command": "python scripts/build_default_model.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "work"),
+        "command": _command(args),
         "seed": args.seed,
         "training_participants": {"ids": f"P{0:04d}..P{args.n_train - 1:04d}", "whole_chest": args.n_full,
                                   "heart_region_medium": args.n_train - args.n_full,

@@ -59,6 +59,9 @@ def test_threshold_table_maps_groups_to_labels():
     t = threshold_table({"CAC": 0.2, "TAC": 0.35})
     assert t.tolist() == pytest.approx([0.5, 0.2, 0.2, 0.2, 0.35, 0.5, 0.5])
     assert threshold_table(None, default=0.7).tolist() == pytest.approx([0.7] * 7)
+    assert threshold_table(0.3).tolist() == pytest.approx([0.3] * 7)  # one for all labels
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        threshold_table(-0.1)
     with pytest.raises(ValueError, match="LM"):
         threshold_table({"LM": 0.3})
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
