@@ -181,3 +181,20 @@ def test_vertebral_marrow_chain_is_not_a_blood_pool():
     marrow = [r for r in report.details["regions"] if r["pool_cm3"] >= 25]
     assert marrow and all(r["max_area_cm2"] < 10 for r in marrow)
     assert not report.contrast_enhanced and report.blood_pool_hu < 60
+
+
+def test_metal_is_reported():
+    """Participant 139 of seed 2018 carries a pacemaker lead (3,071 HU, the phantoms' metal);
+    the four phantoms above (no metal) are not reported (test_non_contrast_phantoms_are_accepted)."""
+    from calcscore.checks import METAL_HU
+    from calcscore.phantom import make_cohort
+
+    for cs in make_cohort(1, seed=2018, start=139, size="medium", kernels=("soft",)):
+        assert "pacemaker_lead" in cs.info.confounders
+        report = check_scan(cs.volume)
+        metal = [f for f in report.findings if f.code == "metal"]
+        assert len(metal) == 1 and metal[0].severity == "warning" and not report.refused
+        expected = np.count_nonzero(cs.volume.hu >= METAL_HU) * np.prod(cs.volume.spacing_mm)
+        assert metal[0].message.startswith(f"{expected:.0f} mm3")
+        lead = cs.volume.with_array(np.minimum(cs.volume.hu, METAL_HU - 1))  # no metal left
+        assert "metal" not in check_scan(lead).codes()
