@@ -129,14 +129,16 @@ def _dist_info() -> tuple[int, int, int]:
 def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: str | Path | None = None,
                  device: str = "auto", precision: str = "auto", convention: str = "lessmann2018",
                  overlay: bool = True, progress: bool = True, force: bool = False,
-                 cnn2_threshold: float | None = None) -> pd.DataFrame:
+                 cnn2_threshold: float | None = None, rim_fill: bool | None = None) -> pd.DataFrame:
     """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary.
 
     Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
     scan is refused (reported as failed) unless ``force``; warnings (thick slices, no heart,
-    non-HU values) and the kernel class go into the summary. ``precision``: "auto" (bf16 where
+    non-HU values, metal) and the kernel class go into the summary. ``precision``: "auto" (bf16 where
     the device has native bf16, see :func:`calcscore.inference.bf16_supported`), "bf16" or "fp32".
-    ``cnn2_threshold``: one CNN2 threshold for all labels instead of the model's own."""
+    ``cnn2_threshold``: one CNN2 threshold for all labels instead of the model's own;
+    ``rim_fill``: False for the paper's nearest-neighbour mapping back to the scan's grid
+    (None: the model's choice, see :func:`calcscore.inference.fill_rim`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -160,7 +162,7 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
         device = f"cuda:{local % torch.cuda.device_count()}"
     model = Model.load(model_path, device=device)
     opts = InferenceOptions(device=device, bf16=resolve_precision(precision, device), channels_last=True,
-                            cnn2_threshold=cnn2_threshold)
+                            cnn2_threshold=cnn2_threshold, rim_fill=rim_fill)
     mine = scans[rank::world]
     rows = []
     for s in tqdm(mine, desc=f"scoring (rank {rank})" if world > 1 else "scoring", unit="scan",

@@ -265,21 +265,15 @@ def label_scans_by_stage(scans: Iterable, model, *, reference: str = "labels") -
     """Like :func:`label_scans`, with one segmentation per scan giving both stages (the paper's
     Table II): ``{"CNN1": cases, "CNN1 + CNN2": cases}``. CNN1's labels are mapped back to the
     scan grid as :func:`calcscore.inference.segment` maps the final ones (nearest neighbour,
-    kept on voxels >= 130 HU); without a CNN2 both stages are the same."""
-    import numpy as np
-
+    kept on voxels >= 130 HU, the rim fill); without a CNN2 both stages are the same."""
     from calcscore.inference import segment
     from calcscore.metrics import ScanCase
-    from calcscore.preprocess import CALCIUM_THRESHOLD_HU, labels_to_grid
-    from calcscore.volume import LabelVolume
 
     out: dict[str, list] = {stage: [] for stage in STAGES}
     for s in scans:
         ref = s.labels if reference == "labels" else s.observers[reference]
         seg = segment(s.volume, model)
-        cnn1 = labels_to_grid(seg.cnn1_labels_network, s.volume).labels
-        cnn1 = LabelVolume.like(s.volume, np.where(s.volume.hu >= CALCIUM_THRESHOLD_HU, cnn1, 0))
-        out["CNN1"].append(ScanCase(s.scan_id, ref, cnn1, s.volume))
+        out["CNN1"].append(ScanCase(s.scan_id, ref, seg.cnn1_labels(s.volume), s.volume))
         out["CNN1 + CNN2"].append(ScanCase(s.scan_id, ref, seg.labels, s.volume))
     return out
 

@@ -6,6 +6,8 @@ Everything comes from synthetic phantoms generated here (no data is read or down
    the network grid and split by participant into training and validation scans;
 2. CNN1, then CNN2 on the voxels CNN1 calls calcium (calcscore.training); with --calibrate,
    CNN2's threshold per label group chosen on the validation scans (calcscore.calibration);
+   the rim fill's noise margin (calcscore.inference.fill_rim) chosen on validation participants
+   (--choose-rim, the default), or the fill switched off where it does not help there;
 3. a held-out test cohort (other participants, whole-chest scans), scored with whole-scan
    inference and compared with the phantoms' voxel-exact labels, soft and sharp separately;
 4. ``cnn1.pt``, ``cnn2.pt``, ``model.json`` (settings, seeds, times, hardware, metrics) and
@@ -31,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from calcscore.calibration import choose_thresholds, collect_cnn2_scores
+from calcscore.calibration import choose_rim_sigmas, choose_thresholds, collect_cnn2_scores
 from calcscore.inference import InferenceOptions, Model, segment
 from calcscore.metrics import ScanCase, evaluate
 from calcscore.phantom import make_cohort
@@ -105,6 +107,7 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
     cases: dict[str, list] = {"soft": [], "sharp": []}
     cnn1_cases: dict[str, list] = {"soft": [], "sharp": []}
     paper_cases: dict[str, list] = {"soft": [], "sharp": []}  # CNN2 at the paper's 0.5
+    no_rim_cases: dict[str, list] = {"soft": [], "sharp": []}  # the paper's nearest-neighbour mapping
     seconds = []
     for cs in cohort_scans(range(start, start + n), seed=seed, size=size, workers=workers):
         t = time.perf_counter()
@@ -113,6 +116,8 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
         cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.labels, cs.volume))
         cnn1_cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.cnn1_labels(cs.volume), cs.volume))
         paper_cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.labels_at(cs.volume, 0.5), cs.volume))
+        no_rim_cases[cs.kernel].append(ScanCase(cs.scan_id, cs.labels, seg.labels_at(
+            cs.volume, model.cnn2_thresholds, rim_fill=False), cs.volume))
     out = {"inference_seconds_mean": float(np.mean(seconds)), "n_participants": n}
     for kernel, cs_list in cases.items():
         ev = evaluate(cs_list)
@@ -123,6 +128,7 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
         res["cnn1_alone"] = _figures(ev1.summary, ("CAC", "TAC"))
         res["cnn1_alone"]["all_calcium"] = _all_calcium(ev1.label_confusion, len(cs_list))
         res["cnn2_at_0.5"] = _figures(evaluate(paper_cases[kernel]).summary, ("CAC", "TAC", "AV", "MV"))
+        res["without_rim_fill"] = _figures(evaluate(no_rim_cases[kernel]).summary, ("CAC", "TAC", "AV", "MV"))
         res["all_calcium"] = _all_calcium(ev.label_confusion, len(cs_list))
         for name in summary.index:
             r = summary.loc[name]
@@ -137,6 +143,32 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
             res["risk_confusion"] = table.astype(int).values.tolist()
         out[kernel] = res
     return out
+
+
+def choose_rim(model: Model, val_ids, args, *, n_full: int, size: str) -> dict:
+    """The rim fill's noise margin chosen on validation participants (calcscore.calibration;
+    participants below ``n_full`` are whole-chest scans, the others of ``size``); sets it on
+    ``model`` and returns what model.json records of it."""
+    ids = sorted(val_ids)[:args.rim_participants] if args.rim_participants else sorted(val_ids)
+    numbers = [int(i[1:]) for i in ids]
+    t = time.perf_counter()
+    cases = []
+    for part, part_size in (([i for i in numbers if i < n_full], "full"), ([i for i in numbers if i >= n_full], size)):
+        for cs in cohort_scans(part, seed=args.seed, size=part_size, workers=args.workers):
+            seg = segment(cs.volume, model, InferenceOptions(device=args.device, channels_last=True, rim_fill=False))
+            cases.append((cs.volume, cs.labels, seg))
+    best, table = choose_rim_sigmas(cases)
+    model.rim_fill = best is not None
+    model.rim_sigmas = best
+    return {"rim_fill": best is not None, "rim_sigmas": best,
+            "rim_choice": {"participants": ids,
+                           "table": table.to_dict(orient="records"), "seconds": time.perf_counter() - t}}
+
+
+def kept_iterations(folder: Path) -> dict:
+    """The training iteration whose weights each network file holds (the best on validation)."""
+    return {name: int(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=False)["iteration"])
+            for name in ("cnn1", "cnn2") if (folder / f"{name}.pt").is_file()}
 
 
 def evaluate_whole_chest(model: Model, args) -> dict:
@@ -210,6 +242,11 @@ def main() -> None:
                          "to the test scans, see README)")
     ap.add_argument("--calibration-scans", type=int, default=None,
                     help="calibrate on the first N validation scans only (default: all)")
+    ap.add_argument("--choose-rim", action=argparse.BooleanOptionalAction, default=True,
+                    help="choose the rim fill's noise margin (calcscore.inference.fill_rim) on validation "
+                         "participants, or switch the fill off where it does not help there")
+    ap.add_argument("--rim-participants", type=int, default=6,
+                    help="validation participants to choose the rim margin on (0: all)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="re-run only the test evaluation of the model in OUT (e.g. after the phantom "
                          "generator changed) and update model.json")
@@ -226,6 +263,11 @@ def main() -> None:
             val_scans = [s for s in training_scans(args, _work_dir(args) / "cache") if s.participant_id in val_ids]
             info.update(calibrate(model, val_scans, args))
             info["cnn2_calibration"]["command"] = _command(args)
+        if args.choose_rim:
+            tp = info["training_participants"]
+            info.update(choose_rim(model, tp["validation"], args, n_full=int(tp["whole_chest"]),
+                                   size=tp["heart_region_size"]))
+            info["rim_choice"]["command"] = _command(args)
         if args.n_test:
             t3 = time.perf_counter()
             info["test_metrics"] = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
@@ -233,6 +275,7 @@ def main() -> None:
             info["seconds"]["evaluation"] = time.perf_counter() - t3
             info["test_participants"] = f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})"
         info.update(evaluate_whole_chest(model, args))
+        info["kept_iterations"] = kept_iterations(out)
         (out / "model.json").write_text(json.dumps(info, indent=1))
         return
     work = _work_dir(args)
@@ -264,6 +307,7 @@ def main() -> None:
     shutil.copy(work / "cnn2" / "cnn2.pt", out / "cnn2.pt")
     model = Model.load(out, device=args.device)
     calibration = calibrate(model, val_scans, args) if args.calibrate else {}
+    rim = choose_rim(model, val_ids, args, n_full=args.n_full, size=args.train_size) if args.choose_rim else {}
     t3 = time.perf_counter()
     metrics = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
                              size=args.test_size, device=args.device, workers=args.workers)
@@ -279,7 +323,7 @@ def main() -> None:
         "cnn2_training_scans": [s.scan_id for s in cnn2_scans],
         "cnn2_validation_scans": [s.scan_id for s in cnn2_val],
         "test_participants": f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})",
-        "cnn1_config": cfg1.to_dict(), "cnn2_config": cfg2.to_dict(),
+        "cnn1_config": cfg1.to_dict(), "cnn2_config": cfg2.to_dict(), "kept_iterations": kept_iterations(out),
         "seconds": {"data": t_data, "cnn1": t_cnn1, "cnn2": t_cnn2, "evaluation": t_eval},
         "hardware": {"device": args.device, "cpu": platform.processor() or platform.machine(),
                      "threads": torch.get_num_threads(),
@@ -287,6 +331,7 @@ def main() -> None:
         "torch": torch.__version__,
         "test_metrics": metrics,
         **calibration,
+        **rim,
     }
     info.update(evaluate_whole_chest(model, args))
     (out / "model.json").write_text(json.dumps(info, indent=1))

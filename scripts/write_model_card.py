@@ -37,6 +37,15 @@ def reproduce_command(info: dict) -> str:
     return " ".join(out) + " && python scripts/write_model_card.py calcscore/models/default"
 
 
+def _kept(info: dict, name: str) -> str:
+    """Which iteration's weights were kept, where that is not the last one."""
+    it = info.get("kept_iterations", {}).get(name)
+    cfg = info[f"{name}_config"]
+    if it is None or it == cfg["max_iterations"]:
+        return ""
+    return f" (the weights of iteration {it:,} kept: the best validation {cfg.get('select_by', 'loss').replace('val_', '').replace('_', ' ')})"
+
+
 def _data_time(seconds: float) -> str:
     if seconds < 6:
         return "phantoms cached by an earlier run (about 3 s per participant on one core)"
@@ -126,6 +135,40 @@ def _threshold_lines(info: dict) -> list[str]:
     return lines
 
 
+def _rim_lines(info: dict) -> list[str]:
+    """The rim fill: its margin, how it was chosen, and the test figures without it."""
+    choice = info.get("rim_choice")
+    if not choice:
+        return ["", "Labels go back to the scan's grid by nearest neighbour (the paper's mapping)"
+                + ("; the rim fill (`calcscore.inference.fill_rim`) is on with its default margin, not "
+                   "chosen for this model." if info.get("rim_fill", True) else ".")]
+    if info.get("rim_fill"):
+        head = (f"Rim fill (not in the paper): voxels >= 130 HU that the 3 mm slabs averaged below 130 HU and "
+                f"that touch a labelled voxel take its label when they stand {info['rim_sigmas']:g} noise SDs above "
+                "the soft tissue (`calcscore.inference.fill_rim`, `rim_threshold_hu`; `calcscore score "
+                "--no-rim-fill` switches it off).")
+    else:
+        head = "Rim fill: off for this model (no margin helped on the validation participants)."
+    lines = ["", head + f" The margin was chosen on {len(choice['participants'])} validation participants "
+             f"({', '.join(choice['participants'])}; soft and sharp), by the mean pooled F1 of the label groups"
+             + (f"; afterwards, by `{choice['command']}`" if choice.get("command") else "") + ":", "",
+             "| margin (noise SDs) | CAC F1 | TAC F1 | AV F1 | MV F1 | mean |", "|---|---|---|---|---|---|"]
+    for row in choice["table"]:
+        lines.append(f"| {row['rim_sigmas']} | " + " | ".join(
+            fmt(row.get(f"f1_{g}")) for g in ("CAC", "TAC", "AV", "MV")) + f" | {fmt(row['f1_mean'])} |")
+    m = info["test_metrics"]
+    if any("without_rim_fill" in m.get(k, {}) for k in ("soft", "sharp")):
+        lines += ["", "On the test set (pooled F1, without the rim fill -> with it):", "",
+                  "| reconstruction | CAC | TAC | AV | MV |", "|---|---|---|---|---|"]
+        for kernel in ("soft", "sharp"):
+            r = m.get(kernel, {})
+            if "without_rim_fill" in r:
+                lines.append(f"| {kernel} | " + " | ".join(
+                    f"{fmt(r['without_rim_fill'][g]['f1_pooled'])} -> {fmt(r[g]['f1_pooled'])}"
+                    for g in ("CAC", "TAC", "AV", "MV")) + " |")
+    return lines
+
+
 def card(info: dict) -> str:
     m = info["test_metrics"]
     c1, c2 = info["cnn1_config"], info["cnn2_config"]
@@ -149,9 +192,9 @@ def card(info: dict) -> str:
         f"- CNN1: {c1['width']} filters, head {c1['head_width']}, largest dilation {c1['max_dilation']} "
         f"(receptive field {4 * c1['max_dilation'] + 3} px = {0.66 * (4 * c1['max_dilation'] + 3):.0f} mm), "
         f"patches {c1['patch_size']} px, auxiliary outputs {'on' if c1['aux'] else 'off'}, batch {c1['batch_size']}, "
-        f"{c1['max_iterations']} iterations, Adam {c1['learning_rate']}, {c1['precision']}.",
+        f"{c1['max_iterations']} iterations{_kept(info, 'cnn1')}, Adam {c1['learning_rate']}, {c1['precision']}.",
         f"- CNN2: filters x{c2['width_scale']}, dense {c2['dense_width']}, patches {c2['patch_size']} px, "
-        f"batch {c2['batch_size']}, {c2['max_iterations']} iterations, {c2['precision']}.",
+        f"batch {c2['batch_size']}, {c2['max_iterations']} iterations{_kept(info, 'cnn2')}, {c2['precision']}.",
         "- The paper's configuration (32 filters, 131 px receptive field, 155 px patches) needs a GPU: "
         "`calcscore train cnn1 --config paper`.",
         "",
@@ -162,6 +205,8 @@ def card(info: dict) -> str:
         f"(validation: {', '.join(tp['validation'])}).",
         f"- Test: participants {info['test_participants']}, never seen in training, soft and sharp.",
         f"- Reproduce: `{reproduce_command(info)}`",
+        *(["- How it was actually run:", *(f"  {step}" for step in info["how_it_was_run"])]
+          if info.get("how_it_was_run") else []),
         "",
         "## Cost",
         f"- Hardware: {hw['device']} ({hw['cpu']}, {hw['threads']} threads){'; GPU ' + hw['gpu'] if hw.get('gpu') else ''}, "
@@ -196,6 +241,7 @@ def card(info: dict) -> str:
                 f1 = " | ".join(fmt(r.get(g, {}).get("f1_pooled")) for g in GROUPS[:4])
                 lines.append(f"| {kernel} | {r['n_scans']} | {f1} | {fmt(r['CAC']['sensitivity_pooled'], True)} | "
                              f"{r['CAC']['fp_volume_mm3_mean']:.0f} | {r['TAC']['fp_volume_mm3_mean']:.0f} |")
+    lines += _rim_lines(info)
     lines += _previous_lines(info)
     lines += ["", "Per label (pooled F1; sensitivity %; mean FP volume mm³ per scan):", ""]
     lines.append("| reconstruction | " + " | ".join(GROUPS) + " |")
@@ -250,7 +296,8 @@ def card(info: dict) -> str:
               "- The evaluation is on each phantom's own grid (its scanner's slices, e.g. 2.5 mm every 2 mm), "
               "the network works on 3 mm slabs every 1.5 mm: calcium that falls below 130 HU in the slab average is never a candidate. "
               "Perfect labels on the network grid, mapped back the same way, score a pooled F1 of 0.95 "
-              "(CAC) and 0.94-0.95 (TAC) on participants P0056..P0060 (heart-region, soft and sharp), not 1.0.",
+              "(CAC) and 0.94-0.95 (TAC) on participants P0056..P0060 (heart-region, soft and sharp), not 1.0; "
+              "the rim fill above gives part of it back.",
               *_measured_limits(info),
               "- Small receptive field: labels that need wide context (LCX vs mitral annulus, aortic valve vs "
               "aortic root) are harder for this model than for the paper's 131 px network."]

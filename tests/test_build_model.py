@@ -56,7 +56,14 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
     val = set(info["training_participants"]["validation"])
     assert info["cnn2_calibration"]["scans"] and all(s.split("_")[0] in val for s in info["cnn2_calibration"]["scans"])
     assert Model.load(out).cnn2_thresholds == info["cnn2_thresholds"]
+    # the rim fill's margin, chosen on validation participants, reaches the model
+    assert info["rim_choice"]["participants"] and set(info["rim_choice"]["participants"]) <= val
+    assert [r["rim_sigmas"] for r in info["rim_choice"]["table"]] == ["no fill", 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0]
+    assert Model.load(out).rim_fill == info["rim_fill"] == (info["rim_sigmas"] is not None)
+    assert Model.load(out).rim_sigmas == info["rim_sigmas"]
+    assert set(info["test_metrics"]["soft"]["without_rim_fill"]) == {"CAC", "TAC", "AV", "MV"}
     card = (out / "MODEL_CARD.md").read_text()
+    assert "| margin (noise SDs) |" in card and "without the rim fill -> with it" in card
     assert "CNN2's threshold per label group" in card
     assert "learned from synthetic phantoms only" in card
     assert "receptive field 19 px" in card and "Label confusion, soft" in card and "CNN1 alone" in card

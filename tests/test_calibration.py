@@ -133,3 +133,49 @@ def test_collect_scores_matches_patch_by_patch(tmp_path):
     np.testing.assert_allclose(scores.proba, np.tile(p2, 2), atol=1e-5)
     assert scores.ref_counts[L.TAC] == 2 * (ref == L.TAC).sum() > 0
     assert scores.ref_counts[L.LAD] == 2 * (ref == L.LAD).sum() > 0
+
+
+def _plaque_case():
+    """A noiseless blurred plaque on 1 mm slices, labelled perfectly on the network grid."""
+    from scipy import ndimage as ndi
+
+    from calcscore.inference import Segmentation
+    from calcscore.preprocess import to_network_grid
+    from calcscore.volume import CTMeta, CTVolume, LabelVolume
+
+    z, y, x = np.meshgrid(np.arange(40) * 1.0, np.arange(48) * 0.6, np.arange(48) * 0.6, indexing="ij")
+    hu = np.full(z.shape, 40.0)
+    hu[((z - 20) / 1.5) ** 2 + ((y - 14) / 4.0) ** 2 + ((x - 14) / 4.0) ** 2 < 1.0] = 450.0
+    volume = CTVolume(ndi.gaussian_filter(hu, (0.8, 1.3, 1.3)), (1.0, 0.6, 0.6),
+                      meta=CTMeta(slice_thickness_mm=1.0))
+    net = to_network_grid(volume)
+    cand = net.hu >= 130
+    lab_net = LabelVolume.like(net, np.where(cand, 4, 0).astype(np.uint8))
+    seg = Segmentation(LabelVolume.like(volume, np.zeros(volume.shape, np.uint8)), lab_net, lab_net,
+                       int(cand.sum()), {}, candidates_network=cand)
+    return volume, seg
+
+
+def test_rim_margin_is_chosen_where_the_rim_belongs_to_the_reference():
+    from calcscore.calibration import choose_rim_sigmas
+    from calcscore.volume import LabelVolume
+
+    volume, seg = _plaque_case()
+    whole = LabelVolume.like(volume, np.where(volume.hu >= 130, 4, 0).astype(np.uint8))
+    best, table = choose_rim_sigmas([(volume, whole, seg)])
+    assert best is not None  # the fill gives back the rim the nearest-neighbour mapping loses
+    by = table.set_index("rim_sigmas")
+    assert by.loc["no fill", "f1_TAC"] < 1.0 and by.loc[best, "f1_TAC"] == 1.0
+    assert np.isnan(by.loc[best, "f1_CAC"])  # no coronary calcium: left out of the mean
+    assert by.loc[best, "f1_mean"] == 1.0
+
+
+def test_no_rim_fill_is_chosen_where_the_reference_leaves_the_rim_out():
+    from calcscore.calibration import choose_rim_sigmas
+    from calcscore.inference import _to_original_grid
+
+    volume, seg = _plaque_case()
+    core = _to_original_grid(seg.labels_network, volume, False)  # a reference without the rim
+    best, table = choose_rim_sigmas([(volume, core, seg)])
+    assert best is None
+    assert table.set_index("rim_sigmas").loc["no fill", "f1_TAC"] == 1.0

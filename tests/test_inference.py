@@ -165,3 +165,87 @@ def test_precision_choice():
         assert bf16_supported("cuda") is False
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", "cpu")
+
+
+def test_fill_rim_takes_the_majority_label_of_touching_voxels_one_layer_deep():
+    from calcscore.inference import fill_rim
+
+    lab = np.zeros((5, 9, 9), np.uint8)
+    lab[2, 4, 2:4] = 4            # two TAC voxels
+    lab[2, 4, 6] = 6              # one MV voxel
+    fillable = np.zeros(lab.shape, bool)
+    fillable[2, 4, 4] = True      # touches TAC (1 voxel: 4, 3) and nothing else
+    fillable[2, 4, 5] = True      # touches TAC? no: (4,4) is background; touches MV (4,6) only
+    fillable[2, 3, 3] = True      # touches both TAC voxels -> TAC
+    fillable[2, 0, 0] = True      # touches nothing
+    fillable[0, 4, 2] = True      # two slices away: touches nothing
+    fillable[2, 4, 3] = True      # already labelled: stays TAC
+    out = fill_rim(lab, fillable)
+    assert out[2, 4, 4] == 4 and out[2, 4, 5] == 6 and out[2, 3, 3] == 4
+    assert out[2, 0, 0] == 0 and out[0, 4, 2] == 0
+    np.testing.assert_array_equal(out[lab > 0], lab[lab > 0])
+    assert (out != lab).sum() == 3  # one layer only: a filled voxel does not fill its neighbours
+    assert not lab[2, 4, 4]  # the input is not changed
+
+    tie = np.zeros((1, 1, 3), np.uint8)
+    tie[0, 0, 0], tie[0, 0, 2] = 5, 1
+    assert fill_rim(tie, np.ones(tie.shape, bool))[0, 0, 1] == 1  # a tie goes to the lower label
+
+
+def test_noise_estimate_of_white_noise():
+    from calcscore.inference import estimate_noise_sd, rim_threshold_hu, soft_tissue_hu
+
+    rng = np.random.default_rng(3)
+    hu = 40.0 + rng.normal(0, 30.0, (40, 64, 64))
+    hu[:, :, :8] = -1000.0  # air is left out
+    hu[:, 30:34, 30:34] = 800.0  # so is calcium
+    volume = CTVolume(hu, (1.0, 0.7, 0.7))
+    assert estimate_noise_sd(volume) == pytest.approx(30.0, rel=0.05)
+    assert soft_tissue_hu(volume) == pytest.approx(40.0, abs=2.0)
+    assert rim_threshold_hu(volume, 4.0) == pytest.approx(40.0 + 4.0 * 30.0, abs=6.0)
+    assert rim_threshold_hu(volume, 1.0) == 130.0  # never below the calcium threshold
+    assert rim_threshold_hu(CTVolume(np.full((4, 8, 8), -1000.0), (1.0, 0.7, 0.7)), 4.0) == 130.0
+
+
+def test_rim_fill_recovers_the_rim_the_slab_average_loses_and_nothing_else():
+    """A noiseless blurred plaque on 1 mm slices: labelled perfectly on the network grid, the
+    nearest-neighbour mapping misses original voxels >= 130 HU whose 3 mm slab fell below 130; the
+    rim fill gives them back and labels no voxel outside the plaque's >= 130 HU region."""
+    from scipy import ndimage as ndi
+
+    from calcscore.inference import _to_original_grid
+    from calcscore.volume import LabelVolume
+
+    nz, ny, nx = 40, 48, 48
+    z, y, x = np.meshgrid(np.arange(nz) * 1.0, np.arange(ny) * 0.6, np.arange(nx) * 0.6, indexing="ij")
+    hu = np.full((nz, ny, nx), 40.0)
+    hu[((z - 20) / 1.5) ** 2 + ((y - 14) / 4.0) ** 2 + ((x - 14) / 4.0) ** 2 < 1.0] = 450.0
+    hu = ndi.gaussian_filter(hu, (0.8, 1.3, 1.3))
+    volume = CTVolume(hu, (1.0, 0.6, 0.6), meta=CTMeta(slice_thickness_mm=1.0))
+    truth = hu >= 130
+    net = to_network_grid(volume)
+    cand = net.hu >= 130
+    perfect = LabelVolume.like(net, np.where(cand, 4, 0).astype(np.uint8))
+    plain = _to_original_grid(perfect, volume, False).labels
+    filled = _to_original_grid(perfect, volume, False, cand, 130.0).labels
+    lost = truth & (plain == 0)
+    assert lost.sum() > 0.05 * truth.sum()  # the slab average loses part of the plaque
+    assert not (plain[~truth]).any() and not (filled[~truth]).any()
+    assert (filled[truth] == 4).sum() > (plain[truth] == 4).sum() + 0.5 * lost.sum()
+    np.testing.assert_array_equal(filled[plain > 0], plain[plain > 0])
+
+
+def test_segment_rim_fill_only_adds_unseen_voxels_above_its_threshold():
+    torch.set_num_threads(1)
+    volume = _scan(2)
+    cnn1, _ = _models()
+    model = Model(cnn1, None)
+    plain = segment(volume, model, InferenceOptions(rim_fill=False))
+    seg = segment(volume, model, InferenceOptions(rim_sigmas=5.0))
+    assert plain.rim_min_hu is None
+    assert seg.rim_min_hu == pytest.approx(40 + 5.0 * 25, abs=8)  # 40 HU water, noise SD 25 HU
+    added = (seg.labels.labels > 0) & (plain.labels.labels == 0)
+    np.testing.assert_array_equal(seg.labels.labels[plain.labels.labels > 0],
+                                  plain.labels.labels[plain.labels.labels > 0])
+    assert added.any() and (volume.hu[added] >= seg.rim_min_hu).all()
+    np.testing.assert_array_equal(seg.cnn1_labels(volume).labels, seg.labels.labels)  # no CNN2

@@ -94,20 +94,27 @@ def test_a_failing_scan_is_reported_and_the_rest_go_on(tmp_path, model_dir, inpu
     assert "Traceback" not in r.stderr
 
 
-def test_cnn2_threshold_reaches_the_inference(tmp_path, model_dir, inputs, monkeypatch):
-    """--cnn2-threshold is handed to segment (what segment does with it: test_calibration.py)."""
+def _record_options(monkeypatch, attribute: str) -> list:
+    """Replace segment by a stub that records ``opts.<attribute>`` and fails the scan."""
     import calcscore.inference
-    from calcscore.batch import score_cohort
-    from calcscore.cli import main
     from calcscore.errors import CalcscoreError
 
     seen = []
 
     def fake_segment(volume, model, opts):
-        seen.append(opts.cnn2_threshold)
+        seen.append(getattr(opts, attribute))
         raise CalcscoreError("stopped by the test")
 
     monkeypatch.setattr(calcscore.inference, "segment", fake_segment)
+    return seen
+
+
+def test_cnn2_threshold_reaches_the_inference(tmp_path, model_dir, inputs, monkeypatch):
+    """--cnn2-threshold is handed to segment (what segment does with it: test_calibration.py)."""
+    from calcscore.batch import score_cohort
+    from calcscore.cli import main
+
+    seen = _record_options(monkeypatch, "cnn2_threshold")
     for threshold in (0.25, None):
         summary = score_cohort([inputs["nii"]], tmp_path / "o", model_path=model_dir, device="cpu",
                                progress=False, cnn2_threshold=threshold)
@@ -117,6 +124,17 @@ def test_cnn2_threshold_reaches_the_inference(tmp_path, model_dir, inputs, monke
     assert seen == [0.25, None, 0.7]
     r = _score(inputs["nii"], "--out", tmp_path / "bad", "--model", model_dir, "--cnn2-threshold", "1.5")
     assert r.returncode == 2 and "not a probability between 0 and 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_no_rim_fill_reaches_the_inference(tmp_path, model_dir, inputs, monkeypatch):
+    """--no-rim-fill is handed to segment (what the fill does: test_inference.py)."""
+    from calcscore.cli import main
+
+    seen = _record_options(monkeypatch, "rim_fill")
+    for extra in (["--no-rim-fill"], []):
+        assert main(["score", str(inputs["nii"]), "--out", str(tmp_path / "o"), "--model", str(model_dir),
+                     *extra]) == 1
+    assert seen == [False, None]
 
 
 def test_missing_model_is_one_line(tmp_path, inputs):

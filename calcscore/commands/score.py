@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep a voxel CNN1 calls calcium when CNN2's calcium probability is at least P "
                         "(0..1; lower finds more calcium and more false positives); default: the "
                         "model's thresholds per label group (see its model card), else the paper's 0.5")
+    p.add_argument("--no-rim-fill", dest="rim_fill", action="store_const", const=False, default=None,
+                   help="map the labels back to the scan's grid by nearest neighbour only (the paper's "
+                        "mapping), without giving the rim lost to the 3 mm slabs its label (see the model card)")
     p.add_argument("--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     p.add_argument("--force", action="store_true",
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = score_cohort(args.inputs, args.out, model_path=args.model, device=args.device, precision=args.precision,
                            convention=args.convention, overlay=not args.no_overlay, force=args.force,
-                           cnn2_threshold=args.cnn2_threshold)
+                           cnn2_threshold=args.cnn2_threshold, rim_fill=args.rim_fill)
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
     failed = int((summary["status"] != "ok").sum())
