@@ -20,9 +20,9 @@
 7. The rim (not in the paper): original voxels >= 130 HU that the network never saw, because
    their 3 mm slab averaged below 130 HU, and that touch a labelled voxel take its label when
    they stand ``rim_sigmas`` noise SDs above the soft tissue (:func:`fill_rim`,
-   :func:`rim_threshold_hu`). On the heart-region
-   test phantoms the slab average hides 8-17 % of the reference calcium voxels otherwise; the noise margin keeps
-   sharp kernels' noise out. ``InferenceOptions(rim_fill=False)`` gives the paper's mapping.
+   :func:`rim_threshold_hu`). The slab average hides 8-17 % of the reference calcium voxels of
+   the heart-region test phantoms; the noise margin keeps sharp kernels' noise out.
+   ``InferenceOptions(rim_fill=False)`` gives the paper's nearest-neighbour mapping.
 """
 from __future__ import annotations
 
@@ -204,8 +204,8 @@ def soft_tissue_hu(volume: CTVolume, *, step: int = 4) -> float:
 def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
     """The HU an unseen rim voxel needs for :func:`fill_rim`: ``sigmas`` noise SDs above the soft
     tissue (:func:`soft_tissue_hu`, :func:`estimate_noise_sd`), and at least 130 HU. Noise alone
-    rarely lifts soft tissue that far: a soft kernel's rim needs only 130 HU, a sharp kernel's
-    some 100 HU more (130 HU where the scan gives no estimate)."""
+    rarely lifts soft tissue that far. At the shipped model's 2.5 SDs a soft-kernel phantom's rim
+    needs 130 HU, a sharp one's about 190-220 HU (130 HU where the scan gives no estimate)."""
     level, sd = soft_tissue_hu(volume), estimate_noise_sd(volume)
     if not (np.isfinite(level) and np.isfinite(sd)):
         return CALCIUM_THRESHOLD_HU
@@ -214,7 +214,8 @@ def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
 
 def fill_rim(labels: np.ndarray, fillable: np.ndarray) -> np.ndarray:
     """One layer of ``fillable`` background voxels that touch (26-neighbourhood) a labelled voxel
-    take the label most of their labelled neighbours have (the lower label on a tie).
+    take the label most of their labelled neighbours have (the lower label on a tie); labels are
+    0 (background) to 7.
 
     ``fillable`` marks the voxels that may be filled: in :func:`segment`, original voxels the
     network grid did not see and that reach :func:`rim_threshold_hu`. Works on the labelled
