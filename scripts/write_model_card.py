@@ -299,6 +299,7 @@ def card(info: dict) -> str:
               "(CAC) and 0.94-0.95 (TAC) on participants P0056..P0060 (heart-region, soft and sharp), not 1.0; "
               "the rim fill above gives part of it back.",
               *_measured_limits(info),
+              *(f"- {note}" for note in info.get("notes", [])),
               "- Small receptive field: labels that need wide context (LCX vs mitral annulus, aortic valve vs "
               "aortic root) are harder for this model than for the paper's 131 px network."]
     return "\n".join(lines) + "\n"
