@@ -180,15 +180,18 @@ def choose_rim_sigmas(cases, *, grid: Sequence[float] = RIM_SIGMA_GRID) -> tuple
     margin is applied to the same network labels. Ties go to the larger margin (fewer voxels
     added). Returns (margin, a table of F1 per group and the mean for no fill and each margin).
     """
-    from calcscore.inference import _to_original_grid, rim_threshold_hu
+    from calcscore.inference import _to_original_grid, fill_rim, rim_thresholds_hu, unseen_mask
 
     options: list[float | None] = [None, *grid]
     counts = np.zeros((len(options), len(GROUPS), 3), np.int64)
     for volume, reference, seg in cases:
-        for i, k in enumerate(options):
-            lab = _to_original_grid(seg.labels_network, volume, False, seg.candidates_network,
-                                    None if k is None else rim_threshold_hu(volume, k))
-            counts[i] += label_group_counts(reference.labels, lab.labels)
+        # the nearest-neighbour labels, what the networks never saw and the noise: once per scan
+        plain = _to_original_grid(seg.labels_network, volume, False).labels
+        unseen = unseen_mask(seg.candidates_network, seg.labels_network, volume)
+        counts[0] += label_group_counts(reference.labels, plain)
+        for i, hu in enumerate(rim_thresholds_hu(volume, grid), start=1):
+            lab = fill_rim(plain, unseen & (volume.hu >= hu)) if plain.any() else plain
+            counts[i] += label_group_counts(reference.labels, lab)
     rows = []
     for k, c in zip(options, counts):
         row: dict = {"rim_sigmas": "no fill" if k is None else k}

@@ -173,9 +173,14 @@ def _to_original_grid(labels_net: LabelVolume, volume: CTVolume, keep_below_thre
     back = labels_to_grid(labels_net, volume)
     out = back.labels if keep_below_threshold else np.where(volume.hu >= CALCIUM_THRESHOLD_HU, back.labels, 0)
     if rim_min_hu is not None and candidates_net is not None and out.any():
-        seen = labels_to_grid(LabelVolume.like(labels_net, candidates_net.astype(np.uint8)), volume).labels > 0
-        out = fill_rim(out, ~seen & (volume.hu >= rim_min_hu))
+        out = fill_rim(out, unseen_mask(candidates_net, labels_net, volume) & (volume.hu >= rim_min_hu))
     return LabelVolume.like(volume, out.astype(np.uint8, copy=False))
+
+
+def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVolume) -> np.ndarray:
+    """Voxels of ``volume`` whose nearest network-grid voxel was not a candidate: what the
+    networks never saw."""
+    return labels_to_grid(LabelVolume.like(net_grid, candidates_net.astype(np.uint8)), volume).labels == 0
 
 
 def estimate_noise_sd(volume: CTVolume, *, step: int = 4) -> float:
@@ -206,10 +211,15 @@ def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
     tissue (:func:`soft_tissue_hu`, :func:`estimate_noise_sd`), and at least 130 HU. Noise alone
     rarely lifts soft tissue that far. At the shipped model's 2.5 SDs a soft-kernel phantom's rim
     needs 130 HU, a sharp one's about 190-220 HU (130 HU where the scan gives no estimate)."""
+    return rim_thresholds_hu(volume, [sigmas])[0]
+
+
+def rim_thresholds_hu(volume: CTVolume, sigmas) -> list[float]:
+    """:func:`rim_threshold_hu` for several margins, estimating the scan's noise once."""
     level, sd = soft_tissue_hu(volume), estimate_noise_sd(volume)
     if not (np.isfinite(level) and np.isfinite(sd)):
-        return CALCIUM_THRESHOLD_HU
-    return max(CALCIUM_THRESHOLD_HU, level + sigmas * sd)
+        return [CALCIUM_THRESHOLD_HU for _ in sigmas]
+    return [max(CALCIUM_THRESHOLD_HU, level + k * sd) for k in sigmas]
 
 
 def fill_rim(labels: np.ndarray, fillable: np.ndarray) -> np.ndarray:
