@@ -67,12 +67,16 @@ def child(args) -> dict:
         if args.device.startswith("cuda"):  # warm-up (kernel selection, allocator)
             segment(vol, model, opts)
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        seg = segment(vol, model, opts)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        res = {"seconds": time.perf_counter() - t0, "n_candidates": seg.n_candidates,
-               "parts": {k: round(v, 2) for k, v in seg.seconds.items()}}
+        runs = []
+        for _ in range(args.repeat):  # the median run is reported
+            t0 = time.perf_counter()
+            seg = segment(vol, model, opts)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            runs.append((time.perf_counter() - t0, seg.seconds))
+        seconds, parts = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+        res = {"seconds": seconds, "n_candidates": seg.n_candidates, "runs": [round(r[0], 4) for r in runs],
+               "parts": {k: round(v, 3) for k, v in parts.items()}}
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     if args.device.startswith("cuda"):
         res["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
@@ -87,6 +91,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-slices", type=int, default=8)
     ap.add_argument("--baseline-voxels", type=int, default=3000)
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs of each variant (the median is reported)")
     ap.add_argument("--variants", default="patch_per_voxel,fp32,channels_last,bf16_channels_last")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -97,7 +102,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--variant", variant, "--device", args.device, "--slices",
                str(args.slices), "--baseline-voxels", str(args.baseline_voxels), "--batch-slices",
-               str(args.batch_slices)]
+               str(args.batch_slices), "--repeat", str(args.repeat)]
         if args.model:
             cmd += ["--model", args.model]
         if args.threads:
@@ -110,17 +115,20 @@ def main() -> None:
     base = dict(rows).get("patch_per_voxel", {}).get("seconds")
     print(f"whole-scan inference, CNN1 + CNN2, 512 x 512 x {args.slices} phantom, device {args.device} "
           f"({platform.processor() or platform.machine()})")
-    print(f"{'variant':<22} {'s / scan':>10} {'peak RSS GB':>12} {'candidates':>11} {'speed-up vs patch/voxel':>24}")
+    print(f"{'variant':<22} {'s / scan':>10} {'peak RSS GB':>12} {'peak GPU GB':>12} {'candidates':>11} "
+          f"{'speed-up vs patch/voxel':>24}")
     for variant, r in rows:
         if variant == "patch_per_voxel":
             ratio = "1x (baseline)"
         else:
             ratio = f"{base / r['seconds']:.0f}x" if base else "n/a (no baseline run)"
         note = f" (extrapolated from {r['extrapolated_from']} voxels)" if "extrapolated_from" in r else ""
-        print(f"{variant:<22} {r['seconds']:10.1f} {r['peak_rss_gb']:12.2f} {r['n_candidates']:11d} "
+        gpu = f"{r['peak_gpu_gb']:12.2f}" if "peak_gpu_gb" in r else f"{'-':>12}"
+        secs = f"{r['seconds']:10.1f}" if r["seconds"] >= 10 else f"{r['seconds']:10.3f}"
+        print(f"{variant:<22} {secs} {r['peak_rss_gb']:12.2f} {gpu} {r['n_candidates']:11d} "
               f"{ratio:>24}{note}")
         if "parts" in r:
-            print(f"{'':<22} parts: {r['parts']}")
+            print(f"{'':<22} parts (s): {r['parts']}" + (f"; runs (s): {r['runs']}" if len(r["runs"]) > 1 else ""))
 
 
 if __name__ == "__main__":

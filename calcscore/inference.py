@@ -40,7 +40,12 @@ from scipy import ndimage
 from calcscore.calibration import threshold_table
 from calcscore.errors import InputError
 from calcscore.networks import CNN1, CNN2
-from calcscore.preprocess import CALCIUM_THRESHOLD_HU, labels_to_grid, to_network_grid
+from calcscore.preprocess import (
+    CALCIUM_THRESHOLD_HU,
+    grid_to_grid_tensor,
+    labels_to_grid,
+    network_grid_tensor,
+)
 from calcscore.sampling import PAD_HU
 from calcscore.volume import CTVolume, LabelVolume
 
@@ -170,11 +175,23 @@ class Segmentation:
 
 def _to_original_grid(labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool,
                       candidates_net: np.ndarray | None = None, rim_min_hu: float | None = None) -> LabelVolume:
-    back = labels_to_grid(labels_net, volume)
-    out = back.labels if keep_below_threshold else np.where(volume.hu >= CALCIUM_THRESHOLD_HU, back.labels, 0)
-    if rim_min_hu is not None and candidates_net is not None and out.any():
-        out = fill_rim(out, unseen_mask(candidates_net, labels_net, volume) & (volume.hu >= rim_min_hu))
-    return LabelVolume.like(volume, out.astype(np.uint8, copy=False))
+    cand = None if candidates_net is None else torch.from_numpy(candidates_net)
+    out = _to_original_grid_tensor(torch.from_numpy(labels_net.labels), labels_net, volume,
+                                   torch.from_numpy(volume.hu), keep_below_threshold, cand, rim_min_hu)
+    return LabelVolume.like(volume, out.numpy().astype(np.uint8, copy=False))
+
+
+def _to_original_grid_tensor(labels_net: torch.Tensor, net_grid, volume: CTVolume, hu: torch.Tensor,
+                             keep_below_threshold: bool, candidates_net: torch.Tensor | None = None,
+                             rim_min_hu: float | None = None) -> torch.Tensor:
+    """Steps 6 and 7 on tensors (on the device of ``labels_net``; ``hu``: the scan's HU there)."""
+    out = grid_to_grid_tensor(labels_net, net_grid, volume)
+    if not keep_below_threshold:
+        out = out * (hu >= CALCIUM_THRESHOLD_HU)
+    if rim_min_hu is not None and candidates_net is not None and bool(out.any()):
+        unseen = grid_to_grid_tensor(candidates_net.to(torch.uint8), net_grid, volume) == 0
+        out = fill_rim_tensor(out, unseen & (hu >= rim_min_hu))
+    return out
 
 
 def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVolume) -> np.ndarray:
@@ -183,27 +200,43 @@ def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVol
     return labels_to_grid(LabelVolume.like(net_grid, candidates_net.astype(np.uint8)), volume).labels == 0
 
 
+def _median(x: torch.Tensor) -> float:
+    """numpy's median (the mean of the two middle values of an even count), on any device."""
+    n = x.numel()
+    lo = x.kthvalue((n + 1) // 2).values
+    hi = x.kthvalue(n // 2 + 1).values
+    return float((lo.double() + hi.double()) / 2)
+
+
+def _noise_sd_tensor(hu: torch.Tensor, step: int = 4) -> float:
+    hu = hu[::step]
+    a, b = hu[:, :, 1:], hu[:, :, :-1]
+    m = (a > -150) & (a < 150) & (b > -150) & (b < 150)
+    if int(m.sum()) < 100:
+        return float("nan")
+    d = (a[m] - b[m]).double()
+    return float(1.4826 * _median((d - _median(d)).abs()) / np.sqrt(2.0))
+
+
+def _soft_tissue_tensor(hu: torch.Tensor, step: int = 4) -> float:
+    hu = hu[::step]
+    sel = hu[(hu > -50) & (hu < 150)]
+    return _median(sel) if sel.numel() >= 100 else float("nan")
+
+
 def estimate_noise_sd(volume: CTVolume, *, step: int = 4) -> float:
     """Image noise of a scan in HU: 1.4826 x the median absolute deviation of the differences of
     neighbouring voxels along x among soft-tissue voxels (-150..150 HU), / sqrt 2, on every
     ``step``-th slice. Robust to edges and calcium; it reads low where the reconstruction
     kernel correlates neighbouring voxels (on this project's phantoms 0.7-0.75 x the true SD),
     which :attr:`Model.rim_sigmas` is chosen with."""
-    hu = volume.hu[::step]
-    a, b = hu[:, :, 1:], hu[:, :, :-1]
-    m = (a > -150) & (a < 150) & (b > -150) & (b < 150)
-    if m.sum() < 100:
-        return float("nan")
-    d = (a[m] - b[m]).astype(np.float64)
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    return _noise_sd_tensor(torch.from_numpy(volume.hu), step)
 
 
 def soft_tissue_hu(volume: CTVolume, *, step: int = 4) -> float:
     """The median HU of soft tissue and blood (voxels between -50 and 150 HU) on every
     ``step``-th slice: about 40 HU in a non-contrast chest (``nan`` without such voxels)."""
-    hu = volume.hu[::step]
-    sel = hu[(hu > -50) & (hu < 150)]
-    return float(np.median(sel)) if sel.size >= 100 else float("nan")
+    return _soft_tissue_tensor(torch.from_numpy(volume.hu), step)
 
 
 def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
@@ -214,9 +247,11 @@ def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
     return rim_thresholds_hu(volume, [sigmas])[0]
 
 
-def rim_thresholds_hu(volume: CTVolume, sigmas) -> list[float]:
-    """:func:`rim_threshold_hu` for several margins, estimating the scan's noise once."""
-    level, sd = soft_tissue_hu(volume), estimate_noise_sd(volume)
+def rim_thresholds_hu(volume: CTVolume, sigmas, hu: torch.Tensor | None = None) -> list[float]:
+    """:func:`rim_threshold_hu` for several margins, estimating the scan's noise once (from
+    ``hu``, the scan's HU on some device, where given)."""
+    hu = torch.from_numpy(volume.hu) if hu is None else hu
+    level, sd = _soft_tissue_tensor(hu), _noise_sd_tensor(hu)
     if not (np.isfinite(level) and np.isfinite(sd)):
         return [CALCIUM_THRESHOLD_HU for _ in sigmas]
     return [max(CALCIUM_THRESHOLD_HU, level + k * sd) for k in sigmas]
@@ -231,40 +266,48 @@ def fill_rim(labels: np.ndarray, fillable: np.ndarray) -> np.ndarray:
     network grid did not see and that reach :func:`rim_threshold_hu`. Works on the labelled
     voxels' neighbours only (fast on whole chests). Returns a new array.
     """
-    out = labels.copy()
-    zyx = np.argwhere(labels)
+    return fill_rim_tensor(torch.from_numpy(labels), torch.from_numpy(fillable)).numpy()
+
+
+_OFFSETS = torch.tensor([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
+                         if (a, b, c) != (0, 0, 0)])
+
+
+def fill_rim_tensor(labels: torch.Tensor, fillable: torch.Tensor) -> torch.Tensor:
+    """:func:`fill_rim` on tensors, on their device."""
+    out = labels.clone()
+    zyx = torch.nonzero(labels)
     if not len(zyx):
         return out
-    shape = np.asarray(labels.shape)
-    lab = labels[tuple(zyx.T)].astype(np.int64)
+    dev = labels.device
+    shape = torch.tensor(labels.shape, device=dev)
+    strides = torch.tensor([labels.shape[1] * labels.shape[2], labels.shape[2], 1], device=dev)
+    lab = labels[tuple(zyx.T)].long()
     keys = []
-    for off in np.argwhere(np.ones((3, 3, 3), bool)) - 1:
-        if not off.any():
-            continue
+    for off in _OFFSETS.to(dev):
         n = zyx + off
-        ok = ((n >= 0) & (n < shape)).all(axis=1)
+        ok = ((n >= 0) & (n < shape)).all(dim=1)
         n, n_lab = n[ok], lab[ok]
         at = tuple(n.T)
         free = fillable[at] & (labels[at] == 0)
-        keys.append(np.ravel_multi_index(tuple(n[free].T), labels.shape) * 8 + n_lab[free])
-    key, votes = np.unique(np.concatenate(keys), return_counts=True)
+        keys.append((n[free] * strides).sum(dim=1) * 8 + n_lab[free])
+    key, votes = torch.unique(torch.cat(keys), return_counts=True)
     if not len(key):
         return out
     voxel, label = key // 8, key % 8
-    order = np.lexsort((label, -votes, voxel))  # per voxel: most votes first, then the lower label
-    voxel, label = voxel[order], label[order]
-    first = np.r_[True, voxel[1:] != voxel[:-1]]
-    out.reshape(-1)[voxel[first]] = label[first]
+    # per voxel: most votes first, then the lower label
+    voxels, inverse = torch.unique(voxel, return_inverse=True)
+    score = votes * 8 + (7 - label)
+    best = torch.zeros(len(voxels), dtype=score.dtype, device=dev).scatter_reduce_(0, inverse, score, "amax")
+    out.view(-1)[voxels] = (7 - best % 8).to(out.dtype)
     return out
 
 
-def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> np.ndarray:
-    """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
-    lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
-    large; this keeps whole-scan inference fast), then scaled back up."""
-    above = volume.hu[:, ::step, ::step] > threshold_hu
+def _body_coarse(above: np.ndarray) -> np.ndarray:
+    """The body on a coarse grid: the largest connected region of ``above``, holes (the lungs)
+    filled slice by slice, grown by one voxel in-plane."""
     if not above.any():
-        return np.zeros(volume.shape, bool)
+        return above
     lab, n = ndimage.label(above)
     if n > 1:
         sizes = np.bincount(lab.ravel())
@@ -273,9 +316,21 @@ def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step
     for z in range(above.shape[0]):
         above[z] = ndimage.binary_fill_holes(above[z])
     # grow by one coarse voxel so that the skin stays inside after scaling up
-    above = ndimage.binary_dilation(above, structure=np.ones((1, 3, 3), bool))
-    full = np.repeat(np.repeat(above, step, axis=1), step, axis=2)
-    return full[:, :volume.shape[1], :volume.shape[2]]
+    return ndimage.binary_dilation(above, structure=np.ones((1, 3, 3), bool))
+
+
+def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> np.ndarray:
+    """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
+    lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
+    large; this keeps whole-scan inference fast), then scaled back up."""
+    return body_mask_tensor(torch.from_numpy(volume.hu), threshold_hu=threshold_hu, step=step).numpy()
+
+
+def body_mask_tensor(hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> torch.Tensor:
+    """:func:`body_mask` of HU on some device (the coarse grid is labelled on the CPU)."""
+    coarse = _body_coarse((hu[:, ::step, ::step] > threshold_hu).cpu().numpy())
+    full = torch.from_numpy(coarse).to(hu.device).repeat_interleave(step, 1).repeat_interleave(step, 2)
+    return full[:, :hu.shape[1], :hu.shape[2]]
 
 
 def bf16_supported(device: str | torch.device) -> bool:
@@ -308,23 +363,20 @@ def autocast(device: torch.device, bf16: bool):
     return contextlib.nullcontext()
 
 
-def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.argwhere(mask)
-    return idx.min(axis=0), idx.max(axis=0) + 1
-
-
-def _normalised_block(hu: np.ndarray, lo: np.ndarray, hi: np.ndarray, r: int) -> np.ndarray:
-    """Normalised intensities of [lo - r, hi + r) (z, y, x), -1000 HU outside the scan."""
+def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) -> torch.Tensor:
+    """Normalised intensities of [lo - r, hi + r) (z, y, x), -1000 HU outside the scan, on the
+    device of ``hu``."""
     shape = np.asarray(hu.shape)
     a, b = lo - r, hi + r
-    out = np.full(tuple(b - a), PAD_HU, np.float32)
+    out = torch.full(tuple(int(v) for v in b - a), PAD_HU, dtype=torch.float32, device=hu.device)
     sa, sb = np.maximum(a, 0), np.minimum(b, shape)
-    out[tuple(slice(s - o, e - o) for s, e, o in zip(sa, sb, a))] = hu[tuple(slice(s, e) for s, e in zip(sa, sb))]
-    np.clip(out, -1000.0, 3000.0, out=out)
+    out[tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(sa, sb, a))] = \
+        hu[tuple(slice(int(s), int(e)) for s, e in zip(sa, sb))]
+    out.clamp_(-1000.0, 3000.0)
     return (out - CALCIUM_THRESHOLD_HU) / 1130.0
 
 
-def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
+def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tensor, r: int,
                   opts: InferenceOptions) -> list[torch.Tensor]:
     """Per orientation, the (N, width) features of the candidate voxels.
 
@@ -335,7 +387,7 @@ def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
     out = []
     # (orientation axis of the block, the two in-plane coordinate columns of cand)
     plan = ((cnn1.axial, 0, (1, 2)), (cnn1.sagittal, 2, (0, 1)), (cnn1.coronal, 1, (0, 2)))
-    cand_t = torch.from_numpy(cand).to(device)
+    cand_t = (cand if torch.is_tensor(cand) else torch.from_numpy(cand)).to(device)
     for net, axis, (ru, rv) in plan:
         feats = torch.empty((len(cand), cnn1.config.width), dtype=torch.float32, device=device)
         slice_of = cand_t[:, axis]
@@ -393,29 +445,33 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
     device = torch.device(opts.device)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    net = to_network_grid(volume)
+    # every step runs on the device: the scan goes there once, the labels come back once
+    hu = torch.from_numpy(volume.hu).to(device)
+    net_hu, net = network_grid_tensor(volume, hu)
     seconds["preprocess"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    cand_mask = net.hu >= CALCIUM_THRESHOLD_HU
+    cand_mask = net_hu >= CALCIUM_THRESHOLD_HU
     if opts.restrict_to_body:
-        cand_mask &= body_mask(net)
-    labels_net = np.zeros(net.shape, np.uint8)
-    cnn1_net = np.zeros(net.shape, np.uint8)
+        cand_mask &= body_mask_tensor(net_hu)
+    labels_net = torch.zeros(net.shape, dtype=torch.uint8, device=device)
+    cnn1_net = torch.zeros(net.shape, dtype=torch.uint8, device=device)
     cnn2_zyx, cnn2_p = np.zeros((0, 3), np.int32), np.zeros(0, np.float32)
+    cand_all = torch.nonzero(cand_mask)
+    n_cand = len(cand_all)
     seconds["candidates"] = time.perf_counter() - t
-    n_cand = int(cand_mask.sum())
     if n_cand:
-        lo, hi = _bbox(cand_mask)
+        lo = cand_all.min(dim=0).values.cpu().numpy()
+        hi = cand_all.max(dim=0).values.cpu().numpy() + 1
         cnn1 = model.cnn1.to(device).eval()
         r_cnn1 = cnn1.receptive_field // 2
         use_cnn2 = opts.use_cnn2 and model.cnn2 is not None
         r_cnn2 = model.cnn2.config.patch_size // 2 if use_cnn2 else 0
         r = max(r_cnn1, r_cnn2)
-        block = torch.from_numpy(_normalised_block(net.hu, lo, hi, r)).to(device)
+        block = _normalised_block(net_hu, lo, hi, r)
         if opts.channels_last:
             cnn1 = cnn1.to(memory_format=torch.channels_last)
-        cand = np.argwhere(cand_mask[tuple(slice(a, b) for a, b in zip(lo, hi))])
+        cand = cand_all - torch.from_numpy(lo).to(device)  # row-major order, as np.argwhere
         t = time.perf_counter()
         inner = block[tuple(slice(r - r_cnn1, block.shape[i] - (r - r_cnn1)) for i in range(3))]
         pred = cnn1_proba(cnn1, inner, cand, r_cnn1, opts).argmax(dim=1)
@@ -430,31 +486,32 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
             proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
             thresholds = threshold_table(model.cnn2_thresholds if opts.cnn2_threshold is None
                                          else opts.cnn2_threshold).to(device)
-            cand_t = torch.from_numpy(cand).to(device)
             for s in range(0, len(hit), opts.batch_cnn2):
                 rows = hit[s:s + opts.batch_cnn2]
-                x = cnn2_patches(block, cand_t[rows], cnn2.config.patch_size, r)
+                x = cnn2_patches(block, cand[rows], cnn2.config.patch_size, r)
                 if opts.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, opts.bf16):
                     p2 = cnn2.predict_proba(x).float()
                 proba2[s:s + len(rows)] = p2
                 final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
-            cnn2_zyx = (cand[hit.cpu().numpy()] + lo).astype(np.int32)
+            cnn2_zyx = cand_all[hit].cpu().numpy().astype(np.int32)
             cnn2_p = proba2.cpu().numpy()
         seconds["cnn2"] = time.perf_counter() - t
-        idx = tuple((cand + lo).T)
-        cnn1_net[idx] = pred.cpu().numpy().astype(np.uint8)
-        labels_net[idx] = final.cpu().numpy().astype(np.uint8)
+        idx = tuple(cand_all.T)
+        cnn1_net[idx] = pred.to(torch.uint8)
+        labels_net[idx] = final.to(torch.uint8)
     t = time.perf_counter()
-    lv_net = LabelVolume.like(net, labels_net)
     rim_hu = None
     if model.rim_fill if opts.rim_fill is None else opts.rim_fill:
         sigmas = next(v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None)
-        rim_hu = rim_threshold_hu(volume, sigmas)
-    back = _to_original_grid(lv_net, volume, opts.keep_below_threshold, cand_mask, rim_hu)
+        rim_hu = rim_thresholds_hu(volume, [sigmas], hu)[0]
+    back = _to_original_grid_tensor(labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu)
+    back = LabelVolume.like(volume, back.cpu().numpy())
+    lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
+    cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
+    cand_mask = cand_mask.cpu().numpy()
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
-    return Segmentation(back, lv_net, LabelVolume.like(net, cnn1_net), n_cand, seconds, cnn2_zyx, cnn2_p,
-                        cand_mask, rim_hu)
+    return Segmentation(back, lv_net, cnn1_lv, n_cand, seconds, cnn2_zyx, cnn2_p, cand_mask, rim_hu)

@@ -298,7 +298,8 @@ class CNN2(nn.Module):
     def folded(self) -> CNN2:
         """An eval-mode copy with every batch norm folded into the convolution or dense layer
         before it (the same function in eval mode, one pass over memory less per layer: with
-        channels-last, CNN2 runs ~2x faster on a CPU)."""
+        channels-last, CNN2 runs ~2x faster on a CPU), and each max-pooling moved before the ELU
+        in front of it (the same values, a quarter of the ELU's work)."""
         net = copy.deepcopy(self).eval()
 
         def fold(seq: nn.Sequential) -> nn.Sequential:
@@ -321,6 +322,11 @@ class CNN2(nn.Module):
                     out.append(new.to(m.weight.device, m.weight.dtype))
                 else:
                     out.append(m)
+            # ELU is increasing, so max-pooling first gives the same values: the ELU then touches
+            # a quarter of the voxels (on a CPU the first ELU costs more than the first convolution)
+            for i in range(len(out) - 1):
+                if isinstance(out[i], nn.ELU) and isinstance(out[i + 1], nn.MaxPool2d):
+                    out[i], out[i + 1] = out[i + 1], out[i]
             return nn.Sequential(*out).eval()
 
         net.tower = fold(net.tower)

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from calcscore.volume import CTVolume, GeometryMismatchError, LabelVolume, _Grid
 
@@ -53,6 +54,35 @@ def slab_weights(n_in: int, spacing_mm: float, thickness_mm: float, *,
     return np.clip(hi - lo, 0.0, None)
 
 
+def _slab_matrix(volume: _Grid, thickness: float | None, slab_thickness_mm: float,
+                 slab_spacing_mm: float) -> np.ndarray | None:
+    """The normalised (n_out, n_in) slab weights of ``volume``, or None (with a
+    :class:`ThickSliceWarning`) where its slices are thicker than the slab."""
+    spacing = volume.spacing_mm[0]
+    thickness = thickness or spacing
+    if thickness > slab_thickness_mm + 1e-6:
+        warnings.warn(
+            f"slice thickness {thickness:g} mm exceeds the {slab_thickness_mm:g} mm the method assumes; "
+            "the scan is used without reformatting and results may be less accurate",
+            ThickSliceWarning, stacklevel=3)
+        return None
+    w = slab_weights(volume.shape[0], spacing, thickness, slab_thickness_mm=slab_thickness_mm,
+                     slab_spacing_mm=slab_spacing_mm)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _reformat_tensor(hu: torch.Tensor, w: np.ndarray) -> torch.Tensor:
+    """Slabs of a (Z, Y, X) float32 tensor: each slab mixes a few slices (weights ``w``)."""
+    out = torch.empty((w.shape[0],) + tuple(hu.shape[1:]), dtype=torch.float32, device=hu.device)
+    for j, row in enumerate(w):  # a sparse sum, slice by slice, in a fixed order
+        idx = np.flatnonzero(row)
+        acc = hu[int(idx[0])] * float(row[idx[0]])
+        for i in idx[1:]:
+            acc = acc.add_(hu[int(i)], alpha=float(row[i]))
+        out[j] = acc
+    return out
+
+
 def reformat_slabs(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNESS_MM,
                    slab_spacing_mm: float = SLAB_SPACING_MM) -> CTVolume:
     """Reformat to ``slab_thickness_mm`` thick slabs every ``slab_spacing_mm`` (3 mm at 1.5 mm).
@@ -61,53 +91,47 @@ def reformat_slabs(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNES
     is unknown). Input thicker than the slab is passed through unchanged with a
     :class:`ThickSliceWarning`, since the method assumes slices of at most 3 mm.
     """
-    spacing = volume.spacing_mm[0]
-    thickness = volume.meta.slice_thickness_mm or spacing
-    if thickness > slab_thickness_mm + 1e-6:
-        warnings.warn(
-            f"slice thickness {thickness:g} mm exceeds the {slab_thickness_mm:g} mm the method assumes; "
-            "the scan is used without reformatting and results may be less accurate",
-            ThickSliceWarning, stacklevel=2)
+    w = _slab_matrix(volume, volume.meta.slice_thickness_mm, slab_thickness_mm, slab_spacing_mm)
+    if w is None:
         return volume
-    w = slab_weights(volume.shape[0], spacing, thickness, slab_thickness_mm=slab_thickness_mm,
-                     slab_spacing_mm=slab_spacing_mm)
-    w = w / w.sum(axis=1, keepdims=True)
-    hu = volume.hu
-    out = np.empty((w.shape[0],) + hu.shape[1:], np.float32)
-    for j, row in enumerate(w):  # each slab mixes a few slices: sparse sum
-        idx = np.flatnonzero(row)
-        out[j] = np.tensordot(row[idx].astype(np.float32), hu[idx], axes=1)
+    out = _reformat_tensor(torch.from_numpy(volume.hu), w).numpy()
     meta = replace(volume.meta, slice_thickness_mm=slab_thickness_mm)
     return volume.with_array(out, spacing_mm=(slab_spacing_mm,) + volume.spacing_mm[1:], meta=meta)
 
 
-def _linear_axis(arr: np.ndarray, axis: int, n_out: int, step: float) -> np.ndarray:
+def _linear_axis(arr: torch.Tensor, axis: int, n_out: int, step: float) -> torch.Tensor:
     """Linear interpolation along ``axis`` at source positions 0, step, 2*step, ..."""
     n_in = arr.shape[axis]
     pos = np.arange(n_out) * step
     i0 = np.clip(np.floor(pos).astype(np.int64), 0, max(n_in - 2, 0))
     frac = (pos - i0).astype(np.float32)
     i1 = np.minimum(i0 + 1, n_in - 1)
-    a0 = np.take(arr, i0, axis=axis)
-    a1 = np.take(arr, i1, axis=axis)
+    a0 = arr.index_select(axis, torch.from_numpy(i0).to(arr.device))
+    a1 = arr.index_select(axis, torch.from_numpy(i1).to(arr.device))
     shape = [1] * arr.ndim
     shape[axis] = n_out
-    frac = frac.reshape(shape)
-    return a0 + (a1 - a0) * frac
+    return a0 + (a1 - a0) * torch.from_numpy(frac).to(arr.device).reshape(shape)
 
 
-def resample_inplane(volume: CTVolume, *, spacing_mm: float = INPLANE_SPACING_MM) -> CTVolume:
-    """Bilinear in-plane resampling to ``spacing_mm`` (0.66 mm), keeping the field of view."""
+def _inplane_shape(volume: _Grid, spacing_mm: float) -> tuple[int, int]:
     if spacing_mm <= 0:
         raise ValueError(f"`spacing_mm` must be > 0, got {spacing_mm=}")
     _, sy, sx = volume.spacing_mm
     _, ny, nx = volume.shape
-    ny_out = int(np.floor((ny - 1) * sy / spacing_mm + 1e-6)) + 1
-    nx_out = int(np.floor((nx - 1) * sx / spacing_mm + 1e-6)) + 1
-    hu = _linear_axis(volume.hu, 1, ny_out, spacing_mm / sy)
-    hu = _linear_axis(hu, 2, nx_out, spacing_mm / sx)
-    return volume.with_array(hu.astype(np.float32, copy=False),
-                             spacing_mm=(volume.spacing_mm[0], spacing_mm, spacing_mm))
+    return (int(np.floor((ny - 1) * sy / spacing_mm + 1e-6)) + 1,
+            int(np.floor((nx - 1) * sx / spacing_mm + 1e-6)) + 1)
+
+
+def _resample_tensor(hu: torch.Tensor, volume: _Grid, spacing_mm: float) -> torch.Tensor:
+    ny_out, nx_out = _inplane_shape(volume, spacing_mm)
+    _, sy, sx = volume.spacing_mm
+    return _linear_axis(_linear_axis(hu, 1, ny_out, spacing_mm / sy), 2, nx_out, spacing_mm / sx)
+
+
+def resample_inplane(volume: CTVolume, *, spacing_mm: float = INPLANE_SPACING_MM) -> CTVolume:
+    """Bilinear in-plane resampling to ``spacing_mm`` (0.66 mm), keeping the field of view."""
+    hu = _resample_tensor(torch.from_numpy(volume.hu), volume, spacing_mm).numpy()
+    return volume.with_array(hu, spacing_mm=(volume.spacing_mm[0], spacing_mm, spacing_mm))
 
 
 def to_network_grid(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNESS_MM,
@@ -116,6 +140,21 @@ def to_network_grid(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNE
     """The paper's preprocessing: 3 mm slabs at 1.5 mm, then 0.66 mm in-plane."""
     slabs = reformat_slabs(volume, slab_thickness_mm=slab_thickness_mm, slab_spacing_mm=slab_spacing_mm)
     return resample_inplane(slabs, spacing_mm=inplane_spacing_mm)
+
+
+def network_grid_tensor(volume: CTVolume, hu: torch.Tensor) -> tuple[torch.Tensor, CTVolume]:
+    """:func:`to_network_grid` of ``volume`` whose HU lie in ``hu`` (a (Z, Y, X) float32 tensor on
+    any device, e.g. a GPU): the network-grid HU as a tensor on that device, and the network grid
+    (its geometry, with an empty array: the HU stay on the device)."""
+    w = _slab_matrix(volume, volume.meta.slice_thickness_mm, SLAB_THICKNESS_MM, SLAB_SPACING_MM)
+    spacing = volume.spacing_mm
+    if w is not None:
+        hu = _reformat_tensor(hu, w)
+        spacing = (SLAB_SPACING_MM,) + spacing[1:]
+    out = _resample_tensor(hu, volume, INPLANE_SPACING_MM)
+    grid = LabelVolume(np.zeros(tuple(out.shape), np.uint8), (spacing[0], INPLANE_SPACING_MM, INPLANE_SPACING_MM),
+                       volume.origin_mm, volume.direction)
+    return out, grid
 
 
 def _axis_map(source: _Grid, target: _Grid, axis: int) -> np.ndarray:
@@ -128,21 +167,30 @@ def _axis_map(source: _Grid, target: _Grid, axis: int) -> np.ndarray:
     return idx
 
 
+def grid_to_grid_tensor(src: torch.Tensor, source: _Grid, target: _Grid) -> torch.Tensor:
+    """Nearest-neighbour mapping of a (Z, Y, X) tensor on the grid of ``source`` onto the grid of
+    ``target`` (the same direction), on the tensor's device; 0 outside the source."""
+    if not np.allclose(source.direction, target.direction, atol=1e-4):
+        raise GeometryMismatchError(
+            "labels_to_grid needs grids with the same direction; labels have direction "
+            f"{source.direction.round(3).tolist()}, target {target.direction.round(3).tolist()}")
+    out = src
+    for axis in range(3):
+        m = _axis_map(source, target, axis)
+        out = out.index_select(axis, torch.from_numpy(np.maximum(m, 0)).to(src.device))
+        outside = np.flatnonzero(m < 0)
+        if len(outside):
+            out = out.index_fill(axis, torch.from_numpy(outside).to(src.device), 0)
+    return out
+
+
 def labels_to_grid(labels: LabelVolume, target: _Grid) -> LabelVolume:
     """Map a label map onto the grid of ``target`` by nearest neighbour in physical space.
 
     Both grids must share their direction (true for a scan and its network grid). Target voxels
     outside the source are background.
     """
-    if not np.allclose(labels.direction, target.direction, atol=1e-4):
-        raise GeometryMismatchError(
-            "labels_to_grid needs grids with the same direction; labels have direction "
-            f"{labels.direction.round(3).tolist()}, target {target.direction.round(3).tolist()}")
-    maps = [_axis_map(labels, target, a) for a in range(3)]
-    src = labels.labels
-    valid = (maps[0][:, None, None] >= 0) & (maps[1][None, :, None] >= 0) & (maps[2][None, None, :] >= 0)
-    out = src[np.ix_(np.maximum(maps[0], 0), np.maximum(maps[1], 0), np.maximum(maps[2], 0))]
-    out = np.where(valid, out, 0).astype(np.uint8)
+    out = grid_to_grid_tensor(torch.from_numpy(labels.labels), labels, target).numpy().astype(np.uint8, copy=False)
     return LabelVolume(out, target.spacing_mm, target.origin_mm, target.direction)
 
 

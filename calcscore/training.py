@@ -536,19 +536,22 @@ def _selection_score(config: TrainConfig, row: dict[str, Any]) -> float:
 
 def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Sequence[CachedScan],
           out_dir: str | Path, *, cnn1: str | Path | None = None, resume: bool = True,
-          progress: bool = True,
+          progress: bool = True, max_seconds: float | None = None,
           callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train ``config.network`` on cached scans; write model, metrics and checkpoints to ``out_dir``.
 
     ``cnn1``: the trained CNN1 (its folder or ``cnn1.pt``), needed for CNN2. ``callback(iteration,
     loss)`` runs after every iteration (tests use it to interrupt a run). With ``resume`` (the
-    default) an existing ``checkpoint.pt`` in ``out_dir`` is continued.
+    default) an existing ``checkpoint.pt`` in ``out_dir`` is continued. ``max_seconds``: a time
+    budget for the iterations of this call (data loading not counted); when it is spent, the run
+    validates, writes its checkpoint and stops early, and a later call with the same folder goes
+    on from there (``TrainResult.iteration`` says where it stopped).
     """
     out_dir = Path(out_dir)
     dist_info = _init_distributed(config.device)
     try:
         return _train(config, train_scans, val_scans, out_dir, cnn1=cnn1, resume=resume,
-                      progress=progress, callback=callback, dist_info=dist_info)
+                      progress=progress, callback=callback, dist_info=dist_info, max_seconds=max_seconds)
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist
@@ -556,7 +559,8 @@ def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Seq
             dist.destroy_process_group()
 
 
-def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, callback, dist_info):
+def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, callback, dist_info,
+           max_seconds=None):
     from tqdm.auto import tqdm
 
     if not train_scans:
@@ -686,7 +690,8 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
             running_sum += loss.double()
             running[1] += 1
             bar.update(1)
-            if it % config.eval_every == 0 or it == config.max_iterations:
+            last = it == config.max_iterations or _time_up(t0, max_seconds, dist_info, it)
+            if it % config.eval_every == 0 or last:
                 elapsed = time.perf_counter() - t0
                 row: dict[str, Any] = {
                     "iteration": it, "patches": it * config.batch_size * world,
@@ -706,10 +711,14 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
                         best = score
                         save_model(model, config, model_path, iteration=it, val_loss=row["val_loss"])
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
-            if it % config.checkpoint_every == 0 or it == config.max_iterations:
+            if it % config.checkpoint_every == 0 or last:
                 checkpoint(it)
             if callback is not None:
                 callback(it, float(loss))
+            if last and it < config.max_iterations:
+                log.info("%s: time budget of %.0f s spent, stopped at iteration %d of %d",
+                         config.network, max_seconds, it, config.max_iterations)
+                break
     finally:
         bar.close()
     if dist_info.main and not model_path.is_file():
@@ -718,6 +727,23 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
     if val_sampler is not None and metrics:
         best_val_loss = min(metrics, key=lambda r: _selection_score(config, r))["val_loss"]
     return TrainResult(out_dir, model_path, it, metrics, best_val_loss, model.eval())
+
+
+def _time_up(t0: float, max_seconds: float | None, dist_info, it: int) -> bool:
+    """Whether the time budget is spent; with several processes, process 0's clock decides for
+    all, every 10th iteration (so that they stop at the same iteration)."""
+    if max_seconds is None:
+        return False
+    up = time.perf_counter() - t0 >= max_seconds
+    if dist_info.enabled:
+        if it % 10:
+            return False
+        import torch.distributed as dist
+
+        flag = [up]
+        dist.broadcast_object_list(flag, src=0)
+        up = bool(flag[0])
+    return up
 
 
 def split_manifest(df, *, val_fraction: float, rng=None):
@@ -747,7 +773,8 @@ def split_manifest(df, *, val_fraction: float, rng=None):
 
 def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str | Path, *,
                         cnn1: str | Path | None = None, cache_dir: str | Path | None = None,
-                        progress: bool = True, resume: bool = True) -> TrainResult:
+                        progress: bool = True, resume: bool = True,
+                        max_seconds: float | None = None) -> TrainResult:
     """Read a manifest, cache its scans on the network grid, split by participant, train.
 
     An optional ``split`` column (train / val / test) decides the subsets; otherwise the
@@ -777,7 +804,7 @@ def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str 
         log.info("%d training and %d validation scans (%d and %d participants)", len(train_scans),
                  len(val_scans), df_train["participant_id"].nunique(), df_val["participant_id"].nunique())
         return train(config, train_scans, val_scans, out_dir, cnn1=cnn1, progress=progress,
-                     resume=resume)
+                     resume=resume, max_seconds=max_seconds)
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist

@@ -39,7 +39,7 @@ from calcscore.metrics import ScanCase, evaluate
 from calcscore.phantom import make_cohort
 from calcscore.phantom.cohort import participant_id
 from calcscore.sampling import cache_scan, load_cached
-from calcscore.training import get_config, split_by_participant, train
+from calcscore.training import TrainConfig, get_config, split_by_participant, train
 
 log = logging.getLogger("build_default_model")
 
@@ -63,17 +63,29 @@ def cohort_scans(indices, *, seed: int, size: str, kernels=("soft", "sharp"), wo
             yield from scans
 
 
+def _cache_participant(job: tuple) -> None:
+    i, seed, size, kernels, cache = job
+    for cs in _participant((i, seed, size, kernels)):
+        cache_scan(cs.volume, cs.labels, cache / f"{cs.scan_id}_{size}", scan_id=f"{cs.scan_id}_{size}",
+                   participant_id=cs.participant_id)
+
+
 def cache_cohort_in_memory(n: int, *, seed: int, size: str, start: int, cache: Path, kernels, workers: int = 1):
+    """Participants ``start .. start + n - 1`` cached on the network grid (generated and cached by
+    ``workers`` processes where the cache lacks them) and loaded."""
     def folder(i: int, kernel: str) -> Path:
         return cache / f"{participant_id(i)}_{kernel}_{size}"
 
     def cached(i: int) -> bool:  # made by an earlier run with the same seed
         return all((folder(i, k) / "meta.json").is_file() for k in kernels)
 
-    todo = [i for i in range(start, start + n) if not cached(i)]
-    for cs in cohort_scans(todo, seed=seed, size=size, kernels=kernels, workers=workers):
-        cache_scan(cs.volume, cs.labels, cache / f"{cs.scan_id}_{size}", scan_id=f"{cs.scan_id}_{size}",
-                   participant_id=cs.participant_id)
+    todo = [(i, seed, size, tuple(kernels), cache) for i in range(start, start + n) if not cached(i)]
+    if workers <= 1:
+        for job in todo:
+            _cache_participant(job)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_cache_participant, todo))
     return [load_cached(folder(i, k)) for i in range(start, start + n) for k in kernels]
 
 
@@ -96,6 +108,10 @@ def _command(args) -> str:
     """The command line that reproduces this run (without --work)."""
     return "python scripts/build_default_model.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "work")
+
+
+def _seconds(minutes: float | None) -> float | None:
+    return None if minutes is None else 60.0 * minutes
 
 
 def _work_dir(args) -> Path:
@@ -228,6 +244,17 @@ def main() -> None:
     ap.add_argument("--cnn2-scans", type=int, default=None,
                     help="train CNN2 on the first N training scans only (running CNN1 over every "
                          "candidate of every scan is the costly part on a CPU)")
+    ap.add_argument("--cnn1", default=None, metavar="PT",
+                    help="use this trained CNN1 (a cnn1.pt) instead of training one: trains CNN2 only")
+    ap.add_argument("--cnn2-preset", default=None, choices=["workshop", "paper"],
+                    help="CNN2's preset (default: --preset), e.g. the paper's CNN2 after a workshop CNN1")
+    ap.add_argument("--batch-size", type=int, default=None, help="patches per iteration (default: the presets')")
+    ap.add_argument("--cnn1-minutes", type=float, default=None,
+                    help="time budget for CNN1's training: it stops (validated and resumable) when spent")
+    ap.add_argument("--cnn2-minutes", type=float, default=None, help="the same for CNN2")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train and write the networks and model.json, without calibration, rim choice "
+                         "and test evaluation (run --evaluate-only later, e.g. on another machine)")
     ap.add_argument("--select-by", default="val_balanced_accuracy",
                     choices=["val_loss", "val_balanced_accuracy"])
     ap.add_argument("--max-dilation", type=int, default=None)
@@ -288,30 +315,47 @@ def main() -> None:
     cnn1_changes = dict(changes)
     if args.max_dilation:  # receptive field 4 d + 3, and 11 x 11 auxiliary labels like the preset
         cnn1_changes.update(max_dilation=args.max_dilation, patch_size=4 * args.max_dilation + 3 + 10)
-    cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **cnn1_changes)
-    cfg2 = get_config(args.preset, "cnn2", max_iterations=args.cnn2_iterations, **changes)
+    if args.batch_size:
+        changes["batch_size"] = cnn1_changes["batch_size"] = args.batch_size
+    if args.cnn1:
+        cfg1 = TrainConfig.from_dict(torch.load(args.cnn1, map_location="cpu", weights_only=True)["config"])
+    else:
+        cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **cnn1_changes)
+    cfg2 = get_config(args.cnn2_preset or args.preset, "cnn2", max_iterations=args.cnn2_iterations, **changes)
     val_ids = split_by_participant([s.participant_id for s in scans], val_fraction=cfg1.val_fraction,
                                    rng=args.seed)
     train_scans = [s for s in scans if s.participant_id not in val_ids]
     val_scans = [s for s in scans if s.participant_id in val_ids]
     t1 = time.perf_counter()
-    train(cfg1, train_scans, val_scans, work / "cnn1")
+    stopped = {}
+    if args.cnn1:
+        (work / "cnn1").mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.cnn1, work / "cnn1" / "cnn1.pt")
+    else:
+        r1 = train(cfg1, train_scans, val_scans, work / "cnn1", max_seconds=_seconds(args.cnn1_minutes))
+        stopped["cnn1"] = r1.iteration
     t_cnn1 = time.perf_counter() - t1
     t2 = time.perf_counter()
     cnn2_scans = train_scans[:args.cnn2_scans] if args.cnn2_scans else train_scans
     cnn2_val = val_scans[:max(2, args.cnn2_scans // 4)] if args.cnn2_scans else val_scans
-    train(cfg2, cnn2_scans, cnn2_val, work / "cnn2", cnn1=work / "cnn1")
+    r2 = train(cfg2, cnn2_scans, cnn2_val, work / "cnn2", cnn1=work / "cnn1", max_seconds=_seconds(args.cnn2_minutes))
+    stopped["cnn2"] = r2.iteration
     t_cnn2 = time.perf_counter() - t2
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(work / "cnn1" / "cnn1.pt", out / "cnn1.pt")
     shutil.copy(work / "cnn2" / "cnn2.pt", out / "cnn2.pt")
+    for name in ("cnn1", "cnn2"):  # the validation curve travels with the weights
+        if (work / name / "metrics.csv").is_file():
+            shutil.copy(work / name / "metrics.csv", out / f"{name}_metrics.csv")
     model = Model.load(out, device=args.device)
-    calibration = calibrate(model, val_scans, args) if args.calibrate else {}
-    rim = choose_rim(model, val_ids, args, n_full=args.n_full, size=args.train_size) if args.choose_rim else {}
-    t3 = time.perf_counter()
-    metrics = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
-                             size=args.test_size, device=args.device, workers=args.workers)
-    t_eval = time.perf_counter() - t3
+    calibration, rim, metrics, t_eval = {}, {}, None, None
+    if not args.train_only:
+        calibration = calibrate(model, val_scans, args) if args.calibrate else {}
+        rim = choose_rim(model, val_ids, args, n_full=args.n_full, size=args.train_size) if args.choose_rim else {}
+        t3 = time.perf_counter()
+        metrics = evaluate_model(model, n=args.n_test, seed=args.seed, start=args.n_train,
+                                 size=args.test_size, device=args.device, workers=args.workers)
+        t_eval = time.perf_counter() - t3
     info = {
         "trained_on": "synthetic phantoms only (calcscore.phantom)",
         "command": _command(args),
@@ -324,6 +368,7 @@ def main() -> None:
         "cnn2_validation_scans": [s.scan_id for s in cnn2_val],
         "test_participants": f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})",
         "cnn1_config": cfg1.to_dict(), "cnn2_config": cfg2.to_dict(), "kept_iterations": kept_iterations(out),
+        "trained_iterations": stopped, **({"cnn1_given": str(args.cnn1)} if args.cnn1 else {}),
         "seconds": {"data": t_data, "cnn1": t_cnn1, "cnn2": t_cnn2, "evaluation": t_eval},
         "hardware": {"device": args.device, "cpu": platform.processor() or platform.machine(),
                      "threads": torch.get_num_threads(),
@@ -333,9 +378,14 @@ def main() -> None:
         **calibration,
         **rim,
     }
-    info.update(evaluate_whole_chest(model, args))
+    if metrics is None:
+        info.pop("test_metrics")
+        info["notes"] = ["trained with --train-only: not yet evaluated (run --evaluate-only)"]
+    else:
+        info.update(evaluate_whole_chest(model, args))
     (out / "model.json").write_text(json.dumps(info, indent=1))
-    print(json.dumps({k: v for k, v in metrics.items() if k in ("soft", "sharp")}, indent=1)[:4000])
+    if metrics is not None:
+        print(json.dumps({k: v for k, v in metrics.items() if k in ("soft", "sharp")}, indent=1)[:4000])
 
 
 if __name__ == "__main__":

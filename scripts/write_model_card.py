@@ -41,9 +41,12 @@ def _kept(info: dict, name: str) -> str:
     """Which iteration's weights were kept, where that is not the last one."""
     it = info.get("kept_iterations", {}).get(name)
     cfg = info[f"{name}_config"]
+    ran = info.get("trained_iterations", {}).get(name)
+    stopped = (f", stopped by its time budget at {ran:,}" if ran is not None and ran < cfg["max_iterations"] else "")
     if it is None or it == cfg["max_iterations"]:
-        return ""
-    return f" (the weights of iteration {it:,} kept: the best validation {cfg.get('select_by', 'loss').replace('val_', '').replace('_', ' ')})"
+        return stopped
+    return (f"{stopped} (the weights of iteration {it:,} kept: the best validation "
+            f"{cfg.get('select_by', 'loss').replace('val_', '').replace('_', ' ')})")
 
 
 def _data_time(seconds: float) -> str:
@@ -169,6 +172,28 @@ def _rim_lines(info: dict) -> list[str]:
     return lines
 
 
+def _hardware(hw: dict, torch_version: str) -> str:
+    return (f"{hw['device']} ({hw['cpu']}, {hw['threads']} threads){'; GPU ' + hw['gpu'] if hw.get('gpu') else ''}, "
+            f"torch {torch_version}")
+
+
+def _cost(info: dict, hw: dict, sec: dict) -> list[str]:
+    origin = info.get("cnn1_origin")
+    if not origin:
+        return [f"- Hardware: {_hardware(hw, info['torch'])}; timings from a machine that was not reserved for the run."]
+    return [f"- Hardware: CNN1 on {_hardware(origin['hardware'], origin['torch'])} (it comes from an earlier "
+            f"build, {origin['seconds_cnn1'] / 60:.0f} min); CNN2 on {_hardware(hw, info['torch'])}; the "
+            "evaluation on the CPU machine. Timings from machines that were not reserved for the runs."]
+
+
+def _sizes(c1: dict, c2: dict) -> str:
+    paper_cnn2 = c2["width_scale"] == 1.0 and c2["dense_width"] == 256
+    if paper_cnn2:
+        return ("CNN1 is the **workshop** size (cheap enough to run on a 2-core CPU); CNN2 has the paper's "
+                "size (trained on a GPU):")
+    return "This is the **workshop** size, the largest this project could train on a 2-core CPU in the time it had:"
+
+
 def card(info: dict) -> str:
     m = info["test_metrics"]
     c1, c2 = info["cnn1_config"], info["cnn2_config"]
@@ -186,8 +211,7 @@ def card(info: dict) -> str:
         "## What it is",
         "Lessmann et al. (IEEE TMI 2018): CNN1 (three dilated 2D subnetworks, axial/sagittal/coronal, "
         "auxiliary outputs, a fully connected head on the three centre feature vectors) labels every voxel >= 130 HU as background, LAD, LCX, RCA, "
-        "TAC, AV or MV; CNN2 (65 x 65 2.5D) removes CNN1's false positives. This is the **workshop** "
-        "size, the largest this project could train on a 2-core CPU in the time it had:",
+        "TAC, AV or MV; CNN2 (65 x 65 2.5D) removes CNN1's false positives. " + _sizes(c1, c2),
         "",
         f"- CNN1: {c1['width']} filters, head {c1['head_width']}, largest dilation {c1['max_dilation']} "
         f"(receptive field {4 * c1['max_dilation'] + 3} px = {0.66 * (4 * c1['max_dilation'] + 3):.0f} mm), "
@@ -209,8 +233,7 @@ def card(info: dict) -> str:
           if info.get("how_it_was_run") else []),
         "",
         "## Cost",
-        f"- Hardware: {hw['device']} ({hw['cpu']}, {hw['threads']} threads){'; GPU ' + hw['gpu'] if hw.get('gpu') else ''}, "
-        f"torch {info['torch']}; timings from a machine that was not reserved for the run.",
+        *_cost(info, hw, sec),
         f"- Time: data {_data_time(sec['data'])}, CNN1 {sec['cnn1'] / 60:.1f} min, CNN2 {sec['cnn2'] / 60:.1f} min, "
         f"test evaluation {sec['evaluation'] / 60:.1f} min; {m['inference_seconds_mean']:.1f} s per test scan.",
         "",

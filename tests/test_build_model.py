@@ -28,7 +28,8 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
     bench = (tmp_path / "out" / "bench_inference.txt").read_text()
     assert "512 x 512 x 12" in bench and "bf16_channels_last" in bench and "x (baseline)" in bench
     assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
-        "MODEL_CARD.md", "bench_inference.txt", "build.log", "cnn1.pt", "cnn2.pt", "model.json"]
+        "MODEL_CARD.md", "bench_inference.txt", "build.log", "cnn1.pt", "cnn1_metrics.csv", "cnn2.pt",
+        "cnn2_metrics.csv", "model.json"]
     model = Model.load(out)
     assert model.cnn1.receptive_field == 4 * 4 + 3
     info = json.loads((out / "model.json").read_text())
@@ -68,6 +69,41 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
     assert "learned from synthetic phantoms only" in card
     assert "receptive field 19 px" in card and "Label confusion, soft" in card and "CNN1 alone" in card
     assert "--max-dilation 4" in card
+
+
+def test_gpu_session_script_benchmarks_and_trains_both_candidates(tmp_path):
+    """scripts/gpu_session.sh (the device call of 2026-11-27) on the CPU at a tiny size: the
+    bench of the shipped model, candidate A (the paper's CNN2 after the shipped CNN1) and
+    candidate B (a new CNN1 and the paper's CNN2), each packed for the trip back."""
+    import tarfile
+
+    import torch
+
+    env = dict(os.environ, OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), DEVICE="cpu", TINY="1",
+               PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_session.sh")], env=env, capture_output=True,
+                         text=True, cwd=tmp_path)
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert run.returncode == 0, run.stderr[-3000:] + log[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "A.tgz", "B.tgz", "bench_B.txt", "bench_shipped.txt", "log.txt"]
+    assert "512 x 512 x 12" in (tmp_path / "out" / "bench_shipped.txt").read_text()
+    for name in ("A", "B"):
+        with tarfile.open(tmp_path / "out" / f"{name}.tgz") as tar:
+            tar.extractall(tmp_path / "back", filter="data")
+        info = json.loads((tmp_path / "back" / name / "model.json").read_text())
+        assert info["cnn2_config"]["width_scale"] == 1.0 and info["cnn2_config"]["dense_width"] == 256
+        assert info["cnn2_config"]["batch_size"] == 64 and "test_metrics" not in info
+        assert Model.load(tmp_path / "back" / name).cnn2.config.dense_width == 256
+    shipped = torch.load(ROOT / "calcscore" / "models" / "default" / "cnn1.pt", weights_only=True)["state_dict"]
+    a = torch.load(tmp_path / "back" / "A" / "cnn1.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(shipped[k], a[k]) for k in shipped)  # A keeps the shipped CNN1
+    info_a = json.loads((tmp_path / "back" / "A" / "model.json").read_text())
+    info_b = json.loads((tmp_path / "back" / "B" / "model.json").read_text())
+    assert info_a["trained_iterations"] == {"cnn2": 3} and info_b["trained_iterations"] == {"cnn1": 3, "cnn2": 3}
+    assert info_b["cnn1_config"]["batch_size"] == 64 and info_b["cnn1_config"]["max_dilation"] == 4
+    # both split the participants alike
+    assert info_a["training_participants"]["validation"] == info_b["training_participants"]["validation"]
 
 
 def test_build_script_and_benchmark_import_without_what_gpu_machines_lack():

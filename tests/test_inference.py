@@ -249,3 +249,26 @@ def test_segment_rim_fill_only_adds_unseen_voxels_above_its_threshold():
                                   plain.labels.labels[plain.labels.labels > 0])
     assert added.any() and (volume.hu[added] >= seg.rim_min_hu).all()
     np.testing.assert_array_equal(seg.cnn1_labels(volume).labels, seg.labels.labels)  # no CNN2
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 1001])
+def test_median_on_tensors_is_numpys_median(n):
+    from calcscore.inference import _median
+
+    x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    assert _median(torch.from_numpy(x)) == pytest.approx(float(np.median(x.astype(np.float64))), abs=0)
+    assert _median(torch.tensor([4.0, 1.0, 3.0, 2.0])) == 2.5
+
+
+def test_network_grid_on_a_tensor_equals_the_numpy_preprocessing():
+    """segment() preprocesses on its device (network_grid_tensor); the training cache uses
+    to_network_grid: the same grid and the same HU."""
+    from calcscore.preprocess import network_grid_tensor
+
+    rng = np.random.default_rng(3)
+    vol = CTVolume(rng.normal(0, 200, (23, 40, 37)).astype(np.float32), (1.0, 0.7, 0.8), (5.0, -3.0, 2.0),
+                   meta=CTMeta(slice_thickness_mm=1.25))
+    ref = to_network_grid(vol)
+    hu, grid = network_grid_tensor(vol, torch.from_numpy(vol.hu))
+    assert grid.same_geometry(ref) and tuple(hu.shape) == ref.shape
+    np.testing.assert_array_equal(hu.numpy(), ref.hu)

@@ -182,6 +182,24 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(scans, tmp_path):
     assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
 
 
+def test_a_spent_time_budget_stops_resumably_and_going_on_gives_the_same_weights(scans, tmp_path):
+    train_scans, val_scans = scans
+    cfg = tiny_config(max_iterations=9, eval_every=3, checkpoint_every=3)
+    train(cfg, train_scans, val_scans, tmp_path / "full", progress=False)
+    # a budget of 0 s is spent after the first iteration: validate, checkpoint, stop
+    part = train(cfg, train_scans, val_scans, tmp_path / "budget", progress=False, max_seconds=0.0)
+    assert part.iteration == 1
+    assert torch.load(tmp_path / "budget" / "checkpoint.pt", weights_only=True)["iteration"] == 1
+    assert [int(r["iteration"]) for r in _rows(tmp_path / "budget" / "metrics.csv")] == [1]
+    rest = train(cfg, train_scans, val_scans, tmp_path / "budget", progress=False)
+    assert rest.iteration == 9
+    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "budget" / "checkpoint.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = _rows(tmp_path / "budget" / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == [1, 3, 6, 9]
+    assert [r["val_loss"] for r in rows[1:]] == [r["val_loss"] for r in _rows(tmp_path / "full" / "metrics.csv")]
+
+
 def test_resume_refuses_other_settings(scans, tmp_path):
     train_scans, val_scans = scans
     train(tiny_config(max_iterations=3), train_scans, val_scans, tmp_path, progress=False)

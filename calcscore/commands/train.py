@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", choices=("paper", "workshop"), default="paper",
                    help="paper: the published settings; workshop: ~50x cheaper, for a CPU (default: paper)")
     p.add_argument("--max-iterations", type=int, metavar="N", help="stop after N iterations in all")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="time budget: validate, checkpoint and stop after M minutes of training "
+                        "(run again with the same --out to go on)")
     p.add_argument("--cnn1", metavar="DIR", help="folder of the trained CNN1 (needed for cnn2)")
     p.add_argument("--cache", metavar="DIR",
                    help="folder for scans preprocessed to the network grid (default: OUT/cache, or "
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if args.max_iterations < 1:
             raise CalcscoreError(f"--max-iterations must be >= 1, got {args.max_iterations}")
         changes["max_iterations"] = args.max_iterations
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise CalcscoreError(f"--max-minutes must be > 0, got {args.max_minutes}")
     if args.device:
         changes["device"] = args.device
     if args.bf16:
@@ -68,11 +73,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CalcscoreError(str(exc)) from None
     result = train_from_manifest(config, args.data, args.out, cnn1=args.cnn1, cache_dir=args.cache,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress,
+                                 max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     last = result.metrics[-1] if result.metrics else {}
     val = last.get("val_loss", float("nan"))
-    print(f"{args.network}: {result.iteration} iterations, model {result.model_path}"
+    stopped = (f" (time budget spent; of {config.max_iterations}: run again to go on)"
+               if result.iteration < config.max_iterations else "")
+    print(f"{args.network}: {result.iteration} iterations{stopped}, model {result.model_path}"
           + (f", last validation loss {val:.4f}" if val == val else ""))
     return 0
