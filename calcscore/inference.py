@@ -42,6 +42,7 @@ from calcscore.errors import InputError
 from calcscore.networks import CNN1, CNN2
 from calcscore.preprocess import (
     CALCIUM_THRESHOLD_HU,
+    as_tensor,
     grid_to_grid_tensor,
     labels_to_grid,
     network_grid_tensor,
@@ -175,9 +176,9 @@ class Segmentation:
 
 def _to_original_grid(labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool,
                       candidates_net: np.ndarray | None = None, rim_min_hu: float | None = None) -> LabelVolume:
-    cand = None if candidates_net is None else torch.from_numpy(candidates_net)
-    out = _to_original_grid_tensor(torch.from_numpy(labels_net.labels), labels_net, volume,
-                                   torch.from_numpy(volume.hu), keep_below_threshold, cand, rim_min_hu)
+    cand = None if candidates_net is None else as_tensor(candidates_net)
+    out = _to_original_grid_tensor(as_tensor(labels_net.labels), labels_net, volume,
+                                   as_tensor(volume.hu), keep_below_threshold, cand, rim_min_hu)
     return LabelVolume.like(volume, out.numpy().astype(np.uint8, copy=False))
 
 
@@ -230,13 +231,13 @@ def estimate_noise_sd(volume: CTVolume, *, step: int = 4) -> float:
     ``step``-th slice. Robust to edges and calcium; it reads low where the reconstruction
     kernel correlates neighbouring voxels (on this project's phantoms 0.7-0.75 x the true SD),
     which :attr:`Model.rim_sigmas` is chosen with."""
-    return _noise_sd_tensor(torch.from_numpy(volume.hu), step)
+    return _noise_sd_tensor(as_tensor(volume.hu), step)
 
 
 def soft_tissue_hu(volume: CTVolume, *, step: int = 4) -> float:
     """The median HU of soft tissue and blood (voxels between -50 and 150 HU) on every
     ``step``-th slice: about 40 HU in a non-contrast chest (``nan`` without such voxels)."""
-    return _soft_tissue_tensor(torch.from_numpy(volume.hu), step)
+    return _soft_tissue_tensor(as_tensor(volume.hu), step)
 
 
 def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
@@ -250,7 +251,7 @@ def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
 def rim_thresholds_hu(volume: CTVolume, sigmas, hu: torch.Tensor | None = None) -> list[float]:
     """:func:`rim_threshold_hu` for several margins, estimating the scan's noise once (from
     ``hu``, the scan's HU on some device, where given)."""
-    hu = torch.from_numpy(volume.hu) if hu is None else hu
+    hu = as_tensor(volume.hu) if hu is None else hu
     level, sd = _soft_tissue_tensor(hu), _noise_sd_tensor(hu)
     if not (np.isfinite(level) and np.isfinite(sd)):
         return [CALCIUM_THRESHOLD_HU for _ in sigmas]
@@ -266,7 +267,7 @@ def fill_rim(labels: np.ndarray, fillable: np.ndarray) -> np.ndarray:
     network grid did not see and that reach :func:`rim_threshold_hu`. Works on the labelled
     voxels' neighbours only (fast on whole chests). Returns a new array.
     """
-    return fill_rim_tensor(torch.from_numpy(labels), torch.from_numpy(fillable)).numpy()
+    return fill_rim_tensor(as_tensor(labels), as_tensor(fillable)).numpy()
 
 
 _OFFSETS = torch.tensor([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
@@ -323,7 +324,7 @@ def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step
     """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
     lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
     large; this keeps whole-scan inference fast), then scaled back up."""
-    return body_mask_tensor(torch.from_numpy(volume.hu), threshold_hu=threshold_hu, step=step).numpy()
+    return body_mask_tensor(as_tensor(volume.hu), threshold_hu=threshold_hu, step=step).numpy()
 
 
 def body_mask_tensor(hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> torch.Tensor:
@@ -446,7 +447,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     # every step runs on the device: the scan goes there once, the labels come back once
-    hu = torch.from_numpy(volume.hu).to(device)
+    hu = as_tensor(volume.hu).to(device)
     net_hu, net = network_grid_tensor(volume, hu)
     seconds["preprocess"] = time.perf_counter() - t0
 

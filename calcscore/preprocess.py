@@ -54,6 +54,14 @@ def slab_weights(n_in: int, spacing_mm: float, thickness_mm: float, *,
     return np.clip(hi - lo, 0.0, None)
 
 
+def as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing ``arr``'s memory where torch can (C-contiguous and writable), else a copy
+    (torch cannot hold negative strides, e.g. of a flipped view)."""
+    if not (arr.flags.c_contiguous and arr.flags.writeable):
+        arr = np.array(arr, order="C", copy=True)
+    return torch.from_numpy(arr)
+
+
 def _slab_matrix(volume: _Grid, thickness: float | None, slab_thickness_mm: float,
                  slab_spacing_mm: float) -> np.ndarray | None:
     """The normalised (n_out, n_in) slab weights of ``volume``, or None (with a
@@ -94,7 +102,7 @@ def reformat_slabs(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNES
     w = _slab_matrix(volume, volume.meta.slice_thickness_mm, slab_thickness_mm, slab_spacing_mm)
     if w is None:
         return volume
-    out = _reformat_tensor(torch.from_numpy(volume.hu), w).numpy()
+    out = _reformat_tensor(as_tensor(volume.hu), w).numpy()
     meta = replace(volume.meta, slice_thickness_mm=slab_thickness_mm)
     return volume.with_array(out, spacing_mm=(slab_spacing_mm,) + volume.spacing_mm[1:], meta=meta)
 
@@ -130,7 +138,7 @@ def _resample_tensor(hu: torch.Tensor, volume: _Grid, spacing_mm: float) -> torc
 
 def resample_inplane(volume: CTVolume, *, spacing_mm: float = INPLANE_SPACING_MM) -> CTVolume:
     """Bilinear in-plane resampling to ``spacing_mm`` (0.66 mm), keeping the field of view."""
-    hu = _resample_tensor(torch.from_numpy(volume.hu), volume, spacing_mm).numpy()
+    hu = _resample_tensor(as_tensor(volume.hu), volume, spacing_mm).numpy()
     return volume.with_array(hu, spacing_mm=(volume.spacing_mm[0], spacing_mm, spacing_mm))
 
 
@@ -190,7 +198,7 @@ def labels_to_grid(labels: LabelVolume, target: _Grid) -> LabelVolume:
     Both grids must share their direction (true for a scan and its network grid). Target voxels
     outside the source are background.
     """
-    out = grid_to_grid_tensor(torch.from_numpy(labels.labels), labels, target).numpy().astype(np.uint8, copy=False)
+    out = grid_to_grid_tensor(as_tensor(labels.labels), labels, target).numpy().astype(np.uint8, copy=False)
     return LabelVolume(out, target.spacing_mm, target.origin_mm, target.direction)
 
 

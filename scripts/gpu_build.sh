@@ -4,8 +4,10 @@
 # leave everything in $OUT (6 files, well under 16 MiB each):
 #   model/{cnn1.pt,cnn2.pt,model.json,MODEL_CARD.md}, build.log, bench_inference.txt
 #
-#   OUT=/some/folder bash scripts/gpu_build.sh   # on the GPU machine; not yet run on one (no GPU
-#                                                # lent so far); ~6 min estimated from GPU_NOTES rates
+#   OUT=/some/folder bash scripts/gpu_build.sh   # on the GPU machine; not yet run on one. Its
+#   sibling gpu_session.sh ran on an H200 (2026-11-27): the cohort (64 participants) takes ~20 s,
+#   CNN1 labelling every training scan's candidates for CNN2 ~0.7 s a scan, so expect > 10 min
+#   with the defaults: lower CNN1_IT or N_TRAIN to fit one 10-minute call.
 #
 # Sizes come from the environment (defaults below). tests/test_build_model.py runs this script on
 # the CPU at a tiny size (DEVICE=cpu PRESET=workshop N_TRAIN=3 ...), so it is known to work before

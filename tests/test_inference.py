@@ -272,3 +272,19 @@ def test_network_grid_on_a_tensor_equals_the_numpy_preprocessing():
     hu, grid = network_grid_tensor(vol, torch.from_numpy(vol.hu))
     assert grid.same_geometry(ref) and tuple(hu.shape) == ref.shape
     np.testing.assert_array_equal(hu.numpy(), ref.hu)
+
+
+def test_segment_takes_flipped_and_read_only_views():
+    """torch cannot hold negative strides: the HU of a flipped view (or a read-only array, e.g.
+    a memory map) are copied on the way to the device; the labels equal those of a plain copy."""
+    base = _scan(2)
+    flipped = base.with_array(base.hu[:, ::-1])
+    plain = base.with_array(np.ascontiguousarray(base.hu[:, ::-1]))
+    ro = plain.hu.copy()
+    ro.flags.writeable = False
+    cnn1, cnn2 = _models()
+    model = Model(cnn1, cnn2, rim_fill=True)
+    ref = segment(plain, model).labels.labels
+    assert ref.any()
+    np.testing.assert_array_equal(segment(flipped, model).labels.labels, ref)
+    np.testing.assert_array_equal(segment(plain.with_array(ro), model).labels.labels, ref)
