@@ -44,7 +44,6 @@ from calcscore.preprocess import (
     CALCIUM_THRESHOLD_HU,
     as_tensor,
     grid_to_grid_tensor,
-    labels_to_grid,
     network_grid_tensor,
 )
 from calcscore.sampling import PAD_HU
@@ -190,15 +189,18 @@ def _to_original_grid_tensor(labels_net: torch.Tensor, net_grid, volume: CTVolum
     if not keep_below_threshold:
         out = out * (hu >= CALCIUM_THRESHOLD_HU)
     if rim_min_hu is not None and candidates_net is not None and bool(out.any()):
-        unseen = grid_to_grid_tensor(candidates_net.to(torch.uint8), net_grid, volume) == 0
-        out = fill_rim_tensor(out, unseen & (hu >= rim_min_hu))
+        out = fill_rim_tensor(out, _unseen_tensor(candidates_net, net_grid, volume) & (hu >= rim_min_hu))
     return out
+
+
+def _unseen_tensor(candidates_net: torch.Tensor, net_grid, volume: CTVolume) -> torch.Tensor:
+    return grid_to_grid_tensor(candidates_net.to(torch.uint8), net_grid, volume) == 0
 
 
 def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVolume) -> np.ndarray:
     """Voxels of ``volume`` whose nearest network-grid voxel was not a candidate: what the
     networks never saw."""
-    return labels_to_grid(LabelVolume.like(net_grid, candidates_net.astype(np.uint8)), volume).labels == 0
+    return _unseen_tensor(as_tensor(candidates_net), net_grid, volume).numpy()
 
 
 def _median(x: torch.Tensor) -> float:
