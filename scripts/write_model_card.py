@@ -186,7 +186,7 @@ def _cost(info: dict, hw: dict, sec: dict) -> list[str]:
             "evaluation on the CPU machine. Timings from machines that were not reserved for the runs."]
 
 
-def _sizes(c1: dict, c2: dict) -> str:
+def _sizes(c2: dict) -> str:
     paper_cnn2 = c2["width_scale"] == 1.0 and c2["dense_width"] == 256
     if paper_cnn2:
         return ("CNN1 is the **workshop** size (cheap enough to run on a 2-core CPU); CNN2 has the paper's "
@@ -211,7 +211,7 @@ def card(info: dict) -> str:
         "## What it is",
         "Lessmann et al. (IEEE TMI 2018): CNN1 (three dilated 2D subnetworks, axial/sagittal/coronal, "
         "auxiliary outputs, a fully connected head on the three centre feature vectors) labels every voxel >= 130 HU as background, LAD, LCX, RCA, "
-        "TAC, AV or MV; CNN2 (65 x 65 2.5D) removes CNN1's false positives. " + _sizes(c1, c2),
+        "TAC, AV or MV; CNN2 (65 x 65 2.5D) removes CNN1's false positives. " + _sizes(c2),
         "",
         f"- CNN1: {c1['width']} filters, head {c1['head_width']}, largest dilation {c1['max_dilation']} "
         f"(receptive field {4 * c1['max_dilation'] + 3} px = {0.66 * (4 * c1['max_dilation'] + 3):.0f} mm), "
