@@ -536,7 +536,7 @@ def _selection_score(config: TrainConfig, row: dict[str, Any]) -> float:
 
 def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Sequence[CachedScan],
           out_dir: str | Path, *, cnn1: str | Path | None = None, resume: bool = True,
-          progress: bool = True, max_seconds: float | None = None,
+          progress: bool = True, max_seconds: float | None = None, init: str | Path | None = None,
           callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train ``config.network`` on cached scans; write model, metrics and checkpoints to ``out_dir``.
 
@@ -546,12 +546,19 @@ def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Seq
     budget for the iterations of this call (data loading not counted); when it is spent, the run
     validates, writes its checkpoint and stops early, and a later call with the same folder goes
     on from there (``TrainResult.iteration`` says where it stopped).
+
+    ``init``: a saved network of the same architecture (``cnn1.pt`` / ``cnn2.pt`` or its folder)
+    to start from instead of random weights (fine-tuning, or training a model longer without its
+    checkpoint); the optimiser starts afresh and iterations count from 0. The starting weights
+    are validated as iteration 0, so the kept model is the starting one unless training beats
+    it. A checkpoint in ``out_dir`` takes precedence (the run resumes).
     """
     out_dir = Path(out_dir)
     dist_info = _init_distributed(config.device)
     try:
         return _train(config, train_scans, val_scans, out_dir, cnn1=cnn1, resume=resume,
-                      progress=progress, callback=callback, dist_info=dist_info, max_seconds=max_seconds)
+                      progress=progress, callback=callback, dist_info=dist_info, max_seconds=max_seconds,
+                      init=init)
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist
@@ -559,8 +566,34 @@ def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Seq
             dist.destroy_process_group()
 
 
+def _initial_weights(path: str | Path, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The state dict of the saved network ``path``, checked to fit ``config``'s architecture."""
+    p = Path(path)
+    p = p / f"{config.network}.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise InputError(p, "no such model file to start from", f"pass a saved {config.network}.pt or its folder")
+    saved = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
+        raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
+    given = TrainConfig.from_dict(saved["config"])
+    if given.network != config.network:
+        raise InputError(p, f"holds a {given.network}, not a {config.network}",
+                         f"start {config.network} training from a {config.network}.pt")
+    shapes = {k: tuple(v.shape) for k, v in build_network(config.network, config.network_params()).state_dict().items()}
+    if shapes != {k: tuple(v.shape) for k, v in saved["state_dict"].items()}:
+        a, b = given.to_dict(), config.to_dict()
+        diff = {k: (a[k], b[k]) for k in a if k in b and a[k] != b[k] and k in _ARCHITECTURE}
+        raise InputError(p, f"has another architecture than this run (saved vs run: {diff})",
+                         "train with the settings the saved network was made with (e.g. the same preset)")
+    return saved["state_dict"]
+
+
+#: settings that shape the network's weights
+_ARCHITECTURE = ("width", "max_dilation", "head_width", "aux", "width_scale", "dense_width", "patch_size")
+
+
 def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, callback, dist_info,
-           max_seconds=None):
+           max_seconds=None, init=None):
     from tqdm.auto import tqdm
 
     if not train_scans:
@@ -576,7 +609,12 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
 
     # the network: identical initial weights on every process
     torch.manual_seed(int(init_seed.generate_state(1)[0]))
-    model = build_network(config.network, config.network_params()).to(device)
+    model = build_network(config.network, config.network_params())
+    initial = _initial_weights(init, config) if init is not None else None
+    origin = {"initialised_from": str(init)} if init is not None else {}
+    if initial is not None:
+        model.load_state_dict(initial)
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -647,6 +685,16 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
         log.info("resumed %s from iteration %d", ckpt_path, start)
     else:
         torch.manual_seed(int(rank_seeds[rank].generate_state(2)[1]))
+        if initial is not None and dist_info.main and val_sampler is not None:
+            # the starting weights are the first candidate for the kept model
+            row = {"iteration": 0, "patches": 0, "train_loss": math.nan,
+                   **evaluate(config, model, val_sampler, val_voxels, device=device), "patches_per_s": math.nan}
+            metrics.append(row)
+            _write_metrics(metrics, out_dir / METRICS)
+            best = _selection_score(config, row)
+            save_model(model, config, out_dir / f"{config.network}.pt", iteration=0,
+                       val_loss=row["val_loss"], **origin)
+            log.info("%s starts from %s (validation loss %.4f)", config.network, init, row["val_loss"])
 
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -709,7 +757,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
                     score = _selection_score(config, row) if val_sampler is not None else -it
                     if score < best:
                         best = score
-                        save_model(model, config, model_path, iteration=it, val_loss=row["val_loss"])
+                        save_model(model, config, model_path, iteration=it, val_loss=row["val_loss"], **origin)
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
             if it % config.checkpoint_every == 0 or last:
                 checkpoint(it)
@@ -722,7 +770,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
     finally:
         bar.close()
     if dist_info.main and not model_path.is_file():
-        save_model(model, config, model_path, iteration=it, val_loss=math.nan)
+        save_model(model, config, model_path, iteration=it, val_loss=math.nan, **origin)
     best_val_loss = math.nan
     if val_sampler is not None and metrics:
         best_val_loss = min(metrics, key=lambda r: _selection_score(config, r))["val_loss"]
@@ -774,7 +822,7 @@ def split_manifest(df, *, val_fraction: float, rng=None):
 def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str | Path, *,
                         cnn1: str | Path | None = None, cache_dir: str | Path | None = None,
                         progress: bool = True, resume: bool = True,
-                        max_seconds: float | None = None) -> TrainResult:
+                        max_seconds: float | None = None, init: str | Path | None = None) -> TrainResult:
     """Read a manifest, cache its scans on the network grid, split by participant, train.
 
     An optional ``split`` column (train / val / test) decides the subsets; otherwise the
@@ -804,7 +852,7 @@ def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str 
         log.info("%d training and %d validation scans (%d and %d participants)", len(train_scans),
                  len(val_scans), df_train["participant_id"].nunique(), df_val["participant_id"].nunique())
         return train(config, train_scans, val_scans, out_dir, cnn1=cnn1, progress=progress,
-                     resume=resume, max_seconds=max_seconds)
+                     resume=resume, max_seconds=max_seconds, init=init)
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist

@@ -245,6 +245,8 @@ def main() -> None:
                          "candidate of every scan is the costly part on a CPU)")
     ap.add_argument("--cnn1", default=None, metavar="PT",
                     help="use this trained CNN1 (a cnn1.pt) instead of training one: trains CNN2 only")
+    ap.add_argument("--cnn2-init", default=None, metavar="PT",
+                    help="start CNN2 from these weights (e.g. to train a shipped CNN2 longer)")
     ap.add_argument("--cnn2-preset", default=None, choices=["workshop", "paper"],
                     help="CNN2's preset (default: --preset), e.g. the paper's CNN2 after a workshop CNN1")
     ap.add_argument("--batch-size", type=int, default=None, help="patches per iteration (default: the presets')")
@@ -337,7 +339,8 @@ def main() -> None:
     t2 = time.perf_counter()
     cnn2_scans = train_scans[:args.cnn2_scans] if args.cnn2_scans else train_scans
     cnn2_val = val_scans[:max(2, args.cnn2_scans // 4)] if args.cnn2_scans else val_scans
-    r2 = train(cfg2, cnn2_scans, cnn2_val, work / "cnn2", cnn1=work / "cnn1", max_seconds=_seconds(args.cnn2_minutes))
+    r2 = train(cfg2, cnn2_scans, cnn2_val, work / "cnn2", cnn1=work / "cnn1", max_seconds=_seconds(args.cnn2_minutes),
+               init=args.cnn2_init)
     stopped["cnn2"] = r2.iteration
     t_cnn2 = time.perf_counter() - t2
     out.mkdir(parents=True, exist_ok=True)
@@ -368,6 +371,7 @@ def main() -> None:
         "test_participants": f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})",
         "cnn1_config": cfg1.to_dict(), "cnn2_config": cfg2.to_dict(), "kept_iterations": kept_iterations(out),
         "trained_iterations": stopped, **({"cnn1_given": str(args.cnn1)} if args.cnn1 else {}),
+        **({"cnn2_initialised_from": str(args.cnn2_init)} if args.cnn2_init else {}),
         "seconds": {"data": t_data, "cnn1": t_cnn1, "cnn2": t_cnn2, "evaluation": t_eval},
         "hardware": {"device": args.device, "cpu": platform.processor() or platform.machine(),
                      "threads": torch.get_num_threads(),

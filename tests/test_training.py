@@ -283,6 +283,16 @@ def test_cli_trains_cnn1_then_cnn2_and_resumes(tmp_path, capsys):
     model, config = load_model(out2)
     assert isinstance(model, CNN2) and config.preset == "workshop"
     assert not (out2 / "cache").exists()  # reused CNN1's cache
+    # fine-tuning: --init starts from a saved CNN2, and refuses a CNN1 with a clear message
+    tune = ["train", "cnn2", "--data", str(manifest), "--out", str(tmp_path / "m3"), "--cnn1", str(out1),
+            "--config", "workshop", "--max-iterations", "1", "--batch-size", "4", "--no-progress",
+            "--device", "cpu", "--init"]
+    capsys.readouterr()
+    assert main(tune + [str(out1 / "cnn1.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "cnn1.pt" in err and "holds a cnn1, not a cnn2" in err and "Traceback" not in err
+    assert main(tune + [str(out2 / "cnn2.pt")]) == 0
+    assert torch.load(tmp_path / "m3" / "cnn2.pt", weights_only=True)["initialised_from"] == str(out2 / "cnn2.pt")
 
 
 def test_slicewise_cnn1_matches_patchwise(scans):
@@ -350,3 +360,38 @@ def test_sigkilled_process_resumes_to_the_same_weights(scans, tmp_path):
     assert resumed.iteration == full.iteration == 40
     a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(ckpt)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_from_saved_weights_starts_there_and_keeps_them_unless_beaten(scans, tmp_path):
+    train_scans, val_scans = scans
+    cfg = tiny_config(max_iterations=6, eval_every=3)
+    first = train(cfg, train_scans, val_scans, tmp_path / "first", progress=False)
+    start = torch.load(first.model_path, weights_only=True)["state_dict"]
+    # zero learning rate: the weights cannot move, so every validation equals the starting one
+    # and the kept model is iteration 0, i.e. the given weights
+    frozen = replace(cfg, learning_rate=0.0, l2=0.0)
+    res = train(frozen, train_scans, val_scans, tmp_path / "frozen", init=first.model_path, progress=False)
+    rows = _rows(tmp_path / "frozen" / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == [0, 3, 6]
+    assert float(rows[0]["val_loss"]) == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
+    saved = torch.load(res.model_path, weights_only=True)
+    assert saved["iteration"] == 0 and saved["initialised_from"] == str(first.model_path)
+    assert all(torch.equal(saved["state_dict"][k], start[k]) for k in start if "running" not in k)
+    # with learning, the run starts from the given weights (iteration-0 loss = the first run's kept loss)
+    res = train(cfg, train_scans, val_scans, tmp_path / "tuned", init=tmp_path / "first", progress=False)
+    rows = _rows(tmp_path / "tuned" / "metrics.csv")
+    assert float(rows[0]["val_loss"]) == pytest.approx(first.best_val_loss, rel=1e-5)
+    assert res.iteration == 6
+
+
+def test_training_from_saved_weights_refuses_another_network_or_architecture(scans, tmp_path):
+    train_scans, val_scans = scans
+    first = train(tiny_config(max_iterations=3), train_scans, val_scans, tmp_path / "first", progress=False)
+    with pytest.raises(CalcscoreError, match=r"first.*cnn1\.pt.*architecture.*width"):
+        train(tiny_config(width=6, max_iterations=3), train_scans, val_scans, tmp_path / "wide",
+              init=first.model_path, progress=False)
+    with pytest.raises(CalcscoreError, match="holds a cnn1, not a cnn2"):
+        train(tiny_config("cnn2"), train_scans, val_scans, tmp_path / "c2", cnn1=tmp_path / "first",
+              init=first.model_path, progress=False)
+    with pytest.raises(CalcscoreError, match="no such model file"):
+        train(tiny_config(), train_scans, val_scans, tmp_path / "x", init=tmp_path / "missing.pt", progress=False)

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time budget: validate, checkpoint and stop after M minutes of training "
                         "(run again with the same --out to go on)")
     p.add_argument("--cnn1", metavar="DIR", help="folder of the trained CNN1 (needed for cnn2)")
+    p.add_argument("--init", metavar="PT",
+                   help="start from this saved network (e.g. the shipped calcscore/models/default/cnn2.pt) "
+                        "instead of random weights: fine-tuning; needs the same --config")
     p.add_argument("--cache", metavar="DIR",
                    help="folder for scans preprocessed to the network grid (default: OUT/cache, or "
                         "the CNN1 folder's cache when training cnn2)")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CalcscoreError(str(exc)) from None
     result = train_from_manifest(config, args.data, args.out, cnn1=args.cnn1, cache_dir=args.cache,
-                                 progress=not args.no_progress,
+                                 progress=not args.no_progress, init=args.init,
                                  max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
