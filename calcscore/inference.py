@@ -203,11 +203,20 @@ def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVol
     return _unseen_tensor(as_tensor(candidates_net), net_grid, volume).numpy()
 
 
-def _median(x: torch.Tensor) -> float:
-    """numpy's median (the mean of the two middle values of an even count), on any device."""
+def _median(x: torch.Tensor, *, by_sort: bool | None = None) -> float:
+    """numpy's median (the mean of the two middle values of an even count), on any device.
+
+    The two middle order statistics come from ``kthvalue`` on the CPU (selection, linear time)
+    and from one sort elsewhere (``by_sort``, default: off the CPU): CUDA's ``kthvalue`` of one
+    long vector runs in a single thread block, far slower than its radix sort. Both are exact."""
     n = x.numel()
-    lo = x.kthvalue((n + 1) // 2).values
-    hi = x.kthvalue(n // 2 + 1).values
+    x = x.reshape(-1)
+    if x.device.type != "cpu" if by_sort is None else by_sort:
+        s = torch.sort(x).values
+        lo, hi = s[(n + 1) // 2 - 1], s[n // 2]
+    else:
+        lo = x.kthvalue((n + 1) // 2).values
+        hi = x.kthvalue(n // 2 + 1).values
     return float((lo.double() + hi.double()) / 2)
 
 

@@ -256,8 +256,10 @@ def test_median_on_tensors_is_numpys_median(n):
     from calcscore.inference import _median
 
     x = np.random.default_rng(n).normal(size=n).astype(np.float32)
-    assert _median(torch.from_numpy(x)) == pytest.approx(float(np.median(x.astype(np.float64))), abs=0)
-    assert _median(torch.tensor([4.0, 1.0, 3.0, 2.0])) == 2.5
+    for by_sort in (False, True):  # selection (the CPU's way) and sorting (the GPU's)
+        assert _median(torch.from_numpy(x), by_sort=by_sort) == pytest.approx(
+            float(np.median(x.astype(np.float64))), abs=0)
+        assert _median(torch.tensor([4.0, 1.0, 3.0, 2.0]), by_sort=by_sort) == 2.5
 
 
 def test_network_grid_on_a_tensor_equals_the_numpy_preprocessing():
