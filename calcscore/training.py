@@ -592,6 +592,23 @@ def _initial_weights(path: str | Path, config: TrainConfig) -> dict[str, torch.T
 _ARCHITECTURE = ("width", "max_dilation", "head_width", "aux", "width_scale", "dense_width", "patch_size")
 
 
+def saved_architecture(path: str | Path, network: str) -> dict[str, Any]:
+    """The architecture settings (filter counts, dilations, patch size, ...) of a saved network,
+    to build a run's config that ``init`` can start from (e.g. the shipped CNN1, whose dilations
+    are not the workshop preset's)."""
+    p = Path(path)
+    p = p / f"{network}.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise InputError(p, "no such model file to start from", f"pass a saved {network}.pt or its folder")
+    saved = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "config" not in saved:
+        raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
+    if saved["config"].get("network") != network:
+        raise InputError(p, f"holds a {saved['config'].get('network')}, not a {network}",
+                         f"start {network} training from a {network}.pt")
+    return {k: saved["config"][k] for k in _ARCHITECTURE if k in saved["config"]}
+
+
 def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, callback, dist_info,
            max_seconds=None, init=None):
     from tqdm.auto import tqdm

@@ -39,7 +39,13 @@ from calcscore.metrics import ScanCase, evaluate
 from calcscore.phantom import make_cohort
 from calcscore.phantom.cohort import participant_id
 from calcscore.sampling import cache_scan, load_cached
-from calcscore.training import TrainConfig, get_config, split_by_participant, train
+from calcscore.training import (
+    TrainConfig,
+    get_config,
+    saved_architecture,
+    split_by_participant,
+    train,
+)
 
 log = logging.getLogger("build_default_model")
 
@@ -322,6 +328,8 @@ def main() -> None:
         cfg1 = TrainConfig.from_dict(torch.load(args.cnn1, map_location="cpu", weights_only=True)["config"])
     else:
         cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **cnn1_changes)
+    if args.cnn2_init:  # the given CNN2's shape, whatever the preset's
+        changes.update(saved_architecture(args.cnn2_init, "cnn2"))
     cfg2 = get_config(args.cnn2_preset or args.preset, "cnn2", max_iterations=args.cnn2_iterations, **changes)
     val_ids = split_by_participant([s.participant_id for s in scans], val_fraction=cfg1.val_fraction,
                                    rng=args.seed)

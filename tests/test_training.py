@@ -258,7 +258,7 @@ def write_manifest(folder: Path, n: int) -> Path:
     return folder / "manifest.csv"
 
 
-def test_cli_trains_cnn1_then_cnn2_and_resumes(tmp_path, capsys):
+def test_cli_trains_cnn1_then_cnn2_and_resumes(scans, tmp_path, capsys):
     from calcscore.cli import main
 
     manifest = write_manifest(tmp_path, 4)
@@ -293,6 +293,16 @@ def test_cli_trains_cnn1_then_cnn2_and_resumes(tmp_path, capsys):
     assert "cnn1.pt" in err and "holds a cnn1, not a cnn2" in err and "Traceback" not in err
     assert main(tune + [str(out2 / "cnn2.pt")]) == 0
     assert torch.load(tmp_path / "m3" / "cnn2.pt", weights_only=True)["initialised_from"] == str(out2 / "cnn2.pt")
+    # a CNN1 whose dilations are not the preset's: its architecture comes with it
+    wide = tmp_path / "wide.pt"
+    saved = torch.load(out1 / "cnn1.pt", weights_only=True)
+    train(TrainConfig.from_dict({**saved["config"], "max_dilation": 4, "patch_size": 29, "max_iterations": 1,
+                                 "batch_size": 4}), *scans, tmp_path / "w", progress=False)
+    (tmp_path / "w" / "cnn1.pt").rename(wide)
+    assert main(["train", "cnn1", "--data", str(manifest), "--out", str(tmp_path / "m4"), "--config", "workshop",
+                 "--max-iterations", "1", "--batch-size", "4", "--no-progress", "--device", "cpu",
+                 "--init", str(wide)]) == 0
+    assert load_model(tmp_path / "m4")[1].max_dilation == 4
 
 
 def test_slicewise_cnn1_matches_patchwise(scans):

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cnn1", metavar="DIR", help="folder of the trained CNN1 (needed for cnn2)")
     p.add_argument("--init", metavar="PT",
                    help="start from this saved network (e.g. the shipped calcscore/models/default/cnn2.pt) "
-                        "instead of random weights: fine-tuning; needs the same --config")
+                        "instead of random weights: fine-tuning; its architecture replaces the preset's, "
+                        "--config sets the rest (learning rate, batch size, ...)")
     p.add_argument("--cache", metavar="DIR",
                    help="folder for scans preprocessed to the network grid (default: OUT/cache, or "
                         "the CNN1 folder's cache when training cnn2)")
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from calcscore.errors import CalcscoreError
-    from calcscore.training import get_config, train_from_manifest
+    from calcscore.training import get_config, saved_architecture, train_from_manifest
 
     if args.threads is not None:
         if args.threads < 1:
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         changes["seed"] = args.seed
     if args.network == "cnn2" and not args.cnn1:
         raise CalcscoreError("training cnn2 needs the trained CNN1: add --cnn1 DIR")
+    if args.init:  # the saved network's shape, whatever the preset's
+        changes.update(saved_architecture(args.init, args.network))
     try:
         config = get_config(args.config, args.network, **changes)
     except ValueError as exc:
