@@ -12,7 +12,7 @@ GROUPS = ("CAC", "TAC", "AV", "MV", "LAD", "LCX", "RCA")
 
 
 def fmt(v, pct: bool = False) -> str:
-    if v is None:
+    if v is None or v != v:  # missing or NaN (no reference and no prediction)
         return "n/a"
     return f"{100 * v:.1f}" if pct else f"{v:.2f}"
 
@@ -47,6 +47,16 @@ def _kept(info: dict, name: str) -> str:
         return stopped
     return (f"{stopped} (the weights of iteration {it:,} kept: the best validation "
             f"{cfg.get('select_by', 'loss').replace('val_', '').replace('_', ' ')})")
+
+
+def _cnn2_start(info: dict) -> str:
+    """Where a CNN2 that started from saved weights (build --cnn2-init) came from."""
+    start = info.get("cnn2_origin")
+    if not start:
+        return ""
+    return (f"started from a CNN2 of the same size trained {start['trained_iterations']:,} iterations "
+            f"(iteration {start['kept_iteration']:,} kept) on {start['hardware'].get('gpu') or start['hardware']['device']}, "
+            "then trained further for ")
 
 
 def _data_time(seconds: float) -> str:
@@ -178,19 +188,25 @@ def _hardware(hw: dict, torch_version: str) -> str:
 
 
 def _cost(info: dict, hw: dict, sec: dict) -> list[str]:
-    origin = info.get("cnn1_origin")
+    origin, start = info.get("cnn1_origin"), info.get("cnn2_origin")
     if not origin:
         return [f"- Hardware: {_hardware(hw, info['torch'])}; timings from a machine that was not reserved for the run."]
+    cnn2 = f"CNN2 on {_hardware(hw, info['torch'])}"
+    if start:
+        cnn2 = (f"CNN2 first on {_hardware(start['hardware'], start['torch'])} ({start['trained_iterations']:,} "
+                f"iterations, {start['seconds_iterations']:.0f} s of iterations), then on "
+                f"{_hardware(hw, info['torch'])} ({sec['cnn2'] / 60:.0f} min with labelling the candidates)")
     return [f"- Hardware: CNN1 on {_hardware(origin['hardware'], origin['torch'])} (it comes from an earlier "
-            f"build, {origin['seconds_cnn1'] / 60:.0f} min); CNN2 on {_hardware(hw, info['torch'])}; the "
+            f"build, {origin['seconds_cnn1'] / 60:.0f} min); {cnn2}; the "
             "evaluation on the CPU machine. Timings from machines that were not reserved for the runs."]
 
 
-def _sizes(c2: dict) -> str:
+def _sizes(c2: dict, info: dict) -> str:
     paper_cnn2 = c2["width_scale"] == 1.0 and c2["dense_width"] == 256
     if paper_cnn2:
+        where = "first on a GPU, then longer on the CPU" if info.get("cnn2_origin") else "on a GPU"
         return ("CNN1 is the **workshop** size (cheap enough to run on a 2-core CPU); CNN2 has the paper's "
-                "size (trained on a GPU):")
+                f"size (trained {where}):")
     return "This is the **workshop** size, the largest this project could train on a 2-core CPU in the time it had:"
 
 
@@ -211,14 +227,15 @@ def card(info: dict) -> str:
         "## What it is",
         "Lessmann et al. (IEEE TMI 2018): CNN1 (three dilated 2D subnetworks, axial/sagittal/coronal, "
         "auxiliary outputs, a fully connected head on the three centre feature vectors) labels every voxel >= 130 HU as background, LAD, LCX, RCA, "
-        "TAC, AV or MV; CNN2 (65 x 65 2.5D) removes CNN1's false positives. " + _sizes(c2),
+        "TAC, AV or MV; CNN2 (65 x 65 2.5D) removes CNN1's false positives. " + _sizes(c2, info),
         "",
         f"- CNN1: {c1['width']} filters, head {c1['head_width']}, largest dilation {c1['max_dilation']} "
         f"(receptive field {4 * c1['max_dilation'] + 3} px = {0.66 * (4 * c1['max_dilation'] + 3):.0f} mm), "
         f"patches {c1['patch_size']} px, auxiliary outputs {'on' if c1['aux'] else 'off'}, batch {c1['batch_size']}, "
         f"{c1['max_iterations']} iterations{_kept(info, 'cnn1')}, Adam {c1['learning_rate']}, {c1['precision']}.",
         f"- CNN2: filters x{c2['width_scale']}, dense {c2['dense_width']}, patches {c2['patch_size']} px, "
-        f"batch {c2['batch_size']}, {c2['max_iterations']} iterations{_kept(info, 'cnn2')}, {c2['precision']}.",
+        f"batch {c2['batch_size']}, {_cnn2_start(info)}{c2['max_iterations']:,} iterations{_kept(info, 'cnn2')}, "
+        f"{c2['precision']}.",
         "- The paper's configuration (32 filters, 131 px receptive field, 155 px patches) needs a GPU: "
         "`calcscore train cnn1 --config paper`.",
         "",
@@ -229,6 +246,8 @@ def card(info: dict) -> str:
         f"(validation: {', '.join(tp['validation'])}).",
         f"- Test: participants {info['test_participants']}, never seen in training, soft and sharp.",
         f"- Reproduce: `{reproduce_command(info)}`",
+        *([f"- CNN2's starting weights (`--cnn2-init`): {info['cnn2_initialised_from']}."]
+          if info.get("cnn2_initialised_from") else []),
         *(["- How it was actually run:", *(f"  {step}" for step in info["how_it_was_run"])]
           if info.get("how_it_was_run") else []),
         "",

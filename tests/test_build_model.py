@@ -162,3 +162,20 @@ def test_model_card_states_targets_missed_and_the_previous_model():
     assert "| heart-region | soft | previous | 0.70 | 0.60 | n/a | n/a | 12 |" in text
     del info["previous_model"]
     assert "The model this one replaced" not in card(info)
+
+
+def test_model_card_states_where_a_continued_cnn2_was_trained():
+    import runpy
+
+    card = runpy.run_path(str(ROOT / "scripts" / "write_model_card.py"))["card"]
+    info = json.loads((ROOT / "calcscore" / "models" / "default" / "model.json").read_text())
+    info["cnn1_origin"] = {"hardware": {"device": "cpu", "cpu": "c", "threads": 2}, "torch": "t1", "seconds_cnn1": 600}
+    info["cnn2_origin"] = {"hardware": {"device": "cuda", "cpu": "x", "threads": 16, "gpu": "GPU-X"}, "torch": "t2",
+                           "trained_iterations": 1234, "kept_iteration": 1000, "seconds_iterations": 12.0}
+    text = card(info)
+    assert "started from a CNN2 of the same size trained 1,234 iterations (iteration 1,000 kept) on GPU-X" in text
+    assert "CNN2 first on cuda (x, 16 threads); GPU GPU-X, torch t2 (1,234 iterations, 12 s of iterations)" in text
+    assert "trained first on a GPU, then longer on the CPU" in text
+    del info["cnn2_origin"]
+    text = card(info)
+    assert "started from" not in text and "CNN2 first on" not in text
