@@ -566,23 +566,29 @@ def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Seq
             dist.destroy_process_group()
 
 
-def _initial_weights(path: str | Path, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The state dict of the saved network ``path``, checked to fit ``config``'s architecture."""
+def _read_saved(path: str | Path, network: str) -> tuple[Path, dict[str, Any]]:
+    """A saved ``network`` (its ``.pt`` file or the folder holding it) to start from: the file and
+    its contents, checked to be a calcscore model of that network."""
     p = Path(path)
-    p = p / f"{config.network}.pt" if p.is_dir() else p
+    p = p / f"{network}.pt" if p.is_dir() else p
     if not p.is_file():
-        raise InputError(p, "no such model file to start from", f"pass a saved {config.network}.pt or its folder")
+        raise InputError(p, "no such model file to start from", f"pass a saved {network}.pt or its folder")
     saved = torch.load(p, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
         raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
-    given = TrainConfig.from_dict(saved["config"])
-    if given.network != config.network:
-        raise InputError(p, f"holds a {given.network}, not a {config.network}",
-                         f"start {config.network} training from a {config.network}.pt")
+    if saved["config"].get("network") != network:
+        raise InputError(p, f"holds a {saved['config'].get('network')}, not a {network}",
+                         f"start {network} training from a {network}.pt")
+    return p, saved
+
+
+def _initial_weights(path: str | Path, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The state dict of the saved network ``path``, checked to fit ``config``'s architecture."""
+    p, saved = _read_saved(path, config.network)
     shapes = {k: tuple(v.shape) for k, v in build_network(config.network, config.network_params()).state_dict().items()}
     if shapes != {k: tuple(v.shape) for k, v in saved["state_dict"].items()}:
-        a, b = given.to_dict(), config.to_dict()
-        diff = {k: (a[k], b[k]) for k in a if k in b and a[k] != b[k] and k in _ARCHITECTURE}
+        a, b = saved["config"], config.to_dict()
+        diff = {k: (a[k], b[k]) for k in _ARCHITECTURE if k in a and a[k] != b[k]}
         raise InputError(p, f"has another architecture than this run (saved vs run: {diff})",
                          "train with the settings the saved network was made with (e.g. the same preset)")
     return saved["state_dict"]
@@ -596,17 +602,8 @@ def saved_architecture(path: str | Path, network: str) -> dict[str, Any]:
     """The architecture settings (filter counts, dilations, patch size, ...) of a saved network,
     to build a run's config that ``init`` can start from (e.g. the shipped CNN1, whose dilations
     are not the workshop preset's)."""
-    p = Path(path)
-    p = p / f"{network}.pt" if p.is_dir() else p
-    if not p.is_file():
-        raise InputError(p, "no such model file to start from", f"pass a saved {network}.pt or its folder")
-    saved = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or "config" not in saved:
-        raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
-    if saved["config"].get("network") != network:
-        raise InputError(p, f"holds a {saved['config'].get('network')}, not a {network}",
-                         f"start {network} training from a {network}.pt")
-    return {k: saved["config"][k] for k in _ARCHITECTURE if k in saved["config"]}
+    saved = _read_saved(path, network)[1]["config"]
+    return {k: saved[k] for k in _ARCHITECTURE if k in saved}
 
 
 def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, callback, dist_info,
