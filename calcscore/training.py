@@ -566,6 +566,10 @@ def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Seq
             dist.destroy_process_group()
 
 
+#: settings that shape the network's weights
+_ARCHITECTURE = ("width", "max_dilation", "head_width", "aux", "width_scale", "dense_width", "patch_size")
+
+
 def _read_saved(path: str | Path, network: str) -> tuple[Path, dict[str, Any]]:
     """A saved ``network`` (its ``.pt`` file or the folder holding it) to start from: the file and
     its contents, checked to be a calcscore model of that network."""
@@ -582,20 +586,17 @@ def _read_saved(path: str | Path, network: str) -> tuple[Path, dict[str, Any]]:
     return p, saved
 
 
-def _initial_weights(path: str | Path, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The state dict of the saved network ``path``, checked to fit ``config``'s architecture."""
+def _load_initial(model: nn.Module, path: str | Path, config: TrainConfig) -> None:
+    """Load the saved network ``path`` into ``model`` (built from ``config``), after checking that
+    its weights have the model's shapes (another architecture gets an error naming the settings)."""
     p, saved = _read_saved(path, config.network)
-    shapes = {k: tuple(v.shape) for k, v in build_network(config.network, config.network_params()).state_dict().items()}
-    if shapes != {k: tuple(v.shape) for k, v in saved["state_dict"].items()}:
+    if ({k: tuple(v.shape) for k, v in model.state_dict().items()}
+            != {k: tuple(v.shape) for k, v in saved["state_dict"].items()}):
         a, b = saved["config"], config.to_dict()
         diff = {k: (a[k], b[k]) for k in _ARCHITECTURE if k in a and a[k] != b[k]}
         raise InputError(p, f"has another architecture than this run (saved vs run: {diff})",
                          "train with the settings the saved network was made with (e.g. the same preset)")
-    return saved["state_dict"]
-
-
-#: settings that shape the network's weights
-_ARCHITECTURE = ("width", "max_dilation", "head_width", "aux", "width_scale", "dense_width", "patch_size")
+    model.load_state_dict(saved["state_dict"])
 
 
 def saved_architecture(path: str | Path, network: str) -> dict[str, Any]:
@@ -624,10 +625,9 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
     # the network: identical initial weights on every process
     torch.manual_seed(int(init_seed.generate_state(1)[0]))
     model = build_network(config.network, config.network_params())
-    initial = _initial_weights(init, config) if init is not None else None
     origin = {"initialised_from": str(init)} if init is not None else {}
-    if initial is not None:
-        model.load_state_dict(initial)
+    if init is not None:
+        _load_initial(model, init, config)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -699,7 +699,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
         log.info("resumed %s from iteration %d", ckpt_path, start)
     else:
         torch.manual_seed(int(rank_seeds[rank].generate_state(2)[1]))
-        if initial is not None and dist_info.main and val_sampler is not None:
+        if init is not None and dist_info.main and val_sampler is not None:
             # the starting weights are the first candidate for the kept model
             row = {"iteration": 0, "patches": 0, "train_loss": math.nan,
                    **evaluate(config, model, val_sampler, val_voxels, device=device), "patches_per_s": math.nan}
