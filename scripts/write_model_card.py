@@ -49,20 +49,41 @@ def _kept(info: dict, name: str) -> str:
             f"{cfg.get('select_by', 'loss').replace('val_', '').replace('_', ' ')})")
 
 
+def _cnn2_stages(info: dict) -> list[dict]:
+    """The earlier trainings a CNN2 started from (build --cnn2-init), oldest first: model.json
+    "cnn2_origin" holds one (a dict) or a chain of them (a list)."""
+    start = info.get("cnn2_origin")
+    return [] if not start else [start] if isinstance(start, dict) else list(start)
+
+
+def _where(stage: dict) -> str:
+    return stage["hardware"].get("gpu") or stage["hardware"]["device"]
+
+
 def _cnn2_start(info: dict) -> str:
     """Where a CNN2 that started from saved weights (build --cnn2-init) came from."""
-    start = info.get("cnn2_origin")
-    if not start:
+    stages = _cnn2_stages(info)
+    if not stages:
         return ""
-    return (f"started from a CNN2 of the same size trained {start['trained_iterations']:,} iterations "
-            f"(iteration {start['kept_iteration']:,} kept) on {start['hardware'].get('gpu') or start['hardware']['device']}, "
-            "then trained further for ")
+    first, *later = stages
+    text = (f"started from a CNN2 of the same size trained {first['trained_iterations']:,} iterations "
+            f"(iteration {first['kept_iteration']:,} kept) on {_where(first)}")
+    for st in later:
+        text += (f", then {st['trained_iterations']:,} more (iteration {st['kept_iteration']:,} kept) on {_where(st)}"
+                 + (f" {st['data']}" if st.get("data") else ""))
+    return text + ", then trained further for "
 
 
 def _data_time(seconds: float) -> str:
     if seconds < 6:
         return "phantoms cached by an earlier run (about 3 s per participant on one core)"
     return f"{seconds / 60:.1f} min"
+
+
+#: mean false coronary calcium volume per whole-chest scan above which the card calls the risk
+#: category of a whole-chest scan unreliable (about 1 mm³ moves the Agatston score by 1-4: enough to
+#: leave the 0 category and, at this volume, to cross 1-10 -> 11-100)
+WHOLE_CHEST_FP_MM3 = 25.0
 
 
 def _measured_limits(info: dict) -> list[str]:
@@ -77,9 +98,13 @@ def _measured_limits(info: dict) -> list[str]:
     mw = info.get("test_metrics_whole_chest")
     if mw:
         fp = [mw[k]["CAC"]["fp_volume_mm3_mean"] for k in ("soft", "sharp") if k in mw]
-        out.append(f"- Whole-chest scans: {min(fp):,.0f}-{max(fp):,.0f} mm³ of non-calcium per scan labelled "
-                   "coronary calcium; the risk category "
-                   "of a whole-chest scan is not reliable with this model.")
+        low = [f"{g} {kernel} {fmt(mw[kernel][g]['f1_pooled'])}" for kernel in ("soft", "sharp") if kernel in mw
+               for g in ("CAC", "TAC") if (mw[kernel][g]["f1_pooled"] or 0) < 0.85]
+        if low or max(fp) > WHOLE_CHEST_FP_MM3:
+            out.append("- Whole-chest scans" + (": below the target of 0.85, " + ", ".join(low) if low else "")
+                       + f"; {min(fp):,.0f}{f'-{max(fp):,.0f}' if round(max(fp)) != round(min(fp)) else ''} mm³ of non-calcium per scan labelled coronary calcium"
+                       + ("; the risk category of a whole-chest scan is not reliable with this model."
+                          if max(fp) > WHOLE_CHEST_FP_MM3 else "."))
     th = info.get("cnn2_thresholds")
     if th and any("cnn2_at_0.5" in m.get(k, {}) for k in ("soft", "sharp")):
         worse = [f"{g} {kernel} {m[kernel]['cnn2_at_0.5'][g]['f1_pooled']:.3f} -> {m[kernel][g]['f1_pooled'] or 0:.3f}"
@@ -188,14 +213,16 @@ def _hardware(hw: dict, torch_version: str) -> str:
 
 
 def _cost(info: dict, hw: dict, sec: dict) -> list[str]:
-    origin, start = info.get("cnn1_origin"), info.get("cnn2_origin")
+    origin, stages = info.get("cnn1_origin"), _cnn2_stages(info)
     if not origin:
         return [f"- Hardware: {_hardware(hw, info['torch'])}; timings from a machine that was not reserved for the run."]
     cnn2 = f"CNN2 on {_hardware(hw, info['torch'])}"
-    if start:
-        cnn2 = (f"CNN2 first on {_hardware(start['hardware'], start['torch'])} ({start['trained_iterations']:,} "
-                f"iterations, {start['seconds_iterations']:.0f} s of iterations), then on "
-                f"{_hardware(hw, info['torch'])} ({sec['cnn2'] / 60:.0f} min with labelling the candidates)")
+    if stages:
+        parts = [f"{_hardware(st['hardware'], st['torch'])} ({st['trained_iterations']:,} iterations, "
+                 + (f"{st['seconds_iterations']:.0f} s of iterations)" if "minutes" not in st
+                    else f"{st['minutes']:.0f} min with labelling the candidates)") for st in stages]
+        cnn2 = (f"CNN2 first on {parts[0]}, " + "".join(f"then on {p}, " for p in parts[1:])
+                + f"then on {_hardware(hw, info['torch'])} ({sec['cnn2'] / 60:.0f} min with labelling the candidates)")
     return [f"- Hardware: CNN1 on {_hardware(origin['hardware'], origin['torch'])} (it comes from an earlier "
             f"build, {origin['seconds_cnn1'] / 60:.0f} min); {cnn2}; the "
             "evaluation on the CPU machine. Timings from machines that were not reserved for the runs."]

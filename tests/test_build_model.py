@@ -144,6 +144,16 @@ def test_model_card_shows_whole_chest_metrics():
     row = [line for line in text.splitlines()[text.splitlines().index(next(
         line for line in text.splitlines() if line.startswith("Whole-chest"))):] if line.startswith("| soft |")][0]
     assert row.startswith(f"| soft | {soft['n_scans']} | {soft['CAC']['f1_pooled']:.2f} | {soft['TAC']['f1_pooled']:.2f} |")
+    # the limits follow the whole-chest figures: none where they meet the targets, named where not
+    assert all(f["CAC"]["f1_pooled"] >= 0.85 and f["TAC"]["f1_pooled"] >= 0.85 and f["CAC"]["fp_volume_mm3_mean"] < 25
+               for f in (info["test_metrics"]["soft"], info["test_metrics"]["sharp"]))
+    assert "- Whole-chest scans" not in text
+    import copy
+    bad = copy.deepcopy(info["test_metrics"])
+    bad["soft"]["CAC"].update(f1_pooled=0.5, fp_volume_mm3_mean=2500.0)
+    text = card({**info, "test_metrics_whole_chest": bad})
+    line = next(x for x in text.splitlines() if x.startswith("- Whole-chest scans"))
+    assert "CAC soft 0.50" in line and "2,500 mm³ of non-calcium" in line and "not reliable" in line
 
 
 def test_model_card_states_targets_missed_and_the_previous_model():
@@ -176,6 +186,15 @@ def test_model_card_states_where_a_continued_cnn2_was_trained():
     assert "started from a CNN2 of the same size trained 1,234 iterations (iteration 1,000 kept) on GPU-X" in text
     assert "CNN2 first on cuda (x, 16 threads); GPU GPU-X, torch t2 (1,234 iterations, 12 s of iterations)" in text
     assert "trained first on a GPU, then longer on the CPU" in text
+    # a chain of earlier trainings (oldest first): each stage named, in order
+    info["cnn2_origin"] = [info["cnn2_origin"], {
+        "hardware": {"device": "cpu", "cpu": "c", "threads": 2}, "torch": "t1", "trained_iterations": 20000,
+        "kept_iteration": 17000, "minutes": 88.4, "data": "on heart-region scans"}]
+    text = card(info)
+    assert ("started from a CNN2 of the same size trained 1,234 iterations (iteration 1,000 kept) on GPU-X, "
+            "then 20,000 more (iteration 17,000 kept) on cpu on heart-region scans, then trained further for") in text
+    assert ("CNN2 first on cuda (x, 16 threads); GPU GPU-X, torch t2 (1,234 iterations, 12 s of iterations), "
+            "then on cpu (c, 2 threads), torch t1 (20,000 iterations, 88 min with labelling the candidates), then on") in text
     del info["cnn2_origin"]
     text = card(info)
     assert "started from" not in text and "CNN2 first on" not in text
