@@ -100,11 +100,14 @@ def _measured_limits(info: dict) -> list[str]:
         fp = [mw[k]["CAC"]["fp_volume_mm3_mean"] for k in ("soft", "sharp") if k in mw]
         low = [f"{g} {kernel} {fmt(mw[kernel][g]['f1_pooled'])}" for kernel in ("soft", "sharp") if kernel in mw
                for g in ("CAC", "TAC") if (mw[kernel][g]["f1_pooled"] or 0) < 0.85]
-        if low or max(fp) > WHOLE_CHEST_FP_MM3:
+        unreliable = max(fp) > WHOLE_CHEST_FP_MM3
+        if low or unreliable:
+            lo, hi = round(min(fp)), round(max(fp))
+            volume = f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
             out.append("- Whole-chest scans" + (": below the target of 0.85, " + ", ".join(low) if low else "")
-                       + f"; {min(fp):,.0f}{f'-{max(fp):,.0f}' if round(max(fp)) != round(min(fp)) else ''} mm³ of non-calcium per scan labelled coronary calcium"
+                       + f"; {volume} mm³ of non-calcium per scan labelled coronary calcium"
                        + ("; the risk category of a whole-chest scan is not reliable with this model."
-                          if max(fp) > WHOLE_CHEST_FP_MM3 else "."))
+                          if unreliable else "."))
     th = info.get("cnn2_thresholds")
     if th and any("cnn2_at_0.5" in m.get(k, {}) for k in ("soft", "sharp")):
         worse = [f"{g} {kernel} {m[kernel]['cnn2_at_0.5'][g]['f1_pooled']:.3f} -> {m[kernel][g]['f1_pooled'] or 0:.3f}"
@@ -231,7 +234,7 @@ def _cost(info: dict, hw: dict, sec: dict) -> list[str]:
 def _sizes(c2: dict, info: dict) -> str:
     paper_cnn2 = c2["width_scale"] == 1.0 and c2["dense_width"] == 256
     if paper_cnn2:
-        where = "first on a GPU, then longer on the CPU" if info.get("cnn2_origin") else "on a GPU"
+        where = "first on a GPU, then longer on the CPU" if _cnn2_stages(info) else "on a GPU"
         return ("CNN1 is the **workshop** size (cheap enough to run on a 2-core CPU); CNN2 has the paper's "
                 f"size (trained {where}):")
     return "This is the **workshop** size, the largest this project could train on a 2-core CPU in the time it had:"
