@@ -137,6 +137,27 @@ def test_anatomy_in_patient_lps():
     assert np.median(region) < -600
 
 
+def test_descending_aorta_stays_in_front_of_the_vertebral_bodies():
+    # the aorta's wall (and the calcium on it) must not run into the bone: checked on the drawn
+    # tube against the vertebral body ellipse at every height, for many subjects
+    from calcscore.phantom.anatomy import build_geometry, draw_subject
+
+    worst = np.inf
+    for seed in range(30):
+        geo = build_geometry(draw_subject(np.random.default_rng(seed)))
+        rx, ry = geo.vb_radii
+        desc = geo.aorta_segment == 3
+        angles = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+        body = np.stack([rx * np.cos(angles), ry * np.sin(angles)], axis=1)  # around its centre
+        for (x, y, z), r in zip(geo.aorta[desc][::2], geo.aorta_radius[desc][::2]):
+            wall = np.stack([x + r * np.cos(angles) - geo.spine_x,
+                             y + r * np.sin(angles) - float(geo.spine_y(z))], axis=1)
+            gap = np.linalg.norm(wall[:, None] - body[None], axis=2).min(axis=1)
+            inside = (wall[:, 0] / rx) ** 2 + (wall[:, 1] / ry) ** 2 < 1
+            worst = min(worst, float(np.where(inside, -gap, gap).min()))
+    assert worst > 1.0, f"the descending aorta's wall comes within {worst:.1f} mm of a vertebral body"
+
+
 def test_every_label_occurs_in_12_scans(cohort):
     full, _ = cohort
     present = set().union(*({Label(v) for v in np.unique(lab.labels) if v} for _, lab, _ in full))

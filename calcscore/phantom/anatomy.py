@@ -187,6 +187,21 @@ def _unwrap_path(angles: list[float]) -> np.ndarray:
     return np.array(out)
 
 
+#: the fat plane (mm) between the descending aorta's wall and the front of the vertebral body
+AORTA_SPINE_GAP_MM = 3.0
+
+
+def _clear_of_spine(dx: float, vb_r: tuple[float, float], clearance: float) -> float:
+    """How far in front of the vertebral body centre (mm, towards anterior) a tube centre that is
+    ``dx`` mm to the side of it must lie to keep ``clearance`` mm from the body's ellipse
+    (radii ``vb_r``): the ellipse grown by ``clearance`` (exact straight in front, approximate to
+    the sides; the test of the phantom measures the gap on the drawn tube)."""
+    rx, ry = vb_r[0] + clearance, vb_r[1] + clearance
+    if abs(dx) >= rx:
+        return -np.inf
+    return float(ry * np.sqrt(1 - (dx / rx) ** 2))
+
+
 def build_geometry(subject: Subject) -> Geometry:
     """Curves and frames of the chest of one subject (deterministic given the subject)."""
     s = subject
@@ -270,7 +285,11 @@ def build_geometry(subject: Subject) -> Geometry:
         wig = tort * 10 * np.sin(phase + zz / 45.0)
         # the descending aorta drifts towards the midline as it descends
         xx = desc_x + wig - (desc_top[2] - zz) * 0.04
-        ctrl.append(np.array([xx, sy - vb_r[1] - 6 * s.aorta_scale + 2 * tort, zz]))
+        yy = sy - vb_r[1] - 6 * s.aorta_scale + 2 * tort
+        # ... but stays in front of the vertebral body, with a fat plane between (it must not run
+        # into the bone: calcium on its back wall would be painted onto the vertebral cortex)
+        yy = min(yy, sy - _clear_of_spine(xx - spine_x, vb_r, r_arch + AORTA_SPINE_GAP_MM))
+        ctrl.append(np.array([xx, yy, zz]))
     aorta = resample_curve(np.array(ctrl), 1.0)
     s_len = arc_length(aorta)
     # segments by position along the curve
