@@ -124,18 +124,24 @@ def _measured_limits(info: dict) -> list[str]:
 
 
 def _previous_lines(info: dict) -> list[str]:
-    """The model this one replaced, measured on the same test scans (model.json "previous_model")."""
+    """The model this one replaced, measured on the same test scans (model.json "previous_model").
+    Where the phantom generator changed since (``previous_model["phantoms"]`` names the phantoms it
+    was measured on), this model's figures on those same phantoms stand beside it
+    (``previous_model["this_model"]``), so that the comparison stays like for like."""
     prev = info.get("previous_model")
     if not prev:
         return []
-    lines = ["", f"The model this one replaced ({prev['description']}), on the same test scans "
+    this = prev.get("this_model", info) if prev.get("phantoms") else info
+    where = (f"on the same test participants, both models measured on {prev['phantoms']}"
+             if prev.get("phantoms") else "on the same test scans")
+    lines = ["", f"The model this one replaced ({prev['description']}), {where} "
              "(pooled F1):", "", "| test scans | reconstruction | model | CAC F1 | TAC F1 | AV F1 | MV F1 | CAC FP volume mm³/scan |",
              "|---|---|---|---|---|---|---|---|"]
     for key, name in (("test_metrics", "heart-region"), ("test_metrics_whole_chest", "whole-chest")):
-        if key not in prev or key not in info:
+        if key not in prev or key not in this:
             continue
         for kernel in ("soft", "sharp"):
-            for who, r in (("this", info[key].get(kernel)), ("previous", prev[key].get(kernel))):
+            for who, r in (("this", this[key].get(kernel)), ("previous", prev[key].get(kernel))):
                 if r:
                     lines.append(f"| {name} | {kernel} | {who} | " + " | ".join(
                         fmt(r.get(g, {}).get("f1_pooled")) for g in ("CAC", "TAC", "AV", "MV"))

@@ -170,6 +170,13 @@ def test_model_card_states_targets_missed_and_the_previous_model():
     assert "TAC soft 0.50" in target and "CAC soft" not in target
     assert "The model this one replaced (an older one)" in text
     assert "| heart-region | soft | previous | 0.70 | 0.60 | n/a | n/a | 12 |" in text
+    # measured on phantoms of an earlier generator: this model's figures on those phantoms beside it
+    info["previous_model"].update(phantoms="the phantoms of generator v1", this_model={"test_metrics": {"soft": {
+        "CAC": {"f1_pooled": 0.8, "fp_volume_mm3_mean": 3.0}, "TAC": {"f1_pooled": 0.75}}}})
+    text = card(info)
+    assert "both models measured on the phantoms of generator v1" in text
+    assert "| heart-region | soft | this | 0.80 | 0.75 | n/a | n/a | 3 |" in text
+    assert "| heart-region | soft | this | 0.91 |" not in text
     del info["previous_model"]
     assert "The model this one replaced" not in card(info)
 
