@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from calcscore.calibration import choose_rim_sigmas, choose_thresholds, collect_cnn2_scores
-from calcscore.inference import InferenceOptions, Model, segment
+from calcscore.inference import InferenceOptions, Model, bf16_supported, segment
 from calcscore.metrics import ScanCase, evaluate
 from calcscore.phantom import make_cohort
 from calcscore.phantom.cohort import participant_id
@@ -42,6 +42,7 @@ from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import (
     TrainConfig,
     get_config,
+    resolve_device,
     saved_architecture,
     split_by_participant,
     train,
@@ -216,9 +217,17 @@ def training_scans(args, cache: Path) -> list:
     return scans
 
 
+def _limit_full(scans: list, k: int) -> list:
+    """``scans`` with only the first ``k`` whole-chest ones (order kept)."""
+    keep = set([s.scan_id for s in scans if s.scan_id.endswith("_full")][:k])
+    return [s for s in scans if not s.scan_id.endswith("_full") or s.scan_id in keep]
+
+
 def calibrate(model: Model, val_scans: list, args) -> dict:
     """CNN2's thresholds per label group, chosen on validation scans (calcscore.calibration);
     sets them on ``model`` and returns what model.json records of them."""
+    if args.cnn2_full_scans is not None:  # as few whole chests as CNN2's validation (see --cnn2-full-scans)
+        val_scans = _limit_full(val_scans, max(1, args.cnn2_full_scans // 4) if args.cnn2_full_scans else 0)
     scans = val_scans[:args.calibration_scans] if args.calibration_scans else val_scans
     t = time.perf_counter()
     data = collect_cnn2_scores(model.cnn1, model.cnn2, scans, device=args.device, precision=args.precision)
@@ -249,8 +258,15 @@ def main() -> None:
     ap.add_argument("--cnn2-scans", type=int, default=None,
                     help="train CNN2 on the first N training scans only (running CNN1 over every "
                          "candidate of every scan is the costly part on a CPU)")
+    ap.add_argument("--cnn2-full-scans", type=int, default=None,
+                    help="of CNN2's training scans, at most this many whole-chest ones (and a quarter as "
+                         "many among its validation and calibration scans); the rest heart-region "
+                         "(default: no limit)")
     ap.add_argument("--cnn1", default=None, metavar="PT",
                     help="use this trained CNN1 (a cnn1.pt) instead of training one: trains CNN2 only")
+    ap.add_argument("--cnn1-init", default=None, metavar="PT",
+                    help="start CNN1 from these weights (its saved settings) and train it "
+                         "--cnn1-iterations more, e.g. to fine-tune a shipped CNN1 on a new phantom cohort")
     ap.add_argument("--cnn2-init", default=None, metavar="PT",
                     help="start CNN2 from these weights (e.g. to train a shipped CNN2 longer)")
     ap.add_argument("--cnn2-preset", default=None, choices=["workshop", "paper"],
@@ -268,7 +284,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1, help="processes that generate phantoms (e.g. 12 on a GPU machine)")
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: bf16 where the device runs it natively (a CPU with AVX-512 BF16 / AMX, a "
+                         "recent GPU), else fp32 (on an AVX2-only CPU bf16 labels CNN1's candidates "
+                         "~16x slower than fp32)")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=False,
                     help="choose CNN2's threshold per label group on the validation scans (default: the "
@@ -288,6 +307,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision == "auto":
+        args.precision = "bf16" if bf16_supported(resolve_device(args.device)) else "fp32"
     out = Path(args.out)
     if args.evaluate_only:
         info = json.loads((out / "model.json").read_text())
@@ -324,8 +345,14 @@ def main() -> None:
         cnn1_changes.update(max_dilation=args.max_dilation, patch_size=4 * args.max_dilation + 3 + 10)
     if args.batch_size:
         changes["batch_size"] = cnn1_changes["batch_size"] = args.batch_size
+    if args.cnn1 and args.cnn1_init:
+        ap.error("--cnn1 (use a CNN1 as it is) and --cnn1-init (train it further) exclude each other")
     if args.cnn1:
         cfg1 = TrainConfig.from_dict(torch.load(args.cnn1, map_location="cpu", weights_only=True)["config"])
+    elif args.cnn1_init:  # the given CNN1's settings, trained --cnn1-iterations more on this cohort
+        saved = torch.load(args.cnn1_init, map_location="cpu", weights_only=True)["config"]
+        cfg1 = TrainConfig.from_dict({**saved, **changes, "max_iterations": args.cnn1_iterations,
+                                      **({"batch_size": args.batch_size} if args.batch_size else {})})
     else:
         cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **cnn1_changes)
     if args.cnn2_init:  # the given CNN2's shape, whatever the preset's
@@ -341,12 +368,18 @@ def main() -> None:
         (work / "cnn1").mkdir(parents=True, exist_ok=True)
         shutil.copy(args.cnn1, work / "cnn1" / "cnn1.pt")
     else:
-        r1 = train(cfg1, train_scans, val_scans, work / "cnn1", max_seconds=_seconds(args.cnn1_minutes))
+        r1 = train(cfg1, train_scans, val_scans, work / "cnn1", max_seconds=_seconds(args.cnn1_minutes),
+                   init=args.cnn1_init)
         stopped["cnn1"] = r1.iteration
     t_cnn1 = time.perf_counter() - t1
     t2 = time.perf_counter()
-    cnn2_scans = train_scans[:args.cnn2_scans] if args.cnn2_scans else train_scans
-    cnn2_val = val_scans[:max(2, args.cnn2_scans // 4)] if args.cnn2_scans else val_scans
+    if args.cnn2_full_scans is not None:  # at most this many whole-chest scans (CNN1 over 2-2.5 M candidates each)
+        train_scans2 = _limit_full(train_scans, args.cnn2_full_scans)
+        val_scans2 = _limit_full(val_scans, max(1, args.cnn2_full_scans // 4) if args.cnn2_full_scans else 0)
+    else:
+        train_scans2, val_scans2 = train_scans, val_scans
+    cnn2_scans = train_scans2[:args.cnn2_scans] if args.cnn2_scans else train_scans2
+    cnn2_val = val_scans2[:max(2, args.cnn2_scans // 4)] if args.cnn2_scans else val_scans2
     r2 = train(cfg2, cnn2_scans, cnn2_val, work / "cnn2", cnn1=work / "cnn1", max_seconds=_seconds(args.cnn2_minutes),
                init=args.cnn2_init)
     stopped["cnn2"] = r2.iteration
@@ -379,6 +412,7 @@ def main() -> None:
         "test_participants": f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})",
         "cnn1_config": cfg1.to_dict(), "cnn2_config": cfg2.to_dict(), "kept_iterations": kept_iterations(out),
         "trained_iterations": stopped, **({"cnn1_given": str(args.cnn1)} if args.cnn1 else {}),
+        **({"cnn1_initialised_from": str(args.cnn1_init)} if args.cnn1_init else {}),
         **({"cnn2_initialised_from": str(args.cnn2_init)} if args.cnn2_init else {}),
         "seconds": {"data": t_data, "cnn1": t_cnn1, "cnn2": t_cnn2, "evaluation": t_eval},
         "hardware": {"device": args.device, "cpu": platform.processor() or platform.machine(),

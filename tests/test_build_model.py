@@ -70,6 +70,26 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
     assert "receptive field 19 px" in card and "Label confusion, soft" in card and "CNN1 alone" in card
     assert "--max-dilation 4" in card
 
+    # --cnn1-init: fine-tune that CNN1 on the cached cohort (its own settings, not the preset's)
+    again = tmp_path / "again"
+    (tmp_path / "work2").mkdir()
+    (tmp_path / "work2" / "cache").symlink_to(tmp_path / "work" / "cache")  # the same cohort, no regeneration
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_default_model.py"), "--out", str(again),
+                          "--work", str(tmp_path / "work2"), "--preset", "paper", "--n-train", "3", "--n-full", "0",
+                          "--train-size", "small", "--n-test", "1", "--test-size", "small",
+                          "--cnn1-init", str(out / "cnn1.pt"), "--cnn1-iterations", "2",
+                          "--cnn2-init", str(out / "cnn2.pt"), "--cnn2-iterations", "2", "--cnn2-scans", "2",
+                          "--workers", "1", "--threads", "1", "--train-only"],
+                         capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, TQDM_DISABLE="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    info2 = json.loads((again / "model.json").read_text())
+    assert info2["cnn1_initialised_from"] == str(out / "cnn1.pt") and info2["trained_iterations"]["cnn1"] == 2
+    assert info2["cnn1_config"]["patch_size"] == 4 * 4 + 3 + 10 and info2["cnn1_config"]["max_iterations"] == 2
+    assert info2["cnn1_config"]["precision"] in ("fp32", "bf16")  # --precision auto resolved
+    curve = (again / "cnn1_metrics.csv").read_text().splitlines()
+    assert curve[1].startswith("0,") and curve[-1].startswith("2,")  # the starting weights validated first
+    assert Model.load(again).cnn1.receptive_field == 4 * 4 + 3
+
 
 def test_gpu_session_script_benchmarks_and_trains_both_candidates(tmp_path):
     """scripts/gpu_session.sh (the device call of 2026-11-27) on the CPU at a tiny size: the
@@ -205,3 +225,21 @@ def test_model_card_states_where_a_continued_cnn2_was_trained():
     del info["cnn2_origin"]
     text = card(info)
     assert "started from" not in text and "CNN2 first on" not in text
+
+
+def test_cnn2_full_scans_keeps_the_first_whole_chests_and_every_heart_region_scan():
+    """build_default_model.py --cnn2-full-scans: CNN1 labels 2-2.5 M candidates per whole chest."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_default_model import _limit_full
+
+    class Scan:
+        def __init__(self, scan_id):
+            self.scan_id = scan_id
+
+    ids = ["P0000_soft_full", "P0000_sharp_full", "P0001_soft_full", "P0016_soft_medium", "P0001_sharp_full",
+           "P0017_sharp_medium"]
+    scans = [Scan(i) for i in ids]
+    assert [s.scan_id for s in _limit_full(scans, 2)] == [
+        "P0000_soft_full", "P0000_sharp_full", "P0016_soft_medium", "P0017_sharp_medium"]
+    assert [s.scan_id for s in _limit_full(scans, 0)] == ["P0016_soft_medium", "P0017_sharp_medium"]
+    assert _limit_full(scans, 10) == scans
