@@ -217,17 +217,25 @@ def training_scans(args, cache: Path) -> list:
     return scans
 
 
-def _limit_full(scans: list, k: int) -> list:
-    """``scans`` with only the first ``k`` whole-chest ones (order kept)."""
+def _limit_full(scans: list, k: int | None) -> list:
+    """``scans`` with only the first ``k`` whole-chest ones (order kept); all of them for None."""
+    if k is None:
+        return scans
     keep = set([s.scan_id for s in scans if s.scan_id.endswith("_full")][:k])
     return [s for s in scans if not s.scan_id.endswith("_full") or s.scan_id in keep]
+
+
+def _val_full_scans(args) -> int | None:
+    """Whole-chest scans allowed among the validation and calibration scans: a quarter of
+    ``--cnn2-full-scans`` (at least 1 where it allows any); None for no limit."""
+    k = args.cnn2_full_scans
+    return None if k is None else max(1, k // 4) if k else 0
 
 
 def calibrate(model: Model, val_scans: list, args) -> dict:
     """CNN2's thresholds per label group, chosen on validation scans (calcscore.calibration);
     sets them on ``model`` and returns what model.json records of them."""
-    if args.cnn2_full_scans is not None:  # as few whole chests as CNN2's validation (see --cnn2-full-scans)
-        val_scans = _limit_full(val_scans, max(1, args.cnn2_full_scans // 4) if args.cnn2_full_scans else 0)
+    val_scans = _limit_full(val_scans, _val_full_scans(args))  # as few whole chests as CNN2's validation
     scans = val_scans[:args.calibration_scans] if args.calibration_scans else val_scans
     t = time.perf_counter()
     data = collect_cnn2_scores(model.cnn1, model.cnn2, scans, device=args.device, precision=args.precision)
@@ -351,8 +359,7 @@ def main() -> None:
         cfg1 = TrainConfig.from_dict(torch.load(args.cnn1, map_location="cpu", weights_only=True)["config"])
     elif args.cnn1_init:  # the given CNN1's settings, trained --cnn1-iterations more on this cohort
         saved = torch.load(args.cnn1_init, map_location="cpu", weights_only=True)["config"]
-        cfg1 = TrainConfig.from_dict({**saved, **changes, "max_iterations": args.cnn1_iterations,
-                                      **({"batch_size": args.batch_size} if args.batch_size else {})})
+        cfg1 = TrainConfig.from_dict({**saved, **changes, "max_iterations": args.cnn1_iterations})
     else:
         cfg1 = get_config(args.preset, "cnn1", max_iterations=args.cnn1_iterations, **cnn1_changes)
     if args.cnn2_init:  # the given CNN2's shape, whatever the preset's
@@ -373,11 +380,9 @@ def main() -> None:
         stopped["cnn1"] = r1.iteration
     t_cnn1 = time.perf_counter() - t1
     t2 = time.perf_counter()
-    if args.cnn2_full_scans is not None:  # at most this many whole-chest scans (CNN1 over 2-2.5 M candidates each)
-        train_scans2 = _limit_full(train_scans, args.cnn2_full_scans)
-        val_scans2 = _limit_full(val_scans, max(1, args.cnn2_full_scans // 4) if args.cnn2_full_scans else 0)
-    else:
-        train_scans2, val_scans2 = train_scans, val_scans
+    # at most --cnn2-full-scans whole chests (CNN1 labels 2-2.5 M candidates in each)
+    train_scans2 = _limit_full(train_scans, args.cnn2_full_scans)
+    val_scans2 = _limit_full(val_scans, _val_full_scans(args))
     cnn2_scans = train_scans2[:args.cnn2_scans] if args.cnn2_scans else train_scans2
     cnn2_val = val_scans2[:max(2, args.cnn2_scans // 4)] if args.cnn2_scans else val_scans2
     r2 = train(cfg2, cnn2_scans, cnn2_val, work / "cnn2", cnn1=work / "cnn1", max_seconds=_seconds(args.cnn2_minutes),

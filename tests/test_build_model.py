@@ -242,4 +242,4 @@ def test_cnn2_full_scans_keeps_the_first_whole_chests_and_every_heart_region_sca
     assert [s.scan_id for s in _limit_full(scans, 2)] == [
         "P0000_soft_full", "P0000_sharp_full", "P0016_soft_medium", "P0017_sharp_medium"]
     assert [s.scan_id for s in _limit_full(scans, 0)] == ["P0016_soft_medium", "P0017_sharp_medium"]
-    assert _limit_full(scans, 10) == scans
+    assert _limit_full(scans, 10) == scans and _limit_full(scans, None) is scans
