@@ -42,7 +42,7 @@ DEADLINE=${DEADLINE:-560}   # seconds from the start: B's budgets are what is le
 STAGES=${STAGES:-smoke bench A B}
 want() { case " $STAGES " in *" $1 "*) return 0;; *) return 1;; esac; }
 COMMON=(--seed 2018 --device "$DEVICE" --preset workshop --cnn2-preset paper --batch-size 64
-        --select-by val_balanced_accuracy --precision bf16 --channels-last --no-calibrate --no-choose-rim)
+        --select-by val_balanced_accuracy --precision auto --channels-last --no-calibrate --no-choose-rim)
 stamp() { echo "== $(( $(date +%s) - START )) s: $*" | tee -a "$LOG"; }
 build() { "$PYTHON" scripts/build_default_model.py "$@" >> "$LOG" 2>&1; }
 
