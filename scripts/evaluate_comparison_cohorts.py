@@ -59,7 +59,7 @@ def figures(cases: list[ScanCase]) -> dict:
     return out
 
 
-def score_cohort(model: Model, key: str, *, seed: int, device: str, workers: int) -> dict:
+def score_cohort(model: Model, key: str, *, seed: int, device: str, workers: int) -> tuple[str, dict]:
     name, ids, size = COHORTS[key]
     t = time.perf_counter()
     cases: dict[str, list[ScanCase]] = {"soft": [], "sharp": []}
