@@ -104,10 +104,18 @@ def _all_calcium(confusion: pd.DataFrame, n_scans: int) -> dict[str, float]:
             "fp_volume_mm3_mean": float(fp / n_scans)}
 
 
-def _figures(summary: pd.DataFrame, groups) -> dict:
-    """Pooled sensitivity, mean FP volume and pooled F1 of ``groups`` present in a summary."""
-    return {g: {k: float(summary.loc[g, k]) for k in ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")}
-            for g in groups if g in summary.index}
+POOLED = ("sensitivity_pooled", "fp_volume_mm3_mean", "f1_pooled")
+
+
+def _finite(x: float) -> float | None:
+    """``x`` as a float, or None (JSON null) where it is undefined (NaN, e.g. no reference calcium)."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _figures(summary: pd.DataFrame, groups, keys=POOLED) -> dict:
+    """``keys`` (default: pooled sensitivity, mean FP volume, pooled F1) of the ``groups`` present
+    in a summary (calcscore.metrics ``Evaluation.summary``), undefined ones as None."""
+    return {g: {k: _finite(summary.loc[g, k]) for k in keys} for g in groups if g in summary.index}
 
 
 def _command(args) -> str:
@@ -152,11 +160,7 @@ def evaluate_model(model: Model, *, n: int, seed: int, start: int, size: str, de
         res["cnn2_at_0.5"] = _figures(evaluate(paper_cases[kernel]).summary, ("CAC", "TAC", "AV", "MV"))
         res["without_rim_fill"] = _figures(evaluate(no_rim_cases[kernel]).summary, ("CAC", "TAC", "AV", "MV"))
         res["all_calcium"] = _all_calcium(ev.label_confusion, len(cs_list))
-        for name in summary.index:
-            r = summary.loc[name]
-            res[name] = {k: (None if not np.isfinite(r[k]) else float(r[k])) for k in
-                         ("sensitivity_pooled", "sensitivity_mean", "fp_volume_mm3_mean", "f1_pooled",
-                          "f1_mean", "ref_volume_mm3_mean")}
+        res.update(_figures(summary, summary.index, POOLED + ("sensitivity_mean", "f1_mean", "ref_volume_mm3_mean")))
         agreement = ev.risk_agreement()
         if agreement is not None:
             table, kappa = agreement

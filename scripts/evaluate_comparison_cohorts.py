@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_default_model import cohort_scans  # noqa: E402
+from build_default_model import _figures, _finite, cohort_scans  # noqa: E402
 
 from calcscore.checks import check_scan  # noqa: E402
 from calcscore.inference import InferenceOptions, Model, segment  # noqa: E402
@@ -41,18 +40,10 @@ COHORTS = {
 LABELS = ("CAC", "TAC", "AV", "MV")
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(float(x)) else None
-
-
 def figures(cases: list[ScanCase]) -> dict:
     """Pooled sensitivity, F1 and mean FP volume per label, and the risk-category kappa."""
     ev = evaluate(cases)
-    out: dict = {"n_scans": len(cases)}
-    for name in LABELS:
-        if name in ev.summary.index:
-            r = ev.summary.loc[name]
-            out[name] = {k: _finite(r[k]) for k in ("f1_pooled", "sensitivity_pooled", "fp_volume_mm3_mean")}
+    out: dict = {"n_scans": len(cases), **_figures(ev.summary, LABELS)}
     agreement = ev.risk_agreement()
     if agreement is not None:
         out["kappa"] = _finite(agreement[1].kappa)
