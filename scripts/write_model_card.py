@@ -86,11 +86,23 @@ def _data_time(seconds: float) -> str:
 WHOLE_CHEST_FP_MM3 = 25.0
 
 
+def _below(f1: float | None) -> str:
+    """An F1 below the 0.85 target, with three decimals (0.846 printed as 0.85 would read as met)."""
+    return "n/a" if f1 is None else f"{f1:.3f}"
+
+
+def _points_lost(before: float | None, after: float | None) -> str:
+    """Sensitivity lost, in percentage points; n/a where either is undefined (no reference calcium)."""
+    if before is None or after is None or before != before or after != after:
+        return "n/a"
+    return f"{100 * (before - after):.1f}"
+
+
 def _measured_limits(info: dict) -> list[str]:
     """Limits read off this model's own figures (targets: CAC and TAC F1 >= 0.85)."""
     out = []
     m = info["test_metrics"]
-    low = [f"{g} {kernel} {fmt(m[kernel][g]['f1_pooled'])}" for kernel in ("soft", "sharp") if kernel in m
+    low = [f"{g} {kernel} {_below(m[kernel][g]['f1_pooled'])}" for kernel in ("soft", "sharp") if kernel in m
            for g in ("CAC", "TAC") if (m[kernel][g]["f1_pooled"] or 0) < 0.85]
     if low:
         out.append("- Below this project's target of a pooled F1 of 0.85 on the heart-region test scans: "
@@ -98,7 +110,7 @@ def _measured_limits(info: dict) -> list[str]:
     mw = info.get("test_metrics_whole_chest")
     if mw:
         fp = [mw[k]["CAC"]["fp_volume_mm3_mean"] for k in ("soft", "sharp") if k in mw]
-        low = [f"{g} {kernel} {fmt(mw[kernel][g]['f1_pooled'])}" for kernel in ("soft", "sharp") if kernel in mw
+        low = [f"{g} {kernel} {_below(mw[kernel][g]['f1_pooled'])}" for kernel in ("soft", "sharp") if kernel in mw
                for g in ("CAC", "TAC") if (mw[kernel][g]["f1_pooled"] or 0) < 0.85]
         unreliable = max(fp) > WHOLE_CHEST_FP_MM3
         if low or unreliable:
@@ -289,7 +301,9 @@ def card(info: dict) -> str:
         "",
         "## Cost",
         *_cost(info, hw, sec),
-        f"- Time: data {_data_time(sec['data'])}, CNN1 {sec['cnn1'] / 60:.1f} min, CNN2 {sec['cnn2'] / 60:.1f} min, "
+        f"- Time: data {_data_time(sec['data'])}, CNN1 "
+        + ("given, not trained in this run" if info.get("cnn1_given") else f"{sec['cnn1'] / 60:.1f} min")
+        + f", CNN2 {sec['cnn2'] / 60:.1f} min, "
         f"test evaluation {sec['evaluation'] / 60:.1f} min; {m['inference_seconds_mean']:.1f} s per test scan.",
         "",
         "## Held-out synthetic test set (voxel level, pooled over scans)",
@@ -346,7 +360,7 @@ def card(info: dict) -> str:
                        if a["fp_volume_mm3_mean"] else "n/a")
             lines.append(f"| {kernel} | {fmt(a['sensitivity_pooled'], True)} / {a['fp_volume_mm3_mean']:.0f} | "
                          f"{fmt(b['sensitivity_pooled'], True)} / {b['fp_volume_mm3_mean']:.0f} | {removed} | "
-                         f"{100 * (a['sensitivity_pooled'] - b['sensitivity_pooled']):.1f} |")
+                         f"{_points_lost(a['sensitivity_pooled'], b['sensitivity_pooled'])} |")
         lines += _threshold_lines(info)
         names = ["background", "LAD", "LCX", "RCA", "TAC", "AV", "MV"]
         for kernel in ("soft", "sharp"):

@@ -11,6 +11,13 @@ import numpy as np
 from calcscore.inference import Model
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _defined(x) -> bool:
+    """A figure of model.json that is defined (undefined ones are JSON null, e.g. no reference calcium)."""
+    return x is not None and bool(np.isfinite(x))
+
+
 NAMES = ["background", "LAD", "LCX", "RCA", "TAC", "AV", "MV"]
 
 
@@ -46,11 +53,11 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
         # CNN2 only removes: sensitivity never rises, FP volume never rises
         a, b = m["cnn1_alone"]["all_calcium"], m["all_calcium"]
         assert b["fp_volume_mm3_mean"] <= a["fp_volume_mm3_mean"] + 1e-9
-        if np.isfinite(a["sensitivity_pooled"]):
+        if _defined(a["sensitivity_pooled"]):
             assert b["sensitivity_pooled"] <= a["sensitivity_pooled"] + 1e-9
         # CNN2 at the paper's 0.5 only removes too; the thresholds come from the validation scans
         for g, r in m["cnn2_at_0.5"].items():
-            if np.isfinite(m["cnn1_alone"].get(g, {}).get("sensitivity_pooled", np.nan)):
+            if _defined(m["cnn1_alone"].get(g, {}).get("sensitivity_pooled")):
                 assert r["sensitivity_pooled"] <= m["cnn1_alone"][g]["sensitivity_pooled"] + 1e-9
     assert set(info["cnn2_thresholds"]) == {"CAC", "TAC", "AV", "MV"}
     assert all(0.05 <= t <= 0.95 for t in info["cnn2_thresholds"].values())
@@ -187,7 +194,19 @@ def test_model_card_states_targets_missed_and_the_previous_model():
         "CAC": {"f1_pooled": 0.7, "fp_volume_mm3_mean": 12.0}, "TAC": {"f1_pooled": 0.6}}}}
     text = card(info)
     target = next(line for line in text.splitlines() if "target of a pooled F1 of 0.85" in line)
-    assert "TAC soft 0.50" in target and "CAC soft" not in target
+    assert "TAC soft 0.500" in target and "CAC soft" not in target
+    soft["TAC"]["f1_pooled"] = 0.846  # three decimals: "0.85" would read as the target met
+    assert "TAC soft 0.846" in next(line for line in card(info).splitlines() if "target of a pooled F1" in line)
+    soft["TAC"]["f1_pooled"] = 0.5
+    # undefined figures (JSON null: no reference calcium in the test scans) read n/a, no crash
+    soft["cnn1_alone"]["all_calcium"]["sensitivity_pooled"] = None
+    row = next(line for line in card(info).splitlines() if line.startswith("| soft |") and " / " in line)
+    assert row.endswith("| n/a |") and "| n/a / " in row
+    soft["cnn1_alone"]["all_calcium"]["sensitivity_pooled"] = 0.9
+    # a CNN1 given to the build (--cnn1) was not trained in it: no "CNN1 0.0 min"
+    assert info.get("cnn1_given") and "CNN1 given, not trained in this run, CNN2" in text
+    given = {k: v for k, v in info.items() if k != "cnn1_given"}
+    assert f"CNN1 {info['seconds']['cnn1'] / 60:.1f} min, CNN2" in card(given)
     assert "The model this one replaced (an older one)" in text
     assert "| heart-region | soft | previous | 0.70 | 0.60 | n/a | n/a | 12 |" in text
     # measured on phantoms of an earlier generator: this model's figures on those phantoms beside it
