@@ -251,7 +251,8 @@ def calibrate(model: Model, val_scans: list, args) -> dict:
                                  "seconds": time.perf_counter() - t}}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (tests parse the commands of the shell scripts that call it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default=None, help="cache and training folders (default: a calcscore-build folder in the temp dir)")
@@ -315,7 +316,11 @@ def main() -> None:
     ap.add_argument("--evaluate-only", action="store_true",
                     help="re-run only the test evaluation of the model in OUT (e.g. after the phantom "
                          "generator changed) and update model.json")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)

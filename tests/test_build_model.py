@@ -262,3 +262,42 @@ def test_cnn2_full_scans_keeps_the_first_whole_chests_and_every_heart_region_sca
         "P0000_soft_full", "P0000_sharp_full", "P0016_soft_medium", "P0017_sharp_medium"]
     assert [s.scan_id for s in _limit_full(scans, 0)] == ["P0016_soft_medium", "P0017_sharp_medium"]
     assert _limit_full(scans, 10) == scans and _limit_full(scans, None) is scans
+
+
+def test_cpu_retrain_script_commands_parse_and_its_table_compares(tmp_path):
+    """scripts/cpu_retrain_cnn2.sh: its build commands are valid for build_default_model.py (a dry
+    run), and its last stage prints the new model beside the shipped one."""
+    import runpy
+    import shutil
+
+    parser = runpy.run_path(str(ROOT / "scripts" / "build_default_model.py"))["build_parser"]()
+    env = dict(os.environ, WORK=str(tmp_path / "dry"), DRY="1", PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "cpu_retrain_cnn2.sh")], env=env, capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    builds = [line.split()[3:] for line in run.stdout.splitlines()
+              if line.startswith("+ ") and "scripts/build_default_model.py" in line]
+    assert len(builds) == 2
+    train, evaluate = (parser.parse_args(words) for words in builds)
+    assert train.train_only and train.cnn1.endswith("given/cnn1.pt") and not evaluate.train_only
+    assert evaluate.evaluate_only and evaluate.calibrate and not evaluate.choose_rim
+    assert train.n_train == evaluate.n_train == 120 and train.out == evaluate.out  # the split of the shipped model
+    assert not (tmp_path / "dry" / "model").exists()  # a dry run writes nothing but its folder
+    # the table: the shipped model beside itself, every earlier stage already done
+    work = tmp_path / "done"
+    (work / "model").mkdir(parents=True)
+    shutil.copy(ROOT / "calcscore" / "models" / "default" / "model.json", work / "model" / "model.json")
+    shutil.copy(ROOT / "scripts" / "experiments" / "2026-11-28_shipped_on_comparison_scans_after_aorta_spine_fix.json",
+                work / "comparison.json")
+    (work / "rim.done").touch()
+    (work / "evaluate.done").touch()
+    env = dict(os.environ, WORK=str(work), PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "cpu_retrain_cnn2.sh")], env=env, capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    cmp = json.loads((work / "comparison.json").read_text())["heart_region_P0136_P0145"]["sharp"]
+    line = next(x for x in run.stdout.splitlines() if x.startswith("heart_region_P0136_P0145") and " sharp " in x)
+    assert line.split()[2:] == [f"{cmp['CAC']['f1_pooled']:.3f}", "->", f"{cmp['CAC']['f1_pooled']:.3f}",
+                                f"{cmp['TAC']['f1_pooled']:.3f}", "->", f"{cmp['TAC']['f1_pooled']:.3f}"]
+    assert "build_default_model" not in run.stdout  # nothing re-run
+    assert (work / "retrain.log").read_text().count("pooled F1 (shipped -> new)") == 1
