@@ -475,7 +475,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
     if n_cand:
         lo = cand_all.min(dim=0).values.cpu().numpy()
         hi = cand_all.max(dim=0).values.cpu().numpy() + 1
-        cnn1 = model.cnn1.to(device).eval()
+        cnn1 = model.cnn1.for_inference().to(device)  # a copy: ELUs in place, the model left as it is
         r_cnn1 = cnn1.receptive_field // 2
         use_cnn2 = opts.use_cnn2 and model.cnn2 is not None
         r_cnn2 = model.cnn2.config.patch_size // 2 if use_cnn2 else 0

@@ -25,7 +25,6 @@ and dense weights (not biases or batch-norm parameters), i.e. Adam's ``weight_de
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import hashlib
 import io
@@ -432,12 +431,13 @@ def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat:
     pad_value = (PAD_HU - CALCIUM_THRESHOLD_HU) / 1130.0
     vol = F.pad(vol[None, None], (r, r, r, r, r, r), value=pad_value)[0, 0]  # (Z+2r, Y+2r, X+2r)
     zyx = store.unravel(np.full(len(flat), scan_index), np.asarray(flat))
-    # channels-last on the CPU, as `calcscore score` runs: CNN1 over a 512 x 512 x 200 whole chest
-    # took 34 s instead of 52 s in fp32 on a 2-core AVX2 CPU (benchmarks/bench_inference.py). A copy
-    # takes the layout, so the model being trained keeps its own.
+    # an inference copy (ELUs in place), channels-last on the CPU as `calcscore score` runs: CNN1 over
+    # a 512 x 512 x 200 whole chest took 34 s instead of 52 s in fp32 on a 2-core AVX2 CPU
+    # (benchmarks/bench_inference.py). The model being trained keeps its own layout and modules.
     channels_last = torch.device(dev).type == "cpu"
+    model = model.for_inference()
     if channels_last:
-        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
     opts = InferenceOptions(device=str(dev), batch_voxels=chunk, bf16=precision == "bf16",
                             channels_last=channels_last)
     return cnn1_proba(model, vol, zyx, r, opts)

@@ -145,8 +145,28 @@ def test_cnn2_with_batch_norm_folded_computes_the_same_function(width_scale):
     folded = net.folded()
     assert not any(isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    assert all(m.inplace for m in folded.modules() if isinstance(m, torch.nn.ELU))
+    assert not any(m.inplace for m in net.modules() if isinstance(m, torch.nn.ELU))
     x = torch.randn(16, 3, 65, 65)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(folded.to(memory_format=torch.channels_last)(
             x.contiguous(memory_format=torch.channels_last)), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_cnn1_inference_copy_computes_the_same_with_its_elus_in_place():
+    """CNN1.for_inference: ELUs in place on a copy, the same probabilities and features; the
+    model (e.g. one being trained) keeps its own modules and still trains."""
+    torch.manual_seed(0)
+    net = CNN1(width=4, head_width=8, max_dilation=4).eval()
+    fast = net.for_inference()
+    # per subnet: convs of dilation 1, 1, 2, 4, 1 and the 1x1 one, each with its ELU; one in the head
+    assert sum(isinstance(m, torch.nn.ELU) and m.inplace for m in fast.modules()) == 3 * 6 + 1
+    assert not any(m.inplace for m in net.modules() if isinstance(m, torch.nn.ELU))
+    x = torch.randn(5, 3, 25, 25)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.predict_proba(x), net.predict_proba(x), rtol=0, atol=0)
+        planes = torch.randn(2, 1, 40, 40)
+        torch.testing.assert_close(fast.axial.features(planes), net.axial.features(planes), rtol=0, atol=0)
+    net.train()
+    net.head_layers(torch.randn(2, 12)).sum().backward()  # the original's autograd is untouched
