@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     ap = build_parser()
     args = ap.parse_args()
+    if args.cnn1 and args.cnn1_init:  # before any data is made
+        ap.error("--cnn1 (use a CNN1 as it is) and --cnn1-init (train it further) exclude each other")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -363,8 +365,6 @@ def main() -> None:
         cnn1_changes.update(max_dilation=args.max_dilation, patch_size=4 * args.max_dilation + 3 + 10)
     if args.batch_size:
         changes["batch_size"] = cnn1_changes["batch_size"] = args.batch_size
-    if args.cnn1 and args.cnn1_init:
-        ap.error("--cnn1 (use a CNN1 as it is) and --cnn1-init (train it further) exclude each other")
     if args.cnn1:
         cfg1 = TrainConfig.from_dict(torch.load(args.cnn1, map_location="cpu", weights_only=True)["config"])
     elif args.cnn1_init:  # the given CNN1's settings, trained --cnn1-iterations more on this cohort

@@ -301,3 +301,13 @@ def test_cpu_retrain_script_commands_parse_and_its_table_compares(tmp_path):
                                 f"{cmp['TAC']['f1_pooled']:.3f}", "->", f"{cmp['TAC']['f1_pooled']:.3f}"]
     assert "build_default_model" not in run.stdout  # nothing re-run
     assert (work / "retrain.log").read_text().count("pooled F1 (shipped -> new)") == 1
+
+
+def test_build_script_refuses_cnn1_with_cnn1_init(tmp_path):
+    """--cnn1 (use a CNN1 as it is) and --cnn1-init (train it further) exclude each other: a usage
+    error naming both, before any data is made."""
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_default_model.py"), "--out",
+                          str(tmp_path / "m"), "--work", str(tmp_path / "w"), "--cnn1", "a.pt", "--cnn1-init", "b.pt"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2 and "--cnn1-init" in run.stderr and "exclude each other" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "w").exists() and not (tmp_path / "m").exists()
