@@ -11,8 +11,13 @@ from pathlib import Path
 GROUPS = ("CAC", "TAC", "AV", "MV", "LAD", "LCX", "RCA")
 
 
+def _undefined(v) -> bool:
+    """A figure that is missing, JSON null or NaN (no reference and no prediction)."""
+    return v is None or v != v
+
+
 def fmt(v, pct: bool = False) -> str:
-    if v is None or v != v:  # missing or NaN (no reference and no prediction)
+    if _undefined(v):
         return "n/a"
     return f"{100 * v:.1f}" if pct else f"{v:.2f}"
 
@@ -88,12 +93,12 @@ WHOLE_CHEST_FP_MM3 = 25.0
 
 def _below(f1: float | None) -> str:
     """An F1 below the 0.85 target, with three decimals (0.846 printed as 0.85 would read as met)."""
-    return "n/a" if f1 is None else f"{f1:.3f}"
+    return "n/a" if _undefined(f1) else f"{f1:.3f}"
 
 
 def _points_lost(before: float | None, after: float | None) -> str:
     """Sensitivity lost, in percentage points; n/a where either is undefined (no reference calcium)."""
-    if before is None or after is None or before != before or after != after:
+    if _undefined(before) or _undefined(after):
         return "n/a"
     return f"{100 * (before - after):.1f}"
 
