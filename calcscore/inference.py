@@ -475,14 +475,13 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
     if n_cand:
         lo = cand_all.min(dim=0).values.cpu().numpy()
         hi = cand_all.max(dim=0).values.cpu().numpy() + 1
-        cnn1 = model.cnn1.for_inference().to(device)  # a copy: ELUs in place, the model left as it is
+        # a copy (ELUs in place, channels-last if asked); the model is left as it is
+        cnn1 = model.cnn1.for_inference(channels_last=opts.channels_last).to(device)
         r_cnn1 = cnn1.receptive_field // 2
         use_cnn2 = opts.use_cnn2 and model.cnn2 is not None
         r_cnn2 = model.cnn2.config.patch_size // 2 if use_cnn2 else 0
         r = max(r_cnn1, r_cnn2)
         block = _normalised_block(net_hu, lo, hi, r)
-        if opts.channels_last:
-            cnn1 = cnn1.to(memory_format=torch.channels_last)
         cand = cand_all - torch.from_numpy(lo).to(device)  # row-major order, as np.argwhere
         t = time.perf_counter()
         inner = block[tuple(slice(r - r_cnn1, block.shape[i] - (r - r_cnn1)) for i in range(3))]

@@ -195,10 +195,12 @@ class CNN1(nn.Module):
         return CNN1Output(head, aux)  # type: ignore[arg-type]
 
     @torch.no_grad()
-    def for_inference(self) -> CNN1:
+    def for_inference(self, channels_last: bool = False) -> CNN1:
         """An eval-mode copy for inference (:func:`calcscore.inference.segment`): its ELUs in
-        place (:func:`inplace_elus`); the model itself, e.g. one being trained, is left as it is."""
-        return inplace_elus(copy.deepcopy(self).eval())
+        place (:func:`inplace_elus`), its weights channels-last (NHWC) if ``channels_last``; the
+        model itself, e.g. one being trained, is left as it is."""
+        copied = inplace_elus(copy.deepcopy(self).eval())
+        return copied.to(memory_format=torch.channels_last) if channels_last else copied
 
     @staticmethod
     def combine(head_logits: torch.Tensor,

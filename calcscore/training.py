@@ -435,9 +435,7 @@ def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat:
     # a 512 x 512 x 200 whole chest took 34 s instead of 52 s in fp32 on a 2-core AVX2 CPU
     # (benchmarks/bench_inference.py). The model being trained keeps its own layout and modules.
     channels_last = torch.device(dev).type == "cpu"
-    model = model.for_inference()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.for_inference(channels_last=channels_last)
     opts = InferenceOptions(device=str(dev), batch_voxels=chunk, bf16=precision == "bf16",
                             channels_last=channels_last)
     return cnn1_proba(model, vol, zyx, r, opts)

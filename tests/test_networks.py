@@ -168,5 +168,12 @@ def test_cnn1_inference_copy_computes_the_same_with_its_elus_in_place():
         torch.testing.assert_close(fast.predict_proba(x), net.predict_proba(x), rtol=0, atol=0)
         planes = torch.randn(2, 1, 40, 40)
         torch.testing.assert_close(fast.axial.features(planes), net.axial.features(planes), rtol=0, atol=0)
+        nhwc = net.for_inference(channels_last=True)
+        conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not conv.weight.is_contiguous()  # NHWC strides, not a plain copy
+        torch.testing.assert_close(nhwc.axial.features(planes.contiguous(memory_format=torch.channels_last)),
+                                   net.axial.features(planes), rtol=1e-5, atol=1e-5)
+    assert next(net.parameters()).is_contiguous()  # the original keeps its layout
     net.train()
     net.head_layers(torch.randn(2, 12)).sum().backward()  # the original's autograd is untouched
