@@ -4,8 +4,10 @@
 # evaluate it as the shipped model was evaluated, and print it beside the shipped model.
 # Nothing is shipped: a person compares the table and, if the new model is better, copies it into
 # calcscore/models/default, updates model.json's provenance and runs write_model_card.py.
+# Run on 2026-11-29 it made CNN2 worse (TAC F1 on every cohort; figures in
+# scripts/experiments/2026-11-29_cpu_cnn2_retrain_fixed_phantoms.json): 40 scans are too few.
 #
-#     WORK=/tmp/retrain bash scripts/cpu_retrain_cnn2.sh        # ~2.5 h on a 2-core AVX2 CPU
+#     WORK=/tmp/retrain bash scripts/cpu_retrain_cnn2.sh        # 1 h 45 min on a 2-core AVX2 CPU
 #     DRY=1 WORK=/tmp/x bash scripts/cpu_retrain_cnn2.sh        # print the commands only
 #
 # Stages; each one is skipped when its output is there, so a run that was cut off goes on where it
