@@ -490,9 +490,8 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         final = pred.clone()
         t = time.perf_counter()
         if use_cnn2:
-            cnn2 = model.cnn2.to(device).eval().folded()  # batch norm folded: same outputs, faster
-            if opts.channels_last:
-                cnn2 = cnn2.to(memory_format=torch.channels_last)
+            # batch norm folded (same outputs, faster), channels-last if asked
+            cnn2 = model.cnn2.to(device).eval().folded(channels_last=opts.channels_last)
             hit = torch.nonzero(pred > 0).squeeze(1)
             proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
             thresholds = threshold_table(model.cnn2_thresholds if opts.cnn2_threshold is None

@@ -317,12 +317,13 @@ class CNN2(nn.Module):
         return F.softmax(self(x).float(), dim=1)[:, 1]
 
     @torch.no_grad()
-    def folded(self) -> CNN2:
+    def folded(self, channels_last: bool = False) -> CNN2:
         """An eval-mode copy with every batch norm folded into the convolution or dense layer
         before it (the same function in eval mode, one pass over memory less per layer: with
         channels-last, CNN2 runs ~2x faster on a CPU), and each max-pooling moved before the ELU
         in front of it (the same values, a quarter of the ELU's work), and the ELUs in place
-        (:func:`inplace_elus`)."""
+        (:func:`inplace_elus`); its weights channels-last (NHWC) if ``channels_last``, as
+        :meth:`CNN1.for_inference`."""
         net = copy.deepcopy(self).eval()
 
         def fold(seq: nn.Sequential) -> nn.Sequential:
@@ -354,7 +355,8 @@ class CNN2(nn.Module):
 
         net.tower = fold(net.tower)
         net.classifier = fold(net.classifier)
-        return inplace_elus(net)
+        net = inplace_elus(net)
+        return net.to(memory_format=torch.channels_last) if channels_last else net
 
 
 def build_network(kind: str, params: dict[str, Any]) -> nn.Module:
