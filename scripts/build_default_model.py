@@ -285,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cnn2-preset", default=None, choices=["workshop", "paper"],
                     help="CNN2's preset (default: --preset), e.g. the paper's CNN2 after a workshop CNN1")
     ap.add_argument("--batch-size", type=int, default=None, help="patches per iteration (default: the presets')")
+    ap.add_argument("--learning-rate", type=float, default=None, metavar="LR",
+                    help="Adam's learning rate for both networks (default: the presets' and the paper's "
+                         "5e-4); a smaller one, e.g. 1e-4, for fine-tuning with --cnn1-init / --cnn2-init, "
+                         "where a fresh Adam at 5e-4 first moves a trained network away from its optimum")
     ap.add_argument("--cnn1-minutes", type=float, default=None,
                     help="time budget for CNN1's training: it stops (validated and resumable) when spent")
     ap.add_argument("--cnn2-minutes", type=float, default=None, help="the same for CNN2")
@@ -365,6 +369,8 @@ def main() -> None:
         cnn1_changes.update(max_dilation=args.max_dilation, patch_size=4 * args.max_dilation + 3 + 10)
     if args.batch_size:
         changes["batch_size"] = cnn1_changes["batch_size"] = args.batch_size
+    if args.learning_rate:
+        changes["learning_rate"] = cnn1_changes["learning_rate"] = args.learning_rate
     if args.cnn1:
         cfg1 = TrainConfig.from_dict(torch.load(args.cnn1, map_location="cpu", weights_only=True)["config"])
     elif args.cnn1_init:  # the given CNN1's settings, trained --cnn1-iterations more on this cohort

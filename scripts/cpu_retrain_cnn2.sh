@@ -9,6 +9,8 @@
 #
 #     WORK=/tmp/retrain bash scripts/cpu_retrain_cnn2.sh        # 1 h 45 min on a 2-core AVX2 CPU
 #     DRY=1 WORK=/tmp/x bash scripts/cpu_retrain_cnn2.sh        # print the commands only
+#     CNN1_ITERATIONS=3000 LR=1e-4 CNN2_SCANS=64 CNN2_FULL_SCANS=6 WORK=/tmp/r2 bash scripts/cpu_retrain_cnn2.sh
+#                 # also fine-tune CNN1 first, both at a fine-tuning learning rate, on more scans
 #
 # Stages; each one is skipped when its output is there, so a run that was cut off goes on where it
 # stopped when started again with the same WORK (CNN2's training resumes from its checkpoint):
@@ -27,6 +29,11 @@ THREADS=${THREADS:-2}
 WORKERS=${WORKERS:-2}
 CNN2_MINUTES=${CNN2_MINUTES:-20}
 CNN2_ITERATIONS=${CNN2_ITERATIONS:-6000}
+CNN2_SCANS=${CNN2_SCANS:-40}            # CNN2's training scans (CNN1 labels every candidate of each)
+CNN2_FULL_SCANS=${CNN2_FULL_SCANS:-4}   # of those, at most this many whole chests
+CNN1_ITERATIONS=${CNN1_ITERATIONS:-0}   # > 0: fine-tune the shipped CNN1 this many iterations first
+CNN1_MINUTES=${CNN1_MINUTES:-12}
+LR=${LR:-}                              # Adam's learning rate for both (empty: the presets' 5e-4)
 SHIPPED=calcscore/models/default
 MODEL="$WORK/model"
 COMPARISON_OF_SHIPPED=scripts/experiments/2026-11-28_shipped_on_comparison_scans_after_aorta_spine_fix.json
@@ -48,10 +55,15 @@ if [ ! -f "$MODEL/model.json" ]; then
     run mkdir -p "$WORK/given"
     run cp "$SHIPPED/cnn1.pt" "$WORK/given/cnn1.pt"
     run cp "$SHIPPED/cnn2.pt" "$WORK/given/cnn2_init.pt"
+    if [ "$CNN1_ITERATIONS" -gt 0 ]; then  # CNN1 from the shipped weights, its own batch size
+        CNN1=(--cnn1-init "$WORK/given/cnn1.pt" --cnn1-iterations "$CNN1_ITERATIONS" --cnn1-minutes "$CNN1_MINUTES")
+    else
+        CNN1=(--cnn1 "$WORK/given/cnn1.pt" --batch-size 64)
+    fi
     run "$PYTHON" scripts/build_default_model.py --out "$MODEL" --work "$WORK/work" "${DATA[@]}" \
-        --cnn1 "$WORK/given/cnn1.pt" --cnn2-init "$WORK/given/cnn2_init.pt" --cnn2-preset paper \
-        --cnn2-iterations "$CNN2_ITERATIONS" --cnn2-minutes "$CNN2_MINUTES" --cnn2-scans 40 \
-        --cnn2-full-scans 4 --batch-size 64 --select-by val_balanced_accuracy --train-only
+        "${CNN1[@]}" --cnn2-init "$WORK/given/cnn2_init.pt" --cnn2-preset paper \
+        --cnn2-iterations "$CNN2_ITERATIONS" --cnn2-minutes "$CNN2_MINUTES" --cnn2-scans "$CNN2_SCANS" \
+        --cnn2-full-scans "$CNN2_FULL_SCANS" ${LR:+--learning-rate "$LR"} --select-by val_balanced_accuracy --train-only
 fi
 
 if [ ! -f "$WORK/rim.done" ]; then
@@ -75,7 +87,7 @@ fi
 
 if [ ! -f "$WORK/evaluate.done" ]; then
     run "$PYTHON" scripts/build_default_model.py --out "$MODEL" --work "$WORK/work" "${DATA[@]}" \
-        --evaluate-only --calibrate --calibration-scans 8 --cnn2-full-scans 4 --no-choose-rim
+        --evaluate-only --calibrate --calibration-scans 8 --cnn2-full-scans "$CNN2_FULL_SCANS" --no-choose-rim
     run touch "$WORK/evaluate.done"
 fi
 

@@ -86,13 +86,16 @@ def test_gpu_build_script_trains_evaluates_benchmarks_and_writes_a_model_card(tm
                           "--train-size", "small", "--n-test", "1", "--test-size", "small",
                           "--cnn1-init", str(out / "cnn1.pt"), "--cnn1-iterations", "2",
                           "--cnn2-init", str(out / "cnn2.pt"), "--cnn2-iterations", "2", "--cnn2-scans", "2",
-                          "--workers", "1", "--threads", "1", "--train-only"],
+                          "--learning-rate", "1e-4", "--workers", "1", "--threads", "1", "--train-only"],
                          capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, TQDM_DISABLE="1"))
     assert run.returncode == 0, run.stderr[-3000:]
     info2 = json.loads((again / "model.json").read_text())
     assert info2["cnn1_initialised_from"] == str(out / "cnn1.pt") and info2["trained_iterations"]["cnn1"] == 2
     assert info2["cnn1_config"]["patch_size"] == 4 * 4 + 3 + 10 and info2["cnn1_config"]["max_iterations"] == 2
     assert info2["cnn1_config"]["precision"] in ("fp32", "bf16")  # --precision auto resolved
+    # the fine-tuning learning rate reaches both networks (the presets' and the saved CNN1's is 5e-4)
+    assert info2["cnn1_config"]["learning_rate"] == info2["cnn2_config"]["learning_rate"] == 1e-4
+    assert info["cnn1_config"]["learning_rate"] == 5e-4
     curve = (again / "cnn1_metrics.csv").read_text().splitlines()
     assert curve[1].startswith("0,") and curve[-1].startswith("2,")  # the starting weights validated first
     assert Model.load(again).cnn1.receptive_field == 4 * 4 + 3
@@ -283,6 +286,17 @@ def test_cpu_retrain_script_commands_parse_and_its_table_compares(tmp_path):
     assert evaluate.evaluate_only and evaluate.calibrate and not evaluate.choose_rim
     assert train.n_train == evaluate.n_train == 120 and train.out == evaluate.out  # the split of the shipped model
     assert not (tmp_path / "dry" / "model").exists()  # a dry run writes nothing but its folder
+    assert train.learning_rate is None and train.cnn2_scans == 40 and train.cnn2_full_scans == 4
+    # CNN1 fine-tuned first, both at a fine-tuning learning rate, on more of CNN2's scans
+    env.update(WORK=str(tmp_path / "dry2"), CNN1_ITERATIONS="3000", LR="1e-4", CNN2_SCANS="64", CNN2_FULL_SCANS="6")
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "cpu_retrain_cnn2.sh")], env=env, capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    train2, evaluate2 = (parser.parse_args(line.split()[3:]) for line in run.stdout.splitlines()
+                         if line.startswith("+ ") and "scripts/build_default_model.py" in line)
+    assert train2.cnn1 is None and train2.cnn1_init.endswith("given/cnn1.pt") and train2.cnn1_iterations == 3000
+    assert train2.learning_rate == 1e-4 and train2.batch_size is None  # CNN1 keeps its own batch size
+    assert train2.cnn2_scans == 64 and train2.cnn2_full_scans == evaluate2.cnn2_full_scans == 6
     # the table: the shipped model beside itself, every earlier stage already done
     work = tmp_path / "done"
     (work / "model").mkdir(parents=True)

@@ -291,8 +291,11 @@ def test_cli_trains_cnn1_then_cnn2_and_resumes(scans, tmp_path, capsys):
     assert main(tune + [str(out1 / "cnn1.pt")]) == 2
     err = capsys.readouterr().err
     assert "cnn1.pt" in err and "holds a cnn1, not a cnn2" in err and "Traceback" not in err
-    assert main(tune + [str(out2 / "cnn2.pt")]) == 0
+    assert main(tune[:-1] + ["--learning-rate", "0", "--init", str(out2 / "cnn2.pt")]) == 2
+    assert "--learning-rate must be > 0" in capsys.readouterr().err
+    assert main(tune[:-1] + ["--learning-rate", "1e-4", "--init", str(out2 / "cnn2.pt")]) == 0
     assert torch.load(tmp_path / "m3" / "cnn2.pt", weights_only=True)["initialised_from"] == str(out2 / "cnn2.pt")
+    assert load_model(tmp_path / "m3")[1].learning_rate == 1e-4 and config.learning_rate == 5e-4
     # a CNN1 whose dilations are not the preset's: its architecture comes with it
     wide = tmp_path / "wide.pt"
     saved = torch.load(out1 / "cnn1.pt", weights_only=True)

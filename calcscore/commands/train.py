@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on recent GPUs)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--batch-size", type=int, metavar="N", help="patches per process and iteration")
+    p.add_argument("--learning-rate", type=float, metavar="LR",
+                   help="Adam's learning rate (default: the config's, the paper's 5e-4); for fine-tuning "
+                        "with --init a smaller one, e.g. 1e-4, moves the saved network less at the start")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
@@ -68,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         changes["channels_last"] = True
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
+    if args.learning_rate is not None:
+        if not args.learning_rate > 0:
+            raise CalcscoreError(f"--learning-rate must be > 0, got {args.learning_rate}")
+        changes["learning_rate"] = args.learning_rate
     if args.seed is not None:
         changes["seed"] = args.seed
     if args.network == "cnn2" and not args.cnn1:
