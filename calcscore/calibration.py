@@ -134,7 +134,7 @@ def collect_cnn2_scores(cnn1, cnn2, scans, *, device: str = "cpu", precision: st
     from calcscore.training import cnn1_candidate_labels
 
     dev = torch.device(device)
-    net2 = cnn2.to(dev).eval().folded()
+    net2 = cnn2.folded().to(dev)  # an eval-mode copy: the caller's CNN2 is left as it is
     parts = []
     for scan in tqdm(list(scans), desc="CNN1 + CNN2 on validation scans", unit="scan", disable=not progress):
         store = VolumeStore([scan], device=dev)

@@ -491,7 +491,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         t = time.perf_counter()
         if use_cnn2:
             # batch norm folded (same outputs, faster), channels-last if asked
-            cnn2 = model.cnn2.to(device).eval().folded(channels_last=opts.channels_last)
+            cnn2 = model.cnn2.folded(channels_last=opts.channels_last).to(device)  # a copy, model untouched
             hit = torch.nonzero(pred > 0).squeeze(1)
             proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
             thresholds = threshold_table(model.cnn2_thresholds if opts.cnn2_threshold is None

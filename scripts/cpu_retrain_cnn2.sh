@@ -6,6 +6,9 @@
 # calcscore/models/default, updates model.json's provenance and runs write_model_card.py.
 # Run on 2026-11-29 it made CNN2 worse (TAC F1 on every cohort; figures in
 # scripts/experiments/2026-11-29_cpu_cnn2_retrain_fixed_phantoms.json): 40 scans are too few.
+# Run on 2026-12-04 with CNN1 fine-tuned first, LR=1e-4 and 64 scans (the third example below,
+# CNN2_MINUTES=25 CNN2_ITERATIONS=8000; 80 min on a 2-core AVX-512 BF16 CPU) it was worse too (TAC F1
+# on every cohort; scripts/experiments/2026-12-04_cpu_cnn1_cnn2_finetune_fixed_phantoms.json).
 #
 #     WORK=/tmp/retrain bash scripts/cpu_retrain_cnn2.sh        # 1 h 45 min on a 2-core AVX2 CPU
 #     DRY=1 WORK=/tmp/x bash scripts/cpu_retrain_cnn2.sh        # print the commands only

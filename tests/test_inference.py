@@ -290,3 +290,21 @@ def test_segment_takes_flipped_and_read_only_views():
     assert ref.any()
     np.testing.assert_array_equal(segment(flipped, model).labels.labels, ref)
     np.testing.assert_array_equal(segment(plain.with_array(ro), model).labels.labels, ref)
+
+
+def test_segment_leaves_the_callers_networks_as_they_are():
+    """segment works on eval-mode copies: networks in training mode (e.g. validated in the middle
+    of training) stay in training mode, keep their weights and give the eval-mode labels."""
+    torch.set_num_threads(1)
+    volume = _scan(3)
+    cnn1, cnn2 = _models()
+    ref = segment(volume, Model(cnn1, cnn2))
+    cnn1.train(), cnn2.train()
+    before = {k: v.clone() for k, v in cnn2.state_dict().items()}
+    seg = segment(volume, Model(cnn1, cnn2), InferenceOptions(channels_last=True))
+    assert cnn1.training and cnn2.training
+    assert all(m.training for m in cnn2.modules())
+    for k, v in cnn2.state_dict().items():
+        assert torch.equal(v, before[k]), k
+        assert v.is_contiguous(), k  # the channels-last copy did not change the caller's layout
+    np.testing.assert_array_equal(seg.labels.labels, ref.labels.labels)
