@@ -63,7 +63,8 @@ def child(args) -> dict:
         res = {"seconds": seconds, "n_candidates": int(len(cand)), "extrapolated_from": int(len(sample))}
     else:
         opts = InferenceOptions(device=args.device, channels_last="channels_last" in args.variant,
-                                bf16="bf16" in args.variant, batch_slices=args.batch_slices)
+                                bf16="bf16" in args.variant, batch_slices=args.batch_slices,
+                                batch_cnn2=args.batch_cnn2)
         if args.device.startswith("cuda"):  # warm-up (kernel selection, allocator)
             segment(vol, model, opts)
             torch.cuda.synchronize()
@@ -90,6 +91,8 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=200)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-slices", type=int, default=8)
+    ap.add_argument("--batch-cnn2", type=int, default=None,
+                    help="CNN2's voxels per batch (default: calcscore's, 32 on a CPU, 512 on a GPU)")
     ap.add_argument("--baseline-voxels", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=1, help="timed runs of each variant (the median is reported)")
     ap.add_argument("--variants", default="patch_per_voxel,fp32,channels_last,bf16_channels_last")
@@ -105,6 +108,8 @@ def main() -> None:
                str(args.batch_slices), "--repeat", str(args.repeat)]
         if args.model:
             cmd += ["--model", args.model]
+        if args.batch_cnn2:
+            cmd += ["--batch-cnn2", str(args.batch_cnn2)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -114,7 +119,7 @@ def main() -> None:
         rows.append((variant, json.loads(out.stdout.strip().splitlines()[-1])))
     base = dict(rows).get("patch_per_voxel", {}).get("seconds")
     print(f"whole-scan inference, CNN1 + CNN2, 512 x 512 x {args.slices} phantom, device {args.device} "
-          f"({platform.processor() or platform.machine()})")
+          f"({platform.processor() or platform.machine()}), CNN2 batch {args.batch_cnn2 or 'default'}")
     print(f"{'variant':<22} {'s / scan':>10} {'peak RSS GB':>12} {'peak GPU GB':>12} {'candidates':>11} "
           f"{'speed-up vs patch/voxel':>24}")
     for variant, r in rows:

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from calcscore.inference import InferenceOptions, Model, body_mask, segment
+from calcscore.inference import (
+    CNN2_BATCH_CPU,
+    InferenceOptions,
+    Model,
+    body_mask,
+    cnn2_batch,
+    segment,
+)
 from calcscore.networks import CNN1, CNN2
 from calcscore.preprocess import normalise_hu, to_network_grid
 from calcscore.sampling import VolumeStore, cache_scan
@@ -104,6 +111,28 @@ def test_channels_last_and_bf16_agree_with_fp32():
     np.testing.assert_array_equal(cl.labels.labels, ref.labels.labels)
     bf = segment(volume, Model(cnn1, cnn2), InferenceOptions(bf16=True))
     assert (bf.cnn1_labels_network.labels == ref.cnn1_labels_network.labels).mean() > 0.95
+
+
+def test_cnn2_batch_size_changes_nothing_but_speed():
+    torch.set_num_threads(1)
+    volume = _scan(3)
+    cnn1, cnn2 = _models()
+    model = Model(cnn1, cnn2)
+    # a threshold that cuts both ways: midway between CNN2's two middle probabilities
+    p = np.sort(segment(volume, model).cnn2_proba)
+    thr = float(p[len(p) // 2 - 1] + p[len(p) // 2]) / 2
+    default = segment(volume, model, InferenceOptions(cnn2_threshold=thr))  # CNN2_BATCH_CPU a batch
+    assert cnn2_batch(InferenceOptions(), torch.device("cpu")) == CNN2_BATCH_CPU
+    assert len(default.cnn2_proba) > 2 * CNN2_BATCH_CPU  # several batches, and a last partial one
+    for batch in (7, 512):
+        other = segment(volume, model, InferenceOptions(batch_cnn2=batch, cnn2_threshold=thr))
+        np.testing.assert_array_equal(other.cnn2_zyx, default.cnn2_zyx)
+        np.testing.assert_allclose(other.cnn2_proba, default.cnn2_proba, atol=1e-5)
+        np.testing.assert_array_equal(other.labels.labels, default.labels.labels)
+    kept = default.labels_network.labels[tuple(default.cnn2_zyx.T)] > 0
+    assert 0 < kept.sum() < len(kept)
+    with pytest.raises(ValueError, match="batch_cnn2"):
+        segment(volume, model, InferenceOptions(batch_cnn2=0))
 
 
 def test_labels_come_back_on_the_original_grid_only_on_calcium_voxels():
