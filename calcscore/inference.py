@@ -129,6 +129,10 @@ class InferenceOptions:
     rim_fill: bool | None = None
     rim_sigmas: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.batch_cnn2 is not None and self.batch_cnn2 < 1:
+            raise ValueError(f"`batch_cnn2` must be >= 1 (or None: the device's default), got {self.batch_cnn2=}")
+
 
 #: CNN2's voxels per batch on a CPU: its layers are memory-bound there, and 32 voxels' activations
 #: (17 MB in bf16 after the first convolution) stay in the caches where 512 voxels' (274 MB) do
@@ -142,8 +146,6 @@ CNN2_BATCH_GPU = 512
 def cnn2_batch(opts: InferenceOptions, device: torch.device) -> int:
     """CNN2's voxels per batch: ``opts.batch_cnn2``, or the device's default when it is None."""
     if opts.batch_cnn2 is not None:
-        if opts.batch_cnn2 < 1:
-            raise ValueError(f"`batch_cnn2` must be >= 1, got {opts.batch_cnn2=}")
         return int(opts.batch_cnn2)
     return CNN2_BATCH_CPU if device.type == "cpu" else CNN2_BATCH_GPU
 
