@@ -86,14 +86,17 @@ def output_paths(out_dir: Path, scan_id: str) -> dict[str, Path]:
 
 
 def write_scan_outputs(volume: CTVolume, labels: LabelVolume, out_dir: Path, scan_id: str, *,
-                       convention: str = "lessmann2018", overlay: bool = True) -> dict:
-    """Write the four per-scan outputs; returns the scores dict."""
+                       convention: str = "lessmann2018", overlay: bool = True,
+                       extra: dict | None = None) -> dict:
+    """Write the four per-scan outputs; returns the scores dict (with ``extra``'s keys added,
+    e.g. what the safety net did)."""
     from calcscore.scoring import lesion_table, score_report
     from calcscore.viz import save_overlay_png
 
     paths = output_paths(out_dir, scan_id)
     write_labels(labels, paths["labels"])
     report = score_report(volume, labels, scan=scan_id, convention=convention)
+    report.update(extra or {})
     with atomic_path(paths["scores"]) as tmp:
         (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
     table = lesion_table(volume, labels, convention=convention)
@@ -102,6 +105,17 @@ def write_scan_outputs(volume: CTVolume, labels: LabelVolume, out_dir: Path, sca
     if overlay:
         save_overlay_png(volume, labels, paths["overlay"], title=f"{scan_id}: calcscore labels")
     return report
+
+
+def safety_net_summary(seg) -> dict:
+    """What the safety net of a :class:`calcscore.inference.Segmentation` did, for scores.json."""
+    r = seg.regions
+    if r is None:
+        return {"applied": False, "reason": "switched off"}
+    if not r.found:
+        return {"applied": False, "reason": r.reason}
+    return {"applied": True, "removed_voxels": seg.safety_net_removed, "lung_volume_ml": round(r.lung_volume_ml, 1),
+            "heart_top_slice": r.heart_top_z, "bone_mm3": round(r.bone_mm3, 1)}
 
 
 def summary_row(scan_id: str, report: dict | None, *, seconds: float, error: str | None = None,
@@ -129,7 +143,8 @@ def _dist_info() -> tuple[int, int, int]:
 def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: str | Path | None = None,
                  device: str = "auto", precision: str = "auto", convention: str = "lessmann2018",
                  overlay: bool = True, progress: bool = True, force: bool = False,
-                 cnn2_threshold: float | None = None, rim_fill: bool | None = None) -> pd.DataFrame:
+                 cnn2_threshold: float | None = None, rim_fill: bool | None = None,
+                 safety_net: bool | None = None) -> pd.DataFrame:
     """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary.
 
     Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
@@ -138,7 +153,9 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
     the device has native bf16, see :func:`calcscore.inference.bf16_supported`), "bf16" or "fp32".
     ``cnn2_threshold``: one CNN2 threshold for all labels instead of the model's own;
     ``rim_fill``: False for the paper's nearest-neighbour mapping back to the scan's grid
-    (None: the model's choice, see :func:`calcscore.inference.fill_rim`)."""
+    (None: the model's choice, see :func:`calcscore.inference.fill_rim`); ``safety_net``: False
+    to keep labels outside their anatomical regions (None: the model's choice, see
+    :mod:`calcscore.regions`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -162,7 +179,7 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
         device = f"cuda:{local % torch.cuda.device_count()}"
     model = Model.load(model_path, device=device)
     opts = InferenceOptions(device=device, bf16=resolve_precision(precision, device), channels_last=True,
-                            cnn2_threshold=cnn2_threshold, rim_fill=rim_fill)
+                            cnn2_threshold=cnn2_threshold, rim_fill=rim_fill, safety_net=safety_net)
     mine = scans[rank::world]
     rows = []
     for s in tqdm(mine, desc=f"scoring (rank {rank})" if world > 1 else "scoring", unit="scan",
@@ -173,7 +190,7 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
             checks = ensure_scorable(volume, force=force, source=s.image)
             seg = segment(volume, model, opts)
             report = write_scan_outputs(volume, seg.labels, out, s.scan_id, convention=convention,
-                                        overlay=overlay)
+                                        overlay=overlay, extra={"safety_net": safety_net_summary(seg)})
             rows.append(summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks))
         except CalcscoreError as exc:
             log.error("%s failed: %s", s.scan_id, exc)

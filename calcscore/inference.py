@@ -23,6 +23,9 @@
    :func:`rim_threshold_hu`). The slab average hides 8-17 % of the reference calcium voxels of
    the heart-region test phantoms; the noise margin keeps sharp kernels' noise out.
    ``InferenceOptions(rim_fill=False)`` gives the paper's nearest-neighbour mapping.
+8. The safety net (not in the paper): labels outside their anatomical region, found from the scan
+   (:mod:`calcscore.regions`: coronary and valve labels in the heart, aortic labels in the
+   mediastinum, none on bone), are removed. ``InferenceOptions(safety_net=False)`` turns it off.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from calcscore.preprocess import (
     grid_to_grid_tensor,
     network_grid_tensor,
 )
+from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions
 from calcscore.sampling import PAD_HU
 from calcscore.volume import CTVolume, LabelVolume
 
@@ -73,6 +77,9 @@ class Model:
     rim_sigmas: float | None = None
     #: whether the rim fill helped on validation scans (model.json "rim_fill"; default on)
     rim_fill: bool = True
+    #: remove labels outside their anatomical region (:mod:`calcscore.regions`; model.json
+    #: "safety_net"; default on)
+    safety_net: bool = True
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Model:
@@ -97,7 +104,7 @@ class Model:
 
             info = json.loads(card.read_text())
         return cls(cnn1, cnn2, info, str(folder), info.get("cnn2_thresholds"), info.get("rim_sigmas"),
-                   bool(info.get("rim_fill", True)))
+                   bool(info.get("rim_fill", True)), bool(info.get("safety_net", True)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,8 @@ class InferenceOptions:
     model's thresholds per label group, see :attr:`Model.cnn2_thresholds`); ``rim_fill``: give
     the unseen rim of labelled lesions their label (step 7 above, :func:`fill_rim`);
     ``rim_sigmas``: its noise margin (None for both: the model's, :attr:`Model.rim_fill` and
-    :attr:`Model.rim_sigmas`)."""
+    :attr:`Model.rim_sigmas`); ``safety_net``: remove labels outside their anatomical region
+    (step 8 above, :mod:`calcscore.regions`; None: the model's, :attr:`Model.safety_net`)."""
 
     device: str = "cpu"
     batch_slices: int = 8
@@ -128,6 +136,7 @@ class InferenceOptions:
     cnn2_threshold: float | None = None
     rim_fill: bool | None = None
     rim_sigmas: float | None = None
+    safety_net: bool | None = None
 
     def __post_init__(self) -> None:
         if self.batch_cnn2 is not None and self.batch_cnn2 < 1:
@@ -167,6 +176,10 @@ class Segmentation:
     #: needs to be filled (None: no rim fill), see :func:`fill_rim`
     candidates_network: np.ndarray | None = None
     rim_min_hu: float | None = None
+    #: the anatomical regions of the safety net (None: the net was off) and the voxels it removed
+    #: per label name from :attr:`labels`
+    regions: ChestRegions | None = None
+    safety_net_removed: dict[str, int] = field(default_factory=dict)
 
     def _back(self, labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool) -> LabelVolume:
         return _to_original_grid(labels_net, volume, keep_below_threshold, self.candidates_network,
@@ -178,10 +191,12 @@ class Segmentation:
         return self._back(self.cnn1_labels_network, volume, keep_below_threshold)
 
     def labels_at(self, volume: CTVolume, thresholds: float | dict[str, float] | None, *,
-                  keep_below_threshold: bool = False, rim_fill: bool = True) -> LabelVolume:
+                  keep_below_threshold: bool = False, rim_fill: bool = True,
+                  safety_net: bool = True) -> LabelVolume:
         """The labels CNN2 would have kept with other thresholds (one for all labels, one per
         label group, or None for the paper's 0.5), on the grid of ``volume``, without running
-        the networks again; ``rim_fill=False`` leaves out the rim fill (the paper's mapping)."""
+        the networks again; ``rim_fill=False`` leaves out the rim fill (the paper's mapping),
+        ``safety_net=False`` the safety net (where :func:`segment` ran it)."""
         table = threshold_table(thresholds).numpy()
         lab = self.cnn1_labels_network.labels.copy()
         if len(self.cnn2_zyx):
@@ -189,9 +204,11 @@ class Segmentation:
             drop = self.cnn2_proba < table[lab[idx]]
             lab[tuple(self.cnn2_zyx[drop].T)] = 0
         back = LabelVolume.like(self.cnn1_labels_network, lab)
-        if not rim_fill:
-            return _to_original_grid(back, volume, keep_below_threshold)
-        return self._back(back, volume, keep_below_threshold)
+        out = (_to_original_grid(back, volume, keep_below_threshold) if not rim_fill
+               else self._back(back, volume, keep_below_threshold))
+        if safety_net and self.regions is not None:
+            out = LabelVolume.like(out, apply_safety_net(out.labels, self.regions)[0])
+        return out
 
 
 def _to_original_grid(labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool,
@@ -540,10 +557,18 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         rim_hu = rim_thresholds_hu(volume, [sigmas], hu)[0]
     back = _to_original_grid_tensor(labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu)
     back = LabelVolume.like(volume, back.cpu().numpy())
+    regions, removed = None, {}
+    if model.safety_net if opts.safety_net is None else opts.safety_net:
+        t_net = time.perf_counter()
+        regions = find_chest_regions(volume)
+        kept, removed = apply_safety_net(back.labels, regions)
+        back = LabelVolume.like(volume, kept)
+        seconds["safety_net"] = time.perf_counter() - t_net
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
     cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
     cand_mask = cand_mask.cpu().numpy()
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
-    return Segmentation(back, lv_net, cnn1_lv, n_cand, seconds, cnn2_zyx, cnn2_p, cand_mask, rim_hu)
+    return Segmentation(back, lv_net, cnn1_lv, n_cand, seconds, cnn2_zyx, cnn2_p, cand_mask, rim_hu,
+                        regions, removed)

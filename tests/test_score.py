@@ -74,6 +74,8 @@ def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
         assert labels.same_geometry(volume)  # the scan's own grid
         report = json.loads((out / f"{scan_id}_scores.json").read_text())
         assert set(report["labels"]) == LABEL_KEYS and report["risk_category"] in {"I", "II", "III", "IV"}
+        net = report.pop("safety_net")  # what the anatomical safety net did (calcscore.regions)
+        assert set(net) >= {"applied"} and (net["applied"] or net["reason"])
         assert report == json.loads(json.dumps(score_report(volume, labels, scan=scan_id)))
         lesions = pd.read_csv(out / f"{scan_id}_lesions.csv")
         assert "label" in lesions.columns
@@ -190,3 +192,17 @@ def test_a_contrast_enhanced_scan_is_refused_unless_forced(tmp_path, model_dir):
     summary = pd.read_csv(tmp_path / "f" / "cohort_summary.csv")
     assert r.returncode == 0 and summary.loc[0, "status"] == "ok"
     assert "contrast" in summary.loc[0, "check_warnings"]
+
+
+def test_no_safety_net_flag_is_recorded_and_keeps_the_networks_labels(tmp_path, model_dir, inputs):
+    on, off = tmp_path / "on", tmp_path / "off"
+    assert _score(inputs["nii"], "--out", on, "--model", model_dir, "--device", "cpu").returncode == 0
+    r = _score(inputs["nii"], "--out", off, "--model", model_dir, "--device", "cpu", "--no-safety-net")
+    assert r.returncode == 0, r.stderr
+    net_off = json.loads((off / "a_scores.json").read_text())["safety_net"]
+    assert net_off == {"applied": False, "reason": "switched off"}
+    net_on = json.loads((on / "a_scores.json").read_text())["safety_net"]
+    removed = sum(net_on.get("removed_voxels", {}).values())
+    # what the net removed is exactly the difference between the two label maps
+    diff = (read_labels(off / "a_labels.nii.gz").labels != read_labels(on / "a_labels.nii.gz").labels).sum()
+    assert diff == removed

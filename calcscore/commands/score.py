@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rim-fill", dest="rim_fill", action="store_const", const=False, default=None,
                    help="map the labels back to the scan's grid by nearest neighbour only (the paper's "
                         "mapping), without giving the rim lost to the 3 mm slabs its label (see the model card)")
+    p.add_argument("--no-safety-net", dest="safety_net", action="store_const", const=False, default=None,
+                   help="keep labels outside their anatomical regions (coronary and valve labels outside "
+                        "the heart, aortic ones outside the mediastinum, any on bone); see the model card")
     p.add_argument("--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     p.add_argument("--force", action="store_true",
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     summary = score_cohort(args.inputs, args.out, model_path=args.model, device=args.device, precision=args.precision,
                            convention=args.convention, overlay=not args.no_overlay, force=args.force,
-                           cnn2_threshold=args.cnn2_threshold, rim_fill=args.rim_fill)
+                           cnn2_threshold=args.cnn2_threshold, rim_fill=args.rim_fill,
+                           safety_net=args.safety_net)
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
     failed = int((summary["status"] != "ok").sum())

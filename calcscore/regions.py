@@ -1,0 +1,326 @@
+"""Where in the chest calcium of each label can be: the anatomical safety net.
+
+CNN1 sees 44 mm around a voxel (the shipped workshop CNN1): too little to know whether a bright
+voxel lies on a rib, the sternum, a scapula or a coronary artery. On real chest CT the networks,
+trained on phantoms only, put coronary and aortic labels on bone and cartilage all over the chest
+wall. This module finds, from the scan alone and without any learned model, the regions where
+calcium of each label can lie, and :func:`apply_safety_net` removes labels outside them:
+
+1. **Lungs**: air (< -400 HU, on a grid of about 3 mm blocks) enclosed by the body, in 3D
+   components of at least a quarter of the largest (the two lungs, the airways; not bowel gas).
+2. **Mediastinum**: the 3D convex hull of the lungs, eroded in-plane by ``margin_mm`` so that the
+   ribs and costal cartilage the lungs lie against stay out, minus the lungs (but their outer
+   3 mm, where the heart's surface meets them). The heart, the
+   aorta and the valves lie inside it; the chest wall, the shoulder girdle, the arms and the neck
+   outside.
+3. **Heart**: the slices of the mediastinum from its bottom up to the heart's top (the highest
+   slice with ``heart_rows_mm`` of rows whose tissue between the two lungs is at least
+   ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and valve labels lie there,
+   aortic labels anywhere in the mediastinum. Where no slice qualifies, the whole mediastinum.
+4. **Bone**: voxels >= 130 HU around thick connected cores larger than ``max_lesion_mm3``
+   (:func:`bone_mask`): vertebrae, the sternum, rib heads, clavicles. Calcifications are smaller
+   and thin.
+5. **Airway walls**: a lesion most of whose voxels touch air in-plane is the bright rim a sharp
+   kernel draws along the trachea and bronchi (calcium lies in tissue, not on air).
+
+Not in the paper: the paper's CNN1 saw 131 px (86 mm) and real training scans. It is on by
+default (``InferenceOptions(safety_net=None)`` takes the model's choice) and can be switched off
+(``calcscore score --no-safety-net``). Where no lungs are found (a crop around the heart without
+lung, a scan of something else), :attr:`ChestRegions.found` is False and nothing is removed.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, Delaunay, QhullError
+
+from calcscore.labels import Label
+from calcscore.volume import CTVolume
+
+log = logging.getLogger(__name__)
+
+#: HU below which a voxel is air (lung parenchyma reads -950..-700 HU)
+AIR_HU = -400.0
+#: below this a value is padding outside the field of view, not air
+PADDING_HU = -1100.0
+#: the calcium threshold (the regions' bone test uses the same 130 HU as the candidates)
+BONE_HU = 130.0
+#: the block edge (mm) of the coarse grid the lungs and the hull are found on
+BLOCK_MM = 3.0
+#: a lesion more than this fraction of whose voxels touch air is an airway wall, not calcium
+AIR_RIM_FRACTION = 0.5
+#: :attr:`ChestRegions.zone` flag: aortic calcium may lie here
+AORTA = 1
+#: :attr:`ChestRegions.zone` flag: coronary and valve calcium may lie here
+HEART = 2
+#: labels allowed only in the heart region
+HEART_LABELS = (Label.LAD, Label.LCX, Label.RCA, Label.AV, Label.MV)
+
+
+@dataclass(frozen=True)
+class ChestRegions:
+    """The regions of :func:`find_chest_regions`, on the scan's own grid (z, y, x).
+
+    ``zone``: bit flags per voxel: :data:`AORTA` where aortic calcium can be (the mediastinum),
+    :data:`HEART` where coronary and valve calcium can be (the mediastinum up to the heart's top,
+    and the strip between the heart and the chest wall); 0 outside the mediastinum and on bone.
+    ``found``: whether lungs were found; when False ``zone`` allows everything and the net is off.
+    """
+
+    zone: np.ndarray
+    found: bool
+    lung_volume_ml: float
+    heart_top_z: int | None
+    bone_mm3: float
+    reason: str = ""
+    #: voxels >= 130 HU that touch air in-plane (the bright rim a sharp kernel draws along the
+    #: trachea and bronchi); None where not found
+    air_rim: np.ndarray | None = None
+
+    @property
+    def aorta(self) -> np.ndarray:
+        """Where aortic (TAC) labels may lie."""
+        return (self.zone & AORTA) > 0
+
+    @property
+    def heart(self) -> np.ndarray:
+        """Where coronary and valve labels may lie."""
+        return (self.zone & HEART) > 0
+
+
+def block_mean(hu: np.ndarray, spacing_mm, block_mm: float = BLOCK_MM) -> tuple[np.ndarray, np.ndarray]:
+    """Average ``hu`` (clipped to -1024..3000) in blocks of about ``block_mm``; returns the block
+    means and the block size in voxels (z, y, x). Voxels past the last whole block are dropped."""
+    f = np.array([max(1, int(round(block_mm / s))) for s in spacing_mm])
+    n = (np.array(hu.shape) // f) * f
+    a = np.clip(hu[: n[0], : n[1], : n[2]], -1024.0, 3000.0, dtype=np.float32)
+    a = a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5))
+    return a, f
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def lungs_coarse(d: np.ndarray, block_mm: np.ndarray, *, min_ml: float = 50.0) -> tuple[np.ndarray, float]:
+    """The lungs on the coarse grid ``d`` (block means, ``block_mm`` per block): air inside the
+    body's convex hull in each slice (not the air around the patient; padding outside the field
+    of view, below -1100 HU, is neither), in 3D components of at least a quarter of the largest
+    and ``min_ml``. Returns the mask and its volume (mL)."""
+    body = _largest(d > AIR_HU)
+    air = (d < AIR_HU) & (d > PADDING_HU) & ~body
+    inside = np.zeros(d.shape, bool)
+    for z in np.flatnonzero(body.any(axis=(1, 2))):
+        inside[z] = convex_hull_mask(body[z], block_mm[1:])
+    lab, n = ndimage.label(air & inside)
+    if n == 0:
+        return np.zeros(d.shape, bool), 0.0
+    ml = np.bincount(lab.ravel()) * float(np.prod(block_mm)) / 1000.0
+    ml[0] = 0.0
+    keep = np.flatnonzero(ml >= max(min_ml, 0.25 * ml.max()))
+    keep = keep[keep > 0]
+    return np.isin(lab, keep), float(ml[keep].sum())
+
+
+def convex_hull_mask(mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The voxels of ``mask``'s grid inside the convex hull of its voxels (2D or 3D; coordinates
+    scaled by ``scale``, mm per voxel); empty where the hull is degenerate (flat, too few voxels)."""
+    pts = np.argwhere(mask).astype(float)
+    out = np.zeros(mask.shape, bool)
+    if len(pts) < 2 * mask.ndim + 4:
+        return out
+    try:
+        hull = ConvexHull(pts * scale)
+        tri = Delaunay(hull.points[hull.vertices])
+    except QhullError:
+        return out
+    lo, hi = pts.min(axis=0).astype(int), pts.max(axis=0).astype(int) + 1
+    box = np.argwhere(np.ones(tuple(hi - lo), bool)) + lo
+    inside = tri.find_simplex(box * scale) >= 0
+    out[tuple(box[inside].T)] = True
+    return out
+
+
+def _erode_inplane(mask: np.ndarray, radius_blocks: np.ndarray) -> np.ndarray:
+    ry, rx = (int(round(r)) for r in radius_blocks)
+    if ry < 1 and rx < 1:
+        return mask
+    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+    disk = ((yy / max(ry, 1e-9)) ** 2 + (xx / max(rx, 1e-9)) ** 2) <= 1.0
+    return ndimage.binary_erosion(mask, structure=disk[None], border_value=1)
+
+
+def _lung_bounded_width(lungs: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Per (z, y) row, the longest run of ``tissue`` along x with lung right before and after it
+    (in blocks)."""
+    t = np.pad(tissue, ((0, 0), (0, 0), (1, 1))).astype(np.int8)
+    lp = np.pad(lungs, ((0, 0), (0, 0), (1, 1)))
+    out = np.zeros(tissue.shape[:2], int)
+    for z, y in zip(*np.nonzero(tissue.any(axis=2))):
+        edges = np.flatnonzero(np.diff(t[z, y]))
+        for a, b in zip(edges[::2], edges[1::2]):  # run [a, b) of the padded row, = [a - 1, b - 1)
+            if lp[z, y, a] and lp[z, y, b + 1] and b - a > out[z, y]:
+                out[z, y] = b - a
+    return out
+
+
+def _heart_top(d: np.ndarray, lungs: np.ndarray, block_mm: np.ndarray, *, min_width_mm: float,
+               min_rows_mm: float, margin_mm: float) -> int | None:
+    """The coarse slice of the heart's top, + ``margin_mm``: the highest slice with at least
+    ``min_rows_mm`` of rows whose run of mediastinal tissue between the two lungs is
+    ``min_width_mm`` wide or wider (the heart is the widest thing between the lungs; the
+    superior mediastinum is narrower). None where no slice qualifies."""
+    tissue = (d >= AIR_HU) & (d < 200)  # not bone: the vertebrae lie between the lungs too
+    width = _lung_bounded_width(lungs, tissue) * block_mm[2]
+    rows = (width >= min_width_mm).sum(axis=1) * block_mm[1]
+    heart = np.flatnonzero(rows >= min_rows_mm)
+    if not len(heart):
+        return None
+    return min(d.shape[0] - 1, int(heart.max()) + int(np.ceil(margin_mm / block_mm[0])))
+
+
+def _block_any(mask: np.ndarray, f: np.ndarray) -> np.ndarray:
+    n = (np.array(mask.shape) // f) * f
+    m = mask[: n[0], : n[1], : n[2]]
+    return m.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).any(axis=(1, 3, 5))
+
+
+def _between(lungs: np.ndarray) -> np.ndarray:
+    """Voxels with lung both to their left and to their right in their row (z, y)."""
+    return np.logical_or.accumulate(lungs, axis=2) & np.logical_or.accumulate(lungs[:, :, ::-1], axis=2)[:, :, ::-1]
+
+
+def _anterior_extension(hull: np.ndarray, lungs: np.ndarray, body: np.ndarray, stop: np.ndarray,
+                        n_blocks: int, near_midline: np.ndarray) -> np.ndarray:
+    """Voxels up to ``n_blocks`` in front of ``hull`` (smaller y: anterior), grown from its front
+    where it lies between the lungs, is not lung and lies in a ``near_midline`` column (where the
+    heart meets the chest wall, behind the sternum and the cartilages beside it; the costal
+    margins lie further out), inside the body, outside the lungs and up to the first ``stop``
+    voxel (the sternum)."""
+    front = hull & ~lungs & _between(lungs) & near_midline[None, None, :]
+    front[:, 1:] &= ~hull[:, :-1]  # hull voxels with no hull in front of them
+    out = np.zeros(hull.shape, bool)
+    for _ in range(n_blocks):
+        front = np.concatenate([front[:, 1:], np.zeros_like(front[:, :1])], axis=1)
+        front &= body & ~stop & ~hull & ~lungs
+        if not front.any():
+            break
+        out |= front
+    return out
+
+
+def bone_mask(volume: CTVolume, *, max_lesion_mm3: float, within: np.ndarray | None = None) -> np.ndarray:
+    """Bone: voxels >= 130 HU within ``reach_mm`` of a thick core larger than ``max_lesion_mm3``.
+
+    The cores are what survives an in-plane erosion by one voxel of the voxels >= 130 HU,
+    26-connected: vertebral bodies, the sternum, clavicles and rib heads have thick cores; an
+    aortic or coronary wall calcification is thin, so a calcification that touches a vertebra at
+    130 HU (the descending aorta lies on the spine) is not merged into it. Only cores that come
+    within reach of ``within`` are looked at (all when None)."""
+    hot = volume.hu >= BONE_HU
+    core = ndimage.binary_erosion(hot, structure=np.ones((1, 3, 3), bool))
+    lab, n = ndimage.label(core, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros(hot.shape, bool)
+    sizes = np.bincount(lab.ravel()) * float(np.prod(volume.spacing_mm))
+    sizes[0] = 0.0
+    big = sizes > max_lesion_mm3
+    if within is not None:
+        touched = np.zeros(n + 1, bool)
+        touched[np.unique(lab[within & core])] = True
+        big &= touched
+    # grow the cores back by their eroded voxel and one more (their cortex)
+    grown = ndimage.binary_dilation(big[lab], structure=np.ones((1, 3, 3), bool), iterations=2)
+    return grown & hot
+
+
+def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm: float = 20.0,
+                       front_half_width_mm: float = 70.0, heart_width_mm: float = 80.0,
+                       heart_rows_mm: float = 30.0, heart_top_margin_mm: float = 40.0, max_lesion_mm3: float = 3000.0,
+                       min_lung_ml: float = 100.0) -> ChestRegions:
+    """Find where calcium of each label can lie in ``volume`` (see the module docstring).
+
+    Args:
+        volume: a chest CT in HU.
+        margin_mm: in-plane erosion of the lungs' convex hull (keeps the ribs out).
+        anterior_mm: the heart region reaches this far in front of the hull between the lungs
+            (the heart's front, with the LAD, touches the chest wall there), up to bone, within
+            ``front_half_width_mm`` of the midline between the lungs.
+        heart_width_mm, heart_rows_mm: a slice belongs to the heart's height when it has
+            ``heart_rows_mm`` of rows whose tissue between the lungs is ``heart_width_mm`` wide.
+        heart_top_margin_mm: added above the heart's top so that the coronary ostia stay in.
+        max_lesion_mm3: connected parts >= 130 HU larger than this are bone.
+        min_lung_ml: less lung than this and the regions are not found (the net is off).
+
+    Returns:
+        a :class:`ChestRegions` on the grid of ``volume``.
+    """
+    shape = volume.hu.shape
+    d, f = block_mean(volume.hu, volume.spacing_mm)
+    block = np.asarray(volume.spacing_mm) * f
+    lungs, lung_ml = lungs_coarse(d, block)
+    everywhere = np.full(shape, AORTA | HEART, np.uint8)
+    if lung_ml < min_lung_ml:
+        return ChestRegions(everywhere, False, lung_ml, None, 0.0,
+                            f"{lung_ml:.0f} mL of lung found, fewer than {min_lung_ml:g} mL")
+    hull = convex_hull_mask(lungs, block)
+    eroded = _erode_inplane(hull, margin_mm / block[1:])
+    # the lungs without their outer block: coronaries lie on the heart's surface, against the lung
+    mediastinum = eroded & ~ndimage.binary_erosion(lungs)
+    # where the heart touches the chest wall between the lungs it lies in front of their hull
+    bone = bone_mask(volume, max_lesion_mm3=max_lesion_mm3)
+    xs = np.flatnonzero(lungs.any(axis=(0, 1)))
+    near_midline = np.abs(np.arange(d.shape[2]) - (xs[0] + xs[-1]) / 2.0) * block[2] <= front_half_width_mm
+    front = _anterior_extension(eroded, lungs, d > AIR_HU, _block_any(bone, f),
+                                int(round((margin_mm + anterior_mm) / block[1])), near_midline)
+    if not mediastinum.any():
+        return ChestRegions(everywhere, False, lung_ml, None, 0.0, "the lungs enclose no mediastinum")
+    top = _heart_top(d, lungs, block, min_width_mm=heart_width_mm, min_rows_mm=heart_rows_mm,
+                     margin_mm=heart_top_margin_mm)
+    heart_rows = slice(0, d.shape[0] if top is None else top + 1)
+    front[heart_rows.stop:] = False  # the extension is the heart's
+    zone_c = mediastinum.astype(np.uint8) * AORTA
+    zone_c[heart_rows] |= (mediastinum[heart_rows] * HEART).astype(np.uint8)
+    zone_c[front] |= HEART
+    # back to the scan's grid (voxels past the last whole block take the last block's zone)
+    zone = zone_c.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
+    pad = [(0, s - z) for s, z in zip(shape, zone.shape)]
+    zone = np.pad(zone, pad, mode="edge")
+    zone[bone] = 0
+    air = (volume.hu < AIR_HU) & (volume.hu > PADDING_HU)
+    air_rim = (volume.hu >= BONE_HU) & ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool))
+    voxel_mm3 = float(np.prod(volume.spacing_mm))
+    top_z = None if top is None else min(shape[0] - 1, (top + 1) * int(f[0]) - 1)
+    return ChestRegions(zone, True, lung_ml, top_z, float(bone.sum()) * voxel_mm3, air_rim=air_rim)
+
+
+def apply_safety_net(labels: np.ndarray, regions: ChestRegions, *,
+                     max_air_rim_fraction: float = AIR_RIM_FRACTION) -> tuple[np.ndarray, dict[str, int]]:
+    """``labels`` with every label outside its region removed: TAC outside
+    :attr:`ChestRegions.aorta`, coronary and valve labels outside :attr:`ChestRegions.heart`, and
+    whole lesions (26-connected) of which more than ``max_air_rim_fraction`` of the voxels touch
+    air (:attr:`ChestRegions.air_rim`: calcium lies in tissue, a sharp kernel's overshoot on an
+    airway wall does not). Returns the new labels and the removed voxels per label name."""
+    if not regions.found:
+        return labels, {}
+    drop = (labels == int(Label.TAC)) & ~regions.aorta
+    drop |= np.isin(labels, [int(v) for v in HEART_LABELS]) & ~regions.heart
+    if regions.air_rim is not None and (labels > 0).any():
+        comps, n = ndimage.label((labels > 0) & ~drop, structure=np.ones((3, 3, 3), bool))
+        size = np.bincount(comps.ravel(), minlength=n + 1)
+        rim = np.bincount(comps[regions.air_rim].ravel(), minlength=n + 1)
+        on_rim = rim > max_air_rim_fraction * size
+        on_rim[0] = False
+        drop |= on_rim[comps]
+    removed = {Label(int(v)).name: int(c) for v, c in zip(*np.unique(labels[drop], return_counts=True))}
+    out = labels.copy()
+    out[drop] = 0
+    return out, removed

@@ -1,0 +1,140 @@
+"""The anatomical safety net (calcscore.regions): a drawn chest with known anatomy, phantoms with
+voxel-exact calcium, and the real scans beside the project where they are present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calcscore.labels import Label
+from calcscore.phantom import make_scan
+from calcscore.regions import AORTA, HEART, apply_safety_net, bone_mask, find_chest_regions
+from calcscore.volume import CTVolume
+
+SPACING = (2.5, 0.8, 0.8)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _ellipse(shape, centre, radii):
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return sum(((g - c) / r) ** 2 for g, c, r in zip((zz, yy, xx), centre, radii)) <= 1.0
+
+
+def drawn_chest() -> tuple[CTVolume, dict[str, tuple[int, int, int]]]:
+    """A chest drawn with known anatomy (z up, y to posterior, x to the left): a body of soft
+    tissue, two lungs, a heart between them in the lower half, a vertebra behind, a rib just
+    outside each lung, a sternum in front; plus the centres of test lesions."""
+    shape = (60, 300, 400)
+    hu = np.full(shape, -1000.0, np.float32)
+    hu[_ellipse(shape, (30, 150, 200), (200, 130, 185))] = 40.0
+    for x in (110, 290):  # tall lungs whose apices stay about 4 cm apart, as real ones do
+        hu[_ellipse(shape, (35, 150, x), (60, 95, 70))] = -850.0
+    hu[_ellipse(shape, (18, 130, 200), (14, 55, 55))] = 45.0  # heart, lower half
+    hu[:, 215:255, 180:220] = 500.0  # vertebral column (thick bone)
+    hu[:, 30:45, 170:230] = 450.0  # sternum
+    for x0 in (25, 367):  # ribs: thin bars outside the lungs
+        hu[:, 120:180, x0:x0 + 8] = 600.0
+    lesions = {"coronary": (18, 90, 200), "rib": (30, 150, 28), "above_heart": (50, 150, 200)}
+    return CTVolume(hu, SPACING), lesions
+
+
+def _blob(labels: np.ndarray, hu: np.ndarray, centre, label: int) -> None:
+    z, y, x = centre
+    hu[z, y - 2:y + 3, x - 2:x + 3] = 400.0
+    labels[z, y - 2:y + 3, x - 2:x + 3] = label
+
+
+def test_drawn_chest_keeps_heart_calcium_and_removes_rib_and_misplaced_labels():
+    volume, where = drawn_chest()
+    hu = volume.hu.copy()
+    labels = np.zeros(volume.shape, np.uint8)
+    _blob(labels, hu, where["coronary"], Label.LAD)
+    _blob(labels, hu, where["rib"], Label.LCX)  # a rib lesion called coronary, as real scans show
+    _blob(labels, hu, where["above_heart"], Label.RCA)  # coronary label above the heart
+    labels[(hu >= 130) & (np.arange(volume.shape[2]) == 200)[None, None, :] & (labels == 0)] = Label.TAC
+    lung_ml = float((hu == -850.0).sum()) * float(np.prod(SPACING)) / 1000.0
+    volume = CTVolume(hu, SPACING)
+    regions = find_chest_regions(volume)
+    assert regions.found
+    assert regions.lung_volume_ml == pytest.approx(lung_ml, rel=0.1)
+    kept, removed = apply_safety_net(labels, regions)
+    z, y, x = where["coronary"]
+    assert (kept[z, y - 2:y + 3, x - 2:x + 3] == Label.LAD).all()
+    assert not (kept == Label.LCX).any() and removed["LCX"] == 25
+    assert not (kept == Label.RCA).any() and removed["RCA"] == 25
+    # TAC drawn on the sternum and the vertebra: bone, removed
+    assert not (kept == Label.TAC).any() and removed["TAC"] == int((labels == Label.TAC).sum())
+    assert regions.heart_top_z is not None and where["coronary"][0] < regions.heart_top_z < where["above_heart"][0]
+
+
+def test_zone_flags_separate_aortic_and_heart_regions():
+    volume, where = drawn_chest()
+    regions = find_chest_regions(volume)
+    z, y, x = where["above_heart"]
+    assert regions.zone[z, y, x] == AORTA  # mediastinum above the heart: aortic calcium only
+    z, y, x = where["coronary"]
+    assert regions.zone[z, y, x] == AORTA | HEART
+    z, y, x = where["rib"]
+    assert regions.zone[z, y, x] == 0
+
+
+def test_no_lungs_means_no_net():
+    hu = np.full((20, 60, 60), 40.0, np.float32)
+    hu[10, 30, 30] = 500.0
+    labels = (hu >= 130).astype(np.uint8) * int(Label.RCA)
+    regions = find_chest_regions(CTVolume(hu, (1.5, 0.7, 0.7)))
+    assert not regions.found and "lung" in regions.reason
+    kept, removed = apply_safety_net(labels, regions)
+    assert removed == {} and np.array_equal(kept, labels)
+
+
+def test_bone_is_thick_and_large_a_thin_plate_on_it_is_not():
+    hu = np.full((20, 80, 80), 40.0, np.float32)
+    hu[:, 20:60, 20:50] = 600.0  # 20 x 40 x 30 voxels of 1 mm3: a vertebra
+    hu[5:15, 30:50, 50:52] = 300.0  # a 2-voxel-thin plate touching it (an aortic wall calcification)
+    hu[10, 70:73, 70:73] = 400.0  # a small separate calcification
+    bone = bone_mask(CTVolume(hu, (1.0, 1.0, 1.0)), max_lesion_mm3=3000.0)
+    assert bone[:, 20:60, 20:50].all()
+    assert not bone[10, 70:73, 70:73].any()
+    # of the thin plate only what lies within the bone's two-voxel reach counts as bone
+    assert bone[10, 40, 50] and bone[10, 40, 51]
+
+
+@pytest.mark.parametrize("seed", [121, 124, 125])
+def test_heart_region_phantoms_keep_every_coronary_and_valve_voxel(seed):
+    """Held-out heart-region phantoms (P0121, P0124, P0125 of the test set have LAD on the front
+    of the heart, LCX, RCA and AV calcium): the net removes none of their reference voxels."""
+    volume, labels, _ = make_scan(rng=seed, size="medium", kernel="sharp")
+    regions = find_chest_regions(volume)
+    assert regions.found
+    heart_labels = np.isin(labels.labels, [int(v) for v in (Label.LAD, Label.LCX, Label.RCA, Label.AV, Label.MV)])
+    assert heart_labels.any()
+    _, removed = apply_safety_net(labels.labels, regions)
+    assert not {k: v for k, v in removed.items() if k != "TAC"}, removed
+
+
+def _real(name: str) -> CTVolume:
+    from calcscore.io import read_volume
+
+    path = SHARED / "open-chest-ct" / f"{name}.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"real scan not found at {path}")
+    return read_volume(path)
+
+
+@pytest.mark.slow
+def test_real_chest_ct_regions_cover_the_heart_and_leave_out_the_chest_wall():
+    """lungdx-a0001-b (real, non-contrast, 5 mm): the heart seen on slice 25 (its centre by eye:
+    row 140, column 290) lies in the heart region; the ribs and the shoulders do not."""
+    volume = _real("lungdx-a0001-b")
+    regions = find_chest_regions(volume)
+    assert regions.found and 3000 < regions.lung_volume_ml < 8000
+    assert regions.heart[25, 140, 290]
+    assert 30 <= regions.heart_top_z <= 45  # the heart ends below slice 40 (by eye: ~slice 35)
+    hot = volume.hu >= 130
+    # the outer parts of the body on each side (ribs, scapulae, arms: thousands of voxels of
+    # 130 HU or more) lie outside the regions, but for a rib's edge where it bulges into a lung
+    for side in (np.s_[:, :, :130], np.s_[:, :, 420:]):
+        assert hot[side].sum() > 5_000
+        assert (regions.zone[side] > 0)[hot[side]].sum() <= 0.001 * hot[side].sum()
