@@ -38,20 +38,20 @@ import torch
 from scipy import ndimage
 
 from calcscore.calibration import threshold_table
+from calcscore.constants import (
+    BODY_THRESHOLD_HU,
+    CALCIUM_THRESHOLD_HU,
+    HU_CLIP,
+    PAD_HU,
+    scale_hu,
+)
 from calcscore.errors import InputError
 from calcscore.networks import CNN1, CNN2
-from calcscore.preprocess import (
-    CALCIUM_THRESHOLD_HU,
-    as_tensor,
-    grid_to_grid_tensor,
-    network_grid_tensor,
-)
-from calcscore.sampling import PAD_HU
+from calcscore.preprocess import as_tensor, grid_to_grid_tensor, network_grid_tensor
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
 
-BODY_THRESHOLD_HU = -400.0
 #: :attr:`Model.rim_sigmas` of a model whose model.json does not choose one
 DEFAULT_RIM_SIGMAS = 3.0
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
@@ -405,8 +405,8 @@ def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) 
     sa, sb = np.maximum(a, 0), np.minimum(b, shape)
     out[tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(sa, sb, a))] = \
         hu[tuple(slice(int(s), int(e)) for s, e in zip(sa, sb))]
-    out.clamp_(-1000.0, 3000.0)
-    return (out - CALCIUM_THRESHOLD_HU) / 1130.0
+    out.clamp_(*HU_CLIP)
+    return scale_hu(out)
 
 
 def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tensor, r: int,
