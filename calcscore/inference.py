@@ -26,7 +26,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,9 @@ from calcscore.constants import (
 from calcscore.errors import InputError
 from calcscore.networks import CNN1, CNN2
 from calcscore.preprocess import as_tensor, grid_to_grid_tensor, network_grid_tensor
+
+# bf16_supported and resolve_precision are re-exported: they were defined here
+from calcscore.runtime import autocast, bf16_supported, resolve_precision  # noqa: F401
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
@@ -364,36 +366,6 @@ def body_mask_tensor(hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_H
     coarse = _body_coarse((hu[:, ::step, ::step] > threshold_hu).cpu().numpy())
     full = torch.from_numpy(coarse).to(hu.device).repeat_interleave(step, 1).repeat_interleave(step, 2)
     return full[:, :hu.shape[1], :hu.shape[2]]
-
-
-def bf16_supported(device: str | torch.device) -> bool:
-    """Whether bfloat16 autocast is native on ``device``: a CUDA GPU with bf16 (Ampere and
-    later), or a CPU whose oneDNN has bf16 kernels (AVX-512 BF16 / AMX). On this project's CPU
-    (AVX-512 BF16) bf16 + channels-last scores a scan ~1.5x faster than fp32 + channels-last and
-    gave the same labels on held-out phantoms (README); elsewhere fp32 is the safe choice."""
-    device = torch.device(device)
-    try:
-        if device.type == "cuda":
-            return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        if device.type == "cpu":
-            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # private oneDNN query missing in some torch builds
-        return False
-    return False
-
-
-def resolve_precision(precision: str, device: str | torch.device) -> bool:
-    """``"auto"`` / ``"bf16"`` / ``"fp32"`` -> whether to run in bf16 on ``device``."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"`precision` must be 'auto', 'bf16' or 'fp32', got {precision=}")
-    return bf16_supported(device) if precision == "auto" else precision == "bf16"
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast on ``device`` when ``bf16``, else a no-op context."""
-    if bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) -> torch.Tensor:

@@ -45,9 +45,14 @@ from torch import nn
 
 from calcscore.constants import PAD_NORMALISED, scale_hu
 from calcscore.errors import CalcscoreError, InputError
-from calcscore.inference import autocast
 from calcscore.labels import N_CLASSES
 from calcscore.networks import CNN1, build_network, regularised_parameters
+from calcscore.runtime import (
+    autocast,
+    init_distributed,
+    resolve_device,
+    unwrap_ddp,
+)
 from calcscore.sampling import (
     CachedScan,
     PatchSampler,
@@ -194,7 +199,7 @@ def get_config(preset: str, network: str, **changes: Any) -> TrainConfig:
 # --------------------------------------------------------------------------------- saved models
 def save_model(model: nn.Module, config: TrainConfig, path: str | Path, **extra: Any) -> Path:
     """Write ``{"config": dict, "state_dict": ...}`` atomically."""
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap_ddp(model).state_dict().items()}
     _atomic_torch_save({"config": config.to_dict(), "state_dict": state, **extra}, Path(path))
     return Path(path)
 
@@ -227,10 +232,6 @@ def load_model(path: str | Path, *, network: str | None = None,
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -261,15 +262,6 @@ def _write_metrics(rows: list[dict[str, Any]], path: Path) -> None:
             os.unlink(tmp)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CalcscoreError(f"device {device!r} was asked for but CUDA is not available (use --device cpu)")
-    return dev
-
-
 def split_by_participant(participants: Sequence[str], *, val_fraction: float,
                          rng=None) -> set[str]:
     """The participants of the validation set: ``val_fraction`` of them (at least one when there
@@ -280,38 +272,6 @@ def split_by_participant(participants: Sequence[str], *, val_fraction: float,
     n_val = min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
     order = np.random.default_rng(rng).permutation(len(unique))
     return {unique[i] for i in order[:n_val]}
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_pref: str) -> _Dist:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_pref != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local, initialised_here=True)
 
 
 def _forward(config: TrainConfig, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -364,7 +324,7 @@ def evaluate(config: TrainConfig, model: nn.Module, sampler: PatchSampler,
              batch_size: int = 128) -> dict[str, float]:
     """Loss, accuracy and balanced accuracy (mean recall over the classes present) of fixed
     validation voxels. CNN1's decision uses the paper's weighted average of its four outputs."""
-    net = _unwrap(model)
+    net = unwrap_ddp(model)
     was_training = net.training
     net.eval()
     scan, flat = voxels
@@ -558,7 +518,7 @@ def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Seq
     it. A checkpoint in ``out_dir`` takes precedence (the run resumes).
     """
     out_dir = Path(out_dir)
-    dist_info = _init_distributed(config.device)
+    dist_info = init_distributed(config.device)
     try:
         return _train(config, train_scans, val_scans, out_dir, cnn1=cnn1, resume=resume,
                       progress=progress, callback=callback, dist_info=dist_info, max_seconds=max_seconds,
@@ -857,7 +817,7 @@ def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str 
     if cache_dir is None:
         sibling = Path(cnn1) / "cache" if cnn1 is not None and Path(cnn1).is_dir() else None
         cache_dir = sibling if sibling is not None and sibling.is_dir() else out_dir / "cache"
-    dist_info = _init_distributed(config.device)
+    dist_info = init_distributed(config.device)
     try:
         if dist_info.enabled:  # process 0 writes the cache, the others read it
             import torch.distributed as dist
