@@ -36,19 +36,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from calcscore.calibration import threshold_table
-from calcscore.constants import (
-    BODY_THRESHOLD_HU,
-    CALCIUM_THRESHOLD_HU,
-    HU_CLIP,
-    PAD_HU,
-    scale_hu,
-)
-from calcscore.errors import InputError
+# re-exported from here as before: DEFAULT_MODEL_DIR and threshold_table (also from calibration),
+# bf16_supported and resolve_precision
+from calcscore.bundle import DEFAULT_MODEL_DIR, load_bundle, threshold_table  # noqa: F401
+from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU, HU_CLIP, PAD_HU, scale_hu
 from calcscore.networks import CNN1, CNN2
 from calcscore.preprocess import as_tensor, grid_to_grid_tensor, network_grid_tensor
-
-# bf16_supported and resolve_precision are re-exported: they were defined here
 from calcscore.runtime import autocast, bf16_supported, resolve_precision  # noqa: F401
 from calcscore.volume import CTVolume, LabelVolume
 
@@ -56,7 +49,6 @@ log = logging.getLogger(__name__)
 
 #: :attr:`Model.rim_sigmas` of a model whose model.json does not choose one
 DEFAULT_RIM_SIGMAS = 3.0
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 
 
 @dataclass
@@ -80,24 +72,7 @@ class Model:
     def load(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Model:
         """Load ``cnn1.pt`` (and ``cnn2.pt`` when present) from a folder; the shipped model
         (trained on synthetic phantoms only, see its model card) when ``path`` is None."""
-        from calcscore.training import load_model
-
-        folder = DEFAULT_MODEL_DIR if path is None else Path(path)
-        if not (folder / "cnn1.pt").is_file():
-            if path is None:
-                raise InputError(folder, "the shipped model is missing from this installation",
-                                 "reinstall calcscore or pass --model DIR")
-            raise InputError(folder, "holds no cnn1.pt", "pass a folder written by `calcscore train`")
-        cnn1, _ = load_model(folder / "cnn1.pt", network="cnn1", device=device)
-        cnn2 = None
-        if (folder / "cnn2.pt").is_file():
-            cnn2, _ = load_model(folder / "cnn2.pt", network="cnn2", device=device)
-        info: dict[str, Any] = {}
-        card = folder / "model.json"
-        if card.is_file():
-            import json
-
-            info = json.loads(card.read_text())
+        cnn1, cnn2, info, folder = load_bundle(path, device=device)
         return cls(cnn1, cnn2, info, str(folder), info.get("cnn2_thresholds"), info.get("rim_sigmas"),
                    bool(info.get("rim_fill", True)))
 

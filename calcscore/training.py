@@ -43,8 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calcscore.bundle import NETWORKS, atomic_torch_save, load_network, save_network
 from calcscore.constants import PAD_NORMALISED, scale_hu
 from calcscore.errors import CalcscoreError, InputError
+from calcscore.inference import InferenceOptions, cnn1_proba
 from calcscore.labels import N_CLASSES
 from calcscore.networks import CNN1, build_network, regularised_parameters
 from calcscore.runtime import (
@@ -64,7 +66,6 @@ from calcscore.sampling import (
 
 log = logging.getLogger(__name__)
 
-NETWORKS = ("cnn1", "cnn2")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 CANDIDATES = "cnn1-candidates.npz"
@@ -198,10 +199,8 @@ def get_config(preset: str, network: str, **changes: Any) -> TrainConfig:
 
 # --------------------------------------------------------------------------------- saved models
 def save_model(model: nn.Module, config: TrainConfig, path: str | Path, **extra: Any) -> Path:
-    """Write ``{"config": dict, "state_dict": ...}`` atomically."""
-    state = {k: v.detach().cpu() for k, v in unwrap_ddp(model).state_dict().items()}
-    _atomic_torch_save({"config": config.to_dict(), "state_dict": state, **extra}, Path(path))
-    return Path(path)
+    """Write ``{"config": dict, "state_dict": ...}`` atomically (:func:`calcscore.bundle.save_network`)."""
+    return save_network(model, config.to_dict(), path, **extra)
 
 
 def load_model(path: str | Path, *, network: str | None = None,
@@ -210,42 +209,11 @@ def load_model(path: str | Path, *, network: str | None = None,
 
     Returns the network in eval mode and its :class:`TrainConfig`.
     """
-    p = Path(path)
-    if p.is_dir():
-        names = [network] if network else list(NETWORKS)
-        found = [p / f"{n}.pt" for n in names if (p / f"{n}.pt").is_file()]
-        if not found:
-            raise InputError(p, f"holds no {' or '.join(n + '.pt' for n in names)}",
-                             "pass the output folder of `calcscore train`")
-        p = found[0]
-    if not p.is_file():
-        raise InputError(p, "no such model file", "pass a cnn1.pt / cnn2.pt or its folder")
-    saved = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
-        raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
-    config = TrainConfig.from_dict(saved["config"])
-    if network and config.network != network:
-        raise InputError(p, f"holds a {config.network}, not a {network}")
-    model = build_network(config.network, config.network_params())
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval(), config
+    model, config = load_network(path, network=network, device=device)
+    return model, TrainConfig.from_dict(config)
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def _write_metrics(rows: list[dict[str, Any]], path: Path) -> None:
     buf = io.StringIO()
     if rows:
@@ -376,8 +344,6 @@ def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat:
     """The same probabilities as :func:`cnn1_proba_patchwise`, computed fully convolutionally by
     :func:`calcscore.inference.cnn1_proba` (each subnetwork runs once over the slices that hold
     the requested voxels; the head combines the features of those voxels)."""
-    from calcscore.inference import InferenceOptions, cnn1_proba
-
     model.eval()
     dev = store.device
     scan = store.scans[scan_index]
@@ -694,7 +660,7 @@ def _train(config, train_scans, val_scans, out_dir, *, cnn1, resume, progress, c
         else:
             states = [state]
         if dist_info.main:
-            _atomic_torch_save({
+            atomic_torch_save({
                 "iteration": iteration, "config": config.to_dict(), "world_size": world,
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "metrics": metrics, "best_val_loss": best,
