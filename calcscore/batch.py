@@ -150,17 +150,17 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
     Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
     scan is refused (reported as failed) unless ``force``; warnings (thick slices, no heart,
     non-HU values, metal) and the kernel class go into the summary. ``precision``: "auto" (bf16 where
-    the device has native bf16, see :func:`calcscore.inference.bf16_supported`), "bf16" or "fp32".
+    the device has native bf16, see :func:`calcscore.runtime.bf16_supported`), "bf16" or "fp32".
     ``cnn2_threshold``: one CNN2 threshold for all labels instead of the model's own;
     ``rim_fill``: False for the paper's nearest-neighbour mapping back to the scan's grid
     (None: the model's choice, see :func:`calcscore.inference.fill_rim`); ``safety_net``: False
     to keep labels outside their anatomical regions (None: the model's choice, see
     :mod:`calcscore.regions`)."""
-    import torch
     from tqdm.auto import tqdm
 
     from calcscore.checks import ensure_scorable
-    from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
+    from calcscore.inference import InferenceOptions, Model, segment
+    from calcscore.runtime import resolve_device, resolve_precision
 
     scans = resolve_inputs(inputs)
     out = Path(out_dir)
@@ -171,12 +171,7 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
                 raise InputError(p, "is an input and would be overwritten", "choose another --out folder")
     out.mkdir(parents=True, exist_ok=True)
     rank, world, local = _dist_info()
-    if device == "auto":
-        device = f"cuda:{local % max(torch.cuda.device_count(), 1)}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        if not torch.cuda.is_available():
-            raise CalcscoreError("--device cuda was asked for but CUDA is not available (use --device cpu)")
-        device = f"cuda:{local % torch.cuda.device_count()}"
+    device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
     model = Model.load(model_path, device=device)
     opts = InferenceOptions(device=device, bf16=resolve_precision(precision, device), channels_last=True,
                             cnn2_threshold=cnn2_threshold, rim_fill=rim_fill, safety_net=safety_net)

@@ -27,7 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from calcscore.bundle import threshold_table
+from calcscore.inference import _to_original_grid, fill_rim, rim_thresholds_hu, unseen_mask
 from calcscore.labels import GROUPS, N_CLASSES
+from calcscore.runtime import autocast
+from calcscore.sampling import VolumeStore
+from calcscore.training import cnn1_candidate_labels
 
 log = logging.getLogger(__name__)
 
@@ -104,34 +109,12 @@ def choose_thresholds(scores: CNN2Scores, *, grid: Sequence[float] = THRESHOLD_G
     return chosen, table
 
 
-def threshold_table(thresholds: float | dict[str, float] | None, *, default: float = 0.5) -> torch.Tensor:
-    """A (7,) tensor: the CNN2 threshold of each label (background's is unused), from one
-    threshold for all labels, one per label group (others: ``default``), or None (``default``)."""
-    if isinstance(thresholds, int | float):
-        default, thresholds = thresholds, None
-    if not 0.0 <= float(default) <= 1.0:
-        raise ValueError(f"a CNN2 threshold must lie in [0, 1], got {default}")
-    out = torch.full((N_CLASSES,), float(default))
-    for name, t in (thresholds or {}).items():
-        if name not in GROUPS:
-            raise ValueError(f"unknown label group {name!r} in CNN2 thresholds; valid: {', '.join(GROUPS)}")
-        if not 0.0 <= float(t) <= 1.0:
-            raise ValueError(f"CNN2 threshold of {name} must lie in [0, 1], got {t}")
-        for lab in GROUPS[name]:
-            out[int(lab)] = float(t)
-    return out
-
-
 @torch.no_grad()
 def collect_cnn2_scores(cnn1, cnn2, scans, *, device: str = "cpu", precision: str = "fp32",
                         batch: int = 512, progress: bool = True) -> CNN2Scores:
     """Run CNN1 over every candidate of each cached scan (``calcscore.sampling.CachedScan``,
     one at a time to bound memory) and CNN2 over the voxels it calls calcium."""
     from tqdm.auto import tqdm
-
-    from calcscore.inference import autocast
-    from calcscore.sampling import VolumeStore
-    from calcscore.training import cnn1_candidate_labels
 
     dev = torch.device(device)
     net2 = cnn2.folded().to(dev)  # an eval-mode copy: the caller's CNN2 is left as it is
@@ -180,8 +163,6 @@ def choose_rim_sigmas(cases, *, grid: Sequence[float] = RIM_SIGMA_GRID) -> tuple
     margin is applied to the same network labels. Ties go to the larger margin (fewer voxels
     added). Returns (margin, a table of F1 per group and the mean for no fill and each margin).
     """
-    from calcscore.inference import _to_original_grid, fill_rim, rim_thresholds_hu, unseen_mask
-
     options: list[float | None] = [None, *grid]
     counts = np.zeros((len(options), len(GROUPS), 3), np.int64)
     for volume, reference, seg in cases:

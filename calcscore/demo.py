@@ -27,13 +27,12 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
              size: str = "medium", model_path: str | Path | None = None, device: str = "auto") -> str:
     """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth;
     return the printed report."""
-    import torch
-
     from calcscore.batch import summary_row, write_csv, write_scan_outputs
-    from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
+    from calcscore.inference import InferenceOptions, Model, segment
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
     from calcscore.phantom import make_scan
+    from calcscore.runtime import resolve_device, resolve_precision
     from calcscore.scoring import score_report
 
     out = Path(out_dir)
@@ -44,7 +43,7 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
     t_make = time.perf_counter() - t0
     write_volume(volume, out / f"{scan_id}.nii.gz")
     write_labels(truth, out / f"{scan_id}_truth.nii.gz")
-    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    dev = str(resolve_device(device))
     model = Model.load(model_path, device=dev)
     t1 = time.perf_counter()
     seg = segment(volume, model, InferenceOptions(device=dev, channels_last=True,

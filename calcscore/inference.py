@@ -29,7 +29,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,25 +39,20 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from calcscore.calibration import threshold_table
-from calcscore.errors import InputError
+# re-exported from here as before: DEFAULT_MODEL_DIR and threshold_table (also from calibration),
+# bf16_supported and resolve_precision
+from calcscore.bundle import DEFAULT_MODEL_DIR, load_bundle, threshold_table  # noqa: F401
+from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU, HU_CLIP, PAD_HU, scale_hu
 from calcscore.networks import CNN1, CNN2
-from calcscore.preprocess import (
-    CALCIUM_THRESHOLD_HU,
-    as_tensor,
-    grid_to_grid_tensor,
-    network_grid_tensor,
-)
+from calcscore.preprocess import as_tensor, grid_to_grid_tensor, network_grid_tensor
 from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions
-from calcscore.sampling import PAD_HU
+from calcscore.runtime import autocast, bf16_supported, resolve_precision  # noqa: F401
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
 
-BODY_THRESHOLD_HU = -400.0
 #: :attr:`Model.rim_sigmas` of a model whose model.json does not choose one
 DEFAULT_RIM_SIGMAS = 3.0
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 
 
 @dataclass
@@ -85,24 +79,7 @@ class Model:
     def load(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Model:
         """Load ``cnn1.pt`` (and ``cnn2.pt`` when present) from a folder; the shipped model
         (trained on synthetic phantoms only, see its model card) when ``path`` is None."""
-        from calcscore.training import load_model
-
-        folder = DEFAULT_MODEL_DIR if path is None else Path(path)
-        if not (folder / "cnn1.pt").is_file():
-            if path is None:
-                raise InputError(folder, "the shipped model is missing from this installation",
-                                 "reinstall calcscore or pass --model DIR")
-            raise InputError(folder, "holds no cnn1.pt", "pass a folder written by `calcscore train`")
-        cnn1, _ = load_model(folder / "cnn1.pt", network="cnn1", device=device)
-        cnn2 = None
-        if (folder / "cnn2.pt").is_file():
-            cnn2, _ = load_model(folder / "cnn2.pt", network="cnn2", device=device)
-        info: dict[str, Any] = {}
-        card = folder / "model.json"
-        if card.is_file():
-            import json
-
-            info = json.loads(card.read_text())
+        cnn1, cnn2, info, folder = load_bundle(path, device=device)
         return cls(cnn1, cnn2, info, str(folder), info.get("cnn2_thresholds"), info.get("rim_sigmas"),
                    bool(info.get("rim_fill", True)), bool(info.get("safety_net", True)))
 
@@ -383,36 +360,6 @@ def body_mask_tensor(hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_H
     return full[:, :hu.shape[1], :hu.shape[2]]
 
 
-def bf16_supported(device: str | torch.device) -> bool:
-    """Whether bfloat16 autocast is native on ``device``: a CUDA GPU with bf16 (Ampere and
-    later), or a CPU whose oneDNN has bf16 kernels (AVX-512 BF16 / AMX). On this project's CPU
-    (AVX-512 BF16) bf16 + channels-last scores a scan ~1.5x faster than fp32 + channels-last and
-    gave the same labels on held-out phantoms (README); elsewhere fp32 is the safe choice."""
-    device = torch.device(device)
-    try:
-        if device.type == "cuda":
-            return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        if device.type == "cpu":
-            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # private oneDNN query missing in some torch builds
-        return False
-    return False
-
-
-def resolve_precision(precision: str, device: str | torch.device) -> bool:
-    """``"auto"`` / ``"bf16"`` / ``"fp32"`` -> whether to run in bf16 on ``device``."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"`precision` must be 'auto', 'bf16' or 'fp32', got {precision=}")
-    return bf16_supported(device) if precision == "auto" else precision == "bf16"
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast on ``device`` when ``bf16``, else a no-op context."""
-    if bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) -> torch.Tensor:
     """Normalised intensities of [lo - r, hi + r) (z, y, x), -1000 HU outside the scan, on the
     device of ``hu``."""
@@ -422,8 +369,8 @@ def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) 
     sa, sb = np.maximum(a, 0), np.minimum(b, shape)
     out[tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(sa, sb, a))] = \
         hu[tuple(slice(int(s), int(e)) for s, e in zip(sa, sb))]
-    out.clamp_(-1000.0, 3000.0)
-    return (out - CALCIUM_THRESHOLD_HU) / 1130.0
+    out.clamp_(*HU_CLIP)
+    return scale_hu(out)
 
 
 def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tensor, r: int,

@@ -20,6 +20,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+# HU_CLIP and normalise_hu are re-exported: they were defined here
+from calcscore.constants import CALCIUM_THRESHOLD_HU, HU_CLIP, normalise_hu  # noqa: F401
 from calcscore.volume import CTVolume, GeometryMismatchError, LabelVolume, _Grid
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,6 @@ log = logging.getLogger(__name__)
 SLAB_THICKNESS_MM = 3.0
 SLAB_SPACING_MM = 1.5
 INPLANE_SPACING_MM = 0.66
-CALCIUM_THRESHOLD_HU = 130.0
-HU_CLIP = (-1000.0, 3000.0)
 
 
 class ThickSliceWarning(UserWarning):
@@ -205,8 +205,3 @@ def labels_to_grid(labels: LabelVolume, target: _Grid) -> LabelVolume:
 def candidate_mask(volume: CTVolume, *, threshold_hu: float = CALCIUM_THRESHOLD_HU) -> np.ndarray:
     """Boolean mask of candidate calcium voxels (>= ``threshold_hu``, 130 HU by default)."""
     return volume.hu >= threshold_hu
-
-
-def normalise_hu(hu: np.ndarray) -> np.ndarray:
-    """The authors' network input: (clip(hu, -1000, 3000) - 130) / 1130, float32."""
-    return ((np.clip(hu, *HU_CLIP) - CALCIUM_THRESHOLD_HU) / 1130.0).astype(np.float32)

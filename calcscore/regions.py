@@ -37,17 +37,18 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
+from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU
 from calcscore.labels import Label
 from calcscore.volume import CTVolume
 
 log = logging.getLogger(__name__)
 
 #: HU below which a voxel is air (lung parenchyma reads -950..-700 HU)
-AIR_HU = -400.0
+AIR_HU = BODY_THRESHOLD_HU
 #: below this a value is padding outside the field of view, not air
 PADDING_HU = -1100.0
-#: the calcium threshold (the regions' bone test uses the same 130 HU as the candidates)
-BONE_HU = 130.0
+#: the regions' bone test uses the calcium threshold of the candidates
+BONE_HU = CALCIUM_THRESHOLD_HU
 #: the block edge (mm) of the coarse grid the lungs and the hull are found on
 BLOCK_MM = 3.0
 #: a lesion more than this fraction of whose voxels touch air is an airway wall, not calcium

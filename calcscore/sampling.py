@@ -40,16 +40,22 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from calcscore.constants import (
+    CACHE_BODY_THRESHOLD_HU,
+    CALCIUM_THRESHOLD_HU,
+    HU_CLIP,
+    NORM_CENTER,
+    NORM_SCALE,
+    PAD_HU,
+)
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-HU_MIN, HU_MAX = -1000.0, 3000.0
-PAD_HU = -1000.0
-CALCIUM_THRESHOLD_HU = 130.0
+HU_MIN, HU_MAX = HU_CLIP
 #: Voxels above this bound the body box that the cache keeps (plus ``CROP_MARGIN`` voxels).
-BODY_THRESHOLD_HU = -500.0
+BODY_THRESHOLD_HU = CACHE_BODY_THRESHOLD_HU
 CROP_MARGIN = 4
 
 
@@ -325,7 +331,7 @@ class VolumeStore:
         """
         vals, invalid = self._gather(self.hu, scan, zyx, size)
         out = vals.masked_fill_(invalid, int(PAD_HU)).to(torch.float32)
-        out.sub_(CALCIUM_THRESHOLD_HU).div_(1130.0)
+        out.sub_(NORM_CENTER).div_(NORM_SCALE)
         return out.to(dtype)
 
     def label_patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int) -> torch.Tensor:

@@ -45,14 +45,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.errors import InputError
 from calcscore.labels import CAC_LABELS, CALCIUM_LABELS, Label
 from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 log = logging.getLogger(__name__)
 
-#: The standard calcium threshold (HU).
-CALCIUM_THRESHOLD_HU = 130.0
 #: The slice thickness (mm) the Agatston score was defined on.
 AGATSTON_REFERENCE_THICKNESS_MM = 3.0
 #: Lower bounds (HU) of density factors 1, 2, 3 and 4.

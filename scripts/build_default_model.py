@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from calcscore.bundle import read_model_info, write_model_info
 from calcscore.calibration import choose_rim_sigmas, choose_thresholds, collect_cnn2_scores
 from calcscore.inference import InferenceOptions, Model, bf16_supported, segment
 from calcscore.metrics import ScanCase, evaluate
@@ -335,7 +336,7 @@ def main() -> None:
         args.precision = "bf16" if bf16_supported(resolve_device(args.device)) else "fp32"
     out = Path(args.out)
     if args.evaluate_only:
-        info = json.loads((out / "model.json").read_text())
+        info = read_model_info(out)
         model = Model.load(out, device=args.device)
         if args.calibrate and model.cnn2 is not None:
             val_ids = set(info["training_participants"]["validation"])
@@ -355,7 +356,7 @@ def main() -> None:
             info["test_participants"] = f"P{args.n_train:04d}..P{args.n_train + args.n_test - 1:04d} ({args.test_size})"
         info.update(evaluate_whole_chest(model, args))
         info["kept_iterations"] = kept_iterations(out)
-        (out / "model.json").write_text(json.dumps(info, indent=1))
+        write_model_info(out, info)
         return
     work = _work_dir(args)
     cache = work / "cache"
@@ -449,7 +450,7 @@ def main() -> None:
         info["notes"] = ["trained with --train-only: not yet evaluated (run --evaluate-only)"]
     else:
         info.update(evaluate_whole_chest(model, args))
-    (out / "model.json").write_text(json.dumps(info, indent=1))
+    write_model_info(out, info)
     if metrics is not None:
         print(json.dumps({k: v for k, v in metrics.items() if k in ("soft", "sharp")}, indent=1)[:4000])
 

@@ -182,6 +182,36 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(scans, tmp_path):
     assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
 
 
+def test_the_checkpoint_names_its_best_score_and_old_checkpoints_still_resume(scans, tmp_path):
+    """checkpoint.pt keeps the kept weights' selection score as ``best_score`` beside its metric
+    (minus the balanced accuracy here); a checkpoint from before, which held the same number as
+    ``best_val_loss``, resumes to the same weights."""
+    train_scans, val_scans = scans
+    cfg = tiny_config(max_iterations=9, eval_every=2, checkpoint_every=3, select_by="val_balanced_accuracy")
+    full = train(cfg, train_scans, val_scans, tmp_path / "full", progress=False)
+    ckpt = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    assert ckpt["select_by"] == "val_balanced_accuracy" and "best_val_loss" not in ckpt
+    assert ckpt["best_score"] == -max(r["val_balanced_accuracy"] for r in full.metrics)
+
+    def kill_at_7(it, loss):
+        if it == 7:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(cfg, train_scans, val_scans, tmp_path / "old", progress=False, callback=kill_at_7)
+    path = tmp_path / "old" / "checkpoint.pt"
+    old = torch.load(path, weights_only=True)
+    old["best_val_loss"] = old.pop("best_score")
+    del old["select_by"]
+    torch.save(old, path)
+    resumed = train(cfg, train_scans, val_scans, tmp_path / "old", progress=False)
+    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(path, weights_only=True)["best_score"] == ckpt["best_score"]
+    assert [(r["iteration"], r["val_loss"]) for r in resumed.metrics] == [(r["iteration"], r["val_loss"])
+                                                                         for r in full.metrics]
+
+
 def test_a_spent_time_budget_stops_resumably_and_going_on_gives_the_same_weights(scans, tmp_path):
     train_scans, val_scans = scans
     cfg = tiny_config(max_iterations=9, eval_every=3, checkpoint_every=3)

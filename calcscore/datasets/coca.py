@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from calcscore.checks import classify_kernel
+from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.datasets._common import (
     ImportResult,
     check_format,
@@ -167,7 +168,7 @@ def physical_to_index(grid: _Grid, points_xyz: np.ndarray) -> np.ndarray:
     return np.linalg.solve(m, (zyx - np.asarray(grid.origin_mm)).T).T
 
 
-def rasterize_rois(rois: list[CocaRoi], volume: CTVolume, *, threshold_hu: float = 130.0,
+def rasterize_rois(rois: list[CocaRoi], volume: CTVolume, *, threshold_hu: float = CALCIUM_THRESHOLD_HU,
                    source: str | Path | None = None) -> tuple[LabelVolume, pd.DataFrame]:
     """Fill each ROI's polygon on its slice and label its voxels of at least ``threshold_hu``.
 
@@ -273,7 +274,7 @@ def find_series(patient_dir: Path) -> Path:
                      "keep the calcium scoring series only")
 
 
-def load_gated_patient(root: str | Path, patient_id: str, *, threshold_hu: float = 130.0
+def load_gated_patient(root: str | Path, patient_id: str, *, threshold_hu: float = CALCIUM_THRESHOLD_HU
                        ) -> tuple[CTVolume, LabelVolume, pd.DataFrame]:
     """Read one gated COCA patient: its CT, its label map and the ROI table."""
     gated = Path(root) / GATED_DIR
@@ -365,7 +366,7 @@ def _scan_id_of(filename) -> str:
 
 
 # ------------------------------------------------------------------------------ the import
-def import_coca(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.gz", threshold_hu: float = 130.0,
+def import_coca(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.gz", threshold_hu: float = CALCIUM_THRESHOLD_HU,
                 keep_going: bool = True) -> ImportResult:
     """Import COCA from ``root`` into ``out_dir`` (see the module docstring for the layout).
 

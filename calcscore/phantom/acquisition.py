@@ -23,6 +23,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
+from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.phantom._draw import Box, GridSpec, coverage, ellipsoid_sd, tube
 from calcscore.phantom.calcification import Lesion
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 KERNELS = ("soft", "sharp")
 HU_MIN, HU_MAX = -1024.0, 3071.0
-CALCIUM_THRESHOLD_HU = 130.0
 UID_ROOT = "2.25."
 
 

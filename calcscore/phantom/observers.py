@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.labels import CALCIUM_LABELS, Label
 from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
@@ -36,7 +37,7 @@ class ObserverProfile:
     near_mm: float = 15.0
     p_boundary: float = 0.5
     shrink_below_hu: float = 180.0
-    threshold_hu: float = 130.0
+    threshold_hu: float = CALCIUM_THRESHOLD_HU
 
     def __post_init__(self) -> None:
         for name in ("p_miss_small", "p_lad_lcx", "p_lad_lcx_near", "p_lcx_mv", "p_lcx_mv_near",

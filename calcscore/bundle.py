@@ -1,0 +1,188 @@
+"""A model bundle on disk: the folder that ``calcscore score --model DIR`` reads.
+
+A bundle holds
+
+- ``cnn1.pt`` (required) and ``cnn2.pt`` (optional): one network each, saved by
+  :func:`save_network` as ``{"config": dict, "state_dict": ..., **extra}``; ``config`` is the
+  :class:`calcscore.training.TrainConfig` the network was trained with, as a dict (its
+  architecture settings rebuild the network), and ``extra`` what the training adds (the
+  ``iteration`` and ``val_loss`` of the kept weights, ``initialised_from``);
+- ``model.json`` (optional): what is known about the model, :class:`ModelInfo`; inference reads
+  four of its keys (``cnn2_thresholds``, ``rim_sigmas``, ``rim_fill``, ``safety_net``), the rest describes how
+  the model was made and measured (``scripts/build_default_model.py`` writes it,
+  ``scripts/write_model_card.py`` turns it into MODEL_CARD.md).
+
+This module sits below inference and training (it imports only :mod:`calcscore.networks`,
+:mod:`calcscore.runtime` and the leaf modules), so both read and write bundles through it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypedDict
+
+import torch
+from torch import nn
+
+from calcscore.errors import InputError
+from calcscore.labels import GROUPS, N_CLASSES
+from calcscore.networks import CNN1, CNN2, build_network
+from calcscore.runtime import unwrap_ddp
+
+log = logging.getLogger(__name__)
+
+#: The shipped model (trained on synthetic phantoms only, see its MODEL_CARD.md).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
+NETWORKS = ("cnn1", "cnn2")
+MODEL_JSON = "model.json"
+
+
+class ModelInfo(TypedDict, total=False):
+    """The keys of ``model.json`` (all optional; a bundle without model.json is valid).
+
+    Read by inference (:meth:`calcscore.inference.Model.load`):
+
+    - ``cnn2_thresholds``: CNN2's decision threshold per label group, ``{"CAC": 0.85, ...}``
+      (groups of :data:`calcscore.labels.GROUPS`; groups not named use the paper's 0.5), chosen
+      on validation scans (:mod:`calcscore.calibration`);
+    - ``rim_sigmas``: the rim fill's noise margin in noise SDs
+      (:func:`calcscore.inference.rim_threshold_hu`); absent: 3.0;
+    - ``rim_fill``: whether the rim fill runs (default true);
+    - ``safety_net``: whether labels outside their anatomical regions are removed
+      (:mod:`calcscore.regions`; default true).
+
+    Written by ``scripts/build_default_model.py`` to describe the model (read by
+    ``scripts/write_model_card.py``): ``trained_on``, ``command``, ``seed``,
+    ``training_participants``, ``test_participants``, ``cnn1_config`` / ``cnn2_config`` (the
+    TrainConfig dicts), ``kept_iterations`` / ``trained_iterations`` (per network),
+    ``seconds``, ``hardware``, ``torch``, ``test_metrics`` (per kernel and label group),
+    ``cnn2_calibration`` and ``rim_choice`` (the validation tables behind the three keys
+    above), ``how_it_was_run``, ``previous_model``, ``notes`` and a few more; the code that
+    writes them is their documentation.
+    """
+
+    cnn2_thresholds: dict[str, float]
+    rim_sigmas: float
+    rim_fill: bool
+    safety_net: bool
+    trained_on: str
+    command: str
+    seed: int
+    cnn1_config: dict[str, Any]
+    cnn2_config: dict[str, Any]
+    test_metrics: dict[str, Any]
+    notes: list[str]
+
+
+# --------------------------------------------------------------------------------- model.json
+def read_model_info(folder: str | Path) -> dict[str, Any]:
+    """The ``model.json`` of a bundle folder ({} when it has none)."""
+    card = Path(folder) / MODEL_JSON
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def write_model_info(folder: str | Path, info: dict[str, Any]) -> Path:
+    """Write ``model.json`` into a bundle folder (indented by one space, as the shipped one)."""
+    path = Path(folder) / MODEL_JSON
+    path.write_text(json.dumps(info, indent=1))
+    return path
+
+
+def threshold_table(thresholds: float | dict[str, float] | None, *, default: float = 0.5) -> torch.Tensor:
+    """A (7,) tensor: the CNN2 threshold of each label (background's is unused), from one
+    threshold for all labels, one per label group (others: ``default``; model.json's
+    ``cnn2_thresholds``), or None (``default``)."""
+    if isinstance(thresholds, int | float):
+        default, thresholds = thresholds, None
+    if not 0.0 <= float(default) <= 1.0:
+        raise ValueError(f"a CNN2 threshold must lie in [0, 1], got {default}")
+    out = torch.full((N_CLASSES,), float(default))
+    for name, t in (thresholds or {}).items():
+        if name not in GROUPS:
+            raise ValueError(f"unknown label group {name!r} in CNN2 thresholds; valid: {', '.join(GROUPS)}")
+        if not 0.0 <= float(t) <= 1.0:
+            raise ValueError(f"CNN2 threshold of {name} must lie in [0, 1], got {t}")
+        for lab in GROUPS[name]:
+            out[int(lab)] = float(t)
+    return out
+
+
+# ------------------------------------------------------------------------------ network files
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, synced, then renamed over it: a reader
+    (or a run killed mid-write) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def save_network(model: nn.Module, config: dict[str, Any], path: str | Path, **extra: Any) -> Path:
+    """Write ``{"config": config, "state_dict": ..., **extra}`` atomically (the weights on the
+    CPU, a DistributedDataParallel wrapper taken off)."""
+    state = {k: v.detach().cpu() for k, v in unwrap_ddp(model).state_dict().items()}
+    atomic_torch_save({"config": config, "state_dict": state, **extra}, Path(path))
+    return Path(path)
+
+
+def read_network_file(path: str | Path, *, network: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The file and the contents of a saved ``cnn1.pt`` / ``cnn2.pt`` (or of the folder holding
+    it: ``network``'s file, else the first of cnn1.pt and cnn2.pt there), checked to hold a
+    ``config`` and a ``state_dict``."""
+    p = Path(path)
+    if p.is_dir():
+        names = [network] if network else list(NETWORKS)
+        found = [p / f"{n}.pt" for n in names if (p / f"{n}.pt").is_file()]
+        if not found:
+            raise InputError(p, f"holds no {' or '.join(n + '.pt' for n in names)}",
+                             "pass the output folder of `calcscore train`")
+        p = found[0]
+    if not p.is_file():
+        raise InputError(p, "no such model file", "pass a cnn1.pt / cnn2.pt or its folder")
+    saved = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
+        raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
+    return p, saved
+
+
+def load_network(path: str | Path, *, network: str | None = None,
+                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from a saved ``cnn1.pt`` / ``cnn2.pt`` (or the folder holding it):
+    the network in eval mode on ``device`` and its saved config dict (the one
+    :class:`calcscore.training.TrainConfig` reads, see :func:`calcscore.training.load_model`)."""
+    p, saved = read_network_file(path, network=network)
+    config = saved["config"]
+    kind = config.get("network", "cnn1")
+    if network and kind != network:
+        raise InputError(p, f"holds a {kind}, not a {network}")
+    model = build_network(kind, config)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), config
+
+
+def load_bundle(folder: str | Path | None = None, *, device: str | torch.device = "cpu"
+                ) -> tuple[CNN1, CNN2 | None, dict[str, Any], Path]:
+    """(CNN1, CNN2 or None, model.json, folder) of a bundle folder; the shipped model when
+    ``folder`` is None."""
+    path = DEFAULT_MODEL_DIR if folder is None else Path(folder)
+    if not (path / "cnn1.pt").is_file():
+        if folder is None:
+            raise InputError(path, "the shipped model is missing from this installation",
+                             "reinstall calcscore or pass --model DIR")
+        raise InputError(path, "holds no cnn1.pt", "pass a folder written by `calcscore train`")
+    cnn1, _ = load_network(path / "cnn1.pt", network="cnn1", device=device)
+    cnn2 = None
+    if (path / "cnn2.pt").is_file():
+        cnn2, _ = load_network(path / "cnn2.pt", network="cnn2", device=device)
+    return cnn1, cnn2, read_model_info(path), path
