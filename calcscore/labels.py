@@ -72,3 +72,8 @@ GROUPS: dict[str, tuple[Label, ...]] = {
     "MV": (Label.MV,),
 }
 N_CLASSES = len(Label)
+#: The label of a voxel whose class is unknown: a real scan used as a negative (its voxels
+#: outside the heart and the great vessels are background, those inside are not annotated) marks
+#: its candidates inside with it; training leaves them out of every pool and loss
+#: (:func:`calcscore.sampling.cache_scan`, :func:`calcscore.regions.real_negative_labels`).
+IGNORE = 255

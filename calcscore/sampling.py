@@ -48,6 +48,7 @@ from calcscore.constants import (
     NORM_SCALE,
     PAD_HU,
 )
+from calcscore.labels import IGNORE
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,9 @@ def cache_scan(volume: CTVolume, labels: LabelVolume | None, folder: str | Path,
     """Preprocess one scan and write it to ``folder`` (atomically: written beside, then renamed).
 
     ``volume`` and ``labels`` are on the scan's own grid unless ``on_network_grid`` is True.
-    Labels may be None (a scan without reference: all candidates count as background).
+    Labels may be None (a scan without reference: all candidates count as background); voxels
+    labelled :data:`calcscore.labels.IGNORE` are in neither pool (nor in :attr:`CachedScan.candidate_index`)
+    and the auxiliary losses skip them.
     """
     from calcscore.preprocess import labels_to_grid, to_network_grid
 
@@ -147,7 +150,8 @@ def cache_scan(volume: CTVolume, labels: LabelVolume | None, folder: str | Path,
     lab = np.where(candidate, lab, 0).astype(np.uint8)
     flat_cand = candidate.ravel()
     flat_lab = lab.ravel()
-    calcium = np.flatnonzero(flat_cand & (flat_lab > 0)).astype(np.int64)
+    # IGNORE: not annotated (a real negative's voxels near the heart): in neither pool
+    calcium = np.flatnonzero(flat_cand & (flat_lab > 0) & (flat_lab != IGNORE)).astype(np.int64)
     background = np.flatnonzero(flat_cand & (flat_lab == 0)).astype(np.int64)
     meta = {
         "version": CACHE_VERSION, "scan_id": str(scan_id),

@@ -9,8 +9,15 @@ import pytest
 
 from calcscore.labels import Label
 from calcscore.phantom import make_scan
-from calcscore.regions import AORTA, HEART, apply_safety_net, bone_mask, find_chest_regions
-from calcscore.volume import CTVolume
+from calcscore.regions import (
+    AORTA,
+    HEART,
+    apply_safety_net,
+    bone_mask,
+    find_chest_regions,
+    real_negative_labels,
+)
+from calcscore.volume import CTVolume, LabelVolume
 
 SPACING = (2.5, 0.8, 0.8)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -138,3 +145,24 @@ def test_real_chest_ct_regions_cover_the_heart_and_leave_out_the_chest_wall():
     for side in (np.s_[:, :, :130], np.s_[:, :, 420:]):
         assert hot[side].sum() > 5_000
         assert (regions.zone[side] > 0)[hot[side]].sum() <= 0.001 * hot[side].sum()
+
+
+def test_real_negative_labels_background_far_from_the_heart_ignored_near_it(tmp_path):
+    from calcscore.labels import IGNORE
+    from calcscore.sampling import cache_scan
+
+    volume, where = drawn_chest()
+    lab = real_negative_labels(volume, margin_mm=10.0)
+    assert set(np.unique(lab)) == {0, IGNORE}
+    z, y, x = where["coronary"]
+    assert lab[z, y, x] == IGNORE  # the heart: not annotated
+    z, y, x = where["rib"]
+    assert lab[z, y, x] == 0  # a rib far from the heart: background
+    # in a training cache the ignored candidates are in neither pool, the others are background
+    scan = cache_scan(volume, LabelVolume.like(volume, lab), tmp_path / "neg", scan_id="neg", crop=False)
+    assert len(scan.calcium_index) == 0 and len(scan.background_index) > 0
+    cached = np.asarray(scan.labels).reshape(-1)
+    assert (cached[np.asarray(scan.background_index)] == 0).all()
+    hot_ignored = (np.asarray(scan.hu) >= 130) & (np.asarray(scan.labels) == IGNORE)
+    assert hot_ignored.any()  # the sternum and the vertebra near the heart
+    assert not np.isin(np.flatnonzero(hot_ignored.ravel()), np.asarray(scan.candidate_index)).any()

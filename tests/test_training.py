@@ -438,3 +438,23 @@ def test_training_from_saved_weights_refuses_another_network_or_architecture(sca
               init=first.model_path, progress=False)
     with pytest.raises(CalcscoreError, match="no such model file"):
         train(tiny_config(), train_scans, val_scans, tmp_path / "x", init=tmp_path / "missing.pt", progress=False)
+
+
+def test_auxiliary_loss_skips_ignored_pixels():
+    """The auxiliary loss of a patch whose pixels are partly IGNORE equals the loss over the
+    labelled pixels alone (computed by hand), and a patch of only IGNORE costs nothing."""
+    import torch
+    import torch.nn.functional as F
+
+    from calcscore.labels import IGNORE
+    from calcscore.training.steps import _aux_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 7, 5, 5, generator=g)
+    target = torch.randint(0, 7, (2, 5, 5), generator=g)
+    assert torch.allclose(_aux_loss(logits, target), F.cross_entropy(logits, target))
+    target[0, :3] = IGNORE
+    keep = target != IGNORE
+    by_hand = -F.log_softmax(logits, dim=1).gather(1, target.clamp(max=6)[:, None])[:, 0][keep].mean()
+    assert torch.allclose(_aux_loss(logits, target), by_hand)
+    assert float(_aux_loss(logits, torch.full_like(target, IGNORE))) == 0.0

@@ -12,10 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calcscore.labels import IGNORE
 from calcscore.networks import CNN1, regularised_parameters
 from calcscore.runtime import autocast, unwrap_ddp
 from calcscore.sampling import PatchSampler
 from calcscore.training.config import TrainConfig
+
+
+def _aux_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the labelled pixels of an auxiliary output; pixels labelled
+    :data:`calcscore.labels.IGNORE` (not annotated) count for nothing (0 when all are)."""
+    ignored = target == IGNORE
+    if not bool(ignored.any()):
+        return F.cross_entropy(logits, target)
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+    return total / (~ignored).sum().clamp(min=1)
 
 
 def _forward(config: TrainConfig, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +43,7 @@ def _forward(config: TrainConfig, model: nn.Module, batch) -> tuple[torch.Tensor
         if out.aux is not None:
             if config.gamma > 0:
                 for i, aux in enumerate(out.aux):
-                    loss = loss + config.gamma * F.cross_entropy(aux.float(), batch.aux_target[:, i])
+                    loss = loss + config.gamma * _aux_loss(aux.float(), batch.aux_target[:, i])
             c = out.aux[0].shape[-1] // 2
             aux_centre = tuple(a[:, :, c, c] for a in out.aux)
         return loss, CNN1.combine(out.head.detach(), aux_centre)
