@@ -353,8 +353,8 @@ class SliceViewer:
         self.tool = widgets.ToggleButtons(options=list(TOOLS), value="grow", description="tool")
         self.annot_label = widgets.Dropdown(options=[lab.name for lab in CALCIUM_LABELS] + ["mask"],
                                             value="LAD", description="label", layout=widgets.Layout(width="180px"))
-        self.radius = widgets.FloatSlider(value=2.0, min=0.5, max=20.0, step=0.5, description="brush mm",
-                                          continuous_update=False)
+        self.radius = widgets.BoundedFloatText(value=2.0, min=0.0, max=50.0, step=0.5,
+                                               description="brush mm", layout=widgets.Layout(width="180px"))
         rows, cols = self._slice_shape()
         self.cursor_row = widgets.BoundedIntText(value=rows // 2, min=0, max=rows - 1, description="row",
                                                  layout=widgets.Layout(width="150px"))
