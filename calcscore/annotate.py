@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from calcscore.labels import CALCIUM_LABELS, Label
 from calcscore.lesions import label_lesions
@@ -112,7 +113,9 @@ class Annotator:
         self._array = (np.zeros(volume.shape, np.uint8) if labels is None
                        else np.array(labels.array, np.uint8, copy=True))
         self._history: deque[_Change] = deque(maxlen=int(max_undo))
-        self._components: np.ndarray | None = None  # lazily, once: the HU never change
+        # lazily, once (the HU never change): the component map and each component's box
+        self._components: np.ndarray | None = None
+        self._boxes: list[tuple[slice, slice, slice] | None] = []
 
     # ----------------------------------------------------------------------- state
     @property
@@ -140,18 +143,23 @@ class Annotator:
         changed = before != value
         n = int(np.count_nonzero(changed))
         if n:
-            new = value if np.isscalar(value) else np.asarray(value)[changed]
+            new = value if np.ndim(value) == 0 else np.asarray(value)[changed]
             self._history.append(_Change(what, flat[changed], before[changed]))
             arr[flat[changed]] = new
         log.debug("%s: %d voxels changed", what, n)
         return n
 
-    def _component_map(self) -> np.ndarray:
+    def _component(self, zyx: tuple[int, int, int]) -> np.ndarray:
+        """Flat indices of the component >= ``threshold_hu`` that holds voxel ``zyx``."""
         if self._components is None:
             above = self.volume.hu >= self.threshold_hu
             self._components, n = label_lesions(above, connectivity=self.connectivity)
+            self._boxes = ndimage.find_objects(self._components)
             log.debug("%d components >= %g HU", n, self.threshold_hu)
-        return self._components
+        c = int(self._components[zyx])
+        box = self._boxes[c - 1]
+        local = np.nonzero(self._components[box] == c)
+        return np.ravel_multi_index(tuple(i + s.start for i, s in zip(local, box)), self.volume.shape)
 
     def grow(self, z: int, y: int, x: int, label: Label | int | str) -> int:
         """Label the lesion at voxel (``z``, ``y``, ``x``): every voxel of its
@@ -168,9 +176,7 @@ class Annotator:
         if hu < self.threshold_hu:
             raise ValueError(f"voxel (z, y, x) = {zyx} has {hu:.0f} HU, below the calcium threshold of "
                              f"{self.threshold_hu:g} HU: nothing to grow (click a bright voxel, or paint)")
-        components = self._component_map()
-        flat = np.flatnonzero(components == components[zyx])
-        return self._apply(f"grow {zyx}", flat, value)
+        return self._apply(f"grow {zyx}", self._component(zyx), value)
 
     def _disk(self, plane: str, index: int, row: int, col: int, radius_mm: float) -> np.ndarray:
         """Flat indices of the voxels of slice ``index`` within ``radius_mm`` of (row, col)."""
@@ -249,5 +255,6 @@ class Annotator:
 
         loaded = read_labels(path)
         check_same_geometry(self.volume, loaded, names=("scan", f"label map {path}"))
-        flat = np.arange(self._array.size)
-        return self._apply(f"load {path}", flat, loaded.array.reshape(-1))
+        new = loaded.array.reshape(-1)
+        flat = np.flatnonzero(self._array.reshape(-1) != new)
+        return self._apply(f"load {path}", flat, new[flat])

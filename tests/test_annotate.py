@@ -7,6 +7,7 @@ import pytest
 from calcscore.annotate import MASK_VALUE, Annotator, label_value, slice_to_voxel
 from calcscore.io import read_labels, write_labels
 from calcscore.labels import Label
+from calcscore.lesions import grow_to_lesions
 from calcscore.viz import plane_slice
 from calcscore.volume import CTVolume, GeometryMismatchError, LabelVolume
 
@@ -35,6 +36,11 @@ def test_grow_labels_the_26_connected_component(scan):
     assert a.grow(3, 5, 5, "RCA") == 18 and a.count(Label.RCA) == 18
     assert a.grow(3, 5, 5, "RCA") == 0
     assert a.grow(8, 10, 16, "TAC") == 2
+    # the same lesion as the section V.H conversion grows from a one-voxel annotation
+    seed = np.zeros(scan.shape, np.uint8)
+    seed[4, 8, 8] = Label.RCA
+    assert np.array_equal(grow_to_lesions(scan, LabelVolume.like(scan, seed)).array == Label.RCA,
+                          a.labels.array == Label.RCA)
     # 6-connectivity splits the blob at the corner
     assert Annotator(scan, connectivity=6).grow(3, 5, 5, "LAD") == 9
     with pytest.raises(ValueError, match="below the calcium threshold"):
