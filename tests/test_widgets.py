@@ -7,6 +7,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from calcscore.annotate import Annotator
 from calcscore.io import read_labels, write_labels
 from calcscore.labels import COLOURS, Label
 from calcscore.viz import (
@@ -244,3 +245,19 @@ def test_annotation_paint_undo_save_load_with_the_buttons(scan, tmp_path):
     assert v.annotator.count("mask") == 7
     v.set_plane("axial")  # the cursor stays inside the smaller axial slice
     assert v.cursor == (4, 10) and v.cursor_col.max == 29
+
+
+def test_annotation_with_a_given_annotator(scan):
+    vol, labels = scan
+    ann = Annotator(vol)
+    ann.grow(7, 13, 22, "TAC")
+    v = SliceViewer(vol, {"reference": labels}, annotate=ann)
+    assert list(v.panels) == ["annotation", "reference"] and v.annotator is ann
+    assert v.panels["annotation"].array.sum() == 15 * Label.TAC  # a live view of its labels
+    ann.undo()
+    assert not v.panels["annotation"].array.any()
+    with pytest.raises(ValueError, match="do not share a grid"):
+        SliceViewer(vol, annotate=Annotator(CTVolume(np.zeros((10, 20, 31), np.float32), (2, 1, 1))))
+    with pytest.raises(TypeError, match="annotate"):
+        SliceViewer(vol, annotate="yes")
+    assert SliceViewer(vol).annotator is None and not hasattr(SliceViewer(vol), "tool")
