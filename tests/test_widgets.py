@@ -7,6 +7,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from calcscore.annotate import Annotator
+from calcscore.io import read_labels, write_labels
 from calcscore.labels import COLOURS, Label
 from calcscore.viz import (
     THRESHOLD_COLOUR,
@@ -20,7 +22,7 @@ from calcscore.viz import (
     render_slice,
 )
 from calcscore.volume import CTVolume, LabelVolume
-from calcscore.widgets import SliceViewer
+from calcscore.widgets import MASK_COLOUR, SliceViewer
 
 
 @pytest.fixture
@@ -171,3 +173,91 @@ def test_viewer_checks_inputs(scan):
     assert v.render().shape == (20, 30, 3)
     with pytest.raises(ValueError, match="calcium label"):
         v.show_label(0)
+
+
+def test_annotation_clicks_map_to_voxels_through_the_stretch(scan):
+    vol, _ = scan
+    v = SliceViewer(vol, annotate=True, display_px=60)
+    assert list(v.panels) == ["annotation"] and v.tool.value == "grow"
+    v.set_slice(4)
+    # axial: 30 columns shown 2 x enlarged; pixel (13, 22) shows slice pixel (6, 11) = voxel (4, 6, 11)
+    v.annot_label.value = "RCA"
+    assert v.click(13, 22) == 24 and v.cursor_voxel == (4, 6, 11)
+    assert v.annotator.count("RCA") == 24  # the whole 2 x 3 x 4 block at 400 HU
+    rca = tuple(round(255 * (0.3 * 1.0 + 0.7 * c)) for c in COLOURS[Label.RCA])
+    assert _colour(v.render()[5, 10]) == rca
+
+    # coronal: 2 mm rows doubled, then 2 x enlarged; head up, so display rows 8-11 show z = 7
+    v.set_plane("coronal")
+    v.set_slice(13)
+    v.annot_label.value = "TAC"
+    assert v.display_to_slice(8, 44) == (2, 22) and v.display_to_slice(11, 45) == (2, 22)
+    assert v.display_to_slice(0, 0) == (0, 0) and v.display_to_slice(39, 59) == (9, 29)
+    assert v.click(10, 44) == 15 and v.cursor_voxel == (7, 13, 22)
+    with pytest.raises(ValueError, match="outside the displayed slice"):
+        v.display_to_slice(40, 0)
+
+    # below 130 HU nothing grows, and the message says why
+    assert v.click(0, 0) == 0 and "below the calcium threshold" in v.message.value
+    assert v.annotator.n_undo == 2
+
+
+def test_annotation_paint_undo_save_load_with_the_buttons(scan, tmp_path):
+    vol, labels = scan
+    v = SliceViewer(vol, {"edited": labels, "reference": labels}, annotate=True, display_px=60)
+    assert list(v.panels) == ["edited", "reference"] and v.panels["reference"] is labels
+    before = v.annotator.labels.array.copy()
+    v.set_plane("sagittal")  # rows z (2 mm), columns y (1 mm)
+    v.set_slice(2)
+    v.tool.value, v.annot_label.value, v.radius.value = "paint", "mask", 2.0
+    v.set_cursor(4, 10)
+    v.apply_button.click()
+    assert v.annotator.count("mask") == 7  # 5 along y, 1 above and 1 below
+    assert v.annotator.labels.array[5, 10, 2] == 255  # display row 4 is z = 9 - 4
+    view = v.render()  # the 2 mm rows are doubled: slice row 4 is rendered rows 8-9
+    mask = tuple(int(round(0.3 * 102 + 0.7 * 255 * c)) for c in MASK_COLOUR)
+    assert _colour(view[8, 10]) == mask and _colour(view[9, 10]) == mask
+    assert _colour(view[8, 14]) == (255, 255, 255)  # the cursor's cross, right of the pixel
+    assert _colour(view[8, 10 + 1]) == mask  # the cross leaves the neighbours visible
+
+    v.undo_button.click()
+    assert v.annotator.labels.array.tobytes() == before.tobytes()
+    assert labels.array[labels.array > 0].size == 39  # the caller's map is never edited
+
+    v.set_cursor(4, 10)
+    v.apply_button.click()
+    v.path.value = str(tmp_path / "edited.nii.gz")
+    v.save_button.click()
+    assert "saved" in v.message.value
+    saved = read_labels(tmp_path / "edited.nii.gz")
+    assert saved.same_geometry(vol) and saved.array.tobytes() == v.annotator.labels.array.tobytes()
+    v.tool.value = "erase"
+    v.apply_button.click()
+    assert v.annotator.count("mask") == 0
+    v.load_button.click()
+    assert v.annotator.count("mask") == 7 and "loaded" in v.message.value
+
+    other = tmp_path / "other.nii.gz"
+    write_labels(LabelVolume(saved.array, (1.0, 1.0, 1.0)), other)
+    v.path.value = str(other)
+    v.load_button.click()
+    assert "do not share a grid" in v.message.value and "other.nii.gz" in v.message.value
+    assert v.annotator.count("mask") == 7
+    v.set_plane("axial")  # the cursor stays inside the smaller axial slice
+    assert v.cursor == (4, 10) and v.cursor_col.max == 29
+
+
+def test_annotation_with_a_given_annotator(scan):
+    vol, labels = scan
+    ann = Annotator(vol)
+    ann.grow(7, 13, 22, "TAC")
+    v = SliceViewer(vol, {"reference": labels}, annotate=ann)
+    assert list(v.panels) == ["annotation", "reference"] and v.annotator is ann
+    assert v.panels["annotation"].array.sum() == 15 * Label.TAC  # a live view of its labels
+    ann.undo()
+    assert not v.panels["annotation"].array.any()
+    with pytest.raises(ValueError, match="do not share a grid"):
+        SliceViewer(vol, annotate=Annotator(CTVolume(np.zeros((10, 20, 31), np.float32), (2, 1, 1))))
+    with pytest.raises(TypeError, match="annotate"):
+        SliceViewer(vol, annotate="yes")
+    assert SliceViewer(vol).annotator is None and not hasattr(SliceViewer(vol), "tool")
