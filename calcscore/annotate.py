@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from calcscore.labels import CALCIUM_LABELS, Label
+from calcscore.labels import CALCIUM_LABELS, IGNORE, Label
 from calcscore.lesions import label_lesions
 from calcscore.scoring import CALCIUM_THRESHOLD_HU
 from calcscore.viz import PLANES, plane_spacing
@@ -36,8 +36,9 @@ __all__ = ["Annotator", "MASK_VALUE", "TOOLS", "label_value", "slice_to_voxel"]
 
 log = logging.getLogger(__name__)
 
-#: The value painted for region masks (not a calcium label: outside 1-6, inside uint8).
-MASK_VALUE = 255
+#: The value painted for region masks: :data:`calcscore.labels.IGNORE`, so that a painted mask
+#: is the "not annotated" region of a real negative (calcscore.regions.real_negative_labels).
+MASK_VALUE = IGNORE
 #: The tools of the annotation mode.
 TOOLS = ("grow", "paint", "erase")
 
