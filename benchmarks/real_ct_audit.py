@@ -31,8 +31,9 @@ import numpy as np
 from scipy import ndimage
 
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
-from calcscore.io import read_volume, write_labels
+from calcscore.io import read_labels, read_volume, write_labels
 from calcscore.labels import Label
+from calcscore.regions import apply_safety_net, find_chest_regions
 from calcscore.scoring import agatston
 from calcscore.viz import _pyplot, lesion_gallery
 from calcscore.volume import CTVolume, LabelVolume
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--save-labels", action="store_true",
                     help="also write <scan>_labels_off.nii.gz (the labels without the net)")
+    ap.add_argument("--labels-off", default=None, metavar="DIR",
+                    help="read <scan>_labels_off.nii.gz from DIR (written by --save-labels with the same "
+                         "model) instead of running the model: re-measures the net alone in seconds")
     args = ap.parse_args(argv)
     ref = json.loads(REFERENCE.read_text())
     paths = scan_paths(Path(args.data))
@@ -119,26 +123,32 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = Model.load(args.model, device=args.device)
+    model = None if args.labels_off else Model.load(args.model, device=args.device)
     opts = InferenceOptions(device=args.device, bf16=resolve_precision("auto", args.device), channels_last=True,
                             safety_net=True)
     results = {}
     for name, path in paths.items():
         t0 = time.perf_counter()
         volume = read_volume(path)
-        seg = segment(volume, model, opts)
-        off = seg.labels_at(volume, model.cnn2_thresholds, rim_fill=model.rim_fill, safety_net=False)
+        if args.labels_off:
+            off = read_labels(Path(args.labels_off) / f"{name}_labels_off.nii.gz")
+            regions = find_chest_regions(volume)
+            on = LabelVolume.like(volume, apply_safety_net(off.labels, regions)[0])
+        else:
+            seg = segment(volume, model, opts)
+            off = seg.labels_at(volume, model.cnn2_thresholds, rim_fill=model.rim_fill, safety_net=False)
+            on, regions = seg.labels, seg.regions
         box = ref["boxes"].get(name)
-        r = {"with_net": figures(volume, seg.labels, box), "without_net": figures(volume, off, box),
-             "net_found_regions": bool(seg.regions is not None and seg.regions.found),
+        r = {"with_net": figures(volume, on, box), "without_net": figures(volume, off, box),
+             "net_found_regions": bool(regions is not None and regions.found),
              "seconds": round(time.perf_counter() - t0, 1)}
         if name == QRM:
-            r["with_net"]["qrm"] = qrm_figures(seg.labels.labels, ref["qrm_inserts"])
+            r["with_net"]["qrm"] = qrm_figures(on.labels, ref["qrm_inserts"])
             r["without_net"]["qrm"] = qrm_figures(off.labels, ref["qrm_inserts"])
         results[name] = r
         if args.save_labels:
             write_labels(off, out / f"{name}_labels_off.nii.gz")
-        save(lesion_gallery(volume, seg.labels, title=f"{name}: every lesion kept (safety net on)"),
+        save(lesion_gallery(volume, on, title=f"{name}: every lesion kept (safety net on)"),
              out / f"{name}_gallery.png")
         save(lesion_gallery(volume, off, title=f"{name}: largest lesions without the safety net"),
              out / f"{name}_gallery_off.png")

@@ -16,7 +16,8 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
 3. **Heart**: the slices of the mediastinum from its bottom up to the heart's top (the highest
    slice with ``heart_rows_mm`` of rows whose tissue between the two lungs is at least
    ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and valve labels lie there,
-   aortic labels anywhere in the mediastinum. Where no slice qualifies, the whole mediastinum.
+   aortic labels anywhere in the mediastinum and ``aorta_below_mm`` below it, behind the lungs'
+   middle (the aorta's way out of the chest). Where no slice qualifies, the whole mediastinum.
 4. **Bone**: voxels >= 130 HU around thick connected cores larger than ``max_lesion_mm3``
    (:func:`bone_mask`): vertebrae, the sternum, rib heads, clavicles. Calcifications are smaller
    and thin.
@@ -51,6 +52,8 @@ PADDING_HU = -1100.0
 BONE_HU = CALCIUM_THRESHOLD_HU
 #: the block edge (mm) of the coarse grid the lungs and the hull are found on
 BLOCK_MM = 3.0
+#: the aorta leaves the chest within this distance (mm) of the midline between the lungs
+AORTA_HALF_WIDTH_MM = 45.0
 #: a lesion more than this fraction of whose voxels touch air is an airway wall, not calcium
 AIR_RIM_FRACTION = 0.5
 #: :attr:`ChestRegions.zone` flag: aortic calcium may lie here
@@ -188,6 +191,22 @@ def _heart_top(d: np.ndarray, lungs: np.ndarray, block_mm: np.ndarray, *, min_wi
     return min(d.shape[0] - 1, int(heart.max()) + int(np.ceil(margin_mm / block_mm[0])))
 
 
+def _aorta_below(mediastinum: np.ndarray, lungs: np.ndarray, n_slices: int, near_midline: np.ndarray) -> np.ndarray:
+    """The descending aorta's way down past the lungs' lowest slice: the back half (behind the
+    lungs' middle row) of the mediastinum's lowest three slices, in the ``near_midline``
+    columns, carried ``n_slices`` further down. Below the diaphragm the aorta runs on in front
+    of the spine, a few centimetres left of the midline."""
+    out = np.zeros(mediastinum.shape, bool)
+    zs = np.flatnonzero(mediastinum.any(axis=(1, 2)))
+    if not len(zs) or n_slices < 1 or zs[0] == 0:
+        return out
+    ys = np.flatnonzero(lungs.any(axis=(0, 2)))
+    footprint = mediastinum[zs[0]:zs[0] + 3].any(axis=0) & near_midline[None, :]
+    footprint[: (ys[0] + ys[-1]) // 2] = False
+    out[max(0, zs[0] - n_slices):zs[0]] = footprint
+    return out
+
+
 def _block_any(mask: np.ndarray, f: np.ndarray) -> np.ndarray:
     n = (np.array(mask.shape) // f) * f
     m = mask[: n[0], : n[1], : n[2]]
@@ -244,7 +263,7 @@ def bone_mask(volume: CTVolume, *, max_lesion_mm3: float, within: np.ndarray | N
 
 
 def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm: float = 20.0,
-                       front_half_width_mm: float = 70.0, heart_width_mm: float = 80.0,
+                       front_half_width_mm: float = 70.0, aorta_below_mm: float = 30.0, heart_width_mm: float = 80.0,
                        heart_rows_mm: float = 30.0, heart_top_margin_mm: float = 40.0, max_lesion_mm3: float = 3000.0,
                        min_lung_ml: float = 100.0) -> ChestRegions:
     """Find where calcium of each label can lie in ``volume`` (see the module docstring).
@@ -255,6 +274,8 @@ def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm:
         anterior_mm: the heart region reaches this far in front of the hull between the lungs
             (the heart's front, with the LAD, touches the chest wall there), up to bone, within
             ``front_half_width_mm`` of the midline between the lungs.
+        aorta_below_mm: the aortic region reaches this far below the mediastinum's lowest
+            slice, in the back half of its footprint there (the aorta leaving the chest).
         heart_width_mm, heart_rows_mm: a slice belongs to the heart's height when it has
             ``heart_rows_mm`` of rows whose tissue between the lungs is ``heart_width_mm`` wide.
         heart_top_margin_mm: added above the heart's top so that the coronary ostia stay in.
@@ -279,7 +300,8 @@ def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm:
     # where the heart touches the chest wall between the lungs it lies in front of their hull
     bone = bone_mask(volume, max_lesion_mm3=max_lesion_mm3)
     xs = np.flatnonzero(lungs.any(axis=(0, 1)))
-    near_midline = np.abs(np.arange(d.shape[2]) - (xs[0] + xs[-1]) / 2.0) * block[2] <= front_half_width_mm
+    mid_x = (xs[0] + xs[-1]) / 2.0
+    near_midline = np.abs(np.arange(d.shape[2]) - mid_x) * block[2] <= front_half_width_mm
     front = _anterior_extension(eroded, lungs, d > AIR_HU, _block_any(bone, f),
                                 int(round((margin_mm + anterior_mm) / block[1])), near_midline)
     if not mediastinum.any():
@@ -291,6 +313,8 @@ def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm:
     zone_c = mediastinum.astype(np.uint8) * AORTA
     zone_c[heart_rows] |= (mediastinum[heart_rows] * HEART).astype(np.uint8)
     zone_c[front] |= HEART
+    aorta_columns = np.abs(np.arange(d.shape[2]) - mid_x) * block[2] <= AORTA_HALF_WIDTH_MM
+    zone_c[_aorta_below(mediastinum, lungs, int(round(aorta_below_mm / block[0])), aorta_columns)] |= AORTA
     # back to the scan's grid (voxels past the last whole block take the last block's zone)
     zone = zone_c.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
     pad = [(0, s - z) for s, z in zip(shape, zone.shape)]
