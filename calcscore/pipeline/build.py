@@ -12,7 +12,7 @@ from calcscore.errors import CalcscoreError
 from calcscore.phantom import GENERATOR_VERSION
 from calcscore.pipeline.cache import mark_done, read_done, stage_dir, stage_hash, write_json_atomic
 from calcscore.pipeline.recipe import Recipe
-from calcscore.pipeline.stages import STAGES, Context, StageStopped, summary_line
+from calcscore.pipeline.stages import STAGES, Context, StageStopped, skipped, summary_line
 from calcscore.runtime import bf16_supported, resolve_device
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ MODEL_FILES = ("cnn1.pt", "cnn2.pt", "cnn1_metrics.csv", "cnn2_metrics.csv", "mo
 
 @dataclass
 class BuildResult:
-    """What a build did: per stage "ran", "cached" or "not run", the seconds of those it ran,
+    """What a build did: per stage "ran", "cached", "skipped" (nothing to do) or "not run", the seconds of those it ran,
     and whether the model folder was written (the card stage finished)."""
 
     status: dict[str, str]
@@ -52,6 +52,10 @@ def _hash(ctx: Context, stage: str) -> str:
 def _run_stage(ctx: Context, stage: str, cache: Path) -> tuple[str, float]:
     """Run one stage unless its folder is done; record it in ``ctx``. Returns (status, seconds)."""
     digest = ctx.hashes[stage] = _hash(ctx, stage)
+    if skipped(ctx, stage):
+        log.info("%s: nothing to do for this recipe, skipped", stage)
+        ctx.results[stage], ctx.seconds[stage] = {"skipped": True}, 0.0
+        return "skipped", 0.0
     folder = ctx.folders[stage] = stage_dir(cache, stage, digest)
     done = read_done(folder, digest)
     if done is not None:
@@ -78,6 +82,9 @@ def _look_up(ctx: Context, stage: str, cache: Path) -> None:
     """Record a stage that this run does not run (``--only`` another): its hash, and its result
     where the cache holds it finished."""
     digest = ctx.hashes[stage] = _hash(ctx, stage)
+    if skipped(ctx, stage):
+        ctx.results[stage], ctx.seconds[stage] = {"skipped": True}, 0.0
+        return
     folder = ctx.folders[stage] = Path(cache) / f"{stage}-{digest[:12]}"
     done = read_done(folder, digest) if folder.is_dir() else None
     if done is not None:

@@ -84,10 +84,12 @@ def model_info(ctx) -> dict[str, Any]:
         "seconds": {s: round(t, 1) for s, t in ctx.seconds.items()},
         "torch": torch.__version__, "stages": dict(ctx.hashes), "recipe": tomllib.loads(recipe.text),
     }
+    # every key the card reads, null where its stage chose nothing (the defaults of inference)
+    info.update(cnn2_thresholds=None, rim_fill=True, rim_sigmas=None, test_metrics=None,
+                test_metrics_whole_chest=None, real_scan_figures=None)
     for stage in ("thresholds", "rim", "evaluation"):
         info.update(ctx.results.get(stage, {}))
-    if ph.whole_chest_test and "test_metrics_whole_chest" in info:
-        info["test_participants_whole_chest"] = _ids(ph.whole_chest_test, "full")
+    info["test_participants_whole_chest"] = _ids(ph.whole_chest_test, "full")
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None:
         info["real_scan_figures"] = real_scan_figures(figures, recipe.card.real_scan_columns)
@@ -128,17 +130,17 @@ def _phantom_rows(metrics: dict[str, Any]) -> list[str]:
 
 def _figures(info: dict[str, Any]) -> list[str]:
     lines = ["## Figures", "", f"Held-out phantoms {info['test_participants']} (voxel level, pooled over scans):", ""]
-    m = info.get("test_metrics")
+    m = info["test_metrics"]
     lines += _phantom_rows(m) if m else ["Not evaluated (the recipe's [evaluation] is off)."]
-    if info.get("test_metrics_whole_chest"):
+    if info["test_metrics_whole_chest"]:
         lines += ["", f"Whole-chest phantoms {info['test_participants_whole_chest']}:", "",
                   *_phantom_rows(info["test_metrics_whole_chest"])]
-    th = info.get("cnn2_thresholds")
+    th = info["cnn2_thresholds"]
     lines += ["", "CNN2 thresholds: " + (", ".join(f"{g} {t:.2f}" for g, t in th.items())
                                          + " (chosen on validation scans)" if th else "the paper's 0.5")
-              + "; rim fill: " + (f"margin {info['rim_sigmas']:g} noise SDs" if info.get("rim_fill") and info.get("rim_sigmas")
-                                  else "off" if info.get("rim_fill") is False else "default margin") + "."]
-    real = info.get("real_scan_figures")
+              + "; rim fill: " + (f"margin {info['rim_sigmas']:g} noise SDs" if info["rim_fill"] and info["rim_sigmas"]
+                                  else "default margin" if info["rim_fill"] else "off") + "."]
+    real = info["real_scan_figures"]
     lines += ["", "Real scans" + (f" ({real['source']}):" if real else ": none measured for this model "
                                   "(the recipe's `[card] real_scan_figures` names a JSON file of figures)."), ""]
     if real:
@@ -155,7 +157,7 @@ def _limits(info: dict[str, Any]) -> list[str]:
            "motion, stents, contrast); expect lower accuracy on them until validated (`calcscore evaluate`).",
            "- The test set is small; AV and MV figures rest on the valve calcium those participants happen to have."]
     for key, name in (("test_metrics", "heart-region"), ("test_metrics_whole_chest", "whole-chest")):
-        m = info.get(key) or {}
+        m = info[key] or {}
         low = [f"{g} {k} {m[k][g]['f1_pooled'] or 0:.3f}" for k in ("soft", "sharp") if k in m
                for g in ("CAC", "TAC") if (m[k].get(g, {}).get("f1_pooled") or 0) < TARGET_F1]
         if low:

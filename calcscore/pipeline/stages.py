@@ -97,8 +97,13 @@ def split_scans(ctx: Context) -> tuple[list, list]:
 
 def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
     """A placeholder: the recipe's loader refuses real negatives until they are used."""
-    log.info("real_negatives: none in the recipe, skipped")
     return {"skipped": True, "scans": []}
+
+
+def skipped(ctx: Context, stage: str) -> bool:
+    """Whether a stage has nothing to do for this recipe (no real negatives): it counts as
+    finished without a run or a cache folder."""
+    return stage == "real_negatives" and not (ctx.recipe.real_negatives and ctx.recipe.real_negatives.scans)
 
 
 # ------------------------------------------------------------------------------------ training
