@@ -113,6 +113,16 @@ def test_the_shipped_recipe_describes_the_shipped_model():
     assert recipe.cnn1.preset == "workshop" and recipe.cnn2.preset == "paper"
 
 
+def test_stage_minutes_are_parsed_and_checked():
+    from calcscore.commands.build_model import parse_minutes
+    from calcscore.errors import CalcscoreError
+
+    assert parse_minutes(["cnn1=30", "cnn2=9.5"]) == {"cnn1": 30.0, "cnn2": 9.5}
+    for bad in ("cnn3=1", "cnn1=0", "cnn1=x", "cnn1"):
+        with pytest.raises(CalcscoreError, match="expected cnn1=MIN or cnn2=MIN"):
+            parse_minutes([bad])
+
+
 def test_cnn2_full_scans_keeps_the_first_whole_chests_and_every_heart_region_scan():
     class Scan:
         def __init__(self, scan_id):

@@ -29,13 +29,31 @@ DONE = "done.json"
 
 
 def stage_hash(section: dict[str, Any], depends: dict[str, str], generator: str) -> str:
-    """The hash of a stage's inputs: its settings, its inputs' hashes, the phantom generator."""
+    """The hash of a stage's inputs.
+
+    Args:
+        section: the stage's recipe section (:meth:`Recipe.section`).
+        depends: the hashes of the stages it depends on, by name.
+        generator: the phantom generator version.
+
+    Returns:
+        64 hex digits.
+    """
     blob = json.dumps({"section": section, "depends": depends, "generator": generator}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def stage_dir(cache: Path, stage: str, digest: str) -> Path:
-    """``CACHE/<stage>-<hash[:12]>`` (created)."""
+    """The folder of a stage (created).
+
+    Args:
+        cache: the build's cache folder.
+        stage: the stage's name.
+        digest: its input hash (:func:`stage_hash`).
+
+    Returns:
+        ``CACHE/<stage>-<hash[:12]>``.
+    """
     folder = Path(cache) / f"{stage}-{digest[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder

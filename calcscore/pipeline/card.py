@@ -28,8 +28,10 @@ WHOLE_CHEST_FP_MM3 = 25.0
 
 
 def _ids(r: list[int], size: str) -> str:
-    ids = list(participants(r))
-    return f"{participant_id(ids[0])}..{participant_id(ids[-1])} ({size})" if ids else ""
+    ids = [participant_id(i) for i in participants(r)]
+    if not ids:
+        return ""
+    return (ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}") + f" ({size})"
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -28,8 +28,16 @@ def finite(x: float) -> float | None:
 
 
 def figures(summary: pd.DataFrame, groups: Sequence[str], keys: Sequence[str] = POOLED) -> dict:
-    """``keys`` of the ``groups`` present in a summary (calcscore.metrics ``Evaluation.summary``),
-    undefined ones as None."""
+    """Figures of the label groups present in a summary.
+
+    Args:
+        summary: a calcscore.metrics ``Evaluation.summary``.
+        groups: label groups ("CAC", "TAC", ...).
+        keys: its columns to keep.
+
+    Returns:
+        ``{group: {key: value}}``, undefined values as None.
+    """
     return {g: {k: finite(summary.loc[g, k]) for k in keys} for g in groups if g in summary.index}
 
 
@@ -43,8 +51,17 @@ def all_calcium(confusion: pd.DataFrame, n_scans: int) -> dict[str, float | None
 
 
 def _segment_cases(model: Model, scans, device: str) -> tuple[dict, list[float]]:
-    """Per kernel and variant (the model as is, CNN1 alone, CNN2 at 0.5, no rim fill), the
-    :class:`ScanCase` of every scan; and the seconds per scan."""
+    """Segment every scan once and label it four ways.
+
+    Args:
+        model: the model.
+        scans: :class:`calcscore.phantom.CohortScan` objects.
+        device: where inference runs.
+
+    Returns:
+        ``({variant: {kernel: [ScanCase]}}, seconds per scan)``; the variants: the model as
+        is, CNN1 alone, CNN2 at 0.5, without the rim fill.
+    """
     cases: dict = {v: {"soft": [], "sharp": []} for v in VARIANTS}
     seconds = []
     for cs in scans:
@@ -60,8 +77,17 @@ def _segment_cases(model: Model, scans, device: str) -> tuple[dict, list[float]]
 
 
 def _kernel_figures(cases: dict, kernel: str, groups: Sequence[str]) -> dict[str, Any]:
-    """The figures of one kernel: per label, CNN1 alone, CNN2 at 0.5, without the rim fill,
-    the label confusion, the risk-category agreement."""
+    """The figures of one kernel.
+
+    Args:
+        cases: from :func:`_segment_cases`.
+        kernel: "soft" or "sharp".
+        groups: label groups of the comparisons.
+
+    Returns:
+        Per label, CNN1 alone, CNN2 at 0.5, without the rim fill, the label confusion and the
+        risk-category agreement.
+    """
     ev = evaluate(cases["cases"][kernel])
     n = len(cases["cases"][kernel])
     res: dict[str, Any] = {"n_scans": n, "report": ev.report(),
@@ -106,8 +132,18 @@ def evaluate_model(model: Model, indices: Sequence[int], *, seed: int, size: str
 
 
 def calibrate(model: Model, val_scans: list, *, n_scans: int, device: str, precision: str) -> dict[str, Any]:
-    """CNN2's thresholds per label group, chosen on validation scans (calcscore.calibration),
-    set on ``model``; returns the model.json keys ``cnn2_thresholds`` and ``cnn2_calibration``."""
+    """CNN2's thresholds per label group, chosen on validation scans (calcscore.calibration).
+
+    Args:
+        model: the model; the thresholds are set on it.
+        val_scans: cached validation scans.
+        n_scans: the first N of them (0: all).
+        device: where CNN1 and CNN2 run.
+        precision: "fp32" or "bf16".
+
+    Returns:
+        The model.json keys ``cnn2_thresholds`` and ``cnn2_calibration``.
+    """
     scans = val_scans[:n_scans] if n_scans else val_scans
     t = time.perf_counter()
     data = collect_cnn2_scores(model.cnn1, model.cnn2, scans, device=device, precision=precision)

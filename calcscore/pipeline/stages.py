@@ -126,6 +126,19 @@ def network_config(ctx: Context, name: str) -> TrainConfig:
 
 
 def _train(ctx: Context, name: str, folder: Path, train_scans: list, val_scans: list) -> dict[str, Any]:
+    """Train (or resume) one network in the stage's folder.
+
+    Args:
+        ctx: the build.
+        name: "cnn1" or "cnn2".
+        folder: the stage's cache folder (its checkpoint, metrics.csv and network file).
+        train_scans: the cached training scans.
+        val_scans: the cached validation scans.
+
+    Returns:
+        The stage's result: config, iterations trained and kept, starting weights, hardware;
+        raises :class:`StageStopped` where the time budget ran out first.
+    """
     cfg = network_config(ctx, name)
     init = ctx.recipe.resolve(getattr(ctx.recipe, name).init)
     minutes = ctx.minutes.get(name)
@@ -158,7 +171,16 @@ def run_cnn2(ctx: Context, folder: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------- model and choices
 def assemble(ctx: Context, folder: Path, info: dict[str, Any]) -> Path:
-    """A bundle folder (cnn1.pt, cnn2.pt, their metrics.csv, model.json ``info``) in ``folder``."""
+    """A bundle folder of the trained networks.
+
+    Args:
+        ctx: the build (its cnn1 and cnn2 stages done).
+        folder: where to write cnn1.pt, cnn2.pt, their metrics.csv and model.json.
+        info: model.json.
+
+    Returns:
+        ``folder``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("cnn1", "cnn2"):
         shutil.copy(ctx.folders[name] / f"{name}.pt", folder / f"{name}.pt")
