@@ -183,16 +183,22 @@ def _status(out: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_build_model_from_an_empty_then_a_half_done_cache(tmp_path):
-    """The build through the CLI: two stages alone (--only) from an empty cache, then the whole
-    build, which finds them in the cache (stages.json and the log say "cached") and runs the rest;
-    then a changed card title reruns the card only."""
+    """The build through the CLI: two stages alone (--only) from an empty cache, CNN1 stopped by
+    its time budget and resumed, then the whole build, which finds them in the cache (stages.json
+    and the log say "cached") and runs the rest; then a changed card title reruns the card only."""
     recipe, out = _tiny(tmp_path), tmp_path / "out"
     args = ("build-model", str(recipe), "--out", str(out), "--device", "cpu", "--threads", "1", "--no-progress")
-    for stage in ("phantoms", "cnn1"):
-        run = _cli(*args, "--only", stage, cwd=tmp_path)
-        assert run.returncode == 0, run.stderr[-3000:]
-        assert _status(out)[stage] == "ran" and not (out / "model.json").exists()
-        assert "model not written yet" in run.stdout
+    run = _cli(*args, "--only", "phantoms", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _status(out)["phantoms"] == "ran" and not (out / "model.json").exists()
+    assert "model not written yet" in run.stdout
+    # CNN1 stopped by a time budget: not done, its checkpoint kept; run again, it resumes
+    run = _cli(*args, "--only", "cnn1", "--stage-minutes", "cnn1=0.0001", cwd=tmp_path)
+    assert run.returncode == 3 and "stopped by its time budget at iteration 1 of 4" in run.stdout, run.stderr[-3000:]
+    assert _status(out)["cnn1"] == "stopped" and not list((out / ".cache").glob("cnn1-*/done.json"))
+    run = _cli(*args, "--only", "cnn1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _status(out)["cnn1"] == "ran" and "from iteration 1" in run.stderr
     run = _cli(*args, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert _status(out) == {"phantoms": "cached", "real_negatives": "skipped", "cnn1": "cached", "cnn2": "ran",
