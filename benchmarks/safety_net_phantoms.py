@@ -20,9 +20,7 @@ from pathlib import Path
 
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
 from calcscore.metrics import ScanCase, evaluate
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from build_default_model import cohort_scans  # noqa: E402
+from calcscore.pipeline.cohort import cohort_scans
 
 GROUPS = ("CAC", "LAD", "LCX", "RCA", "TAC", "AV", "MV")
 

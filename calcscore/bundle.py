@@ -9,8 +9,8 @@ A bundle holds
   ``iteration`` and ``val_loss`` of the kept weights, ``initialised_from``);
 - ``model.json`` (optional): what is known about the model, :class:`ModelInfo`; inference reads
   four of its keys (``cnn2_thresholds``, ``rim_sigmas``, ``rim_fill``, ``safety_net``), the rest describes how
-  the model was made and measured (``scripts/build_default_model.py`` writes it,
-  ``scripts/write_model_card.py`` turns it into MODEL_CARD.md).
+  the model was made and measured (``calcscore build-model`` writes it, :mod:`calcscore.pipeline.card`
+  turns it into MODEL_CARD.md).
 
 This module sits below inference and training (it imports only :mod:`calcscore.networks`,
 :mod:`calcscore.runtime` and the leaf modules), so both read and write bundles through it.
@@ -55,8 +55,8 @@ class ModelInfo(TypedDict, total=False):
     - ``safety_net``: whether labels outside their anatomical regions are removed
       (:mod:`calcscore.regions`; default true).
 
-    Written by ``scripts/build_default_model.py`` to describe the model (read by
-    ``scripts/write_model_card.py``): ``trained_on``, ``command``, ``seed``,
+    Written by ``calcscore build-model`` (:func:`calcscore.pipeline.card.model_info`) to describe
+    the model (read by :func:`calcscore.pipeline.card.card`): ``trained_on``, ``command``, ``seed``,
     ``training_participants``, ``test_participants``, ``cnn1_config`` / ``cnn2_config`` (the
     TrainConfig dicts), ``kept_iterations`` / ``trained_iterations`` (per network),
     ``seconds``, ``hardware``, ``torch``, ``test_metrics`` (per kernel and label group),

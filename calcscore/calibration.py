@@ -8,7 +8,8 @@ TAC, AV, MV: the paper's table columns) is chosen to maximise that group's voxel
 *validation* scans (participants that neither CNN1 nor CNN2 trained on, never the test set).
 Whether that helps is measured, not assumed: on the 2026-11-27 whole-chest candidate (README)
 the chosen thresholds gained at most 0.06 F1 on validation and lost up to 0.08 on the test
-scans, so ``scripts/build_default_model.py`` calibrates only with ``--calibrate``.
+scans, so a build recipe (``calcscore build-model``) calibrates only with
+``[thresholds] calibrate = true``.
 
 Given CNN1's labels, a group's F1 depends only on the threshold of that group (a voxel CNN1
 gave a label of group G is kept or dropped by G's threshold alone), so each group is chosen on

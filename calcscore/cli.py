@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "calcscore.commands.agatston",
     "calcscore.commands.evaluate",
     "calcscore.commands.train",
+    "calcscore.commands.build_model",
     "calcscore.commands.synth",
     "calcscore.commands.report",
     "calcscore.commands.import_data",

@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from build_default_model import _figures, _finite, cohort_scans  # noqa: E402
-
-from calcscore.checks import check_scan  # noqa: E402
-from calcscore.inference import InferenceOptions, Model, segment  # noqa: E402
-from calcscore.metrics import ScanCase, evaluate  # noqa: E402
+from calcscore.checks import check_scan
+from calcscore.inference import InferenceOptions, Model, segment
+from calcscore.metrics import ScanCase, evaluate
+from calcscore.pipeline.cohort import cohort_scans
+from calcscore.pipeline.evaluation import figures as _figures
+from calcscore.pipeline.evaluation import finite as _finite
 
 COHORTS = {
     "fresh": ("fresh_P0148_P0157", range(148, 158), "medium"),

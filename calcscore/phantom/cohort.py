@@ -18,6 +18,13 @@ from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
 
+#: The version of the phantom generator: change it whenever a change to :mod:`calcscore.phantom`
+#: changes the scans of a (seed, participant). A build recipe names it (``[phantoms] generator``)
+#: and the build's cache keys every stage with it (:mod:`calcscore.pipeline`), so phantoms,
+#: networks and figures of an older generator are never mixed with new ones. "2026-11-28": the
+#: descending aorta kept in front of the vertebral bodies (commit 0c36f93).
+GENERATOR_VERSION = "2026-11-28"
+
 
 @dataclass
 class CohortScan:

@@ -12,17 +12,14 @@ heart-region CAC (figures in 2026-12-04_cpu_cnn1_cnn2_finetune_fixed_phantoms.js
 About 8 minutes for two models on a 2-core CPU.
 """
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from build_default_model import cohort_scans  # noqa: E402
-
-from calcscore.inference import InferenceOptions, Model, segment  # noqa: E402
-from calcscore.labels import GROUPS, N_CLASSES  # noqa: E402
-from calcscore.metrics import label_confusion  # noqa: E402
+from calcscore.inference import InferenceOptions, Model, segment
+from calcscore.labels import GROUPS, N_CLASSES
+from calcscore.metrics import label_confusion
+from calcscore.pipeline.cohort import cohort_scans
 
 #: (label, row) one-hot: row 0 background, then GROUPS in order
 TO_GROUP = np.zeros((N_CLASSES, len(GROUPS) + 1))

@@ -1,0 +1,320 @@
+"""A build recipe: a TOML file that names every stage of a model build and its settings.
+
+:func:`load_recipe` reads it with :mod:`tomllib` into the dataclasses below and checks every key:
+a missing key, an unknown one or a value of the wrong type is a :class:`RecipeError`, one line
+that names the file, the section and key, the problem and the fix. The shipped model's recipe,
+``calcscore/models/default/recipe.toml``, is the documented example of every section.
+
+Paths in a recipe (``init``, ``real_scan_figures``) are relative to the recipe's folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from calcscore.errors import CalcscoreError
+from calcscore.phantom import GENERATOR_VERSION, SIZES
+
+PRESETS = ("workshop", "paper")
+SELECT_BY = ("val_loss", "val_balanced_accuracy")
+LABEL_GROUPS = ("CAC", "TAC", "AV", "MV", "LAD", "LCX", "RCA")
+#: Keys that change how fast a stage runs, not what it makes: left out of the stages' hashes.
+UNHASHED = frozenset({"workers"})
+
+
+class RecipeError(CalcscoreError):
+    """A recipe that cannot be built: ``FILE: [section] key: problem (fix)``."""
+
+    def __init__(self, path: str | Path, where: str, problem: str, fix: str = ""):
+        super().__init__(f"{path}: {where}: {problem}" + (f" ({fix})" if fix else ""))
+
+
+@dataclass(frozen=True)
+class Phantoms:
+    """The synthetic cohort. Ranges are ``[first, last]`` participant numbers, both included;
+    the first ``whole_chest`` training participants are whole-chest scans, the others of
+    ``train_size``; every participant has a soft and a sharp reconstruction."""
+
+    generator: str
+    seed: int
+    train: list[int]
+    whole_chest: int
+    train_size: str
+    validation_fraction: float
+    test: list[int]
+    test_size: str
+    whole_chest_test: list[int] = field(default_factory=list)
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class RealNegatives:
+    """Placeholder for real scans without calcium labels (negatives) in the training data: the
+    section may be left out or ``scans = []``; the stage is skipped then. Not used yet."""
+
+    scans: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CNN1:
+    """CNN1's training: a preset (``workshop`` or ``paper``) changed by the keys here and by
+    ``architecture`` (TrainConfig fields: width, head_width, max_dilation, patch_size, ...);
+    ``init``: a saved cnn1.pt to start from (its architecture wins), or "none"."""
+
+    preset: str
+    iterations: int
+    batch_size: int
+    learning_rate: float
+    init: str = "none"
+    select_by: str = "val_balanced_accuracy"
+    eval_every: int = 0
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CNN2(CNN1):
+    """CNN2's training, as CNN1's; ``scans``: train on the first N training scans only (0: all);
+    ``full_scans``: of those at most N whole-chest ones (-1: no limit)."""
+
+    scans: int = 0
+    full_scans: int = -1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """CNN2's threshold per label group chosen on validation scans (calcscore.calibration), or
+    the paper's 0.5 (``calibrate = false``); ``scans``: the first N validation scans (0: all)."""
+
+    calibrate: bool
+    scans: int = 0
+
+
+@dataclass(frozen=True)
+class Rim:
+    """The rim fill's noise margin chosen on ``participants`` validation participants (0: all),
+    or the fill left at its default (``choose = false``)."""
+
+    choose: bool
+    participants: int = 6
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The held-out evaluation on the test participants (``[phantoms] test``)."""
+
+    enabled: bool = True
+    groups: list[str] = field(default_factory=lambda: ["CAC", "TAC", "AV", "MV"])
+
+
+@dataclass(frozen=True)
+class Card:
+    """model.json and MODEL_CARD.md. ``real_scan_figures``: a JSON file of figures on real scans
+    (e.g. benchmarks/real_ct_audit.py's audit.json; "" for none), shown as a table of
+    ``real_scan_columns`` (dotted keys; empty: the first scalar ones)."""
+
+    title: str
+    description: str = ""
+    real_scan_figures: str = ""
+    real_scan_columns: list[str] = field(default_factory=list)
+
+
+SECTIONS: dict[str, type] = {"phantoms": Phantoms, "real_negatives": RealNegatives, "cnn1": CNN1,
+                             "cnn2": CNN2, "thresholds": Thresholds, "rim": Rim,
+                             "evaluation": Evaluation, "card": Card}
+OPTIONAL_SECTIONS = frozenset({"real_negatives", "evaluation"})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A loaded recipe: its file, text, name and one dataclass per section."""
+
+    path: Path
+    text: str
+    name: str
+    phantoms: Phantoms
+    real_negatives: RealNegatives | None
+    cnn1: CNN1
+    cnn2: CNN2
+    thresholds: Thresholds
+    rim: Rim
+    evaluation: Evaluation
+    card: Card
+
+    def resolve(self, value: str) -> Path | None:
+        """A path of the recipe (relative to its folder), or None for "" / "none"."""
+        if value in ("", "none"):
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.path.parent / p
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section's settings as hashed (input files by their contents, not their paths)."""
+        sec = getattr(self, name)
+        if sec is None:
+            return {}
+        out = {k: v for k, v in dataclasses.asdict(sec).items() if k not in UNHASHED}
+        for key in ("init", "real_scan_figures"):
+            path = self.resolve(out.get(key, ""))
+            if path is not None:
+                out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return out
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    base = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    if annotation.startswith("list["):
+        inner = base[annotation[5:-1]]
+        return isinstance(value, list) and all(isinstance(v, inner) and not isinstance(v, bool) for v in value)
+    if annotation.startswith("dict"):
+        return isinstance(value, dict)
+    if annotation == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, base[annotation]) and not isinstance(value, bool)
+
+
+def _read_section(path: Path, name: str, table: Any) -> Any:
+    """One section's dataclass, every key checked for presence, name and type."""
+    cls = SECTIONS[name]
+    if not isinstance(table, dict):
+        raise RecipeError(path, f"[{name}]", "is not a table", f"write it as a [{name}] section")
+    known = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise RecipeError(path, f"[{name}] {key}", "unknown key", f"valid keys: {', '.join(known)}")
+    values = {}
+    for f in known.values():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in table:
+            if required:
+                raise RecipeError(path, f"[{name}] {f.name}", "missing key",
+                                  f"add `{f.name} = ...` ({f.type}) to [{name}]")
+            continue
+        value = table[f.name]
+        if not _type_ok(value, str(f.type)):
+            raise RecipeError(path, f"[{name}] {f.name}", f"must be {f.type}, got {type(value).__name__} {value!r}",
+                              f"write e.g. `{f.name} = {_example(str(f.type))}`")
+        values[f.name] = float(value) if f.type == "float" else value
+    return cls(**values)
+
+
+def _example(annotation: str) -> str:
+    return {"int": "1", "float": "0.5", "str": '"text"', "bool": "true", "list[int]": "[0, 9]",
+            "list[str]": '["a", "b"]'}.get(annotation, "{}")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe file.
+
+    Args:
+        path: the TOML file.
+
+    Returns:
+        The :class:`Recipe`; raises :class:`RecipeError` (one line naming the file and the key)
+        where it is incomplete or wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(path, "file", "no such recipe", "pass a TOML file, e.g. calcscore/models/default/recipe.toml")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(path, "TOML", str(exc), "fix the syntax") from None
+    for key in data:
+        if key != "name" and key not in SECTIONS:
+            raise RecipeError(path, f"[{key}]", "unknown section", f"valid: {', '.join(SECTIONS)}")
+    if not isinstance(data.get("name"), str):
+        raise RecipeError(path, "name", "missing or not a string", 'add `name = "my-model"` at the top')
+    sections = {}
+    for name in SECTIONS:
+        if name not in data:
+            if name not in OPTIONAL_SECTIONS:
+                raise RecipeError(path, f"[{name}]", "missing section", f"add a [{name}] section")
+            sections[name] = None if name == "real_negatives" else SECTIONS[name]()
+            continue
+        sections[name] = _read_section(path, name, data[name])
+    recipe = Recipe(path=path, text=text, name=data["name"], **sections)
+    check_recipe(recipe)
+    return recipe
+
+
+def _check_range(path: Path, where: str, r: list[int], *, empty_ok: bool = False) -> None:
+    if empty_ok and not r:
+        return
+    if len(r) != 2 or not 0 <= r[0] <= r[1]:
+        raise RecipeError(path, where, f"must be [first, last] participant numbers, got {r}", "e.g. [0, 119]")
+
+
+def participants(r: list[int]) -> range:
+    """The participant numbers of a ``[first, last]`` range (empty for [])."""
+    return range(r[0], r[1] + 1) if r else range(0)
+
+
+def _check_phantoms(path: Path, ph: Phantoms) -> None:
+    if ph.generator != GENERATOR_VERSION:
+        raise RecipeError(path, "[phantoms] generator", f"{ph.generator!r} is not this calcscore's phantom "
+                          f"generator", f'set generator = "{GENERATOR_VERSION}" (every stage reruns) or use '
+                          "the calcscore that made those phantoms")
+    _check_range(path, "[phantoms] train", ph.train)
+    _check_range(path, "[phantoms] test", ph.test)
+    _check_range(path, "[phantoms] whole_chest_test", ph.whole_chest_test, empty_ok=True)
+    train = set(participants(ph.train))
+    for key in ("test", "whole_chest_test"):
+        if train & set(participants(getattr(ph, key))):
+            raise RecipeError(path, f"[phantoms] {key}", "overlaps the training participants",
+                              "choose participants after the training range")
+    if not 0 <= ph.whole_chest <= len(train):
+        raise RecipeError(path, "[phantoms] whole_chest", f"must lie in 0..{len(train)}, got {ph.whole_chest}")
+    for key in ("train_size", "test_size"):
+        if getattr(ph, key) not in SIZES:
+            raise RecipeError(path, f"[phantoms] {key}", f"unknown size {getattr(ph, key)!r}",
+                              f"one of {', '.join(SIZES)}")
+    if not 0 < ph.validation_fraction < 1:
+        raise RecipeError(path, "[phantoms] validation_fraction", "must lie in (0, 1)", "e.g. 0.142857 (1/7)")
+    if ph.workers < 1:
+        raise RecipeError(path, "[phantoms] workers", "must be >= 1")
+
+
+def _check_network(recipe: Recipe, name: str) -> None:
+    from calcscore.training import TrainConfig
+
+    net, path = getattr(recipe, name), recipe.path
+    if net.preset not in PRESETS:
+        raise RecipeError(path, f"[{name}] preset", f"unknown preset {net.preset!r}", "workshop or paper")
+    if net.select_by not in SELECT_BY:
+        raise RecipeError(path, f"[{name}] select_by", f"unknown {net.select_by!r}", " or ".join(SELECT_BY))
+    for key in ("iterations", "batch_size"):
+        if getattr(net, key) < 1:
+            raise RecipeError(path, f"[{name}] {key}", "must be >= 1")
+    if not net.learning_rate > 0:
+        raise RecipeError(path, f"[{name}] learning_rate", "must be > 0", "e.g. 5e-4")
+    known = {f.name for f in fields(TrainConfig)}
+    for key in net.architecture:
+        if key not in known:
+            raise RecipeError(path, f"[{name}.architecture] {key}", "not a training setting",
+                              "e.g. width, head_width, max_dilation, patch_size, width_scale, dense_width")
+    init = recipe.resolve(net.init)
+    if init is not None and not init.is_file():
+        raise RecipeError(path, f"[{name}] init", f"no such file {init}", 'name a saved cnn .pt or "none"')
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """The checks across keys: ranges, sizes, presets, files, the phantom generator."""
+    path = recipe.path
+    _check_phantoms(path, recipe.phantoms)
+    for name in ("cnn1", "cnn2"):
+        _check_network(recipe, name)
+    for g in recipe.evaluation.groups:
+        if g not in LABEL_GROUPS:
+            raise RecipeError(path, "[evaluation] groups", f"unknown label group {g!r}", ", ".join(LABEL_GROUPS))
+    if recipe.real_negatives is not None and recipe.real_negatives.scans:
+        raise RecipeError(path, "[real_negatives] scans", "real negatives are not used by this calcscore yet",
+                          "leave scans = [] (the section is a placeholder)")
+    figures = recipe.resolve(recipe.card.real_scan_figures)
+    if figures is not None and not figures.is_file():
+        raise RecipeError(path, "[card] real_scan_figures", f"no such file {figures}", 'name a JSON file or ""')
