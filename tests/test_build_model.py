@@ -51,7 +51,8 @@ def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml
     ('generator = "2026-11-28"', 'generator = "1999"', "[phantoms] generator:"),
     ("test = [3, 3]", "test = [2, 3]", "[phantoms] test: overlaps the training participants"),
     ("[card]", "[cards]", "[cards]: unknown section"),
-    ("scans = []", 'scans = ["a.nii.gz"]', "[real_negatives] scans: real negatives are not used"),
+    ("scans = []", 'scans = ["a"]', "[real_negatives] images: no such folder"),
+    ("scans = []", 'scans = ["a"]\nimages = "."\nlabels = "."', "[real_negatives] scans: a: no such file"),
 ])
 def test_recipe_errors_name_the_file_the_key_and_the_fix(tmp_path, old, new, where):
     path = _tiny(tmp_path, old, new)
@@ -244,3 +245,39 @@ def _check_model(out: Path) -> None:
     cs = next(make_cohort(1, seed=7, size="small", start=3, kernels=("soft",)))
     seg = segment(cs.volume, model, InferenceOptions(device="cpu"))
     assert seg.labels.array.shape == cs.labels.array.shape
+
+
+def test_real_negatives_stage_caches_background_and_leaves_the_heart_out(tmp_path):
+    """A drawn chest as a 'real' scan: its label map from calcscore.regions.real_negative_labels;
+    the stage caches it with background candidates only (none near the heart), and a changed
+    label map changes the stage's hash (so the build reruns it)."""
+    import numpy as np
+
+    from calcscore.io import write_labels, write_volume
+    from calcscore.labels import IGNORE
+    from calcscore.pipeline import build
+    from calcscore.pipeline.build import stage_results
+    from calcscore.regions import real_negative_labels
+    from calcscore.sampling import load_cached
+    from calcscore.volume import LabelVolume
+    from test_regions import drawn_chest
+
+    volume, _ = drawn_chest()
+    lab = real_negative_labels(volume, margin_mm=10.0)
+    write_volume(volume, tmp_path / "chest.nii.gz")
+    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
+    path = _tiny(tmp_path, "scans = []", 'scans = ["chest"]\nimages = "."\nlabels = "."')
+    recipe = load_recipe(path)
+    before = stage_hashes(recipe)["real_negatives"]
+    result = build(recipe, tmp_path / "out", only="real_negatives", device="cpu", progress=False)
+    assert result.status["real_negatives"] == "ran"
+    res = stage_results(recipe, tmp_path / "out" / ".cache")["real_negatives"]
+    assert res["scans"] == ["real-chest"] and res["background_candidates"] > 0
+    folder = next((tmp_path / "out" / ".cache").glob("real_negatives-*")) / "scans" / "real-chest"
+    scan = load_cached(folder)
+    assert len(scan.calcium_index) == 0 and len(scan.background_index) == res["background_candidates"]
+    labels = np.asarray(scan.labels)
+    assert (labels == IGNORE).any() and (labels.reshape(-1)[np.asarray(scan.background_index)] == 0).all()
+    lab[0, 0, 0] = IGNORE if lab[0, 0, 0] == 0 else 0
+    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
+    assert stage_hashes(load_recipe(path))["real_negatives"] != before

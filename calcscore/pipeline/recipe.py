@@ -53,10 +53,17 @@ class Phantoms:
 
 @dataclass(frozen=True)
 class RealNegatives:
-    """Placeholder for real scans without calcium labels (negatives) in the training data: the
-    section may be left out or ``scans = []``; the stage is skipped then. Not used yet."""
+    """Real scans without calcium annotations as training negatives (issue 26): for every name
+    of ``scans``, the image ``images/NAME.nii.gz`` and the label map ``labels/NAME_labels.nii.gz``
+    (:func:`calcscore.regions.real_negative_labels`: background far from the heart and the great
+    vessels, :data:`calcscore.labels.IGNORE` near them; ``data/real_negatives`` of the
+    repository holds them for the open real chest CTs). Folders are relative to the recipe. They
+    join CNN1's and CNN2's training scans, never the validation. Leave the section out or
+    ``scans = []`` and the stage is skipped."""
 
     scans: list[str] = field(default_factory=list)
+    images: str = ""
+    labels: str = ""
     note: str = ""
 
 
@@ -162,7 +169,18 @@ class Recipe:
             path = self.resolve(out.get(key, ""))
             if path is not None:
                 out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if name == "real_negatives" and sec.scans:  # the label maps by content, the images by size
+            out["images"] = {n: real_negative_files(self, n)[0].stat().st_size for n in sec.scans}
+            out["labels"] = {n: hashlib.sha256(real_negative_files(self, n)[1].read_bytes()).hexdigest()
+                             for n in sec.scans}
         return out
+
+
+def real_negative_files(recipe: Recipe, name: str) -> tuple[Path, Path]:
+    """(image, label map) of the real negative ``name`` of a recipe."""
+    rn = recipe.real_negatives
+    images, labels = recipe.resolve(rn.images), recipe.resolve(rn.labels)
+    return Path(images) / f"{name}.nii.gz", Path(labels) / f"{name}_labels.nii.gz"
 
 
 def _type_ok(value: Any, annotation: str) -> bool:
@@ -313,8 +331,16 @@ def check_recipe(recipe: Recipe) -> None:
         if g not in LABEL_GROUPS:
             raise RecipeError(path, "[evaluation] groups", f"unknown label group {g!r}", ", ".join(LABEL_GROUPS))
     if recipe.real_negatives is not None and recipe.real_negatives.scans:
-        raise RecipeError(path, "[real_negatives] scans", "real negatives are not used by this calcscore yet",
-                          "leave scans = [] (the section is a placeholder)")
+        for key in ("images", "labels"):
+            folder = recipe.resolve(getattr(recipe.real_negatives, key))
+            if folder is None or not folder.is_dir():
+                raise RecipeError(path, f"[real_negatives] {key}", f"no such folder {folder}",
+                                  "name the folder of the scans' images / label maps, relative to the recipe")
+        for name in recipe.real_negatives.scans:
+            for p in real_negative_files(recipe, name):
+                if not p.is_file():
+                    raise RecipeError(path, "[real_negatives] scans", f"{name}: no such file {p}",
+                                      "make the label maps with data/real_negatives/make_labels.py")
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None and not figures.is_file():
         raise RecipeError(path, "[card] real_scan_figures", f"no such file {figures}", 'name a JSON file or ""')

@@ -6,9 +6,10 @@ stage                   does                                                   d
 ======================  =====================================================  ===============
 ``phantoms``            the training cohort cached on the network grid; the    --
                         split by participant into training and validation
-``real_negatives``      placeholder: real scans without calcium (skipped)      --
+``real_negatives``      real scans without calcium annotations cached as       --
+                        training negatives (skipped where the recipe has none)
 ``cnn1``                trains CNN1 (resumes from its checkpoint)              phantoms, real_negatives
-``cnn2``                trains CNN2 on CNN1's candidates                       phantoms, cnn1
+``cnn2``                trains CNN2 on CNN1's candidates                       phantoms, real_negatives, cnn1
 ``thresholds``          CNN2's threshold per label group (or the paper's 0.5)  .., cnn2
 ``rim``                 the rim fill's noise margin                            .., thresholds
 ``evaluation``          figures on the held-out test participants              .., rim
@@ -29,12 +30,13 @@ from typing import Any
 import torch
 
 from calcscore.bundle import write_model_info
+from calcscore.errors import CalcscoreError
 from calcscore.inference import Model
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import cache_participants, limit_full, val_full_scans
-from calcscore.pipeline.recipe import Recipe, participants
-from calcscore.sampling import load_cached
+from calcscore.pipeline.recipe import Recipe, participants, real_negative_files
+from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import (
     TrainConfig,
     get_config,
@@ -96,8 +98,27 @@ def split_scans(ctx: Context) -> tuple[list, list]:
 
 
 def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
-    """A placeholder: the recipe's loader refuses real negatives until they are used."""
-    return {"skipped": True, "scans": []}
+    """Cache the recipe's real negatives (image + label map with IGNORE near the heart) on the
+    network grid; their background candidates join the training pools."""
+    from calcscore.io import read_labels, read_volume
+
+    out, n_background = [], 0
+    for name in ctx.recipe.real_negatives.scans:
+        image, labels = real_negative_files(ctx.recipe, name)
+        scan = cache_scan(read_volume(image), read_labels(labels), folder / "scans" / f"real-{name}",
+                          scan_id=f"real-{name}", participant_id=f"real-{name}")
+        if len(scan.calcium_index):
+            raise CalcscoreError(f"{labels}: a real negative holds calcium labels; it must hold only 0 and "
+                                 "255 (make it with data/real_negatives/make_labels.py)")
+        out.append(scan.scan_id)
+        n_background += len(scan.background_index)
+    return {"scans": out, "background_candidates": n_background}
+
+
+def real_negative_scans(ctx: Context) -> list:
+    """The cached real negatives (none where the stage was skipped)."""
+    res = ctx.results.get("real_negatives") or {}
+    return [load_cached(ctx.folders["real_negatives"] / "scans" / s) for s in res.get("scans", [])]
 
 
 def skipped(ctx: Context, stage: str) -> bool:
@@ -154,7 +175,7 @@ def _train(ctx: Context, name: str, folder: Path, train_scans: list, val_scans: 
 
 def run_cnn1(ctx: Context, folder: Path) -> dict[str, Any]:
     train_scans, val_scans = split_scans(ctx)
-    return _train(ctx, "cnn1", folder, train_scans, val_scans)
+    return _train(ctx, "cnn1", folder, train_scans + real_negative_scans(ctx), val_scans)
 
 
 def run_cnn2(ctx: Context, folder: Path) -> dict[str, Any]:
@@ -164,6 +185,7 @@ def run_cnn2(ctx: Context, folder: Path) -> dict[str, Any]:
     train_scans, val_scans = limit_full(train_scans, full), limit_full(val_scans, val_full_scans(full))
     if net.scans:
         train_scans, val_scans = train_scans[:net.scans], val_scans[:max(2, net.scans // 4)]
+    train_scans = train_scans + real_negative_scans(ctx)
     out = _train(ctx, "cnn2", folder, train_scans, val_scans)
     out.update(training_scans=[s.scan_id for s in train_scans], validation_scans=[s.scan_id for s in val_scans])
     return out
@@ -247,7 +269,7 @@ STAGES: dict[str, tuple[Callable[[Context, Path], dict[str, Any]], tuple[str, ..
     "phantoms": (run_phantoms, ()),
     "real_negatives": (run_real_negatives, ()),
     "cnn1": (run_cnn1, ("phantoms", "real_negatives")),
-    "cnn2": (run_cnn2, ("phantoms", "cnn1")),
+    "cnn2": (run_cnn2, ("phantoms", "real_negatives", "cnn1")),
     "thresholds": (run_thresholds, ("phantoms", "cnn1", "cnn2")),
     "rim": (run_rim, ("phantoms", "cnn1", "cnn2", "thresholds")),
     "evaluation": (run_evaluation, ("phantoms", "cnn1", "cnn2", "thresholds", "rim")),
