@@ -252,6 +252,7 @@ def test_real_negatives_stage_caches_background_and_leaves_the_heart_out(tmp_pat
     the stage caches it with background candidates only (none near the heart), and a changed
     label map changes the stage's hash (so the build reruns it)."""
     import numpy as np
+    from test_regions import drawn_chest
 
     from calcscore.io import write_labels, write_volume
     from calcscore.labels import IGNORE
@@ -260,7 +261,6 @@ def test_real_negatives_stage_caches_background_and_leaves_the_heart_out(tmp_pat
     from calcscore.regions import real_negative_labels
     from calcscore.sampling import load_cached
     from calcscore.volume import LabelVolume
-    from test_regions import drawn_chest
 
     volume, _ = drawn_chest()
     lab = real_negative_labels(volume, margin_mm=10.0)
