@@ -1,4 +1,4 @@
-"""Numbers of the method that several modules share (../shared/METHOD.md §1, §3).
+"""Numbers of the method that several modules share (docs/method.md §1, §3).
 
 This module imports nothing from calcscore, so every other module can use it. The old names stay
 importable where they were (``calcscore.preprocess.CALCIUM_THRESHOLD_HU``,

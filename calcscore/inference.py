@@ -1,4 +1,4 @@
-"""Whole-scan inference with CNN1 + CNN2 (../shared/METHOD.md §3, last point).
+"""Whole-scan inference with CNN1 + CNN2 (docs/method.md §3, last point).
 
 1. Preprocess to the network grid (3 mm slabs every 1.5 mm, 0.66 mm in-plane).
 2. Candidates: voxels >= 130 HU inside the body (the largest connected region above -400 HU,

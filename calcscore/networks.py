@@ -1,4 +1,4 @@
-"""The two networks of Lessmann et al. 2018 (../shared/METHOD.md §3-§4), in PyTorch.
+"""The two networks of Lessmann et al. 2018 (docs/method.md §3-§4), in PyTorch.
 
 Inputs are 2.5D: a tensor ``(N, 3, P, P)`` whose channels are the axial, sagittal and coronal
 patches through one voxel (:mod:`calcscore.sampling` cuts them), with intensities normalised by

@@ -1,4 +1,4 @@
-"""The paper's preprocessing (Lessmann et al. 2018, §III; ../shared/METHOD.md §1).
+"""The paper's preprocessing (Lessmann et al. 2018, §III; docs/method.md §1).
 
 1. :func:`reformat_slabs`: 3 mm thick axial slabs every 1.5 mm, each the average of the original
    slices weighted by how much each original slab (its slice thickness, centred on its position)

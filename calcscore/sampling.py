@@ -1,6 +1,6 @@
 """Training patches: preprocessed scans cached on disk, 2.5D patches cut on the device.
 
-Pipeline (../shared/METHOD.md §1, §5):
+Pipeline (docs/method.md §1, §5):
 
 1. :func:`cache_scan` / :func:`cache_cohort` put each scan on the network grid
    (:func:`calcscore.preprocess.to_network_grid`) and its reference labels there by nearest

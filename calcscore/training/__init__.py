@@ -1,4 +1,4 @@
-"""Training CNN1 and CNN2 (../shared/METHOD.md §5).
+"""Training CNN1 and CNN2 (docs/method.md §5).
 
 :class:`TrainConfig` holds every setting; :func:`paper_config` gives the paper's and
 :func:`workshop_config` a ~50x cheaper one for teaching on a 2-core CPU. :func:`train` trains

@@ -1,5 +1,5 @@
 """The training run: :func:`train` on cached scans, :func:`train_from_manifest` from a manifest
-(../shared/METHOD.md §5).
+(docs/method.md §5).
 
 A run is set up (network, optimizer, samplers), resumed from its checkpoint or started, trained
 for its iterations (validating every ``eval_every``, keeping the best weights, writing a

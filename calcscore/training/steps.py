@@ -1,4 +1,4 @@
-"""One training step and the validation of a network (../shared/METHOD.md §5).
+"""One training step and the validation of a network (docs/method.md §5).
 
 L2 regularisation follows Lasagne, which the authors used: ``l2 * sum(w ** 2)`` over convolution
 and dense weights (not biases or batch-norm parameters), i.e. Adam's ``weight_decay = 2 * l2``.
