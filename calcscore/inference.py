@@ -332,6 +332,18 @@ def cnn2_patches(norm: torch.Tensor, zyx: torch.Tensor, size: int, r: int) -> to
     return torch.stack([axial, sagittal, coronal], dim=1)
 
 
+def _safety_net(volume: CTVolume, labels: LabelVolume, model: Model, opts: InferenceOptions,
+                seconds: dict[str, float]) -> tuple[LabelVolume, ChestRegions | None, dict[str, int]]:
+    """Step 8 where the options (or the model) ask for it: (labels, regions, removed voxels)."""
+    if not (model.safety_net if opts.safety_net is None else opts.safety_net):
+        return labels, None, {}
+    t = time.perf_counter()
+    regions = find_chest_regions(volume)
+    kept, removed = apply_safety_net(labels.labels, regions)
+    seconds["safety_net"] = time.perf_counter() - t
+    return LabelVolume.like(volume, kept), regions, removed
+
+
 @torch.no_grad()
 def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = None) -> Segmentation:
     """Label every calcification of a scan (see the module docstring for the steps)."""
@@ -401,13 +413,7 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         rim_hu = rim_thresholds_hu(volume, [sigmas], hu)[0]
     back = _to_original_grid_tensor(labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu)
     back = LabelVolume.like(volume, back.cpu().numpy())
-    regions, removed = None, {}
-    if model.safety_net if opts.safety_net is None else opts.safety_net:
-        t_net = time.perf_counter()
-        regions = find_chest_regions(volume)
-        kept, removed = apply_safety_net(back.labels, regions)
-        back = LabelVolume.like(volume, kept)
-        seconds["safety_net"] = time.perf_counter() - t_net
+    back, regions, removed = _safety_net(volume, back, model, opts, seconds)
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
     cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
     cand_mask = cand_mask.cpu().numpy()
