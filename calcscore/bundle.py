@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -112,20 +113,25 @@ def threshold_table(thresholds: float | dict[str, float] | None, *, default: flo
 
 
 # ------------------------------------------------------------------------------ network files
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, synced, then renamed over it: a reader
+def atomic_write(path: Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
+    """``write(file)`` to a temporary file beside ``path``, synced, then renamed over it: a reader
     (or a run killed mid-write) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_network(model: nn.Module, config: dict[str, Any], path: str | Path, **extra: Any) -> Path:

@@ -14,14 +14,13 @@ copy it back; the stages after it find it done.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from calcscore.bundle import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +59,8 @@ def stage_dir(cache: Path, stage: str, digest: str) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON to a temporary file beside ``path``, then renamed over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    """JSON to a temporary file beside ``path``, synced, then renamed over it."""
+    atomic_write(path, lambda f: json.dump(data, f, indent=1), binary=False)
 
 
 def read_done(folder: Path, digest: str) -> dict[str, Any] | None:
