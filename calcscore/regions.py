@@ -237,14 +237,13 @@ def _anterior_extension(hull: np.ndarray, lungs: np.ndarray, body: np.ndarray, s
     return out
 
 
-def bone_mask(volume: CTVolume, *, max_lesion_mm3: float, within: np.ndarray | None = None) -> np.ndarray:
-    """Bone: voxels >= 130 HU within ``reach_mm`` of a thick core larger than ``max_lesion_mm3``.
+def bone_mask(volume: CTVolume, *, max_lesion_mm3: float) -> np.ndarray:
+    """Bone: voxels >= 130 HU of (and two voxels around) thick cores larger than ``max_lesion_mm3``.
 
     The cores are what survives an in-plane erosion by one voxel of the voxels >= 130 HU,
     26-connected: vertebral bodies, the sternum, clavicles and rib heads have thick cores; an
     aortic or coronary wall calcification is thin, so a calcification that touches a vertebra at
-    130 HU (the descending aorta lies on the spine) is not merged into it. Only cores that come
-    within reach of ``within`` are looked at (all when None)."""
+    130 HU (the descending aorta lies on the spine) is not merged into it."""
     hot = volume.hu >= BONE_HU
     core = ndimage.binary_erosion(hot, structure=np.ones((1, 3, 3), bool))
     lab, n = ndimage.label(core, structure=np.ones((3, 3, 3), bool))
@@ -253,10 +252,6 @@ def bone_mask(volume: CTVolume, *, max_lesion_mm3: float, within: np.ndarray | N
     sizes = np.bincount(lab.ravel()) * float(np.prod(volume.spacing_mm))
     sizes[0] = 0.0
     big = sizes > max_lesion_mm3
-    if within is not None:
-        touched = np.zeros(n + 1, bool)
-        touched[np.unique(lab[within & core])] = True
-        big &= touched
     # grow the cores back by their eroded voxel and one more (their cortex)
     grown = ndimage.binary_dilation(big[lab], structure=np.ones((1, 3, 3), bool), iterations=2)
     return grown & hot
@@ -279,7 +274,7 @@ def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm:
         heart_width_mm, heart_rows_mm: a slice belongs to the heart's height when it has
             ``heart_rows_mm`` of rows whose tissue between the lungs is ``heart_width_mm`` wide.
         heart_top_margin_mm: added above the heart's top so that the coronary ostia stay in.
-        max_lesion_mm3: connected parts >= 130 HU larger than this are bone.
+        max_lesion_mm3: thick cores of voxels >= 130 HU larger than this are bone (:func:`bone_mask`).
         min_lung_ml: less lung than this and the regions are not found (the net is off).
 
     Returns:
@@ -297,6 +292,8 @@ def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm:
     eroded = _erode_inplane(hull, margin_mm / block[1:])
     # the lungs without their outer block: coronaries lie on the heart's surface, against the lung
     mediastinum = eroded & ~ndimage.binary_erosion(lungs)
+    if not mediastinum.any():
+        return ChestRegions(everywhere, False, lung_ml, None, 0.0, "the lungs enclose no mediastinum")
     # where the heart touches the chest wall between the lungs it lies in front of their hull
     bone = bone_mask(volume, max_lesion_mm3=max_lesion_mm3)
     xs = np.flatnonzero(lungs.any(axis=(0, 1)))
@@ -304,8 +301,6 @@ def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm:
     near_midline = np.abs(np.arange(d.shape[2]) - mid_x) * block[2] <= front_half_width_mm
     front = _anterior_extension(eroded, lungs, d > AIR_HU, _block_any(bone, f),
                                 int(round((margin_mm + anterior_mm) / block[1])), near_midline)
-    if not mediastinum.any():
-        return ChestRegions(everywhere, False, lung_ml, None, 0.0, "the lungs enclose no mediastinum")
     top = _heart_top(d, lungs, block, min_width_mm=heart_width_mm, min_rows_mm=heart_rows_mm,
                      margin_mm=heart_top_margin_mm)
     heart_rows = slice(0, d.shape[0] if top is None else top + 1)
