@@ -27,7 +27,7 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
              size: str = "medium", model_path: str | Path | None = None, device: str = "auto") -> str:
     """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth;
     return the printed report."""
-    from calcscore.batch import summary_row, write_csv, write_scan_outputs
+    from calcscore.batch import safety_net_summary, summary_row, write_csv, write_scan_outputs
     from calcscore.inference import InferenceOptions, Model, segment
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
@@ -49,7 +49,8 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
     seg = segment(volume, model, InferenceOptions(device=dev, channels_last=True,
                                                   bf16=resolve_precision("auto", dev)))
     t_seg = time.perf_counter() - t1
-    predicted = write_scan_outputs(volume, seg.labels, out, scan_id)
+    predicted = write_scan_outputs(volume, seg.labels, out, scan_id,
+                                   extra={"safety_net": safety_net_summary(seg)})
     write_csv(pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv")
     reference = score_report(volume, truth, scan=scan_id)
     table = comparison_table(reference, predicted)

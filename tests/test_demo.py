@@ -35,5 +35,6 @@ def test_demo_scores_a_phantom_beside_its_ground_truth(tmp_path):
         assert (out / f"{scan}{suffix}").is_file(), suffix
     report = json.loads((out / f"{scan}_scores.json").read_text())
     assert report["scan"] == scan and report["risk_category"] in {"I", "II", "III", "IV"}
+    assert "applied" in report["safety_net"]  # as calcscore score writes it
     assert read_labels(out / f"{scan}_labels.nii.gz").same_geometry(read_volume(out / f"{scan}.nii.gz"))
     assert pd.read_csv(out / "cohort_summary.csv")["status"].tolist() == ["ok"]
