@@ -137,11 +137,8 @@ class AnnotationMode:
 
     def set_cursor(self, row: int, col: int) -> None:
         """Move the cursor to pixel (``row``, ``col``) of the current slice."""
-        self._busy = True
-        try:
+        with self._quiet():
             self.cursor_row.value, self.cursor_col.value = int(row), int(col)
-        finally:
-            self._busy = False
         self.refresh()
 
     def display_to_slice(self, row_px: int, col_px: int) -> tuple[int, int]:

@@ -63,6 +63,13 @@ def _check_dilation(max_dilation: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------- CNN1
+def from_known_fields(cls, d: dict[str, Any]):
+    """``cls(**d)`` with only the keys that are fields of the dataclass ``cls`` (a saved config may
+    carry settings of another network or of training)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclass(frozen=True)
 class CNN1Config:
     """Hyperparameters of CNN1 (paper: 32 filters, largest dilation 32 -> 131 px, aux on)."""
@@ -90,8 +97,7 @@ class CNN1Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CNN1Config:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return from_known_fields(cls, d)
 
 
 class Subnet(nn.Module):
@@ -266,8 +272,7 @@ class CNN2Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CNN2Config:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return from_known_fields(cls, d)
 
 
 def _conv_bn(c_in: int, c_out: int, k: int) -> list[nn.Module]:

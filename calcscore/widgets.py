@@ -31,8 +31,9 @@ that does deliver clicks.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -207,12 +208,9 @@ class SliceViewer(AnnotationMode):
             self.preset.value = preset
             return
         level, width = preset
-        self._busy = True
-        try:
+        with self._quiet():
             self.preset.value = "custom"
             self.level.value, self.width.value = int(level), int(width)
-        finally:
-            self._busy = False
         self.refresh()
 
     def show_label(self, label: Label | int | str, on: bool = True) -> None:
@@ -263,18 +261,24 @@ class SliceViewer(AnnotationMode):
         self.position.value = self.describe()
 
     # ----------------------------------------------------------------------- callbacks
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """Set widget values without their observers refreshing on each (refresh once after)."""
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
     def _on_plane(self, change) -> None:
         self._index[change["old"]] = self.index
         plane = change["new"]
-        self._busy = True
-        try:  # widen the range before moving the value into it, and the other way round
+        with self._quiet():  # widen the range before moving the value into it, and the other way round
             self.slider.max = max(self.slider.max, n_slices(self.volume.shape, plane) - 1)
             self.slider.value = self._index[plane]
             self.slider.max = n_slices(self.volume.shape, plane) - 1
             if self.annotator is not None:
                 self._fit_cursor()
-        finally:
-            self._busy = False
         self.refresh()
 
     def _on_slice(self, change) -> None:
@@ -284,21 +288,15 @@ class SliceViewer(AnnotationMode):
     def _on_preset(self, change) -> None:
         if change["new"] in WINDOWS:
             level, width = WINDOWS[change["new"]]
-            self._busy = True
-            try:
+            with self._quiet():
                 self.level.value, self.width.value = int(level), int(width)
-            finally:
-                self._busy = False
             self.refresh()
 
     def _on_change(self, change) -> None:
         if change["owner"] in (self.level, self.width) and not self._busy:
             if self.window != WINDOWS.get(self.preset.value):
-                self._busy = True
-                try:
+                with self._quiet():
                     self.preset.value = "custom"
-                finally:
-                    self._busy = False
         self.refresh()
 
     # ----------------------------------------------------------------------- annotation

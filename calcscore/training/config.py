@@ -3,10 +3,11 @@ workshop one), chosen by name with :func:`get_config`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from calcscore.bundle import NETWORKS
+from calcscore.networks import from_known_fields
 
 
 @dataclass
@@ -86,8 +87,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return from_known_fields(cls, d)
 
 
 def paper_config(network: str = "cnn1", **changes: Any) -> TrainConfig:
