@@ -7,6 +7,7 @@ labelled), and labelled calcifications: 12 coronary lesions (LAD, LCX, RCA), 30 
 along a 24 cm aorta (TAC), and aortic and mitral valve calcium. Prints one row per function and
 convention: the median and best wall time over the repeats. Target: scoring under 1 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ def _blob(hu: np.ndarray, lab: np.ndarray, centre, radii_mm, peak_hu: float, lab
     r_vox = np.asarray(radii_mm) / np.asarray(SPACING_MM)
     lo = np.maximum(np.floor(np.asarray(centre) - 2 * r_vox).astype(int), 0)
     hi = np.minimum(np.ceil(np.asarray(centre) + 2 * r_vox).astype(int) + 1, SHAPE)
-    zz, yy, xx = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    d2 = ((zz - centre[0]) / r_vox[0]) ** 2 + ((yy - centre[1]) / r_vox[1]) ** 2 + ((xx - centre[2]) / r_vox[2]) ** 2
+    zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    d2 = (
+        ((zz - centre[0]) / r_vox[0]) ** 2
+        + ((yy - centre[1]) / r_vox[1]) ** 2
+        + ((xx - centre[2]) / r_vox[2]) ** 2
+    )
     box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
     hu[box] += (peak_hu * np.exp(-d2)).astype(np.float32)
     lab[box][d2 <= 2.0] = label
@@ -43,8 +48,8 @@ def make_scan(seed: int = 0) -> tuple[CTVolume, LabelVolume]:
     lab = np.zeros(SHAPE, np.uint8)
     hu[:, 380:440, 226:286] = 700.0  # spine (not labelled)
     for k in range(10, 200, 16):  # ribs (not labelled)
-        hu[k:k + 6, 100:420, 60:75] = 600.0
-        hu[k:k + 6, 100:420, 437:452] = 600.0
+        hu[k : k + 6, 100:420, 60:75] = 600.0
+        hu[k : k + 6, 100:420, 437:452] = 600.0
     coronary = [Label.LAD, Label.LCX, Label.RCA]
     for i in range(12):
         centre = (rng.uniform(80, 140), rng.uniform(180, 300), rng.uniform(180, 330))
@@ -81,17 +86,31 @@ def main() -> None:
     pred[(pred > 0) & (rng.random(SHAPE) < 0.1)] = 0
     prediction = LabelVolume.like(volume, pred)
     scores = agatston(volume, labels)
-    print(f"scan {' x '.join(map(str, SHAPE))} (z, y, x), spacing {SPACING_MM} mm; "
-          f"{int((labels.array > 0).sum())} labelled voxels, {scores['CAC'].n_lesions} CAC and "
-          f"{len(scores.lesions)} lesions in all; CAC Agatston {scores['CAC'].agatston:.1f}")
+    print(
+        f"scan {' x '.join(map(str, SHAPE))} (z, y, x), spacing {SPACING_MM} mm; "
+        f"{int((labels.array > 0).sum())} labelled voxels, {scores['CAC'].n_lesions} CAC and "
+        f"{len(scores.lesions)} lesions in all; CAC Agatston {scores['CAC'].agatston:.1f}"
+    )
     rows = []
     for name in CONVENTIONS:
-        rows.append((f"agatston(convention={name!r})",
-                     *_time(lambda n=name: agatston(volume, labels, convention=n), args.repeats)))
-    rows.append(("detection_agreement(reference, prediction)",
-                 *_time(lambda: detection_agreement(labels, prediction), args.repeats)))
-    rows.append(("grow_to_lesions(volume, labels)",
-                 *_time(lambda: grow_to_lesions(volume, labels), max(1, args.repeats // 2))))
+        rows.append(
+            (
+                f"agatston(convention={name!r})",
+                *_time(lambda n=name: agatston(volume, labels, convention=n), args.repeats),
+            )
+        )
+    rows.append(
+        (
+            "detection_agreement(reference, prediction)",
+            *_time(lambda: detection_agreement(labels, prediction), args.repeats),
+        )
+    )
+    rows.append(
+        (
+            "grow_to_lesions(volume, labels)",
+            *_time(lambda: grow_to_lesions(volume, labels), max(1, args.repeats // 2)),
+        )
+    )
     width = max(len(r[0]) for r in rows)
     print(f"{'function':<{width}}  {'median s':>9}  {'best s':>7}")
     for name, med, best in rows:

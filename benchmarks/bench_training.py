@@ -10,6 +10,7 @@ the best of ``--iterations`` single steps (steps are seconds long on a CPU). The
 column is the speed-up over the same network in fp32; GFLOP/s counts the forward and backward
 convolutions and dense layers (torch's FlopCounterMode). The loader rows time patch cutting alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,13 @@ def step_gflop_per_patch(config, store: VolumeStore) -> float:
     config = replace(config, batch_size=2, precision="fp32", channels_last=False)
     model = build_network(config.network, config.network_params()).to(store.device).train()
     optimizer = make_optimizer(model, config)
-    batch = PatchSampler(store, *calcium_pools(store), patch_size=config.patch_size,
-                         label_size=config.label_size, rng=0).sample(2)
+    batch = PatchSampler(
+        store,
+        *calcium_pools(store),
+        patch_size=config.patch_size,
+        label_size=config.label_size,
+        rng=0,
+    ).sample(2)
     with FlopCounterMode(display=False) as counter:
         train_step(config, model, optimizer, batch, device=store.device)
     return counter.get_total_flops() / 2 / 1e9
@@ -73,8 +79,13 @@ def time_training(config, store: VolumeStore, *, iterations: int, batch_size: in
         model = model.to(memory_format=torch.channels_last)
     model.train()
     optimizer = make_optimizer(model, config)
-    sampler = PatchSampler(store, *calcium_pools(store), patch_size=config.patch_size,
-                           label_size=config.label_size, rng=0)
+    sampler = PatchSampler(
+        store,
+        *calcium_pools(store),
+        patch_size=config.patch_size,
+        label_size=config.label_size,
+        rng=0,
+    )
     best = float("inf")
     for i in range(iterations + 1):
         _sync(device)
@@ -86,9 +97,12 @@ def time_training(config, store: VolumeStore, *, iterations: int, batch_size: in
     return config.batch_size / best
 
 
-def time_loader(store: VolumeStore, patch_size: int, label_size: int | None, *, batch: int,
-                repeats: int = 5) -> float:
-    sampler = PatchSampler(store, *calcium_pools(store), patch_size=patch_size, label_size=label_size, rng=0)
+def time_loader(
+    store: VolumeStore, patch_size: int, label_size: int | None, *, batch: int, repeats: int = 5
+) -> float:
+    sampler = PatchSampler(
+        store, *calcium_pools(store), patch_size=patch_size, label_size=label_size, rng=0
+    )
     sampler.sample(batch)
     _sync(store.device)
     t0 = time.perf_counter()
@@ -101,26 +115,44 @@ def time_loader(store: VolumeStore, patch_size: int, label_size: int | None, *, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--iterations", type=int, default=3, help="timed steps per row (after 1 warm-up)")
+    ap.add_argument(
+        "--iterations", type=int, default=3, help="timed steps per row (after 1 warm-up)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--batch-size", type=int, default=None, help="override every config's batch size")
-    ap.add_argument("--only", default="paper-cnn1,workshop-cnn1,paper-cnn2,workshop-cnn2",
-                    help="comma-separated rows: PRESET-NETWORK")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated of {list(VARIANTS)}")
+    ap.add_argument(
+        "--batch-size", type=int, default=None, help="override every config's batch size"
+    )
+    ap.add_argument(
+        "--only",
+        default="paper-cnn1,workshop-cnn1,paper-cnn2,workshop-cnn2",
+        help="comma-separated rows: PRESET-NETWORK",
+    )
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated of {list(VARIANTS)}"
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-             f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"))
+    print(
+        f"torch {torch.__version__}, device {device}"
+        + (
+            f" ({torch.cuda.get_device_name(device)})"
+            if device.type == "cuda"
+            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         store = phantom_store(device, Path(tmp))
         scan = store.scans[0]
-        print(f"phantom on the network grid: {'x'.join(map(str, scan.shape))}, "
-              f"{len(scan.calcium_index)} calcium and {len(scan.background_index)} background candidates")
-        print(f"\n{'config':<14} {'variant':<20} {'batch':>5} {'RF':>4} {'patch':>5} "
-              f"{'patches/s':>10} {'vs fp32':>8} {'GFLOP/s':>8}")
+        print(
+            f"phantom on the network grid: {'x'.join(map(str, scan.shape))}, "
+            f"{len(scan.calcium_index)} calcium and {len(scan.background_index)} background candidates"
+        )
+        print(
+            f"\n{'config':<14} {'variant':<20} {'batch':>5} {'RF':>4} {'patch':>5} "
+            f"{'patches/s':>10} {'vs fp32':>8} {'GFLOP/s':>8}"
+        )
         for row in args.only.split(","):
             preset, network = row.split("-")
             base = get_config(preset, network, device=str(device))
@@ -129,17 +161,25 @@ def main(argv: list[str] | None = None) -> int:
             fp32 = None
             for name in args.variants.split(","):
                 cfg = replace(base, **VARIANTS[name])
-                rate = time_training(cfg, store, iterations=args.iterations, batch_size=args.batch_size)
+                rate = time_training(
+                    cfg, store, iterations=args.iterations, batch_size=args.batch_size
+                )
                 fp32 = rate if name == "fp32" else fp32
                 ratio = f"{rate / fp32:.2f}x" if fp32 else "-"
                 bs = args.batch_size or cfg.batch_size
-                print(f"{row:<14} {name:<20} {bs:>5} {cfg.receptive_field:>4} {cfg.patch_size:>5} "
-                      f"{rate:>10.1f} {ratio:>8} {rate * gflop:>8.0f}", flush=True)
+                print(
+                    f"{row:<14} {name:<20} {bs:>5} {cfg.receptive_field:>4} {cfg.patch_size:>5} "
+                    f"{rate:>10.1f} {ratio:>8} {rate * gflop:>8.0f}",
+                    flush=True,
+                )
         print(f"\n{'loader (patch cutting only)':<36} {'batch':>5} {'patch':>5} {'patches/s':>10}")
         for size, label in ((155, 25), (45, 11), (65, None)):
             rate = time_loader(store, size, label, batch=64)
-            print(f"{'balanced 2.5D patches + labels' if label else 'balanced 2.5D patches':<36} "
-                  f"{64:>5} {size:>5} {rate:>10.0f}", flush=True)
+            print(
+                f"{'balanced 2.5D patches + labels' if label else 'balanced 2.5D patches':<36} "
+                f"{64:>5} {size:>5} {rate:>10.0f}",
+                flush=True,
+            )
     return 0
 
 

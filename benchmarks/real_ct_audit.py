@@ -19,6 +19,7 @@ model keeps, for a reader to judge) and ``<scan>_gallery_off.png`` (without the 
 contrast-enhanced scans are scored with the checks' refusal overridden, as ``--force`` does: only
 their labels outside the heart and the great vessels mean anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,19 +81,28 @@ def qrm_figures(labels: np.ndarray, inserts: dict) -> dict:
         if not (near[box] & m).any() and not all(rod.start <= z < rod.stop for z in zs):
             other += 1
     large_medium = [k for k in found if k.endswith(("-L", "-M"))]
-    return {"inserts_found": sum(found.values()), "large_medium_found": sum(found[k] for k in large_medium),
-            "found": found, "other_lesions": other}
+    return {
+        "inserts_found": sum(found.values()),
+        "large_medium_found": sum(found[k] for k in large_medium),
+        "found": found,
+        "other_lesions": other,
+    }
 
 
 def figures(volume: CTVolume, labels: LabelVolume, box: dict | None) -> dict:
     s = agatston(volume, labels)
     counts = np.bincount(labels.labels.ravel(), minlength=len(Label))
-    out = {"CAC_agatston": round(s.cac_agatston, 1), "risk_category": s.risk_category,
-           "TAC_agatston": round(s.labels["TAC"].agatston, 1),
-           "voxels": {Label(i).name: int(counts[i]) for i in range(1, len(Label)) if counts[i]},
-           "lesions": int(ndimage.label(labels.labels > 0, structure=np.ones((3, 3, 3), bool))[1])}
+    out = {
+        "CAC_agatston": round(s.cac_agatston, 1),
+        "risk_category": s.risk_category,
+        "TAC_agatston": round(s.labels["TAC"].agatston, 1),
+        "voxels": {Label(i).name: int(counts[i]) for i in range(1, len(Label)) if counts[i]},
+        "lesions": int(ndimage.label(labels.labels > 0, structure=np.ones((3, 3, 3), bool))[1]),
+    }
     if box is not None:
-        out["outside_heart_vessels_voxels"] = int(((labels.labels > 0) & ~box_mask(labels.shape, box)).sum())
+        out["outside_heart_vessels_voxels"] = int(
+            ((labels.labels > 0) & ~box_mask(labels.shape, box)).sum()
+        )
     return out
 
 
@@ -108,11 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--scans", default=None, help="comma-separated names (default: all found)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--save-labels", action="store_true",
-                    help="also write <scan>_labels_off.nii.gz (the labels without the net)")
-    ap.add_argument("--labels-off", default=None, metavar="DIR",
-                    help="read <scan>_labels_off.nii.gz from DIR (written by --save-labels with the same "
-                         "model) instead of running the model: re-measures the net alone in seconds")
+    ap.add_argument(
+        "--save-labels",
+        action="store_true",
+        help="also write <scan>_labels_off.nii.gz (the labels without the net)",
+    )
+    ap.add_argument(
+        "--labels-off",
+        default=None,
+        metavar="DIR",
+        help="read <scan>_labels_off.nii.gz from DIR (written by --save-labels with the same "
+        "model) instead of running the model: re-measures the net alone in seconds",
+    )
     args = ap.parse_args(argv)
     ref = json.loads(REFERENCE.read_text())
     paths = scan_paths(Path(args.data))
@@ -124,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = None if args.labels_off else Model.load(args.model, device=args.device)
-    opts = InferenceOptions(device=args.device, bf16=resolve_precision("auto", args.device), channels_last=True,
-                            safety_net=True)
+    opts = InferenceOptions(
+        device=args.device,
+        bf16=resolve_precision("auto", args.device),
+        channels_last=True,
+        safety_net=True,
+    )
     results = {}
     for name, path in paths.items():
         t0 = time.perf_counter()
@@ -136,22 +157,31 @@ def main(argv: list[str] | None = None) -> int:
             on = LabelVolume.like(volume, apply_safety_net(off.labels, regions)[0])
         else:
             seg = segment(volume, model, opts)
-            off = seg.labels_at(volume, model.cnn2_thresholds, rim_fill=model.rim_fill, safety_net=False)
+            off = seg.labels_at(
+                volume, model.cnn2_thresholds, rim_fill=model.rim_fill, safety_net=False
+            )
             on, regions = seg.labels, seg.regions
         box = ref["boxes"].get(name)
-        r = {"with_net": figures(volume, on, box), "without_net": figures(volume, off, box),
-             "net_found_regions": bool(regions is not None and regions.found),
-             "seconds": round(time.perf_counter() - t0, 1)}
+        r = {
+            "with_net": figures(volume, on, box),
+            "without_net": figures(volume, off, box),
+            "net_found_regions": bool(regions is not None and regions.found),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         if name == QRM:
             r["with_net"]["qrm"] = qrm_figures(on.labels, ref["qrm_inserts"])
             r["without_net"]["qrm"] = qrm_figures(off.labels, ref["qrm_inserts"])
         results[name] = r
         if args.save_labels:
             write_labels(off, out / f"{name}_labels_off.nii.gz")
-        save(lesion_gallery(volume, on, title=f"{name}: every lesion kept (safety net on)"),
-             out / f"{name}_gallery.png")
-        save(lesion_gallery(volume, off, title=f"{name}: largest lesions without the safety net"),
-             out / f"{name}_gallery_off.png")
+        save(
+            lesion_gallery(volume, on, title=f"{name}: every lesion kept (safety net on)"),
+            out / f"{name}_gallery.png",
+        )
+        save(
+            lesion_gallery(volume, off, title=f"{name}: largest lesions without the safety net"),
+            out / f"{name}_gallery_off.png",
+        )
         print(f"{name}: {r['seconds']} s", file=sys.stderr)
     (out / "audit.json").write_text(json.dumps(results, indent=1))
     head = f"{'scan':<22}{'net':>5}{'outside':>9}{'CAC':>9}{'cat':>5}{'TAC':>9}{'lesions':>9}  QRM inserts (L+M of 6)"
@@ -160,13 +190,21 @@ def main(argv: list[str] | None = None) -> int:
         for key, tag in (("without_net", "off"), ("with_net", "on")):
             f = r[key]
             q = f.get("qrm")
-            qtxt = f"{q['inserts_found']}/9 ({q['large_medium_found']}/6), {q['other_lesions']} other" if q else ""
-            print(f"{name:<22}{tag:>5}{f.get('outside_heart_vessels_voxels', -1):>9}{f['CAC_agatston']:>9.0f}"
-                  f"{f['risk_category']:>5}{f['TAC_agatston']:>9.0f}{f['lesions']:>9}  {qtxt}")
+            qtxt = (
+                f"{q['inserts_found']}/9 ({q['large_medium_found']}/6), {q['other_lesions']} other"
+                if q
+                else ""
+            )
+            print(
+                f"{name:<22}{tag:>5}{f.get('outside_heart_vessels_voxels', -1):>9}{f['CAC_agatston']:>9.0f}"
+                f"{f['risk_category']:>5}{f['TAC_agatston']:>9.0f}{f['lesions']:>9}  {qtxt}"
+            )
     tot_off = sum(r["without_net"].get("outside_heart_vessels_voxels", 0) for r in results.values())
     tot_on = sum(r["with_net"].get("outside_heart_vessels_voxels", 0) for r in results.values())
-    print(f"calcium voxels outside the heart and great vessels, all scans: {tot_off} without the net, "
-          f"{tot_on} with it (ratio {tot_on / max(tot_off, 1):.3f})")
+    print(
+        f"calcium voxels outside the heart and great vessels, all scans: {tot_off} without the net, "
+        f"{tot_on} with it (ratio {tot_on / max(tot_off, 1):.3f})"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ model runs once per scan; the labels without the net come from the same run
 Prints pooled voxel F1 per label and the risk-category kappa, soft and sharp, and the ratio of
 the F1s (with / without).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,15 @@ def _range(text: str) -> range:
 def pooled(cases: list[ScanCase]) -> dict:
     ev = evaluate(cases)
     s = ev.summary
-    out = {g: {"f1": float(s.loc[g, "f1_pooled"]), "sensitivity": float(s.loc[g, "sensitivity_pooled"]),
-               "fp_mm3": float(s.loc[g, "fp_volume_mm3_mean"])} for g in GROUPS if g in s.index}
+    out = {
+        g: {
+            "f1": float(s.loc[g, "f1_pooled"]),
+            "sensitivity": float(s.loc[g, "sensitivity_pooled"]),
+            "fp_mm3": float(s.loc[g, "fp_volume_mm3_mean"]),
+        }
+        for g in GROUPS
+        if g in s.index
+    }
     agreement = ev.risk_agreement()
     out["kappa"] = None if agreement is None else float(agreement[1].kappa)
     return out
@@ -49,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     model = Model.load(args.model)
-    opts = InferenceOptions(bf16=resolve_precision("auto", "cpu"), channels_last=True, safety_net=True)
+    opts = InferenceOptions(
+        bf16=resolve_precision("auto", "cpu"), channels_last=True, safety_net=True
+    )
     result: dict = {}
     for size, ids in (("medium", args.medium), ("full", args.full)):
         if not ids:
@@ -58,20 +68,33 @@ def main(argv: list[str] | None = None) -> int:
         cases: dict = {}
         for cs in cohort_scans(_range(ids), seed=args.seed, size=size):
             seg = segment(cs.volume, model, opts)
-            off = seg.labels_at(cs.volume, model.cnn2_thresholds, rim_fill=model.rim_fill, safety_net=False)
+            off = seg.labels_at(
+                cs.volume, model.cnn2_thresholds, rim_fill=model.rim_fill, safety_net=False
+            )
             for tag, labels in (("on", seg.labels), ("off", off)):
-                cases.setdefault((cs.kernel, tag), []).append(ScanCase(cs.scan_id, cs.labels, labels, cs.volume))
+                cases.setdefault((cs.kernel, tag), []).append(
+                    ScanCase(cs.scan_id, cs.labels, labels, cs.volume)
+                )
         for (kernel, tag), lst in sorted(cases.items()):
             result[f"{size} P{ids} {kernel} net {tag}"] = pooled(lst)
         print(f"{size}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
     print(f"{'cohort':<34}" + "".join(f"{g:>7}" for g in GROUPS) + f"{'kappa':>7}")
     for name, r in result.items():
-        print(f"{name:<34}" + "".join(f"{r[g]['f1']:>7.3f}" if g in r else f"{'-':>7}" for g in GROUPS)
-              + (f"{r['kappa']:>7.2f}" if r["kappa"] is not None else f"{'-':>7}"))
+        print(
+            f"{name:<34}"
+            + "".join(f"{r[g]['f1']:>7.3f}" if g in r else f"{'-':>7}" for g in GROUPS)
+            + (f"{r['kappa']:>7.2f}" if r["kappa"] is not None else f"{'-':>7}")
+        )
     for name in [n for n in result if n.endswith("net on")]:
         on, off = result[name], result[name[:-2] + "off"]
-        print(f"{name[:-7]:<34}F1 ratio on/off: " + ", ".join(
-            f"{g} {on[g]['f1'] / off[g]['f1']:.3f}" for g in GROUPS if g in on and off[g]["f1"] > 0))
+        print(
+            f"{name[:-7]:<34}F1 ratio on/off: "
+            + ", ".join(
+                f"{g} {on[g]['f1'] / off[g]['f1']:.3f}"
+                for g in GROUPS
+                if g in on and off[g]["f1"] > 0
+            )
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     return 0

@@ -1,4 +1,5 @@
 """calcscore: automatic calcium scoring in low-dose chest CT."""
+
 __version__ = "0.1.0"
 
 
@@ -11,10 +12,24 @@ def show_versions(file=None) -> dict[str, str]:
     import platform
     import sys
 
-    info = {"calcscore": __version__, "python": platform.python_version(),
-            "platform": platform.platform(), "cpus": str(os.cpu_count())}
-    for dist in ("numpy", "scipy", "pandas", "matplotlib", "torch", "pydicom", "SimpleITK",
-                 "ipywidgets", "papermill", "jupyterlab"):
+    info = {
+        "calcscore": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+    }
+    for dist in (
+        "numpy",
+        "scipy",
+        "pandas",
+        "matplotlib",
+        "torch",
+        "pydicom",
+        "SimpleITK",
+        "ipywidgets",
+        "papermill",
+        "jupyterlab",
+    ):
         try:
             info[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -22,8 +37,9 @@ def show_versions(file=None) -> dict[str, str]:
     if "torch" in sys.modules or info["torch"] != "not installed":
         import torch
 
-        info["accelerator"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                               else "none (CPU only)")
+        info["accelerator"] = (
+            torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
+        )
         info["torch threads"] = str(torch.get_num_threads())
     out = file if file is not None else sys.stdout
     width = max(map(len, info))

@@ -2,6 +2,7 @@
 actions on a :class:`calcscore.annotate.Annotator`), kept apart so that the viewer's module stays
 readable. Used only as the viewer's base class.
 """
+
 from __future__ import annotations
 
 import html
@@ -19,13 +20,25 @@ log = logging.getLogger("calcscore.widgets")
 
 #: CSS classes of the viewer's parts (used by the browser test and by custom styling).
 CSS = {
-    "viewer": "calcscore-viewer", "slider": "calcscore-slice-slider", "plane": "calcscore-plane",
-    "preset": "calcscore-preset", "threshold": "calcscore-threshold-toggle",
-    "label": "calcscore-label-toggle", "image": "calcscore-image",
-    "annotate": "calcscore-annotate", "tool": "calcscore-tool", "annot_label": "calcscore-annot-label",
-    "radius": "calcscore-radius", "row": "calcscore-cursor-row", "col": "calcscore-cursor-col",
-    "apply": "calcscore-apply", "undo": "calcscore-undo", "path": "calcscore-path",
-    "save": "calcscore-save", "load": "calcscore-load", "message": "calcscore-message",
+    "viewer": "calcscore-viewer",
+    "slider": "calcscore-slice-slider",
+    "plane": "calcscore-plane",
+    "preset": "calcscore-preset",
+    "threshold": "calcscore-threshold-toggle",
+    "label": "calcscore-label-toggle",
+    "image": "calcscore-image",
+    "annotate": "calcscore-annotate",
+    "tool": "calcscore-tool",
+    "annot_label": "calcscore-annot-label",
+    "radius": "calcscore-radius",
+    "row": "calcscore-cursor-row",
+    "col": "calcscore-cursor-col",
+    "apply": "calcscore-apply",
+    "undo": "calcscore-undo",
+    "path": "calcscore-path",
+    "save": "calcscore-save",
+    "load": "calcscore-load",
+    "message": "calcscore-message",
 }
 
 
@@ -48,7 +61,9 @@ def _with_annotator(volume: CTVolume, panels: dict, annotate) -> tuple[Annotator
         rest = {k: v for k, v in panels.items() if v is not None and k != "annotation"}
         return annotate, {"annotation": annotate.labels, **rest}
     if annotate is not True:
-        raise TypeError(f"`annotate` must be True, False or an Annotator, got {type(annotate).__name__}")
+        raise TypeError(
+            f"`annotate` must be True, False or an Annotator, got {type(annotate).__name__}"
+        )
     name, first = next(iter(panels.items()))
     ann = Annotator(volume, first)
     if first is None:
@@ -56,7 +71,9 @@ def _with_annotator(volume: CTVolume, panels: dict, annotate) -> tuple[Annotator
     return ann, {name: ann.labels, **{k: v for k, v in panels.items() if k != name}}
 
 
-def _pixel_maps(shape_rc: tuple[int, int], spacing_rc: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_maps(
+    shape_rc: tuple[int, int], spacing_rc: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """For every displayed row and column of a slice stretched by
     :func:`calcscore.viz._square_pixels`, the slice row and column it shows."""
     rows = _square_pixels(np.arange(shape_rc[0])[:, None], spacing_rc)[:, 0]
@@ -75,25 +92,54 @@ class AnnotationMode:
         """The annotation controls, in a box above the panels."""
         lay = widgets.Layout(width="auto")
         self.tool = widgets.ToggleButtons(options=list(TOOLS), value="grow", description="tool")
-        self.annot_label = widgets.Dropdown(options=[lab.name for lab in CALCIUM_LABELS] + ["mask"],
-                                            value="LAD", description="label", layout=widgets.Layout(width="180px"))
-        self.radius = widgets.BoundedFloatText(value=2.0, min=0.0, max=50.0, step=0.5,
-                                               description="brush mm", layout=widgets.Layout(width="180px"))
+        self.annot_label = widgets.Dropdown(
+            options=[lab.name for lab in CALCIUM_LABELS] + ["mask"],
+            value="LAD",
+            description="label",
+            layout=widgets.Layout(width="180px"),
+        )
+        self.radius = widgets.BoundedFloatText(
+            value=2.0,
+            min=0.0,
+            max=50.0,
+            step=0.5,
+            description="brush mm",
+            layout=widgets.Layout(width="180px"),
+        )
         rows, cols = self._slice_shape()
-        self.cursor_row = widgets.BoundedIntText(value=rows // 2, min=0, max=rows - 1, description="row",
-                                                 layout=widgets.Layout(width="150px"))
-        self.cursor_col = widgets.BoundedIntText(value=cols // 2, min=0, max=cols - 1, description="col",
-                                                 layout=widgets.Layout(width="150px"))
+        self.cursor_row = widgets.BoundedIntText(
+            value=rows // 2,
+            min=0,
+            max=rows - 1,
+            description="row",
+            layout=widgets.Layout(width="150px"),
+        )
+        self.cursor_col = widgets.BoundedIntText(
+            value=cols // 2,
+            min=0,
+            max=cols - 1,
+            description="col",
+            layout=widgets.Layout(width="150px"),
+        )
         self.apply_button = widgets.Button(description="apply at cursor", layout=lay)
         self.undo_button = widgets.Button(description="undo", layout=lay)
         self.path = widgets.Text(value="annotation.nii.gz", description="file")
         self.save_button = widgets.Button(description="save", layout=lay)
         self.load_button = widgets.Button(description="load", layout=lay)
         self.message = widgets.HTML()
-        for key, w in [("tool", self.tool), ("annot_label", self.annot_label), ("radius", self.radius),
-                       ("row", self.cursor_row), ("col", self.cursor_col), ("apply", self.apply_button),
-                       ("undo", self.undo_button), ("path", self.path), ("save", self.save_button),
-                       ("load", self.load_button), ("message", self.message)]:
+        for key, w in [
+            ("tool", self.tool),
+            ("annot_label", self.annot_label),
+            ("radius", self.radius),
+            ("row", self.cursor_row),
+            ("col", self.cursor_col),
+            ("apply", self.apply_button),
+            ("undo", self.undo_button),
+            ("path", self.path),
+            ("save", self.save_button),
+            ("load", self.load_button),
+            ("message", self.message),
+        ]:
             w.add_class(CSS[key])
         for w in (self.cursor_row, self.cursor_col):
             w.observe(self._on_change, names="value")
@@ -101,12 +147,16 @@ class AnnotationMode:
         self.undo_button.on_click(lambda _: self.undo())
         self.save_button.on_click(lambda _: self.save())
         self.load_button.on_click(lambda _: self.load())
-        box = widgets.VBox([
-            widgets.HBox([self.tool, self.annot_label, self.radius]),
-            widgets.HBox([self.cursor_row, self.cursor_col, self.apply_button, self.undo_button]),
-            widgets.HBox([self.path, self.save_button, self.load_button]),
-            self.message,
-        ])
+        box = widgets.VBox(
+            [
+                widgets.HBox([self.tool, self.annot_label, self.radius]),
+                widgets.HBox(
+                    [self.cursor_row, self.cursor_col, self.apply_button, self.undo_button]
+                ),
+                widgets.HBox([self.path, self.save_button, self.load_button]),
+                self.message,
+            ]
+        )
         box.add_class(CSS["annotate"])
         children = list(self.widget.children)
         self.widget.children = (*children[:-1], box, children[-1])
@@ -148,8 +198,10 @@ class AnnotationMode:
         rows, cols = _pixel_maps(self._slice_shape(), spacing)
         r, c = int(row_px) // self._scale, int(col_px) // self._scale
         if not (0 <= r < rows.size and 0 <= c < cols.size):
-            raise ValueError(f"pixel ({row_px}, {col_px}) lies outside the displayed slice of "
-                             f"{rows.size * self._scale} x {cols.size * self._scale} pixels")
+            raise ValueError(
+                f"pixel ({row_px}, {col_px}) lies outside the displayed slice of "
+                f"{rows.size * self._scale} x {cols.size * self._scale} pixels"
+            )
         return int(rows[r]), int(cols[c])
 
     def click(self, row_px: int, col_px: int) -> int:
@@ -173,10 +225,10 @@ class AnnotationMode:
         gap, arm = 2, 5
         cross = np.zeros(rgb.shape[:2], bool)
         r0, r1, c0, c1 = r_hit[0], r_hit[-1] + 1, c_hit[0], c_hit[-1] + 1
-        cross[r0:r1, max(0, c0 - gap - arm):max(0, c0 - gap)] = True
-        cross[r0:r1, c1 + gap:c1 + gap + arm] = True
-        cross[max(0, r0 - gap - arm):max(0, r0 - gap), c0:c1] = True
-        cross[r1 + gap:r1 + gap + arm, c0:c1] = True
+        cross[r0:r1, max(0, c0 - gap - arm) : max(0, c0 - gap)] = True
+        cross[r0:r1, c1 + gap : c1 + gap + arm] = True
+        cross[max(0, r0 - gap - arm) : max(0, r0 - gap), c0:c1] = True
+        cross[r1 + gap : r1 + gap + arm, c0:c1] = True
         _mark(rgb, cross, CURSOR_COLOUR, 1.0)
 
     def _say(self, text: str, *, error: bool = False) -> None:

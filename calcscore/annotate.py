@@ -16,6 +16,7 @@ Slice coordinates (``plane``, ``index``, ``row``, ``col``) are those of
 :func:`calcscore.viz.plane_slice`: the slice as displayed, before the square-pixel stretch.
 The class knows nothing about widgets; :class:`calcscore.widgets.SliceViewer` drives it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,9 @@ def label_value(label: Label | int | str) -> int:
     value = int(label)
     if value != MASK_VALUE and value not in {int(lab) for lab in CALCIUM_LABELS}:
         names = ", ".join(lab.name for lab in CALCIUM_LABELS)
-        raise ValueError(f"`label` must be a calcium label ({names}) or 'mask' ({MASK_VALUE}), "
-                         f"got {label!r}")
+        raise ValueError(
+            f"`label` must be a calcium label ({names}) or 'mask' ({MASK_VALUE}), got {label!r}"
+        )
     return value
 
 
@@ -103,16 +105,25 @@ class Annotator:
     max_undo : how many changes :meth:`undo` can take back.
     """
 
-    def __init__(self, volume: CTVolume, labels: LabelVolume | None = None, *,
-                 threshold_hu: float = CALCIUM_THRESHOLD_HU, connectivity: int = 26,
-                 max_undo: int = 50):
+    def __init__(
+        self,
+        volume: CTVolume,
+        labels: LabelVolume | None = None,
+        *,
+        threshold_hu: float = CALCIUM_THRESHOLD_HU,
+        connectivity: int = 26,
+        max_undo: int = 50,
+    ):
         if labels is not None:
             check_same_geometry(volume, labels, names=("scan", "label map"))
         self.volume = volume
         self.threshold_hu = float(threshold_hu)
         self.connectivity = int(connectivity)
-        self._array = (np.zeros(volume.shape, np.uint8) if labels is None
-                       else np.array(labels.array, np.uint8, copy=True))
+        self._array = (
+            np.zeros(volume.shape, np.uint8)
+            if labels is None
+            else np.array(labels.array, np.uint8, copy=True)
+        )
         self._history: deque[_Change] = deque(maxlen=int(max_undo))
         # lazily, once (the HU never change): the component map and each component's box
         self._components: np.ndarray | None = None
@@ -160,7 +171,9 @@ class Annotator:
         c = int(self._components[zyx])
         box = self._boxes[c - 1]
         local = np.nonzero(self._components[box] == c)
-        return np.ravel_multi_index(tuple(i + s.start for i, s in zip(local, box)), self.volume.shape)
+        return np.ravel_multi_index(
+            tuple(i + s.start for i, s in zip(local, box)), self.volume.shape
+        )
 
     def grow(self, z: int, y: int, x: int, label: Label | int | str) -> int:
         """Label the lesion at voxel (``z``, ``y``, ``x``): every voxel of its
@@ -172,11 +185,15 @@ class Annotator:
         value = label_value(label)
         zyx = tuple(int(v) for v in (z, y, x))
         if not all(0 <= v < n for v, n in zip(zyx, self.volume.shape)):
-            raise ValueError(f"voxel (z, y, x) = {zyx} lies outside the scan of shape {self.volume.shape}")
+            raise ValueError(
+                f"voxel (z, y, x) = {zyx} lies outside the scan of shape {self.volume.shape}"
+            )
         hu = float(self.volume.hu[zyx])
         if hu < self.threshold_hu:
-            raise ValueError(f"voxel (z, y, x) = {zyx} has {hu:.0f} HU, below the calcium threshold of "
-                             f"{self.threshold_hu:g} HU: nothing to grow (click a bright voxel, or paint)")
+            raise ValueError(
+                f"voxel (z, y, x) = {zyx} has {hu:.0f} HU, below the calcium threshold of "
+                f"{self.threshold_hu:g} HU: nothing to grow (click a bright voxel, or paint)"
+            )
         return self._apply(f"grow {zyx}", self._component(zyx), value)
 
     def _disk(self, plane: str, index: int, row: int, col: int, radius_mm: float) -> np.ndarray:
@@ -188,19 +205,22 @@ class Annotator:
             raise ValueError(f"`plane` must be one of {', '.join(PLANES)}, got {plane=}")
         shape = self.volume.shape
         if not 0 <= index < shape[axis]:
-            raise ValueError(f"`index` must lie in 0..{shape[axis] - 1} for the {plane} plane, got {index=}")
+            raise ValueError(
+                f"`index` must lie in 0..{shape[axis] - 1} for the {plane} plane, got {index=}"
+            )
         n_rows, n_cols = (s for a, s in enumerate(shape) if a != axis)
         sr, sc = plane_spacing(self.volume.spacing_mm, plane)
         dr, dc = int(radius_mm // sr), int(radius_mm // sc)
         rows = np.arange(max(0, row - dr), min(n_rows, row + dr + 1))
         cols = np.arange(max(0, col - dc), min(n_cols, col + dc + 1))
         rr, cc = np.meshgrid(rows, cols, indexing="ij")
-        inside = ((rr - row) * sr) ** 2 + ((cc - col) * sc) ** 2 <= radius_mm ** 2 + 1e-9
+        inside = ((rr - row) * sr) ** 2 + ((cc - col) * sc) ** 2 <= radius_mm**2 + 1e-9
         zyx = slice_to_voxel(shape, plane, index, rr[inside], cc[inside])
         return np.ravel_multi_index(tuple(np.broadcast_arrays(*zyx)), shape)
 
-    def paint(self, plane: str, index: int, row: int, col: int, radius_mm: float,
-              label: Label | int | str) -> int:
+    def paint(
+        self, plane: str, index: int, row: int, col: int, radius_mm: float, label: Label | int | str
+    ) -> int:
         """Set a disk of ``radius_mm`` around pixel (``row``, ``col``) of slice ``index`` in
         ``plane`` (coordinates of :func:`calcscore.viz.plane_slice`) to ``label``: a calcium
         label or ``"mask"``. Returns the number of voxels that changed.
@@ -216,8 +236,16 @@ class Annotator:
         flat = self._disk(plane, index, row, col, float(radius_mm))
         return self._apply(f"paint {label}", flat, value)
 
-    def erase(self, plane: str, index: int, row: int, col: int, radius_mm: float, *,
-              label: Label | int | str | None = None) -> int:
+    def erase(
+        self,
+        plane: str,
+        index: int,
+        row: int,
+        col: int,
+        radius_mm: float,
+        *,
+        label: Label | int | str | None = None,
+    ) -> int:
         """Clear a disk like :meth:`paint` does: every value, or only ``label`` when given.
         Returns the number of voxels that changed."""
         flat = self._disk(plane, index, row, col, float(radius_mm))

@@ -9,6 +9,7 @@ Under ``torchrun`` (environment variables ``RANK`` and ``WORLD_SIZE``) every pro
 its share of the scans (scan i goes to rank i mod world size) on its own GPU (``LOCAL_RANK``),
 and rank 0 merges the per-rank summaries.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,20 +59,31 @@ def resolve_inputs(inputs: list[str | Path]) -> list[ScanInput]:
             df = read_manifest(p)
             for row in df.itertuples(index=False):
                 lab = getattr(row, "labels", None)
-                out.append(ScanInput(str(row.scan_id), Path(row.image),
-                                     Path(lab) if isinstance(lab, str) and lab else None))
+                out.append(
+                    ScanInput(
+                        str(row.scan_id),
+                        Path(row.image),
+                        Path(lab) if isinstance(lab, str) and lab else None,
+                    )
+                )
         elif p.is_dir():
             out.append(ScanInput(p.name, p))
         elif suffix_of(p) in ITK_SUFFIXES:
             out.append(ScanInput(strip_suffix(p), p))
         else:
-            raise InputError(p, "is not an image file, a DICOM folder or a manifest CSV",
-                             "pass .nii.gz/.mha/.nrrd files, DICOM folders or a manifest .csv")
+            raise InputError(
+                p,
+                "is not an image file, a DICOM folder or a manifest CSV",
+                "pass .nii.gz/.mha/.nrrd files, DICOM folders or a manifest .csv",
+            )
     seen: dict[str, Path] = {}
     for s in out:
         if s.scan_id in seen:
-            raise InputError(s.image, f"has the same scan id {s.scan_id!r} as {seen[s.scan_id]}",
-                             "give the inputs distinct names or use a manifest with unique scan ids")
+            raise InputError(
+                s.image,
+                f"has the same scan id {s.scan_id!r} as {seen[s.scan_id]}",
+                "give the inputs distinct names or use a manifest with unique scan ids",
+            )
         seen[s.scan_id] = s.image
     return out
 
@@ -85,9 +97,16 @@ def output_paths(out_dir: Path, scan_id: str) -> dict[str, Path]:
     }
 
 
-def write_scan_outputs(volume: CTVolume, labels: LabelVolume, out_dir: Path, scan_id: str, *,
-                       convention: str = "lessmann2018", overlay: bool = True,
-                       extra: dict | None = None) -> dict:
+def write_scan_outputs(
+    volume: CTVolume,
+    labels: LabelVolume,
+    out_dir: Path,
+    scan_id: str,
+    *,
+    convention: str = "lessmann2018",
+    overlay: bool = True,
+    extra: dict | None = None,
+) -> dict:
     """Write the four per-scan outputs; returns the scores dict (with ``extra``'s keys added,
     e.g. what the safety net did)."""
     from calcscore.scoring import lesion_table, score_report
@@ -114,12 +133,18 @@ def safety_net_summary(seg) -> dict:
         return {"applied": False, "reason": "switched off"}
     if not r.found:
         return {"applied": False, "reason": r.reason}
-    return {"applied": True, "removed_voxels": seg.safety_net_removed, "lung_volume_ml": round(r.lung_volume_ml, 1),
-            "heart_top_slice": r.heart_top_z, "bone_mm3": round(r.bone_mm3, 1)}
+    return {
+        "applied": True,
+        "removed_voxels": seg.safety_net_removed,
+        "lung_volume_ml": round(r.lung_volume_ml, 1),
+        "heart_top_slice": r.heart_top_z,
+        "bone_mm3": round(r.bone_mm3, 1),
+    }
 
 
-def summary_row(scan_id: str, report: dict | None, *, seconds: float, error: str | None = None,
-                checks=None) -> dict:
+def summary_row(
+    scan_id: str, report: dict | None, *, seconds: float, error: str | None = None, checks=None
+) -> dict:
     row: dict = {"scan_id": scan_id, "status": "ok" if error is None else "failed"}
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
         d = (report or {}).get("labels", {}).get(name, {})
@@ -127,7 +152,9 @@ def summary_row(scan_id: str, report: dict | None, *, seconds: float, error: str
         row[f"{name}_volume_mm3"] = d.get("volume_mm3", np.nan) if report else np.nan
     row["risk_category"] = (report or {}).get("risk_category")
     row["kernel_class"] = checks.kernel.kernel_class if checks is not None else None
-    row["check_warnings"] = "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
+    row["check_warnings"] = (
+        "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
+    )
     row["seconds"] = round(seconds, 2)
     row["error"] = error
     return row
@@ -140,11 +167,21 @@ def _dist_info() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto", convention: str = "lessmann2018",
-                 overlay: bool = True, progress: bool = True, force: bool = False,
-                 cnn2_threshold: float | None = None, rim_fill: bool | None = None,
-                 safety_net: bool | None = None) -> pd.DataFrame:
+def score_cohort(
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    model_path: str | Path | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    convention: str = "lessmann2018",
+    overlay: bool = True,
+    progress: bool = True,
+    force: bool = False,
+    cnn2_threshold: float | None = None,
+    rim_fill: bool | None = None,
+    safety_net: bool | None = None,
+) -> pd.DataFrame:
     """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary.
 
     Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
@@ -168,28 +205,51 @@ def score_cohort(inputs: list[str | Path], out_dir: str | Path, *, model_path: s
     for s in scans:
         for p in output_paths(out, s.scan_id).values():
             if p.resolve() in inputs_resolved:
-                raise InputError(p, "is an input and would be overwritten", "choose another --out folder")
+                raise InputError(
+                    p, "is an input and would be overwritten", "choose another --out folder"
+                )
     out.mkdir(parents=True, exist_ok=True)
     rank, world, local = _dist_info()
     device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
     model = Model.load(model_path, device=device)
-    opts = InferenceOptions(device=device, bf16=resolve_precision(precision, device), channels_last=True,
-                            cnn2_threshold=cnn2_threshold, rim_fill=rim_fill, safety_net=safety_net)
+    opts = InferenceOptions(
+        device=device,
+        bf16=resolve_precision(precision, device),
+        channels_last=True,
+        cnn2_threshold=cnn2_threshold,
+        rim_fill=rim_fill,
+        safety_net=safety_net,
+    )
     mine = scans[rank::world]
     rows = []
-    for s in tqdm(mine, desc=f"scoring (rank {rank})" if world > 1 else "scoring", unit="scan",
-                  disable=not progress):
+    for s in tqdm(
+        mine,
+        desc=f"scoring (rank {rank})" if world > 1 else "scoring",
+        unit="scan",
+        disable=not progress,
+    ):
         t0 = time.perf_counter()
         try:
             volume = read_volume(s.image)
             checks = ensure_scorable(volume, force=force, source=s.image)
             seg = segment(volume, model, opts)
-            report = write_scan_outputs(volume, seg.labels, out, s.scan_id, convention=convention,
-                                        overlay=overlay, extra={"safety_net": safety_net_summary(seg)})
-            rows.append(summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks))
+            report = write_scan_outputs(
+                volume,
+                seg.labels,
+                out,
+                s.scan_id,
+                convention=convention,
+                overlay=overlay,
+                extra={"safety_net": safety_net_summary(seg)},
+            )
+            rows.append(
+                summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
+            )
         except CalcscoreError as exc:
             log.error("%s failed: %s", s.scan_id, exc)
-            rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=str(exc)))
+            rows.append(
+                summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=str(exc))
+            )
         except Exception as exc:  # report and go on with the rest of the cohort
             msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             log.error("%s failed: %s", s.scan_id, msg)

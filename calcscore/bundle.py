@@ -15,6 +15,7 @@ A bundle holds
 This module sits below inference and training (it imports only :mod:`calcscore.networks`,
 :mod:`calcscore.runtime` and the leaf modules), so both read and write bundles through it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,7 +94,9 @@ def write_model_info(folder: str | Path, info: dict[str, Any]) -> Path:
     return path
 
 
-def threshold_table(thresholds: float | dict[str, float] | None, *, default: float = 0.5) -> torch.Tensor:
+def threshold_table(
+    thresholds: float | dict[str, float] | None, *, default: float = 0.5
+) -> torch.Tensor:
     """A (7,) tensor: the CNN2 threshold of each label (background's is unused), from one
     threshold for all labels, one per label group (others: ``default``; model.json's
     ``cnn2_thresholds``), or None (``default``)."""
@@ -104,7 +107,9 @@ def threshold_table(thresholds: float | dict[str, float] | None, *, default: flo
     out = torch.full((N_CLASSES,), float(default))
     for name, t in (thresholds or {}).items():
         if name not in GROUPS:
-            raise ValueError(f"unknown label group {name!r} in CNN2 thresholds; valid: {', '.join(GROUPS)}")
+            raise ValueError(
+                f"unknown label group {name!r} in CNN2 thresholds; valid: {', '.join(GROUPS)}"
+            )
         if not 0.0 <= float(t) <= 1.0:
             raise ValueError(f"CNN2 threshold of {name} must lie in [0, 1], got {t}")
         for lab in GROUPS[name]:
@@ -142,7 +147,9 @@ def save_network(model: nn.Module, config: dict[str, Any], path: str | Path, **e
     return Path(path)
 
 
-def read_network_file(path: str | Path, *, network: str | None = None) -> tuple[Path, dict[str, Any]]:
+def read_network_file(
+    path: str | Path, *, network: str | None = None
+) -> tuple[Path, dict[str, Any]]:
     """The file and the contents of a saved ``cnn1.pt`` / ``cnn2.pt`` (or of the folder holding
     it: ``network``'s file, else the first of cnn1.pt and cnn2.pt there), checked to hold a
     ``config`` and a ``state_dict``."""
@@ -151,8 +158,11 @@ def read_network_file(path: str | Path, *, network: str | None = None) -> tuple[
         names = [network] if network else list(NETWORKS)
         found = [p / f"{n}.pt" for n in names if (p / f"{n}.pt").is_file()]
         if not found:
-            raise InputError(p, f"holds no {' or '.join(n + '.pt' for n in names)}",
-                             "pass the output folder of `calcscore train`")
+            raise InputError(
+                p,
+                f"holds no {' or '.join(n + '.pt' for n in names)}",
+                "pass the output folder of `calcscore train`",
+            )
         p = found[0]
     if not p.is_file():
         raise InputError(p, "no such model file", "pass a cnn1.pt / cnn2.pt or its folder")
@@ -162,8 +172,9 @@ def read_network_file(path: str | Path, *, network: str | None = None) -> tuple[
     return p, saved
 
 
-def load_network(path: str | Path, *, network: str | None = None,
-                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_network(
+    path: str | Path, *, network: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a network from a saved ``cnn1.pt`` / ``cnn2.pt`` (or the folder holding it):
     the network in eval mode on ``device`` and its saved config dict (the one
     :class:`calcscore.training.TrainConfig` reads, see :func:`calcscore.training.load_model`)."""
@@ -177,15 +188,19 @@ def load_network(path: str | Path, *, network: str | None = None,
     return model.to(device).eval(), config
 
 
-def load_bundle(folder: str | Path | None = None, *, device: str | torch.device = "cpu"
-                ) -> tuple[CNN1, CNN2 | None, dict[str, Any], Path]:
+def load_bundle(
+    folder: str | Path | None = None, *, device: str | torch.device = "cpu"
+) -> tuple[CNN1, CNN2 | None, dict[str, Any], Path]:
     """(CNN1, CNN2 or None, model.json, folder) of a bundle folder; the shipped model when
     ``folder`` is None."""
     path = DEFAULT_MODEL_DIR if folder is None else Path(folder)
     if not (path / "cnn1.pt").is_file():
         if folder is None:
-            raise InputError(path, "the shipped model is missing from this installation",
-                             "reinstall calcscore or pass --model DIR")
+            raise InputError(
+                path,
+                "the shipped model is missing from this installation",
+                "reinstall calcscore or pass --model DIR",
+            )
         raise InputError(path, "holds no cnn1.pt", "pass a folder written by `calcscore train`")
     cnn1, _ = load_network(path / "cnn1.pt", network="cnn1", device=device)
     cnn2 = None

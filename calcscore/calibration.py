@@ -18,6 +18,7 @@ its own.
     >>> data = collect_cnn2_scores(model, val_scans)          # doctest: +SKIP
     >>> thresholds, table = choose_thresholds(data)            # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,13 +59,17 @@ class CNN2Scores:
     def concat(cls, parts: Sequence[CNN2Scores]) -> CNN2Scores:
         if not parts:
             raise ValueError("no scans to calibrate on")
-        return cls(np.concatenate([p.cnn1_label for p in parts]),
-                   np.concatenate([p.ref_label for p in parts]),
-                   np.concatenate([p.proba for p in parts]),
-                   np.sum([p.ref_counts for p in parts], axis=0))
+        return cls(
+            np.concatenate([p.cnn1_label for p in parts]),
+            np.concatenate([p.ref_label for p in parts]),
+            np.concatenate([p.proba for p in parts]),
+            np.sum([p.ref_counts for p in parts], axis=0),
+        )
 
 
-def group_counts(scores: CNN2Scores, group: Sequence[int], threshold: float) -> tuple[int, int, int]:
+def group_counts(
+    scores: CNN2Scores, group: Sequence[int], threshold: float
+) -> tuple[int, int, int]:
     """(TP, FP, FN) voxels of a label group when CNN2 keeps p >= ``threshold``."""
     g = np.asarray(group)
     called = np.isin(scores.cnn1_label, g) & (scores.proba >= threshold)
@@ -79,8 +84,9 @@ def _f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
 
 
-def choose_thresholds(scores: CNN2Scores, *, grid: Sequence[float] = THRESHOLD_GRID,
-                      default: float = 0.5) -> tuple[dict[str, float], pd.DataFrame]:
+def choose_thresholds(
+    scores: CNN2Scores, *, grid: Sequence[float] = THRESHOLD_GRID, default: float = 0.5
+) -> tuple[dict[str, float], pd.DataFrame]:
     """The F1-maximising threshold of every group in :data:`calcscore.labels.GROUPS`.
 
     Ties go to the threshold nearest ``default``; a group without reference voxels keeps
@@ -98,7 +104,11 @@ def choose_thresholds(scores: CNN2Scores, *, grid: Sequence[float] = THRESHOLD_G
             top = max(f1s.values())
             best = min((t for t, f in f1s.items() if f == top), key=lambda t: (abs(t - default), t))
         chosen[name] = float(best)
-        row: dict[str, float | int | str] = {"group": name, "reference_voxels": n_ref, "threshold": best}
+        row: dict[str, float | int | str] = {
+            "group": name,
+            "reference_voxels": n_ref,
+            "threshold": best,
+        }
         for tag, t in (("default", default), ("chosen", best)):
             tp, fp, fn = group_counts(scores, group, t)
             row[f"f1_{tag}"] = _f1(tp, fp, fn)
@@ -111,8 +121,16 @@ def choose_thresholds(scores: CNN2Scores, *, grid: Sequence[float] = THRESHOLD_G
 
 
 @torch.no_grad()
-def collect_cnn2_scores(cnn1, cnn2, scans, *, device: str = "cpu", precision: str = "fp32",
-                        batch: int = 512, progress: bool = True) -> CNN2Scores:
+def collect_cnn2_scores(
+    cnn1,
+    cnn2,
+    scans,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch: int = 512,
+    progress: bool = True,
+) -> CNN2Scores:
     """Run CNN1 over every candidate of each cached scan (``calcscore.sampling.CachedScan``,
     one at a time to bound memory) and CNN2 over the voxels it calls calcium."""
     from tqdm.auto import tqdm
@@ -120,21 +138,26 @@ def collect_cnn2_scores(cnn1, cnn2, scans, *, device: str = "cpu", precision: st
     dev = torch.device(device)
     net2 = cnn2.folded().to(dev)  # an eval-mode copy: the caller's CNN2 is left as it is
     parts = []
-    for scan in tqdm(list(scans), desc="CNN1 + CNN2 on validation scans", unit="scan", disable=not progress):
+    for scan in tqdm(
+        list(scans), desc="CNN1 + CNN2 on validation scans", unit="scan", disable=not progress
+    ):
         store = VolumeStore([scan], device=dev)
         flat, lab = cnn1_candidate_labels(cnn1.to(dev), store, 0, precision=precision)
         hits = flat[lab > 0]
         proba = np.zeros(len(hits), np.float32)
         for s in range(0, len(hits), batch):
-            f = hits[s:s + batch]
+            f = hits[s : s + batch]
             zero = np.zeros(len(f), np.int64)
             zyx = torch.from_numpy(store.unravel(zero, f)).to(dev)
             x = store.patches(torch.from_numpy(zero).to(dev), zyx, net2.config.patch_size)
             with autocast(dev, precision == "bf16"):
-                proba[s:s + len(f)] = net2.predict_proba(x).float().cpu().numpy()
+                proba[s : s + len(f)] = net2.predict_proba(x).float().cpu().numpy()
         ref = np.asarray(scan.labels).reshape(-1)
-        parts.append(CNN2Scores(lab[lab > 0], ref[hits], proba,
-                                np.bincount(ref, minlength=N_CLASSES)[:N_CLASSES]))
+        parts.append(
+            CNN2Scores(
+                lab[lab > 0], ref[hits], proba, np.bincount(ref, minlength=N_CLASSES)[:N_CLASSES]
+            )
+        )
     return CNN2Scores.concat(parts)
 
 
@@ -155,7 +178,9 @@ def label_group_counts(reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def choose_rim_sigmas(cases, *, grid: Sequence[float] = RIM_SIGMA_GRID) -> tuple[float | None, pd.DataFrame]:
+def choose_rim_sigmas(
+    cases, *, grid: Sequence[float] = RIM_SIGMA_GRID
+) -> tuple[float | None, pd.DataFrame]:
     """The rim fill's noise margin that maximises the mean voxel F1 of the label groups (pooled
     over scans; groups without reference voxels left out) on validation scans, or None where
     no fill at all scores best.
@@ -195,5 +220,14 @@ def choose_rim_sigmas(cases, *, grid: Sequence[float] = RIM_SIGMA_GRID) -> tuple
     return best, table
 
 
-__all__ = ["CNN2Scores", "RIM_SIGMA_GRID", "THRESHOLD_GRID", "choose_rim_sigmas", "choose_thresholds",
-           "collect_cnn2_scores", "group_counts", "label_group_counts", "threshold_table"]
+__all__ = [
+    "CNN2Scores",
+    "RIM_SIGMA_GRID",
+    "THRESHOLD_GRID",
+    "choose_rim_sigmas",
+    "choose_thresholds",
+    "collect_cnn2_scores",
+    "group_counts",
+    "label_group_counts",
+    "threshold_table",
+]

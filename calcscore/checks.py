@@ -44,6 +44,7 @@ warning (possibly a late contrast phase).
 :func:`ensure_scorable` runs the checks and raises :class:`ScanRefusedError` on a refusal;
 ``calcscore score`` is meant to call it before scoring each scan.
 """
+
 from __future__ import annotations
 
 import logging
@@ -107,22 +108,58 @@ class KernelInfo:
 _SIEMENS = re.compile(r"^([A-Z][a-z]?)(\d{2})([a-z]?)$")
 _SIEMENS_SHARP_FROM = 45
 # GE: named kernels.
-_GE = {"SOFT": "soft", "STANDARD": "soft", "STND": "soft", "SMOOTH": "soft",
-       "DETAIL": "sharp", "CHST": "sharp", "CHEST": "sharp", "LUNG": "sharp", "BONE": "sharp",
-       "BONEPLUS": "sharp", "BONE PLUS": "sharp", "EDGE": "sharp", "ULTRA": "sharp", "HD LUNG": "sharp"}
+_GE = {
+    "SOFT": "soft",
+    "STANDARD": "soft",
+    "STND": "soft",
+    "SMOOTH": "soft",
+    "DETAIL": "sharp",
+    "CHST": "sharp",
+    "CHEST": "sharp",
+    "LUNG": "sharp",
+    "BONE": "sharp",
+    "BONEPLUS": "sharp",
+    "BONE PLUS": "sharp",
+    "EDGE": "sharp",
+    "ULTRA": "sharp",
+    "HD LUNG": "sharp",
+}
 # Philips: letter kernels; A, B, C (and the cardiac CB, UB, XCA, XCB) are smooth body kernels,
 # D, E, L (lung) and the Y-series (YA, YB, YC, YD, YE) are sharp.
-_PHILIPS = {"A": "soft", "B": "soft", "C": "soft", "CB": "soft", "UB": "soft", "UC": "soft",
-            "XCA": "soft", "XCB": "soft", "XCC": "soft",
-            "D": "sharp", "E": "sharp", "EB": "sharp", "EC": "sharp", "L": "sharp", "LA": "sharp",
-            "YA": "sharp", "YB": "sharp", "YC": "sharp", "YD": "sharp", "YE": "sharp", "YF": "sharp"}
+_PHILIPS = {
+    "A": "soft",
+    "B": "soft",
+    "C": "soft",
+    "CB": "soft",
+    "UB": "soft",
+    "UC": "soft",
+    "XCA": "soft",
+    "XCB": "soft",
+    "XCC": "soft",
+    "D": "sharp",
+    "E": "sharp",
+    "EB": "sharp",
+    "EC": "sharp",
+    "L": "sharp",
+    "LA": "sharp",
+    "YA": "sharp",
+    "YB": "sharp",
+    "YC": "sharp",
+    "YD": "sharp",
+    "YE": "sharp",
+    "YF": "sharp",
+}
 # Toshiba / Canon: FC01-FC29 body and head kernels (FC12, FC13 ...) are soft, FC30-FC86 (lung
 # FC51-FC56, bone FC30-FC35, FC80-FC86 high resolution) are sharp; FL lung kernels are sharp.
 _TOSHIBA = re.compile(r"^F([CL])(\d{2})$")
 _TOSHIBA_SHARP_FROM = 30
 
-_VENDORS = (("siemens", ("SIEMENS",)), ("ge", ("GE ", "GE_", "GENERAL ELECTRIC")),
-            ("philips", ("PHILIPS",)), ("toshiba", ("TOSHIBA", "CANON")))
+_VENDORS = (
+    ("siemens", ("SIEMENS",)),
+    ("ge", ("GE ", "GE_", "GENERAL ELECTRIC")),
+    ("philips", ("PHILIPS",)),
+    ("toshiba", ("TOSHIBA", "CANON")),
+)
 
 
 def vendor_of(manufacturer: str | None) -> str | None:
@@ -145,7 +182,10 @@ def _classify_in(vendor: str, name: str) -> tuple[KernelClass, str] | None:
         if m:
             n = int(m.group(2))
             cls: KernelClass = "sharp" if n >= _SIEMENS_SHARP_FROM else "soft"
-            return cls, f"Siemens {m.group(1)}{n}: {'>=' if cls == 'sharp' else '<'} {_SIEMENS_SHARP_FROM} is {cls}"
+            return (
+                cls,
+                f"Siemens {m.group(1)}{n}: {'>=' if cls == 'sharp' else '<'} {_SIEMENS_SHARP_FROM} is {cls}",
+            )
         return None
     if vendor == "ge":
         if upper in _GE:
@@ -162,7 +202,10 @@ def _classify_in(vendor: str, name: str) -> tuple[KernelClass, str] | None:
             if m.group(1) == "L":
                 return "sharp", f"Toshiba/Canon FL{n:02d} (lung) is sharp"
             cls = "sharp" if n >= _TOSHIBA_SHARP_FROM else "soft"
-            return cls, f"Toshiba/Canon FC{n:02d}: {'>=' if cls == 'sharp' else '<'} FC{_TOSHIBA_SHARP_FROM} is {cls}"
+            return (
+                cls,
+                f"Toshiba/Canon FC{n:02d}: {'>=' if cls == 'sharp' else '<'} FC{_TOSHIBA_SHARP_FROM} is {cls}",
+            )
         return None
     return None
 
@@ -185,8 +228,17 @@ def classify_kernel(name: str | None, manufacturer: str | None = None) -> Kernel
     hits = [(v, h) for v, _ in _VENDORS if (h := _classify_in(v, first)) is not None]
     if len(hits) == 1:
         v, (cls, reason) = hits[0]
-        return KernelInfo(first, v, cls, reason + (" (vendor guessed from the name)" if vendor is None else
-                                                   f" (name not in the {vendor} table)"))
+        return KernelInfo(
+            first,
+            v,
+            cls,
+            reason
+            + (
+                " (vendor guessed from the name)"
+                if vendor is None
+                else f" (name not in the {vendor} table)"
+            ),
+        )
     if len({h[0] for _, h in hits}) == 1 and hits:
         cls = hits[0][1][0]
         return KernelInfo(first, vendor, cls, f"{first} is {cls} in every table that knows it")
@@ -256,14 +308,25 @@ class CheckReport:
     def to_dict(self) -> dict:
         """A JSON-ready dict (for a scan's report)."""
         return {
-            "source": self.source, "refused": self.refused, "forced": self.forced,
-            "contrast_enhanced": self.contrast_enhanced, "heart_found": self.heart_found,
-            "blood_pool_hu": None if not np.isfinite(self.blood_pool_hu) else round(float(self.blood_pool_hu), 1),
+            "source": self.source,
+            "refused": self.refused,
+            "forced": self.forced,
+            "contrast_enhanced": self.contrast_enhanced,
+            "heart_found": self.heart_found,
+            "blood_pool_hu": None
+            if not np.isfinite(self.blood_pool_hu)
+            else round(float(self.blood_pool_hu), 1),
             "slice_thickness_mm": round(float(self.slice_thickness_mm), 3),
-            "kernel": {"name": self.kernel.name, "vendor": self.kernel.vendor,
-                       "class": self.kernel.kernel_class, "reason": self.kernel.reason},
-            "findings": [{"code": f.code, "severity": f.severity, "message": f.message}
-                         for f in self.findings],
+            "kernel": {
+                "name": self.kernel.name,
+                "vendor": self.kernel.vendor,
+                "class": self.kernel.kernel_class,
+                "reason": self.kernel.reason,
+            },
+            "findings": [
+                {"code": f.code, "severity": f.severity, "message": f.message}
+                for f in self.findings
+            ],
         }
 
 
@@ -273,13 +336,21 @@ class ScanRefusedError(InputError):
     def __init__(self, report: CheckReport):
         self.report = report
         problem = "; ".join(f.message for f in report.refusals)
-        super().__init__(report.source, f"refused: {problem}",
-                         "score non-contrast CT, or force it (calcscore score --force) if you know better")
+        super().__init__(
+            report.source,
+            f"refused: {problem}",
+            "score non-contrast CT, or force it (calcscore score --force) if you know better",
+        )
 
 
 # ------------------------------------------------------------------------------------ checks
-def check_scan(volume: CTVolume, *, force: bool = False, source: str | Path | None = None,
-               max_slice_thickness_mm: float = MAX_SLICE_THICKNESS_MM) -> CheckReport:
+def check_scan(
+    volume: CTVolume,
+    *,
+    force: bool = False,
+    source: str | Path | None = None,
+    max_slice_thickness_mm: float = MAX_SLICE_THICKNESS_MM,
+) -> CheckReport:
     """Run every check on ``volume``; never raises for what it finds (see :func:`ensure_scorable`).
 
     ``force`` keeps refusals in the report but marks the scan as scorable; ``source`` (a path)
@@ -291,55 +362,94 @@ def check_scan(volume: CTVolume, *, force: bool = False, source: str | Path | No
     meta = volume.meta
 
     kernel = classify_kernel(meta.kernel, meta.manufacturer)
-    findings.append(Finding("kernel", "info",
-                            f"reconstruction kernel {kernel.name or 'unknown'}: {kernel.kernel_class} "
-                            f"({kernel.reason})"))
+    findings.append(
+        Finding(
+            "kernel",
+            "info",
+            f"reconstruction kernel {kernel.name or 'unknown'}: {kernel.kernel_class} "
+            f"({kernel.reason})",
+        )
+    )
 
-    thickness = float(meta.slice_thickness_mm) if meta.slice_thickness_mm else float(volume.spacing_mm[0])
+    thickness = (
+        float(meta.slice_thickness_mm) if meta.slice_thickness_mm else float(volume.spacing_mm[0])
+    )
     if thickness > max_slice_thickness_mm + 1e-3:
-        findings.append(Finding(
-            "thick_slices", "warning",
-            f"slices are {thickness:g} mm thick, more than {max_slice_thickness_mm:g} mm: small "
-            "calcifications fade by partial volume and Agatston scores come out low"))
+        findings.append(
+            Finding(
+                "thick_slices",
+                "warning",
+                f"slices are {thickness:g} mm thick, more than {max_slice_thickness_mm:g} mm: small "
+                "calcifications fade by partial volume and Agatston scores come out low",
+            )
+        )
 
     hu_problem = _hu_problem(volume.hu)
     if hu_problem:
-        findings.append(Finding("not_hu", "warning", f"values do not look like Hounsfield units: {hu_problem}"))
+        findings.append(
+            Finding("not_hu", "warning", f"values do not look like Hounsfield units: {hu_problem}")
+        )
 
     pool = _blood_pool(volume)
     blood_hu = pool["blood_pool_hu"]
     contrast = bool(pool["contrast"])
     if contrast:
-        findings.append(Finding(
-            "contrast", "refusal",
-            f"contrast-enhanced scan: the blood pool reads {blood_hu:.0f} HU (non-contrast blood "
-            f"reads 30-60 HU; calcium starts at 130 HU), so blood would be scored as calcium"))
+        findings.append(
+            Finding(
+                "contrast",
+                "refusal",
+                f"contrast-enhanced scan: the blood pool reads {blood_hu:.0f} HU (non-contrast blood "
+                f"reads 30-60 HU; calcium starts at 130 HU), so blood would be scored as calcium",
+            )
+        )
     elif np.isfinite(blood_hu) and blood_hu >= SUSPICIOUS_BLOOD_POOL_HU:
-        findings.append(Finding(
-            "contrast_suspected", "warning",
-            f"the blood pool reads {blood_hu:.0f} HU, high for non-contrast blood (30-60 HU): "
-            "possibly a late contrast phase"))
+        findings.append(
+            Finding(
+                "contrast_suspected",
+                "warning",
+                f"the blood pool reads {blood_hu:.0f} HU, high for non-contrast blood (30-60 HU): "
+                "possibly a late contrast phase",
+            )
+        )
     metal_mm3 = float(np.count_nonzero(volume.hu >= METAL_HU)) * float(np.prod(volume.spacing_mm))
     if metal_mm3 >= METAL_MIN_MM3:
-        findings.append(Finding(
-            "metal", "warning",
-            f"{metal_mm3:.0f} mm3 read {METAL_HU:.0f} HU or more: metal (a pacemaker lead, sternal "
-            "wires, a prosthetic valve or a stent); its blur and streaks may be labelled calcium"))
+        findings.append(
+            Finding(
+                "metal",
+                "warning",
+                f"{metal_mm3:.0f} mm3 read {METAL_HU:.0f} HU or more: metal (a pacemaker lead, sternal "
+                "wires, a prosthetic valve or a stent); its blur and streaks may be labelled calcium",
+            )
+        )
     if not pool["heart_found"]:
-        findings.append(Finding(
-            "no_heart", "warning",
-            "no heart found (no large homogeneous soft-tissue or blood region between the lungs): "
-            "the scan may not cover the heart"))
-    report = CheckReport(tuple(findings), kernel, blood_hu, contrast, bool(pool["heart_found"]),
-                         thickness, forced=force, source=None if source is None else str(source),
-                         details=pool)
+        findings.append(
+            Finding(
+                "no_heart",
+                "warning",
+                "no heart found (no large homogeneous soft-tissue or blood region between the lungs): "
+                "the scan may not cover the heart",
+            )
+        )
+    report = CheckReport(
+        tuple(findings),
+        kernel,
+        blood_hu,
+        contrast,
+        bool(pool["heart_found"]),
+        thickness,
+        forced=force,
+        source=None if source is None else str(source),
+        details=pool,
+    )
     for f in report.findings:
         if f.severity != "info":
             log.warning("%s%s: %s", f"{source}: " if source else "", f.code, f.message)
     return report
 
 
-def ensure_scorable(volume: CTVolume, *, force: bool = False, source: str | Path | None = None) -> CheckReport:
+def ensure_scorable(
+    volume: CTVolume, *, force: bool = False, source: str | Path | None = None
+) -> CheckReport:
     """:func:`check_scan`, raising :class:`ScanRefusedError` when the scan is refused."""
     report = check_scan(volume, force=force, source=source)
     report.raise_if_refused()
@@ -357,18 +467,27 @@ def _hu_problem(hu: np.ndarray) -> str | None:
     lo, hi = np.percentile(inside, [1.0, 99.0])
     span = float(inside.max() - inside.min())
     if span < 200:
-        return (f"the values span only {span:.3g} (CT spans air at -1000 HU to bone above 700 HU): "
-                "normalised or rescaled data")
+        return (
+            f"the values span only {span:.3g} (CT spans air at -1000 HU to bone above 700 HU): "
+            "normalised or rescaled data"
+        )
     if lo > -400:
-        why = ("none is negative: raw stored values without the rescale intercept?" if inside.min() >= 0
-               else "was a rescale slope or intercept lost?")
-        return f"the lowest values are about {lo:.0f}, but air and lung read -1000 and -850 HU; {why}"
+        why = (
+            "none is negative: raw stored values without the rescale intercept?"
+            if inside.min() >= 0
+            else "was a rescale slope or intercept lost?"
+        )
+        return (
+            f"the lowest values are about {lo:.0f}, but air and lung read -1000 and -850 HU; {why}"
+        )
     if hi > 3500:
         return f"1 % of the values exceed {hi:.0f}, far above bone (700-1500 HU)"
     return None
 
 
-def _block_mean(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _block_mean(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Average in blocks of about 3 mm; returns the block means and the block size (voxels)."""
     f = np.array([max(1, int(round(_BLOCK_MM / s))) for s in spacing_mm])
     n = (np.array(hu.shape) // f) * f
@@ -385,8 +504,13 @@ def _block_max(hu: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 def _blood_pool(volume: CTVolume) -> dict:
     """Find a contrast-enhanced blood pool, and the heart, in a block-averaged scan."""
-    out = {"contrast": False, "blood_pool_hu": float("nan"), "heart_found": False, "regions": [],
-           "heart_slices": 0}
+    out = {
+        "contrast": False,
+        "blood_pool_hu": float("nan"),
+        "heart_found": False,
+        "regions": [],
+        "heart_slices": 0,
+    }
     d, f = _block_mean(volume.hu, volume.spacing_mm)
     if min(d.shape) < 3:
         return out
@@ -407,22 +531,36 @@ def _blood_pool(volume: CTVolume) -> dict:
         if k == 0:
             continue
         core = cores == k
-        counts, edges = np.histogram(smooth[core], bins=np.arange(CONTRAST_BLOOD_POOL_HU, 711.0, 10.0))
+        counts, edges = np.histogram(
+            smooth[core], bins=np.arange(CONTRAST_BLOOD_POOL_HU, 711.0, 10.0)
+        )
         mode = float(edges[int(np.argmax(counts))] + 5.0)
         parts, n_parts = ndimage.label(core & (np.abs(smooth - mode) < _POOL_BAND_HU))
         part_sizes = np.bincount(parts.ravel(), minlength=n_parts + 1)
         part_sizes[0] = 0
         pool = parts == int(np.argmax(part_sizes))
         median = float(np.median(smooth[pool]))
-        regions.append({"mode_hu": mode, "median_hu": round(median, 1),
-                        "max_area_cm2": round(float(pool.sum(axis=(1, 2)).max() * block_mm[1] * block_mm[2] / 100.0), 1),
-                        "core_cm3": round(float(sizes[k] * block_cm3), 1),
-                        "pool_cm3": round(float(part_sizes.max() * block_cm3), 1),
-                        "bone_fraction": round(float(bone[pool].mean()), 3)})
+        regions.append(
+            {
+                "mode_hu": mode,
+                "median_hu": round(median, 1),
+                "max_area_cm2": round(
+                    float(pool.sum(axis=(1, 2)).max() * block_mm[1] * block_mm[2] / 100.0), 1
+                ),
+                "core_cm3": round(float(sizes[k] * block_cm3), 1),
+                "pool_cm3": round(float(part_sizes.max() * block_cm3), 1),
+                "bone_fraction": round(float(bone[pool].mean()), 3),
+            }
+        )
     regions.sort(key=lambda r: -r["pool_cm3"])
     out["regions"] = regions[:8]
-    pools = [r for r in regions if r["pool_cm3"] >= MIN_POOL_CM3 and r["max_area_cm2"] >= MIN_POOL_AREA_CM2
-             and r["bone_fraction"] < _MAX_BONE_FRACTION]
+    pools = [
+        r
+        for r in regions
+        if r["pool_cm3"] >= MIN_POOL_CM3
+        and r["max_area_cm2"] >= MIN_POOL_AREA_CM2
+        and r["bone_fraction"] < _MAX_BONE_FRACTION
+    ]
     if pools:
         out["contrast"] = True
         out["blood_pool_hu"] = pools[0]["median_hu"]
@@ -434,8 +572,11 @@ def _blood_pool(volume: CTVolume) -> dict:
     heart_slices = 0
     soft_tissue = []
     for z in range(d.shape[0]):
-        rows = [(y, run) for y in range(d.shape[1])
-                for run in _lung_bounded_runs(lung[z, y], tissue[z, y], min_run)]
+        rows = [
+            (y, run)
+            for y in range(d.shape[1])
+            for run in _lung_bounded_runs(lung[z, y], tissue[z, y], min_run)
+        ]
         if len(rows) * block_mm[1] >= 30.0:
             heart_slices += 1
             values = np.concatenate([smooth[z, y, a:b] for y, (a, b) in rows])

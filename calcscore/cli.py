@@ -4,6 +4,7 @@ Errors the user can fix (:class:`calcscore.errors.CalcscoreError`) are printed a
 stderr with exit code 2; anything else is one line with exit code 1 (``--debug`` shows the
 traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         msg = " ".join(str(exc).split())
-        print(f"calcscore: unexpected error: {type(exc).__name__}: {msg} (rerun with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"calcscore: unexpected error: {type(exc).__name__}: {msg} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

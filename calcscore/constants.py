@@ -5,6 +5,7 @@ importable where they were (``calcscore.preprocess.CALCIUM_THRESHOLD_HU``,
 ``calcscore.sampling.PAD_HU``, ``calcscore.inference.BODY_THRESHOLD_HU``, ...): those modules
 re-export these.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """The demo: one synthetic phantom scored by the shipped model, beside its ground truth."""
+
 from __future__ import annotations
 
 import logging
@@ -17,14 +18,29 @@ def comparison_table(reference: dict, predicted: dict) -> pd.DataFrame:
     rows = []
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
         r, p = reference["labels"][name], predicted["labels"][name]
-        rows.append({"label": name, "truth_agatston": r["agatston"], "calcscore_agatston": p["agatston"],
-                     "truth_volume_mm3": r["volume_mm3"], "calcscore_volume_mm3": p["volume_mm3"],
-                     "truth_lesions": r["n_lesions"], "calcscore_lesions": p["n_lesions"]})
+        rows.append(
+            {
+                "label": name,
+                "truth_agatston": r["agatston"],
+                "calcscore_agatston": p["agatston"],
+                "truth_volume_mm3": r["volume_mm3"],
+                "calcscore_volume_mm3": p["volume_mm3"],
+                "truth_lesions": r["n_lesions"],
+                "calcscore_lesions": p["n_lesions"],
+            }
+        )
     return pd.DataFrame(rows).set_index("label")
 
 
-def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: str = "soft",
-             size: str = "medium", model_path: str | Path | None = None, device: str = "auto") -> str:
+def run_demo(
+    *,
+    out_dir: str | Path = "calcscore-demo",
+    seed: int = 7,
+    kernel: str = "soft",
+    size: str = "medium",
+    model_path: str | Path | None = None,
+    device: str = "auto",
+) -> str:
     """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth;
     return the printed report."""
     from calcscore.batch import safety_net_summary, summary_row, write_csv, write_scan_outputs
@@ -46,12 +62,18 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
     dev = str(resolve_device(device))
     model = Model.load(model_path, device=dev)
     t1 = time.perf_counter()
-    seg = segment(volume, model, InferenceOptions(device=dev, channels_last=True,
-                                                  bf16=resolve_precision("auto", dev)))
+    seg = segment(
+        volume,
+        model,
+        InferenceOptions(device=dev, channels_last=True, bf16=resolve_precision("auto", dev)),
+    )
     t_seg = time.perf_counter() - t1
-    predicted = write_scan_outputs(volume, seg.labels, out, scan_id,
-                                   extra={"safety_net": safety_net_summary(seg)})
-    write_csv(pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv")
+    predicted = write_scan_outputs(
+        volume, seg.labels, out, scan_id, extra={"safety_net": safety_net_summary(seg)}
+    )
+    write_csv(
+        pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv"
+    )
     reference = score_report(volume, truth, scan=scan_id)
     table = comparison_table(reference, predicted)
     agree = detection_agreement(truth, seg.labels).set_index("label")
@@ -65,9 +87,13 @@ def run_demo(*, out_dir: str | Path = "calcscore-demo", seed: int = 7, kernel: s
         table.round(1).to_string(),
         "",
         f"risk category: truth {reference['risk_category']}, calcscore {predicted['risk_category']}",
-        "voxel agreement with the truth (F1): " + ", ".join(
-            f"{g} {agree.loc[g, 'f1']:.2f}" if g in agree.index and agree.loc[g, "f1"] == agree.loc[g, "f1"]
-            else f"{g} n/a" for g in ("CAC", "TAC", "AV", "MV")),
+        "voxel agreement with the truth (F1): "
+        + ", ".join(
+            f"{g} {agree.loc[g, 'f1']:.2f}"
+            if g in agree.index and agree.loc[g, "f1"] == agree.loc[g, "f1"]
+            else f"{g} n/a"
+            for g in ("CAC", "TAC", "AV", "MV")
+        ),
         f"outputs in {out}/: {scan_id}_labels.nii.gz, _scores.json, _lesions.csv, _overlay.png, "
         f"the phantom ({scan_id}.nii.gz) and its ground truth ({scan_id}_truth.nii.gz)",
     ]

@@ -17,6 +17,7 @@ them with the scan:
 :func:`read_seg` and :func:`read_sr_scores` read them back. Needs highdicom
 (``pip install 'calcscore[dicom]'``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,17 @@ _NO_UNITS = ("1", "UCUM", "no units")
 _MM3 = ("mm3", "UCUM", "cubic millimeter")
 _MG = ("mg", "UCUM", "milligram")
 _PROCEDURE = ("426005005", "SCT", "Cardiac CT for calcium scoring")
-_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-                        "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 _FIELDS = {"112058": "agatston", "122660": "volume_mm3", "122661": "mass_mg"}
 
 
@@ -79,7 +89,9 @@ def read_source_series(folder: str | Path) -> list:
     pydicom = optional_import("pydicom", "reading DICOM", "io")
     p = Path(folder)
     if not p.is_dir():
-        raise InputError(p, "is not a DICOM series folder", "pass the folder of the source CT series")
+        raise InputError(
+            p, "is not a DICOM series folder", "pass the folder of the source CT series"
+        )
     datasets = []
     for f in sorted(x for x in p.rglob("*") if x.is_file()):
         try:
@@ -118,8 +130,14 @@ def _source_for(labels: LabelVolume, source_series: str | Path) -> list:
 
 
 # ------------------------------------------------------------------------------ SEG
-def write_seg(labels: LabelVolume, source_series: str | Path, path: str | Path, *,
-              manual: bool = False, series_description: str = "calcscore calcium labels") -> Path:
+def write_seg(
+    labels: LabelVolume,
+    source_series: str | Path,
+    path: str | Path,
+    *,
+    manual: bool = False,
+    series_description: str = "calcscore calcium labels",
+) -> Path:
     """Write ``labels`` (on the grid of ``source_series``) as a DICOM SEG at ``path``.
 
     ``manual=True`` marks the segments as drawn by a person (a reference annotation) rather
@@ -131,31 +149,56 @@ def write_seg(labels: LabelVolume, source_series: str | Path, path: str | Path, 
     source = _source_for(labels, source_series)
     arr = labels.array
     if arr.size and arr.max() > max(CALCIUM_LABELS):
-        raise InputError(path, f"the label map holds value {int(arr.max())}; calcium labels are 1-6",
-                         "write a calcscore label map")
-    algorithm = None if manual else hd.AlgorithmIdentificationSequence(
-        name="calcscore", version=__version__, family=_code("123110", "DCM", "Artificial Intelligence"))
+        raise InputError(
+            path,
+            f"the label map holds value {int(arr.max())}; calcium labels are 1-6",
+            "write a calcscore label map",
+        )
+    algorithm = (
+        None
+        if manual
+        else hd.AlgorithmIdentificationSequence(
+            name="calcscore",
+            version=__version__,
+            family=_code("123110", "DCM", "Artificial Intelligence"),
+        )
+    )
     descriptions = []
     for label in CALCIUM_LABELS:
         is_valve = label in (Label.AV, Label.MV)
         region = _REGION_CODES[label]
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=int(label), segment_label=label.name,
-            segmented_property_category=_code(*_CATEGORY),
-            segmented_property_type=_code(*(_CALCIFIED_VALVE if is_valve else _VASCULAR_CALCIFICATION)),
-            algorithm_type="MANUAL" if manual else "AUTOMATIC",
-            algorithm_identification=algorithm,
-            anatomic_regions=[_code(region[0], "SCT", region[1])],
-            tracking_id=label.name, tracking_uid=generate_uid(),
-            display_color=hd.color.CIELabColor.from_rgb(*(int(round(255 * c)) for c in label.colour)),
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=int(label),
+                segment_label=label.name,
+                segmented_property_category=_code(*_CATEGORY),
+                segmented_property_type=_code(
+                    *(_CALCIFIED_VALVE if is_valve else _VASCULAR_CALCIFICATION)
+                ),
+                algorithm_type="MANUAL" if manual else "AUTOMATIC",
+                algorithm_identification=algorithm,
+                anatomic_regions=[_code(region[0], "SCT", region[1])],
+                tracking_id=label.name,
+                tracking_uid=generate_uid(),
+                display_color=hd.color.CIELabColor.from_rgb(
+                    *(int(round(255 * c)) for c in label.colour)
+                ),
+            )
+        )
     seg = hd.seg.Segmentation(
-        source_images=source, pixel_array=arr.astype(np.uint8),
+        source_images=source,
+        pixel_array=arr.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=generate_uid(),
-        series_number=SEG_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer="calcscore", manufacturer_model_name="calcscore", software_versions=__version__,
-        device_serial_number="0", series_description=series_description,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="calcscore",
+        manufacturer_model_name="calcscore",
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=series_description,
         omit_empty_frames=bool(arr.any()),
     )
     out = Path(path)
@@ -173,23 +216,40 @@ def read_seg(path: str | Path, source_series: str | Path) -> LabelVolume:
     try:
         seg = hd.seg.segread(p)
     except Exception as exc:
-        raise InputError(p, f"is not a readable DICOM SEG ({type(exc).__name__})", "write it again") from None
+        raise InputError(
+            p, f"is not a readable DICOM SEG ({type(exc).__name__})", "write it again"
+        ) from None
     datasets = read_source_series(source_series)
     volume = read_volume(source_series)
     uids = [str(ds.SOPInstanceUID) for ds in datasets]
-    referenced = {str(r.ReferencedSOPInstanceUID) for item in seg.ReferencedSeriesSequence
-                  for r in item.ReferencedInstanceSequence}
+    referenced = {
+        str(r.ReferencedSOPInstanceUID)
+        for item in seg.ReferencedSeriesSequence
+        for r in item.ReferencedInstanceSequence
+    }
     if not referenced & set(uids):
-        raise InputError(p, f"references none of the images of {source_series}", "pass its source series")
-    arr = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
-                                            relabel=False, assert_missing_frames_are_empty=True,
-                                            dtype=np.uint8)
+        raise InputError(
+            p, f"references none of the images of {source_series}", "pass its source series"
+        )
+    arr = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids,
+        combine_segments=True,
+        relabel=False,
+        assert_missing_frames_are_empty=True,
+        dtype=np.uint8,
+    )
     return LabelVolume.like(volume, arr)
 
 
 # ------------------------------------------------------------------------------ SR
-def write_sr(scores: Scores | dict, source_series: str | Path, path: str | Path, *,
-             seg_path: str | Path | None = None, scan_id: str | None = None) -> Path:
+def write_sr(
+    scores: Scores | dict,
+    source_series: str | Path,
+    path: str | Path,
+    *,
+    seg_path: str | Path | None = None,
+    scan_id: str | None = None,
+) -> Path:
     """Write ``scores`` as a DICOM SR measurement report referencing ``source_series`` (and the
     SEG at ``seg_path``, when given).
 
@@ -205,7 +265,12 @@ def write_sr(scores: Scores | dict, source_series: str | Path, path: str | Path,
     observer = hd.sr.ObserverContext(
         observer_type=_code("121007", "DCM", "Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name="calcscore", manufacturer_name="calcscore", model_name=__version__))
+            uid=generate_uid(),
+            name="calcscore",
+            manufacturer_name="calcscore",
+            model_name=__version__,
+        ),
+    )
     context = hd.sr.ObservationContext(observer_device_context=observer)
     algorithm = hd.sr.AlgorithmIdentification(name="calcscore", version=__version__)
     groups = []
@@ -218,34 +283,67 @@ def write_sr(scores: Scores | dict, source_series: str | Path, path: str | Path,
             region = _REGION_CODES[Label[name]]
             site = _code(region[0], "SCT", region[1])
         measurements = [
-            hd.sr.Measurement(name=_code(*_CALCIUM_SCORE), value=float(s.agatston), unit=_code(*_NO_UNITS),
-                              method=_code(*_AGATSTON_METHOD), algorithm_id=algorithm),
-            hd.sr.Measurement(name=_code(*_CALCIUM_VOLUME), value=float(s.volume_mm3), unit=_code(*_MM3),
-                              algorithm_id=algorithm),
+            hd.sr.Measurement(
+                name=_code(*_CALCIUM_SCORE),
+                value=float(s.agatston),
+                unit=_code(*_NO_UNITS),
+                method=_code(*_AGATSTON_METHOD),
+                algorithm_id=algorithm,
+            ),
+            hd.sr.Measurement(
+                name=_code(*_CALCIUM_VOLUME),
+                value=float(s.volume_mm3),
+                unit=_code(*_MM3),
+                algorithm_id=algorithm,
+            ),
         ]
         if math.isfinite(s.mass_mg):
-            measurements.append(hd.sr.Measurement(name=_code(*_CALCIUM_MASS), value=float(s.mass_mg),
-                                                  unit=_code(*_MG), algorithm_id=algorithm))
+            measurements.append(
+                hd.sr.Measurement(
+                    name=_code(*_CALCIUM_MASS),
+                    value=float(s.mass_mg),
+                    unit=_code(*_MG),
+                    algorithm_id=algorithm,
+                )
+            )
         tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name)
-        common = {"tracking_identifier": tracking, "finding_type": _code("5540006", "SCT", "Calcium"),
-                  "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
-                  "measurements": measurements, "algorithm_id": algorithm}
+        common = {
+            "tracking_identifier": tracking,
+            "finding_type": _code("5540006", "SCT", "Calcium"),
+            "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
+            "measurements": measurements,
+            "algorithm_id": algorithm,
+        }
         label_value = None if name == "CAC" else int(Label[name])
         if seg is not None and label_value is not None and _seg_has_segment(seg, label_value):
             ref = hd.sr.ReferencedSegment(
-                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+                sop_class_uid=seg.SOPClassUID,
+                sop_instance_uid=seg.SOPInstanceUID,
                 segment_number=label_value,
-                source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID))
-            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=ref, **common))
+                source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
+            )
+            groups.append(
+                hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                    referenced_segment=ref, **common
+                )
+            )
         else:
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
-    report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=_code(*_PROCEDURE),
-                                     imaging_measurements=groups)
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=_code(*_PROCEDURE),
+        imaging_measurements=groups,
+    )
     evidence = list(source) + ([seg] if seg is not None else [])
     sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence, content=report, series_instance_uid=generate_uid(),
-        series_number=SR_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer="calcscore", is_complete=True,
+        evidence=evidence,
+        content=report,
+        series_instance_uid=generate_uid(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="calcscore",
+        is_complete=True,
         series_description=f"calcscore calcium scores{f' {scan_id}' if scan_id else ''}",
     )
     out = Path(path)
@@ -264,21 +362,29 @@ def _score_table(scores: Scores | dict) -> dict:
         return {n: scores[n] for n in names}
     labels = scores.get("labels") if isinstance(scores, dict) else None
     if not isinstance(labels, dict) or any(n not in labels for n in names):
-        raise ValueError("`scores` must be a Scores or a score_report dict with labels "
-                         f"{', '.join(names)}")
+        raise ValueError(
+            f"`scores` must be a Scores or a score_report dict with labels {', '.join(names)}"
+        )
 
     def num(v) -> float:
         return math.nan if v is None else float(v)
 
-    return {n: LabelScore(num(labels[n].get("agatston")), num(labels[n].get("volume_mm3")),
-                          num(labels[n].get("mass_mg")), int(labels[n].get("n_lesions") or 0))
-            for n in names}
+    return {
+        n: LabelScore(
+            num(labels[n].get("agatston")),
+            num(labels[n].get("volume_mm3")),
+            num(labels[n].get("mass_mg")),
+            int(labels[n].get("n_lesions") or 0),
+        )
+        for n in names
+    }
 
 
 def _seg_has_segment(seg, number: int) -> bool:
     return any(int(s.SegmentNumber) == number for s in seg.SegmentSequence) and any(
         int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number
-        for f in getattr(seg, "PerFrameFunctionalGroupsSequence", []))
+        for f in getattr(seg, "PerFrameFunctionalGroupsSequence", [])
+    )
 
 
 def read_sr_scores(path: str | Path) -> dict[str, dict[str, float]]:
@@ -289,7 +395,9 @@ def read_sr_scores(path: str | Path) -> dict[str, dict[str, float]]:
     try:
         ds = pydicom.dcmread(p)
     except Exception as exc:
-        raise InputError(p, f"is not a readable DICOM file ({type(exc).__name__})", "write it again") from None
+        raise InputError(
+            p, f"is not a readable DICOM file ({type(exc).__name__})", "write it again"
+        ) from None
     out: dict[str, dict[str, float]] = {}
     for group in _walk(ds):
         name = None
@@ -313,4 +421,3 @@ def _walk(ds):
         if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "125007":
             yield item
         yield from _walk(item)
-

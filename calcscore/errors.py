@@ -1,4 +1,5 @@
 """Errors that reach the user as one line from the command line."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -27,6 +27,7 @@
    (:mod:`calcscore.regions`: coronary and valve labels in the heart, aortic labels in the
    mediastinum, none on bone), are removed. ``InferenceOptions(safety_net=False)`` turns it off.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,8 +90,16 @@ class Model:
         """Load ``cnn1.pt`` (and ``cnn2.pt`` when present) from a folder; the shipped model
         (trained on synthetic phantoms only, see its model card) when ``path`` is None."""
         cnn1, cnn2, info, folder = load_bundle(path, device=device)
-        return cls(cnn1, cnn2, info, str(folder), info.get("cnn2_thresholds"), info.get("rim_sigmas"),
-                   bool(info.get("rim_fill", True)), bool(info.get("safety_net", True)))
+        return cls(
+            cnn1,
+            cnn2,
+            info,
+            str(folder),
+            info.get("cnn2_thresholds"),
+            info.get("rim_sigmas"),
+            bool(info.get("rim_fill", True)),
+            bool(info.get("safety_net", True)),
+        )
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,9 @@ class InferenceOptions:
 
     def __post_init__(self) -> None:
         if self.batch_cnn2 is not None and self.batch_cnn2 < 1:
-            raise ValueError(f"`batch_cnn2` must be >= 1 (or None: the device's default), got {self.batch_cnn2=}")
+            raise ValueError(
+                f"`batch_cnn2` must be >= 1 (or None: the device's default), got {self.batch_cnn2=}"
+            )
 
 
 #: CNN2's voxels per batch on a CPU: its layers are memory-bound there, and 32 voxels' activations
@@ -167,18 +178,27 @@ class Segmentation:
     regions: ChestRegions | None = None
     safety_net_removed: dict[str, int] = field(default_factory=dict)
 
-    def _back(self, labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool) -> LabelVolume:
-        return _to_original_grid(labels_net, volume, keep_below_threshold, self.candidates_network,
-                                 self.rim_min_hu)
+    def _back(
+        self, labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool
+    ) -> LabelVolume:
+        return _to_original_grid(
+            labels_net, volume, keep_below_threshold, self.candidates_network, self.rim_min_hu
+        )
 
     def cnn1_labels(self, volume: CTVolume, *, keep_below_threshold: bool = False) -> LabelVolume:
         """CNN1's labels before false-positive reduction, on the grid of ``volume`` (the scan
         that was segmented), e.g. to measure what CNN2 removes."""
         return self._back(self.cnn1_labels_network, volume, keep_below_threshold)
 
-    def labels_at(self, volume: CTVolume, thresholds: float | dict[str, float] | None, *,
-                  keep_below_threshold: bool = False, rim_fill: bool = True,
-                  safety_net: bool = True) -> LabelVolume:
+    def labels_at(
+        self,
+        volume: CTVolume,
+        thresholds: float | dict[str, float] | None,
+        *,
+        keep_below_threshold: bool = False,
+        rim_fill: bool = True,
+        safety_net: bool = True,
+    ) -> LabelVolume:
         """The labels CNN2 would have kept with other thresholds (one for all labels, one per
         label group, or None for the paper's 0.5), on the grid of ``volume``, without running
         the networks again; ``rim_fill=False`` leaves out the rim fill (the paper's mapping),
@@ -190,30 +210,53 @@ class Segmentation:
             drop = self.cnn2_proba < table[lab[idx]]
             lab[tuple(self.cnn2_zyx[drop].T)] = 0
         back = LabelVolume.like(self.cnn1_labels_network, lab)
-        out = (_to_original_grid(back, volume, keep_below_threshold) if not rim_fill
-               else self._back(back, volume, keep_below_threshold))
+        out = (
+            _to_original_grid(back, volume, keep_below_threshold)
+            if not rim_fill
+            else self._back(back, volume, keep_below_threshold)
+        )
         if safety_net and self.regions is not None:
             out = LabelVolume.like(out, apply_safety_net(out.labels, self.regions)[0])
         return out
 
 
-def _to_original_grid(labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool,
-                      candidates_net: np.ndarray | None = None, rim_min_hu: float | None = None) -> LabelVolume:
+def _to_original_grid(
+    labels_net: LabelVolume,
+    volume: CTVolume,
+    keep_below_threshold: bool,
+    candidates_net: np.ndarray | None = None,
+    rim_min_hu: float | None = None,
+) -> LabelVolume:
     cand = None if candidates_net is None else as_tensor(candidates_net)
-    out = _to_original_grid_tensor(as_tensor(labels_net.labels), labels_net, volume,
-                                   as_tensor(volume.hu), keep_below_threshold, cand, rim_min_hu)
+    out = _to_original_grid_tensor(
+        as_tensor(labels_net.labels),
+        labels_net,
+        volume,
+        as_tensor(volume.hu),
+        keep_below_threshold,
+        cand,
+        rim_min_hu,
+    )
     return LabelVolume.like(volume, out.numpy().astype(np.uint8, copy=False))
 
 
-def _to_original_grid_tensor(labels_net: torch.Tensor, net_grid, volume: CTVolume, hu: torch.Tensor,
-                             keep_below_threshold: bool, candidates_net: torch.Tensor | None = None,
-                             rim_min_hu: float | None = None) -> torch.Tensor:
+def _to_original_grid_tensor(
+    labels_net: torch.Tensor,
+    net_grid,
+    volume: CTVolume,
+    hu: torch.Tensor,
+    keep_below_threshold: bool,
+    candidates_net: torch.Tensor | None = None,
+    rim_min_hu: float | None = None,
+) -> torch.Tensor:
     """Steps 6 and 7 on tensors (on the device of ``labels_net``; ``hu``: the scan's HU there)."""
     out = grid_to_grid_tensor(labels_net, net_grid, volume)
     if not keep_below_threshold:
         out = out * (hu >= CALCIUM_THRESHOLD_HU)
     if rim_min_hu is not None and candidates_net is not None and bool(out.any()):
-        out = fill_rim_tensor(out, _unseen_tensor(candidates_net, net_grid, volume) & (hu >= rim_min_hu))
+        out = fill_rim_tensor(
+            out, _unseen_tensor(candidates_net, net_grid, volume) & (hu >= rim_min_hu)
+        )
     return out
 
 
@@ -243,18 +286,24 @@ def _body_coarse(above: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(above, structure=np.ones((1, 3, 3), bool))
 
 
-def body_mask(volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> np.ndarray:
+def body_mask(
+    volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4
+) -> np.ndarray:
     """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
     lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
     large; this keeps whole-scan inference fast), then scaled back up."""
     return body_mask_tensor(as_tensor(volume.hu), threshold_hu=threshold_hu, step=step).numpy()
 
 
-def body_mask_tensor(hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4) -> torch.Tensor:
+def body_mask_tensor(
+    hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4
+) -> torch.Tensor:
     """:func:`body_mask` of HU on some device (the coarse grid is labelled on the CPU)."""
     coarse = _body_coarse((hu[:, ::step, ::step] > threshold_hu).cpu().numpy())
-    full = torch.from_numpy(coarse).to(hu.device).repeat_interleave(step, 1).repeat_interleave(step, 2)
-    return full[:, :hu.shape[1], :hu.shape[2]]
+    full = (
+        torch.from_numpy(coarse).to(hu.device).repeat_interleave(step, 1).repeat_interleave(step, 2)
+    )
+    return full[:, : hu.shape[1], : hu.shape[2]]
 
 
 def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) -> torch.Tensor:
@@ -264,14 +313,16 @@ def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) 
     a, b = lo - r, hi + r
     out = torch.full(tuple(int(v) for v in b - a), PAD_HU, dtype=torch.float32, device=hu.device)
     sa, sb = np.maximum(a, 0), np.minimum(b, shape)
-    out[tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(sa, sb, a))] = \
-        hu[tuple(slice(int(s), int(e)) for s, e in zip(sa, sb))]
+    out[tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(sa, sb, a))] = hu[
+        tuple(slice(int(s), int(e)) for s, e in zip(sa, sb))
+    ]
     out.clamp_(*HU_CLIP)
     return scale_hu(out)
 
 
-def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tensor, r: int,
-                  opts: InferenceOptions) -> list[torch.Tensor]:
+def cnn1_features(
+    cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tensor, r: int, opts: InferenceOptions
+) -> list[torch.Tensor]:
     """Per orientation, the (N, width) features of the candidate voxels.
 
     ``norm``: (Z + 2r, Y + 2r, X + 2r) normalised block with a margin of ``r``; ``cand``: (N, 3)
@@ -287,16 +338,20 @@ def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tenso
         slice_of = cand_t[:, axis]
         used = torch.unique(slice_of)
         for start in range(0, len(used), opts.batch_slices):
-            chunk = used[start:start + opts.batch_slices]
+            chunk = used[start : start + opts.batch_slices]
             rows = torch.nonzero(torch.isin(slice_of, chunk)).squeeze(1)
             u, v = cand_t[rows, ru], cand_t[rows, rv]
             u0, u1, v0, v1 = int(u.min()), int(u.max()), int(v.min()), int(v.max())
             planes = norm.index_select(axis, chunk + r).movedim(axis, 0)  # (B, U + 2r, V + 2r)
-            planes = planes[:, None, u0:u1 + 2 * r + 1, v0:v1 + 2 * r + 1]  # the candidates' box
+            planes = planes[
+                :, None, u0 : u1 + 2 * r + 1, v0 : v1 + 2 * r + 1
+            ]  # the candidates' box
             if opts.channels_last:
                 planes = planes.contiguous(memory_format=torch.channels_last)
             with autocast(device, opts.bf16):
-                fmap = net.features(planes)  # (B, width, u, v): pixel (i, j) = core (u0 + i, v0 + j)
+                fmap = net.features(
+                    planes
+                )  # (B, width, u, v): pixel (i, j) = core (u0 + i, v0 + j)
             pos = torch.searchsorted(chunk, slice_of[rows])
             feats[rows] = fmap[pos, :, u - u0, v - v0].float()
         out.append(feats)
@@ -304,19 +359,24 @@ def cnn1_features(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tenso
 
 
 @torch.no_grad()
-def cnn1_proba(cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int,
-               opts: InferenceOptions | None = None) -> torch.Tensor:
+def cnn1_proba(
+    cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int, opts: InferenceOptions | None = None
+) -> torch.Tensor:
     """(N, 7) class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) of candidate voxels, fully
     convolutionally (arguments as in :func:`cnn1_features`)."""
     opts = opts or InferenceOptions(device=str(norm.device))
     feats = cnn1_features(cnn1, norm, cand, r, opts)
     out = torch.empty((len(cand), cnn1.config.n_classes), dtype=torch.float32, device=norm.device)
     for s in range(0, len(cand), opts.batch_voxels):
-        fa, fs, fc = (f[s:s + opts.batch_voxels] for f in feats)
+        fa, fs, fc = (f[s : s + opts.batch_voxels] for f in feats)
         with autocast(norm.device, opts.bf16):
             head = cnn1.head(fa, fs, fc)
-            aux = tuple(n.aux(f) for n, f in zip(cnn1.subnets, (fa, fs, fc))) if cnn1.config.aux else None
-            out[s:s + opts.batch_voxels] = cnn1.combine(head, aux)
+            aux = (
+                tuple(n.aux(f) for n, f in zip(cnn1.subnets, (fa, fs, fc)))
+                if cnn1.config.aux
+                else None
+            )
+            out[s : s + opts.batch_voxels] = cnn1.combine(head, aux)
     return out
 
 
@@ -332,8 +392,13 @@ def cnn2_patches(norm: torch.Tensor, zyx: torch.Tensor, size: int, r: int) -> to
     return torch.stack([axial, sagittal, coronal], dim=1)
 
 
-def _safety_net(volume: CTVolume, labels: LabelVolume, model: Model, opts: InferenceOptions,
-                seconds: dict[str, float]) -> tuple[LabelVolume, ChestRegions | None, dict[str, int]]:
+def _safety_net(
+    volume: CTVolume,
+    labels: LabelVolume,
+    model: Model,
+    opts: InferenceOptions,
+    seconds: dict[str, float],
+) -> tuple[LabelVolume, ChestRegions | None, dict[str, int]]:
     """Step 8 where the options (or the model) ask for it: (labels, regions, removed voxels)."""
     if not (model.safety_net if opts.safety_net is None else opts.safety_net):
         return labels, None, {}
@@ -345,7 +410,9 @@ def _safety_net(volume: CTVolume, labels: LabelVolume, model: Model, opts: Infer
 
 
 @torch.no_grad()
-def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = None) -> Segmentation:
+def segment(
+    volume: CTVolume, model: Model, options: InferenceOptions | None = None
+) -> Segmentation:
     """Label every calcification of a scan (see the module docstring for the steps)."""
     opts = options or InferenceOptions()
     device = torch.device(opts.device)
@@ -385,20 +452,23 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
         t = time.perf_counter()
         if use_cnn2:
             # batch norm folded (same outputs, faster), channels-last if asked
-            cnn2 = model.cnn2.folded(channels_last=opts.channels_last).to(device)  # a copy, model untouched
+            cnn2 = model.cnn2.folded(channels_last=opts.channels_last).to(
+                device
+            )  # a copy, model untouched
             hit = torch.nonzero(pred > 0).squeeze(1)
             proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
-            thresholds = threshold_table(model.cnn2_thresholds if opts.cnn2_threshold is None
-                                         else opts.cnn2_threshold).to(device)
+            thresholds = threshold_table(
+                model.cnn2_thresholds if opts.cnn2_threshold is None else opts.cnn2_threshold
+            ).to(device)
             step = cnn2_batch(opts, device)
             for s in range(0, len(hit), step):
-                rows = hit[s:s + step]
+                rows = hit[s : s + step]
                 x = cnn2_patches(block, cand[rows], cnn2.config.patch_size, r)
                 if opts.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, opts.bf16):
                     p2 = cnn2.predict_proba(x).float()
-                proba2[s:s + len(rows)] = p2
+                proba2[s : s + len(rows)] = p2
                 final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
             cnn2_zyx = cand_all[hit].cpu().numpy().astype(np.int32)
             cnn2_p = proba2.cpu().numpy()
@@ -409,9 +479,13 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
     t = time.perf_counter()
     rim_hu = None
     if model.rim_fill if opts.rim_fill is None else opts.rim_fill:
-        sigmas = next(v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None)
+        sigmas = next(
+            v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None
+        )
         rim_hu = rim_thresholds_hu(volume, [sigmas], hu)[0]
-    back = _to_original_grid_tensor(labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu)
+    back = _to_original_grid_tensor(
+        labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu
+    )
     back = LabelVolume.like(volume, back.cpu().numpy())
     back, regions, removed = _safety_net(volume, back, model, opts, seconds)
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
@@ -420,5 +494,16 @@ def segment(volume: CTVolume, model: Model, options: InferenceOptions | None = N
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
-    return Segmentation(back, lv_net, cnn1_lv, n_cand, seconds, cnn2_zyx, cnn2_p, cand_mask, rim_hu,
-                        regions, removed)
+    return Segmentation(
+        back,
+        lv_net,
+        cnn1_lv,
+        n_cand,
+        seconds,
+        cnn2_zyx,
+        cnn2_p,
+        cand_mask,
+        rim_hu,
+        regions,
+        removed,
+    )

@@ -11,6 +11,7 @@ rows and the columns of the direction matrix become (z, y, x). ``tests/test_io.p
 Outputs are written atomically (to a temporary folder beside the target, then renamed), so an
 interrupted run never leaves a half-written file under the final name.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,10 +69,16 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> CTVolume:
     if suffix in ITK_SUFFIXES:
         return _read_itk_volume(p)
     if _is_dicom_file(p):
-        raise InputError(p, "is a single 2D DICOM image, not a volume",
-                         "pass the folder that holds the whole series")
-    raise InputError(p, f"is not a supported image file (suffix {suffix or 'none'!r})",
-                     "use a DICOM series folder or a .nii, .nii.gz, .mha, .mhd or .nrrd file")
+        raise InputError(
+            p,
+            "is a single 2D DICOM image, not a volume",
+            "pass the folder that holds the whole series",
+        )
+    raise InputError(
+        p,
+        f"is not a supported image file (suffix {suffix or 'none'!r})",
+        "use a DICOM series folder or a .nii, .nii.gz, .mha, .mhd or .nrrd file",
+    )
 
 
 def read_labels(path: str | Path) -> LabelVolume:
@@ -85,8 +92,11 @@ def read_labels(path: str | Path) -> LabelVolume:
     if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
         raise InputError(p, "holds non-integer values, not labels", "pass an integer label map")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise InputError(p, f"holds values {arr.min()}..{arr.max()}, outside the label range 0..255",
-                         "pass a label map with values 0-6")
+        raise InputError(
+            p,
+            f"holds values {arr.min()}..{arr.max()}, outside the label range 0..255",
+            "pass a label map with values 0-6",
+        )
     spacing, origin, direction = _itk_geometry(img)
     return LabelVolume(arr.astype(np.uint8), spacing, origin, direction)
 
@@ -98,18 +108,25 @@ def _read_itk(p: Path):
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln.strip() for ln in first if "rror" in ln), first[-1] if first else "")
-        raise InputError(p, f"could not be read: corrupt, truncated or not an image ({detail[:120]})",
-                         "check the file or export it again") from None
+        raise InputError(
+            p,
+            f"could not be read: corrupt, truncated or not an image ({detail[:120]})",
+            "check the file or export it again",
+        ) from None
     if suffix_of(p).startswith(".nii"):
         _check_nifti_complete(p, img)
     if img.GetDimension() == 2:
         raise InputError(p, "is a single 2D image, not a volume", "pass a 3D scan")
     if img.GetDimension() != 3:
-        raise InputError(p, f"has {img.GetDimension()} dimensions; a 3D scan is needed",
-                         "extract one 3D volume")
+        raise InputError(
+            p, f"has {img.GetDimension()} dimensions; a 3D scan is needed", "extract one 3D volume"
+        )
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(p, "has multi-component (e.g. RGB) pixels, not CT values",
-                         "pass the original greyscale CT")
+        raise InputError(
+            p,
+            "has multi-component (e.g. RGB) pixels, not CT values",
+            "pass the original greyscale CT",
+        )
     return img, sitk.GetArrayFromImage(img)
 
 
@@ -130,15 +147,22 @@ def _check_nifti_complete(p: Path, img) -> None:
                 head = fh.read(352)
             n = p.stat().st_size
     except (OSError, EOFError) as exc:
-        raise InputError(p, f"could not be read: corrupt or truncated ({exc})",
-                         "check the file or export it again") from None
+        raise InputError(
+            p,
+            f"could not be read: corrupt or truncated ({exc})",
+            "check the file or export it again",
+        ) from None
     endian = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
     vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
     bitpix = struct.unpack(endian + "h", head[72:74])[0]
     n_vox = int(np.prod(img.GetSize())) * img.GetNumberOfComponentsPerPixel()
     if n < vox_offset + n_vox * bitpix // 8:
-        raise InputError(p, f"could not be read: corrupt or truncated ({n} bytes, "
-                         f"{vox_offset + n_vox * bitpix // 8} expected)", "check the file or export it again")
+        raise InputError(
+            p,
+            f"could not be read: corrupt or truncated ({n} bytes, "
+            f"{vox_offset + n_vox * bitpix // 8} expected)",
+            "check the file or export it again",
+        )
 
 
 def _itk_geometry(img) -> tuple[tuple, tuple, np.ndarray]:
@@ -151,14 +175,17 @@ def _itk_geometry(img) -> tuple[tuple, tuple, np.ndarray]:
 def _read_itk_volume(p: Path) -> CTVolume:
     img, arr = _read_itk(p)
     if arr.dtype == np.uint8 or arr.dtype == np.int8:
-        raise InputError(p, "holds 8-bit data, which cannot be Hounsfield units",
-                         "export the scan in HU (16-bit or float), not as a screenshot or PNG")
+        raise InputError(
+            p,
+            "holds 8-bit data, which cannot be Hounsfield units",
+            "export the scan in HU (16-bit or float), not as a screenshot or PNG",
+        )
     spacing, origin, direction = _itk_geometry(img)
     meta_fields = {f.name for f in fields(CTMeta)} - {"extra"}
     meta: dict = {}
     for key in img.GetMetaDataKeys():
-        if key.startswith(_META_PREFIX) and key[len(_META_PREFIX):] in meta_fields:
-            meta[key[len(_META_PREFIX):]] = img.GetMetaData(key)
+        if key.startswith(_META_PREFIX) and key[len(_META_PREFIX) :] in meta_fields:
+            meta[key[len(_META_PREFIX) :]] = img.GetMetaData(key)
     meta.update(_read_sidecar(p))
     return CTVolume(arr.astype(np.float32), spacing, origin, direction, meta=_meta_from_dict(meta))
 
@@ -190,9 +217,13 @@ def _meta_from_dict(d: dict) -> CTMeta:
         return None if v in (None, "") else str(v)
 
     return CTMeta(
-        slice_thickness_mm=num(d.get("slice_thickness_mm")), kernel=txt(d.get("kernel")),
-        manufacturer=txt(d.get("manufacturer")), model=txt(d.get("model")), kvp=num(d.get("kvp")),
-        series_uid=txt(d.get("series_uid")), study_uid=txt(d.get("study_uid")),
+        slice_thickness_mm=num(d.get("slice_thickness_mm")),
+        kernel=txt(d.get("kernel")),
+        manufacturer=txt(d.get("manufacturer")),
+        model=txt(d.get("model")),
+        kvp=num(d.get("kvp")),
+        series_uid=txt(d.get("series_uid")),
+        study_uid=txt(d.get("study_uid")),
         patient_id=txt(d.get("patient_id")),
     )
 
@@ -210,7 +241,9 @@ def _read_dicom_series(folder: Path, *, series_uid: str | None) -> CTVolume:
     pydicom = optional_import("pydicom", "reading DICOM", "io")
     files = sorted(f for f in folder.rglob("*") if f.is_file())
     if not files:
-        raise InputError(folder, "is an empty folder", "pass the folder that holds the DICOM series")
+        raise InputError(
+            folder, "is an empty folder", "pass the folder that holds the DICOM series"
+        )
     series: dict[str, list] = defaultdict(list)
     for f in files:
         try:
@@ -221,20 +254,29 @@ def _read_dicom_series(folder: Path, *, series_uid: str | None) -> CTVolume:
             continue
         series[str(getattr(ds, "SeriesInstanceUID", "unknown"))].append((f, ds))
     if not series:
-        raise InputError(folder, f"holds no readable DICOM images ({len(files)} other files)",
-                         "pass a folder of DICOM files, or an image file")
+        raise InputError(
+            folder,
+            f"holds no readable DICOM images ({len(files)} other files)",
+            "pass a folder of DICOM files, or an image file",
+        )
     if series_uid is not None:
         if series_uid not in series:
-            raise InputError(folder, f"holds no series with UID {series_uid}",
-                             f"choose one of: {', '.join(sorted(series))}")
+            raise InputError(
+                folder,
+                f"holds no series with UID {series_uid}",
+                f"choose one of: {', '.join(sorted(series))}",
+            )
         chosen = series[series_uid]
     elif len(series) > 1:
         desc = "; ".join(
             f"{uid} ({len(items)} images, {getattr(items[0][1], 'SeriesDescription', '') or 'no description'})"
             for uid, items in sorted(series.items())
         )
-        raise InputError(folder, f"holds {len(series)} series: {desc}",
-                         "pick one with --series-uid UID (series_uid= in Python)")
+        raise InputError(
+            folder,
+            f"holds {len(series)} series: {desc}",
+            "pick one with --series-uid UID (series_uid= in Python)",
+        )
     else:
         chosen = next(iter(series.values()))
     return _assemble_series(folder, chosen, pydicom)
@@ -244,57 +286,87 @@ def _assemble_series(folder: Path, items: list, pydicom) -> CTVolume:
     first = items[0][1]
     modality = str(getattr(first, "Modality", ""))
     if modality != "CT":
-        raise InputError(folder, f"holds a {modality or 'unknown-modality'} series, not CT",
-                         "calcscore scores CT scans only")
+        raise InputError(
+            folder,
+            f"holds a {modality or 'unknown-modality'} series, not CT",
+            "calcscore scores CT scans only",
+        )
     if int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
-        raise InputError(folder, "holds an enhanced multi-frame DICOM, which is not supported",
-                         "convert it to single-frame DICOM or NIfTI")
+        raise InputError(
+            folder,
+            "holds an enhanced multi-frame DICOM, which is not supported",
+            "convert it to single-frame DICOM or NIfTI",
+        )
     if len(items) == 1:
-        raise InputError(items[0][0], "is a single 2D image, not a volume",
-                         "pass a folder with all slices of the series")
+        raise InputError(
+            items[0][0],
+            "is a single 2D image, not a volume",
+            "pass a folder with all slices of the series",
+        )
     try:
         iop = np.asarray(first.ImageOrientationPatient, dtype=float)
         row, col = iop[:3], iop[3:]
         normal = np.cross(row, col)
         pos = np.array([np.asarray(ds.ImagePositionPatient, float) for _, ds in items])
     except (AttributeError, TypeError, ValueError):
-        raise InputError(folder, "has slices without ImagePositionPatient/ImageOrientationPatient",
-                         "export the series with its geometry") from None
+        raise InputError(
+            folder,
+            "has slices without ImagePositionPatient/ImageOrientationPatient",
+            "export the series with its geometry",
+        ) from None
     order = np.argsort(pos @ normal, kind="stable")
     items = [items[i] for i in order]
     pos = pos[order]
     z = pos @ normal
     dz = np.diff(z)
     if np.any(np.abs(dz) < 1e-3):
-        raise InputError(folder, "has two slices at the same position",
-                         "the folder may mix two reconstructions; keep one")
+        raise InputError(
+            folder,
+            "has two slices at the same position",
+            "the folder may mix two reconstructions; keep one",
+        )
     step = float(np.median(dz))
     if np.any(dz > 1.5 * step):
         k = int(np.argmax(dz > 1.5 * step))
-        raise InputError(folder, f"has missing slices: a gap of {dz[k]:.2f} mm after z = {z[k]:.2f} mm "
-                         f"where the spacing is {step:.2f} mm", "export the complete series")
+        raise InputError(
+            folder,
+            f"has missing slices: a gap of {dz[k]:.2f} mm after z = {z[k]:.2f} mm "
+            f"where the spacing is {step:.2f} mm",
+            "export the complete series",
+        )
     if np.max(np.abs(dz - step)) > max(0.01 * step, 0.02):
-        raise InputError(folder, f"has non-uniform slice spacing ({dz.min():.3f} to {dz.max():.3f} mm)",
-                         "resample it to uniform spacing first")
+        raise InputError(
+            folder,
+            f"has non-uniform slice spacing ({dz.min():.3f} to {dz.max():.3f} mm)",
+            "resample it to uniform spacing first",
+        )
     bits = int(getattr(first, "BitsAllocated", 16))
     photometric = str(getattr(first, "PhotometricInterpretation", "MONOCHROME2"))
     if bits == 8 or not photometric.startswith("MONOCHROME"):
-        raise InputError(folder, f"holds {bits}-bit {photometric} images, which cannot be Hounsfield units",
-                         "export the original CT series, not secondary captures")
+        raise InputError(
+            folder,
+            f"holds {bits}-bit {photometric} images, which cannot be Hounsfield units",
+            "export the original CT series, not secondary captures",
+        )
     slices = []
     for f, _ in items:
         try:
             ds = pydicom.dcmread(f)
             arr = ds.pixel_array.astype(np.float32)
         except Exception as exc:
-            raise InputError(f, f"could not decode its pixel data ({type(exc).__name__})",
-                             "the file may be corrupt or truncated") from None
+            raise InputError(
+                f,
+                f"could not decode its pixel data ({type(exc).__name__})",
+                "the file may be corrupt or truncated",
+            ) from None
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
         slices.append(arr * slope + intercept)
     shapes = {s.shape for s in slices}
     if len(shapes) > 1:
-        raise InputError(folder, f"has slices of different sizes {sorted(shapes)}", "keep one series")
+        raise InputError(
+            folder, f"has slices of different sizes {sorted(shapes)}", "keep one series"
+        )
     hu = np.stack(slices)
     ps = [float(v) for v in first.PixelSpacing]  # (row spacing = along y, column spacing = along x)
     spacing = (step, ps[0], ps[1])
@@ -361,8 +433,11 @@ def _to_itk(grid: _Grid, arr: np.ndarray):
 
 def _check_writable_suffix(p: Path) -> None:
     if suffix_of(p) not in ITK_SUFFIXES:
-        raise InputError(p, f"has an unsupported output suffix {suffix_of(p)!r}",
-                         "use .nii.gz, .nii, .mha, .mhd or .nrrd")
+        raise InputError(
+            p,
+            f"has an unsupported output suffix {suffix_of(p)!r}",
+            "use .nii.gz, .nii, .mha, .mhd or .nrrd",
+        )
 
 
 def write_volume(volume: CTVolume, path: str | Path) -> Path:
@@ -373,8 +448,11 @@ def write_volume(volume: CTVolume, path: str | Path) -> Path:
     _check_writable_suffix(p)
     hu = volume.hu
     rounded = np.round(hu)
-    arr = (rounded.astype(np.int16) if np.array_equal(rounded, hu) and hu.size
-           and hu.min() >= -32768 and hu.max() <= 32767 else hu.astype(np.float32))
+    arr = (
+        rounded.astype(np.int16)
+        if np.array_equal(rounded, hu) and hu.size and hu.min() >= -32768 and hu.max() <= 32767
+        else hu.astype(np.float32)
+    )
     sitk, img = _to_itk(volume, arr)
     meta = {k: v for k, v in asdict(volume.meta).items() if k != "extra" and v is not None}
     with atomic_path(p) as tmp:
@@ -398,8 +476,13 @@ def write_labels(labels: LabelVolume, path: str | Path) -> Path:
     return p
 
 
-def write_dicom_series(volume: CTVolume, folder: str | Path, *, series_description: str = "calcscore",
-                       patient_id: str = "ANON") -> Path:
+def write_dicom_series(
+    volume: CTVolume,
+    folder: str | Path,
+    *,
+    series_description: str = "calcscore",
+    patient_id: str = "ANON",
+) -> Path:
     """Write a CT volume as a single-frame CT Image Storage series (int16, slope 1, intercept 0).
 
     Used by the tests and for handing phantoms to DICOM tools. The folder must not exist yet.
@@ -483,7 +566,9 @@ def describe(volume: CTVolume, *, source: str | Path | None = None) -> str:
         f"pixel spacing    {sx:.3f} × {sy:.3f} mm",
         f"slice spacing    {sz:.3f} mm",
         f"slice thickness  {_fmt(m.slice_thickness_mm, ' mm')}",
-        "origin           ({:.2f}, {:.2f}, {:.2f}) mm (LPS x, y, z)".format(*volume.origin_mm[::-1]),
+        "origin           ({:.2f}, {:.2f}, {:.2f}) mm (LPS x, y, z)".format(
+            *volume.origin_mm[::-1]
+        ),
         f"HU range         {float(volume.hu.min()):.0f} to {float(volume.hu.max()):.0f}",
         f"kernel           {m.kernel or 'unknown'}",
         f"manufacturer     {' '.join(x for x in (m.manufacturer, m.model) if x) or 'unknown'}",

@@ -2,6 +2,7 @@
 
 Voxel-level labels: every calcified voxel carries the label of the structure it lies in.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -60,7 +61,12 @@ COLOURS: dict[Label, tuple[float, float, float]] = {
 
 #: All calcium labels, in order.
 CALCIUM_LABELS: tuple[Label, ...] = (
-    Label.LAD, Label.LCX, Label.RCA, Label.TAC, Label.AV, Label.MV,
+    Label.LAD,
+    Label.LCX,
+    Label.RCA,
+    Label.TAC,
+    Label.AV,
+    Label.MV,
 )
 #: Coronary artery calcium: CAC = LAD + LCX + RCA.
 CAC_LABELS: tuple[Label, ...] = (Label.LAD, Label.LCX, Label.RCA)

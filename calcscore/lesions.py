@@ -10,6 +10,7 @@ much the Agatston score rises in the rest (+85 soft, +155 sharp kernels on avera
 
 The per-lesion table of scores is :func:`calcscore.scoring.lesion_table`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,14 @@ from calcscore.scoring import (
 from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 __all__ = [
-    "LesionLevelConversion", "MAX_VOLUME_RATIO", "connectivity_structure", "convert_to_lesion_level",
-    "grow_to_lesions", "label_lesions", "lesion_level_study", "lesion_table",
+    "LesionLevelConversion",
+    "MAX_VOLUME_RATIO",
+    "connectivity_structure",
+    "convert_to_lesion_level",
+    "grow_to_lesions",
+    "label_lesions",
+    "lesion_level_study",
+    "lesion_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,8 +67,13 @@ def label_lesions(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarr
     return components, int(n)
 
 
-def grow_to_lesions(volume: CTVolume, labels: LabelVolume, *,
-                    threshold_hu: float = CALCIUM_THRESHOLD_HU, connectivity: int = 26) -> LabelVolume:
+def grow_to_lesions(
+    volume: CTVolume,
+    labels: LabelVolume,
+    *,
+    threshold_hu: float = CALCIUM_THRESHOLD_HU,
+    connectivity: int = 26,
+) -> LabelVolume:
     """Lesion-level label map: 3D region growing at ``threshold_hu`` from the annotated voxels.
 
     Every connected component (``connectivity``) of voxels >= ``threshold_hu`` that holds at
@@ -117,10 +129,15 @@ def _total_agatston(scores: Scores) -> float:
     return float(sum(scores[lab.name].agatston for lab in CALCIUM_LABELS))
 
 
-def convert_to_lesion_level(volume: CTVolume, labels: LabelVolume, *,
-                            threshold_hu: float = CALCIUM_THRESHOLD_HU, connectivity: int = 26,
-                            max_volume_ratio: float = MAX_VOLUME_RATIO,
-                            convention: AgatstonConvention | str = DEFAULT_CONVENTION) -> LesionLevelConversion:
+def convert_to_lesion_level(
+    volume: CTVolume,
+    labels: LabelVolume,
+    *,
+    threshold_hu: float = CALCIUM_THRESHOLD_HU,
+    connectivity: int = 26,
+    max_volume_ratio: float = MAX_VOLUME_RATIO,
+    convention: AgatstonConvention | str = DEFAULT_CONVENTION,
+) -> LesionLevelConversion:
     """Grow a voxel-level annotation into a lesion-level one and compare their scores.
 
     ``volume_ratio`` is the grown calcium volume over the annotated calcium volume (voxels >=
@@ -136,8 +153,11 @@ def convert_to_lesion_level(volume: CTVolume, labels: LabelVolume, *,
     ratio = n_grown / n_voxel if n_voxel else math.nan
     excluded = bool(ratio > max_volume_ratio)
     if excluded:
-        log.info("lesion-level volume is %.1f x the voxel-level volume (> %.1f): scan excluded",
-                 ratio, max_volume_ratio)
+        log.info(
+            "lesion-level volume is %.1f x the voxel-level volume (> %.1f): scan excluded",
+            ratio,
+            max_volume_ratio,
+        )
     return LesionLevelConversion(
         labels=grown,
         voxel_level_volume_mm3=n_voxel * vox_mm3,
@@ -149,10 +169,14 @@ def convert_to_lesion_level(volume: CTVolume, labels: LabelVolume, *,
     )
 
 
-def lesion_level_study(cases: Iterable[tuple[str, CTVolume, LabelVolume]], *,
-                       threshold_hu: float = CALCIUM_THRESHOLD_HU, connectivity: int = 26,
-                       max_volume_ratio: float = MAX_VOLUME_RATIO,
-                       convention: AgatstonConvention | str = DEFAULT_CONVENTION) -> pd.DataFrame:
+def lesion_level_study(
+    cases: Iterable[tuple[str, CTVolume, LabelVolume]],
+    *,
+    threshold_hu: float = CALCIUM_THRESHOLD_HU,
+    connectivity: int = 26,
+    max_volume_ratio: float = MAX_VOLUME_RATIO,
+    convention: AgatstonConvention | str = DEFAULT_CONVENTION,
+) -> pd.DataFrame:
     """Section V.H over many scans: one row per ``(scan_id, volume, labels)`` case.
 
     Columns: ``scan_id``, ``voxel_level_volume_mm3``, ``lesion_level_volume_mm3``,
@@ -162,22 +186,42 @@ def lesion_level_study(cases: Iterable[tuple[str, CTVolume, LabelVolume]], *,
     """
     rows = []
     for scan_id, volume, labels in cases:
-        c = convert_to_lesion_level(volume, labels, threshold_hu=threshold_hu, connectivity=connectivity,
-                                    max_volume_ratio=max_volume_ratio, convention=convention)
-        rows.append({
-            "scan_id": scan_id,
-            "voxel_level_volume_mm3": c.voxel_level_volume_mm3,
-            "lesion_level_volume_mm3": c.lesion_level_volume_mm3,
-            "volume_ratio": c.volume_ratio,
-            "excluded": c.excluded,
-            "cac_agatston_voxel_level": c.scores_voxel_level["CAC"].agatston,
-            "cac_agatston_lesion_level": c.scores_lesion_level["CAC"].agatston,
-            "cac_agatston_increase": c.cac_agatston_increase,
-            "total_agatston_voxel_level": _total_agatston(c.scores_voxel_level),
-            "total_agatston_lesion_level": _total_agatston(c.scores_lesion_level),
-            "total_agatston_increase": c.total_agatston_increase,
-        })
-    return pd.DataFrame(rows, columns=[
-        "scan_id", "voxel_level_volume_mm3", "lesion_level_volume_mm3", "volume_ratio", "excluded",
-        "cac_agatston_voxel_level", "cac_agatston_lesion_level", "cac_agatston_increase",
-        "total_agatston_voxel_level", "total_agatston_lesion_level", "total_agatston_increase"])
+        c = convert_to_lesion_level(
+            volume,
+            labels,
+            threshold_hu=threshold_hu,
+            connectivity=connectivity,
+            max_volume_ratio=max_volume_ratio,
+            convention=convention,
+        )
+        rows.append(
+            {
+                "scan_id": scan_id,
+                "voxel_level_volume_mm3": c.voxel_level_volume_mm3,
+                "lesion_level_volume_mm3": c.lesion_level_volume_mm3,
+                "volume_ratio": c.volume_ratio,
+                "excluded": c.excluded,
+                "cac_agatston_voxel_level": c.scores_voxel_level["CAC"].agatston,
+                "cac_agatston_lesion_level": c.scores_lesion_level["CAC"].agatston,
+                "cac_agatston_increase": c.cac_agatston_increase,
+                "total_agatston_voxel_level": _total_agatston(c.scores_voxel_level),
+                "total_agatston_lesion_level": _total_agatston(c.scores_lesion_level),
+                "total_agatston_increase": c.total_agatston_increase,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "scan_id",
+            "voxel_level_volume_mm3",
+            "lesion_level_volume_mm3",
+            "volume_ratio",
+            "excluded",
+            "cac_agatston_voxel_level",
+            "cac_agatston_lesion_level",
+            "cac_agatston_increase",
+            "total_agatston_voxel_level",
+            "total_agatston_lesion_level",
+            "total_agatston_increase",
+        ],
+    )

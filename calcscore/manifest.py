@@ -5,6 +5,7 @@ columns (``image``, ``labels`` and every column whose name starts with ``labels_
 observers' ``labels_observer2``) are written relative to the manifest's folder and read back as
 absolute paths, so a cohort folder can be moved as a whole.
 """
+
 from __future__ import annotations
 
 import io as _io
@@ -31,12 +32,18 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(p, dtype={"scan_id": str, "participant_id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(p, f"is not a readable CSV manifest ({type(exc).__name__})",
-                         "write it with the columns scan_id,image[,labels,...]") from None
+        raise InputError(
+            p,
+            f"is not a readable CSV manifest ({type(exc).__name__})",
+            "write it with the columns scan_id,image[,labels,...]",
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(p, f"lacks the column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
-                         "a manifest needs at least scan_id and image")
+        raise InputError(
+            p,
+            f"lacks the column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
+            "a manifest needs at least scan_id and image",
+        )
     if df["scan_id"].duplicated().any():
         dup = df.loc[df["scan_id"].duplicated(), "scan_id"].iloc[0]
         raise InputError(p, f"lists scan_id {dup!r} more than once", "make scan ids unique")
@@ -44,7 +51,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         df["participant_id"] = df["scan_id"]
     root = p.resolve().parent
     for col in path_columns(df):
-        df[col] = [None if pd.isna(v) or v == "" else str((root / str(v)).resolve()) for v in df[col]]
+        df[col] = [
+            None if pd.isna(v) or v == "" else str((root / str(v)).resolve()) for v in df[col]
+        ]
     return df
 
 

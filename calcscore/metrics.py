@@ -22,6 +22,7 @@ its label is an FP.
 Over scans, :func:`summarise` reports both the mean of the per-scan metrics (the paper's
 "average per scan") and the metrics of the pooled volumes. Raw counts travel beside every ratio.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,13 +43,27 @@ from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 log = logging.getLogger(__name__)
 
 #: The label groups reported: each label, and CAC.
-METRIC_GROUPS: dict[str, tuple[Label, ...]] = {lab.name: (lab,) for lab in CALCIUM_LABELS} | {"CAC": CAC_LABELS}
+METRIC_GROUPS: dict[str, tuple[Label, ...]] = {lab.name: (lab,) for lab in CALCIUM_LABELS} | {
+    "CAC": CAC_LABELS
+}
 #: Lesion connectivity of the orCaScore lesion counts.
 ORCASCORE_CONNECTIVITY = 6
 
 AGREEMENT_COLUMNS = (
-    "label", "ref_volume_mm3", "pred_volume_mm3", "tp_volume_mm3", "fp_volume_mm3", "fn_volume_mm3",
-    "sensitivity", "precision", "f1", "ref_lesions", "pred_lesions", "tp_lesions", "fn_lesions", "fp_lesions",
+    "label",
+    "ref_volume_mm3",
+    "pred_volume_mm3",
+    "tp_volume_mm3",
+    "fp_volume_mm3",
+    "fn_volume_mm3",
+    "sensitivity",
+    "precision",
+    "f1",
+    "ref_lesions",
+    "pred_lesions",
+    "tp_lesions",
+    "fn_lesions",
+    "fp_lesions",
 )
 _N = max(CALCIUM_LABELS) + 1  # labels 0..6
 
@@ -71,7 +86,9 @@ def _sparse_pairs(reference: LabelVolume, prediction: LabelVolume):
     ref, pred = reference.array, prediction.array
     for name, arr in (("reference", ref), ("prediction", pred)):
         if arr.size and arr.max() >= _N:
-            raise ValueError(f"the {name} label map holds value {int(arr.max())}; calcium labels are 0-6")
+            raise ValueError(
+                f"the {name} label map holds value {int(arr.max())}; calcium labels are 0-6"
+            )
     idx = np.flatnonzero(np.logical_or(ref, pred))
     return idx, ref.ravel()[idx].astype(np.int64), pred.ravel()[idx].astype(np.int64)
 
@@ -90,12 +107,17 @@ def label_confusion(reference: LabelVolume, prediction: LabelVolume) -> pd.DataF
     _, ref_vals, pred_vals = _sparse_pairs(reference, prediction)
     counts = _confusion_counts(ref_vals, pred_vals).astype(float) * reference.voxel_volume_mm3
     names = [Label(i).name for i in range(_N)]
-    return pd.DataFrame(counts, index=pd.Index(names, name="reference"),
-                        columns=pd.Index(names, name="prediction"))
+    return pd.DataFrame(
+        counts, index=pd.Index(names, name="reference"), columns=pd.Index(names, name="prediction")
+    )
 
 
-def detection_agreement(reference: LabelVolume, prediction: LabelVolume, *,
-                        lesion_connectivity: int = ORCASCORE_CONNECTIVITY) -> pd.DataFrame:
+def detection_agreement(
+    reference: LabelVolume,
+    prediction: LabelVolume,
+    *,
+    lesion_connectivity: int = ORCASCORE_CONNECTIVITY,
+) -> pd.DataFrame:
     """Voxel- and lesion-level agreement of one scan: one row per label and CAC.
 
     Columns: ``label``, ``ref_volume_mm3``, ``pred_volume_mm3``, ``tp_volume_mm3``,
@@ -106,7 +128,11 @@ def detection_agreement(reference: LabelVolume, prediction: LabelVolume, *,
     idx, ref_vals, pred_vals = _sparse_pairs(reference, prediction)
     counts = _confusion_counts(ref_vals, pred_vals)
     vox_mm3 = reference.voxel_volume_mm3
-    coords = np.stack(np.unravel_index(idx, reference.shape), axis=1) if idx.size else np.zeros((0, 3), int)
+    coords = (
+        np.stack(np.unravel_index(idx, reference.shape), axis=1)
+        if idx.size
+        else np.zeros((0, 3), int)
+    )
     structure = connectivity_structure(lesion_connectivity)
     rows = []
     for name, group in METRIC_GROUPS.items():
@@ -115,19 +141,36 @@ def detection_agreement(reference: LabelVolume, prediction: LabelVolume, *,
         ref_total = counts[g, :].sum() * vox_mm3
         pred_total = counts[:, g].sum() * vox_mm3
         fn, fp = ref_total - tp, pred_total - tp
-        row = {"label": name, "ref_volume_mm3": ref_total, "pred_volume_mm3": pred_total,
-               "tp_volume_mm3": tp, "fp_volume_mm3": fp, "fn_volume_mm3": fn}
+        row = {
+            "label": name,
+            "ref_volume_mm3": ref_total,
+            "pred_volume_mm3": pred_total,
+            "tp_volume_mm3": tp,
+            "fp_volume_mm3": fp,
+            "fn_volume_mm3": fn,
+        }
         row.update(_volume_metrics(tp, fp, fn))
         in_ref, in_pred = np.isin(ref_vals, g), np.isin(pred_vals, g)
-        row.update(_lesion_counts(reference.array, prediction.array, g, coords[in_ref | in_pred], structure))
+        row.update(
+            _lesion_counts(
+                reference.array, prediction.array, g, coords[in_ref | in_pred], structure
+            )
+        )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))
 
 
-def _lesion_counts(ref: np.ndarray, pred: np.ndarray, group: np.ndarray, coords: np.ndarray,
-                   structure: np.ndarray) -> dict[str, int]:
+def _lesion_counts(
+    ref: np.ndarray, pred: np.ndarray, group: np.ndarray, coords: np.ndarray, structure: np.ndarray
+) -> dict[str, int]:
     if coords.shape[0] == 0:
-        return {"ref_lesions": 0, "pred_lesions": 0, "tp_lesions": 0, "fn_lesions": 0, "fp_lesions": 0}
+        return {
+            "ref_lesions": 0,
+            "pred_lesions": 0,
+            "tp_lesions": 0,
+            "fn_lesions": 0,
+            "fp_lesions": 0,
+        }
     lo, hi = coords.min(axis=0), coords.max(axis=0) + 1
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     ref_m, pred_m = np.isin(ref[box], group), np.isin(pred[box], group)
@@ -136,8 +179,13 @@ def _lesion_counts(ref: np.ndarray, pred: np.ndarray, group: np.ndarray, coords:
     hit_ref = np.unique(ref_c[ref_m & pred_m])
     hit_pred = np.unique(pred_c[ref_m & pred_m])
     tp = int(hit_ref.size)
-    return {"ref_lesions": int(n_ref), "pred_lesions": int(n_pred), "tp_lesions": tp,
-            "fn_lesions": int(n_ref) - tp, "fp_lesions": int(n_pred) - int(hit_pred.size)}
+    return {
+        "ref_lesions": int(n_ref),
+        "pred_lesions": int(n_pred),
+        "tp_lesions": tp,
+        "fn_lesions": int(n_ref) - tp,
+        "fp_lesions": int(n_pred) - int(hit_pred.size),
+    }
 
 
 def summarise(per_scan: pd.DataFrame) -> pd.DataFrame:
@@ -152,27 +200,43 @@ def summarise(per_scan: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for name in [n for n in METRIC_GROUPS if n in set(per_scan["label"])]:
         d = per_scan[per_scan["label"] == name]
-        tp, fp, fn = (float(d[c].sum()) for c in ("tp_volume_mm3", "fp_volume_mm3", "fn_volume_mm3"))
+        tp, fp, fn = (
+            float(d[c].sum()) for c in ("tp_volume_mm3", "fp_volume_mm3", "fn_volume_mm3")
+        )
         pooled = _volume_metrics(tp, fp, fn)
         tpl, fnl, fpl = (int(d[c].sum()) for c in ("tp_lesions", "fn_lesions", "fp_lesions"))
-        rows.append({
-            "label": name,
-            "n_scans": len(d),
-            "n_scans_with_reference": int((d["ref_volume_mm3"] > 0).sum()),
-            "ref_volume_mm3_mean": float(d["ref_volume_mm3"].mean()),
-            "sensitivity_mean": _nanmean(d["sensitivity"]),
-            "fp_volume_mm3_mean": float(d["fp_volume_mm3"].mean()),
-            "f1_mean": _nanmean(d["f1"]),
-            "tp_volume_mm3": tp, "fp_volume_mm3": fp, "fn_volume_mm3": fn,
-            "sensitivity_pooled": pooled["sensitivity"], "f1_pooled": pooled["f1"],
-            "tp_lesions": tpl, "fn_lesions": fnl, "fp_lesions": fpl,
-            "lesion_sensitivity": _ratio(tpl, tpl + fnl),
-        })
+        rows.append(
+            {
+                "label": name,
+                "n_scans": len(d),
+                "n_scans_with_reference": int((d["ref_volume_mm3"] > 0).sum()),
+                "ref_volume_mm3_mean": float(d["ref_volume_mm3"].mean()),
+                "sensitivity_mean": _nanmean(d["sensitivity"]),
+                "fp_volume_mm3_mean": float(d["fp_volume_mm3"].mean()),
+                "f1_mean": _nanmean(d["f1"]),
+                "tp_volume_mm3": tp,
+                "fp_volume_mm3": fp,
+                "fn_volume_mm3": fn,
+                "sensitivity_pooled": pooled["sensitivity"],
+                "f1_pooled": pooled["f1"],
+                "tp_lesions": tpl,
+                "fn_lesions": fnl,
+                "fp_lesions": fpl,
+                "lesion_sensitivity": _ratio(tpl, tpl + fnl),
+            }
+        )
     return pd.DataFrame(rows).set_index("label") if rows else pd.DataFrame()
 
 
-def mean_with_ci(per_scan: pd.DataFrame, *, label: str = "CAC", metric: str = "f1", n_resamples: int = 2000,
-                 confidence: float = 0.95, rng: np.random.Generator | int | None = None) -> BootstrapResult:
+def mean_with_ci(
+    per_scan: pd.DataFrame,
+    *,
+    label: str = "CAC",
+    metric: str = "f1",
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> BootstrapResult:
     """Mean over scans of one per-scan metric (``nan`` scans left out) with a bootstrap CI over scans.
 
     E.g. the paper's "average F1 score per scan for CAC of 0.87 (95 % CI 0.85-0.90)".
@@ -223,29 +287,40 @@ class Evaluation:
         """Table III: risk-category confusion (reference rows) and linear kappa; None without images."""
         if self.risk.empty:
             return None
-        return risk_category_agreement(self.risk["ref_cac_agatston"], self.risk["pred_cac_agatston"])
+        return risk_category_agreement(
+            self.risk["ref_cac_agatston"], self.risk["pred_cac_agatston"]
+        )
 
     def report(self) -> str:
         """A plain-text summary laid out like the paper's Tables II-V and III."""
         n_scans = self.per_scan["scan_id"].nunique()
-        lines = [f"Detection agreement, {n_scans} scans (mean per scan; pooled over scans in brackets)",
-                 f"{'label':<6} {'ref volume mm3':>15} {'sensitivity %':>18} {'FP volume mm3':>14} {'F1':>14}"]
+        lines = [
+            f"Detection agreement, {n_scans} scans (mean per scan; pooled over scans in brackets)",
+            f"{'label':<6} {'ref volume mm3':>15} {'sensitivity %':>18} {'FP volume mm3':>14} {'F1':>14}",
+        ]
         for name, r in self.summary.iterrows():
             sens = f"{_pct(r['sensitivity_mean'])} ({_pct(r['sensitivity_pooled'])})"
             f1 = f"{_num(r['f1_mean'])} ({_num(r['f1_pooled'])})"
-            lines.append(f"{name:<6} {r['ref_volume_mm3_mean']:15.1f} {sens:>18} "
-                         f"{r['fp_volume_mm3_mean']:14.1f} {f1:>14}")
+            lines.append(
+                f"{name:<6} {r['ref_volume_mm3_mean']:15.1f} {sens:>18} "
+                f"{r['fp_volume_mm3_mean']:14.1f} {f1:>14}"
+            )
         agreement = self.risk_agreement()
         if agreement is None:
             lines.append("Risk categories: not computed (no CT images to compute Agatston scores)")
             return "\n".join(lines)
         table, kappa = agreement
-        lines += ["", f"Risk categories from CAC Agatston (reference rows, prediction columns), {kappa.n} scans",
-                  "ref\\pred " + " ".join(f"{c:>5}" for c in table.columns)]
+        lines += [
+            "",
+            f"Risk categories from CAC Agatston (reference rows, prediction columns), {kappa.n} scans",
+            "ref\\pred " + " ".join(f"{c:>5}" for c in table.columns),
+        ]
         for cat, row in table.iterrows():
             lines.append(f"{cat:<9} " + " ".join(f"{int(v):5d}" for v in row))
-        lines.append(f"linearly weighted kappa {_num(kappa.kappa)} (95 % CI {_num(kappa.ci_low)}-"
-                     f"{_num(kappa.ci_high)}); agreement {_pct(kappa.agreement)} %")
+        lines.append(
+            f"linearly weighted kappa {_num(kappa.kappa)} (95 % CI {_num(kappa.ci_low)}-"
+            f"{_num(kappa.ci_high)}); agreement {_pct(kappa.agreement)} %"
+        )
         return "\n".join(lines)
 
 
@@ -257,25 +332,34 @@ def _num(v: float) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:.2f}"
 
 
-def evaluate(cases: Iterable[ScanCase], *, convention: AgatstonConvention | str = DEFAULT_CONVENTION,
-             lesion_connectivity: int = ORCASCORE_CONNECTIVITY) -> Evaluation:
+def evaluate(
+    cases: Iterable[ScanCase],
+    *,
+    convention: AgatstonConvention | str = DEFAULT_CONVENTION,
+    lesion_connectivity: int = ORCASCORE_CONNECTIVITY,
+) -> Evaluation:
     """Agreement of every case, summarised; Agatston scores and risk categories where images exist."""
     frames, risk_rows = [], []
     confusion = None
     for case in cases:
-        rows = detection_agreement(case.reference, case.prediction, lesion_connectivity=lesion_connectivity)
+        rows = detection_agreement(
+            case.reference, case.prediction, lesion_connectivity=lesion_connectivity
+        )
         rows.insert(0, "scan_id", case.scan_id)
         if case.image is not None:
             ref_s = agatston(case.image, case.reference, convention=convention)
             pred_s = agatston(case.image, case.prediction, convention=convention)
             rows["ref_agatston"] = [ref_s[n].agatston for n in rows["label"]]
             rows["pred_agatston"] = [pred_s[n].agatston for n in rows["label"]]
-            risk_rows.append({
-                "scan_id": case.scan_id,
-                "ref_cac_agatston": ref_s["CAC"].agatston, "pred_cac_agatston": pred_s["CAC"].agatston,
-                "ref_category": risk_category(ref_s["CAC"].agatston),
-                "pred_category": risk_category(pred_s["CAC"].agatston),
-            })
+            risk_rows.append(
+                {
+                    "scan_id": case.scan_id,
+                    "ref_cac_agatston": ref_s["CAC"].agatston,
+                    "pred_cac_agatston": pred_s["CAC"].agatston,
+                    "ref_category": risk_category(ref_s["CAC"].agatston),
+                    "pred_category": risk_category(pred_s["CAC"].agatston),
+                }
+            )
         else:
             rows["ref_agatston"] = math.nan
             rows["pred_agatston"] = math.nan
@@ -286,12 +370,29 @@ def evaluate(cases: Iterable[ScanCase], *, convention: AgatstonConvention | str 
     if not frames:
         raise ValueError("no scans to evaluate")
     per_scan = pd.concat(frames, ignore_index=True)
-    risk = pd.DataFrame(risk_rows, columns=["scan_id", "ref_cac_agatston", "pred_cac_agatston",
-                                            "ref_category", "pred_category"])
-    return Evaluation(per_scan=per_scan, summary=summarise(per_scan), risk=risk, label_confusion=confusion)
+    risk = pd.DataFrame(
+        risk_rows,
+        columns=[
+            "scan_id",
+            "ref_cac_agatston",
+            "pred_cac_agatston",
+            "ref_category",
+            "pred_category",
+        ],
+    )
+    return Evaluation(
+        per_scan=per_scan, summary=summarise(per_scan), risk=risk, label_confusion=confusion
+    )
 
 
 __all__ = [
-    "AGREEMENT_COLUMNS", "Evaluation", "METRIC_GROUPS", "ScanCase", "detection_agreement",
-    "evaluate", "label_confusion", "mean_with_ci", "summarise",
+    "AGREEMENT_COLUMNS",
+    "Evaluation",
+    "METRIC_GROUPS",
+    "ScanCase",
+    "detection_agreement",
+    "evaluate",
+    "label_confusion",
+    "mean_with_ci",
+    "summarise",
 ]

@@ -19,6 +19,7 @@ candidate voxels only.
 with weights shared across the three orientations, batch normalisation, ELU, max-pooling, then
 dense 256 and a binary output.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,14 +52,18 @@ def max_dilation_for(receptive_field_px: int) -> int:
     """The largest dilation that gives ``receptive_field_px`` (35, 67, 131, 259, ...)."""
     d = (receptive_field_px - 3) // 4
     if d < 2 or d & (d - 1) or 4 * d + 3 != receptive_field_px:
-        raise ValueError(f"`receptive_field_px` must be 4 * 2**k + 3 (35, 67, 131, 259), got {receptive_field_px=}")
+        raise ValueError(
+            f"`receptive_field_px` must be 4 * 2**k + 3 (35, 67, 131, 259), got {receptive_field_px=}"
+        )
     return d
 
 
 def _check_dilation(max_dilation: int) -> int:
     d = int(max_dilation)
     if d < 2 or d & (d - 1):
-        raise ValueError(f"`max_dilation` must be a power of two >= 2 (8, 16, 32, 64), got {max_dilation=}")
+        raise ValueError(
+            f"`max_dilation` must be a power of two >= 2 (8, 16, 32, 64), got {max_dilation=}"
+        )
     return d
 
 
@@ -84,7 +89,9 @@ class CNN1Config:
     def __post_init__(self) -> None:
         _check_dilation(self.max_dilation)
         if self.width < 1 or self.head_width < 1:
-            raise ValueError(f"`width` and `head_width` must be >= 1, got {self.width=}, {self.head_width=}")
+            raise ValueError(
+                f"`width` and `head_width` must be >= 1, got {self.width=}, {self.head_width=}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must lie in [0, 1), got {self.dropout=}")
 
@@ -103,8 +110,15 @@ class CNN1Config:
 class Subnet(nn.Module):
     """One orientation's CNN1 subnetwork: unpadded 3x3 convolutions with growing dilation."""
 
-    def __init__(self, *, width: int = 32, max_dilation: int = 32, aux: bool = True,
-                 dropout: float = 0.35, n_classes: int = N_CLASSES):
+    def __init__(
+        self,
+        *,
+        width: int = 32,
+        max_dilation: int = 32,
+        aux: bool = True,
+        dropout: float = 0.35,
+        n_classes: int = N_CLASSES,
+    ):
         super().__init__()
         dilations = [1, 1]
         d = 2
@@ -120,8 +134,9 @@ class Subnet(nn.Module):
         layers += [nn.Conv2d(width, width, 1), nn.ELU()]
         self.body = nn.Sequential(*layers)
         self.receptive_field = receptive_field(max_dilation)
-        self.aux_classifier = (nn.Sequential(nn.Dropout(dropout), nn.Conv2d(width, n_classes, 1))
-                               if aux else None)
+        self.aux_classifier = (
+            nn.Sequential(nn.Dropout(dropout), nn.Conv2d(width, n_classes, 1)) if aux else None
+        )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) slices -> (N, width, H - RF + 1, W - RF + 1) feature maps.
@@ -157,8 +172,13 @@ class CNN1(nn.Module):
         super().__init__()
         config = config or CNN1Config(**kwargs)
         self.config = config
-        sub = dict(width=config.width, max_dilation=config.max_dilation, aux=config.aux,
-                   dropout=config.dropout, n_classes=config.n_classes)
+        sub = dict(
+            width=config.width,
+            max_dilation=config.max_dilation,
+            aux=config.aux,
+            dropout=config.dropout,
+            n_classes=config.n_classes,
+        )
         self.axial = Subnet(**sub)
         self.sagittal = Subnet(**sub)
         self.coronal = Subnet(**sub)
@@ -178,7 +198,9 @@ class CNN1(nn.Module):
     def subnets(self) -> tuple[Subnet, Subnet, Subnet]:
         return (self.axial, self.sagittal, self.coronal)
 
-    def head(self, feats_a: torch.Tensor, feats_s: torch.Tensor, feats_c: torch.Tensor) -> torch.Tensor:
+    def head(
+        self, feats_a: torch.Tensor, feats_s: torch.Tensor, feats_c: torch.Tensor
+    ) -> torch.Tensor:
         """Head logits (N, 7) from the three (N, width) centre feature vectors."""
         return self.head_layers(torch.cat([feats_a, feats_s, feats_c], dim=1))
 
@@ -186,8 +208,10 @@ class CNN1(nn.Module):
         """Side of the output map for ``patch_size`` patches (1 when the patch equals the RF)."""
         n = patch_size - self.receptive_field + 1
         if n < 1 or n % 2 == 0:
-            raise ValueError(f"`patch_size` must be the receptive field ({self.receptive_field}) plus an "
-                             f"even number of pixels, got {patch_size=}")
+            raise ValueError(
+                f"`patch_size` must be the receptive field ({self.receptive_field}) plus an "
+                f"even number of pixels, got {patch_size=}"
+            )
         return n
 
     def forward(self, x: torch.Tensor) -> CNN1Output:
@@ -195,7 +219,7 @@ class CNN1(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"CNN1 expects (N, 3, P, P) patches, got shape {tuple(x.shape)}")
         c = self.output_size(x.shape[-1]) // 2
-        feats = [net.features(x[:, i:i + 1]) for i, net in enumerate(self.subnets)]
+        feats = [net.features(x[:, i : i + 1]) for i, net in enumerate(self.subnets)]
         head = self.head(*(f[:, :, c, c] for f in feats))
         aux = tuple(net.aux(f) for net, f in zip(self.subnets, feats)) if self.config.aux else None
         return CNN1Output(head, aux)  # type: ignore[arg-type]
@@ -209,8 +233,10 @@ class CNN1(nn.Module):
         return copied.to(memory_format=torch.channels_last) if channels_last else copied
 
     @staticmethod
-    def combine(head_logits: torch.Tensor,
-                aux_logits: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def combine(
+        head_logits: torch.Tensor,
+        aux_logits: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
         """Class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) from (N, 7) logits.
 
         Without auxiliary outputs the head alone decides (p = p_N).
@@ -261,7 +287,9 @@ class CNN2Config:
 
     def __post_init__(self) -> None:
         if self.patch_size < 24:
-            raise ValueError(f"`patch_size` must be >= 24 (three pooling stages), got {self.patch_size=}")
+            raise ValueError(
+                f"`patch_size` must be >= 24 (three pooling stages), got {self.patch_size=}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must lie in [0, 1), got {self.dropout=}")
         if self.width_scale <= 0:
@@ -288,9 +316,12 @@ class CNN2(nn.Module):
         self.config = config
         c1, c2, c3, c4 = (max(1, round(c * config.width_scale)) for c in (24, 32, 48, 32))
         self.tower = nn.Sequential(
-            *_conv_bn(1, c1, 5), nn.MaxPool2d(2),
-            *_conv_bn(c1, c2, 3), nn.MaxPool2d(2),
-            *_conv_bn(c2, c3, 3), nn.MaxPool2d(2),
+            *_conv_bn(1, c1, 5),
+            nn.MaxPool2d(2),
+            *_conv_bn(c1, c2, 3),
+            nn.MaxPool2d(2),
+            *_conv_bn(c2, c3, 3),
+            nn.MaxPool2d(2),
             *_conv_bn(c3, c4, 1),
         )
         side = config.patch_size
@@ -311,8 +342,10 @@ class CNN2(nn.Module):
         """x: (N, 3, P, P) patches -> (N, 2) logits (index 1 = calcium)."""
         n, c, h, w = x.shape
         if c != 3 or h != self.config.patch_size or w != self.config.patch_size:
-            raise ValueError(f"CNN2 expects (N, 3, {self.config.patch_size}, {self.config.patch_size}) "
-                             f"patches, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"CNN2 expects (N, 3, {self.config.patch_size}, {self.config.patch_size}) "
+                f"patches, got shape {tuple(x.shape)}"
+            )
         # the three orientations share the tower's weights: fold them into the batch
         f = self.tower(x.reshape(n * 3, 1, h, w)).reshape(n, 3 * self.tower_features)
         return self.classifier(f)
@@ -337,12 +370,22 @@ class CNN2(nn.Module):
                 if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
                     continue
                 nxt = mods[i + 1] if i + 1 < len(mods) else None
-                if isinstance(m, nn.Conv2d | nn.Linear) and isinstance(nxt, nn.BatchNorm1d | nn.BatchNorm2d):
+                if isinstance(m, nn.Conv2d | nn.Linear) and isinstance(
+                    nxt, nn.BatchNorm1d | nn.BatchNorm2d
+                ):
                     scale = nxt.weight / torch.sqrt(nxt.running_var + nxt.eps)
                     bias = m.bias if m.bias is not None else torch.zeros_like(nxt.running_mean)
                     if isinstance(m, nn.Conv2d):
-                        new = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                                        m.dilation, m.groups, bias=True)
+                        new = nn.Conv2d(
+                            m.in_channels,
+                            m.out_channels,
+                            m.kernel_size,
+                            m.stride,
+                            m.padding,
+                            m.dilation,
+                            m.groups,
+                            bias=True,
+                        )
                         new.weight.copy_(m.weight * scale.view(-1, 1, 1, 1))
                     else:
                         new = nn.Linear(m.in_features, m.out_features, bias=True)

@@ -11,6 +11,7 @@ The helpers below are the steps that several notebooks repeat (find the reposito
 data, cache phantoms for training, train CNN1 and CNN2, label a cohort); the notebooks stay thin
 and the tests exercise the same code.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,7 +65,9 @@ def parse_parameters(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
 def _read_notebook(path: Path):
     nbformat = optional_import("nbformat", "running notebooks", "notebooks")
     if not path.is_file():
-        raise InputError(path, "no such notebook", "pass a .ipynb file, e.g. notebooks/01_data.ipynb")
+        raise InputError(
+            path, "no such notebook", "pass a .ipynb file, e.g. notebooks/01_data.ipynb"
+        )
     try:
         return nbformat.read(path, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for a broken file
@@ -75,10 +78,15 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     """The names and default values in a notebook's cell tagged ``parameters``."""
     p = Path(path)
     nb = _read_notebook(p)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    cells = [
+        c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])
+    ]
     if not cells:
-        raise InputError(p, "has no code cell tagged 'parameters'",
-                         "tag the first code cell 'parameters' (View > Cell metadata)")
+        raise InputError(
+            p,
+            "has no code cell tagged 'parameters'",
+            "tag the first code cell 'parameters' (View > Cell metadata)",
+        )
     papermill = optional_import("papermill", "running notebooks", "notebooks")
     found = papermill.inspect_notebook(str(p))
     return {name: v["default"] for name, v in found.items()}
@@ -102,9 +110,17 @@ class NotebookRun:
     seconds: float
 
 
-def run_notebook(notebook: str | Path, out_dir: str | Path, *, parameters: Mapping[str, Any] | None = None,
-                 tiny: bool = False, kernel_name: str = DEFAULT_KERNEL, cwd: str | Path | None = None,
-                 html: bool = True, cell_timeout_s: float | None = None) -> NotebookRun:
+def run_notebook(
+    notebook: str | Path,
+    out_dir: str | Path,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    tiny: bool = False,
+    kernel_name: str = DEFAULT_KERNEL,
+    cwd: str | Path | None = None,
+    html: bool = True,
+    cell_timeout_s: float | None = None,
+) -> NotebookRun:
     """Execute ``notebook`` with papermill and write ``out_dir/<name>.ipynb`` and
     ``out_dir/<name>.html``.
 
@@ -123,8 +139,10 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, *, parameters: Mappi
     params = {**(tiny_parameters(src) if tiny else {}), **dict(parameters or {})}
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise CalcscoreError(f"{src}: unknown parameter(s) {', '.join(unknown)}; the notebook's "
-                             f"parameters are {', '.join(known) or 'none'}")
+        raise CalcscoreError(
+            f"{src}: unknown parameter(s) {', '.join(unknown)}; the notebook's "
+            f"parameters are {', '.join(known) or 'none'}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_dir = Path(cwd) if cwd is not None else out
@@ -134,16 +152,23 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, *, parameters: Mappi
         executed = tmp / target.name
         try:
             papermill.execute_notebook(
-                str(src), str(executed), parameters=params, kernel_name=kernel_name,
-                cwd=str(run_dir), progress_bar=False, log_output=False,
-                execution_timeout=cell_timeout_s)
+                str(src),
+                str(executed),
+                parameters=params,
+                kernel_name=kernel_name,
+                cwd=str(run_dir),
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=cell_timeout_s,
+            )
         except papermill.PapermillExecutionError as exc:
             failed = out / f"{src.stem}.failed.ipynb"
             if executed.is_file():
                 executed.replace(failed)
             raise CalcscoreError(
                 f"{src}: cell {exc.exec_count} failed with {exc.ename}: {' '.join(str(exc.evalue).split())[:300]} "
-                f"(the partly executed notebook is {failed})") from None
+                f"(the partly executed notebook is {failed})"
+            ) from None
         html_path = None
         if html:
             html_path = out / f"{src.stem}.html"
@@ -172,8 +197,11 @@ def has_outputs(notebook: str | Path) -> list[int]:
     """Indices of the code cells that hold outputs or an execution count (committed notebooks
     must have none)."""
     nb = _read_notebook(Path(notebook))
-    return [i for i, c in enumerate(nb.cells)
-            if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
+    return [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+    ]
 
 
 # ------------------------------------------------------------------- steps the notebooks share
@@ -185,7 +213,9 @@ def repo_path(relative: str | Path, *, start: str | Path | None = None) -> Path:
     for base in candidates:
         for folder in [base.resolve(), *base.resolve().parents]:
             pyproject = folder / "pyproject.toml"
-            if pyproject.is_file() and 'name = "calcscore"' in pyproject.read_text(errors="replace"):
+            if pyproject.is_file() and 'name = "calcscore"' in pyproject.read_text(
+                errors="replace"
+            ):
                 return (folder / relative).resolve()
     return (Path.cwd() / relative).resolve()
 
@@ -196,22 +226,43 @@ def cache_phantoms(scans: Iterable, folder: str | Path) -> list:
     from calcscore.sampling import cache_scan
 
     folder = Path(folder)
-    return [cache_scan(s.volume, s.labels, folder / s.scan_id, scan_id=s.scan_id,
-                       participant_id=s.participant_id) for s in scans]
+    return [
+        cache_scan(
+            s.volume,
+            s.labels,
+            folder / s.scan_id,
+            scan_id=s.scan_id,
+            participant_id=s.participant_id,
+        )
+        for s in scans
+    ]
 
 
-def split_cached(cached: Sequence, *, val_fraction: float = 0.25, seed: int = 0) -> tuple[list, list]:
+def split_cached(
+    cached: Sequence, *, val_fraction: float = 0.25, seed: int = 0
+) -> tuple[list, list]:
     """(training, validation) cached scans, split by participant
     (:func:`calcscore.training.split_by_participant`)."""
     from calcscore.training import split_by_participant
 
-    val = split_by_participant([c.participant_id for c in cached], val_fraction=val_fraction, rng=seed)
-    return [c for c in cached if c.participant_id not in val], [c for c in cached if c.participant_id in val]
+    val = split_by_participant(
+        [c.participant_id for c in cached], val_fraction=val_fraction, rng=seed
+    )
+    return [c for c in cached if c.participant_id not in val], [
+        c for c in cached if c.participant_id in val
+    ]
 
 
-def train_networks(train_scans: Sequence, val_scans: Sequence, out_dir: str | Path, *,
-                   preset: str = "workshop", cnn1: Mapping[str, Any] | None = None,
-                   cnn2: Mapping[str, Any] | None = None, progress: bool = False):
+def train_networks(
+    train_scans: Sequence,
+    val_scans: Sequence,
+    out_dir: str | Path,
+    *,
+    preset: str = "workshop",
+    cnn1: Mapping[str, Any] | None = None,
+    cnn2: Mapping[str, Any] | None = None,
+    progress: bool = False,
+):
     """Train CNN1 and then, unless ``cnn2`` is None, CNN2 (:func:`calcscore.training.train`).
 
     ``cnn1`` and ``cnn2`` are changes to ``get_config(preset, ...)`` (e.g.
@@ -232,7 +283,9 @@ def train_networks(train_scans: Sequence, val_scans: Sequence, out_dir: str | Pa
     model2 = None
     if cnn2 is not None:
         config2 = get_config(preset, "cnn2", **dict(cnn2))
-        r2 = train(config2, train_scans, val_scans, out / "cnn2", cnn1=r1.model_path, progress=progress)
+        r2 = train(
+            config2, train_scans, val_scans, out / "cnn2", cnn1=r1.model_path, progress=progress
+        )
         model2, _ = load_model(r2.model_path, network="cnn2")
     shutil.copy2(r1.model_path, out / "cnn1.pt")
     if cnn2 is None:
@@ -243,7 +296,9 @@ def train_networks(train_scans: Sequence, val_scans: Sequence, out_dir: str | Pa
     return Model(model1, model2, info, str(out))
 
 
-def label_scans(scans: Iterable, model, *, use_cnn2: bool = True, reference: str = "labels") -> list:
+def label_scans(
+    scans: Iterable, model, *, use_cnn2: bool = True, reference: str = "labels"
+) -> list:
     """:class:`calcscore.metrics.ScanCase` for every scan: the reference label map (the scan's
     ``labels``, or an observer's, e.g. ``reference="observer2"``) against ``model``'s labels."""
     from calcscore.inference import InferenceOptions, segment
@@ -278,8 +333,12 @@ def label_scans_by_stage(scans: Iterable, model, *, reference: str = "labels") -
     return out
 
 
-def f1_table(evaluations: Mapping[str, Any], *, groups: Sequence[str] = ("CAC", "TAC", "AV", "MV"),
-             column: str = "f1_mean"):
+def f1_table(
+    evaluations: Mapping[str, Any],
+    *,
+    groups: Sequence[str] = ("CAC", "TAC", "AV", "MV"),
+    column: str = "f1_mean",
+):
     """One row per evaluation (name -> :class:`calcscore.metrics.Evaluation`), one column per
     label group: a summary column (mean F1 per scan by default); ``nan`` where undefined."""
     import pandas as pd

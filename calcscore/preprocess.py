@@ -11,6 +11,7 @@
 All functions take and return volumes with their geometry; none takes a bare array. The new grids
 keep the original origin (centre of the first voxel) and direction.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,9 +36,14 @@ class ThickSliceWarning(UserWarning):
     """The input's slices are thicker than the 3 mm the method assumes."""
 
 
-def slab_weights(n_in: int, spacing_mm: float, thickness_mm: float, *,
-                 slab_thickness_mm: float = SLAB_THICKNESS_MM,
-                 slab_spacing_mm: float = SLAB_SPACING_MM) -> np.ndarray:
+def slab_weights(
+    n_in: int,
+    spacing_mm: float,
+    thickness_mm: float,
+    *,
+    slab_thickness_mm: float = SLAB_THICKNESS_MM,
+    slab_spacing_mm: float = SLAB_SPACING_MM,
+) -> np.ndarray:
     """(n_out, n_in) overlap weights (mm) of original slabs with the new slabs.
 
     Original slice i covers [i*s - t/2, i*s + t/2]; new slab j is centred at j*slab_spacing and
@@ -62,8 +68,9 @@ def as_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-def _slab_matrix(volume: _Grid, thickness: float | None, slab_thickness_mm: float,
-                 slab_spacing_mm: float) -> np.ndarray | None:
+def _slab_matrix(
+    volume: _Grid, thickness: float | None, slab_thickness_mm: float, slab_spacing_mm: float
+) -> np.ndarray | None:
     """The normalised (n_out, n_in) slab weights of ``volume``, or None (with a
     :class:`ThickSliceWarning`) where its slices are thicker than the slab."""
     spacing = volume.spacing_mm[0]
@@ -72,10 +79,17 @@ def _slab_matrix(volume: _Grid, thickness: float | None, slab_thickness_mm: floa
         warnings.warn(
             f"slice thickness {thickness:g} mm exceeds the {slab_thickness_mm:g} mm the method assumes; "
             "the scan is used without reformatting and results may be less accurate",
-            ThickSliceWarning, stacklevel=3)
+            ThickSliceWarning,
+            stacklevel=3,
+        )
         return None
-    w = slab_weights(volume.shape[0], spacing, thickness, slab_thickness_mm=slab_thickness_mm,
-                     slab_spacing_mm=slab_spacing_mm)
+    w = slab_weights(
+        volume.shape[0],
+        spacing,
+        thickness,
+        slab_thickness_mm=slab_thickness_mm,
+        slab_spacing_mm=slab_spacing_mm,
+    )
     return w / w.sum(axis=1, keepdims=True)
 
 
@@ -91,8 +105,12 @@ def _reformat_tensor(hu: torch.Tensor, w: np.ndarray) -> torch.Tensor:
     return out
 
 
-def reformat_slabs(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNESS_MM,
-                   slab_spacing_mm: float = SLAB_SPACING_MM) -> CTVolume:
+def reformat_slabs(
+    volume: CTVolume,
+    *,
+    slab_thickness_mm: float = SLAB_THICKNESS_MM,
+    slab_spacing_mm: float = SLAB_SPACING_MM,
+) -> CTVolume:
     """Reformat to ``slab_thickness_mm`` thick slabs every ``slab_spacing_mm`` (3 mm at 1.5 mm).
 
     The slice thickness comes from ``volume.meta.slice_thickness_mm`` (the slice spacing when it
@@ -126,8 +144,10 @@ def _inplane_shape(volume: _Grid, spacing_mm: float) -> tuple[int, int]:
         raise ValueError(f"`spacing_mm` must be > 0, got {spacing_mm=}")
     _, sy, sx = volume.spacing_mm
     _, ny, nx = volume.shape
-    return (int(np.floor((ny - 1) * sy / spacing_mm + 1e-6)) + 1,
-            int(np.floor((nx - 1) * sx / spacing_mm + 1e-6)) + 1)
+    return (
+        int(np.floor((ny - 1) * sy / spacing_mm + 1e-6)) + 1,
+        int(np.floor((nx - 1) * sx / spacing_mm + 1e-6)) + 1,
+    )
 
 
 def _resample_tensor(hu: torch.Tensor, volume: _Grid, spacing_mm: float) -> torch.Tensor:
@@ -142,11 +162,17 @@ def resample_inplane(volume: CTVolume, *, spacing_mm: float = INPLANE_SPACING_MM
     return volume.with_array(hu, spacing_mm=(volume.spacing_mm[0], spacing_mm, spacing_mm))
 
 
-def to_network_grid(volume: CTVolume, *, slab_thickness_mm: float = SLAB_THICKNESS_MM,
-                    slab_spacing_mm: float = SLAB_SPACING_MM,
-                    inplane_spacing_mm: float = INPLANE_SPACING_MM) -> CTVolume:
+def to_network_grid(
+    volume: CTVolume,
+    *,
+    slab_thickness_mm: float = SLAB_THICKNESS_MM,
+    slab_spacing_mm: float = SLAB_SPACING_MM,
+    inplane_spacing_mm: float = INPLANE_SPACING_MM,
+) -> CTVolume:
     """The paper's preprocessing: 3 mm slabs at 1.5 mm, then 0.66 mm in-plane."""
-    slabs = reformat_slabs(volume, slab_thickness_mm=slab_thickness_mm, slab_spacing_mm=slab_spacing_mm)
+    slabs = reformat_slabs(
+        volume, slab_thickness_mm=slab_thickness_mm, slab_spacing_mm=slab_spacing_mm
+    )
     return resample_inplane(slabs, spacing_mm=inplane_spacing_mm)
 
 
@@ -160,8 +186,12 @@ def network_grid_tensor(volume: CTVolume, hu: torch.Tensor) -> tuple[torch.Tenso
         hu = _reformat_tensor(hu, w)
         spacing = (SLAB_SPACING_MM,) + spacing[1:]
     out = _resample_tensor(hu, volume, INPLANE_SPACING_MM)
-    grid = LabelVolume(np.zeros(tuple(out.shape), np.uint8), (spacing[0], INPLANE_SPACING_MM, INPLANE_SPACING_MM),
-                       volume.origin_mm, volume.direction)
+    grid = LabelVolume(
+        np.zeros(tuple(out.shape), np.uint8),
+        (spacing[0], INPLANE_SPACING_MM, INPLANE_SPACING_MM),
+        volume.origin_mm,
+        volume.direction,
+    )
     return out, grid
 
 
@@ -181,7 +211,8 @@ def grid_to_grid_tensor(src: torch.Tensor, source: _Grid, target: _Grid) -> torc
     if not np.allclose(source.direction, target.direction, atol=1e-4):
         raise GeometryMismatchError(
             "labels_to_grid needs grids with the same direction; labels have direction "
-            f"{source.direction.round(3).tolist()}, target {target.direction.round(3).tolist()}")
+            f"{source.direction.round(3).tolist()}, target {target.direction.round(3).tolist()}"
+        )
     out = src
     for axis in range(3):
         m = _axis_map(source, target, axis)
@@ -198,7 +229,11 @@ def labels_to_grid(labels: LabelVolume, target: _Grid) -> LabelVolume:
     Both grids must share their direction (true for a scan and its network grid). Target voxels
     outside the source are background.
     """
-    out = grid_to_grid_tensor(as_tensor(labels.labels), labels, target).numpy().astype(np.uint8, copy=False)
+    out = (
+        grid_to_grid_tensor(as_tensor(labels.labels), labels, target)
+        .numpy()
+        .astype(np.uint8, copy=False)
+    )
     return LabelVolume(out, target.spacing_mm, target.origin_mm, target.direction)
 
 

@@ -29,6 +29,7 @@ default (``InferenceOptions(safety_net=None)`` takes the model's choice) and can
 (``calcscore score --no-safety-net``). Where no lungs are found (a crop around the heart without
 lung, a scan of something else), :attr:`ChestRegions.found` is False and nothing is removed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -95,7 +96,9 @@ class ChestRegions:
         return (self.zone & HEART) > 0
 
 
-def block_mean(hu: np.ndarray, spacing_mm, block_mm: float = BLOCK_MM) -> tuple[np.ndarray, np.ndarray]:
+def block_mean(
+    hu: np.ndarray, spacing_mm, block_mm: float = BLOCK_MM
+) -> tuple[np.ndarray, np.ndarray]:
     """Average ``hu`` (clipped to -1024..3000) in blocks of about ``block_mm``; returns the block
     means and the block size in voxels (z, y, x). Voxels past the last whole block are dropped."""
     f = np.array([max(1, int(round(block_mm / s))) for s in spacing_mm])
@@ -114,7 +117,9 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
-def lungs_coarse(d: np.ndarray, block_mm: np.ndarray, *, min_ml: float = 50.0) -> tuple[np.ndarray, float]:
+def lungs_coarse(
+    d: np.ndarray, block_mm: np.ndarray, *, min_ml: float = 50.0
+) -> tuple[np.ndarray, float]:
     """The lungs on the coarse grid ``d`` (block means, ``block_mm`` per block): air inside the
     body's convex hull in each slice (not the air around the patient; padding outside the field
     of view, below -1100 HU, is neither), in 3D components of at least a quarter of the largest
@@ -157,7 +162,7 @@ def _erode_inplane(mask: np.ndarray, radius_blocks: np.ndarray) -> np.ndarray:
     ry, rx = (int(round(r)) for r in radius_blocks)
     if ry < 1 and rx < 1:
         return mask
-    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
     disk = ((yy / max(ry, 1e-9)) ** 2 + (xx / max(rx, 1e-9)) ** 2) <= 1.0
     return ndimage.binary_erosion(mask, structure=disk[None], border_value=1)
 
@@ -176,8 +181,15 @@ def _lung_bounded_width(lungs: np.ndarray, tissue: np.ndarray) -> np.ndarray:
     return out
 
 
-def _heart_top(d: np.ndarray, lungs: np.ndarray, block_mm: np.ndarray, *, min_width_mm: float,
-               min_rows_mm: float, margin_mm: float) -> int | None:
+def _heart_top(
+    d: np.ndarray,
+    lungs: np.ndarray,
+    block_mm: np.ndarray,
+    *,
+    min_width_mm: float,
+    min_rows_mm: float,
+    margin_mm: float,
+) -> int | None:
     """The coarse slice of the heart's top, + ``margin_mm``: the highest slice with at least
     ``min_rows_mm`` of rows whose run of mediastinal tissue between the two lungs is
     ``min_width_mm`` wide or wider (the heart is the widest thing between the lungs; the
@@ -191,7 +203,9 @@ def _heart_top(d: np.ndarray, lungs: np.ndarray, block_mm: np.ndarray, *, min_wi
     return min(d.shape[0] - 1, int(heart.max()) + int(np.ceil(margin_mm / block_mm[0])))
 
 
-def _aorta_below(mediastinum: np.ndarray, lungs: np.ndarray, n_slices: int, near_midline: np.ndarray) -> np.ndarray:
+def _aorta_below(
+    mediastinum: np.ndarray, lungs: np.ndarray, n_slices: int, near_midline: np.ndarray
+) -> np.ndarray:
     """The descending aorta's way down past the lungs' lowest slice: the back half (behind the
     lungs' middle row) of the mediastinum's lowest three slices, in the ``near_midline``
     columns, carried ``n_slices`` further down. Below the diaphragm the aorta runs on in front
@@ -201,9 +215,9 @@ def _aorta_below(mediastinum: np.ndarray, lungs: np.ndarray, n_slices: int, near
     if not len(zs) or n_slices < 1 or zs[0] == 0:
         return out
     ys = np.flatnonzero(lungs.any(axis=(0, 2)))
-    footprint = mediastinum[zs[0]:zs[0] + 3].any(axis=0) & near_midline[None, :]
+    footprint = mediastinum[zs[0] : zs[0] + 3].any(axis=0) & near_midline[None, :]
     footprint[: (ys[0] + ys[-1]) // 2] = False
-    out[max(0, zs[0] - n_slices):zs[0]] = footprint
+    out[max(0, zs[0] - n_slices) : zs[0]] = footprint
     return out
 
 
@@ -215,11 +229,20 @@ def _block_any(mask: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 def _between(lungs: np.ndarray) -> np.ndarray:
     """Voxels with lung both to their left and to their right in their row (z, y)."""
-    return np.logical_or.accumulate(lungs, axis=2) & np.logical_or.accumulate(lungs[:, :, ::-1], axis=2)[:, :, ::-1]
+    return (
+        np.logical_or.accumulate(lungs, axis=2)
+        & np.logical_or.accumulate(lungs[:, :, ::-1], axis=2)[:, :, ::-1]
+    )
 
 
-def _anterior_extension(hull: np.ndarray, lungs: np.ndarray, body: np.ndarray, stop: np.ndarray,
-                        n_blocks: int, near_midline: np.ndarray) -> np.ndarray:
+def _anterior_extension(
+    hull: np.ndarray,
+    lungs: np.ndarray,
+    body: np.ndarray,
+    stop: np.ndarray,
+    n_blocks: int,
+    near_midline: np.ndarray,
+) -> np.ndarray:
     """Voxels up to ``n_blocks`` in front of ``hull`` (smaller y: anterior), grown from its front
     where it lies between the lungs, is not lung and lies in a ``near_midline`` column (where the
     heart meets the chest wall, behind the sternum and the cartilages beside it; the costal
@@ -257,10 +280,19 @@ def bone_mask(volume: CTVolume, *, max_lesion_mm3: float) -> np.ndarray:
     return grown & hot
 
 
-def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm: float = 20.0,
-                       front_half_width_mm: float = 70.0, aorta_below_mm: float = 30.0, heart_width_mm: float = 80.0,
-                       heart_rows_mm: float = 30.0, heart_top_margin_mm: float = 40.0, max_lesion_mm3: float = 3000.0,
-                       min_lung_ml: float = 100.0) -> ChestRegions:
+def find_chest_regions(
+    volume: CTVolume,
+    *,
+    margin_mm: float = 8.0,
+    anterior_mm: float = 20.0,
+    front_half_width_mm: float = 70.0,
+    aorta_below_mm: float = 30.0,
+    heart_width_mm: float = 80.0,
+    heart_rows_mm: float = 30.0,
+    heart_top_margin_mm: float = 40.0,
+    max_lesion_mm3: float = 3000.0,
+    min_lung_ml: float = 100.0,
+) -> ChestRegions:
     """Find where calcium of each label can lie in ``volume`` (see the module docstring).
 
     Args:
@@ -286,44 +318,69 @@ def find_chest_regions(volume: CTVolume, *, margin_mm: float = 8.0, anterior_mm:
     lungs, lung_ml = lungs_coarse(d, block)
     everywhere = np.full(shape, AORTA | HEART, np.uint8)
     if lung_ml < min_lung_ml:
-        return ChestRegions(everywhere, False, lung_ml, None, 0.0,
-                            f"{lung_ml:.0f} mL of lung found, fewer than {min_lung_ml:g} mL")
+        return ChestRegions(
+            everywhere,
+            False,
+            lung_ml,
+            None,
+            0.0,
+            f"{lung_ml:.0f} mL of lung found, fewer than {min_lung_ml:g} mL",
+        )
     hull = convex_hull_mask(lungs, block)
     eroded = _erode_inplane(hull, margin_mm / block[1:])
     # the lungs without their outer block: coronaries lie on the heart's surface, against the lung
     mediastinum = eroded & ~ndimage.binary_erosion(lungs)
     if not mediastinum.any():
-        return ChestRegions(everywhere, False, lung_ml, None, 0.0, "the lungs enclose no mediastinum")
+        return ChestRegions(
+            everywhere, False, lung_ml, None, 0.0, "the lungs enclose no mediastinum"
+        )
     # where the heart touches the chest wall between the lungs it lies in front of their hull
     bone = bone_mask(volume, max_lesion_mm3=max_lesion_mm3)
     xs = np.flatnonzero(lungs.any(axis=(0, 1)))
     mid_x = (xs[0] + xs[-1]) / 2.0
     near_midline = np.abs(np.arange(d.shape[2]) - mid_x) * block[2] <= front_half_width_mm
-    front = _anterior_extension(eroded, lungs, d > AIR_HU, _block_any(bone, f),
-                                int(round((margin_mm + anterior_mm) / block[1])), near_midline)
-    top = _heart_top(d, lungs, block, min_width_mm=heart_width_mm, min_rows_mm=heart_rows_mm,
-                     margin_mm=heart_top_margin_mm)
+    front = _anterior_extension(
+        eroded,
+        lungs,
+        d > AIR_HU,
+        _block_any(bone, f),
+        int(round((margin_mm + anterior_mm) / block[1])),
+        near_midline,
+    )
+    top = _heart_top(
+        d,
+        lungs,
+        block,
+        min_width_mm=heart_width_mm,
+        min_rows_mm=heart_rows_mm,
+        margin_mm=heart_top_margin_mm,
+    )
     heart_rows = slice(0, d.shape[0] if top is None else top + 1)
-    front[heart_rows.stop:] = False  # the extension is the heart's
+    front[heart_rows.stop :] = False  # the extension is the heart's
     zone_c = mediastinum.astype(np.uint8) * AORTA
     zone_c[heart_rows] |= (mediastinum[heart_rows] * HEART).astype(np.uint8)
     zone_c[front] |= HEART
     aorta_columns = np.abs(np.arange(d.shape[2]) - mid_x) * block[2] <= AORTA_HALF_WIDTH_MM
-    zone_c[_aorta_below(mediastinum, lungs, int(round(aorta_below_mm / block[0])), aorta_columns)] |= AORTA
+    zone_c[
+        _aorta_below(mediastinum, lungs, int(round(aorta_below_mm / block[0])), aorta_columns)
+    ] |= AORTA
     # back to the scan's grid (voxels past the last whole block take the last block's zone)
     zone = zone_c.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
     pad = [(0, s - z) for s, z in zip(shape, zone.shape)]
     zone = np.pad(zone, pad, mode="edge")
     zone[bone] = 0
     air = (volume.hu < AIR_HU) & (volume.hu > PADDING_HU)
-    air_rim = (volume.hu >= BONE_HU) & ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool))
+    air_rim = (volume.hu >= BONE_HU) & ndimage.binary_dilation(
+        air, structure=np.ones((1, 3, 3), bool)
+    )
     voxel_mm3 = float(np.prod(volume.spacing_mm))
     top_z = None if top is None else min(shape[0] - 1, (top + 1) * int(f[0]) - 1)
     return ChestRegions(zone, True, lung_ml, top_z, float(bone.sum()) * voxel_mm3, air_rim=air_rim)
 
 
-def apply_safety_net(labels: np.ndarray, regions: ChestRegions, *,
-                     max_air_rim_fraction: float = AIR_RIM_FRACTION) -> tuple[np.ndarray, dict[str, int]]:
+def apply_safety_net(
+    labels: np.ndarray, regions: ChestRegions, *, max_air_rim_fraction: float = AIR_RIM_FRACTION
+) -> tuple[np.ndarray, dict[str, int]]:
     """``labels`` with every label outside its region removed: TAC outside
     :attr:`ChestRegions.aorta`, coronary and valve labels outside :attr:`ChestRegions.heart`, and
     whole lesions (26-connected) of which more than ``max_air_rim_fraction`` of the voxels touch
@@ -340,14 +397,17 @@ def apply_safety_net(labels: np.ndarray, regions: ChestRegions, *,
         on_rim = rim > max_air_rim_fraction * size
         on_rim[0] = False
         drop |= on_rim[comps]
-    removed = {Label(int(v)).name: int(c) for v, c in zip(*np.unique(labels[drop], return_counts=True))}
+    removed = {
+        Label(int(v)).name: int(c) for v, c in zip(*np.unique(labels[drop], return_counts=True))
+    }
     out = labels.copy()
     out[drop] = 0
     return out, removed
 
 
-def real_negative_labels(volume: CTVolume, regions: ChestRegions | None = None, *,
-                         margin_mm: float = 15.0) -> np.ndarray:
+def real_negative_labels(
+    volume: CTVolume, regions: ChestRegions | None = None, *, margin_mm: float = 15.0
+) -> np.ndarray:
     """A training label map that makes a real scan without calcium annotations a negative.
 
     Voxels farther than ``margin_mm`` (in-plane, and as far in z) from where calcium of any
@@ -364,7 +424,9 @@ def real_negative_labels(volume: CTVolume, regions: ChestRegions | None = None, 
 
     regions = find_chest_regions(volume) if regions is None else regions
     if not regions.found:
-        raise ValueError(f"no chest regions found ({regions.reason}): the scan cannot serve as a negative")
+        raise ValueError(
+            f"no chest regions found ({regions.reason}): the scan cannot serve as a negative"
+        )
     near = regions.zone > 0
     # bone inside the regions is zone 0 but lies in the heart's neighbourhood: fill it back
     near = ndimage.binary_closing(near, structure=np.ones((1, 3, 3), bool), iterations=3) | near

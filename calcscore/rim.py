@@ -6,6 +6,7 @@ Noise and soft-tissue level are estimated from the scan itself (:func:`estimate_
 :func:`soft_tissue_hu`); :func:`fill_rim` grows the labels by one layer into the fillable voxels.
 Works on tensors on any device (the ``*_tensor`` functions) and on numpy arrays.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -94,8 +95,15 @@ def fill_rim(labels: np.ndarray, fillable: np.ndarray) -> np.ndarray:
     return fill_rim_tensor(as_tensor(labels), as_tensor(fillable)).numpy()
 
 
-_OFFSETS = torch.tensor([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
-                         if (a, b, c) != (0, 0, 0)])
+_OFFSETS = torch.tensor(
+    [
+        (a, b, c)
+        for a in (-1, 0, 1)
+        for b in (-1, 0, 1)
+        for c in (-1, 0, 1)
+        if (a, b, c) != (0, 0, 0)
+    ]
+)
 
 
 def fill_rim_tensor(labels: torch.Tensor, fillable: torch.Tensor) -> torch.Tensor:
@@ -123,6 +131,8 @@ def fill_rim_tensor(labels: torch.Tensor, fillable: torch.Tensor) -> torch.Tenso
     # per voxel: most votes first, then the lower label
     voxels, inverse = torch.unique(voxel, return_inverse=True)
     score = votes * 8 + (7 - label)
-    best = torch.zeros(len(voxels), dtype=score.dtype, device=dev).scatter_reduce_(0, inverse, score, "amax")
+    best = torch.zeros(len(voxels), dtype=score.dtype, device=dev).scatter_reduce_(
+        0, inverse, score, "amax"
+    )
     out.view(-1)[voxels] = (7 - best % 8).to(out.dtype)
     return out

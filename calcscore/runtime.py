@@ -7,6 +7,7 @@ rank. This module does it once for all of them; it imports nothing above
 :mod:`calcscore.errors`. The old names stay importable where they were
 (``calcscore.inference.autocast``, ``calcscore.training.resolve_device``, ...).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,9 @@ def resolve_device(device: str | torch.device, *, local_rank: int | None = None)
     else:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise CalcscoreError(f"device {str(device)!r} was asked for but CUDA is not available "
-                                 "(use --device cpu)")
+            raise CalcscoreError(
+                f"device {str(device)!r} was asked for but CUDA is not available (use --device cpu)"
+            )
     if dev.type == "cuda" and dev.index is None and local_rank is not None:
         dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
     return dev
@@ -51,7 +53,10 @@ def bf16_supported(device: str | torch.device) -> bool:
         if device.type == "cuda":
             return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         if device.type == "cpu":
-            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            return bool(
+                torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            )
     except (AttributeError, RuntimeError):  # private oneDNN query missing in some torch builds
         return False
     return False
@@ -98,7 +103,9 @@ def init_distributed(device_pref: str) -> DistInfo:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+        )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -155,7 +162,9 @@ def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Modul
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def unwrap_ddp(model: nn.Module) -> nn.Module:

@@ -24,6 +24,7 @@ Patch orientation (the same convention as whole-slice inference must use), for a
 - sagittal: patch[u, v] = volume[z + u, y + v, x]      (a slice ``volume[:, :, x]``)
 - coronal:  patch[u, v] = volume[z + u, y,     x + v]  (a slice ``volume[:, y, :]``)
 """
+
 from __future__ import annotations
 
 import json
@@ -108,8 +109,11 @@ def _source_stamp(path: str | Path | None) -> dict[str, Any] | None:
     p = Path(path)
     if p.is_dir():  # a DICOM series: the newest file and the file count
         files = [f for f in p.iterdir() if f.is_file()]
-        return {"path": str(p.resolve()), "n_files": len(files),
-                "mtime": max((f.stat().st_mtime for f in files), default=0.0)}
+        return {
+            "path": str(p.resolve()),
+            "n_files": len(files),
+            "mtime": max((f.stat().st_mtime for f in files), default=0.0),
+        }
     st = p.stat()
     return {"path": str(p.resolve()), "size": st.st_size, "mtime": st.st_mtime}
 
@@ -118,9 +122,17 @@ def _write_npy(folder: Path, name: str, arr: np.ndarray) -> None:
     np.save(folder / name, np.ascontiguousarray(arr))
 
 
-def cache_scan(volume: CTVolume, labels: LabelVolume | None, folder: str | Path, *,
-               scan_id: str, participant_id: str | None = None, on_network_grid: bool = False,
-               crop: bool = True, sources: dict[str, Any] | None = None) -> CachedScan:
+def cache_scan(
+    volume: CTVolume,
+    labels: LabelVolume | None,
+    folder: str | Path,
+    *,
+    scan_id: str,
+    participant_id: str | None = None,
+    on_network_grid: bool = False,
+    crop: bool = True,
+    sources: dict[str, Any] | None = None,
+) -> CachedScan:
     """Preprocess one scan and write it to ``folder`` (atomically: written beside, then renamed).
 
     ``volume`` and ``labels`` are on the scan's own grid unless ``on_network_grid`` is True.
@@ -154,11 +166,16 @@ def cache_scan(volume: CTVolume, labels: LabelVolume | None, folder: str | Path,
     calcium = np.flatnonzero(flat_cand & (flat_lab > 0) & (flat_lab != IGNORE)).astype(np.int64)
     background = np.flatnonzero(flat_cand & (flat_lab == 0)).astype(np.int64)
     meta = {
-        "version": CACHE_VERSION, "scan_id": str(scan_id),
+        "version": CACHE_VERSION,
+        "scan_id": str(scan_id),
         "participant_id": str(participant_id if participant_id is not None else scan_id),
-        "shape": list(hu_f.shape), "spacing_mm": list(grid.spacing_mm), "crop_offset": list(offset),
-        "grid_shape": list(grid.shape), "grid_origin_mm": list(grid.origin_mm),
-        "n_calcium": int(len(calcium)), "n_background": int(len(background)),
+        "shape": list(hu_f.shape),
+        "spacing_mm": list(grid.spacing_mm),
+        "crop_offset": list(offset),
+        "grid_shape": list(grid.shape),
+        "grid_origin_mm": list(grid.origin_mm),
+        "n_calcium": int(len(calcium)),
+        "n_background": int(len(background)),
         "sources": sources or {},
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -174,8 +191,13 @@ def cache_scan(volume: CTVolume, labels: LabelVolume | None, folder: str | Path,
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("cached %s: shape %s, %d calcium and %d background candidates", scan_id,
-             hu_f.shape, len(calcium), len(background))
+    log.info(
+        "cached %s: shape %s, %d calcium and %d background candidates",
+        scan_id,
+        hu_f.shape,
+        len(calcium),
+        len(background),
+    )
     return load_cached(folder)
 
 
@@ -183,9 +205,14 @@ def load_cached(folder: str | Path) -> CachedScan:
     """Open a cached scan written by :func:`cache_scan`."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
-    return CachedScan(folder=folder, scan_id=meta["scan_id"], participant_id=meta["participant_id"],
-                      shape=tuple(meta["shape"]), spacing_mm=tuple(meta["spacing_mm"]),
-                      crop_offset=tuple(meta["crop_offset"]))
+    return CachedScan(
+        folder=folder,
+        scan_id=meta["scan_id"],
+        participant_id=meta["participant_id"],
+        shape=tuple(meta["shape"]),
+        spacing_mm=tuple(meta["spacing_mm"]),
+        crop_offset=tuple(meta["crop_offset"]),
+    )
 
 
 def _cache_is_current(folder: Path, sources: dict[str, Any]) -> bool:
@@ -219,9 +246,16 @@ def cache_cohort(manifest, cache_dir: str | Path, *, progress: bool = False) -> 
             continue
         volume = read_volume(row.image)
         labels = read_labels(label_path) if label_path else None
-        out.append(cache_scan(volume, labels, folder, scan_id=str(row.scan_id),
-                              participant_id=str(getattr(row, "participant_id", row.scan_id)),
-                              sources=sources))
+        out.append(
+            cache_scan(
+                volume,
+                labels,
+                folder,
+                scan_id=str(row.scan_id),
+                participant_id=str(getattr(row, "participant_id", row.scan_id)),
+                sources=sources,
+            )
+        )
     return out
 
 
@@ -284,18 +318,23 @@ class VolumeStore:
         lab = torch.empty(sum(sizes), dtype=torch.uint8)
         pos = 0
         for s, n in zip(self.scans, sizes):
-            hu[pos:pos + n] = torch.from_numpy(np.asarray(s.hu).reshape(-1).copy())
-            lab[pos:pos + n] = torch.from_numpy(np.asarray(s.labels).reshape(-1).copy())
+            hu[pos : pos + n] = torch.from_numpy(np.asarray(s.hu).reshape(-1).copy())
+            lab[pos : pos + n] = torch.from_numpy(np.asarray(s.labels).reshape(-1).copy())
             pos += n
         self.hu = hu.to(self.device)
         self.labels = lab.to(self.device)
-        self.base = torch.tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long,
-                                 device=self.device)
+        self.base = torch.tensor(
+            np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long, device=self.device
+        )
         self.shapes_host = np.array([s.shape for s in self.scans], dtype=np.int64)
         self.shapes = torch.from_numpy(self.shapes_host).to(self.device)
         self._offsets: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        log.info("holding %d scans (%.1f MB) on %s", len(self.scans),
-                 (self.hu.numel() * 3) / 1e6, self.device)
+        log.info(
+            "holding %d scans (%.1f MB) on %s",
+            len(self.scans),
+            (self.hu.numel() * 3) / 1e6,
+            self.device,
+        )
 
     def __len__(self) -> int:
         return len(self.scans)
@@ -315,8 +354,10 @@ class VolumeStore:
         c_coord = centre + cols
         r_valid = ((r_coord >= 0) & (r_coord < shape)).all(dim=2)  # (N, 3, size)
         c_valid = ((c_coord >= 0) & (c_coord < shape)).all(dim=2)
-        stride = torch.stack([shape[:, :, 1] * shape[:, :, 2], shape[:, :, 2],
-                              torch.ones_like(shape[:, :, 2])], dim=2)  # (N, 1, 3, 1)
+        stride = torch.stack(
+            [shape[:, :, 1] * shape[:, :, 2], shape[:, :, 2], torch.ones_like(shape[:, :, 2])],
+            dim=2,
+        )  # (N, 1, 3, 1)
         r_flat = (r_coord * stride).sum(dim=2) + self.base[scan, None, None]  # (N, 3, size)
         c_flat = (cols * stride).sum(dim=2)
         valid = r_valid[..., :, None] & c_valid[..., None, :]
@@ -325,8 +366,14 @@ class VolumeStore:
         flat.masked_fill_(invalid, 0)
         return source.index_select(0, flat.view(-1)).view(flat.shape), invalid
 
-    def patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int, *,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def patches(
+        self,
+        scan: torch.Tensor,
+        zyx: torch.Tensor,
+        size: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
         """(N, 3, size, size) normalised axial / sagittal / coronal patches.
 
         ``scan``: (N,) scan indices into this store; ``zyx``: (N, 3) centres, on this device.
@@ -379,8 +426,9 @@ class VoxelPool:
     @classmethod
     def concat(cls, scans: Sequence[int], flats: Sequence[np.ndarray]) -> VoxelPool:
         flats = [np.asarray(f, dtype=np.int64) for f in flats]
-        scan = np.concatenate([np.full(len(f), i, np.int32) for i, f in zip(scans, flats)]
-                              or [np.zeros(0, np.int32)])
+        scan = np.concatenate(
+            [np.full(len(f), i, np.int32) for i, f in zip(scans, flats)] or [np.zeros(0, np.int32)]
+        )
         flat = np.concatenate(flats or [np.zeros(0, np.int64)])
         return cls(scan, flat)
 
@@ -400,14 +448,24 @@ class PatchSampler:
     :meth:`state_dict`, so a resumed run draws the same batches.
     """
 
-    def __init__(self, store: VolumeStore, positives: VoxelPool, negatives: VoxelPool, *,
-                 patch_size: int, label_size: int | None = None, rng=None,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        store: VolumeStore,
+        positives: VoxelPool,
+        negatives: VoxelPool,
+        *,
+        patch_size: int,
+        label_size: int | None = None,
+        rng=None,
+        dtype: torch.dtype = torch.float32,
+    ):
         for name, pool in (("positive", positives), ("negative", negatives)):
             if len(pool) == 0:
-                raise ValueError(f"the {name} voxel pool is empty: the training scans hold no "
-                                 f"{'calcium' if name == 'positive' else 'background'} candidates "
-                                 "(voxels >= 130 HU)")
+                raise ValueError(
+                    f"the {name} voxel pool is empty: the training scans hold no "
+                    f"{'calcium' if name == 'positive' else 'background'} candidates "
+                    "(voxels >= 130 HU)"
+                )
         self.store = store
         self.positives = positives
         self.negatives = negatives

@@ -33,6 +33,7 @@ Mass (mg hydroxyapatite) = calibration factor x (mean HU - water HU) x volume
 (McCollough et al., Radiology 2007;243:527-38, with water at 0 HU); see
 :class:`MassCalibration`. Without a calibration the mass is ``nan``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,7 +58,12 @@ AGATSTON_REFERENCE_THICKNESS_MM = 3.0
 #: Lower bounds (HU) of density factors 1, 2, 3 and 4.
 DENSITY_FACTOR_BOUNDS_HU = (130.0, 200.0, 300.0, 400.0)
 #: Risk categories from the total CAC Agatston score: name -> inclusive upper bound.
-RISK_CATEGORY_UPPER_BOUNDS: dict[str, float] = {"I": 10.0, "II": 100.0, "III": 1000.0, "IV": math.inf}
+RISK_CATEGORY_UPPER_BOUNDS: dict[str, float] = {
+    "I": 10.0,
+    "II": 100.0,
+    "III": 1000.0,
+    "IV": math.inf,
+}
 RISK_CATEGORIES: tuple[str, ...] = tuple(RISK_CATEGORY_UPPER_BOUNDS)
 #: Names of the per-label entries of :class:`Scores`, in report order.
 SCORE_NAMES: tuple[str, ...] = tuple(lab.name for lab in CALCIUM_LABELS) + ("CAC",)
@@ -100,17 +106,25 @@ class AgatstonConvention:
             raise ValueError(f"`lesions` must be '3d' or '2d', got {self.lesions=}")
         valid = _CONNECTIVITY_RANK_3D if self.lesions == "3d" else _CONNECTIVITY_RANK_2D
         if self.connectivity not in valid:
-            raise ValueError(f"`connectivity` for {self.lesions} lesions must be one of "
-                             f"{sorted(valid)}, got {self.connectivity=}")
+            raise ValueError(
+                f"`connectivity` for {self.lesions} lesions must be one of "
+                f"{sorted(valid)}, got {self.connectivity=}"
+            )
         if self.normalisation not in ("spacing", "thickness", "none"):
-            raise ValueError(f"`normalisation` must be 'spacing', 'thickness' or 'none', got {self.normalisation=}")
+            raise ValueError(
+                f"`normalisation` must be 'spacing', 'thickness' or 'none', got {self.normalisation=}"
+            )
         if not (np.isfinite(self.threshold_hu)):
             raise ValueError(f"`threshold_hu` must be finite, got {self.threshold_hu=}")
         if self.min_volume_mm3 < 0 or self.min_area_mm2 < 0:
-            raise ValueError(f"minimum sizes must be >= 0, got {self.min_volume_mm3=}, {self.min_area_mm2=}")
+            raise ValueError(
+                f"minimum sizes must be >= 0, got {self.min_volume_mm3=}, {self.min_area_mm2=}"
+            )
         if self.lesions == "2d" and self.min_volume_mm3 > 0:
-            raise ValueError(f"2D lesions have no volume criterion; set min_volume_mm3=0 "
-                             f"(got {self.min_volume_mm3=}) and use min_area_mm2")
+            raise ValueError(
+                f"2D lesions have no volume criterion; set min_volume_mm3=0 "
+                f"(got {self.min_volume_mm3=}) and use min_area_mm2"
+            )
 
     @classmethod
     def preset(cls, name: str) -> AgatstonConvention:
@@ -118,8 +132,9 @@ class AgatstonConvention:
         try:
             return CONVENTIONS[name.strip().lower()]
         except KeyError:
-            raise ValueError(f"unknown Agatston convention {name!r}; "
-                             f"known: {', '.join(CONVENTIONS)}") from None
+            raise ValueError(
+                f"unknown Agatston convention {name!r}; known: {', '.join(CONVENTIONS)}"
+            ) from None
 
     def with_options(self, **changes: Any) -> AgatstonConvention:
         """A copy with some options changed (named ``"custom"`` unless ``name`` is given)."""
@@ -145,27 +160,43 @@ class AgatstonConvention:
             return volume.spacing_mm[0] / AGATSTON_REFERENCE_THICKNESS_MM
         thickness = volume.meta.slice_thickness_mm
         if thickness is None or not thickness > 0:
-            raise InputError(None, "the Agatston convention normalises by slice thickness, but the scan "
-                             "carries no slice thickness",
-                             "set CTMeta.slice_thickness_mm, or use a convention with normalisation='spacing'")
+            raise InputError(
+                None,
+                "the Agatston convention normalises by slice thickness, but the scan "
+                "carries no slice thickness",
+                "set CTMeta.slice_thickness_mm, or use a convention with normalisation='spacing'",
+            )
         return float(thickness) / AGATSTON_REFERENCE_THICKNESS_MM
 
 
 CONVENTIONS: dict[str, AgatstonConvention] = {
     "lessmann2018": AgatstonConvention(name="lessmann2018"),
     "agatston1990": AgatstonConvention(
-        name="agatston1990", inclusive=False, lesions="2d", connectivity=8, min_volume_mm3=0.0,
-        min_area_mm2=1.0, normalisation="thickness"),
+        name="agatston1990",
+        inclusive=False,
+        lesions="2d",
+        connectivity=8,
+        min_volume_mm3=0.0,
+        min_area_mm2=1.0,
+        normalisation="thickness",
+    ),
     "clinical": AgatstonConvention(
-        name="clinical", lesions="2d", connectivity=8, min_volume_mm3=0.0, min_area_mm2=1.0,
-        normalisation="spacing"),
+        name="clinical",
+        lesions="2d",
+        connectivity=8,
+        min_volume_mm3=0.0,
+        min_area_mm2=1.0,
+        normalisation="spacing",
+    ),
 }
 DEFAULT_CONVENTION = "lessmann2018"
 
 
 def density_factor(max_hu: np.ndarray | float) -> np.ndarray:
     """Agatston density factor (1-4) of a maximum HU; 0 below 130 HU."""
-    return np.searchsorted(np.asarray(DENSITY_FACTOR_BOUNDS_HU), np.asarray(max_hu, float), side="right")
+    return np.searchsorted(
+        np.asarray(DENSITY_FACTOR_BOUNDS_HU), np.asarray(max_hu, float), side="right"
+    )
 
 
 def _as_convention(convention: AgatstonConvention | str) -> AgatstonConvention:
@@ -193,13 +224,21 @@ class MassCalibration:
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.factor_mg_per_cm3_per_hu) and self.factor_mg_per_cm3_per_hu > 0):
-            raise ValueError(f"`factor_mg_per_cm3_per_hu` must be > 0, got {self.factor_mg_per_cm3_per_hu=}")
+            raise ValueError(
+                f"`factor_mg_per_cm3_per_hu` must be > 0, got {self.factor_mg_per_cm3_per_hu=}"
+            )
         if not np.isfinite(self.water_hu):
             raise ValueError(f"`water_hu` must be finite, got {self.water_hu=}")
 
     @classmethod
-    def from_inserts(cls, volume: CTVolume, insert_mask: np.ndarray, water_mask: np.ndarray, *,
-                     insert_density_mg_per_cm3: float = 200.0) -> MassCalibration:
+    def from_inserts(
+        cls,
+        volume: CTVolume,
+        insert_mask: np.ndarray,
+        water_mask: np.ndarray,
+        *,
+        insert_density_mg_per_cm3: float = 200.0,
+    ) -> MassCalibration:
         """Measure the calibration from an insert of known HA density and a water insert.
 
         ``insert_mask`` and ``water_mask`` are boolean arrays on the grid of ``volume`` (keep
@@ -209,22 +248,34 @@ class MassCalibration:
         insert_hu = _masked_mean_hu(volume, insert_mask, "insert_mask")
         water_hu = _masked_mean_hu(volume, water_mask, "water_mask")
         if not insert_hu > water_hu:
-            raise ValueError(f"the calibration insert ({insert_hu:.1f} HU) must be denser than water "
-                             f"({water_hu:.1f} HU); check the masks")
+            raise ValueError(
+                f"the calibration insert ({insert_hu:.1f} HU) must be denser than water "
+                f"({water_hu:.1f} HU); check the masks"
+            )
         factor = insert_density_mg_per_cm3 / (insert_hu - water_hu)
-        log.info("mass calibration: insert %.1f HU, water %.1f HU -> %.4g mg/cm3 per HU",
-                 insert_hu, water_hu, factor)
+        log.info(
+            "mass calibration: insert %.1f HU, water %.1f HU -> %.4g mg/cm3 per HU",
+            insert_hu,
+            water_hu,
+            factor,
+        )
         return cls(factor_mg_per_cm3_per_hu=factor, water_hu=water_hu)
 
     def mass_mg(self, mean_hu: np.ndarray | float, volume_mm3: np.ndarray | float) -> np.ndarray:
-        return self.factor_mg_per_cm3_per_hu * (np.asarray(mean_hu, float) - self.water_hu) \
-            * np.asarray(volume_mm3, float) / 1000.0
+        return (
+            self.factor_mg_per_cm3_per_hu
+            * (np.asarray(mean_hu, float) - self.water_hu)
+            * np.asarray(volume_mm3, float)
+            / 1000.0
+        )
 
 
 def _masked_mean_hu(volume: CTVolume, mask: np.ndarray, name: str) -> float:
     m = np.asarray(mask, bool)
     if m.shape != volume.shape:
-        raise ValueError(f"`{name}` must have the shape of the volume {volume.shape}, got {m.shape}")
+        raise ValueError(
+            f"`{name}` must have the shape of the volume {volume.shape}, got {m.shape}"
+        )
     if not m.any():
         raise ValueError(f"`{name}` selects no voxel")
     return float(volume.hu[m].mean(dtype=np.float64))
@@ -238,14 +289,29 @@ def _as_calibration(calibration: MassCalibration | float | None) -> MassCalibrat
 
 # ---------------------------------------------------------------------------------- lesions
 LESION_COLUMNS = (
-    "lesion", "label", "n_voxels", "volume_mm3", "max_hu", "mean_hu", "agatston", "mass_mg",
-    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "first_slice", "last_slice",
+    "lesion",
+    "label",
+    "n_voxels",
+    "volume_mm3",
+    "max_hu",
+    "mean_hu",
+    "agatston",
+    "mass_mg",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "first_slice",
+    "last_slice",
 )
 
 
-def lesion_table(volume: CTVolume, labels: LabelVolume, *,
-                 convention: AgatstonConvention | str = DEFAULT_CONVENTION,
-                 calibration: MassCalibration | float | None = None) -> pd.DataFrame:
+def lesion_table(
+    volume: CTVolume,
+    labels: LabelVolume,
+    *,
+    convention: AgatstonConvention | str = DEFAULT_CONVENTION,
+    calibration: MassCalibration | float | None = None,
+) -> pd.DataFrame:
     """One row per calcified lesion that the convention keeps.
 
     Columns: ``lesion`` (1..n), ``label`` (name, e.g. "LAD"), ``n_voxels``, ``volume_mm3``,
@@ -260,8 +326,10 @@ def lesion_table(volume: CTVolume, labels: LabelVolume, *,
     hu = volume.hu
     lab = labels.array
     if lab.size and lab.max() > max(CALCIUM_LABELS):
-        raise ValueError(f"the label map holds value {int(lab.max())}; calcium labels are 0 (background) "
-                         f"to {max(CALCIUM_LABELS)} ({', '.join(f'{x.value} {x.name}' for x in CALCIUM_LABELS)})")
+        raise ValueError(
+            f"the label map holds value {int(lab.max())}; calcium labels are 0 (background) "
+            f"to {max(CALCIUM_LABELS)} ({', '.join(f'{x.value} {x.name}' for x in CALCIUM_LABELS)})"
+        )
     boxes = ndimage.find_objects(lab, max_label=max(CALCIUM_LABELS))
     parts = []
     for label in CALCIUM_LABELS:
@@ -280,12 +348,24 @@ def lesion_table(volume: CTVolume, labels: LabelVolume, *,
 
 
 _COLUMN_DTYPES = {c: float for c in LESION_COLUMNS} | {
-    "lesion": int, "label": object, "n_voxels": int, "first_slice": int, "last_slice": int}
+    "lesion": int,
+    "label": object,
+    "n_voxels": int,
+    "first_slice": int,
+    "last_slice": int,
+}
 
 
-def _measure_lesions(mask: np.ndarray, hu: np.ndarray, box: tuple[slice, ...], label: Label,
-                     volume: CTVolume, conv: AgatstonConvention, norm: float,
-                     cal: MassCalibration | None) -> pd.DataFrame:
+def _measure_lesions(
+    mask: np.ndarray,
+    hu: np.ndarray,
+    box: tuple[slice, ...],
+    label: Label,
+    volume: CTVolume,
+    conv: AgatstonConvention,
+    norm: float,
+    cal: MassCalibration | None,
+) -> pd.DataFrame:
     """Measure the lesions of one label inside its bounding box ``box``."""
     components, n = ndimage.label(mask, structure=conv.structure())
     idx = np.flatnonzero(components)
@@ -296,7 +376,10 @@ def _measure_lesions(mask: np.ndarray, hu: np.ndarray, box: tuple[slice, ...], l
     pixel_area_mm2 = dy * dx
     n_vox = np.bincount(comp, minlength=n)
     sum_hu = np.bincount(comp, weights=values, minlength=n)
-    centroid = np.stack([np.bincount(comp, weights=c, minlength=n) for c in (z, y, x)], axis=1) / n_vox[:, None]
+    centroid = (
+        np.stack([np.bincount(comp, weights=c, minlength=n) for c in (z, y, x)], axis=1)
+        / n_vox[:, None]
+    )
 
     # Per (lesion, slice): area and maximum HU. Sorting by (lesion, slice) groups both levels.
     nz = mask.shape[0]
@@ -307,7 +390,9 @@ def _measure_lesions(mask: np.ndarray, hu: np.ndarray, box: tuple[slice, ...], l
     slice_max = np.maximum.reduceat(values[order], starts)
     slice_area = np.diff(np.r_[starts, skey.size]) * pixel_area_mm2
     slice_lesion, slice_z = np.divmod(skey[starts], nz)
-    lesion_starts = np.flatnonzero(np.r_[True, slice_lesion[1:] != slice_lesion[:-1]])  # one per lesion
+    lesion_starts = np.flatnonzero(
+        np.r_[True, slice_lesion[1:] != slice_lesion[:-1]]
+    )  # one per lesion
     max_hu = np.maximum.reduceat(slice_max, lesion_starts)
     first = slice_z[lesion_starts]
     last = np.maximum.reduceat(slice_z, lesion_starts)
@@ -324,20 +409,22 @@ def _measure_lesions(mask: np.ndarray, hu: np.ndarray, box: tuple[slice, ...], l
     mass = cal.mass_mg(mean_hu, volume_mm3) if cal is not None else np.full(n, np.nan)
     offset = np.array([s.start for s in box], float)
     physical = volume.index_to_physical(centroid + offset)
-    table = pd.DataFrame({
-        "label": label.name,
-        "n_voxels": n_vox,
-        "volume_mm3": volume_mm3,
-        "max_hu": max_hu,
-        "mean_hu": mean_hu,
-        "agatston": agatston,
-        "mass_mg": mass,
-        "centroid_x_mm": physical[:, 2],  # index_to_physical returns LPS (z, y, x)
-        "centroid_y_mm": physical[:, 1],
-        "centroid_z_mm": physical[:, 0],
-        "first_slice": first + box[0].start,
-        "last_slice": last + box[0].start,
-    })
+    table = pd.DataFrame(
+        {
+            "label": label.name,
+            "n_voxels": n_vox,
+            "volume_mm3": volume_mm3,
+            "max_hu": max_hu,
+            "mean_hu": mean_hu,
+            "agatston": agatston,
+            "mass_mg": mass,
+            "centroid_x_mm": physical[:, 2],  # index_to_physical returns LPS (z, y, x)
+            "centroid_y_mm": physical[:, 1],
+            "centroid_z_mm": physical[:, 0],
+            "first_slice": first + box[0].start,
+            "last_slice": last + box[0].start,
+        }
+    )
     dropped = int((~keep).sum())
     if dropped:
         log.debug("%s: dropped %d of %d lesions below the minimum size", label.name, dropped, n)
@@ -393,8 +480,15 @@ class Scores:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per label and CAC: agatston, volume_mm3, mass_mg, n_lesions."""
-        rows = {k: {"agatston": s.agatston, "volume_mm3": s.volume_mm3, "mass_mg": s.mass_mg,
-                    "n_lesions": s.n_lesions} for k, s in self.labels.items()}
+        rows = {
+            k: {
+                "agatston": s.agatston,
+                "volume_mm3": s.volume_mm3,
+                "mass_mg": s.mass_mg,
+                "n_lesions": s.n_lesions,
+            }
+            for k, s in self.labels.items()
+        }
         df = pd.DataFrame.from_dict(rows, orient="index")
         df.index.name = "label"
         return df
@@ -413,9 +507,13 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def agatston(volume: CTVolume, labels: LabelVolume, *,
-             convention: AgatstonConvention | str = DEFAULT_CONVENTION,
-             calibration: MassCalibration | float | None = None) -> Scores:
+def agatston(
+    volume: CTVolume,
+    labels: LabelVolume,
+    *,
+    convention: AgatstonConvention | str = DEFAULT_CONVENTION,
+    calibration: MassCalibration | float | None = None,
+) -> Scores:
     """Agatston, volume (mm^3) and mass (mg) scores per label and for CAC.
 
     ``labels`` must share the grid of ``volume``. ``convention`` is an
@@ -429,8 +527,12 @@ def agatston(volume: CTVolume, labels: LabelVolume, *,
     return scores_from_lesions(table, convention=conv, calibration=cal)
 
 
-def scores_from_lesions(table: pd.DataFrame, *, convention: AgatstonConvention | str = DEFAULT_CONVENTION,
-                        calibration: MassCalibration | None = None) -> Scores:
+def scores_from_lesions(
+    table: pd.DataFrame,
+    *,
+    convention: AgatstonConvention | str = DEFAULT_CONVENTION,
+    calibration: MassCalibration | None = None,
+) -> Scores:
     """Sum a :func:`lesion_table` into per-label and CAC :class:`Scores`."""
     conv = _as_convention(convention)
     sums = table.groupby("label")[["agatston", "volume_mm3", "mass_mg"]].sum(min_count=1)
@@ -441,22 +543,32 @@ def scores_from_lesions(table: pd.DataFrame, *, convention: AgatstonConvention |
         name = label.name
         if name in sums.index:
             row = sums.loc[name]
-            out[name] = LabelScore(float(row["agatston"]), float(row["volume_mm3"]),
-                                   float(row["mass_mg"]) if calibration is not None else math.nan,
-                                   int(counts[name]))
+            out[name] = LabelScore(
+                float(row["agatston"]),
+                float(row["volume_mm3"]),
+                float(row["mass_mg"]) if calibration is not None else math.nan,
+                int(counts[name]),
+            )
         else:
             out[name] = LabelScore(0.0, 0.0, no_mass, 0)
     cac = [out[lab.name] for lab in CAC_LABELS]
     out["CAC"] = LabelScore(
-        sum(s.agatston for s in cac), sum(s.volume_mm3 for s in cac),
-        sum(s.mass_mg for s in cac), sum(s.n_lesions for s in cac),
+        sum(s.agatston for s in cac),
+        sum(s.volume_mm3 for s in cac),
+        sum(s.mass_mg for s in cac),
+        sum(s.n_lesions for s in cac),
     )
     return Scores(labels=out, convention=conv, calibration=calibration, lesions=table)
 
 
-def score_report(volume: CTVolume, labels: LabelVolume, *, scan: str | None,
-                 convention: AgatstonConvention | str = DEFAULT_CONVENTION,
-                 calibration: MassCalibration | float | None = None) -> dict[str, Any]:
+def score_report(
+    volume: CTVolume,
+    labels: LabelVolume,
+    *,
+    scan: str | None,
+    convention: AgatstonConvention | str = DEFAULT_CONVENTION,
+    calibration: MassCalibration | float | None = None,
+) -> dict[str, Any]:
     """The dict written as ``<scan>_scores.json`` and printed by ``calcscore agatston --json``.
 
     ``{"scan": ..., "labels": {"LAD": {"agatston", "volume_mm3", "mass_mg", "n_lesions"}, ...,
@@ -479,4 +591,6 @@ def risk_category(cac_agatston: float) -> str:
 
 def risk_categories(cac_agatston: np.ndarray | pd.Series | list[float]) -> np.ndarray:
     """:func:`risk_category` of each score, as an array of strings."""
-    return np.array([risk_category(s) for s in np.asarray(cac_agatston, float).ravel()], dtype=object)
+    return np.array(
+        [risk_category(s) for s in np.asarray(cac_agatston, float).ravel()], dtype=object
+    )

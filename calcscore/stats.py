@@ -13,6 +13,7 @@ Bland-Altman.
 
 Undefined statistics are ``nan`` (a kappa when every scan is in one category, for example).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,12 @@ class KappaResult:
     confidence: float = 0.95
 
 
-def confusion_matrix(reference: Sequence[Any], prediction: Sequence[Any], *,
-                     categories: Sequence[Any] = RISK_CATEGORIES) -> pd.DataFrame:
+def confusion_matrix(
+    reference: Sequence[Any],
+    prediction: Sequence[Any],
+    *,
+    categories: Sequence[Any] = RISK_CATEGORIES,
+) -> pd.DataFrame:
     """Counts with the reference as rows and the prediction as columns, every category shown."""
     ref, pred = _paired(reference, prediction, "reference", "prediction", dtype=object)
     cats = list(categories)
@@ -52,13 +57,19 @@ def confusion_matrix(reference: Sequence[Any], prediction: Sequence[Any], *,
     pos = {c: i for i, c in enumerate(cats)}
     table = np.zeros((len(cats), len(cats)), int)
     np.add.at(table, ([pos[r] for r in ref], [pos[p] for p in pred]), 1)
-    return pd.DataFrame(table, index=pd.Index(cats, name="reference"), columns=pd.Index(cats, name="prediction"))
+    return pd.DataFrame(
+        table, index=pd.Index(cats, name="reference"), columns=pd.Index(cats, name="prediction")
+    )
 
 
-def weighted_kappa(reference: Sequence[Any], prediction: Sequence[Any], *,
-                   categories: Sequence[Any] = RISK_CATEGORIES,
-                   weights: Literal["linear", "quadratic", "none"] = "linear",
-                   confidence: float = 0.95) -> KappaResult:
+def weighted_kappa(
+    reference: Sequence[Any],
+    prediction: Sequence[Any],
+    *,
+    categories: Sequence[Any] = RISK_CATEGORIES,
+    weights: Literal["linear", "quadratic", "none"] = "linear",
+    confidence: float = 0.95,
+) -> KappaResult:
     """Cohen's kappa of two ratings of the same items, linearly weighted by default.
 
     ``categories`` fixes the order (and the distance between categories); categories that no
@@ -72,14 +83,18 @@ def weighted_kappa(reference: Sequence[Any], prediction: Sequence[Any], *,
     agreement = float(np.trace(table) / n)
     k = table.shape[0]
     i, j = np.indices((k, k))
-    dist = {"linear": np.abs(i - j), "quadratic": (i - j) ** 2, "none": (i != j).astype(float)}[weights]
+    dist = {"linear": np.abs(i - j), "quadratic": (i - j) ** 2, "none": (i != j).astype(float)}[
+        weights
+    ]
     expected = np.outer(table.sum(1), table.sum(0)) / n
     if (dist * expected).sum() == 0:
         return KappaResult(math.nan, math.nan, math.nan, math.nan, n, agreement, confidence)
     from statsmodels.stats.inter_rater import cohens_kappa
 
     with np.errstate(divide="ignore", invalid="ignore"):  # tiny tables: the null SE can be 0
-        res = cohens_kappa(table, wt={"linear": "linear", "quadratic": "quadratic", "none": None}[weights])
+        res = cohens_kappa(
+            table, wt={"linear": "linear", "quadratic": "quadratic", "none": None}[weights]
+        )
     kappa, se = float(res["kappa"]), float(res["std_kappa"])
     if not math.isfinite(se):
         return KappaResult(kappa, math.nan, math.nan, se, n, agreement, confidence)
@@ -88,8 +103,12 @@ def weighted_kappa(reference: Sequence[Any], prediction: Sequence[Any], *,
     return KappaResult(kappa, low, high, se, n, agreement, confidence)
 
 
-def risk_category_agreement(reference_agatston: Sequence[float], predicted_agatston: Sequence[float], *,
-                            confidence: float = 0.95) -> tuple[pd.DataFrame, KappaResult]:
+def risk_category_agreement(
+    reference_agatston: Sequence[float],
+    predicted_agatston: Sequence[float],
+    *,
+    confidence: float = 0.95,
+) -> tuple[pd.DataFrame, KappaResult]:
     """Table III: the risk-category confusion matrix (reference rows) and the linear kappa."""
     ref = risk_categories(reference_agatston)
     pred = risk_categories(predicted_agatston)
@@ -134,8 +153,9 @@ def icc_2_1(ratings: np.ndarray | pd.DataFrame, *, confidence: float = 0.95) -> 
     return ICCResult(float(icc), low, high, n, k, confidence)
 
 
-def _icc_a1_ci(icc: float, msr: float, msc: float, mse: float, n: int, k: int,
-               confidence: float) -> tuple[float, float]:
+def _icc_a1_ci(
+    icc: float, msr: float, msc: float, mse: float, n: int, k: int, confidence: float
+) -> tuple[float, float]:
     """McGraw & Wong (1996) CI of ICC(A,1) with Satterthwaite degrees of freedom."""
     alpha = 1 - confidence
     if not (0 < icc < 1) or mse <= 0:
@@ -161,8 +181,13 @@ class BootstrapResult:
     confidence: float = 0.95
 
 
-def bootstrap_ci(statistic: Callable[..., float], *samples: Sequence[Any], n_resamples: int = 2000,
-                 confidence: float = 0.95, rng: np.random.Generator | int | None = None) -> BootstrapResult:
+def bootstrap_ci(
+    statistic: Callable[..., float],
+    *samples: Sequence[Any],
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> BootstrapResult:
     """Percentile bootstrap CI of ``statistic(*samples)``, resampling scans with replacement.
 
     All ``samples`` are indexed by scan (same length) and resampled together, so paired data
@@ -173,7 +198,9 @@ def bootstrap_ci(statistic: Callable[..., float], *samples: Sequence[Any], n_res
     arrays = [np.asarray(s) for s in samples]
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
-        raise ValueError(f"all samples must have one value per scan; got lengths {[len(a) for a in arrays]}")
+        raise ValueError(
+            f"all samples must have one value per scan; got lengths {[len(a) for a in arrays]}"
+        )
     if n == 0:
         raise ValueError("bootstrap_ci needs at least one scan")
     if n_resamples < 1:
@@ -199,8 +226,9 @@ class PairedTest:
     n: int
 
 
-def paired_test(a: Sequence[Any], b: Sequence[Any], *,
-                test: Literal["wilcoxon", "mcnemar"] = "wilcoxon") -> PairedTest:
+def paired_test(
+    a: Sequence[Any], b: Sequence[Any], *, test: Literal["wilcoxon", "mcnemar"] = "wilcoxon"
+) -> PairedTest:
     """Compare two methods on the same scans.
 
     ``"wilcoxon"``: two-sided Wilcoxon signed-rank test of continuous per-scan values (pairs
@@ -224,7 +252,10 @@ def paired_test(a: Sequence[Any], b: Sequence[Any], *,
         x, y = x.astype(bool), y.astype(bool)
         from statsmodels.stats.contingency_tables import mcnemar
 
-        table = [[int(np.sum(x & y)), int(np.sum(x & ~y))], [int(np.sum(~x & y)), int(np.sum(~x & ~y))]]
+        table = [
+            [int(np.sum(x & y)), int(np.sum(x & ~y))],
+            [int(np.sum(~x & y)), int(np.sum(~x & ~y))],
+        ]
         if table[0][1] + table[1][0] == 0:
             return PairedTest("mcnemar", 0.0, 1.0, int(x.size))
         res = mcnemar(table, exact=True)
@@ -232,10 +263,14 @@ def paired_test(a: Sequence[Any], b: Sequence[Any], *,
     raise ValueError(f"`test` must be 'wilcoxon' or 'mcnemar', got {test=}")
 
 
-def _paired(a: Sequence[Any], b: Sequence[Any], name_a: str, name_b: str, *, dtype) -> tuple[np.ndarray, np.ndarray]:
+def _paired(
+    a: Sequence[Any], b: Sequence[Any], name_a: str, name_b: str, *, dtype
+) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(a, dtype=dtype).ravel(), np.asarray(b, dtype=dtype).ravel()
     if x.shape != y.shape:
-        raise ValueError(f"`{name_a}` and `{name_b}` must be paired (same length), got {x.size} and {y.size}")
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must be paired (same length), got {x.size} and {y.size}"
+        )
     return x, y
 
 
@@ -263,8 +298,15 @@ def bland_altman(a: Sequence[float], b: Sequence[float], *, loa_sd: float = 1.96
     return BlandAltman(m, sd, m - loa_sd * sd, m + loa_sd * sd, int(d.size))
 
 
-def plot_bland_altman(a: Sequence[float], b: Sequence[float], *, ax=None, loa_sd: float = 1.96,
-                      unit: str = "", title: str | None = None):
+def plot_bland_altman(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    ax=None,
+    loa_sd: float = 1.96,
+    unit: str = "",
+    title: str | None = None,
+):
     """Bland-Altman plot of ``b - a`` against the pair mean; returns the matplotlib Axes."""
     import matplotlib.pyplot as plt
 
@@ -280,8 +322,13 @@ def plot_bland_altman(a: Sequence[float], b: Sequence[float], *, ax=None, loa_sd
     if math.isfinite(ba.loa_low):
         for v in (ba.loa_low, ba.loa_high):
             ax.axhline(v, color="tab:red", linestyle="--")
-        ax.plot([], [], color="tab:red", linestyle="--",
-                label=f"mean ± {loa_sd:g} SD [{ba.loa_low:.3g}, {ba.loa_high:.3g}]")
+        ax.plot(
+            [],
+            [],
+            color="tab:red",
+            linestyle="--",
+            label=f"mean ± {loa_sd:g} SD [{ba.loa_low:.3g}, {ba.loa_high:.3g}]",
+        )
     ax.set_xlabel(f"mean of the two methods{suffix}")
     ax.set_ylabel(f"difference (b − a){suffix}")
     if title:

@@ -5,6 +5,7 @@ Labels are drawn in the colours of the paper's Fig. 6 (:data:`calcscore.labels.C
 matplotlib is imported inside the functions, with the non-interactive Agg backend when no
 display backend was chosen, so that importing calcscore stays light.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,9 @@ def window(hu: np.ndarray, preset: str | tuple[float, float] = "mediastinum") ->
     return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
 
 
-def label_rgba(labels: np.ndarray, *, alpha: float = 0.8, visible: set[int] | None = None) -> np.ndarray:
+def label_rgba(
+    labels: np.ndarray, *, alpha: float = 0.8, visible: set[int] | None = None
+) -> np.ndarray:
     """(..., 4) RGBA image of a label slice in the Fig. 6 colours (transparent background)."""
     lut = np.zeros((256, 4), np.float32)
     for lab in CALCIUM_LABELS:
@@ -70,9 +73,15 @@ def _pyplot():
     return plt
 
 
-def overlay_figure(volume: CTVolume, labels: LabelVolume, *, slices: list[int] | None = None,
-                   n_slices: int = 3, preset: str | tuple[float, float] = "mediastinum",
-                   title: str | None = None):
+def overlay_figure(
+    volume: CTVolume,
+    labels: LabelVolume,
+    *,
+    slices: list[int] | None = None,
+    n_slices: int = 3,
+    preset: str | tuple[float, float] = "mediastinum",
+    title: str | None = None,
+):
     """A row of axial slices (those with the most calcium by default) with the labels on top,
     and a legend of the labels present. Returns the matplotlib Figure."""
     check_same_geometry(volume, labels)
@@ -83,15 +92,25 @@ def overlay_figure(volume: CTVolume, labels: LabelVolume, *, slices: list[int] |
     sy, sx = volume.spacing_mm[1:]
     fig, axes = plt.subplots(1, len(zs), figsize=(4.2 * len(zs), 4.6), squeeze=False)
     for ax, z in zip(axes[0], zs):
-        ax.imshow(window(volume.hu[z], preset), cmap="gray", vmin=0, vmax=1, aspect=sy / sx,
-                  interpolation="nearest")
+        ax.imshow(
+            window(volume.hu[z], preset),
+            cmap="gray",
+            vmin=0,
+            vmax=1,
+            aspect=sy / sx,
+            interpolation="nearest",
+        )
         ax.imshow(label_rgba(labels.labels[z]), aspect=sy / sx, interpolation="nearest")
         ax.set_title(f"axial slice {z}")
         ax.axis("off")
     present = [lab for lab in CALCIUM_LABELS if (labels.labels == lab).any()]
     if present:
-        fig.legend(handles=[Patch(color=COLOURS[lab], label=lab.name) for lab in present],
-                   loc="lower center", ncol=len(present), frameon=False)
+        fig.legend(
+            handles=[Patch(color=COLOURS[lab], label=lab.name) for lab in present],
+            loc="lower center",
+            ncol=len(present),
+            frameon=False,
+        )
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 if present else 0, 1, 1))
@@ -165,7 +184,9 @@ def _square_pixels(img: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarr
     return out
 
 
-def default_index(shape: tuple[int, int, int], plane: str, labels: LabelVolume | None = None) -> int:
+def default_index(
+    shape: tuple[int, int, int], plane: str, labels: LabelVolume | None = None
+) -> int:
     """The middle slice, or the slice of ``plane`` with the most labelled voxels."""
     axis = _check_plane(plane)
     if labels is not None and labels.array.any():
@@ -174,10 +195,18 @@ def default_index(shape: tuple[int, int, int], plane: str, labels: LabelVolume |
     return int(shape[axis] // 2)
 
 
-def render_slice(volume: CTVolume, labels: LabelVolume | None = None, *, plane: str = "axial",
-                 index: int | None = None, preset: str | tuple[float, float] = "mediastinum",
-                 visible: set[int] | None = None, threshold_hu: float | None = None,
-                 alpha: float = 0.7, square_pixels: bool = True) -> np.ndarray:
+def render_slice(
+    volume: CTVolume,
+    labels: LabelVolume | None = None,
+    *,
+    plane: str = "axial",
+    index: int | None = None,
+    preset: str | tuple[float, float] = "mediastinum",
+    visible: set[int] | None = None,
+    threshold_hu: float | None = None,
+    alpha: float = 0.7,
+    square_pixels: bool = True,
+) -> np.ndarray:
     """The RGB image (uint8, rows x columns x 3) of one slice: grey values in the window
     ``preset``, the voxels >= ``threshold_hu`` in :data:`THRESHOLD_COLOUR` (when given), and the
     labels in ``visible`` (all when None) in the Fig. 6 colours on top.
@@ -229,13 +258,19 @@ def png_bytes(rgb: np.ndarray, *, scale: int = 1) -> bytes:
     if scale > 1:
         rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()
-    matplotlib.image.imsave(buf, np.ascontiguousarray(rgb), format="png", metadata={"Software": None})
+    matplotlib.image.imsave(
+        buf, np.ascontiguousarray(rgb), format="png", metadata={"Software": None}
+    )
     return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- cropping
-def box_around(mask: np.ndarray | LabelVolume, spacing_mm: tuple[float, float, float] | None = None, *,
-               margin_mm: float = 10.0) -> tuple[slice, slice, slice]:
+def box_around(
+    mask: np.ndarray | LabelVolume,
+    spacing_mm: tuple[float, float, float] | None = None,
+    *,
+    margin_mm: float = 10.0,
+) -> tuple[slice, slice, slice]:
     """The (z, y, x) bounding box of a mask (or of the labelled voxels of a label map), grown
     by ``margin_mm`` on every side and clipped to the array."""
     if isinstance(mask, LabelVolume):
@@ -266,8 +301,11 @@ def crop(grid, box: tuple[slice, slice, slice]):
 def _legend(fig, labels: list[LabelVolume | None], threshold_hu: float | None) -> bool:
     from matplotlib.patches import Patch
 
-    present = [lab for lab in CALCIUM_LABELS
-               if any(lv is not None and (lv.labels == lab).any() for lv in labels)]
+    present = [
+        lab
+        for lab in CALCIUM_LABELS
+        if any(lv is not None and (lv.labels == lab).any() for lv in labels)
+    ]
     handles = [Patch(color=COLOURS[lab], label=lab.name) for lab in present]
     if threshold_hu is not None:
         handles.append(Patch(color=THRESHOLD_COLOUR, label=f"≥ {threshold_hu:g} HU"))
@@ -276,9 +314,16 @@ def _legend(fig, labels: list[LabelVolume | None], threshold_hu: float | None) -
     return bool(handles)
 
 
-def panel_figure(panels, *, plane: str = "axial", preset: str | tuple[float, float] = "mediastinum",
-                 threshold_hu: float | None = None, title: str | None = None, ncols: int | None = None,
-                 panel_inches: float = 3.6):
+def panel_figure(
+    panels,
+    *,
+    plane: str = "axial",
+    preset: str | tuple[float, float] = "mediastinum",
+    threshold_hu: float | None = None,
+    title: str | None = None,
+    ncols: int | None = None,
+    panel_inches: float = 3.6,
+):
     """A grid of slice views, one per panel, with a legend of the labels shown.
 
     ``panels``: a sequence of ``(title, volume, labels_or_None, index_or_None)`` tuples (the
@@ -292,14 +337,19 @@ def panel_figure(panels, *, plane: str = "axial", preset: str | tuple[float, flo
         raise ValueError("`panels` must hold at least one panel")
     ncols = ncols or len(items)
     nrows = -(-len(items) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows + 0.5), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (name, volume, labels, index) in zip(axes.ravel(), items):
         idx = default_index(volume.shape, plane, labels) if index is None else int(index)
-        ax.imshow(render_slice(volume, labels, plane=plane, index=idx, preset=preset,
-                               threshold_hu=threshold_hu), interpolation="nearest")
+        ax.imshow(
+            render_slice(
+                volume, labels, plane=plane, index=idx, preset=preset, threshold_hu=threshold_hu
+            ),
+            interpolation="nearest",
+        )
         ax.set_title(f"{name}\n{plane} {idx}" if name else f"{plane} {idx}", fontsize="medium")
     has_legend = _legend(fig, [p[2] for p in items], threshold_hu)
     top = 1.0
@@ -310,7 +360,9 @@ def panel_figure(panels, *, plane: str = "axial", preset: str | tuple[float, flo
     return fig
 
 
-def largest_lesion(labels: LabelVolume, *, margin_mm: float = 10.0) -> tuple[int, tuple[slice, slice, slice]]:
+def largest_lesion(
+    labels: LabelVolume, *, margin_mm: float = 10.0
+) -> tuple[int, tuple[slice, slice, slice]]:
     """(axial slice, (z, y, x) box) of the largest 26-connected calcification of a label map:
     the slice where it has the most voxels and its bounding box grown by ``margin_mm``."""
     from scipy import ndimage
@@ -323,8 +375,9 @@ def largest_lesion(labels: LabelVolume, *, margin_mm: float = 10.0) -> tuple[int
     return z, box_around(m, labels.spacing_mm, margin_mm=margin_mm)
 
 
-def disagreement_boxes(reference: LabelVolume, other: LabelVolume, *, n: int = 4,
-                       margin_mm: float = 10.0) -> list[tuple[int, tuple[slice, slice, slice]]]:
+def disagreement_boxes(
+    reference: LabelVolume, other: LabelVolume, *, n: int = 4, margin_mm: float = 10.0
+) -> list[tuple[int, tuple[slice, slice, slice]]]:
     """Up to ``n`` regions where two label maps differ, largest first: (axial slice with the
     most disagreeing voxels, (z, y, x) box around the region grown by ``margin_mm``)."""
     from scipy import ndimage
@@ -343,10 +396,17 @@ def disagreement_boxes(reference: LabelVolume, other: LabelVolume, *, n: int = 4
     return out
 
 
-def disagreement_gallery(volume: CTVolume, reference: LabelVolume, other: LabelVolume, *,
-                         names: tuple[str, str] = ("reference", "observer"), n: int = 4,
-                         margin_mm: float = 10.0, preset: str | tuple[float, float] = "calcium",
-                         title: str | None = None):
+def disagreement_gallery(
+    volume: CTVolume,
+    reference: LabelVolume,
+    other: LabelVolume,
+    *,
+    names: tuple[str, str] = ("reference", "observer"),
+    n: int = 4,
+    margin_mm: float = 10.0,
+    preset: str | tuple[float, float] = "calcium",
+    title: str | None = None,
+):
     """One row per disagreement (:func:`disagreement_boxes`): the CT alone, ``reference`` and
     ``other``, zoomed to the region. Returns the Figure (a note when the maps agree)."""
     plt = _pyplot()
@@ -354,16 +414,20 @@ def disagreement_gallery(volume: CTVolume, reference: LabelVolume, other: LabelV
     if not boxes:
         fig, ax = plt.subplots(figsize=(4, 1))
         ax.axis("off")
-        ax.text(0.5, 0.5, f"{names[0]} and {names[1]} agree on every voxel", ha="center", va="center")
+        ax.text(
+            0.5, 0.5, f"{names[0]} and {names[1]} agree on every voxel", ha="center", va="center"
+        )
         return fig
     panels = []
     for z, box in boxes:
         zs = slice(z, z + 1)
         b = (zs, box[1], box[2])
         v = crop(volume, b)
-        panels += [(f"CT, slice {z}", v, None, 0),
-                   (names[0], v, crop(reference, b), 0),
-                   (names[1], v, crop(other, b), 0)]
+        panels += [
+            (f"CT, slice {z}", v, None, 0),
+            (names[0], v, crop(reference, b), 0),
+            (names[1], v, crop(other, b), 0),
+        ]
     fig = panel_figure(panels, preset=preset, ncols=3, title=title, panel_inches=2.6)
     for ax in fig.axes[: len(panels)]:
         ax.set_title(ax.get_title().split("\n")[0], fontsize="small")
@@ -390,8 +454,15 @@ def plot_training_curves(runs, *, ax=None, title: str | None = None):
         colour = f"C{i}"
         ax.plot(df["iteration"], df["train_loss"], color=colour, label=f"{name} training")
         if "val_loss" in df and df["val_loss"].notna().any():
-            ax.plot(df["iteration"], df["val_loss"], color=colour, linestyle="--", marker="o",
-                    markersize=3, label=f"{name} validation")
+            ax.plot(
+                df["iteration"],
+                df["val_loss"],
+                color=colour,
+                linestyle="--",
+                marker="o",
+                markersize=3,
+                label=f"{name} validation",
+            )
     ax.set_xlabel("iteration")
     ax.set_ylabel("cross-entropy loss")
     if title:
@@ -400,8 +471,16 @@ def plot_training_curves(runs, *, ax=None, title: str | None = None):
     return ax
 
 
-def lesion_gallery(volume: CTVolume, labels: LabelVolume, *, max_lesions: int = 40, half_width_mm: float = 30.0,
-                   ncols: int = 8, preset: str | tuple[float, float] = "mediastinum", title: str | None = None):
+def lesion_gallery(
+    volume: CTVolume,
+    labels: LabelVolume,
+    *,
+    max_lesions: int = 40,
+    half_width_mm: float = 30.0,
+    ncols: int = 8,
+    preset: str | tuple[float, float] = "mediastinum",
+    title: str | None = None,
+):
     """One axial close-up per labelled lesion (26-connected), largest first: the slice where the
     lesion has the most voxels, ``half_width_mm`` around its centre, labels in the Fig. 6
     colours; each titled with its label, volume and slice. For a reader to judge every lesion
@@ -417,8 +496,15 @@ def lesion_gallery(volume: CTVolume, labels: LabelVolume, *, max_lesions: int = 
         m = comps[box] == k
         zz, yy, xx = np.nonzero(m)
         name = Label(int(np.bincount(labels.labels[box][m]).argmax())).name
-        items.append((int(m.sum()), name, int(box[0].start + np.bincount(zz).argmax()),
-                      int(round(box[1].start + yy.mean())), int(round(box[2].start + xx.mean()))))
+        items.append(
+            (
+                int(m.sum()),
+                name,
+                int(box[0].start + np.bincount(zz).argmax()),
+                int(round(box[1].start + yy.mean())),
+                int(round(box[2].start + xx.mean())),
+            )
+        )
     items.sort(key=lambda t: -t[0])
     items = items[:max_lesions]
     nrows = max(1, -(-len(items) // ncols))
@@ -427,9 +513,17 @@ def lesion_gallery(volume: CTVolume, labels: LabelVolume, *, max_lesions: int = 
         ax.axis("off")
     hy, hx = (max(1, int(round(half_width_mm / s))) for s in volume.spacing_mm[1:])
     for ax, (n, name, z, y, x) in zip(axes.ravel(), items):
-        box = (slice(z, z + 1), slice(max(0, y - hy), y + hy + 1), slice(max(0, x - hx), x + hx + 1))
-        ax.imshow(render_slice(crop(volume, box), crop(labels, box), plane="axial", index=0, preset=preset),
-                  interpolation="nearest")
+        box = (
+            slice(z, z + 1),
+            slice(max(0, y - hy), y + hy + 1),
+            slice(max(0, x - hx), x + hx + 1),
+        )
+        ax.imshow(
+            render_slice(
+                crop(volume, box), crop(labels, box), plane="axial", index=0, preset=preset
+            ),
+            interpolation="nearest",
+        )
         ax.set_title(f"{name} {n * voxel_mm3:.0f} mm³\nslice {z}, y {y}, x {x}", fontsize="small")
     if title:
         fig.suptitle(title)

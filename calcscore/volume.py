@@ -6,6 +6,7 @@ matrix with rows and columns both reversed, so the identity means axial slices w
 patient's left, y to posterior, z to superior). The one place where ITK's (x, y, z) order becomes
 ours is :mod:`calcscore.io`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -44,7 +45,9 @@ class _Grid:
             raise ValueError(f"a volume must be 3D (z, y, x), got an array of shape {arr.shape}")
         spacing = tuple(float(s) for s in self.spacing_mm)
         if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
-            raise ValueError(f"`spacing_mm` must be three positive numbers (z, y, x), got {self.spacing_mm!r}")
+            raise ValueError(
+                f"`spacing_mm` must be three positive numbers (z, y, x), got {self.spacing_mm!r}"
+            )
         origin = tuple(float(o) for o in self.origin_mm)
         if len(origin) != 3:
             raise ValueError(f"`origin_mm` must be three numbers (z, y, x), got {self.origin_mm!r}")
@@ -133,7 +136,9 @@ class GeometryMismatchError(ValueError):
     """Two volumes that must share a grid do not."""
 
 
-def check_same_geometry(a: _Grid, b: _Grid, *, names: tuple[str, str] = ("image", "labels")) -> None:
+def check_same_geometry(
+    a: _Grid, b: _Grid, *, names: tuple[str, str] = ("image", "labels")
+) -> None:
     """Raise :class:`GeometryMismatchError` naming both geometries when they differ."""
     if not a.same_geometry(b):
         raise GeometryMismatchError(

@@ -29,6 +29,7 @@ cursor, undo, save and load::
 voxel (through the whole-pixel enlargement and the square-pixel stretch) for any front end
 that does deliver clicks.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,6 +66,7 @@ __all__ = ["SliceViewer", "view"]
 
 log = logging.getLogger(__name__)
 
+
 def _as_panels(labels) -> dict[str, LabelVolume | None]:
     if labels is None:
         return {"": None}
@@ -75,8 +77,10 @@ def _as_panels(labels) -> dict[str, LabelVolume | None]:
     elif isinstance(labels, Sequence):
         panels = {f"labels {i + 1}": lv for i, lv in enumerate(labels)}
     else:
-        raise TypeError(f"`labels` must be a LabelVolume, a mapping name -> LabelVolume or a list, "
-                        f"got {type(labels).__name__}")
+        raise TypeError(
+            f"`labels` must be a LabelVolume, a mapping name -> LabelVolume or a list, "
+            f"got {type(labels).__name__}"
+        )
     if not panels:
         return {"": None}
     return panels
@@ -101,10 +105,19 @@ class SliceViewer(AnnotationMode):
         :class:`calcscore.annotate.Annotator` whose label map becomes the first panel.
     """
 
-    def __init__(self, volume: CTVolume, labels=None, *, plane: str = "axial",
-                 preset: str | tuple[float, float] = "mediastinum",
-                 threshold_hu: float = CALCIUM_THRESHOLD_HU, show_threshold: bool = False,
-                 alpha: float = 0.7, display_px: int = 384, annotate: bool | Annotator = False):
+    def __init__(
+        self,
+        volume: CTVolume,
+        labels=None,
+        *,
+        plane: str = "axial",
+        preset: str | tuple[float, float] = "mediastinum",
+        threshold_hu: float = CALCIUM_THRESHOLD_HU,
+        show_threshold: bool = False,
+        alpha: float = 0.7,
+        display_px: int = 384,
+        annotate: bool | Annotator = False,
+    ):
         widgets = optional_import("ipywidgets", "the interactive slice viewer", "notebooks")
         if plane not in PLANES:
             raise ValueError(f"`plane` must be one of {', '.join(PLANES)}, got {plane=}")
@@ -124,24 +137,45 @@ class SliceViewer(AnnotationMode):
         self._busy = False
 
         self.plane = widgets.ToggleButtons(options=list(PLANES), value=plane, description="plane")
-        self.slider = widgets.IntSlider(value=self._index[plane], min=0,
-                                        max=n_slices(volume.shape, plane) - 1, description="slice",
-                                        continuous_update=False, layout=widgets.Layout(width="420px"))
-        self.preset = widgets.Dropdown(options=[*WINDOWS, "custom"],
-                                       value=preset if isinstance(preset, str) else "custom",
-                                       description="window")
-        self.level = widgets.IntSlider(value=int(level), min=-1200, max=3000, step=10,
-                                       description="level", continuous_update=False)
-        self.width = widgets.IntSlider(value=int(width), min=1, max=4000, step=10,
-                                       description="width", continuous_update=False)
-        self.threshold = widgets.Checkbox(value=bool(show_threshold), indent=False,
-                                          description=f"≥ {self.threshold_hu:g} HU",
-                                          style={"background": _hex(THRESHOLD_COLOUR)},
-                                          layout=widgets.Layout(width="auto", margin="0 12px 0 0"))
+        self.slider = widgets.IntSlider(
+            value=self._index[plane],
+            min=0,
+            max=n_slices(volume.shape, plane) - 1,
+            description="slice",
+            continuous_update=False,
+            layout=widgets.Layout(width="420px"),
+        )
+        self.preset = widgets.Dropdown(
+            options=[*WINDOWS, "custom"],
+            value=preset if isinstance(preset, str) else "custom",
+            description="window",
+        )
+        self.level = widgets.IntSlider(
+            value=int(level),
+            min=-1200,
+            max=3000,
+            step=10,
+            description="level",
+            continuous_update=False,
+        )
+        self.width = widgets.IntSlider(
+            value=int(width), min=1, max=4000, step=10, description="width", continuous_update=False
+        )
+        self.threshold = widgets.Checkbox(
+            value=bool(show_threshold),
+            indent=False,
+            description=f"≥ {self.threshold_hu:g} HU",
+            style={"background": _hex(THRESHOLD_COLOUR)},
+            layout=widgets.Layout(width="auto", margin="0 12px 0 0"),
+        )
         self.label_toggles: dict[Label, object] = {
-            lab: widgets.Checkbox(value=True, indent=False, description=lab.name,
-                                  style={"background": _hex(COLOURS[lab])},
-                                  layout=widgets.Layout(width="auto"))
+            lab: widgets.Checkbox(
+                value=True,
+                indent=False,
+                description=lab.name,
+                style={"background": _hex(COLOURS[lab])},
+                layout=widgets.Layout(width="auto"),
+            )
             for lab in CALCIUM_LABELS
         }
         self.images = [widgets.Image(format="png") for _ in self.panels]
@@ -163,17 +197,23 @@ class SliceViewer(AnnotationMode):
         for w in (self.level, self.width, self.threshold, *self.label_toggles.values()):
             w.observe(self._on_change, names="value")
 
-        panels = [widgets.VBox([widgets.HTML(f"<b>{name}</b>"), im])
-                  for name, im in zip(self.panels, self.images)]
-        toggles = widgets.HBox([self.threshold, *self.label_toggles.values()],
-                               layout=widgets.Layout(flex_flow="row wrap"))
-        self.widget = widgets.VBox([
-            widgets.HBox([self.plane, self.preset]),
-            widgets.HBox([self.slider, self.position]),
-            widgets.HBox([self.level, self.width]),
-            toggles,
-            widgets.HBox(panels),
-        ])
+        panels = [
+            widgets.VBox([widgets.HTML(f"<b>{name}</b>"), im])
+            for name, im in zip(self.panels, self.images)
+        ]
+        toggles = widgets.HBox(
+            [self.threshold, *self.label_toggles.values()],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.plane, self.preset]),
+                widgets.HBox([self.slider, self.position]),
+                widgets.HBox([self.level, self.width]),
+                toggles,
+                widgets.HBox(panels),
+            ]
+        )
         self.widget.add_class(CSS["viewer"])
         self._scale = 1
         if self.annotator is not None:
@@ -228,9 +268,19 @@ class SliceViewer(AnnotationMode):
         first one also shows the region mask and the cursor."""
         plane = self.plane.value
         thr = self.threshold_hu if self.threshold.value else None
-        images = [render_slice(self.volume, lv, plane=plane, index=self.index, preset=self.window,
-                               visible=self.visible, threshold_hu=thr, alpha=self.alpha)
-                  for lv in self.panels.values()]
+        images = [
+            render_slice(
+                self.volume,
+                lv,
+                plane=plane,
+                index=self.index,
+                preset=self.window,
+                visible=self.visible,
+                threshold_hu=thr,
+                alpha=self.alpha,
+            )
+            for lv in self.panels.values()
+        ]
         if self.annotator is not None:
             self._draw_annotation(images[0])
         return images
@@ -273,7 +323,9 @@ class SliceViewer(AnnotationMode):
     def _on_plane(self, change) -> None:
         self._index[change["old"]] = self.index
         plane = change["new"]
-        with self._quiet():  # widen the range before moving the value into it, and the other way round
+        with (
+            self._quiet()
+        ):  # widen the range before moving the value into it, and the other way round
             self.slider.max = max(self.slider.max, n_slices(self.volume.shape, plane) - 1)
             self.slider.value = self._index[plane]
             self.slider.max = n_slices(self.volume.shape, plane) - 1

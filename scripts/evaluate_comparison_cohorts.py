@@ -48,7 +48,9 @@ def figures(cases: list[ScanCase]) -> dict:
     return out
 
 
-def score_cohort(model: Model, key: str, *, seed: int, device: str, workers: int) -> tuple[str, dict]:
+def score_cohort(
+    model: Model, key: str, *, seed: int, device: str, workers: int
+) -> tuple[str, dict]:
     name, ids, size = COHORTS[key]
     t = time.perf_counter()
     cases: dict[str, list[ScanCase]] = {"soft": [], "sharp": []}
@@ -69,11 +71,17 @@ def score_cohort(model: Model, key: str, *, seed: int, device: str, workers: int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model", help="a model folder (cnn1.pt, cnn2.pt, model.json)")
     ap.add_argument("out", help="JSON file to write")
-    ap.add_argument("cohorts", nargs="?", default="fresh,heart,whole",
-                    help="comma-separated, of: " + ", ".join(COHORTS))
+    ap.add_argument(
+        "cohorts",
+        nargs="?",
+        default="fresh,heart,whole",
+        help="comma-separated, of: " + ", ".join(COHORTS),
+    )
     ap.add_argument("--seed", type=int, default=2018)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=1)
@@ -93,16 +101,25 @@ def main() -> None:
     if args.note:
         result["note"] = args.note
     for key in keys:
-        name, res = score_cohort(model, key, seed=args.seed, device=args.device, workers=args.workers)
+        name, res = score_cohort(
+            model, key, seed=args.seed, device=args.device, workers=args.workers
+        )
         result[name] = res
         tmp = out_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(out_path)  # after each cohort: a stopped run keeps what it measured
         for kernel in ("soft", "sharp"):
             m = res[kernel]
-            print(f"{name} {kernel}: " + ", ".join(
-                f"{g} F1 {m[g]['f1_pooled']:.3f}" for g in ("CAC", "TAC") if g in m and m[g]["f1_pooled"] is not None)
-                + (f", kappa {m['kappa']:.2f}" if m.get("kappa") is not None else ""), flush=True)
+            print(
+                f"{name} {kernel}: "
+                + ", ".join(
+                    f"{g} F1 {m[g]['f1_pooled']:.3f}"
+                    for g in ("CAC", "TAC")
+                    if g in m and m[g]["f1_pooled"] is not None
+                )
+                + (f", kappa {m['kappa']:.2f}" if m.get("kappa") is not None else ""),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

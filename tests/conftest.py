@@ -1,4 +1,5 @@
 """Shared fixtures: tiny volumes with known geometry, built on the fly."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,13 @@ import pytest
 
 from calcscore.volume import CTMeta, CTVolume, LabelVolume
 
-QRM_DICOM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qrm-canon-large-rep1" / "dicom"
+QRM_DICOM = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "qrm-canon-large-rep1"
+    / "dicom"
+)
 
 
 def oblique_direction() -> np.ndarray:
@@ -23,8 +30,14 @@ def oblique_direction() -> np.ndarray:
 def small_ct() -> CTVolume:
     rng = np.random.default_rng(0)
     hu = rng.integers(-1000, 1500, size=(6, 9, 11)).astype(np.float32)
-    meta = CTMeta(slice_thickness_mm=2.0, kernel="B30f", manufacturer="SIEMENS", model="Sensation 64",
-                  kvp=120.0, series_uid="1.2.3.4.5")
+    meta = CTMeta(
+        slice_thickness_mm=2.0,
+        kernel="B30f",
+        manufacturer="SIEMENS",
+        model="Sensation 64",
+        kvp=120.0,
+        series_uid="1.2.3.4.5",
+    )
     return CTVolume(hu, (1.5, 0.7, 0.6), (-20.0, 10.5, -33.25), oblique_direction(), meta=meta)
 
 

@@ -1,4 +1,5 @@
 """The annotation tool without widgets: grow, paint, erase, undo, save and load."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,10 @@ def test_grow_labels_the_26_connected_component(scan):
     # the same lesion as the section V.H conversion grows from a one-voxel annotation
     seed = np.zeros(scan.shape, np.uint8)
     seed[4, 8, 8] = Label.RCA
-    assert np.array_equal(grow_to_lesions(scan, LabelVolume.like(scan, seed)).array == Label.RCA,
-                          a.labels.array == Label.RCA)
+    assert np.array_equal(
+        grow_to_lesions(scan, LabelVolume.like(scan, seed)).array == Label.RCA,
+        a.labels.array == Label.RCA,
+    )
     # 6-connectivity splits the blob at the corner
     assert Annotator(scan, connectivity=6).grow(3, 5, 5, "LAD") == 9
     with pytest.raises(ValueError, match="below the calcium threshold"):
@@ -53,7 +56,7 @@ def _gauss_count(radius_mm, sr, sc):
     """Lattice points (i sr, j sc) within the radius, counted by brute force."""
     n = int(radius_mm // min(sr, sc)) + 2
     i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
-    return int((((i * sr) ** 2 + (j * sc) ** 2) <= radius_mm ** 2).sum())
+    return int((((i * sr) ** 2 + (j * sc) ** 2) <= radius_mm**2).sum())
 
 
 def test_paint_disk_has_the_analytic_voxel_count():

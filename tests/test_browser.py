@@ -7,6 +7,7 @@ compared pixel by pixel and saved under the test's tmp_path/screenshots). In the
 annotation viewer the cursor is moved, a brush stroke painted and undone. Skipped only when
 Debian's chromium is not installed at /usr/bin/chromium; Playwright never downloads a browser.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,13 +30,23 @@ from calcscore.viz import THRESHOLD_COLOUR
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_slice_viewer.ipynb"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium"
+    ),
 ]
 
 
@@ -61,17 +72,31 @@ def jupyterlab(tmp_path):
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "IPYTHONDIR": str(tmp_path / "ipython"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+    }
     log = open(tmp_path / "jupyterlab.log", "w")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--ServerApp.port_retries=0", "--allow-root", "--LabApp.expose_app_in_browser=True",
-           # nothing from the network: no update check, no extension manager queries
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           "--LabApp.extension_manager=readonly"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.port_retries=0",
+        "--allow-root",
+        "--LabApp.expose_app_in_browser=True",
+        # nothing from the network: no update check, no extension manager queries
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -79,7 +104,10 @@ def jupyterlab(tmp_path):
         while _get(f"{base}/api/status?token={token}") != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
                 log.flush()
-                pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+                pytest.fail(
+                    "JupyterLab did not start:\n"
+                    + (tmp_path / "jupyterlab.log").read_text()[-3000:]
+                )
             time.sleep(0.5)
         yield base, token, NOTEBOOK.name
     finally:
@@ -98,7 +126,9 @@ def jupyterlab(tmp_path):
 
 
 def _pixels(png: bytes) -> np.ndarray:
-    return np.round(matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3] * 255).astype(int)
+    return np.round(matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3] * 255).astype(
+        int
+    )
 
 
 def _cyan_pixels(rgb: np.ndarray) -> int:
@@ -118,7 +148,9 @@ def _run_notebook(page, base: str, token: str, name: str) -> None:
         """() => { const w = window.jupyterapp.shell.currentWidget;
                    const k = w && w.sessionContext && w.sessionContext.session
                              && w.sessionContext.session.kernel;
-                   return k && k.status === 'idle'; }""", timeout=120_000)
+                   return k && k.status === 'idle'; }""",
+        timeout=120_000,
+    )
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
 
@@ -129,7 +161,9 @@ def test_slice_viewer_in_jupyterlab(jupyterlab, tmp_path):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             _run_notebook(page, base, token, name)
@@ -137,9 +171,13 @@ def test_slice_viewer_in_jupyterlab(jupyterlab, tmp_path):
             image.wait_for(state="visible", timeout=180_000)
             page.wait_for_function(
                 "() => { const i = document.querySelector('.calcscore-viewer img.calcscore-image');"
-                " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+                " return i && i.complete && i.naturalWidth > 0; }",
+                timeout=60_000,
+            )
             image.scroll_into_view_if_needed()
-            viewer = page.locator(".calcscore-viewer").first  # the second one is the annotation tool
+            viewer = page.locator(
+                ".calcscore-viewer"
+            ).first  # the second one is the annotation tool
             viewer.screenshot(path=str(shots / "0_viewer.png"))
             first = image.screenshot(path=str(shots / "1_initial.png"))
             readout = viewer.locator(".calcscore-slice-slider .widget-readout")
@@ -155,7 +193,9 @@ def test_slice_viewer_in_jupyterlab(jupyterlab, tmp_path):
             page.mouse.up()
             page.wait_for_function(
                 "(old) => document.querySelector('.calcscore-viewer img.calcscore-image').src !== old",
-                arg=src, timeout=30_000)
+                arg=src,
+                timeout=30_000,
+            )
             page.wait_for_timeout(300)
             moved = image.screenshot(path=str(shots / "2_slider_moved.png"))
             assert readout.inner_text() != slice_before
@@ -167,7 +207,9 @@ def test_slice_viewer_in_jupyterlab(jupyterlab, tmp_path):
             viewer.locator(".calcscore-threshold-toggle input[type=checkbox]").click()
             page.wait_for_function(
                 "(old) => document.querySelector('.calcscore-viewer img.calcscore-image').src !== old",
-                arg=src, timeout=30_000)
+                arg=src,
+                timeout=30_000,
+            )
             page.wait_for_timeout(300)
             overlay = image.screenshot(path=str(shots / "3_threshold_overlay.png"))
             viewer.screenshot(path=str(shots / "4_viewer_after.png"))
@@ -177,7 +219,12 @@ def test_slice_viewer_in_jupyterlab(jupyterlab, tmp_path):
         finally:
             browser.close()
     assert sorted(p.name for p in shots.iterdir()) == [
-        "0_viewer.png", "1_initial.png", "2_slider_moved.png", "3_threshold_overlay.png", "4_viewer_after.png"]
+        "0_viewer.png",
+        "1_initial.png",
+        "2_slider_moved.png",
+        "3_threshold_overlay.png",
+        "4_viewer_after.png",
+    ]
 
 
 def _red_pixels(rgb: np.ndarray) -> int:
@@ -188,8 +235,11 @@ def _red_pixels(rgb: np.ndarray) -> int:
 
 
 def _wait_src_change(page, selector: str, old: str) -> None:
-    page.wait_for_function("([sel, old]) => document.querySelector(sel).src !== old",
-                           arg=[selector, old], timeout=30_000)
+    page.wait_for_function(
+        "([sel, old]) => document.querySelector(sel).src !== old",
+        arg=[selector, old],
+        timeout=30_000,
+    )
     page.wait_for_timeout(300)
 
 
@@ -202,7 +252,9 @@ def test_annotation_in_jupyterlab(jupyterlab, tmp_path):
     viewer = ".calcscore-viewer:has(.calcscore-annotate)"
     img_sel = f"{viewer} img.calcscore-image"
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             _run_notebook(page, base, token, name)
@@ -210,7 +262,9 @@ def test_annotation_in_jupyterlab(jupyterlab, tmp_path):
             image.wait_for(state="visible", timeout=180_000)
             page.wait_for_function(
                 "(sel) => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }",
-                arg=img_sel, timeout=60_000)
+                arg=img_sel,
+                timeout=60_000,
+            )
             image.scroll_into_view_if_needed()
             page.locator(viewer).screenshot(path=str(shots / "0_annotation_viewer.png"))
 

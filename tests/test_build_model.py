@@ -1,6 +1,7 @@
 """`calcscore build-model` (calcscore.pipeline): recipes, the stage cache, model.json and the card.
 
 The whole build runs on tests/data/tiny_recipe.toml: 4 small phantoms, a few iterations."""
+
 from __future__ import annotations
 
 import json
@@ -23,15 +24,22 @@ SHIPPED = ROOT / "calcscore" / "models" / "default"
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "calcscore.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "calcscore.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml") -> Path:
     """The tiny recipe copied into tmp_path (with its files), ``old`` replaced by ``new``."""
     for f in ("tiny_audit.json",):
         shutil.copy(TINY.parent / f, tmp_path / f)
-    text = TINY.read_text().replace("../../calcscore/models/default/cnn1.pt", str(SHIPPED / "cnn1.pt"))
+    text = TINY.read_text().replace(
+        "../../calcscore/models/default/cnn1.pt", str(SHIPPED / "cnn1.pt")
+    )
     if old:
         assert old in text, old
         text = text.replace(old, new)
@@ -40,20 +48,33 @@ def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml
     return path
 
 
-@pytest.mark.parametrize("old, new, where", [
-    ("seed = 7\n", "", "[phantoms] seed: missing key"),
-    ("iterations = 4\nbatch_size = 4\nlearning_rate = 1e-5", 'iterations = "4"\nbatch_size = 4\nlearning_rate = 1e-5',
-     "[cnn1] iterations: must be int, got str '4'"),
-    ("calibrate = true", "calibrate = 1", "[thresholds] calibrate: must be bool"),
-    ("scans = 1\n", "scans = 1\nsamples = 3\n", "[thresholds] samples: unknown key"),
-    ('preset = "workshop"\niterations = 4\nbatch_size = 4\nlearning_rate = 5e-4',
-     'preset = "huge"\niterations = 4\nbatch_size = 4\nlearning_rate = 5e-4', "[cnn2] preset: unknown preset"),
-    ('generator = "2026-11-28"', 'generator = "1999"', "[phantoms] generator:"),
-    ("test = [3, 3]", "test = [2, 3]", "[phantoms] test: overlaps the training participants"),
-    ("[card]", "[cards]", "[cards]: unknown section"),
-    ("scans = []", 'scans = ["a"]', "[real_negatives] images: no such folder"),
-    ("scans = []", 'scans = ["a"]\nimages = "."\nlabels = "."', "[real_negatives] scans: a: no such file"),
-])
+@pytest.mark.parametrize(
+    "old, new, where",
+    [
+        ("seed = 7\n", "", "[phantoms] seed: missing key"),
+        (
+            "iterations = 4\nbatch_size = 4\nlearning_rate = 1e-5",
+            'iterations = "4"\nbatch_size = 4\nlearning_rate = 1e-5',
+            "[cnn1] iterations: must be int, got str '4'",
+        ),
+        ("calibrate = true", "calibrate = 1", "[thresholds] calibrate: must be bool"),
+        ("scans = 1\n", "scans = 1\nsamples = 3\n", "[thresholds] samples: unknown key"),
+        (
+            'preset = "workshop"\niterations = 4\nbatch_size = 4\nlearning_rate = 5e-4',
+            'preset = "huge"\niterations = 4\nbatch_size = 4\nlearning_rate = 5e-4',
+            "[cnn2] preset: unknown preset",
+        ),
+        ('generator = "2026-11-28"', 'generator = "1999"', "[phantoms] generator:"),
+        ("test = [3, 3]", "test = [2, 3]", "[phantoms] test: overlaps the training participants"),
+        ("[card]", "[cards]", "[cards]: unknown section"),
+        ("scans = []", 'scans = ["a"]', "[real_negatives] images: no such folder"),
+        (
+            "scans = []",
+            'scans = ["a"]\nimages = "."\nlabels = "."',
+            "[real_negatives] scans: a: no such file",
+        ),
+    ],
+)
 def test_recipe_errors_name_the_file_the_key_and_the_fix(tmp_path, old, new, where):
     path = _tiny(tmp_path, old, new)
     with pytest.raises(RecipeError) as exc:
@@ -63,31 +84,62 @@ def test_recipe_errors_name_the_file_the_key_and_the_fix(tmp_path, old, new, whe
 
 
 def test_recipe_error_on_the_command_line_is_one_line(tmp_path):
-    path = _tiny(tmp_path, "iterations = 4\nbatch_size = 4\nlearning_rate = 1e-5",
-                 "iterations = 4.5\nbatch_size = 4\nlearning_rate = 1e-5")
+    path = _tiny(
+        tmp_path,
+        "iterations = 4\nbatch_size = 4\nlearning_rate = 1e-5",
+        "iterations = 4.5\nbatch_size = 4\nlearning_rate = 1e-5",
+    )
     run = _cli("build-model", str(path), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     (line,) = run.stderr.strip().splitlines()
-    assert str(path) in line and "[cnn1] iterations: must be int, got float 4.5" in line and "(write e.g." in line
+    assert (
+        str(path) in line
+        and "[cnn1] iterations: must be int, got float 4.5" in line
+        and "(write e.g." in line
+    )
     assert not (tmp_path / "out").exists()  # nothing made
 
 
 def test_only_a_stage_whose_inputs_are_missing_says_what_to_run(tmp_path):
-    run = _cli("build-model", str(_tiny(tmp_path)), "--out", str(tmp_path / "out"), "--only", "cnn2",
-               "--device", "cpu", cwd=tmp_path)
+    run = _cli(
+        "build-model",
+        str(_tiny(tmp_path)),
+        "--out",
+        str(tmp_path / "out"),
+        "--only",
+        "cnn2",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
     assert run.returncode == 2 and "stage cnn2 needs phantoms, cnn1 finished first" in run.stderr
 
 
 def test_a_changed_setting_changes_the_hashes_of_its_stage_and_those_after_it(tmp_path):
     before = stage_hashes(load_recipe(_tiny(tmp_path)))
-    after = stage_hashes(load_recipe(_tiny(tmp_path, "iterations = 4\nbatch_size = 4\nlearning_rate = 5e-4",
-                                           "iterations = 5\nbatch_size = 4\nlearning_rate = 5e-4", "b.toml")))
+    after = stage_hashes(
+        load_recipe(
+            _tiny(
+                tmp_path,
+                "iterations = 4\nbatch_size = 4\nlearning_rate = 5e-4",
+                "iterations = 5\nbatch_size = 4\nlearning_rate = 5e-4",
+                "b.toml",
+            )
+        )
+    )
     changed = [s for s in before if before[s] != after[s]]
     assert changed == ["cnn2", "thresholds", "rim", "evaluation", "card"]
     # how fast phantoms are made is not what they are: workers are not hashed
-    assert stage_hashes(load_recipe(_tiny(tmp_path, "seed = 7\n", "seed = 7\nworkers = 2\n", "c.toml"))) == before
+    assert (
+        stage_hashes(
+            load_recipe(_tiny(tmp_path, "seed = 7\n", "seed = 7\nworkers = 2\n", "c.toml"))
+        )
+        == before
+    )
     # a title changes the card only
-    titled = stage_hashes(load_recipe(_tiny(tmp_path, 'title = "Tiny test model"', 'title = "Other"', "d.toml")))
+    titled = stage_hashes(
+        load_recipe(_tiny(tmp_path, 'title = "Tiny test model"', 'title = "Other"', "d.toml"))
+    )
     assert [s for s in before if before[s] != titled[s]] == ["card"]
 
 
@@ -102,15 +154,23 @@ def test_the_shipped_recipe_describes_the_shipped_model():
     ph = recipe.phantoms
     ids = [participant_id(i) for i in range(ph.train[0], ph.train[1] + 1)]
     assert f"{ids[0]}..{ids[-1]}" == info["training_participants"]["ids"]
-    assert ph.whole_chest == info["training_participants"]["whole_chest"] and ph.seed == info["seed"] == 2018
-    assert sorted(split_by_participant(ids, val_fraction=ph.validation_fraction, rng=ph.seed)) == \
-        info["training_participants"]["validation"]
-    assert info["test_participants"].startswith(f"{participant_id(ph.test[0])}..{participant_id(ph.test[1])}")
+    assert (
+        ph.whole_chest == info["training_participants"]["whole_chest"]
+        and ph.seed == info["seed"] == 2018
+    )
+    assert (
+        sorted(split_by_participant(ids, val_fraction=ph.validation_fraction, rng=ph.seed))
+        == info["training_participants"]["validation"]
+    )
+    assert info["test_participants"].startswith(
+        f"{participant_id(ph.test[0])}..{participant_id(ph.test[1])}"
+    )
     ctx = Context(recipe=recipe, device="cpu", precision="bf16")
     for name in ("cnn1", "cnn2"):
         cfg = network_config(ctx, name).to_dict()
-        assert {k: v for k, v in cfg.items() if k != "max_iterations"} == \
-            {k: v for k, v in info[f"{name}_config"].items() if k != "max_iterations"}
+        assert {k: v for k, v in cfg.items() if k != "max_iterations"} == {
+            k: v for k, v in info[f"{name}_config"].items() if k != "max_iterations"
+        }
     assert recipe.cnn1.preset == "workshop" and recipe.cnn2.preset == "paper"
 
 
@@ -129,11 +189,21 @@ def test_cnn2_full_scans_keeps_the_first_whole_chests_and_every_heart_region_sca
         def __init__(self, scan_id):
             self.scan_id = scan_id
 
-    ids = ["P0000_soft_full", "P0000_sharp_full", "P0001_soft_full", "P0016_soft_medium", "P0001_sharp_full",
-           "P0017_sharp_medium"]
+    ids = [
+        "P0000_soft_full",
+        "P0000_sharp_full",
+        "P0001_soft_full",
+        "P0016_soft_medium",
+        "P0001_sharp_full",
+        "P0017_sharp_medium",
+    ]
     scans = [Scan(i) for i in ids]
     assert [s.scan_id for s in limit_full(scans, 2)] == [
-        "P0000_soft_full", "P0000_sharp_full", "P0016_soft_medium", "P0017_sharp_medium"]
+        "P0000_soft_full",
+        "P0000_sharp_full",
+        "P0016_soft_medium",
+        "P0017_sharp_medium",
+    ]
     assert [s.scan_id for s in limit_full(scans, 0)] == ["P0016_soft_medium", "P0017_sharp_medium"]
     assert limit_full(scans, 10) == scans and limit_full(scans, None) is scans
 
@@ -156,8 +226,13 @@ except SystemExit as e:
     assert e.code == 0, e.code
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
 
@@ -188,31 +263,62 @@ def test_build_model_from_an_empty_then_a_half_done_cache(tmp_path):
     its time budget and resumed, then the whole build, which finds them in the cache (stages.json
     and the log say "cached") and runs the rest; then a changed card title reruns the card only."""
     recipe, out = _tiny(tmp_path), tmp_path / "out"
-    args = ("build-model", str(recipe), "--out", str(out), "--device", "cpu", "--threads", "1", "--no-progress")
+    args = (
+        "build-model",
+        str(recipe),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--no-progress",
+    )
     run = _cli(*args, "--only", "phantoms", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert _status(out)["phantoms"] == "ran" and not (out / "model.json").exists()
     assert "model not written yet" in run.stdout
     # CNN1 stopped by a time budget: not done, its checkpoint kept; run again, it resumes
     run = _cli(*args, "--only", "cnn1", "--stage-minutes", "cnn1=0.0001", cwd=tmp_path)
-    assert run.returncode == 3 and "stopped by its time budget at iteration 1 of 4" in run.stdout, run.stderr[-3000:]
+    assert run.returncode == 3 and "stopped by its time budget at iteration 1 of 4" in run.stdout, (
+        run.stderr[-3000:]
+    )
     assert _status(out)["cnn1"] == "stopped" and not list((out / ".cache").glob("cnn1-*/done.json"))
     run = _cli(*args, "--only", "cnn1", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert _status(out)["cnn1"] == "ran" and "from iteration 1" in run.stderr
     run = _cli(*args, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert _status(out) == {"phantoms": "cached", "real_negatives": "skipped", "cnn1": "cached", "cnn2": "ran",
-                            "thresholds": "ran", "rim": "ran", "evaluation": "ran", "card": "ran"}
+    assert _status(out) == {
+        "phantoms": "cached",
+        "real_negatives": "skipped",
+        "cnn1": "cached",
+        "cnn2": "ran",
+        "thresholds": "ran",
+        "rim": "ran",
+        "evaluation": "ran",
+        "card": "ran",
+    }
     assert "cnn1: cached in cnn1-" in run.stderr and "cnn1: running" not in run.stderr
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
-        "MODEL_CARD.md", "cnn1.pt", "cnn1_metrics.csv", "cnn2.pt", "cnn2_metrics.csv", "model.json", "recipe.toml",
-        "stages.json"]
+        "MODEL_CARD.md",
+        "cnn1.pt",
+        "cnn1_metrics.csv",
+        "cnn2.pt",
+        "cnn2_metrics.csv",
+        "model.json",
+        "recipe.toml",
+        "stages.json",
+    ]
     assert (out / "recipe.toml").read_text() == recipe.read_text()
     _check_model(out)
     # a changed setting: the card's title reruns the card only
-    run = _cli("build-model", str(_tiny(tmp_path, 'title = "Tiny test model"', 'title = "Retitled"', "b.toml")),
-               *args[2:], cwd=tmp_path)
+    run = _cli(
+        "build-model",
+        str(_tiny(tmp_path, 'title = "Tiny test model"', 'title = "Retitled"', "b.toml")),
+        *args[2:],
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert [s for s, v in _status(out).items() if v == "ran"] == ["card"]
     assert (out / "MODEL_CARD.md").read_text().startswith("# Retitled\n")
@@ -229,8 +335,16 @@ def _check_model(out: Path) -> None:
     assert text == (out / "MODEL_CARD.md").read_text()
     assert info.read <= set(info), info.read - set(info)
     assert len(text.encode()) < 8000
-    for heading in ("## Description", "## Intended use and misuse", "## Training data", "## Training procedure",
-                    "## Inputs and outputs", "## Figures", "## Limitations", "## How to rebuild it"):
+    for heading in (
+        "## Description",
+        "## Intended use and misuse",
+        "## Training data",
+        "## Training procedure",
+        "## Inputs and outputs",
+        "## Figures",
+        "## Limitations",
+        "## How to rebuild it",
+    ):
         assert heading in text
     assert "| scan-a | 12.50 | 0 |" in text  # the real-scan figures of the recipe's JSON file
     for kernel in ("soft", "sharp"):
@@ -275,9 +389,13 @@ def test_real_negatives_stage_caches_background_and_leaves_the_heart_out(tmp_pat
     assert res["scans"] == ["real-chest"] and res["background_candidates"] > 0
     folder = next((tmp_path / "out" / ".cache").glob("real_negatives-*")) / "scans" / "real-chest"
     scan = load_cached(folder)
-    assert len(scan.calcium_index) == 0 and len(scan.background_index) == res["background_candidates"]
+    assert (
+        len(scan.calcium_index) == 0 and len(scan.background_index) == res["background_candidates"]
+    )
     labels = np.asarray(scan.labels)
-    assert (labels == IGNORE).any() and (labels.reshape(-1)[np.asarray(scan.background_index)] == 0).all()
+    assert (labels == IGNORE).any() and (
+        labels.reshape(-1)[np.asarray(scan.background_index)] == 0
+    ).all()
     lab[0, 0, 0] = IGNORE if lab[0, 0, 0] == 0 else 0
     write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
     assert stage_hashes(load_recipe(path))["real_negatives"] != before

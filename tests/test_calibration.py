@@ -1,4 +1,5 @@
 """CNN2 thresholds per label group, chosen on validation scans."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ def _scores() -> CNN2Scores:
     p = [0.3, 0.3, 0.8, 0.1, 0.6] + [0.7, 0.45, 0.9]
     counts = np.zeros(7, int)
     counts[L.TAC], counts[L.LCX], counts[L.RCA] = 4, 1, 1
-    return CNN2Scores(np.array(cnn1, np.uint8), np.array(ref, np.uint8), np.array(p, np.float32), counts)
+    return CNN2Scores(
+        np.array(cnn1, np.uint8), np.array(ref, np.uint8), np.array(p, np.float32), counts
+    )
 
 
 def test_group_counts_by_hand():
@@ -83,8 +86,16 @@ def _prepared(*, whole_hu: bool = False):
     norm = np.pad(normalise_hu(net.hu), pad, constant_values=normalise_hu(np.array(-1000.0)))
     with torch.no_grad():
         _centre_head(cnn1, _patches(norm, zyx[::7], 35, pad))
-        label1 = torch.cat([cnn1.predict_proba(_patches(norm, zyx[i:i + 256], 35, pad))
-                            for i in range(0, len(zyx), 256)]).argmax(1).numpy()
+        label1 = (
+            torch.cat(
+                [
+                    cnn1.predict_proba(_patches(norm, zyx[i : i + 256], 35, pad))
+                    for i in range(0, len(zyx), 256)
+                ]
+            )
+            .argmax(1)
+            .numpy()
+        )
         hit = np.flatnonzero(label1 > 0)
         x2 = _patches(norm, zyx[hit], 65, pad)
         cnn2.classifier[-1].bias.sub_(cnn2(x2).median(0).values)
@@ -98,14 +109,19 @@ def test_segment_applies_the_threshold_of_each_label_group():
     per_label = threshold_table(thresholds).numpy()
     final = label1.copy()
     final[hit[p2 < per_label[label1[hit]]]] = 0
-    seg = segment(volume, Model(cnn1, cnn2, cnn2_thresholds=thresholds),
-                  InferenceOptions(batch_cnn2=50))
+    seg = segment(
+        volume, Model(cnn1, cnn2, cnn2_thresholds=thresholds), InferenceOptions(batch_cnn2=50)
+    )
     got = seg.labels_network.labels[tuple(zyx.T)]
     assert len(np.unique(label1[hit])) >= 3  # several groups really take part
     np.testing.assert_array_equal(got, final)
     # an explicit threshold overrides the model's; 0 keeps everything CNN1 called calcium
-    keep_all = segment(volume, Model(cnn1, cnn2, cnn2_thresholds=thresholds), InferenceOptions(cnn2_threshold=0.0))
-    np.testing.assert_array_equal(keep_all.labels_network.labels, keep_all.cnn1_labels_network.labels)
+    keep_all = segment(
+        volume, Model(cnn1, cnn2, cnn2_thresholds=thresholds), InferenceOptions(cnn2_threshold=0.0)
+    )
+    np.testing.assert_array_equal(
+        keep_all.labels_network.labels, keep_all.cnn1_labels_network.labels
+    )
     # without thresholds the paper's 0.5
     paper = segment(volume, Model(cnn1, cnn2))
     final05 = label1.copy()
@@ -124,8 +140,14 @@ def test_collect_scores_matches_patch_by_patch(tmp_path):
     ref = np.zeros(net.shape, np.uint8)
     cand = net.hu >= 130
     ref[cand] = np.where(np.indices(net.shape)[2][cand] < 32, L.TAC, L.LAD)
-    scan = cache_scan(net, LabelVolume.like(net, ref), tmp_path / "s", scan_id="s",
-                      on_network_grid=True, crop=False)
+    scan = cache_scan(
+        net,
+        LabelVolume.like(net, ref),
+        tmp_path / "s",
+        scan_id="s",
+        on_network_grid=True,
+        crop=False,
+    )
     assert np.array_equal(np.argwhere(cand), zyx)  # every candidate lies in the body here
     scores = collect_cnn2_scores(cnn1, cnn2, [scan, scan], progress=False)
     np.testing.assert_array_equal(scores.cnn1_label, np.tile(label1[hit], 2))
@@ -143,16 +165,27 @@ def _plaque_case():
     from calcscore.preprocess import to_network_grid
     from calcscore.volume import CTMeta, CTVolume, LabelVolume
 
-    z, y, x = np.meshgrid(np.arange(40) * 1.0, np.arange(48) * 0.6, np.arange(48) * 0.6, indexing="ij")
+    z, y, x = np.meshgrid(
+        np.arange(40) * 1.0, np.arange(48) * 0.6, np.arange(48) * 0.6, indexing="ij"
+    )
     hu = np.full(z.shape, 40.0)
     hu[((z - 20) / 1.5) ** 2 + ((y - 14) / 4.0) ** 2 + ((x - 14) / 4.0) ** 2 < 1.0] = 450.0
-    volume = CTVolume(ndi.gaussian_filter(hu, (0.8, 1.3, 1.3)), (1.0, 0.6, 0.6),
-                      meta=CTMeta(slice_thickness_mm=1.0))
+    volume = CTVolume(
+        ndi.gaussian_filter(hu, (0.8, 1.3, 1.3)),
+        (1.0, 0.6, 0.6),
+        meta=CTMeta(slice_thickness_mm=1.0),
+    )
     net = to_network_grid(volume)
     cand = net.hu >= 130
     lab_net = LabelVolume.like(net, np.where(cand, 4, 0).astype(np.uint8))
-    seg = Segmentation(LabelVolume.like(volume, np.zeros(volume.shape, np.uint8)), lab_net, lab_net,
-                       int(cand.sum()), {}, candidates_network=cand)
+    seg = Segmentation(
+        LabelVolume.like(volume, np.zeros(volume.shape, np.uint8)),
+        lab_net,
+        lab_net,
+        int(cand.sum()),
+        {},
+        candidates_network=cand,
+    )
     return volume, seg
 
 

@@ -1,4 +1,5 @@
 """Checks before scoring: contrast refusal, non-HU data, heart coverage, thick slices, kernels."""
+
 from __future__ import annotations
 
 import math
@@ -22,13 +23,19 @@ from calcscore.volume import CTMeta
 @pytest.fixture(scope="module")
 def phantoms():
     """Non-contrast small phantoms, soft and sharp, of two subjects."""
-    return {(seed, k): make_scan(rng=seed, kernel=k, size="small") for seed in (0, 1) for k in ("soft", "sharp")}
+    return {
+        (seed, k): make_scan(rng=seed, kernel=k, size="small")
+        for seed in (0, 1)
+        for k in ("soft", "sharp")
+    }
 
 
 def _blood_pool_mask(volume, info) -> np.ndarray:
     """The heart's blood (ventricle and atria ellipsoids of the phantom's geometry) and the aorta."""
     geo = info.geometry
-    axes = [volume.origin_mm[a] + np.arange(volume.shape[a]) * volume.spacing_mm[a] for a in range(3)]
+    axes = [
+        volume.origin_mm[a] + np.arange(volume.shape[a]) * volume.spacing_mm[a] for a in range(3)
+    ]
     z, y, x = np.meshgrid(*axes, indexing="ij")
     p = np.stack([x, y, z], axis=-1)
     length, breadth = geo.heart_axes
@@ -101,29 +108,51 @@ def test_non_hu_data_is_reported(phantoms):
 
 def test_thick_slices_are_reported(phantoms):
     volume, _, _ = phantoms[0, "soft"]
-    thick = volume.with_array(volume.hu, meta=CTMeta(slice_thickness_mm=5.0, kernel="B30f",
-                                                     manufacturer="SIEMENS"))
+    thick = volume.with_array(
+        volume.hu, meta=CTMeta(slice_thickness_mm=5.0, kernel="B30f", manufacturer="SIEMENS")
+    )
     report = check_scan(thick)
     assert "thick_slices" in report.codes() and "5 mm" in report.summary()
     assert report.slice_thickness_mm == 5.0
     assert "thick_slices" not in check_scan(volume).codes()  # 3 mm is allowed
 
 
-@pytest.mark.parametrize(("name", "manufacturer", "expected"), [
-    ("B30f", "SIEMENS", "soft"), ("B45f", "SIEMENS", "sharp"), ("B50f", "SIEMENS", "sharp"),
-    ("B60f", "SIEMENS", "sharp"), ("Br40", "SIEMENS", "soft"), ("Br40\\3", "SIEMENS", "soft"),
-    ("Bl57", "Siemens Healthineers", "sharp"), ("I30f", "SIEMENS", "soft"), ("Qr36", "SIEMENS", "soft"),
-    ("STANDARD", "GE MEDICAL SYSTEMS", "soft"), ("SOFT", "GE MEDICAL SYSTEMS", "soft"),
-    ("BONE", "GE MEDICAL SYSTEMS", "sharp"), ("LUNG", "GE MEDICAL SYSTEMS", "sharp"),
-    ("DETAIL", "GE MEDICAL SYSTEMS", "sharp"),
-    ("A", "Philips", "soft"), ("B", "Philips", "soft"), ("C", "Philips", "soft"),
-    ("D", "Philips", "sharp"), ("L", "Philips", "sharp"), ("YA", "Philips", "sharp"),
-    ("FC01", "TOSHIBA", "soft"), ("FC12", "TOSHIBA", "soft"), ("FC51", "TOSHIBA", "sharp"),
-    ("FC86", "CANON MEDICAL SYSTEMS", "sharp"),
-    # without a manufacturer the name alone decides when one vendor knows it
-    ("B50f", None, "sharp"), ("FC12", None, "soft"), ("STANDARD", None, "soft"), ("YB", None, "sharp"),
-    ("XYZ", "SIEMENS", "unknown"), (None, "SIEMENS", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("name", "manufacturer", "expected"),
+    [
+        ("B30f", "SIEMENS", "soft"),
+        ("B45f", "SIEMENS", "sharp"),
+        ("B50f", "SIEMENS", "sharp"),
+        ("B60f", "SIEMENS", "sharp"),
+        ("Br40", "SIEMENS", "soft"),
+        ("Br40\\3", "SIEMENS", "soft"),
+        ("Bl57", "Siemens Healthineers", "sharp"),
+        ("I30f", "SIEMENS", "soft"),
+        ("Qr36", "SIEMENS", "soft"),
+        ("STANDARD", "GE MEDICAL SYSTEMS", "soft"),
+        ("SOFT", "GE MEDICAL SYSTEMS", "soft"),
+        ("BONE", "GE MEDICAL SYSTEMS", "sharp"),
+        ("LUNG", "GE MEDICAL SYSTEMS", "sharp"),
+        ("DETAIL", "GE MEDICAL SYSTEMS", "sharp"),
+        ("A", "Philips", "soft"),
+        ("B", "Philips", "soft"),
+        ("C", "Philips", "soft"),
+        ("D", "Philips", "sharp"),
+        ("L", "Philips", "sharp"),
+        ("YA", "Philips", "sharp"),
+        ("FC01", "TOSHIBA", "soft"),
+        ("FC12", "TOSHIBA", "soft"),
+        ("FC51", "TOSHIBA", "sharp"),
+        ("FC86", "CANON MEDICAL SYSTEMS", "sharp"),
+        # without a manufacturer the name alone decides when one vendor knows it
+        ("B50f", None, "sharp"),
+        ("FC12", None, "soft"),
+        ("STANDARD", None, "soft"),
+        ("YB", None, "sharp"),
+        ("XYZ", "SIEMENS", "unknown"),
+        (None, "SIEMENS", "unknown"),
+    ],
+)
 def test_kernel_classes(name, manufacturer, expected):
     info = classify_kernel(name, manufacturer)
     assert info.kernel_class == expected, info.reason

@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "calcscore.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "calcscore.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_help_lists_commands():

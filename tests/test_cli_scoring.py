@@ -1,4 +1,5 @@
 """`calcscore agatston` and `calcscore evaluate` end to end on small files written on the fly."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,12 @@ def test_agatston_json_exact_shape(tmp_path, capsys):
     # mass = 1.0 mg/cm^3/HU x mean 382.5 HU x 6 mm^3 / 1000
     assert out["labels"]["LAD"]["mass_mg"] == pytest.approx(382.5 * 6 / 1000)
     assert out["labels"]["LAD"]["n_lesions"] == 1
-    assert out["labels"]["TAC"] == {"agatston": pytest.approx(2.0), "volume_mm3": pytest.approx(3.0),
-                                    "mass_mg": pytest.approx(210 * 3 / 1000), "n_lesions": 1}
+    assert out["labels"]["TAC"] == {
+        "agatston": pytest.approx(2.0),
+        "volume_mm3": pytest.approx(3.0),
+        "mass_mg": pytest.approx(210 * 3 / 1000),
+        "n_lesions": 1,
+    }
     assert out["labels"]["CAC"]["agatston"] == pytest.approx(6.5)
     assert out["risk_category"] == "I"
 
@@ -87,10 +92,26 @@ def _cohort(tmp_path):
         image, lab = write_scan(tmp_path / "ref", name, volume, labels)
         _, pred_labels = scan(with_tac=name != "s1")
         pred = write_labels(pred_labels, tmp_path / "pred" / f"{name}.nii.gz")
-        refs.append({"scan_id": name, "participant_id": f"p{name}", "image": str(image), "labels": str(lab),
-                     "kernel": "soft", "scanner": "x"})
-        preds.append({"scan_id": name, "participant_id": f"p{name}", "image": str(image), "labels": str(pred),
-                      "kernel": "soft", "scanner": "x"})
+        refs.append(
+            {
+                "scan_id": name,
+                "participant_id": f"p{name}",
+                "image": str(image),
+                "labels": str(lab),
+                "kernel": "soft",
+                "scanner": "x",
+            }
+        )
+        preds.append(
+            {
+                "scan_id": name,
+                "participant_id": f"p{name}",
+                "image": str(image),
+                "labels": str(pred),
+                "kernel": "soft",
+                "scanner": "x",
+            }
+        )
     write_manifest(pd.DataFrame(refs), tmp_path / "reference.csv")
     write_manifest(pd.DataFrame(preds), tmp_path / "prediction.csv")
     return tmp_path / "reference.csv", tmp_path / "prediction.csv"
@@ -125,7 +146,20 @@ def test_evaluate_folders_with_images(tmp_path, capsys):
         (tmp_path / "ref" / f"{name}_labels.nii.gz").rename(ref_dir / f"{name}.nii.gz")
     images = tmp_path / "ref"  # s1.nii.gz, s2.nii.gz (and their JSON sidecars)
     out = tmp_path / "eval"
-    assert main(["evaluate", str(ref_dir), str(tmp_path / "pred"), "--images", str(images), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(ref_dir),
+                str(tmp_path / "pred"),
+                "--images",
+                str(images),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "kappa" in capsys.readouterr().out
     assert len(pd.read_csv(out / "per_scan.csv")) == 14
     # without images: detection metrics only
@@ -138,6 +172,8 @@ def test_evaluate_folders_with_images(tmp_path, capsys):
 def test_evaluate_missing_prediction_is_a_user_error(tmp_path, capsys):
     ref, _ = _cohort(tmp_path)
     (tmp_path / "pred" / "s2.nii.gz").unlink()
-    assert main(["evaluate", str(ref), str(tmp_path / "pred"), "--out", str(tmp_path / "eval")]) == 2
+    assert (
+        main(["evaluate", str(ref), str(tmp_path / "pred"), "--out", str(tmp_path / "eval")]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no prediction for scan(s) s2" in err[0]

@@ -1,4 +1,5 @@
 """COCA importer on OsiriX plists and DICOM series that the tests write themselves."""
+
 from __future__ import annotations
 
 import logging
@@ -41,15 +42,36 @@ def _square(c0, r0, c1, r1):
 
 # (name, slice k, polygon (column, row), pixels (rows, columns) it covers)
 L_SHAPE = [(14.5, 4.5), (20.5, 4.5), (20.5, 6.5), (16.5, 6.5), (16.5, 10.5), (14.5, 10.5)]
-L_PIXELS = [(r, c) for r in (5, 6) for c in range(15, 21)] + [(r, c) for r in range(7, 11) for c in (15, 16)]
-ROIS = [
-    ("Left Anterior Descending Artery", 2, _square(5, 5, 9, 9), [(r, c) for r in range(5, 10) for c in range(5, 10)]),
-    ("Left Coronary Artery", 5, L_SHAPE, L_PIXELS),  # the left main: LAD
-    ("Left Circumflex Artery", 5, _square(24, 20, 27, 23), [(r, c) for r in range(20, 24) for c in range(24, 28)]),
-    ("Right Coronary Artery", 6, _square(3, 24, 6, 26), [(r, c) for r in range(24, 27) for c in range(3, 7)]),
+L_PIXELS = [(r, c) for r in (5, 6) for c in range(15, 21)] + [
+    (r, c) for r in range(7, 11) for c in (15, 16)
 ]
-ROI_HU = {"Left Anterior Descending Artery": 250.0, "Left Coronary Artery": 180.0,
-          "Left Circumflex Artery": 350.0, "Right Coronary Artery": 500.0}
+ROIS = [
+    (
+        "Left Anterior Descending Artery",
+        2,
+        _square(5, 5, 9, 9),
+        [(r, c) for r in range(5, 10) for c in range(5, 10)],
+    ),
+    ("Left Coronary Artery", 5, L_SHAPE, L_PIXELS),  # the left main: LAD
+    (
+        "Left Circumflex Artery",
+        5,
+        _square(24, 20, 27, 23),
+        [(r, c) for r in range(20, 24) for c in range(24, 28)],
+    ),
+    (
+        "Right Coronary Artery",
+        6,
+        _square(3, 24, 6, 26),
+        [(r, c) for r in range(24, 27) for c in range(3, 7)],
+    ),
+]
+ROI_HU = {
+    "Left Anterior Descending Artery": 250.0,
+    "Left Coronary Artery": 180.0,
+    "Left Circumflex Artery": 350.0,
+    "Right Coronary Artery": 500.0,
+}
 
 
 def make_case(max_bump: float = 170.0) -> tuple[CTVolume, list[dict]]:
@@ -63,17 +85,31 @@ def make_case(max_bump: float = 170.0) -> tuple[CTVolume, list[dict]]:
         hu[k, list(rr), list(cc)] = ROI_HU[name]
         hu[k, rr[0], cc[0]] = ROI_HU[name] + max_bump  # the maximum sits in one pixel
         values = hu[k, list(rr), list(cc)]
-        rois.append({
-            "Name": name,
-            "Point_px": [f"({x:.6f}, {y:.6f})" for x, y in polygon],
-            "Point_mm": [f"({ORIGIN[2] + x * SPACING[2]:.6f}, {ORIGIN[1] + y * SPACING[1]:.6f}, "
-                         f"{ORIGIN[0] + k * SPACING[0]:.6f})" for x, y in polygon],
-            "Area": len(pixels) * PIXEL_MM2 / 100.0,  # cm^2
-            "Max": float(values.max()), "Mean": float(values.mean()), "Min": float(values.min()),
-            "NumberOfPoints": len(polygon), "Type": 11, "_slice": k,
-        })
-    meta = CTMeta(slice_thickness_mm=3.0, kernel="B35f", manufacturer="SIEMENS", model="Sensation 64",
-                  kvp=120.0)
+        rois.append(
+            {
+                "Name": name,
+                "Point_px": [f"({x:.6f}, {y:.6f})" for x, y in polygon],
+                "Point_mm": [
+                    f"({ORIGIN[2] + x * SPACING[2]:.6f}, {ORIGIN[1] + y * SPACING[1]:.6f}, "
+                    f"{ORIGIN[0] + k * SPACING[0]:.6f})"
+                    for x, y in polygon
+                ],
+                "Area": len(pixels) * PIXEL_MM2 / 100.0,  # cm^2
+                "Max": float(values.max()),
+                "Mean": float(values.mean()),
+                "Min": float(values.min()),
+                "NumberOfPoints": len(polygon),
+                "Type": 11,
+                "_slice": k,
+            }
+        )
+    meta = CTMeta(
+        slice_thickness_mm=3.0,
+        kernel="B35f",
+        manufacturer="SIEMENS",
+        model="Sensation 64",
+        kvp=120.0,
+    )
     return CTVolume(hu, SPACING, ORIGIN, np.eye(3), meta=meta), rois
 
 
@@ -85,18 +121,31 @@ def write_plist(path: Path, rois: list[dict], *, n_slices: int = SHAPE[0], extra
         by_slice.setdefault(roi["_slice"], []).append(clean)
     for k, roi in extra_rois:
         by_slice.setdefault(k, []).append(roi)
-    images = [{"ImageIndex": n_slices - 1 - k, "ImageHeight": SHAPE[1], "ImageWidth": SHAPE[2],
-               "NumberOfROIs": len(r), "ROIs": r} for k, r in sorted(by_slice.items())]
+    images = [
+        {
+            "ImageIndex": n_slices - 1 - k,
+            "ImageHeight": SHAPE[1],
+            "ImageWidth": SHAPE[2],
+            "NumberOfROIs": len(r),
+            "ROIs": r,
+        }
+        for k, r in sorted(by_slice.items())
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         plistlib.dump({"Images": images}, fh, fmt=plistlib.FMT_XML)
     return path
 
 
-def write_patient(root: Path, patient_id: str, volume: CTVolume, rois: list[dict] | None, **kw) -> None:
+def write_patient(
+    root: Path, patient_id: str, volume: CTVolume, rois: list[dict] | None, **kw
+) -> None:
     gated = root / "Gated_release_final"
-    write_dicom_series(volume, gated / "patient" / patient_id / "Pro_Gated_CS_3.0_I30f_3_70%",
-                       patient_id=patient_id)
+    write_dicom_series(
+        volume,
+        gated / "patient" / patient_id / "Pro_Gated_CS_3.0_I30f_3_70%",
+        patient_id=patient_id,
+    )
     if rois is not None:
         write_plist(gated / "calcium_xml" / f"{patient_id}.xml", rois, **kw)
 
@@ -131,8 +180,12 @@ def test_polygons_fill_their_slices_by_z_not_image_index(coca_root, case):
     ct, labels, table = load_gated_patient(coca_root, "101")
     np.testing.assert_array_equal(ct.hu, volume.hu)
     expected = np.zeros(SHAPE, np.uint8)
-    label_of = {"Left Anterior Descending Artery": 1, "Left Coronary Artery": 1,
-                "Left Circumflex Artery": 2, "Right Coronary Artery": 3}
+    label_of = {
+        "Left Anterior Descending Artery": 1,
+        "Left Coronary Artery": 1,
+        "Left Circumflex Artery": 2,
+        "Right Coronary Artery": 3,
+    }
     for name, k, _, pixels in ROIS:
         for r, c in pixels:
             expected[k, r, c] = label_of[name]
@@ -151,14 +204,20 @@ def test_agatston_equals_area_times_density_weight(tmp_path, coca_root, case):
     scores = agatston(read_volume(row["image"]), read_labels(row["labels"]))
     # per ROI: Area (cm^2 -> mm^2) x density weight of its Max; slices are 3 mm apart and 3 mm thick
     per_label = {"LAD": 0.0, "LCX": 0.0, "RCA": 0.0}
-    names = {"Left Anterior Descending Artery": "LAD", "Left Coronary Artery": "LAD",
-             "Left Circumflex Artery": "LCX", "Right Coronary Artery": "RCA"}
+    names = {
+        "Left Anterior Descending Artery": "LAD",
+        "Left Coronary Artery": "LAD",
+        "Left Circumflex Artery": "LCX",
+        "Right Coronary Artery": "RCA",
+    }
     for roi in rois:
         per_label[names[roi["Name"]]] += roi["Area"] * 100.0 * _density_weight(roi["Max"])
     for name, expected in per_label.items():
         assert scores[name].agatston == pytest.approx(expected)
     assert scores.cac_agatston == pytest.approx(sum(per_label.values()))
-    assert scores.cac_agatston == pytest.approx(PIXEL_MM2 * (25 * 4 + 20 * 3 + 16 * 4 + 12 * 4))  # maxima 420, 350, 520, 670 HU
+    assert scores.cac_agatston == pytest.approx(
+        PIXEL_MM2 * (25 * 4 + 20 * 3 + 16 * 4 + 12 * 4)
+    )  # maxima 420, 350, 520, 670 HU
 
 
 def test_voxels_below_130_hu_are_not_labelled(tmp_path, case):
@@ -175,8 +234,15 @@ def test_voxels_below_130_hu_are_not_labelled(tmp_path, case):
 
 def test_empty_rois_are_skipped_with_a_warning(tmp_path, case, caplog):
     volume, rois = case
-    empty = {"Name": "Right Coronary Artery", "Point_mm": [], "Point_px": [], "Area": 0.0,
-             "Max": 0.0, "Mean": 0.0, "Min": 0.0}
+    empty = {
+        "Name": "Right Coronary Artery",
+        "Point_mm": [],
+        "Point_px": [],
+        "Area": 0.0,
+        "Max": 0.0,
+        "Mean": 0.0,
+        "Min": 0.0,
+    }
     no_keys = {"Name": "Left Circumflex Artery", "Area": 0.0}
     path = write_plist(tmp_path / "e.xml", rois, extra_rois=[(3, empty), (4, no_keys)])
     with caplog.at_level(logging.WARNING, logger="calcscore.datasets.coca"):
@@ -190,13 +256,27 @@ def test_import_writes_manifest_and_reference_scores(tmp_path, coca_root, case):
     write_patient(coca_root, "102", volume, None)  # no annotation: no calcium
     nongated = coca_root / "deidentified_nongated"
     nongated.mkdir()
-    pd.DataFrame({"filename": ["ng1", "ng2"], "LCA": [10.0, 0.0], "LAD": [5.0, 0.0],
-                  "LCX": [0.0, 3.0], "RCA": [1.0, 0.0], "total": [16.0, 3.0]}).to_excel(
-        nongated / "scores.xlsx", index=False)
+    pd.DataFrame(
+        {
+            "filename": ["ng1", "ng2"],
+            "LCA": [10.0, 0.0],
+            "LAD": [5.0, 0.0],
+            "LCX": [0.0, 3.0],
+            "RCA": [1.0, 0.0],
+            "total": [16.0, 3.0],
+        }
+    ).to_excel(nongated / "scores.xlsx", index=False)
     out = tmp_path / "out"
     assert main(["import", "coca", str(coca_root), str(out)]) == 0
     manifest = read_manifest(out / "manifest.csv")
-    assert list(manifest.columns[:6]) == ["scan_id", "participant_id", "image", "labels", "kernel", "scanner"]
+    assert list(manifest.columns[:6]) == [
+        "scan_id",
+        "participant_id",
+        "image",
+        "labels",
+        "kernel",
+        "scanner",
+    ]
     assert list(manifest["scan_id"]) == ["101", "102"]
     assert list(manifest["kernel"]) == ["soft", "soft"]  # B35f
     assert manifest["scanner"].iloc[0] == "SIEMENS Sensation 64"
@@ -233,7 +313,10 @@ def test_broken_xml_fails_that_patient_only(tmp_path, coca_root, case):
     assert broken.read_bytes() == text  # the input is untouched
     errors = pd.read_csv(out / "import_errors.csv", dtype={"scan_id": str})
     assert list(errors["scan_id"]) == ["103"] and errors["path"].iloc[0] == str(broken)
-    assert not (out / "images" / "103.nii.gz").exists() and not (out / "labels" / "103.nii.gz").exists()
+    assert (
+        not (out / "images" / "103.nii.gz").exists()
+        and not (out / "labels" / "103.nii.gz").exists()
+    )
     assert list(read_manifest(out / "manifest.csv")["scan_id"]) == ["101"]
     with pytest.raises(InputError, match="103.xml"):
         import_coca(coca_root, tmp_path / "strict", keep_going=False)
@@ -241,16 +324,24 @@ def test_broken_xml_fails_that_patient_only(tmp_path, coca_root, case):
 
 def test_roi_outside_the_image_is_an_error(tmp_path, case):
     volume, rois = case
-    outside = dict(rois[0], Point_px=[f"({x + 30:.6f}, {y:.6f})" for x, y in _square(5, 5, 9, 9)],
-                   Point_mm=[f"({ORIGIN[2] + (x + 30) * SPACING[2]:.6f}, {ORIGIN[1] + y * SPACING[1]:.6f}, "
-                             f"{ORIGIN[0] + 2 * SPACING[0]:.6f})" for x, y in _square(5, 5, 9, 9)])
+    outside = dict(
+        rois[0],
+        Point_px=[f"({x + 30:.6f}, {y:.6f})" for x, y in _square(5, 5, 9, 9)],
+        Point_mm=[
+            f"({ORIGIN[2] + (x + 30) * SPACING[2]:.6f}, {ORIGIN[1] + y * SPACING[1]:.6f}, "
+            f"{ORIGIN[0] + 2 * SPACING[0]:.6f})"
+            for x, y in _square(5, 5, 9, 9)
+        ],
+    )
     root = tmp_path / "coca"
     write_patient(root, "8", volume, [outside])
     with pytest.raises(InputError, match="outside the image.*column"):
         load_gated_patient(root, "8")
     above = dict(rois[0], _slice=20)  # z beyond the series
-    above["Point_mm"] = [p.replace(f"{ORIGIN[0] + 2 * SPACING[0]:.6f}", f"{ORIGIN[0] + 20 * SPACING[0]:.6f}")
-                         for p in rois[0]["Point_mm"]]
+    above["Point_mm"] = [
+        p.replace(f"{ORIGIN[0] + 2 * SPACING[0]:.6f}", f"{ORIGIN[0] + 20 * SPACING[0]:.6f}")
+        for p in rois[0]["Point_mm"]
+    ]
     write_plist(root / "Gated_release_final" / "calcium_xml" / "8.xml", [above], n_slices=30)
     with pytest.raises(InputError, match=r"outside the image: z = -40.00 mm.*-100.00 to -79.00"):
         load_gated_patient(root, "8")
@@ -265,7 +356,9 @@ def test_annotation_without_series_is_reported(tmp_path, coca_root, case, capsys
     assert len(err.splitlines()) == 1 and "1 of 2" in err and "import_errors.csv" in err
     errors = pd.read_csv(out / "import_errors.csv", dtype={"scan_id": str})
     assert errors["scan_id"].tolist() == ["999"]
-    assert "without its DICOM series" in errors["problem"].iloc[0] and errors["path"].iloc[0] == str(xml)
+    assert "without its DICOM series" in errors["problem"].iloc[0] and errors["path"].iloc[
+        0
+    ] == str(xml)
     assert list(read_manifest(out / "manifest.csv")["scan_id"]) == ["101"]
 
 

@@ -1,4 +1,5 @@
 """scripts/evaluate_comparison_cohorts.py: the figures it writes, checked by hand on crafted maps."""
+
 from __future__ import annotations
 
 import subprocess
@@ -47,8 +48,20 @@ def test_cohorts_are_held_out_of_the_shipped_model():
 
 
 def test_unknown_cohort_is_refused(tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_comparison_cohorts.py"),
-                          str(ROOT / "calcscore" / "models" / "default"), str(tmp_path / "x.json"), "heart,lungs"],
-                         capture_output=True, text=True)
-    assert run.returncode == 2 and "unknown cohorts ['lungs']" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate_comparison_cohorts.py"),
+            str(ROOT / "calcscore" / "models" / "default"),
+            str(tmp_path / "x.json"),
+            "heart,lungs",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        run.returncode == 2
+        and "unknown cohorts ['lungs']" in run.stderr
+        and "Traceback" not in run.stderr
+    )
     assert not (tmp_path / "x.json").exists()

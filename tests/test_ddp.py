@@ -1,4 +1,5 @@
 """Two-process DistributedDataParallel training on CPU (gloo)."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,13 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         root = Path(folder)
@@ -36,9 +42,12 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         val = [load_cached(root / "cache" / "v0")]
         cfg = tiny_config(max_iterations=4, eval_every=2, checkpoint_every=2)
         seen = []
-        result = train(cfg, scans, val, root / "out", progress=False,
-                       callback=lambda it, loss: seen.append(it))
-        torch.save({"iterations": seen, "model": result.model.state_dict()}, root / f"rank{rank}.pt")
+        result = train(
+            cfg, scans, val, root / "out", progress=False, callback=lambda it, loss: seen.append(it)
+        )
+        torch.save(
+            {"iterations": seen, "model": result.model.state_dict()}, root / f"rank{rank}.pt"
+        )
     finally:
         dist.destroy_process_group()
 

@@ -1,4 +1,5 @@
 """DICOM SEG and SR of a phantom, read back."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,10 @@ def test_seg_reads_back_to_the_same_label_map(tmp_path, series):
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == "P0004"
     assert [s.SegmentLabel for s in ds.SegmentSequence] == ["LAD", "LCX", "RCA", "TAC", "AV", "MV"]
-    frames_with = {int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-                   for f in ds.PerFrameFunctionalGroupsSequence}
+    frames_with = {
+        int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        for f in ds.PerFrameFunctionalGroupsSequence
+    }
     assert frames_with == present  # empty frames are left out
 
 
@@ -72,8 +75,11 @@ def test_sr_holds_the_scores_and_references_the_series(tmp_path, series):
     ds = pydicom.dcmread(path)
     source = pydicom.dcmread(next(folder.iterdir()))
     assert ds.Modality == "SR" and ds.StudyInstanceUID == source.StudyInstanceUID
-    evidence = {s.SeriesInstanceUID for st in ds.CurrentRequestedProcedureEvidenceSequence
-                for s in st.ReferencedSeriesSequence}
+    evidence = {
+        s.SeriesInstanceUID
+        for st in ds.CurrentRequestedProcedureEvidenceSequence
+        for s in st.ReferencedSeriesSequence
+    }
     seg_ds = pydicom.dcmread(seg)
     assert evidence == {source.SeriesInstanceUID, seg_ds.SeriesInstanceUID}
 

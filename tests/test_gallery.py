@@ -1,4 +1,5 @@
 """calcscore.viz.lesion_gallery: one close-up per lesion, largest first."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Whole-scan inference equals patch-by-patch classification with the same weights."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ def _scan(seed: int = 0) -> CTVolume:
     for _ in range(12):
         c = rng.uniform([2, 12, 12], [22, 52, 52])
         rad = rng.uniform(0.8, 1.6)
-        blob = ((z - c[0]) * 2.0) ** 2 + ((y - c[1]) * 0.8) ** 2 + ((x - c[2]) * 0.8) ** 2 < (rad * 1.6) ** 2
+        blob = ((z - c[0]) * 2.0) ** 2 + ((y - c[1]) * 0.8) ** 2 + ((x - c[2]) * 0.8) ** 2 < (
+            rad * 1.6
+        ) ** 2
         hu[blob] = rng.uniform(150, 900)
     hu += rng.normal(0, 25, hu.shape)
     return CTVolume(hu, (2.0, 0.8, 0.8), meta=CTMeta(slice_thickness_mm=2.0))
@@ -41,9 +44,9 @@ def _patches(norm_padded: np.ndarray, zyx: np.ndarray, size: int, pad: int) -> t
     h = size // 2
     out = np.empty((len(zyx), 3, size, size), np.float32)
     for i, (z, y, x) in enumerate(zyx + pad):
-        out[i, 0] = norm_padded[z, y - h:y + h + 1, x - h:x + h + 1]
-        out[i, 1] = norm_padded[z - h:z + h + 1, y - h:y + h + 1, x]
-        out[i, 2] = norm_padded[z - h:z + h + 1, y, x - h:x + h + 1]
+        out[i, 0] = norm_padded[z, y - h : y + h + 1, x - h : x + h + 1]
+        out[i, 1] = norm_padded[z - h : z + h + 1, y - h : y + h + 1, x]
+        out[i, 2] = norm_padded[z - h : z + h + 1, y, x - h : x + h + 1]
     return torch.from_numpy(out)
 
 
@@ -65,7 +68,9 @@ def _models(aux: bool = True):
 def _centre_head(cnn1: CNN1, x: torch.Tensor) -> None:
     """Centre the random head's last layer on these patches, so that its argmax varies."""
     c = cnn1.output_size(x.shape[-1]) // 2
-    feats = torch.cat([n.features(x[:, i:i + 1])[:, :, c, c] for i, n in enumerate(cnn1.subnets)], 1)
+    feats = torch.cat(
+        [n.features(x[:, i : i + 1])[:, :, c, c] for i, n in enumerate(cnn1.subnets)], 1
+    )
     hidden = cnn1.head_layers[:-1](feats)
     last = cnn1.head_layers[-1]
     last.bias.copy_(-(hidden @ last.weight.T).mean(0))
@@ -83,20 +88,30 @@ def test_fully_convolutional_equals_patch_by_patch(aux):
     norm = np.pad(normalise_hu(net.hu), pad, constant_values=normalise_hu(np.array(-1000.0)))
     with torch.no_grad():
         _centre_head(cnn1, _patches(norm, zyx[::7], 35, pad))
-        p1 = torch.cat([cnn1.predict_proba(_patches(norm, zyx[i:i + 256], 35, pad))
-                        for i in range(0, len(zyx), 256)])
+        p1 = torch.cat(
+            [
+                cnn1.predict_proba(_patches(norm, zyx[i : i + 256], 35, pad))
+                for i in range(0, len(zyx), 256)
+            ]
+        )
         label1 = p1.argmax(1).numpy()
         hit = np.flatnonzero(label1 > 0)
         x2 = _patches(norm, zyx[hit], 65, pad)
         cnn2.classifier[-1].bias.sub_(cnn2(x2).median(0).values)  # keep about half
-        seg = segment(volume, Model(cnn1, cnn2), InferenceOptions(batch_slices=5, batch_voxels=300, batch_cnn2=70))
+        seg = segment(
+            volume,
+            Model(cnn1, cnn2),
+            InferenceOptions(batch_slices=5, batch_voxels=300, batch_cnn2=70),
+        )
         keep = cnn2.predict_proba(x2).numpy() >= 0.5
     final = label1.copy()
     final[hit[~keep]] = 0
     assert seg.n_candidates == len(zyx) > 100
     got1 = seg.cnn1_labels_network.labels[tuple(zyx.T)]
     got = seg.labels_network.labels[tuple(zyx.T)]
-    assert len(np.unique(label1)) > 2 and 0 < keep.sum() < len(keep)  # a real test, not all one class
+    assert len(np.unique(label1)) > 2 and 0 < keep.sum() < len(
+        keep
+    )  # a real test, not all one class
     np.testing.assert_array_equal(got1, label1)
     np.testing.assert_array_equal(got, final)
     assert not seg.labels_network.labels[~cand].any()
@@ -152,7 +167,11 @@ def test_cnn1_labels_on_the_original_grid_are_what_cnn2_filtered():
     np.testing.assert_array_equal(alone.cnn1_labels(volume).labels, alone.labels.labels)
     zyx = np.argwhere(alone.labels_network.labels > 0)
     pad = 40
-    norm = np.pad(normalise_hu(to_network_grid(volume).hu), pad, constant_values=normalise_hu(np.array(-1000.0)))
+    norm = np.pad(
+        normalise_hu(to_network_grid(volume).hu),
+        pad,
+        constant_values=normalise_hu(np.array(-1000.0)),
+    )
     with torch.no_grad():  # a random CNN2 that keeps about half of CNN1's calcium
         cnn2.classifier[-1].bias.sub_(cnn2(_patches(norm, zyx, 65, pad)).median(0).values)
     seg = segment(volume, Model(cnn1, cnn2))
@@ -200,15 +219,15 @@ def test_fill_rim_takes_the_majority_label_of_touching_voxels_one_layer_deep():
     from calcscore.inference import fill_rim
 
     lab = np.zeros((5, 9, 9), np.uint8)
-    lab[2, 4, 2:4] = 4            # two TAC voxels
-    lab[2, 4, 6] = 6              # one MV voxel
+    lab[2, 4, 2:4] = 4  # two TAC voxels
+    lab[2, 4, 6] = 6  # one MV voxel
     fillable = np.zeros(lab.shape, bool)
-    fillable[2, 4, 4] = True      # touches TAC (1 voxel: 4, 3) and nothing else
-    fillable[2, 4, 5] = True      # touches TAC? no: (4,4) is background; touches MV (4,6) only
-    fillable[2, 3, 3] = True      # touches both TAC voxels -> TAC
-    fillable[2, 0, 0] = True      # touches nothing
-    fillable[0, 4, 2] = True      # two slices away: touches nothing
-    fillable[2, 4, 3] = True      # already labelled: stays TAC
+    fillable[2, 4, 4] = True  # touches TAC (1 voxel: 4, 3) and nothing else
+    fillable[2, 4, 5] = True  # touches TAC? no: (4,4) is background; touches MV (4,6) only
+    fillable[2, 3, 3] = True  # touches both TAC voxels -> TAC
+    fillable[2, 0, 0] = True  # touches nothing
+    fillable[0, 4, 2] = True  # two slices away: touches nothing
+    fillable[2, 4, 3] = True  # already labelled: stays TAC
     out = fill_rim(lab, fillable)
     assert out[2, 4, 4] == 4 and out[2, 4, 5] == 6 and out[2, 3, 3] == 4
     assert out[2, 0, 0] == 0 and out[0, 4, 2] == 0
@@ -246,7 +265,9 @@ def test_rim_fill_recovers_the_rim_the_slab_average_loses_and_nothing_else():
     from calcscore.volume import LabelVolume
 
     nz, ny, nx = 40, 48, 48
-    z, y, x = np.meshgrid(np.arange(nz) * 1.0, np.arange(ny) * 0.6, np.arange(nx) * 0.6, indexing="ij")
+    z, y, x = np.meshgrid(
+        np.arange(nz) * 1.0, np.arange(ny) * 0.6, np.arange(nx) * 0.6, indexing="ij"
+    )
     hu = np.full((nz, ny, nx), 40.0)
     hu[((z - 20) / 1.5) ** 2 + ((y - 14) / 4.0) ** 2 + ((x - 14) / 4.0) ** 2 < 1.0] = 450.0
     hu = ndi.gaussian_filter(hu, (0.8, 1.3, 1.3))
@@ -274,8 +295,9 @@ def test_segment_rim_fill_only_adds_unseen_voxels_above_its_threshold():
     assert plain.rim_min_hu is None
     assert seg.rim_min_hu == pytest.approx(40 + 5.0 * 25, abs=8)  # 40 HU water, noise SD 25 HU
     added = (seg.labels.labels > 0) & (plain.labels.labels == 0)
-    np.testing.assert_array_equal(seg.labels.labels[plain.labels.labels > 0],
-                                  plain.labels.labels[plain.labels.labels > 0])
+    np.testing.assert_array_equal(
+        seg.labels.labels[plain.labels.labels > 0], plain.labels.labels[plain.labels.labels > 0]
+    )
     assert added.any() and (volume.hu[added] >= seg.rim_min_hu).all()
     np.testing.assert_array_equal(seg.cnn1_labels(volume).labels, seg.labels.labels)  # no CNN2
 
@@ -287,7 +309,8 @@ def test_median_on_tensors_is_numpys_median(n):
     x = np.random.default_rng(n).normal(size=n).astype(np.float32)
     for by_sort in (False, True):  # selection (the CPU's way) and sorting (the GPU's)
         assert _median(torch.from_numpy(x), by_sort=by_sort) == pytest.approx(
-            float(np.median(x.astype(np.float64))), abs=0)
+            float(np.median(x.astype(np.float64))), abs=0
+        )
         assert _median(torch.tensor([4.0, 1.0, 3.0, 2.0]), by_sort=by_sort) == 2.5
 
 
@@ -297,8 +320,12 @@ def test_network_grid_on_a_tensor_equals_the_numpy_preprocessing():
     from calcscore.preprocess import network_grid_tensor
 
     rng = np.random.default_rng(3)
-    vol = CTVolume(rng.normal(0, 200, (23, 40, 37)).astype(np.float32), (1.0, 0.7, 0.8), (5.0, -3.0, 2.0),
-                   meta=CTMeta(slice_thickness_mm=1.25))
+    vol = CTVolume(
+        rng.normal(0, 200, (23, 40, 37)).astype(np.float32),
+        (1.0, 0.7, 0.8),
+        (5.0, -3.0, 2.0),
+        meta=CTMeta(slice_thickness_mm=1.25),
+    )
     ref = to_network_grid(vol)
     hu, grid = network_grid_tensor(vol, torch.from_numpy(vol.hu))
     assert grid.same_geometry(ref) and tuple(hu.shape) == ref.shape

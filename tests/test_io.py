@@ -1,4 +1,5 @@
 """Round trips for every format, the real scanner series, and every refused input."""
+
 from __future__ import annotations
 
 import subprocess
@@ -79,7 +80,9 @@ def test_dicom_series_round_trip(tmp_path, small_ct):
     np.testing.assert_allclose(img.GetSpacing()[::-1], back.spacing_mm, atol=1e-4)
     np.testing.assert_allclose(img.GetOrigin(), back.origin_mm[::-1], atol=1e-3)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(img), back.hu)
-    np.testing.assert_allclose(np.reshape(img.GetDirection(), (3, 3))[::-1, ::-1], back.direction, atol=1e-5)
+    np.testing.assert_allclose(
+        np.reshape(img.GetDirection(), (3, 3))[::-1, ::-1], back.direction, atol=1e-5
+    )
 
 
 def test_dicom_slices_are_sorted_by_position_not_file_name(tmp_path, small_ct):
@@ -100,8 +103,12 @@ def test_real_scanner_series(qrm_dicom):
 
 
 def test_info_command_on_real_series(qrm_dicom):
-    out = subprocess.run([sys.executable, "-m", "calcscore.cli", "info", str(qrm_dicom)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "calcscore.cli", "info", str(qrm_dicom)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "512 × 512 × 47" in out
     assert "0.488 × 0.488 mm" in out
     assert "slice thickness  3 mm" in out
@@ -199,16 +206,30 @@ def make_8bit_dicom(tmp_path, small_ct):
 
 def make_two_series(tmp_path, small_ct):
     s = _series(tmp_path, small_ct)
-    other = small_ct.with_array(np.round(small_ct.hu), meta=small_ct.meta.__class__(series_uid="9.9.9"))
+    other = small_ct.with_array(
+        np.round(small_ct.hu), meta=small_ct.meta.__class__(series_uid="9.9.9")
+    )
     write_dicom_series(other, tmp_path / "other")
     for f in (tmp_path / "other").iterdir():
         f.rename(s / ("o_" + f.name))
     return s, "--series-uid"
 
 
-BAD_INPUTS = [make_missing_path, make_empty_folder, make_non_image_file, make_folder_without_dicom,
-              make_corrupt_file, make_missing_slices, make_nonuniform_spacing, make_non_ct,
-              make_single_dicom, make_single_2d_nifti, make_8bit_nifti, make_8bit_dicom, make_two_series]
+BAD_INPUTS = [
+    make_missing_path,
+    make_empty_folder,
+    make_non_image_file,
+    make_folder_without_dicom,
+    make_corrupt_file,
+    make_missing_slices,
+    make_nonuniform_spacing,
+    make_non_ct,
+    make_single_dicom,
+    make_single_2d_nifti,
+    make_8bit_nifti,
+    make_8bit_dicom,
+    make_two_series,
+]
 
 
 @pytest.mark.parametrize("make", BAD_INPUTS, ids=lambda f: f.__name__[5:])
@@ -216,8 +237,9 @@ def test_bad_input_is_refused_in_one_line(tmp_path, small_ct, make):
     path, problem = make(tmp_path, small_ct)
     with pytest.raises(InputError, match=problem):
         read_volume(path)
-    r = subprocess.run([sys.executable, "-m", "calcscore.cli", "info", str(path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "calcscore.cli", "info", str(path)], capture_output=True, text=True
+    )
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -241,8 +263,14 @@ def test_label_reader_rejects_non_integer_maps(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 3, 3), 0.5, np.float32)), str(p))
     with pytest.raises(InputError, match="non-integer"):
         read_labels(p)
-    assert isinstance(read_labels(write_labels(LabelVolume(np.ones((2, 3, 3), np.uint8), (1, 1, 1)),
-                                               tmp_path / "ok.nii.gz")), LabelVolume)
+    assert isinstance(
+        read_labels(
+            write_labels(
+                LabelVolume(np.ones((2, 3, 3), np.uint8), (1, 1, 1)), tmp_path / "ok.nii.gz"
+            )
+        ),
+        LabelVolume,
+    )
 
 
 def test_ct_volume_float_dtype():

@@ -1,4 +1,5 @@
 """Connected lesions and the voxel- to lesion-level conversion, on a case worked out by hand."""
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,9 @@ def test_region_growing_labels_by_majority():
     expected = np.zeros_like(grown)
     expected[1:3, 2:4, 2:7] = Label.LAD  # 3 LAD votes beat 1 LCX vote
     expected[4, 15, 15:17] = Label.LCX  # tie: the smaller label value wins
-    np.testing.assert_array_equal(grown, expected)  # Y stays background; the 100 HU voxel is dropped
+    np.testing.assert_array_equal(
+        grown, expected
+    )  # Y stays background; the 100 HU voxel is dropped
 
 
 def test_region_growing_connectivity():
@@ -88,8 +91,9 @@ def test_conversion_of_an_empty_annotation_is_undefined_not_excluded():
 
 def test_lesion_level_study_rows():
     volume, labels = annotated_case()
-    df = lesion_level_study([("a", volume, labels), ("b", volume, LabelVolume.like(labels))],
-                            max_volume_ratio=3.0)
+    df = lesion_level_study(
+        [("a", volume, labels), ("b", volume, LabelVolume.like(labels))], max_volume_ratio=3.0
+    )
     assert list(df["scan_id"]) == ["a", "b"]
     assert list(df["excluded"]) == [True, False]
     assert df.loc[0, "cac_agatston_increase"] == pytest.approx(19.0)

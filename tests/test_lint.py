@@ -22,3 +22,15 @@ def test_ruff_is_clean():
         pytest.fail("ruff is not installed; it is a dev dependency (pip install -e .[dev])")
     r = subprocess.run([exe, "check", *_python_files()], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ruff_format_is_clean():
+    """The tree is formatted by `ruff format` (run it before committing)."""
+    ruff = Path(sys.executable).parent / "ruff"
+    exe = str(ruff) if ruff.exists() else shutil.which("ruff")
+    if exe is None:
+        pytest.fail("ruff is not installed; it is a dev dependency (pip install -e .[dev])")
+    r = subprocess.run(
+        [exe, "format", "--check", *_python_files()], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 0, "run `ruff format .`:\n" + r.stdout + r.stderr

@@ -1,4 +1,5 @@
 """Detection agreement on crafted masks, worked out by hand, including the undefined cases."""
+
 from __future__ import annotations
 
 import math
@@ -77,19 +78,40 @@ def test_empty_maps_give_nan_everywhere():
     empty = LabelVolume(np.zeros((2, 3, 4), np.uint8), SPACING)
     df = detection_agreement(empty, empty)
     assert df[["sensitivity", "precision", "f1"]].isna().all().all()
-    assert (df[["tp_volume_mm3", "fp_volume_mm3", "fn_volume_mm3", "ref_lesions", "pred_lesions"]] == 0).all().all()
+    assert (
+        (
+            df[["tp_volume_mm3", "fp_volume_mm3", "fn_volume_mm3", "ref_lesions", "pred_lesions"]]
+            == 0
+        )
+        .all()
+        .all()
+    )
 
 
 def test_lesion_counts_six_connected():
     ref, pred = crafted_pair()
     df = detection_agreement(ref, pred)
     lad = _row(df, "LAD")
-    assert (lad["ref_lesions"], lad["pred_lesions"], lad["tp_lesions"], lad["fn_lesions"], lad["fp_lesions"]) \
-        == (2, 2, 1, 1, 1)
+    assert (
+        lad["ref_lesions"],
+        lad["pred_lesions"],
+        lad["tp_lesions"],
+        lad["fn_lesions"],
+        lad["fp_lesions"],
+    ) == (2, 2, 1, 1, 1)
     cac = _row(df, "CAC")
-    assert (cac["ref_lesions"], cac["pred_lesions"], cac["tp_lesions"], cac["fn_lesions"], cac["fp_lesions"]) \
-        == (2, 2, 1, 1, 1)
-    assert (_row(df, "LCX")["fp_lesions"], _row(df, "TAC")["fn_lesions"], _row(df, "MV")["fp_lesions"]) == (1, 1, 1)
+    assert (
+        cac["ref_lesions"],
+        cac["pred_lesions"],
+        cac["tp_lesions"],
+        cac["fn_lesions"],
+        cac["fp_lesions"],
+    ) == (2, 2, 1, 1, 1)
+    assert (
+        _row(df, "LCX")["fp_lesions"],
+        _row(df, "TAC")["fn_lesions"],
+        _row(df, "MV")["fp_lesions"],
+    ) == (1, 1, 1)
     # two voxels touching at a corner are one 26-connected lesion but two 6-connected ones
     diag = np.zeros((3, 4, 4), np.uint8)
     diag[1, 1, 1] = diag[1, 2, 2] = Label.RCA
@@ -102,7 +124,11 @@ def test_label_confusion_in_mm3():
     ref, pred = crafted_pair()
     cm = label_confusion(ref, pred)
     assert list(cm.index) == ["BACKGROUND", "LAD", "LCX", "RCA", "TAC", "AV", "MV"]
-    assert cm.loc["LAD", "LAD"] == 1.0 and cm.loc["LAD", "LCX"] == 0.5 and cm.loc["LAD", "BACKGROUND"] == 1.0
+    assert (
+        cm.loc["LAD", "LAD"] == 1.0
+        and cm.loc["LAD", "LCX"] == 0.5
+        and cm.loc["LAD", "BACKGROUND"] == 1.0
+    )
     assert cm.loc["TAC", "BACKGROUND"] == 1.0
     assert cm.loc["BACKGROUND", "LAD"] == 0.75 and cm.loc["BACKGROUND", "MV"] == 0.25
     assert cm.loc["BACKGROUND", "BACKGROUND"] == 0
@@ -111,7 +137,10 @@ def test_label_confusion_in_mm3():
 
 def test_summary_mean_over_scans_and_pooled():
     ref, pred = crafted_pair()
-    per_scan = [detection_agreement(ref, pred), detection_agreement(ref, ref)]  # second scan perfect
+    per_scan = [
+        detection_agreement(ref, pred),
+        detection_agreement(ref, ref),
+    ]  # second scan perfect
     for i, df in enumerate(per_scan):
         df.insert(0, "scan_id", f"s{i}")
     s = summarise(pd.concat(per_scan, ignore_index=True))
@@ -125,7 +154,11 @@ def test_summary_mean_over_scans_and_pooled():
     assert lad["f1_pooled"] == pytest.approx(7.0 / (7.0 + 0.75 + 1.5))
     assert lad["lesion_sensitivity"] == pytest.approx(3 / 4)  # 1 of 2, then 2 of 2
     lcx = s.loc["LCX"]  # F1 0 then nan: the mean leaves the nan out; sensitivity undefined in both
-    assert lcx["f1_mean"] == 0 and math.isnan(lcx["sensitivity_mean"]) and lcx["n_scans_with_reference"] == 0
+    assert (
+        lcx["f1_mean"] == 0
+        and math.isnan(lcx["sensitivity_mean"])
+        and lcx["n_scans_with_reference"] == 0
+    )
     assert math.isnan(s.loc["RCA"]["f1_mean"]) and math.isnan(s.loc["RCA"]["sensitivity_pooled"])
 
 
@@ -137,9 +170,18 @@ def test_evaluate_with_images_scores_risk_categories():
     assert list(ev.per_scan["scan_id"].unique()) == ["s0", "s1"]
     # Reference CAC (lessmann2018): R1 is 2 mm^3 (kept), 2 mm^2 x factor 3 x 1/3 = 2.0; R2 (0.5 mm^3)
     # and every predicted CAC lesion (<= 1 mm^3) are under 1.5 mm^3.
-    assert ev.risk.to_dict("records") == [{"scan_id": "s0", "ref_cac_agatston": pytest.approx(2.0),
-                                          "pred_cac_agatston": 0.0, "ref_category": "I", "pred_category": "I"}]
-    assert _row(ev.per_scan[ev.per_scan["scan_id"] == "s0"], "CAC")["ref_agatston"] == pytest.approx(2.0)
+    assert ev.risk.to_dict("records") == [
+        {
+            "scan_id": "s0",
+            "ref_cac_agatston": pytest.approx(2.0),
+            "pred_cac_agatston": 0.0,
+            "ref_category": "I",
+            "pred_category": "I",
+        }
+    ]
+    assert _row(ev.per_scan[ev.per_scan["scan_id"] == "s0"], "CAC")[
+        "ref_agatston"
+    ] == pytest.approx(2.0)
     assert math.isnan(_row(ev.per_scan[ev.per_scan["scan_id"] == "s1"], "CAC")["ref_agatston"])
     table, kappa = ev.risk_agreement()
     assert table.loc["I", "I"] == 1 and table.to_numpy().sum() == 1
@@ -160,8 +202,13 @@ def test_geometry_and_label_values_are_checked():
 
 
 def test_mean_with_ci_over_scans():
-    per_scan = pd.DataFrame({"scan_id": [f"s{i}" for i in range(6)], "label": "CAC",
-                             "f1": [0.8, 0.9, 1.0, math.nan, 0.7, 0.6]})
+    per_scan = pd.DataFrame(
+        {
+            "scan_id": [f"s{i}" for i in range(6)],
+            "label": "CAC",
+            "f1": [0.8, 0.9, 1.0, math.nan, 0.7, 0.6],
+        }
+    )
     r = mean_with_ci(per_scan, metric="f1", n_resamples=500, rng=0)
     assert r.estimate == pytest.approx(0.8)  # the nan scan is left out
     assert 0.6 <= r.ci_low < 0.8 < r.ci_high <= 1.0

@@ -1,4 +1,5 @@
 """CNN1 and CNN2: receptive fields, output shapes, the paper's prediction rule."""
+
 from __future__ import annotations
 
 import pytest
@@ -64,7 +65,7 @@ def test_cnn1_shapes_and_fully_convolutional_parts():
     assert out.head.shape == (4, 7)
     assert [a.shape for a in out.aux] == [(4, 7, 5, 5)] * 3
     # the head on features of a whole slice, taken at the centre, gives the same logits
-    feats = [net.features(x[:, i:i + 1]) for i, net in enumerate(model.subnets)]
+    feats = [net.features(x[:, i : i + 1]) for i, net in enumerate(model.subnets)]
     assert feats[0].shape == (4, 3, 5, 5)
     head = model.head(*(f[:, :, 2, 2] for f in feats))
     torch.testing.assert_close(head, out.head)
@@ -108,7 +109,12 @@ def test_paper_cnn1_layers():
 def test_cnn2_shapes_and_shared_weights():
     torch.manual_seed(2)
     model = CNN2().eval()
-    assert [m.out_channels for m in model.tower if isinstance(m, torch.nn.Conv2d)] == [24, 32, 48, 32]
+    assert [m.out_channels for m in model.tower if isinstance(m, torch.nn.Conv2d)] == [
+        24,
+        32,
+        48,
+        32,
+    ]
     assert model.tower_features == 32 * 6 * 6
     x = torch.randn(3, 3, 65, 65)
     assert model(x).shape == (3, 2)
@@ -143,17 +149,28 @@ def test_cnn2_with_batch_norm_folded_computes_the_same_function(width_scale):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.3, 0.3)
     folded = net.folded()
-    assert not any(isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d) for m in folded.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d) for m in folded.modules()
+    )
+    assert any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()
+    )  # the original is untouched
     assert all(m.inplace for m in folded.modules() if isinstance(m, torch.nn.ELU))
     assert not any(m.inplace for m in net.modules() if isinstance(m, torch.nn.ELU))
     x = torch.randn(16, 3, 65, 65)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
         nhwc = net.folded(channels_last=True)
-        conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
-        assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
-        torch.testing.assert_close(nhwc(x.contiguous(memory_format=torch.channels_last)), net(x), rtol=1e-4, atol=1e-4)
+        conv = next(
+            m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+        )
+        assert (
+            conv.weight.is_contiguous(memory_format=torch.channels_last)
+            and not conv.weight.is_contiguous()
+        )
+        torch.testing.assert_close(
+            nhwc(x.contiguous(memory_format=torch.channels_last)), net(x), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_cnn1_inference_copy_computes_the_same_with_its_elus_in_place():
@@ -169,13 +186,21 @@ def test_cnn1_inference_copy_computes_the_same_with_its_elus_in_place():
     with torch.no_grad():
         torch.testing.assert_close(fast.predict_proba(x), net.predict_proba(x), rtol=0, atol=0)
         planes = torch.randn(2, 1, 40, 40)
-        torch.testing.assert_close(fast.axial.features(planes), net.axial.features(planes), rtol=0, atol=0)
+        torch.testing.assert_close(
+            fast.axial.features(planes), net.axial.features(planes), rtol=0, atol=0
+        )
         nhwc = net.for_inference(channels_last=True)
-        conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        conv = next(
+            m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+        )
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         assert not conv.weight.is_contiguous()  # NHWC strides, not a plain copy
-        torch.testing.assert_close(nhwc.axial.features(planes.contiguous(memory_format=torch.channels_last)),
-                                   net.axial.features(planes), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            nhwc.axial.features(planes.contiguous(memory_format=torch.channels_last)),
+            net.axial.features(planes),
+            rtol=1e-5,
+            atol=1e-5,
+        )
     assert next(net.parameters()).is_contiguous()  # the original keeps its layout
     net.train()
     net.head_layers(torch.randn(2, 12)).sum().backward()  # the original's autograd is untouched

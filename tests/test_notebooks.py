@@ -1,5 +1,6 @@
 """Every notebook in notebooks/ (found by glob) runs end to end with papermill at its tiny
 parameters, is committed without outputs, is thin and says where its numbers come from."""
+
 from __future__ import annotations
 
 import time
@@ -36,7 +37,9 @@ def test_notebooks_exist():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_is_committed_without_outputs(path):
-    assert has_outputs(path) == [], f"{path.name} was saved with outputs: clear them before committing"
+    assert has_outputs(path) == [], (
+        f"{path.name} was saved with outputs: clear them before committing"
+    )
 
 
 def test_a_notebook_with_outputs_is_caught(tmp_path):
@@ -53,16 +56,23 @@ def test_a_notebook_with_outputs_is_caught(tmp_path):
 def test_notebook_structure(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
+    assert "parameters" in code[0].metadata.get("tags", []), (
+        "the first code cell must be tagged 'parameters'"
+    )
     assert "calcscore.show_versions()" in code[0].source + code[1].source
     assert nb.metadata.kernelspec.name == "python3"
-    long = {i: len(c.source.splitlines()) for i, c in enumerate(code) if len(c.source.splitlines()) > 15}
+    long = {
+        i: len(c.source.splitlines()) for i, c in enumerate(code) if len(c.source.splitlines()) > 15
+    }
     assert not long, f"cells longer than 15 lines belong in the package: {long}"
     tiny = tiny_parameters(path)
-    assert set(tiny) <= set(notebook_parameters(path)), "tiny parameters must be notebook parameters"
+    assert set(tiny) <= set(notebook_parameters(path)), (
+        "tiny parameters must be notebook parameters"
+    )
     text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
-    assert "where the numbers come from" in text and "phantom" in text, \
+    assert "where the numbers come from" in text and "phantom" in text, (
         f"{path.name} must say which numbers come from phantoms and which from real data"
+    )
 
 
 @pytest.mark.slow
@@ -70,15 +80,23 @@ def test_notebook_structure(path):
 def test_notebook_runs_at_tiny_parameters(path, tmp_path):
     params = tiny_parameters(path)
     assert params, f"{path.name} has no tiny parameter set (metadata.calcscore.tiny_parameters)"
-    if "model_path" in notebook_parameters(path) and params.get("model_path") is None \
-            and not SHIPPED_MODEL.is_file():
+    if (
+        "model_path" in notebook_parameters(path)
+        and params.get("model_path") is None
+        and not SHIPPED_MODEL.is_file()
+    ):
         pytest.skip(f"the shipped model is not installed ({SHIPPED_MODEL})")
     t0 = time.perf_counter()
     run = run_notebook(path, tmp_path / "out", parameters=params, cwd=tmp_path)
     seconds = time.perf_counter() - t0
     executed = nbformat.read(run.notebook, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
     # every code cell ran, and papermill injected the tiny parameters
     code = [c for c in executed.cells if c.cell_type == "code"]

@@ -1,4 +1,5 @@
 """calcscore.phantom.observe: the disagreements of a second or third observer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,16 @@ from calcscore.phantom import ObserverProfile, make_scan, observe
 from calcscore.volume import CTVolume, GeometryMismatchError, LabelVolume
 
 SPACING = (1.0, 0.5, 0.5)
-NEVER = dict(p_miss_small=0.0, p_lad_lcx=0.0, p_lad_lcx_near=0.0, p_lcx_mv=0.0, p_lcx_mv_near=0.0,
-             p_av_tac=0.0, p_av_tac_near=0.0, p_boundary=0.0)
+NEVER = dict(
+    p_miss_small=0.0,
+    p_lad_lcx=0.0,
+    p_lad_lcx_near=0.0,
+    p_lcx_mv=0.0,
+    p_lcx_mv_near=0.0,
+    p_av_tac=0.0,
+    p_av_tac_near=0.0,
+    p_boundary=0.0,
+)
 
 
 def _blob(hu, lab, center, radius_vox, label, peak=600.0):
@@ -64,11 +73,14 @@ def test_misses_small_lesions_only(scene):
     assert np.array_equal(out.labels, kept)
 
 
-@pytest.mark.parametrize("field, pairs", [
-    ("p_lad_lcx_near", {(Label.LAD, Label.LCX)}),
-    ("p_lcx_mv_near", {(Label.LCX, Label.MV), (Label.MV, Label.LCX)}),
-    ("p_av_tac_near", {(Label.AV, Label.TAC), (Label.TAC, Label.AV)}),
-])
+@pytest.mark.parametrize(
+    "field, pairs",
+    [
+        ("p_lad_lcx_near", {(Label.LAD, Label.LCX)}),
+        ("p_lcx_mv_near", {(Label.LCX, Label.MV), (Label.MV, Label.LCX)}),
+        ("p_av_tac_near", {(Label.AV, Label.TAC), (Label.TAC, Label.AV)}),
+    ],
+)
 def test_confuses_neighbouring_labels(scene, field, pairs):
     vol, lab = scene
     out = observe(lab, vol, rng=1, profile=ObserverProfile(**{**NEVER, field: 1.0}))
@@ -86,8 +98,12 @@ def test_confuses_neighbouring_labels(scene, field, pairs):
 
 def test_boundary_differences_stay_calcium(scene):
     vol, lab = scene
-    out = observe(lab, vol, rng=2, profile=ObserverProfile(**{**NEVER, "p_boundary": 1.0,
-                                                              "shrink_below_hu": 700.0}))
+    out = observe(
+        lab,
+        vol,
+        rng=2,
+        profile=ObserverProfile(**{**NEVER, "p_boundary": 1.0, "shrink_below_hu": 700.0}),
+    )
     diff = out.labels != lab.labels
     assert diff.any()
     # differences only at lesion boundaries: within one voxel of the reference calcium

@@ -1,4 +1,5 @@
 """orCaScore-style importer: MHD images with reference label images."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,8 @@ def _scan(seed: int) -> tuple[CTVolume, LabelVolume]:
     hu = rng.normal(40, 20, (6, 16, 16)).round().astype(np.float32)
     labels = np.zeros(hu.shape, np.uint8)
     for value, (k, r, c) in zip((1, 2, 3), ((1, 3, 3), (3, 8, 10), (4, 12, 4))):
-        hu[k, r:r + 2, c:c + 2] = 300 + 50 * value
-        labels[k, r:r + 2, c:c + 2] = value
+        hu[k, r : r + 2, c : c + 2] = 300 + 50 * value
+        labels[k, r : r + 2, c : c + 2] = value
     meta = CTMeta(kernel="FC12", manufacturer="TOSHIBA", slice_thickness_mm=3.0)
     vol = CTVolume(hu, (3.0, 0.6, 0.6), (-50.0, 0.0, 10.0), np.eye(3), meta=meta)
     return vol, LabelVolume.like(vol, labels)
@@ -45,7 +46,14 @@ def test_import_copies_images_and_labels(tmp_path, orcascore_root):
     out = tmp_path / "out"
     assert main(["import", "orcascore", str(orcascore_root), str(out)]) == 0
     manifest = read_manifest(out / "manifest.csv")
-    assert list(manifest.columns[:6]) == ["scan_id", "participant_id", "image", "labels", "kernel", "scanner"]
+    assert list(manifest.columns[:6]) == [
+        "scan_id",
+        "participant_id",
+        "image",
+        "labels",
+        "kernel",
+        "scanner",
+    ]
     assert list(manifest["scan_id"]) == ["TRV1P1", "TRV1P2"]
     assert list(manifest["participant_id"]) == ["V1P1", "V1P2"]
     assert list(manifest["kernel"]) == ["soft", "soft"]  # FC12

@@ -1,4 +1,5 @@
 """calcscore.phantom: determinism, anatomy, labels where they belong, noise, burden spread."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,8 +21,11 @@ def roi_values(volume, info) -> np.ndarray:
     z = volume.origin_mm[0] + np.arange(volume.shape[0]) * volume.spacing_mm[0]
     y = volume.origin_mm[1] + np.arange(volume.shape[1]) * volume.spacing_mm[1]
     x = volume.origin_mm[2] + np.arange(volume.shape[2]) * volume.spacing_mm[2]
-    m = ((z[:, None, None] - c[0]) ** 2 + (y[None, :, None] - c[1]) ** 2
-         + (x[None, None, :] - c[2]) ** 2) < r * r
+    m = (
+        (z[:, None, None] - c[0]) ** 2
+        + (y[None, :, None] - c[1]) ** 2
+        + (x[None, None, :] - c[2]) ** 2
+    ) < r * r
     return volume.hu[m]
 
 
@@ -36,9 +40,15 @@ def cohort():
         present = {Label(v) for v in np.unique(lab) if v}
         scores = agatston(cs.volume, cs.labels)
         min_hu = float(cs.volume.hu[lab > 0].min()) if present else np.inf
-        summary.append({"present": present, "category": scores.risk_category,
-                        "cac": scores.cac_agatston, "min_labelled_hu": min_hu,
-                        "target": cs.info.burden.cac_category})
+        summary.append(
+            {
+                "present": present,
+                "category": scores.risk_category,
+                "cac": scores.cac_agatston,
+                "min_labelled_hu": min_hu,
+                "target": cs.info.burden.cac_category,
+            }
+        )
         if k < 12:
             full.append((cs.volume, cs.labels, cs.info))
     return full, summary
@@ -150,12 +160,19 @@ def test_descending_aorta_stays_in_front_of_the_vertebral_bodies():
         angles = np.linspace(0, 2 * np.pi, 120, endpoint=False)
         body = np.stack([rx * np.cos(angles), ry * np.sin(angles)], axis=1)  # around its centre
         for (x, y, z), r in zip(geo.aorta[desc][::2], geo.aorta_radius[desc][::2]):
-            wall = np.stack([x + r * np.cos(angles) - geo.spine_x,
-                             y + r * np.sin(angles) - float(geo.spine_y(z))], axis=1)
+            wall = np.stack(
+                [
+                    x + r * np.cos(angles) - geo.spine_x,
+                    y + r * np.sin(angles) - float(geo.spine_y(z)),
+                ],
+                axis=1,
+            )
             gap = np.linalg.norm(wall[:, None] - body[None], axis=2).min(axis=1)
             inside = (wall[:, 0] / rx) ** 2 + (wall[:, 1] / ry) ** 2 < 1
             worst = min(worst, float(np.where(inside, -gap, gap).min()))
-    assert worst > 1.0, f"the descending aorta's wall comes within {worst:.1f} mm of a vertebral body"
+    assert worst > 1.0, (
+        f"the descending aorta's wall comes within {worst:.1f} mm of a vertebral body"
+    )
 
 
 def test_every_label_occurs_in_12_scans(cohort):
@@ -208,7 +225,9 @@ def test_confounders_are_dense_but_unlabelled():
         for les in info.lesions:
             if les.label != 0 or les.points is not None:
                 continue
-            idx = np.round((np.asarray(les.center_mm)[::-1] - vol.origin_mm) / vol.spacing_mm).astype(int)
+            idx = np.round(
+                (np.asarray(les.center_mm)[::-1] - vol.origin_mm) / vol.spacing_mm
+            ).astype(int)
             if np.any(idx < 1) or np.any(idx >= np.array(vol.shape) - 1):
                 continue
             win = tuple(slice(i - 1, i + 2) for i in idx)
@@ -239,7 +258,7 @@ def test_noise_is_spatially_correlated():
         c, r = info.homogeneous_roi
         k, j, i = np.round((c - vol.origin_mm) / vol.spacing_mm).astype(int)
         h = int(r / vol.spacing_mm[2] / 1.5)
-        patch = vol.hu[k, j - h:j + h, i - h:i + h]
+        patch = vol.hu[k, j - h : j + h, i - h : i + h]
         patch = patch - patch.mean()
         out[kernel] = float((patch[:, 1:] * patch[:, :-1]).mean() / patch.var())
         sd = roi_values(vol, info).std()
@@ -258,7 +277,10 @@ def test_cohort_covers_all_risk_categories(cohort):
 def test_prevalence_of_tac_av_mv(cohort):
     _, summary = cohort
     n = len(summary)
-    frac = {lab: sum(lab in s["present"] for s in summary) / n for lab in (Label.TAC, Label.AV, Label.MV)}
+    frac = {
+        lab: sum(lab in s["present"] for s in summary) / n
+        for lab in (Label.TAC, Label.AV, Label.MV)
+    }
     assert frac[Label.TAC] >= 0.6
     assert 0.05 <= frac[Label.AV] <= 0.4
     assert 0.025 <= frac[Label.MV] <= 0.25

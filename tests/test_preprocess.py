@@ -1,4 +1,5 @@
 """Preprocessing against analytic answers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ def _ramp(spacing_z: float, thickness: float, n: int = 40) -> CTVolume:
     return CTVolume(hu, (spacing_z, 0.7, 0.7), meta=CTMeta(slice_thickness_mm=thickness))
 
 
-@pytest.mark.parametrize("spacing,thickness", [(1.0, 1.0), (1.0, 2.0), (0.5, 1.0), (1.5, 1.5), (3.0, 3.0)])
+@pytest.mark.parametrize(
+    "spacing,thickness", [(1.0, 1.0), (1.0, 2.0), (0.5, 1.0), (1.5, 1.5), (3.0, 3.0)]
+)
 def test_linear_ramp_gives_the_value_at_each_slab_centre(spacing, thickness):
     """When the 3 mm slab spans whole periods of the slice pattern, the sampled ramp minus the
     true ramp averages to zero over the slab, so the slab value is the ramp at its centre."""
@@ -70,12 +73,16 @@ def test_thick_slices_pass_through_with_a_warning():
     np.testing.assert_array_equal(out.hu, v.hu)
 
 
-def _sphere(radius_mm: float, spacing: tuple[float, float, float], thickness: float, hu: float = 400.0):
+def _sphere(
+    radius_mm: float, spacing: tuple[float, float, float], thickness: float, hu: float = 400.0
+):
     """A sphere rendered with partial volume (sub-voxel supersampling) into a CT volume."""
     size_mm = 2 * radius_mm + 12
     n = [int(np.ceil(size_mm / s)) for s in spacing]
     sub = 4
-    axes = [(np.arange(k * sub) + 0.5) / sub * s - 0.5 * s - size_mm / 2 for k, s in zip(n, spacing)]
+    axes = [
+        (np.arange(k * sub) + 0.5) / sub * s - 0.5 * s - size_mm / 2 for k, s in zip(n, spacing)
+    ]
     z, y, x = np.meshgrid(*axes, indexing="ij", sparse=True)
     inside = (z**2 + y**2 + x**2 <= radius_mm**2).astype(np.float32)
     frac = inside.reshape(n[0], sub, n[1], sub, n[2], sub).mean(axis=(1, 3, 5))
@@ -101,7 +108,9 @@ def test_bilinear_resampling_is_exact_on_a_plane():
     y, x = np.meshgrid(np.arange(ny) * 0.9, np.arange(nx) * 0.8, indexing="ij")
     hu = np.broadcast_to((3.0 * y - 2.0 * x)[None], (2, ny, nx)).copy()
     out = resample_inplane(CTVolume(hu, (1.5, 0.9, 0.8)))
-    yo, xo = np.meshgrid(np.arange(out.shape[1]) * 0.66, np.arange(out.shape[2]) * 0.66, indexing="ij")
+    yo, xo = np.meshgrid(
+        np.arange(out.shape[1]) * 0.66, np.arange(out.shape[2]) * 0.66, indexing="ij"
+    )
     np.testing.assert_allclose(out.hu[0], 3.0 * yo - 2.0 * xo, atol=1e-3)
     assert (out.shape[1] - 1) * 0.66 <= (ny - 1) * 0.9 < out.shape[1] * 0.66
 
@@ -113,8 +122,12 @@ def _random_labels(grid: CTVolume, rng) -> LabelVolume:
 def test_network_labels_go_to_a_finer_original_grid_and_back_unchanged():
     """The network grid (1.5 mm, 0.66 mm) mapped to a finer scan grid and back is the identity."""
     rng = np.random.default_rng(3)
-    scan = CTVolume(np.zeros((60, 50, 50)), (1.0, 0.5, 0.5), origin_mm=(-40.0, 12.0, 3.0),
-                    meta=CTMeta(slice_thickness_mm=1.0))
+    scan = CTVolume(
+        np.zeros((60, 50, 50)),
+        (1.0, 0.5, 0.5),
+        origin_mm=(-40.0, 12.0, 3.0),
+        meta=CTMeta(slice_thickness_mm=1.0),
+    )
     net = to_network_grid(scan)
     on_net = _random_labels(net, rng)
     on_scan = labels_to_grid(on_net, scan)
@@ -143,5 +156,6 @@ def test_labels_to_grid_by_hand():
 def test_candidates_and_normalisation():
     v = CTVolume(np.array([[[129.9, 130.0, 3500.0, -2048.0]]]), (1, 1, 1))
     np.testing.assert_array_equal(candidate_mask(v)[0, 0], [False, True, True, False])
-    np.testing.assert_allclose(normalise_hu(v.hu)[0, 0], [-0.1 / 1130, 0.0, 2870 / 1130, -1130 / 1130],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        normalise_hu(v.hu)[0, 0], [-0.1 / 1130, 0.0, 2870 / 1130, -1130 / 1130], atol=1e-6
+    )

@@ -1,5 +1,6 @@
 """The anatomical safety net (calcscore.regions): a drawn chest with known anatomy, phantoms with
 voxel-exact calcium, and the real scans beside the project where they are present."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,15 +42,15 @@ def drawn_chest() -> tuple[CTVolume, dict[str, tuple[int, int, int]]]:
     hu[:, 215:255, 180:220] = 500.0  # vertebral column (thick bone)
     hu[:, 30:45, 170:230] = 450.0  # sternum
     for x0 in (25, 367):  # ribs: thin bars outside the lungs
-        hu[:, 120:180, x0:x0 + 8] = 600.0
+        hu[:, 120:180, x0 : x0 + 8] = 600.0
     lesions = {"coronary": (18, 90, 200), "rib": (30, 150, 28), "above_heart": (50, 150, 200)}
     return CTVolume(hu, SPACING), lesions
 
 
 def _blob(labels: np.ndarray, hu: np.ndarray, centre, label: int) -> None:
     z, y, x = centre
-    hu[z, y - 2:y + 3, x - 2:x + 3] = 400.0
-    labels[z, y - 2:y + 3, x - 2:x + 3] = label
+    hu[z, y - 2 : y + 3, x - 2 : x + 3] = 400.0
+    labels[z, y - 2 : y + 3, x - 2 : x + 3] = label
 
 
 def test_drawn_chest_keeps_heart_calcium_and_removes_rib_and_misplaced_labels():
@@ -59,7 +60,9 @@ def test_drawn_chest_keeps_heart_calcium_and_removes_rib_and_misplaced_labels():
     _blob(labels, hu, where["coronary"], Label.LAD)
     _blob(labels, hu, where["rib"], Label.LCX)  # a rib lesion called coronary, as real scans show
     _blob(labels, hu, where["above_heart"], Label.RCA)  # coronary label above the heart
-    labels[(hu >= 130) & (np.arange(volume.shape[2]) == 200)[None, None, :] & (labels == 0)] = Label.TAC
+    labels[(hu >= 130) & (np.arange(volume.shape[2]) == 200)[None, None, :] & (labels == 0)] = (
+        Label.TAC
+    )
     lung_ml = float((hu == -850.0).sum()) * float(np.prod(SPACING)) / 1000.0
     volume = CTVolume(hu, SPACING)
     regions = find_chest_regions(volume)
@@ -67,12 +70,15 @@ def test_drawn_chest_keeps_heart_calcium_and_removes_rib_and_misplaced_labels():
     assert regions.lung_volume_ml == pytest.approx(lung_ml, rel=0.1)
     kept, removed = apply_safety_net(labels, regions)
     z, y, x = where["coronary"]
-    assert (kept[z, y - 2:y + 3, x - 2:x + 3] == Label.LAD).all()
+    assert (kept[z, y - 2 : y + 3, x - 2 : x + 3] == Label.LAD).all()
     assert not (kept == Label.LCX).any() and removed["LCX"] == 25
     assert not (kept == Label.RCA).any() and removed["RCA"] == 25
     # TAC drawn on the sternum and the vertebra: bone, removed
     assert not (kept == Label.TAC).any() and removed["TAC"] == int((labels == Label.TAC).sum())
-    assert regions.heart_top_z is not None and where["coronary"][0] < regions.heart_top_z < where["above_heart"][0]
+    assert (
+        regions.heart_top_z is not None
+        and where["coronary"][0] < regions.heart_top_z < where["above_heart"][0]
+    )
 
 
 def test_zone_flags_separate_aortic_and_heart_regions():
@@ -99,7 +105,9 @@ def test_no_lungs_means_no_net():
 def test_bone_is_thick_and_large_a_thin_plate_on_it_is_not():
     hu = np.full((20, 80, 80), 40.0, np.float32)
     hu[:, 20:60, 20:50] = 600.0  # 20 x 40 x 30 voxels of 1 mm3: a vertebra
-    hu[5:15, 30:50, 50:52] = 300.0  # a 2-voxel-thin plate touching it (an aortic wall calcification)
+    hu[5:15, 30:50, 50:52] = (
+        300.0  # a 2-voxel-thin plate touching it (an aortic wall calcification)
+    )
     hu[10, 70:73, 70:73] = 400.0  # a small separate calcification
     bone = bone_mask(CTVolume(hu, (1.0, 1.0, 1.0)), max_lesion_mm3=3000.0)
     assert bone[:, 20:60, 20:50].all()
@@ -115,7 +123,9 @@ def test_heart_region_phantoms_keep_every_coronary_and_valve_voxel(seed):
     volume, labels, _ = make_scan(rng=seed, size="medium", kernel="sharp")
     regions = find_chest_regions(volume)
     assert regions.found
-    heart_labels = np.isin(labels.labels, [int(v) for v in (Label.LAD, Label.LCX, Label.RCA, Label.AV, Label.MV)])
+    heart_labels = np.isin(
+        labels.labels, [int(v) for v in (Label.LAD, Label.LCX, Label.RCA, Label.AV, Label.MV)]
+    )
     assert heart_labels.any()
     _, removed = apply_safety_net(labels.labels, regions)
     assert not {k: v for k, v in removed.items() if k != "TAC"}, removed
@@ -159,7 +169,9 @@ def test_real_negative_labels_background_far_from_the_heart_ignored_near_it(tmp_
     z, y, x = where["rib"]
     assert lab[z, y, x] == 0  # a rib far from the heart: background
     # in a training cache the ignored candidates are in neither pool, the others are background
-    scan = cache_scan(volume, LabelVolume.like(volume, lab), tmp_path / "neg", scan_id="neg", crop=False)
+    scan = cache_scan(
+        volume, LabelVolume.like(volume, lab), tmp_path / "neg", scan_id="neg", crop=False
+    )
     assert len(scan.calcium_index) == 0 and len(scan.background_index) > 0
     cached = np.asarray(scan.labels).reshape(-1)
     assert (cached[np.asarray(scan.background_index)] == 0).all()

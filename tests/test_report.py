@@ -1,4 +1,5 @@
 """`calcscore report`: papermill runs, parameters, HTML export, atomic outputs, errors."""
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,23 @@ pytestmark = [
 @pytest.fixture
 def notebook(tmp_path):
     """A notebook whose parameters cell sets n, shape and name, and which writes them to JSON."""
-    nb = nbformat.v4.new_notebook(metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "calcscore": {"tiny_parameters": {"n": 1}}})
+    nb = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "calcscore": {"tiny_parameters": {"n": 1}},
+        }
+    )
     nb.cells = [
         nbformat.v4.new_markdown_cell("# a report"),
-        nbformat.v4.new_code_cell('n = 3\nshape = None\nname = "soft"', metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
-            'import json, pathlib\n'
+            'n = 3\nshape = None\nname = "soft"', metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell(
+            "import json, pathlib\n"
             'assert n >= 0, "n must not be negative"\n'
             'pathlib.Path("seen.json").write_text(json.dumps({"n": n, "shape": shape, "name": name}))\n'
-            'print("n squared is", n * n)'),
+            'print("n squared is", n * n)'
+        ),
     ]
     path = tmp_path / "report.ipynb"
     nbformat.write(nb, path)
@@ -49,10 +56,29 @@ def test_parse_values():
 
 def test_report_runs_with_parameters_and_writes_html(notebook, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["report", str(notebook), "--out", str(out), "-p", "n", "5", "-p", "shape", "[32, 96, 96]",
-               "-p", "name", "sharp"])
+    rc = main(
+        [
+            "report",
+            str(notebook),
+            "--out",
+            str(out),
+            "-p",
+            "n",
+            "5",
+            "-p",
+            "shape",
+            "[32, 96, 96]",
+            "-p",
+            "name",
+            "sharp",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
-    assert json.loads((out / "seen.json").read_text()) == {"n": 5, "shape": [32, 96, 96], "name": "sharp"}
+    assert json.loads((out / "seen.json").read_text()) == {
+        "n": 5,
+        "shape": [32, 96, 96],
+        "name": "sharp",
+    }
     executed = nbformat.read(out / "report.ipynb", as_version=4)
     texts = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs]
     assert "n squared is 25\n" in texts
@@ -89,7 +115,9 @@ def test_repo_path_finds_the_shared_data_folder(tmp_path):
     root = repo_path(".")
     assert (root / "pyproject.toml").is_file() and (root / "calcscore").is_dir()
     # from anywhere (a temporary folder), the installed package leads back to the repository
-    assert repo_path("../shared/data", start=tmp_path) == (root.parent / "shared" / "data").resolve()
+    assert (
+        repo_path("../shared/data", start=tmp_path) == (root.parent / "shared" / "data").resolve()
+    )
 
 
 def test_label_scans_by_stage_gives_cnn1_and_final_labels_from_one_pass():
@@ -103,9 +131,12 @@ def test_label_scans_by_stage_gives_cnn1_and_final_labels_from_one_pass():
     from calcscore.training import get_config
 
     torch.manual_seed(0)
-    cnn1 = build_network("cnn1", get_config("workshop", "cnn1", width=4, head_width=8).network_params()).eval()
-    cnn2 = build_network("cnn2", get_config("workshop", "cnn2", width_scale=0.25, dense_width=8)
-                         .network_params()).eval()
+    cnn1 = build_network(
+        "cnn1", get_config("workshop", "cnn1", width=4, head_width=8).network_params()
+    ).eval()
+    cnn2 = build_network(
+        "cnn2", get_config("workshop", "cnn2", width_scale=0.25, dense_width=8).network_params()
+    ).eval()
     with torch.no_grad():  # a CNN1 that calls every candidate LAD
         for m in cnn1.modules():
             if isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and m.weight.shape[0] == 7:
@@ -119,7 +150,10 @@ def test_label_scans_by_stage_gives_cnn1_and_final_labels_from_one_pass():
             last.weight.zero_()
             last.bias.copy_(torch.tensor([-5.0, 5.0] if keep else [5.0, -5.0]))
         both = label_scans_by_stage(scans, Model(cnn1, cnn2))
-        cnn1_labels, final = both["CNN1"][0].prediction.labels, both["CNN1 + CNN2"][0].prediction.labels
+        cnn1_labels, final = (
+            both["CNN1"][0].prediction.labels,
+            both["CNN1 + CNN2"][0].prediction.labels,
+        )
         assert both["CNN1"][0].reference is scans[0].labels
         candidates = scans[0].volume.hu >= 130
         assert cnn1_labels.any() and set(np.unique(cnn1_labels[candidates])) <= {0, 1}
@@ -131,4 +165,6 @@ def test_label_scans_by_stage_gives_cnn1_and_final_labels_from_one_pass():
         else:
             assert not final.any()
         assert np.array_equal(final, label_scans(scans, Model(cnn1, cnn2))[0].prediction.labels)
-    assert np.array_equal(first, label_scans(scans, Model(cnn1, cnn2), use_cnn2=False)[0].prediction.labels)
+    assert np.array_equal(
+        first, label_scans(scans, Model(cnn1, cnn2), use_cnn2=False)[0].prediction.labels
+    )

@@ -1,5 +1,6 @@
 """The neutral modules: constants, runtime (device, precision) and bundle (model folders), and
 the old names that stay importable from the modules they were in."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,23 +9,26 @@ from calcscore import bundle, constants, runtime
 from calcscore.errors import CalcscoreError, InputError
 
 
-@pytest.mark.parametrize(("module", "name", "value"), [
-    ("calcscore.preprocess", "CALCIUM_THRESHOLD_HU", constants.CALCIUM_THRESHOLD_HU),
-    ("calcscore.preprocess", "HU_CLIP", constants.HU_CLIP),
-    ("calcscore.preprocess", "normalise_hu", constants.normalise_hu),
-    ("calcscore.sampling", "PAD_HU", constants.PAD_HU),
-    ("calcscore.sampling", "CALCIUM_THRESHOLD_HU", constants.CALCIUM_THRESHOLD_HU),
-    ("calcscore.sampling", "BODY_THRESHOLD_HU", constants.CACHE_BODY_THRESHOLD_HU),
-    ("calcscore.scoring", "CALCIUM_THRESHOLD_HU", constants.CALCIUM_THRESHOLD_HU),
-    ("calcscore.inference", "BODY_THRESHOLD_HU", constants.BODY_THRESHOLD_HU),
-    ("calcscore.inference", "DEFAULT_MODEL_DIR", bundle.DEFAULT_MODEL_DIR),
-    ("calcscore.inference", "threshold_table", bundle.threshold_table),
-    ("calcscore.calibration", "threshold_table", bundle.threshold_table),
-    ("calcscore.inference", "autocast", runtime.autocast),
-    ("calcscore.inference", "bf16_supported", runtime.bf16_supported),
-    ("calcscore.inference", "resolve_precision", runtime.resolve_precision),
-    ("calcscore.training", "resolve_device", runtime.resolve_device),
-])
+@pytest.mark.parametrize(
+    ("module", "name", "value"),
+    [
+        ("calcscore.preprocess", "CALCIUM_THRESHOLD_HU", constants.CALCIUM_THRESHOLD_HU),
+        ("calcscore.preprocess", "HU_CLIP", constants.HU_CLIP),
+        ("calcscore.preprocess", "normalise_hu", constants.normalise_hu),
+        ("calcscore.sampling", "PAD_HU", constants.PAD_HU),
+        ("calcscore.sampling", "CALCIUM_THRESHOLD_HU", constants.CALCIUM_THRESHOLD_HU),
+        ("calcscore.sampling", "BODY_THRESHOLD_HU", constants.CACHE_BODY_THRESHOLD_HU),
+        ("calcscore.scoring", "CALCIUM_THRESHOLD_HU", constants.CALCIUM_THRESHOLD_HU),
+        ("calcscore.inference", "BODY_THRESHOLD_HU", constants.BODY_THRESHOLD_HU),
+        ("calcscore.inference", "DEFAULT_MODEL_DIR", bundle.DEFAULT_MODEL_DIR),
+        ("calcscore.inference", "threshold_table", bundle.threshold_table),
+        ("calcscore.calibration", "threshold_table", bundle.threshold_table),
+        ("calcscore.inference", "autocast", runtime.autocast),
+        ("calcscore.inference", "bf16_supported", runtime.bf16_supported),
+        ("calcscore.inference", "resolve_precision", runtime.resolve_precision),
+        ("calcscore.training", "resolve_device", runtime.resolve_device),
+    ],
+)
 def test_old_names_stay_importable(module, name, value):
     import importlib
 
@@ -32,8 +36,16 @@ def test_old_names_stay_importable(module, name, value):
 
 
 def test_the_numbers_are_the_methods():
-    assert (constants.CALCIUM_THRESHOLD_HU, constants.NORM_CENTER, constants.NORM_SCALE) == (130.0, 130.0, 1130.0)
-    assert (constants.PAD_HU, constants.BODY_THRESHOLD_HU, constants.CACHE_BODY_THRESHOLD_HU) == (-1000.0, -400.0, -500.0)
+    assert (constants.CALCIUM_THRESHOLD_HU, constants.NORM_CENTER, constants.NORM_SCALE) == (
+        130.0,
+        130.0,
+        1130.0,
+    )
+    assert (constants.PAD_HU, constants.BODY_THRESHOLD_HU, constants.CACHE_BODY_THRESHOLD_HU) == (
+        -1000.0,
+        -400.0,
+        -500.0,
+    )
     assert constants.PAD_NORMALISED == -1.0
 
 
@@ -62,11 +74,18 @@ def test_a_bundle_reads_as_model_load_reads_it(tmp_path):
     cnn1, cnn2, info, folder = bundle.load_bundle()
     model = Model.load()
     assert folder == bundle.DEFAULT_MODEL_DIR and model.source == str(folder)
-    assert model.cnn2_thresholds == info["cnn2_thresholds"] and model.rim_sigmas == info["rim_sigmas"]
-    assert all(torch.equal(a, b) for a, b in zip(cnn1.state_dict().values(), model.cnn1.state_dict().values()))
+    assert (
+        model.cnn2_thresholds == info["cnn2_thresholds"] and model.rim_sigmas == info["rim_sigmas"]
+    )
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(cnn1.state_dict().values(), model.cnn1.state_dict().values())
+    )
     assert cnn2 is not None and not cnn1.training
 
-    bundle.save_network(cnn1, {"network": "cnn1", **cnn1.config.to_dict()}, tmp_path / "cnn1.pt", iteration=3)
+    bundle.save_network(
+        cnn1, {"network": "cnn1", **cnn1.config.to_dict()}, tmp_path / "cnn1.pt", iteration=3
+    )
     bundle.write_model_info(tmp_path, {"rim_fill": False})
     copy = Model.load(tmp_path)
     assert copy.cnn2 is None and copy.rim_fill is False and copy.info == {"rim_fill": False}

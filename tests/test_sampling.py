@@ -1,4 +1,5 @@
 """Sampling: the disk cache, on-device patch cutting and balanced minibatches."""
+
 from __future__ import annotations
 
 import json
@@ -32,16 +33,17 @@ def _expected_patches(hu: np.ndarray, zyx, size: int) -> np.ndarray:
     r = size // 2
     pad = np.pad(np.clip(np.round(hu), -1000, 3000), r, constant_values=-1000)
     z, y, x = (int(v) + r for v in zyx)
-    ax = pad[z, y - r:y + r + 1, x - r:x + r + 1]
-    sa = pad[z - r:z + r + 1, y - r:y + r + 1, x]
-    co = pad[z - r:z + r + 1, y, x - r:x + r + 1]
+    ax = pad[z, y - r : y + r + 1, x - r : x + r + 1]
+    sa = pad[z - r : z + r + 1, y - r : y + r + 1, x]
+    co = pad[z - r : z + r + 1, y, x - r : x + r + 1]
     return (np.stack([ax, sa, co]) - 130.0) / 1130.0
 
 
 def test_cache_round_trip_and_candidate_pools(tmp_path):
     vol, lab = _volume(0)
-    scan = cache_scan(vol, lab, tmp_path / "a", scan_id="a", participant_id="p1", on_network_grid=True,
-                      crop=False)
+    scan = cache_scan(
+        vol, lab, tmp_path / "a", scan_id="a", participant_id="p1", on_network_grid=True, crop=False
+    )
     again = load_cached(tmp_path / "a")
     assert again == scan and scan.participant_id == "p1" and scan.shape == vol.shape
     assert isinstance(scan.hu, np.memmap) and scan.hu.dtype == np.int16
@@ -62,7 +64,9 @@ def test_cache_crops_to_the_body_and_resamples_to_the_network_grid(tmp_path):
     lab = np.zeros(hu.shape, np.uint8)
     lab[5, 20, 20] = Label.RCA
     vol = CTVolume(hu, (1.5, 0.66, 0.66))
-    scan = cache_scan(vol, LabelVolume.like(vol, lab), tmp_path / "b", scan_id="b", on_network_grid=True)
+    scan = cache_scan(
+        vol, LabelVolume.like(vol, lab), tmp_path / "b", scan_id="b", on_network_grid=True
+    )
     assert scan.crop_offset == (0, 6, 8) and scan.shape == (10, 28, 24)
     assert scan.labels[5, 14, 12] == Label.RCA and scan.hu[5, 14, 12] == 500
     # on the scan's own grid: 1 mm slices of 1 mm become 3 mm slabs at 1.5 mm, 0.66 mm in-plane
@@ -74,7 +78,9 @@ def test_cache_crops_to_the_body_and_resamples_to_the_network_grid(tmp_path):
 
 def test_patches_match_numpy_slicing_with_padding(tmp_path):
     a = cache_scan(*_volume(1), tmp_path / "a", scan_id="a", on_network_grid=True, crop=False)
-    b = cache_scan(*_volume(2, (7, 10, 12)), tmp_path / "b", scan_id="b", on_network_grid=True, crop=False)
+    b = cache_scan(
+        *_volume(2, (7, 10, 12)), tmp_path / "b", scan_id="b", on_network_grid=True, crop=False
+    )
     store = VolumeStore([a, b])
     centres = [(1, (0, 0, 0)), (0, (8, 12, 10)), (1, (6, 9, 11)), (0, (4, 5, 6)), (1, (3, 1, 7))]
     scan = torch.tensor([s for s, _ in centres])
@@ -84,20 +90,26 @@ def test_patches_match_numpy_slicing_with_padding(tmp_path):
     centre = store.centre_labels(scan, zyx).numpy()
     for i, (s, c) in enumerate(centres):
         src = (a, b)[s]
-        np.testing.assert_allclose(got[i], _expected_patches(np.asarray(src.hu, float), c, 9), atol=1e-6)
+        np.testing.assert_allclose(
+            got[i], _expected_patches(np.asarray(src.hu, float), c, 9), atol=1e-6
+        )
         assert centre[i] == src.labels[c]
         lab_pad = np.pad(src.labels, 1)
         z, y, x = (v + 1 for v in c)
-        np.testing.assert_array_equal(labels[i, 0], lab_pad[z, y - 1:y + 2, x - 1:x + 2])
-        np.testing.assert_array_equal(labels[i, 1], lab_pad[z - 1:z + 2, y - 1:y + 2, x])
-        np.testing.assert_array_equal(labels[i, 2], lab_pad[z - 1:z + 2, y, x - 1:x + 2])
+        np.testing.assert_array_equal(labels[i, 0], lab_pad[z, y - 1 : y + 2, x - 1 : x + 2])
+        np.testing.assert_array_equal(labels[i, 1], lab_pad[z - 1 : z + 2, y - 1 : y + 2, x])
+        np.testing.assert_array_equal(labels[i, 2], lab_pad[z - 1 : z + 2, y, x - 1 : x + 2])
     with pytest.raises(ValueError, match="odd"):
         store.patches(scan, zyx, 8)
 
 
 def test_balanced_batches_and_reproducible_state(tmp_path):
-    scans = [cache_scan(*_volume(i), tmp_path / f"s{i}", scan_id=f"s{i}", on_network_grid=True,
-                        crop=False) for i in range(3)]
+    scans = [
+        cache_scan(
+            *_volume(i), tmp_path / f"s{i}", scan_id=f"s{i}", on_network_grid=True, crop=False
+        )
+        for i in range(3)
+    ]
     store = VolumeStore(scans)
     pos, neg = calcium_pools(store)
     assert len(pos) == sum(len(s.calcium_index) for s in scans)

@@ -1,4 +1,5 @@
 """`calcscore score` on a NIfTI file, a DICOM folder and a manifest, with a small random model."""
+
 from __future__ import annotations
 
 import json
@@ -48,22 +49,38 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     dcm = write_dicom_series(vol, root / "b_dicom")
     vol2, _, _ = make_scan(rng=12, size="small", kernel="sharp")
     write_volume(vol2, root / "c.mha")
-    manifest = write_manifest(pd.DataFrame({"scan_id": ["m1", "m2"], "image": [str(root / "a.nii.gz"),
-                                            str(root / "c.mha")]}), root / "manifest.csv")
+    manifest = write_manifest(
+        pd.DataFrame(
+            {"scan_id": ["m1", "m2"], "image": [str(root / "a.nii.gz"), str(root / "c.mha")]}
+        ),
+        root / "manifest.csv",
+    )
     broken = root / "broken.nii.gz"
     broken.write_bytes(nii.read_bytes()[:200])
     return {"nii": nii, "dicom": dcm, "manifest": manifest, "broken": broken}
 
 
 def _score(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calcscore.cli", "score", *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "calcscore.cli", "score", *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
     out = tmp_path / "out"
-    r = _score(inputs["nii"], inputs["dicom"], inputs["manifest"], "--out", out, "--model", model_dir,
-               "--device", "cpu")
+    r = _score(
+        inputs["nii"],
+        inputs["dicom"],
+        inputs["manifest"],
+        "--out",
+        out,
+        "--model",
+        model_dir,
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     summary = pd.read_csv(out / "cohort_summary.csv")
     assert list(summary["scan_id"]) == ["a", "b_dicom", "m1", "m2"]
@@ -73,7 +90,12 @@ def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
         volume = read_volume(image)
         assert labels.same_geometry(volume)  # the scan's own grid
         report = json.loads((out / f"{scan_id}_scores.json").read_text())
-        assert set(report["labels"]) == LABEL_KEYS and report["risk_category"] in {"I", "II", "III", "IV"}
+        assert set(report["labels"]) == LABEL_KEYS and report["risk_category"] in {
+            "I",
+            "II",
+            "III",
+            "IV",
+        }
         net = report.pop("safety_net")  # what the anatomical safety net did (calcscore.regions)
         assert set(net) >= {"applied"} and (net["applied"] or net["reason"])
         assert report == json.loads(json.dumps(score_report(volume, labels, scan=scan_id)))
@@ -81,17 +103,33 @@ def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
         assert "label" in lesions.columns
         assert (out / f"{scan_id}_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same scan as NIfTI and as DICOM gives the same labels
-    np.testing.assert_array_equal(read_labels(out / "a_labels.nii.gz").labels,
-                                  read_labels(out / "b_dicom_labels.nii.gz").labels)
+    np.testing.assert_array_equal(
+        read_labels(out / "a_labels.nii.gz").labels,
+        read_labels(out / "b_dicom_labels.nii.gz").labels,
+    )
 
 
 def test_a_failing_scan_is_reported_and_the_rest_go_on(tmp_path, model_dir, inputs):
     out = tmp_path / "out"
-    r = _score(inputs["broken"], inputs["nii"], "--out", out, "--model", model_dir, "--device", "cpu", "--precision", "fp32",
-               "--no-overlay")
+    r = _score(
+        inputs["broken"],
+        inputs["nii"],
+        "--out",
+        out,
+        "--model",
+        model_dir,
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--no-overlay",
+    )
     assert r.returncode == 1
     summary = pd.read_csv(out / "cohort_summary.csv").set_index("scan_id")
-    assert summary.loc["broken", "status"] == "failed" and "truncated" in summary.loc["broken", "error"]
+    assert (
+        summary.loc["broken", "status"] == "failed"
+        and "truncated" in summary.loc["broken", "error"]
+    )
     assert summary.loc["a", "status"] == "ok" and (out / "a_scores.json").is_file()
     assert "Traceback" not in r.stderr
 
@@ -118,14 +156,39 @@ def test_cnn2_threshold_reaches_the_inference(tmp_path, model_dir, inputs, monke
 
     seen = _record_options(monkeypatch, "cnn2_threshold")
     for threshold in (0.25, None):
-        summary = score_cohort([inputs["nii"]], tmp_path / "o", model_path=model_dir, device="cpu",
-                               progress=False, cnn2_threshold=threshold)
+        summary = score_cohort(
+            [inputs["nii"]],
+            tmp_path / "o",
+            model_path=model_dir,
+            device="cpu",
+            progress=False,
+            cnn2_threshold=threshold,
+        )
         assert summary["error"].iloc[0] == "stopped by the test"
-    assert main(["score", str(inputs["nii"]), "--out", str(tmp_path / "o2"), "--model", str(model_dir),
-                 "--cnn2-threshold", "0.7"]) == 1
+    assert (
+        main(
+            [
+                "score",
+                str(inputs["nii"]),
+                "--out",
+                str(tmp_path / "o2"),
+                "--model",
+                str(model_dir),
+                "--cnn2-threshold",
+                "0.7",
+            ]
+        )
+        == 1
+    )
     assert seen == [0.25, None, 0.7]
-    r = _score(inputs["nii"], "--out", tmp_path / "bad", "--model", model_dir, "--cnn2-threshold", "1.5")
-    assert r.returncode == 2 and "not a probability between 0 and 1" in r.stderr and "Traceback" not in r.stderr
+    r = _score(
+        inputs["nii"], "--out", tmp_path / "bad", "--model", model_dir, "--cnn2-threshold", "1.5"
+    )
+    assert (
+        r.returncode == 2
+        and "not a probability between 0 and 1" in r.stderr
+        and "Traceback" not in r.stderr
+    )
 
 
 def test_no_rim_fill_reaches_the_inference(tmp_path, model_dir, inputs, monkeypatch):
@@ -134,8 +197,20 @@ def test_no_rim_fill_reaches_the_inference(tmp_path, model_dir, inputs, monkeypa
 
     seen = _record_options(monkeypatch, "rim_fill")
     for extra in (["--no-rim-fill"], []):
-        assert main(["score", str(inputs["nii"]), "--out", str(tmp_path / "o"), "--model", str(model_dir),
-                     *extra]) == 1
+        assert (
+            main(
+                [
+                    "score",
+                    str(inputs["nii"]),
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--model",
+                    str(model_dir),
+                    *extra,
+                ]
+            )
+            == 1
+        )
     assert seen == [False, None]
 
 
@@ -163,10 +238,30 @@ def test_resolve_inputs_rejects_unknown_files(tmp_path):
 def test_torchrun_shares_a_cohort_between_two_processes(tmp_path, model_dir, inputs):
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "out"
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m",
-                        "calcscore.cli", "score", str(inputs["manifest"]), str(inputs["dicom"]),
-                        "--out", str(out), "--model", str(model_dir), "--device", "cpu", "--no-overlay"],
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "calcscore.cli",
+            "score",
+            str(inputs["manifest"]),
+            str(inputs["dicom"]),
+            "--out",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--device",
+            "cpu",
+            "--no-overlay",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = pd.read_csv(out / "cohort_summary.csv")
     assert list(summary["scan_id"]) == ["m1", "m2", "b_dicom"]  # merged in input order
@@ -184,11 +279,23 @@ def test_a_contrast_enhanced_scan_is_refused_unless_forced(tmp_path, model_dir):
     blood = (vol.hu > 20) & (vol.hu < 70)
     enhanced = vol.with_array(np.where(blood, vol.hu + 250.0, vol.hu))
     path = write_volume(enhanced, tmp_path / "cta.nii.gz")
-    r = _score(path, "--out", tmp_path / "o", "--model", model_dir, "--device", "cpu", "--no-overlay")
+    r = _score(
+        path, "--out", tmp_path / "o", "--model", model_dir, "--device", "cpu", "--no-overlay"
+    )
     summary = pd.read_csv(tmp_path / "o" / "cohort_summary.csv")
     assert r.returncode == 1 and summary.loc[0, "status"] == "failed"
     assert "contrast" in summary.loc[0, "error"]
-    r = _score(path, "--out", tmp_path / "f", "--model", model_dir, "--device", "cpu", "--no-overlay", "--force")
+    r = _score(
+        path,
+        "--out",
+        tmp_path / "f",
+        "--model",
+        model_dir,
+        "--device",
+        "cpu",
+        "--no-overlay",
+        "--force",
+    )
     summary = pd.read_csv(tmp_path / "f" / "cohort_summary.csv")
     assert r.returncode == 0 and summary.loc[0, "status"] == "ok"
     assert "contrast" in summary.loc[0, "check_warnings"]
@@ -196,13 +303,19 @@ def test_a_contrast_enhanced_scan_is_refused_unless_forced(tmp_path, model_dir):
 
 def test_no_safety_net_flag_is_recorded_and_keeps_the_networks_labels(tmp_path, model_dir, inputs):
     on, off = tmp_path / "on", tmp_path / "off"
-    assert _score(inputs["nii"], "--out", on, "--model", model_dir, "--device", "cpu").returncode == 0
-    r = _score(inputs["nii"], "--out", off, "--model", model_dir, "--device", "cpu", "--no-safety-net")
+    assert (
+        _score(inputs["nii"], "--out", on, "--model", model_dir, "--device", "cpu").returncode == 0
+    )
+    r = _score(
+        inputs["nii"], "--out", off, "--model", model_dir, "--device", "cpu", "--no-safety-net"
+    )
     assert r.returncode == 0, r.stderr
     net_off = json.loads((off / "a_scores.json").read_text())["safety_net"]
     assert net_off == {"applied": False, "reason": "switched off"}
     net_on = json.loads((on / "a_scores.json").read_text())["safety_net"]
     removed = sum(net_on.get("removed_voxels", {}).values())
     # what the net removed is exactly the difference between the two label maps
-    diff = (read_labels(off / "a_labels.nii.gz").labels != read_labels(on / "a_labels.nii.gz").labels).sum()
+    diff = (
+        read_labels(off / "a_labels.nii.gz").labels != read_labels(on / "a_labels.nii.gz").labels
+    ).sum()
     assert diff == removed

@@ -1,4 +1,5 @@
 """Agatston, volume and mass scores against answers worked out by hand or analytically."""
+
 from __future__ import annotations
 
 import math
@@ -81,28 +82,38 @@ def test_crafted_default_convention_by_hand():
     assert s["CAC"].agatston == pytest.approx(13.5)
     assert s.risk_category == "II"
     # Lesions kept: A (16 voxels), C (4), D (8) in LAD; F (20) in RCA; E (8) in TAC.
-    assert (s["LAD"].n_lesions, s["RCA"].n_lesions, s["TAC"].n_lesions, s["CAC"].n_lesions) == (3, 1, 1, 4)
+    assert (s["LAD"].n_lesions, s["RCA"].n_lesions, s["TAC"].n_lesions, s["CAC"].n_lesions) == (
+        3,
+        1,
+        1,
+        4,
+    )
     assert s["LAD"].volume_mm3 == pytest.approx(28 * 0.375)
     assert s["RCA"].volume_mm3 == pytest.approx(20 * 0.375)
     assert s["CAC"].volume_mm3 == pytest.approx(48 * 0.375)
     assert math.isnan(s["LAD"].mass_mg)  # no calibration
 
 
-@pytest.mark.parametrize(("convention", "total"), [
-    ("lessmann2018", 17.5),
-    ("clinical", 15.0),
-    ("agatston1990", 28.0),
-    (CONVENTIONS["clinical"].with_options(connectivity=4), 14.0),
-    (CONVENTIONS["lessmann2018"].with_options(min_area_mm2=1.0), 16.0),
-    (CONVENTIONS["lessmann2018"].with_options(min_volume_mm3=0.0), 19.0),
-    (CONVENTIONS["lessmann2018"].with_options(normalisation="none"), 35.0),
-    (CONVENTIONS["lessmann2018"].with_options(normalisation="thickness"), 35.0),
-])
+@pytest.mark.parametrize(
+    ("convention", "total"),
+    [
+        ("lessmann2018", 17.5),
+        ("clinical", 15.0),
+        ("agatston1990", 28.0),
+        (CONVENTIONS["clinical"].with_options(connectivity=4), 14.0),
+        (CONVENTIONS["lessmann2018"].with_options(min_area_mm2=1.0), 16.0),
+        (CONVENTIONS["lessmann2018"].with_options(min_volume_mm3=0.0), 19.0),
+        (CONVENTIONS["lessmann2018"].with_options(normalisation="none"), 35.0),
+        (CONVENTIONS["lessmann2018"].with_options(normalisation="thickness"), 35.0),
+    ],
+)
 def test_crafted_total_under_each_convention(convention, total):
     volume, labels = crafted_case()
     s = agatston(volume, labels, convention=convention)
-    assert sum(s[lab.name].agatston for lab in (Label.LAD, Label.LCX, Label.RCA, Label.TAC, Label.AV,
-                                                Label.MV)) == pytest.approx(total)
+    assert sum(
+        s[lab.name].agatston
+        for lab in (Label.LAD, Label.LCX, Label.RCA, Label.TAC, Label.AV, Label.MV)
+    ) == pytest.approx(total)
 
 
 def test_crafted_per_label_under_agatston1990():
@@ -119,7 +130,9 @@ def test_crafted_per_label_under_agatston1990():
 def test_min_area_in_3d_keeps_volume():
     volume, labels = crafted_case()
     base = agatston(volume, labels)
-    strict = agatston(volume, labels, convention=CONVENTIONS["lessmann2018"].with_options(min_area_mm2=1.0))
+    strict = agatston(
+        volume, labels, convention=CONVENTIONS["lessmann2018"].with_options(min_area_mm2=1.0)
+    )
     assert strict["LAD"].agatston == pytest.approx(base["LAD"].agatston - 1.5)  # C's 3 x 0.5
     assert strict["LAD"].volume_mm3 == base["LAD"].volume_mm3
 
@@ -152,14 +165,26 @@ def test_lesion_table_by_hand():
 def test_empty_label_map_scores_zero():
     volume, _ = crafted_case()
     s = agatston(volume, LabelVolume.like(volume), calibration=0.7)
-    assert all(s[n].agatston == 0 and s[n].volume_mm3 == 0 and s[n].n_lesions == 0 for n in s.labels)
+    assert all(
+        s[n].agatston == 0 and s[n].volume_mm3 == 0 and s[n].n_lesions == 0 for n in s.labels
+    )
     assert s["CAC"].mass_mg == 0.0  # calibrated: no calcium weighs 0 mg
     assert s.risk_category == "I"
     assert lesion_table(volume, LabelVolume.like(volume)).empty
 
 
 def test_density_factor_bounds():
-    assert list(density_factor([129.9, 130, 199.9, 200, 299, 300, 399.5, 400, 3000])) == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert list(density_factor([129.9, 130, 199.9, 200, 299, 300, 399.5, 400, 3000])) == [
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+    ]
 
 
 # ------------------------------------------------------------------------------ sphere: analytic
@@ -170,11 +195,11 @@ def test_sphere_volume_mass_and_agatston_are_analytic(spacing):
     centre = np.array(shape) / 2.0 + np.array([0.31, 0.17, 0.43])  # off the voxel grid
     grid = np.indices(shape, dtype=float)
     dist2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing))
-    hu = np.where(dist2 <= radius_mm ** 2, inside_hu, 0.0).astype(np.float32)
+    hu = np.where(dist2 <= radius_mm**2, inside_hu, 0.0).astype(np.float32)
     volume = CTVolume(hu, spacing)
     labels = LabelVolume.like(volume, (hu > 0).astype(np.uint8) * Label.RCA)
     s = agatston(volume, labels, calibration=MassCalibration(0.8))
-    analytic_mm3 = 4 / 3 * math.pi * radius_mm ** 3  # 904.8 mm^3
+    analytic_mm3 = 4 / 3 * math.pi * radius_mm**3  # 904.8 mm^3
     assert s["RCA"].volume_mm3 == pytest.approx(analytic_mm3, rel=0.02)
     assert s["RCA"].n_lesions == 1
     # mass = 0.8 mg/cm^3/HU x 400 HU x volume
@@ -222,7 +247,9 @@ def test_qrm_large_insert_masses_within_25_percent(qrm_dicom):
     sizes[0] = 0
     rod = comp == sizes.argmax()
     core = ndimage.binary_erosion(rod, structure=np.ones((1, 5, 5), bool))
-    per_slice = np.array([hu[k][core[k]].mean() if core[k].any() else np.nan for k in range(volume.shape[0])])
+    per_slice = np.array(
+        [hu[k][core[k]].mean() if core[k].any() else np.nan for k in range(volume.shape[0])]
+    )
     full = np.isfinite(per_slice) & (per_slice >= 0.95 * np.nanmax(per_slice))
     ks = np.flatnonzero(full)
     insert_mask = core & full[:, None, None]
@@ -234,11 +261,14 @@ def test_qrm_large_insert_masses_within_25_percent(qrm_dicom):
     smooth = ndimage.uniform_filter(hu[ks].mean(axis=0), 15)
     yy, xx = np.ogrid[: volume.shape[1], : volume.shape[2]]
     d = np.hypot(yy - cy, xx - cx)
-    wy, wx = np.unravel_index(np.argmin(np.where((d > r_rod + 15) & (d < 3 * r_rod + 15), smooth, np.inf)),
-                              smooth.shape)
+    wy, wx = np.unravel_index(
+        np.argmin(np.where((d > r_rod + 15) & (d < 3 * r_rod + 15), smooth, np.inf)), smooth.shape
+    )
     water_mask = np.zeros(volume.shape, bool)
     water_mask[ks] = (yy - wy) ** 2 + (xx - wx) ** 2 <= 36
-    cal = MassCalibration.from_inserts(volume, insert_mask, water_mask, insert_density_mg_per_cm3=200.0)
+    cal = MassCalibration.from_inserts(
+        volume, insert_mask, water_mask, insert_density_mg_per_cm3=200.0
+    )
     # MolloiLab's own factor for this scan is 0.000722 mg/mm^3 per HU (reference CSV).
     assert cal.factor_mg_per_cm3_per_hu == pytest.approx(0.722, rel=0.1)
 
@@ -253,10 +283,20 @@ def test_qrm_large_insert_masses_within_25_percent(qrm_dicom):
 
 
 # ------------------------------------------------------------------------------ risk, report, errors
-@pytest.mark.parametrize(("score", "category"), [
-    (0, "I"), (10, "I"), (10.5, "II"), (11, "II"), (100, "II"), (100.01, "III"), (1000, "III"),
-    (1000.5, "IV"), (5000, "IV"),
-])
+@pytest.mark.parametrize(
+    ("score", "category"),
+    [
+        (0, "I"),
+        (10, "I"),
+        (10.5, "II"),
+        (11, "II"),
+        (100, "II"),
+        (100.01, "III"),
+        (1000, "III"),
+        (1000.5, "IV"),
+        (5000, "IV"),
+    ],
+)
 def test_risk_category_bounds_are_inclusive(score, category):
     assert risk_category(score) == category
 
@@ -300,7 +340,11 @@ def test_inputs_are_checked():
 
 
 def test_importing_the_analysis_modules_does_not_import_torch():
-    code = ("import sys, calcscore.scoring, calcscore.lesions, calcscore.metrics, calcscore.stats; "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = (
+        "import sys, calcscore.scoring, calcscore.lesions, calcscore.metrics, calcscore.stats; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0, "importing calcscore.scoring/lesions/metrics/stats imported torch" + r.stderr
+    assert r.returncode == 0, (
+        "importing calcscore.scoring/lesions/metrics/stats imported torch" + r.stderr
+    )

@@ -1,4 +1,5 @@
 """Agreement statistics against hand-computed and published values."""
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,9 @@ def test_risk_category_agreement_from_scores():
 
 def test_icc_shrout_fleiss_example():
     # Shrout & Fleiss (1979), Table 2: 6 targets, 4 judges; published ICC(2,1) = 0.29.
-    ratings = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]])
+    ratings = np.array(
+        [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]
+    )
     r = icc_2_1(ratings)
     assert r.icc == pytest.approx(0.29, abs=0.005)
     assert r.ci_low < r.icc < r.ci_high
@@ -88,7 +91,9 @@ def test_bootstrap_ci_of_a_mean():
     half = 1.96 * data.std(ddof=1) / math.sqrt(data.size)
     assert r.ci_low < r.estimate < r.ci_high
     assert (r.ci_high - r.ci_low) / 2 == pytest.approx(half, rel=0.15)
-    assert bootstrap_ci(np.mean, data, n_resamples=200, rng=5) == bootstrap_ci(np.mean, data, n_resamples=200, rng=5)
+    assert bootstrap_ci(np.mean, data, n_resamples=200, rng=5) == bootstrap_ci(
+        np.mean, data, n_resamples=200, rng=5
+    )
 
 
 def test_bootstrap_keeps_pairs_together():
@@ -113,7 +118,7 @@ def test_mcnemar_exact_p_value_by_hand():
     a = [True] * 10
     b = [False] * 6 + [True] * 4
     r = paired_test(a, b, test="mcnemar")
-    assert r.p_value == pytest.approx(2 * 0.5 ** 6)
+    assert r.p_value == pytest.approx(2 * 0.5**6)
     assert paired_test(a, a, test="mcnemar").p_value == 1.0
     with pytest.raises(ValueError, match="booleans"):
         paired_test([0.5, 2.0], [1.0, 1.0], test="mcnemar")
@@ -123,8 +128,15 @@ def test_bland_altman_by_hand():
     # d = b - a = (1, 2, 0, 2): mean 1.25, SD sqrt(2.75 / 3)
     ba = bland_altman([1, 2, 3, 4, math.nan], [2, 4, 3, 6, 1])
     sd = math.sqrt(2.75 / 3)
-    assert ba.n == 4 and ba.mean_difference == pytest.approx(1.25) and ba.sd_difference == pytest.approx(sd)
-    assert (ba.loa_low, ba.loa_high) == (pytest.approx(1.25 - 1.96 * sd), pytest.approx(1.25 + 1.96 * sd))
+    assert (
+        ba.n == 4
+        and ba.mean_difference == pytest.approx(1.25)
+        and ba.sd_difference == pytest.approx(sd)
+    )
+    assert (ba.loa_low, ba.loa_high) == (
+        pytest.approx(1.25 - 1.96 * sd),
+        pytest.approx(1.25 + 1.96 * sd),
+    )
 
 
 def test_plot_bland_altman_draws_mean_and_limits():

@@ -1,4 +1,5 @@
 """`calcscore synth`: files, manifest and determinism."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,20 @@ pytest.importorskip("SimpleITK")
 
 
 def _run(out, *extra):
-    return main(["synth", str(out), "--n-scans", "3", "--seed", "4", "--size", "small", "--no-progress",
-                 *extra])
+    return main(
+        [
+            "synth",
+            str(out),
+            "--n-scans",
+            "3",
+            "--seed",
+            "4",
+            "--size",
+            "small",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_synth_writes_scans_labels_observers_and_manifest(tmp_path, capsys):
@@ -37,8 +50,9 @@ def test_synth_writes_scans_labels_observers_and_manifest(tmp_path, capsys):
         lab = read_labels(row["labels"])
         assert np.array_equal(vol.hu, cs.volume.hu)
         assert np.array_equal(lab.labels, cs.labels.labels)
-        assert np.array_equal(read_labels(row["labels_observer2"]).labels,
-                              cs.observers["observer2"].labels)
+        assert np.array_equal(
+            read_labels(row["labels_observer2"]).labels, cs.observers["observer2"].labels
+        )
         assert vol.meta.kernel == cs.volume.meta.kernel == row["kernel_name"]
         assert row["scanner"] == cs.info.scanner and row["kernel"] == cs.kernel
         assert vol.same_geometry(cs.volume)
@@ -60,8 +74,25 @@ def test_synth_same_seed_same_cohort_and_mha(tmp_path):
 
 
 def test_synth_bad_arguments(tmp_path, capsys):
-    assert main(["synth", str(tmp_path / "x"), "--n-scans", "2", "--seed", "1", "--kernels", "soft,lung"]) == 2
+    assert (
+        main(
+            [
+                "synth",
+                str(tmp_path / "x"),
+                "--n-scans",
+                "2",
+                "--seed",
+                "1",
+                "--kernels",
+                "soft,lung",
+            ]
+        )
+        == 2
+    )
     assert "--kernels" in capsys.readouterr().err
     assert main(["synth", str(tmp_path / "x"), "--n-scans", "0", "--seed", "1"]) == 2
-    assert main(["synth", str(tmp_path / "x"), "--n-scans", "1", "--seed", "1", "--scanner", "nope"]) == 2
+    assert (
+        main(["synth", str(tmp_path / "x"), "--n-scans", "1", "--seed", "1", "--scanner", "nope"])
+        == 2
+    )
     assert "known:" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Training: loss goes down, checkpoints resume exactly, models reload, CNN2 trains on CNN1."""
+
 from __future__ import annotations
 
 import csv
@@ -58,20 +59,51 @@ def tiny_scans(folder: Path, n: int, *, seed: int = 0, prefix: str = "s"):
     out = []
     for i in range(n):
         vol, lab = tiny_scan(seed * 100 + i)
-        out.append(cache_scan(vol, lab, folder / f"{prefix}{i}", scan_id=f"{prefix}{i}",
-                              participant_id=f"p{i}", on_network_grid=True))
+        out.append(
+            cache_scan(
+                vol,
+                lab,
+                folder / f"{prefix}{i}",
+                scan_id=f"{prefix}{i}",
+                participant_id=f"p{i}",
+                on_network_grid=True,
+            )
+        )
     return out
 
 
 def tiny_config(network: str = "cnn1", **changes) -> TrainConfig:
     if network == "cnn1":
-        base = TrainConfig(network="cnn1", width=4, head_width=8, max_dilation=2, patch_size=15,
-                           batch_size=8, max_iterations=6, eval_every=3, checkpoint_every=3,
-                           val_samples=16, device="cpu", preset="test")
+        base = TrainConfig(
+            network="cnn1",
+            width=4,
+            head_width=8,
+            max_dilation=2,
+            patch_size=15,
+            batch_size=8,
+            max_iterations=6,
+            eval_every=3,
+            checkpoint_every=3,
+            val_samples=16,
+            device="cpu",
+            preset="test",
+        )
     else:
-        base = TrainConfig(network="cnn2", patch_size=25, width_scale=0.25, dense_width=8,
-                           dropout=0.5, l2=1e-5, batch_size=8, max_iterations=4, eval_every=2,
-                           checkpoint_every=2, val_samples=16, device="cpu", preset="test")
+        base = TrainConfig(
+            network="cnn2",
+            patch_size=25,
+            width_scale=0.25,
+            dense_width=8,
+            dropout=0.5,
+            l2=1e-5,
+            batch_size=8,
+            max_iterations=4,
+            eval_every=2,
+            checkpoint_every=2,
+            val_samples=16,
+            device="cpu",
+            preset="test",
+        )
     return replace(base, **changes)
 
 
@@ -92,7 +124,13 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_presets_carry_the_paper_settings():
     c1, c2 = paper_config("cnn1"), paper_config("cnn2")
-    assert (c1.learning_rate, c1.batch_size, c1.gamma, c1.l2, c1.dropout) == (5e-4, 64, 0.05, 5e-5, 0.35)
+    assert (c1.learning_rate, c1.batch_size, c1.gamma, c1.l2, c1.dropout) == (
+        5e-4,
+        64,
+        0.05,
+        5e-5,
+        0.35,
+    )
     assert (c1.receptive_field, c1.patch_size, c1.label_size, c1.width) == (131, 155, 25, 32)
     assert (c2.patch_size, c2.l2, c2.dropout, c2.batch_size) == (65, 1e-5, 0.5, 64)
     w = workshop_config("cnn1")
@@ -118,26 +156,45 @@ def test_split_manifest_uses_the_split_column_or_participants():
     from calcscore.errors import InputError
     from calcscore.training import split_manifest
 
-    df = pd.DataFrame({"scan_id": list("abcdef"), "participant_id": ["1", "1", "2", "3", "4", "4"],
-                       "split": ["train", "train", "val", "test", None, "Train"]})
+    df = pd.DataFrame(
+        {
+            "scan_id": list("abcdef"),
+            "participant_id": ["1", "1", "2", "3", "4", "4"],
+            "split": ["train", "train", "val", "test", None, "Train"],
+        }
+    )
     tr, va = split_manifest(df, val_fraction=0.5, rng=0)
     assert list(tr.scan_id) == ["a", "b", "e", "f"] and list(va.scan_id) == ["c"]
     tr, va = split_manifest(df.drop(columns="split"), val_fraction=0.5, rng=0)
     assert len(va) and set(tr.participant_id).isdisjoint(va.participant_id)
     assert len(tr) + len(va) == 6
     with pytest.raises(InputError, match="both"):
-        split_manifest(df.assign(split=["train", "val", "val", "test", "train", "train"]), val_fraction=0.1)
+        split_manifest(
+            df.assign(split=["train", "val", "val", "test", "train", "train"]), val_fraction=0.1
+        )
     with pytest.raises(InputError, match="split column"):
         split_manifest(df.assign(split="holdout"), val_fraction=0.1)
 
 
 def test_a_few_iterations_lower_the_loss(scans, tmp_path):
     train_scans, val_scans = scans
-    cfg = tiny_config(max_iterations=60, eval_every=20, checkpoint_every=60, val_samples=64,
-                      batch_size=16, learning_rate=3e-3)
+    cfg = tiny_config(
+        max_iterations=60,
+        eval_every=20,
+        checkpoint_every=60,
+        val_samples=64,
+        batch_size=16,
+        learning_rate=3e-3,
+    )
     losses = []
-    result = train(cfg, train_scans, val_scans, tmp_path, progress=False,
-                   callback=lambda it, loss: losses.append(loss))
+    result = train(
+        cfg,
+        train_scans,
+        val_scans,
+        tmp_path,
+        progress=False,
+        callback=lambda it, loss: losses.append(loss),
+    )
     assert len(losses) == 60
     assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
     rows = _rows(tmp_path / "metrics.csv")
@@ -169,7 +226,10 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(scans, tmp_path):
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["iteration"] == 6
     resumed = train(cfg, train_scans, val_scans, tmp_path / "resumed", progress=False)
     assert resumed.iteration == full.iteration == 9
-    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "resumed" / "checkpoint.pt")
+    a, b = (
+        _weights(tmp_path / "full" / "checkpoint.pt"),
+        _weights(tmp_path / "resumed" / "checkpoint.pt"),
+    )
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -187,7 +247,9 @@ def test_the_checkpoint_names_its_best_score_and_old_checkpoints_still_resume(sc
     (minus the balanced accuracy here); a checkpoint from before, which held the same number as
     ``best_val_loss``, resumes to the same weights."""
     train_scans, val_scans = scans
-    cfg = tiny_config(max_iterations=9, eval_every=2, checkpoint_every=3, select_by="val_balanced_accuracy")
+    cfg = tiny_config(
+        max_iterations=9, eval_every=2, checkpoint_every=3, select_by="val_balanced_accuracy"
+    )
     full = train(cfg, train_scans, val_scans, tmp_path / "full", progress=False)
     ckpt = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     assert ckpt["select_by"] == "val_balanced_accuracy" and "best_val_loss" not in ckpt
@@ -208,8 +270,9 @@ def test_the_checkpoint_names_its_best_score_and_old_checkpoints_still_resume(sc
     a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(path)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.load(path, weights_only=True)["best_score"] == ckpt["best_score"]
-    assert [(r["iteration"], r["val_loss"]) for r in resumed.metrics] == [(r["iteration"], r["val_loss"])
-                                                                         for r in full.metrics]
+    assert [(r["iteration"], r["val_loss"]) for r in resumed.metrics] == [
+        (r["iteration"], r["val_loss"]) for r in full.metrics
+    ]
 
 
 def test_a_spent_time_budget_stops_resumably_and_going_on_gives_the_same_weights(scans, tmp_path):
@@ -223,19 +286,29 @@ def test_a_spent_time_budget_stops_resumably_and_going_on_gives_the_same_weights
     assert [int(r["iteration"]) for r in _rows(tmp_path / "budget" / "metrics.csv")] == [1]
     rest = train(cfg, train_scans, val_scans, tmp_path / "budget", progress=False)
     assert rest.iteration == 9
-    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "budget" / "checkpoint.pt")
+    a, b = (
+        _weights(tmp_path / "full" / "checkpoint.pt"),
+        _weights(tmp_path / "budget" / "checkpoint.pt"),
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = _rows(tmp_path / "budget" / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == [1, 3, 6, 9]
-    assert [r["val_loss"] for r in rows[1:]] == [r["val_loss"] for r in _rows(tmp_path / "full" / "metrics.csv")]
+    assert [r["val_loss"] for r in rows[1:]] == [
+        r["val_loss"] for r in _rows(tmp_path / "full" / "metrics.csv")
+    ]
 
 
 def test_resume_refuses_other_settings(scans, tmp_path):
     train_scans, val_scans = scans
     train(tiny_config(max_iterations=3), train_scans, val_scans, tmp_path, progress=False)
     with pytest.raises(CalcscoreError, match="learning_rate"):
-        train(tiny_config(max_iterations=6, learning_rate=1e-2), train_scans, val_scans, tmp_path,
-              progress=False)
+        train(
+            tiny_config(max_iterations=6, learning_rate=1e-2),
+            train_scans,
+            val_scans,
+            tmp_path,
+            progress=False,
+        )
 
 
 def test_the_saved_model_is_the_best_by_the_chosen_score(scans, tmp_path):
@@ -253,20 +326,33 @@ def test_the_saved_model_is_the_best_by_the_chosen_score(scans, tmp_path):
 
 def test_bf16_autocast_trains(scans, tmp_path):
     train_scans, val_scans = scans
-    res = train(tiny_config(max_iterations=2, eval_every=2, precision="bf16", channels_last=True),
-                train_scans, val_scans, tmp_path, progress=False)
+    res = train(
+        tiny_config(max_iterations=2, eval_every=2, precision="bf16", channels_last=True),
+        train_scans,
+        val_scans,
+        tmp_path,
+        progress=False,
+    )
     assert math.isfinite(res.metrics[-1]["train_loss"])
 
 
 def test_cnn2_trains_on_the_voxels_cnn1_calls_calcium(scans, tmp_path):
     train_scans, val_scans = scans
-    train(tiny_config(max_iterations=30, eval_every=30, checkpoint_every=30, learning_rate=3e-3,
-                      batch_size=16),
-          train_scans, val_scans, tmp_path / "cnn1", progress=False)
+    train(
+        tiny_config(
+            max_iterations=30, eval_every=30, checkpoint_every=30, learning_rate=3e-3, batch_size=16
+        ),
+        train_scans,
+        val_scans,
+        tmp_path / "cnn1",
+        progress=False,
+    )
     cfg2 = tiny_config("cnn2")
     with pytest.raises(CalcscoreError, match="CNN1"):
         train(cfg2, train_scans, val_scans, tmp_path / "cnn2", progress=False)
-    res = train(cfg2, train_scans, val_scans, tmp_path / "cnn2", cnn1=tmp_path / "cnn1", progress=False)
+    res = train(
+        cfg2, train_scans, val_scans, tmp_path / "cnn2", cnn1=tmp_path / "cnn1", progress=False
+    )
     assert (tmp_path / "cnn2" / "cnn1-candidates.npz").is_file()
     model, config = load_model(tmp_path / "cnn2", network="cnn2")
     assert isinstance(model, CNN2) and config.network == "cnn2"
@@ -293,30 +379,126 @@ def test_cli_trains_cnn1_then_cnn2_and_resumes(scans, tmp_path, capsys):
 
     manifest = write_manifest(tmp_path, 4)
     out1, out2 = tmp_path / "m1", tmp_path / "m2"
-    assert main(["train", "cnn1", "--data", str(manifest), "--out", str(out1), "--config", "workshop",
-                 "--max-iterations", "2", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cnn1",
+                "--data",
+                str(manifest),
+                "--out",
+                str(out1),
+                "--config",
+                "workshop",
+                "--max-iterations",
+                "2",
+                "--batch-size",
+                "4",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "cnn1: 2 iterations" in capsys.readouterr().out
     assert (out1 / "cnn1.pt").is_file() and (out1 / "metrics.csv").is_file()
     assert len(list((out1 / "cache").iterdir())) == 4
     stamp = (out1 / "cache" / "scan0" / "meta.json").stat().st_mtime_ns
     # a second call with a larger budget resumes from iteration 2
-    assert main(["train", "cnn1", "--data", str(manifest), "--out", str(out1), "--config", "workshop",
-                 "--max-iterations", "3", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cnn1",
+                "--data",
+                str(manifest),
+                "--out",
+                str(out1),
+                "--config",
+                "workshop",
+                "--max-iterations",
+                "3",
+                "--batch-size",
+                "4",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert torch.load(out1 / "checkpoint.pt", weights_only=True)["iteration"] == 3
     assert (out1 / "cache" / "scan0" / "meta.json").stat().st_mtime_ns == stamp  # cache reused
-    assert main(["train", "cnn2", "--data", str(manifest), "--out", str(out2), "--config", "workshop",
-                 "--max-iterations", "1", "--batch-size", "4", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "cnn2",
+                "--data",
+                str(manifest),
+                "--out",
+                str(out2),
+                "--config",
+                "workshop",
+                "--max-iterations",
+                "1",
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "--cnn1" in capsys.readouterr().err
-    assert main(["train", "cnn2", "--data", str(manifest), "--out", str(out2), "--cnn1", str(out1),
-                 "--config", "workshop", "--max-iterations", "1", "--batch-size", "4", "--no-progress",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cnn2",
+                "--data",
+                str(manifest),
+                "--out",
+                str(out2),
+                "--cnn1",
+                str(out1),
+                "--config",
+                "workshop",
+                "--max-iterations",
+                "1",
+                "--batch-size",
+                "4",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     model, config = load_model(out2)
     assert isinstance(model, CNN2) and config.preset == "workshop"
     assert not (out2 / "cache").exists()  # reused CNN1's cache
     # fine-tuning: --init starts from a saved CNN2, and refuses a CNN1 with a clear message
-    tune = ["train", "cnn2", "--data", str(manifest), "--out", str(tmp_path / "m3"), "--cnn1", str(out1),
-            "--config", "workshop", "--max-iterations", "1", "--batch-size", "4", "--no-progress",
-            "--device", "cpu", "--init"]
+    tune = [
+        "train",
+        "cnn2",
+        "--data",
+        str(manifest),
+        "--out",
+        str(tmp_path / "m3"),
+        "--cnn1",
+        str(out1),
+        "--config",
+        "workshop",
+        "--max-iterations",
+        "1",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--init",
+    ]
     capsys.readouterr()
     assert main(tune + [str(out1 / "cnn1.pt")]) == 2
     err = capsys.readouterr().err
@@ -324,17 +506,52 @@ def test_cli_trains_cnn1_then_cnn2_and_resumes(scans, tmp_path, capsys):
     assert main(tune[:-1] + ["--learning-rate", "0", "--init", str(out2 / "cnn2.pt")]) == 2
     assert "--learning-rate must be > 0" in capsys.readouterr().err
     assert main(tune[:-1] + ["--learning-rate", "1e-4", "--init", str(out2 / "cnn2.pt")]) == 0
-    assert torch.load(tmp_path / "m3" / "cnn2.pt", weights_only=True)["initialised_from"] == str(out2 / "cnn2.pt")
+    assert torch.load(tmp_path / "m3" / "cnn2.pt", weights_only=True)["initialised_from"] == str(
+        out2 / "cnn2.pt"
+    )
     assert load_model(tmp_path / "m3")[1].learning_rate == 1e-4 and config.learning_rate == 5e-4
     # a CNN1 whose dilations are not the preset's: its architecture comes with it
     wide = tmp_path / "wide.pt"
     saved = torch.load(out1 / "cnn1.pt", weights_only=True)
-    train(TrainConfig.from_dict({**saved["config"], "max_dilation": 4, "patch_size": 29, "max_iterations": 1,
-                                 "batch_size": 4}), *scans, tmp_path / "w", progress=False)
+    train(
+        TrainConfig.from_dict(
+            {
+                **saved["config"],
+                "max_dilation": 4,
+                "patch_size": 29,
+                "max_iterations": 1,
+                "batch_size": 4,
+            }
+        ),
+        *scans,
+        tmp_path / "w",
+        progress=False,
+    )
     (tmp_path / "w" / "cnn1.pt").rename(wide)
-    assert main(["train", "cnn1", "--data", str(manifest), "--out", str(tmp_path / "m4"), "--config", "workshop",
-                 "--max-iterations", "1", "--batch-size", "4", "--no-progress", "--device", "cpu",
-                 "--init", str(wide)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cnn1",
+                "--data",
+                str(manifest),
+                "--out",
+                str(tmp_path / "m4"),
+                "--config",
+                "workshop",
+                "--max-iterations",
+                "1",
+                "--batch-size",
+                "4",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--init",
+                str(wide),
+            ]
+        )
+        == 0
+    )
     assert load_model(tmp_path / "m4")[1].max_dilation == 4
 
 
@@ -382,8 +599,12 @@ def test_sigkilled_process_resumes_to_the_same_weights(scans, tmp_path):
 
     train_scans, val_scans = scans
     cfg = tiny_config(max_iterations=40, eval_every=5, checkpoint_every=4)
-    args = {"config": cfg.to_dict(), "train": [str(s.folder) for s in train_scans],
-            "val": [str(s.folder) for s in val_scans], "out": str(tmp_path / "killed")}
+    args = {
+        "config": cfg.to_dict(),
+        "train": [str(s.folder) for s in train_scans],
+        "val": [str(s.folder) for s in val_scans],
+        "out": str(tmp_path / "killed"),
+    }
     proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, json.dumps(args)])
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.monotonic() + 60
@@ -413,7 +634,9 @@ def test_training_from_saved_weights_starts_there_and_keeps_them_unless_beaten(s
     # zero learning rate: the weights cannot move, so every validation equals the starting one
     # and the kept model is iteration 0, i.e. the given weights
     frozen = replace(cfg, learning_rate=0.0, l2=0.0)
-    res = train(frozen, train_scans, val_scans, tmp_path / "frozen", init=first.model_path, progress=False)
+    res = train(
+        frozen, train_scans, val_scans, tmp_path / "frozen", init=first.model_path, progress=False
+    )
     rows = _rows(tmp_path / "frozen" / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == [0, 3, 6]
     assert float(rows[0]["val_loss"]) == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
@@ -421,7 +644,9 @@ def test_training_from_saved_weights_starts_there_and_keeps_them_unless_beaten(s
     assert saved["iteration"] == 0 and saved["initialised_from"] == str(first.model_path)
     assert all(torch.equal(saved["state_dict"][k], start[k]) for k in start if "running" not in k)
     # with learning, the run starts from the given weights (iteration-0 loss = the first run's kept loss)
-    res = train(cfg, train_scans, val_scans, tmp_path / "tuned", init=tmp_path / "first", progress=False)
+    res = train(
+        cfg, train_scans, val_scans, tmp_path / "tuned", init=tmp_path / "first", progress=False
+    )
     rows = _rows(tmp_path / "tuned" / "metrics.csv")
     assert float(rows[0]["val_loss"]) == pytest.approx(first.best_val_loss, rel=1e-5)
     assert res.iteration == 6
@@ -429,15 +654,37 @@ def test_training_from_saved_weights_starts_there_and_keeps_them_unless_beaten(s
 
 def test_training_from_saved_weights_refuses_another_network_or_architecture(scans, tmp_path):
     train_scans, val_scans = scans
-    first = train(tiny_config(max_iterations=3), train_scans, val_scans, tmp_path / "first", progress=False)
+    first = train(
+        tiny_config(max_iterations=3), train_scans, val_scans, tmp_path / "first", progress=False
+    )
     with pytest.raises(CalcscoreError, match=r"first.*cnn1\.pt.*architecture.*width"):
-        train(tiny_config(width=6, max_iterations=3), train_scans, val_scans, tmp_path / "wide",
-              init=first.model_path, progress=False)
+        train(
+            tiny_config(width=6, max_iterations=3),
+            train_scans,
+            val_scans,
+            tmp_path / "wide",
+            init=first.model_path,
+            progress=False,
+        )
     with pytest.raises(CalcscoreError, match="holds a cnn1, not a cnn2"):
-        train(tiny_config("cnn2"), train_scans, val_scans, tmp_path / "c2", cnn1=tmp_path / "first",
-              init=first.model_path, progress=False)
+        train(
+            tiny_config("cnn2"),
+            train_scans,
+            val_scans,
+            tmp_path / "c2",
+            cnn1=tmp_path / "first",
+            init=first.model_path,
+            progress=False,
+        )
     with pytest.raises(CalcscoreError, match="no such model file"):
-        train(tiny_config(), train_scans, val_scans, tmp_path / "x", init=tmp_path / "missing.pt", progress=False)
+        train(
+            tiny_config(),
+            train_scans,
+            val_scans,
+            tmp_path / "x",
+            init=tmp_path / "missing.pt",
+            progress=False,
+        )
 
 
 def test_auxiliary_loss_skips_ignored_pixels():
@@ -455,6 +702,8 @@ def test_auxiliary_loss_skips_ignored_pixels():
     assert torch.allclose(_aux_loss(logits, target), F.cross_entropy(logits, target))
     target[0, :3] = IGNORE
     keep = target != IGNORE
-    by_hand = -F.log_softmax(logits, dim=1).gather(1, target.clamp(max=6)[:, None])[:, 0][keep].mean()
+    by_hand = (
+        -F.log_softmax(logits, dim=1).gather(1, target.clamp(max=6)[:, None])[:, 0][keep].mean()
+    )
     assert torch.allclose(_aux_loss(logits, target), by_hand)
     assert float(_aux_loss(logits, torch.full_like(target, IGNORE))) == 0.0

@@ -1,4 +1,5 @@
 """The slice viewer and the slice rendering behind it, without a browser."""
+
 from __future__ import annotations
 
 import io
@@ -92,7 +93,9 @@ def test_crop_keeps_physical_positions(scan):
     assert box == (slice(3, 9), slice(3, 17), slice(8, 27))
     small = crop(vol, box)
     assert small.shape == (6, 14, 19)
-    np.testing.assert_allclose(small.index_to_physical([[0, 0, 0]]), vol.index_to_physical([[3, 3, 8]]))
+    np.testing.assert_allclose(
+        small.index_to_physical([[0, 0, 0]]), vol.index_to_physical([[3, 3, 8]])
+    )
     assert crop(labels, box).labels.sum() == labels.labels.sum()
 
 
@@ -131,7 +134,9 @@ def test_viewer_side_by_side_and_controls(scan):
 
     v.set_slice(7)
     assert v.images[0].value != before and "axial slice 8 of 10" in v.position.value
-    tac = tuple(round(255 * (0.3 * 0.9 + 0.7 * c)) for c in COLOURS[Label.TAC])  # on 200 HU: grey 0.9
+    tac = tuple(
+        round(255 * (0.3 * 0.9 + 0.7 * c)) for c in COLOURS[Label.TAC]
+    )  # on 200 HU: grey 0.9
     assert _colour(v.render()[13, 22]) == tac
     v.show_label("TAC", False)
     assert _colour(v.render()[13, 22]) == (230, 230, 230)
@@ -257,7 +262,9 @@ def test_annotation_with_a_given_annotator(scan):
     ann.undo()
     assert not v.panels["annotation"].array.any()
     with pytest.raises(ValueError, match="do not share a grid"):
-        SliceViewer(vol, annotate=Annotator(CTVolume(np.zeros((10, 20, 31), np.float32), (2, 1, 1))))
+        SliceViewer(
+            vol, annotate=Annotator(CTVolume(np.zeros((10, 20, 31), np.float32), (2, 1, 1)))
+        )
     with pytest.raises(TypeError, match="annotate"):
         SliceViewer(vol, annotate="yes")
     assert SliceViewer(vol).annotator is None and not hasattr(SliceViewer(vol), "tool")

@@ -1,4 +1,5 @@
 """`calcscore agatston IMAGE LABELS`: Agatston, volume and mass scores per label, and the risk category."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,15 +10,26 @@ from calcscore.scoring import CONVENTIONS, DEFAULT_CONVENTION
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("agatston", help="score a label map: Agatston, volume, mass per label and the risk category",
-                       description=__doc__)
+    p = sub.add_parser(
+        "agatston",
+        help="score a label map: Agatston, volume, mass per label and the risk category",
+        description=__doc__,
+    )
     p.add_argument("image", help="the CT scan (DICOM folder or .nii.gz/.mha/.nrrd) in HU")
     p.add_argument("labels", help="the label map on the same grid (0 background, 1 LAD ... 6 MV)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
-    p.add_argument("--convention", choices=sorted(CONVENTIONS), default=DEFAULT_CONVENTION,
-                   help=f"how lesions and Agatston scores are defined (default {DEFAULT_CONVENTION})")
-    p.add_argument("--calibration-factor", type=float, metavar="MG_PER_CM3_PER_HU",
-                   help="mass calibration factor in mgHA/cm3 per HU (without it mass_mg is null)")
+    p.add_argument(
+        "--convention",
+        choices=sorted(CONVENTIONS),
+        default=DEFAULT_CONVENTION,
+        help=f"how lesions and Agatston scores are defined (default {DEFAULT_CONVENTION})",
+    )
+    p.add_argument(
+        "--calibration-factor",
+        type=float,
+        metavar="MG_PER_CM3_PER_HU",
+        help="mass calibration factor in mgHA/cm3 per HU (without it mass_mg is null)",
+    )
     p.add_argument("--scan-id", help="the scan id to report (default: the image file name)")
     p.set_defaults(func=run)
 
@@ -37,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.calibration_factor is not None and not args.calibration_factor > 0:
         raise InputError(None, f"--calibration-factor must be > 0, got {args.calibration_factor}")
     try:
-        scores = agatston(volume, labels, convention=args.convention, calibration=args.calibration_factor)
+        scores = agatston(
+            volume, labels, convention=args.convention, calibration=args.calibration_factor
+        )
     except InputError:
         raise
     except ValueError as exc:  # e.g. label values outside 0-6

@@ -12,24 +12,44 @@ Stages on two machines: run the GPU stages on one (--only cnn1, then --only cnn2
 build with --stage-minutes cnn2=9 to stop in time), copy the cache folder to the other
 (rsync -a CACHE/ other:CACHE/) and run the build there with the same recipe and --cache.
 """
+
 from __future__ import annotations
 
 import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build-model", help="build a model (networks, model.json, model card) from a recipe",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "build-model",
+        help="build a model (networks, model.json, model card) from a recipe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("recipe", metavar="RECIPE", help="the recipe, a TOML file")
     p.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
     p.add_argument("--cache", metavar="DIR", help="the stages' folder (default: OUT/.cache)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto (default): a GPU where there is one")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="auto (default): bf16 where the device runs it natively, else fp32")
-    p.add_argument("--stage-minutes", nargs="+", default=[], metavar="STAGE=MIN",
-                   help="time budget of a training stage (cnn1, cnn2): it stops resumable when spent")
-    p.add_argument("--only", metavar="STAGE", help="run this stage only (those it needs must be cached)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="auto (default): a GPU where there is one",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto (default): bf16 where the device runs it natively, else fp32",
+    )
+    p.add_argument(
+        "--stage-minutes",
+        nargs="+",
+        default=[],
+        metavar="STAGE=MIN",
+        help="time budget of a training stage (cnn1, cnn2): it stops resumable when spent",
+    )
+    p.add_argument(
+        "--only", metavar="STAGE", help="run this stage only (those it needs must be cached)"
+    )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -47,7 +67,9 @@ def parse_minutes(items: list[str]) -> dict[str, float]:
         except ValueError:
             minutes = -1.0
         if stage not in ("cnn1", "cnn2") or not minutes > 0:
-            raise CalcscoreError(f"--stage-minutes {item}: expected cnn1=MIN or cnn2=MIN with MIN > 0")
+            raise CalcscoreError(
+                f"--stage-minutes {item}: expected cnn1=MIN or cnn2=MIN with MIN > 0"
+            )
         out[stage] = minutes
     return out
 
@@ -66,11 +88,22 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    result = build(recipe, args.out, cache=args.cache, device=args.device, precision=args.precision,
-                   minutes=parse_minutes(args.stage_minutes), only=args.only, progress=not args.no_progress)
+    result = build(
+        recipe,
+        args.out,
+        cache=args.cache,
+        device=args.device,
+        precision=args.precision,
+        minutes=parse_minutes(args.stage_minutes),
+        only=args.only,
+        progress=not args.no_progress,
+    )
     for stage, status in result.status.items():
         sec = result.seconds.get(stage)
-        print(f"{stage:15s} {status}" + (f" ({sec:.1f} s)" if status == "ran" and sec is not None else ""))
+        print(
+            f"{stage:15s} {status}"
+            + (f" ({sec:.1f} s)" if status == "ran" and sec is not None else "")
+        )
     if result.stopped:
         print(f"stopped: {result.stopped}")
         return 3

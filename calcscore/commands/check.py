@@ -5,16 +5,23 @@ values that do not look like Hounsfield units, a scan that does not cover the he
 thicker than 3 mm, and the reconstruction kernel classed soft or sharp. PATH is a DICOM series
 folder or an image file (.nii.gz, .mha, .mhd, .nrrd).
 """
+
 from __future__ import annotations
 
 import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check scans before scoring (contrast, HU, heart coverage, slices, kernel)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "check",
+        help="check scans before scoring (contrast, HU, heart coverage, slices, kernel)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM series folder or image file")
-    p.add_argument("--force", action="store_true", help="do not fail on refusals (contrast-enhanced scans)")
+    p.add_argument(
+        "--force", action="store_true", help="do not fail on refusals (contrast-enhanced scans)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per scan")
     p.set_defaults(func=run)
 
@@ -37,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         if report.refused:
             refused.append(path)
     if refused:
-        raise CalcscoreError(f"{len(refused)} of {len(args.paths)} scans refused ({', '.join(refused)}); "
-                             "pass --force to accept them")
+        raise CalcscoreError(
+            f"{len(refused)} of {len(args.paths)} scans refused ({', '.join(refused)}); "
+            "pass --force to accept them"
+        )
     return 0

@@ -11,6 +11,7 @@ row per label), ``risk_categories.csv`` and ``risk_confusion.csv`` (when there a
 ``label_confusion.csv`` (calcium volume in mm^3, reference rows) and ``kappa.json``; prints a
 summary laid out like the paper's Tables II-V and III.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,25 +27,48 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="agreement of predicted with reference label maps (Tables II-V)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "evaluate",
+        help="agreement of predicted with reference label maps (Tables II-V)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("reference", help="reference manifest CSV or folder of label maps")
     p.add_argument("prediction", help="predicted manifest CSV or folder of label maps")
     p.add_argument("--out", required=True, help="output folder for the CSV files")
-    p.add_argument("--images", help="manifest or folder of the CT images (default: the reference manifest's images)")
-    p.add_argument("--ref-column", default="labels", help="label column of the reference manifest (default labels)")
-    p.add_argument("--pred-column", default="labels",
-                   help="label column of the prediction manifest (default labels; e.g. labels_observer2)")
-    p.add_argument("--convention", choices=sorted(CONVENTIONS), default=DEFAULT_CONVENTION,
-                   help=f"Agatston convention for the risk categories (default {DEFAULT_CONVENTION})")
+    p.add_argument(
+        "--images",
+        help="manifest or folder of the CT images (default: the reference manifest's images)",
+    )
+    p.add_argument(
+        "--ref-column",
+        default="labels",
+        help="label column of the reference manifest (default labels)",
+    )
+    p.add_argument(
+        "--pred-column",
+        default="labels",
+        help="label column of the prediction manifest (default labels; e.g. labels_observer2)",
+    )
+    p.add_argument(
+        "--convention",
+        choices=sorted(CONVENTIONS),
+        default=DEFAULT_CONVENTION,
+        help=f"Agatston convention for the risk categories (default {DEFAULT_CONVENTION})",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from calcscore.metrics import evaluate
 
-    cases = iter_cases(args.reference, args.prediction, images=args.images,
-                       ref_column=args.ref_column, pred_column=args.pred_column)
+    cases = iter_cases(
+        args.reference,
+        args.prediction,
+        images=args.images,
+        ref_column=args.ref_column,
+        pred_column=args.pred_column,
+    )
     evaluation = evaluate(cases, convention=args.convention)
     written = write_evaluation(evaluation, args.out)
     print(evaluation.report())
@@ -61,22 +85,31 @@ def _table(path: str, column: str) -> dict[str, dict[str, str | None]]:
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and suffix_of(f) in ITK_SUFFIXES)
         if not files:
-            raise InputError(p, "holds no label maps (.nii.gz, .nii, .mha, .mhd, .nrrd)",
-                             "pass a folder of <scan_id>.nii.gz label maps or a manifest CSV")
+            raise InputError(
+                p,
+                "holds no label maps (.nii.gz, .nii, .mha, .mhd, .nrrd)",
+                "pass a folder of <scan_id>.nii.gz label maps or a manifest CSV",
+            )
         return {strip_suffix(f): {"labels": str(f), "image": None} for f in files}
     from calcscore.manifest import read_manifest
 
     df = read_manifest(p)
     if column not in df.columns:
-        raise InputError(p, f"has no column {column!r} (columns: {', '.join(map(str, df.columns))})",
-                         "choose the label column with --ref-column / --pred-column")
+        raise InputError(
+            p,
+            f"has no column {column!r} (columns: {', '.join(map(str, df.columns))})",
+            "choose the label column with --ref-column / --pred-column",
+        )
     out = {}
     for _, row in df.iterrows():
         if not _present(row[column]):
             log.warning("%s: scan %s has no %s; skipped", p, row["scan_id"], column)
             continue
         image = row.get("image")
-        out[str(row["scan_id"])] = {"labels": row[column], "image": image if _present(image) else None}
+        out[str(row["scan_id"])] = {
+            "labels": row[column],
+            "image": image if _present(image) else None,
+        }
     return out
 
 
@@ -85,15 +118,28 @@ def _images(path: str) -> dict[str, str]:
 
     p = Path(path)
     if p.is_dir():
-        return {(strip_suffix(f) if f.is_file() else f.name): str(f) for f in sorted(p.iterdir())
-                if f.is_dir() or suffix_of(f) in ITK_SUFFIXES}
+        return {
+            (strip_suffix(f) if f.is_file() else f.name): str(f)
+            for f in sorted(p.iterdir())
+            if f.is_dir() or suffix_of(f) in ITK_SUFFIXES
+        }
     from calcscore.manifest import read_manifest
 
-    return {str(r["scan_id"]): r["image"] for _, r in read_manifest(p).iterrows() if _present(r["image"])}
+    return {
+        str(r["scan_id"]): r["image"]
+        for _, r in read_manifest(p).iterrows()
+        if _present(r["image"])
+    }
 
 
-def iter_cases(reference: str, prediction: str, *, images: str | None = None, ref_column: str = "labels",
-               pred_column: str = "labels") -> Iterator:
+def iter_cases(
+    reference: str,
+    prediction: str,
+    *,
+    images: str | None = None,
+    ref_column: str = "labels",
+    pred_column: str = "labels",
+) -> Iterator:
     """Yield :class:`calcscore.metrics.ScanCase` for every reference scan, reading one scan at a time.
 
     Every reference scan must have a prediction; predictions without a reference are ignored
@@ -109,12 +155,21 @@ def iter_cases(reference: str, prediction: str, *, images: str | None = None, re
     missing = sorted(set(ref) - set(pred))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise InputError(prediction, f"has no prediction for scan(s) {', '.join(missing[:5])}{more}",
-                         "predict every reference scan, or evaluate a manifest of the scans you have")
+        raise InputError(
+            prediction,
+            f"has no prediction for scan(s) {', '.join(missing[:5])}{more}",
+            "predict every reference scan, or evaluate a manifest of the scans you have",
+        )
     extra = sorted(set(pred) - set(ref))
     if extra:
-        log.warning("%d predicted scans have no reference and are ignored: %s", len(extra), ", ".join(extra[:5]))
-    image_paths = _images(images) if images else {k: v["image"] for k, v in ref.items() if v["image"]}
+        log.warning(
+            "%d predicted scans have no reference and are ignored: %s",
+            len(extra),
+            ", ".join(extra[:5]),
+        )
+    image_paths = (
+        _images(images) if images else {k: v["image"] for k, v in ref.items() if v["image"]}
+    )
     for scan_id in sorted(ref):
         ref_lv = read_labels(ref[scan_id]["labels"])
         pred_lv = read_labels(pred[scan_id]["labels"])
@@ -151,10 +206,20 @@ def write_evaluation(evaluation, out: str | Path) -> list[Path]:
             table, kappa = agreement
             evaluation.risk.to_csv(tmp / "risk_categories.csv", index=False)
             table.to_csv(tmp / "risk_confusion.csv")
-            (tmp / "kappa.json").write_text(json.dumps({
-                "weights": "linear", "kappa": _finite(kappa.kappa), "ci_low": _finite(kappa.ci_low),
-                "ci_high": _finite(kappa.ci_high), "confidence": kappa.confidence,
-                "agreement": _finite(kappa.agreement), "n_scans": kappa.n}, indent=2))
+            (tmp / "kappa.json").write_text(
+                json.dumps(
+                    {
+                        "weights": "linear",
+                        "kappa": _finite(kappa.kappa),
+                        "ci_low": _finite(kappa.ci_low),
+                        "ci_high": _finite(kappa.ci_high),
+                        "confidence": kappa.confidence,
+                        "agreement": _finite(kappa.agreement),
+                        "n_scans": kappa.n,
+                    },
+                    indent=2,
+                )
+            )
             names += ["risk_categories.csv", "risk_confusion.csv", "kappa.json"]
     return [out / n for n in names]
 

@@ -12,19 +12,29 @@ participant_id, image, labels, kernel, scanner, ...). A scan whose input is malf
 skipped and listed in OUT/import_errors.csv, and the command exits with status 2 (--strict
 stops at the first). The inputs are only read.
 """
+
 from __future__ import annotations
 
 import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="import a public data set (COCA, orCaScore) as a cohort",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "import",
+        help="import a public data set (COCA, orCaScore) as a cohort",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("dataset", choices=("coca", "orcascore"), help="which data set ROOT holds")
     p.add_argument("root", metavar="ROOT", help="folder of the download")
     p.add_argument("out", metavar="OUT", help="output folder (created if needed)")
-    p.add_argument("--format", dest="fmt", choices=("nii.gz", "mha"), default="nii.gz",
-                   help="file format of images and label maps (default: nii.gz)")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("nii.gz", "mha"),
+        default="nii.gz",
+        help="file format of images and label maps (default: nii.gz)",
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first malformed scan")
     p.set_defaults(func=run)
 
@@ -41,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if result.errors:
         n = len(result.errors)
         total = n + len(result.scan_ids)
-        raise CalcscoreError(f"{n} of {total} scans could not be imported; they are listed with the "
-                             f"reason in {result.errors_file}")
+        raise CalcscoreError(
+            f"{n} of {total} scans could not be imported; they are listed with the "
+            f"reason in {result.errors_file}"
+        )
     return 0

@@ -16,6 +16,7 @@ A scan whose input is malformed does not stop the import: it is named in
 ``keep_going=False`` to stop at the first). Inputs are only read; outputs are written
 atomically, so an interrupted import leaves no half-written file.
 """
+
 from __future__ import annotations
 
 from calcscore.datasets._common import ImportResult

@@ -1,4 +1,5 @@
 """What the importers share: the per-scan loop, the error table and the manifest."""
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,9 @@ def write_scan(out: Path, scan_id: str, volume: CTVolume, labels: LabelVolume, f
     return {"image": image, "labels": label_path}
 
 
-def run_scans(items: Iterable[tuple[str, Path, Callable[[], dict]]], result: ImportResult, *,
-              keep_going: bool) -> list[dict]:
+def run_scans(
+    items: Iterable[tuple[str, Path, Callable[[], dict]]], result: ImportResult, *, keep_going: bool
+) -> list[dict]:
     """Call each ``(scan_id, path, make_row)``; an InputError fails that scan only (with
     ``keep_going``) and is recorded in ``result.errors``. Returns the manifest rows."""
     rows = []
@@ -75,7 +77,9 @@ def run_scans(items: Iterable[tuple[str, Path, Callable[[], dict]]], result: Imp
             if not keep_going:
                 raise
             log.error("%s: %s", scan_id, exc)
-            result.errors.append({"scan_id": scan_id, "path": str(exc.path or path), "problem": str(exc)})
+            result.errors.append(
+                {"scan_id": scan_id, "path": str(exc.path or path), "problem": str(exc)}
+            )
     return rows
 
 
@@ -89,7 +93,8 @@ def finish(out: Path, rows: list[dict], result: ImportResult) -> ImportResult:
     if result.errors:
         with atomic_path(errors_path) as tmp:
             pd.DataFrame(result.errors, columns=["scan_id", "path", "problem"]).to_csv(
-                tmp / errors_path.name, index=False)
+                tmp / errors_path.name, index=False
+            )
         result.errors_file = errors_path
     elif errors_path.exists():
         errors_path.unlink()  # from an earlier import of the same folder, now fixed

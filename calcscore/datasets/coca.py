@@ -17,6 +17,7 @@ pixels of at least 130 HU get the vessel's label; the left main ("Left Coronary 
 as LAD, as in Lessmann et al. 2018. ROIs without points are skipped with a warning. A patient
 without an annotation file has no calcium: its label map is empty.
 """
+
 from __future__ import annotations
 
 import logging
@@ -96,15 +97,26 @@ def read_calcium_xml(path: str | Path) -> list[CocaRoi]:
             doc = plistlib.load(fh)
     except FileNotFoundError:
         raise InputError(p, "no such annotation file", "check the path") from None
-    except (plistlib.InvalidFileException, xml.parsers.expat.ExpatError, ValueError, TypeError,
-            OverflowError) as exc:
+    except (
+        plistlib.InvalidFileException,
+        xml.parsers.expat.ExpatError,
+        ValueError,
+        TypeError,
+        OverflowError,
+    ) as exc:
         detail = " ".join(str(exc).split())[:120]
-        raise InputError(p, f"is not a readable OsiriX ROI plist ({type(exc).__name__}: {detail})",
-                         "export the ROIs again from OsiriX or repair the XML") from None
+        raise InputError(
+            p,
+            f"is not a readable OsiriX ROI plist ({type(exc).__name__}: {detail})",
+            "export the ROIs again from OsiriX or repair the XML",
+        ) from None
     images = doc.get("Images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
-        raise InputError(p, "has no 'Images' list (not an OsiriX ROI export)",
-                         "export the ROIs with OsiriX's 'Export ROIs' as XML")
+        raise InputError(
+            p,
+            "has no 'Images' list (not an OsiriX ROI export)",
+            "export the ROIs with OsiriX's 'Export ROIs' as XML",
+        )
     rois: list[CocaRoi] = []
     skipped = 0
     for i, image in enumerate(images):
@@ -119,8 +131,11 @@ def read_calcium_xml(path: str | Path) -> list[CocaRoi]:
             label = ROI_LABELS.get(name.lower())
             if label is None:
                 known = ", ".join(repr(n.title()) for n in ROI_LABELS)
-                raise InputError(p, f"{where} has an unknown vessel name {name!r}",
-                                 f"rename it to one of {known}")
+                raise InputError(
+                    p,
+                    f"{where} has an unknown vessel name {name!r}",
+                    f"rename it to one of {known}",
+                )
             points_mm = _parse_points(roi.get("Point_mm"), 3, p, where, "Point_mm")
             if points_mm is None or len(points_mm) == 0:
                 log.warning("%s: %s (%s) has no points; skipped", p, where, name)
@@ -128,12 +143,27 @@ def read_calcium_xml(path: str | Path) -> list[CocaRoi]:
                 continue
             points_px = _parse_points(roi.get("Point_px"), 2, p, where, "Point_px")
             if points_px is not None and len(points_px) != len(points_mm):
-                log.warning("%s: %s has %d Point_px but %d Point_mm; using Point_mm", p, where,
-                            len(points_px), len(points_mm))
+                log.warning(
+                    "%s: %s has %d Point_px but %d Point_mm; using Point_mm",
+                    p,
+                    where,
+                    len(points_px),
+                    len(points_mm),
+                )
                 points_px = None
-            rois.append(CocaRoi(int(index), name, label, points_mm, points_px,
-                                _float(roi.get("Area")), _float(roi.get("Max")),
-                                _float(roi.get("Mean")), _float(roi.get("Min"))))
+            rois.append(
+                CocaRoi(
+                    int(index),
+                    name,
+                    label,
+                    points_mm,
+                    points_px,
+                    _float(roi.get("Area")),
+                    _float(roi.get("Max")),
+                    _float(roi.get("Mean")),
+                    _float(roi.get("Min")),
+                )
+            )
     log.info("%s: %d ROIs (%d without points skipped)", p, len(rois), skipped)
     return rois
 
@@ -154,8 +184,11 @@ def _parse_points(values, dims: int, path: Path, where: str, key: str) -> np.nda
     for v in values:
         nums = re.findall(_NUMBER, str(v))
         if len(nums) != dims:
-            raise InputError(path, f"{where}: {key} entry {v!r} is not a point of {dims} numbers",
-                             f"write points as '({', '.join('xyz'[:dims])})'")
+            raise InputError(
+                path,
+                f"{where}: {key} entry {v!r} is not a point of {dims} numbers",
+                f"write points as '({', '.join('xyz'[:dims])})'",
+            )
         out.append([float(n) for n in nums])
     return np.asarray(out, float).reshape(-1, dims)
 
@@ -168,8 +201,13 @@ def physical_to_index(grid: _Grid, points_xyz: np.ndarray) -> np.ndarray:
     return np.linalg.solve(m, (zyx - np.asarray(grid.origin_mm)).T).T
 
 
-def rasterize_rois(rois: list[CocaRoi], volume: CTVolume, *, threshold_hu: float = CALCIUM_THRESHOLD_HU,
-                   source: str | Path | None = None) -> tuple[LabelVolume, pd.DataFrame]:
+def rasterize_rois(
+    rois: list[CocaRoi],
+    volume: CTVolume,
+    *,
+    threshold_hu: float = CALCIUM_THRESHOLD_HU,
+    source: str | Path | None = None,
+) -> tuple[LabelVolume, pd.DataFrame]:
     """Fill each ROI's polygon on its slice and label its voxels of at least ``threshold_hu``.
 
     The slice is the one at the z of the ROI's ``Point_mm``. Returns the label map and one row
@@ -190,28 +228,47 @@ def rasterize_rois(rois: list[CocaRoi], volume: CTVolume, *, threshold_hu: float
         what = f"ROI {roi.name!r} of ImageIndex {roi.image_index}"
         z_mm = float(np.median(roi.points_mm[:, 2]))
         if not (-_SLICE_TOLERANCE <= np.median(kz) <= nz - 1 + _SLICE_TOLERANCE):
-            lo, hi = sorted(float(volume.index_to_physical([[kk, 0, 0]])[0, 0]) for kk in (0, nz - 1))
-            raise InputError(source, f"{what} lies outside the image: z = {z_mm:.2f} mm, the series "
-                             f"covers z = {lo:.2f} to {hi:.2f} mm",
-                             "check that the annotation belongs to this series")
+            lo, hi = sorted(
+                float(volume.index_to_physical([[kk, 0, 0]])[0, 0]) for kk in (0, nz - 1)
+            )
+            raise InputError(
+                source,
+                f"{what} lies outside the image: z = {z_mm:.2f} mm, the series "
+                f"covers z = {lo:.2f} to {hi:.2f} mm",
+                "check that the annotation belongs to this series",
+            )
         if np.max(np.abs(kz - k)) > 0.5 + _SLICE_TOLERANCE:
-            raise InputError(source, f"{what} has points on several slices ({kz.min():.2f} to "
-                             f"{kz.max():.2f})", "a ROI must lie on one axial slice")
+            raise InputError(
+                source,
+                f"{what} has points on several slices ({kz.min():.2f} to {kz.max():.2f})",
+                "a ROI must lie on one axial slice",
+            )
         if roi.points_px is not None:
             xy = roi.points_px
             from_mm = idx[:, [2, 1]]
             if np.max(np.abs(xy - from_mm)) > 1.0:
-                log.warning("%s: %s: Point_px and Point_mm disagree by up to %.1f pixels; using Point_px",
-                            source, what, float(np.max(np.abs(xy - from_mm))))
+                log.warning(
+                    "%s: %s: Point_px and Point_mm disagree by up to %.1f pixels; using Point_px",
+                    source,
+                    what,
+                    float(np.max(np.abs(xy - from_mm))),
+                )
         else:
             xy = idx[:, [2, 1]]
         tol = _POINT_TOLERANCE_PX
-        if xy[:, 0].min() < -0.5 - tol or xy[:, 0].max() > nx - 0.5 + tol or \
-                xy[:, 1].min() < -0.5 - tol or xy[:, 1].max() > ny - 0.5 + tol:
-            raise InputError(source, f"{what} lies outside the image: its points reach column "
-                             f"{xy[:, 0].min():.1f}..{xy[:, 0].max():.1f}, row {xy[:, 1].min():.1f}.."
-                             f"{xy[:, 1].max():.1f} of a {nx} x {ny} image",
-                             "check that the annotation belongs to this series")
+        if (
+            xy[:, 0].min() < -0.5 - tol
+            or xy[:, 0].max() > nx - 0.5 + tol
+            or xy[:, 1].min() < -0.5 - tol
+            or xy[:, 1].max() > ny - 0.5 + tol
+        ):
+            raise InputError(
+                source,
+                f"{what} lies outside the image: its points reach column "
+                f"{xy[:, 0].min():.1f}..{xy[:, 0].max():.1f}, row {xy[:, 1].min():.1f}.."
+                f"{xy[:, 1].max():.1f} of a {nx} x {ny} image",
+                "check that the annotation belongs to this series",
+            )
         inside = _fill_polygon(PolygonPath, xy, ny, nx)
         hu = volume.hu[k]
         calcium = inside & (hu >= threshold_hu)
@@ -220,17 +277,41 @@ def rasterize_rois(rois: list[CocaRoi], volume: CTVolume, *, threshold_hu: float
             overlaps += int(clash.sum())
         labels[k][calcium] = roi.label
         pixel_cm2 = volume.spacing_mm[1] * volume.spacing_mm[2] / 100.0
-        rows.append({
-            "image_index": roi.image_index, "slice": k, "name": roi.name, "label": roi.label.name,
-            "n_pixels": int(inside.sum()), "n_calcium": int(calcium.sum()),
-            "area_cm2": roi.area_cm2, "filled_area_cm2": float(inside.sum() * pixel_cm2),
-            "max_hu": roi.max_hu, "image_max_hu": float(hu[inside].max()) if inside.any() else math.nan,
-        })
+        rows.append(
+            {
+                "image_index": roi.image_index,
+                "slice": k,
+                "name": roi.name,
+                "label": roi.label.name,
+                "n_pixels": int(inside.sum()),
+                "n_calcium": int(calcium.sum()),
+                "area_cm2": roi.area_cm2,
+                "filled_area_cm2": float(inside.sum() * pixel_cm2),
+                "max_hu": roi.max_hu,
+                "image_max_hu": float(hu[inside].max()) if inside.any() else math.nan,
+            }
+        )
     if overlaps:
-        log.warning("%s: %d voxels lie in ROIs of two vessels; the later ROI's label was kept",
-                    source, overlaps)
-    table = pd.DataFrame(rows, columns=["image_index", "slice", "name", "label", "n_pixels", "n_calcium",
-                                        "area_cm2", "filled_area_cm2", "max_hu", "image_max_hu"])
+        log.warning(
+            "%s: %d voxels lie in ROIs of two vessels; the later ROI's label was kept",
+            source,
+            overlaps,
+        )
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "image_index",
+            "slice",
+            "name",
+            "label",
+            "n_pixels",
+            "n_calcium",
+            "area_cm2",
+            "filled_area_cm2",
+            "max_hu",
+            "image_max_hu",
+        ],
+    )
     return LabelVolume.like(volume, labels), table
 
 
@@ -259,9 +340,14 @@ def _fill_polygon(polygon_path, xy: np.ndarray, ny: int, nx: int) -> np.ndarray:
 def find_series(patient_dir: Path) -> Path:
     """The one DICOM series folder of a COCA patient (``patient/<id>/<series>/``)."""
     if not patient_dir.is_dir():
-        raise InputError(patient_dir, "is missing: the annotation has no DICOM series",
-                         "download the patient's series, or remove the annotation")
-    subdirs = sorted(d for d in patient_dir.iterdir() if d.is_dir() and any(f.is_file() for f in d.iterdir()))
+        raise InputError(
+            patient_dir,
+            "is missing: the annotation has no DICOM series",
+            "download the patient's series, or remove the annotation",
+        )
+    subdirs = sorted(
+        d for d in patient_dir.iterdir() if d.is_dir() and any(f.is_file() for f in d.iterdir())
+    )
     files = [f for f in patient_dir.iterdir() if f.is_file() and not f.name.startswith(".")]
     if files and not subdirs:
         return patient_dir
@@ -270,19 +356,26 @@ def find_series(patient_dir: Path) -> Path:
     if not subdirs:
         raise InputError(patient_dir, "holds no DICOM series", "download the patient's series")
     names = ", ".join(d.name for d in subdirs)
-    raise InputError(patient_dir, f"holds {len(subdirs)} series ({names}); COCA has one per patient",
-                     "keep the calcium scoring series only")
+    raise InputError(
+        patient_dir,
+        f"holds {len(subdirs)} series ({names}); COCA has one per patient",
+        "keep the calcium scoring series only",
+    )
 
 
-def load_gated_patient(root: str | Path, patient_id: str, *, threshold_hu: float = CALCIUM_THRESHOLD_HU
-                       ) -> tuple[CTVolume, LabelVolume, pd.DataFrame]:
+def load_gated_patient(
+    root: str | Path, patient_id: str, *, threshold_hu: float = CALCIUM_THRESHOLD_HU
+) -> tuple[CTVolume, LabelVolume, pd.DataFrame]:
     """Read one gated COCA patient: its CT, its label map and the ROI table."""
     gated = Path(root) / GATED_DIR
     xml_path = gated / "calcium_xml" / f"{patient_id}.xml"
     patient_dir = gated / "patient" / patient_id
     if not patient_dir.is_dir() and xml_path.is_file():
-        raise InputError(xml_path, f"is an annotation without its DICOM series ({patient_dir} is missing)",
-                         "download the patient's series, or leave the annotation out")
+        raise InputError(
+            xml_path,
+            f"is an annotation without its DICOM series ({patient_dir} is missing)",
+            "download the patient's series, or leave the annotation out",
+        )
     series = find_series(patient_dir)
     volume = read_volume(series)
     rois = read_calcium_xml(xml_path) if xml_path.is_file() else []
@@ -295,7 +388,11 @@ def gated_patient_ids(root: str | Path) -> list[str]:
     gated = Path(root) / GATED_DIR
     ids = set()
     if (gated / "patient").is_dir():
-        ids |= {d.name for d in (gated / "patient").iterdir() if d.is_dir() and not d.name.startswith(".")}
+        ids |= {
+            d.name
+            for d in (gated / "patient").iterdir()
+            if d.is_dir() and not d.name.startswith(".")
+        }
     if (gated / "calcium_xml").is_dir():
         ids |= {f.stem for f in (gated / "calcium_xml").glob("*.xml")}
     return sorted(ids)
@@ -320,14 +417,20 @@ def read_nongated_scores(path: str | Path) -> pd.DataFrame:
             df = pd.read_csv(p)
     except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
         detail = " ".join(str(exc).split())[:120]
-        raise InputError(p, f"could not be read as a table ({type(exc).__name__}: {detail})",
-                         "export it again as .xlsx or .csv") from None
+        raise InputError(
+            p,
+            f"could not be read as a table ({type(exc).__name__}: {detail})",
+            "export it again as .xlsx or .csv",
+        ) from None
     columns = {str(c).strip().lower(): c for c in df.columns}
     need = ("filename", "lca", "lad", "lcx", "rca", "total")
     missing = [c for c in need if c not in columns]
     if missing:
-        raise InputError(p, f"lacks the column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
-                         "the COCA scores table has filename, LCA, LAD, LCX, RCA, total")
+        raise InputError(
+            p,
+            f"lacks the column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
+            "the COCA scores table has filename, LCA, LAD, LCX, RCA, total",
+        )
     df = df.dropna(how="all")
     values = {}
     for c in need[1:]:
@@ -335,8 +438,12 @@ def read_nongated_scores(path: str | Path) -> pd.DataFrame:
         bad = col.isna() | (col < 0)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(p, f"column {columns[c]} holds {df[columns[c]].iloc[row]!r} in data row "
-                             f"{row + 1}, not a score >= 0", "fix the value")
+            raise InputError(
+                p,
+                f"column {columns[c]} holds {df[columns[c]].iloc[row]!r} in data row "
+                f"{row + 1}, not a score >= 0",
+                "fix the value",
+            )
         values[c] = col.to_numpy(float)
     ids = [_scan_id_of(v) for v in df[columns["filename"]]]
     if len(set(ids)) != len(ids):
@@ -345,16 +452,23 @@ def read_nongated_scores(path: str | Path) -> pd.DataFrame:
     parts = values["lca"] + values["lad"] + values["lcx"] + values["rca"]
     off = np.abs(parts - values["total"]) > 0.5 + 1e-3 * values["total"]
     if off.any():
-        log.warning("%s: %d rows whose total differs from LCA + LAD + LCX + RCA (first: %s); "
-                    "agatston_CAC keeps the total", p, int(off.sum()), ids[int(np.flatnonzero(off)[0])])
-    return pd.DataFrame({
-        "scan_id": ids,
-        "agatston_LAD": values["lad"] + values["lca"],
-        "agatston_LCX": values["lcx"],
-        "agatston_RCA": values["rca"],
-        "agatston_CAC": values["total"],
-        "agatston_LM": values["lca"],
-    })
+        log.warning(
+            "%s: %d rows whose total differs from LCA + LAD + LCX + RCA (first: %s); "
+            "agatston_CAC keeps the total",
+            p,
+            int(off.sum()),
+            ids[int(np.flatnonzero(off)[0])],
+        )
+    return pd.DataFrame(
+        {
+            "scan_id": ids,
+            "agatston_LAD": values["lad"] + values["lca"],
+            "agatston_LCX": values["lcx"],
+            "agatston_RCA": values["rca"],
+            "agatston_CAC": values["total"],
+            "agatston_LM": values["lca"],
+        }
+    )
 
 
 def _scan_id_of(filename) -> str:
@@ -366,8 +480,14 @@ def _scan_id_of(filename) -> str:
 
 
 # ------------------------------------------------------------------------------ the import
-def import_coca(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.gz", threshold_hu: float = CALCIUM_THRESHOLD_HU,
-                keep_going: bool = True) -> ImportResult:
+def import_coca(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    fmt: str = "nii.gz",
+    threshold_hu: float = CALCIUM_THRESHOLD_HU,
+    keep_going: bool = True,
+) -> ImportResult:
     """Import COCA from ``root`` into ``out_dir`` (see the module docstring for the layout).
 
     Writes ``images/<id>.<fmt>``, ``labels/<id>.<fmt>`` and ``manifest.csv`` (``scan_id`` and
@@ -387,8 +507,11 @@ def import_coca(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.gz", t
         scores_path = src / NONGATED_DIR / "scores.csv"
     ids = gated_patient_ids(src)
     if not ids and not scores_path.is_file():
-        raise InputError(src, f"holds neither {GATED_DIR}/patient/ nor {NONGATED_DIR}/{NONGATED_SCORES}",
-                         "pass the folder of the COCA download")
+        raise InputError(
+            src,
+            f"holds neither {GATED_DIR}/patient/ nor {NONGATED_DIR}/{NONGATED_SCORES}",
+            "pass the folder of the COCA download",
+        )
     out = prepare_out(out_dir)
     result = ImportResult(out_dir=out, manifest=None)
     if scores_path.is_file():
@@ -406,13 +529,20 @@ def import_coca(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.gz", t
             meta = volume.meta
             kernel = classify_kernel(meta.kernel, meta.manufacturer)
             xml_path = src / GATED_DIR / "calcium_xml" / f"{patient_id}.xml"
-            return {"scan_id": patient_id, "participant_id": patient_id, **paths,
-                    "kernel": kernel.kernel_class,
-                    "scanner": " ".join(x for x in (meta.manufacturer, meta.model) if x) or "unknown",
-                    "kernel_name": meta.kernel or "", "slice_thickness_mm": meta.slice_thickness_mm,
-                    "slice_spacing_mm": volume.spacing_mm[0],
-                    "annotation": str(xml_path.resolve()) if xml_path.is_file() else "",
-                    "n_rois": len(table), "n_calcium_voxels": int((labels.array > 0).sum())}
+            return {
+                "scan_id": patient_id,
+                "participant_id": patient_id,
+                **paths,
+                "kernel": kernel.kernel_class,
+                "scanner": " ".join(x for x in (meta.manufacturer, meta.model) if x) or "unknown",
+                "kernel_name": meta.kernel or "",
+                "slice_thickness_mm": meta.slice_thickness_mm,
+                "slice_spacing_mm": volume.spacing_mm[0],
+                "annotation": str(xml_path.resolve()) if xml_path.is_file() else "",
+                "n_rois": len(table),
+                "n_calcium_voxels": int((labels.array > 0).sum()),
+            }
+
         return patient_id, src / GATED_DIR / "patient" / patient_id, make_row
 
     rows = run_scans((one(i) for i in ids), result, keep_going=keep_going)

@@ -13,6 +13,7 @@ Pairs are found in either of two layouts under ``ROOT`` (searched recursively):
 An image without a reference, a reference with values other than 0-3, or a reference on another
 grid than its image is an error of that scan (named in ``import_errors.csv``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,15 +38,27 @@ from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FOLDERS = ("labels", "reference", "references", "reference standard", "reference_standard")
+REFERENCE_FOLDERS = (
+    "labels",
+    "reference",
+    "references",
+    "reference standard",
+    "reference_standard",
+)
 _IMAGE_NAME = re.compile(r"^(?P<id>.+?)CTI$", re.IGNORECASE)
 _VALID = {0} | {int(lab) for lab in CAC_LABELS}
 _PARTICIPANT = re.compile(r"^(?:TR|TE)?(?P<pid>V\d+P\d+)$", re.IGNORECASE)
 
 
 def _image_files(root: Path) -> list[Path]:
-    files = [p for p in root.rglob("*") if p.is_file() and suffix_of(p) in ITK_SUFFIXES
-             and suffix_of(p) != ".nhdr" and not p.name.startswith(".")]
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and suffix_of(p) in ITK_SUFFIXES
+        and suffix_of(p) != ".nhdr"
+        and not p.name.startswith(".")
+    ]
     return sorted(files)
 
 
@@ -60,39 +73,64 @@ def find_pairs(root: str | Path) -> dict[str, tuple[Path, Path | None]]:
         m = _IMAGE_NAME.match(stem)
         if m:
             scan_id = m.group("id")
-            ref = next((by_folder_stem[(q.parent, (scan_id + suffix).lower())]
-                        for q in files for suffix in ("CTR", "R")
-                        if (q.parent, (scan_id + suffix).lower()) in by_folder_stem), None)
+            ref = next(
+                (
+                    by_folder_stem[(q.parent, (scan_id + suffix).lower())]
+                    for q in files
+                    for suffix in ("CTR", "R")
+                    if (q.parent, (scan_id + suffix).lower()) in by_folder_stem
+                ),
+                None,
+            )
         elif p.parent.name.lower() == "images":
             scan_id = stem
-            ref = next((by_folder_stem[(p.parent.parent / name, stem.lower())]
-                        for name in _sibling_folders(p.parent) if
-                        (p.parent.parent / name, stem.lower()) in by_folder_stem), None)
+            ref = next(
+                (
+                    by_folder_stem[(p.parent.parent / name, stem.lower())]
+                    for name in _sibling_folders(p.parent)
+                    if (p.parent.parent / name, stem.lower()) in by_folder_stem
+                ),
+                None,
+            )
         else:
             continue
         if scan_id in pairs:
-            raise InputError(p, f"is a second image of scan {scan_id!r} (the first: {pairs[scan_id][0]})",
-                             "keep one image per scan id")
+            raise InputError(
+                p,
+                f"is a second image of scan {scan_id!r} (the first: {pairs[scan_id][0]})",
+                "keep one image per scan id",
+            )
         pairs[scan_id] = (p, ref)
     return dict(sorted(pairs.items()))
 
 
 def _sibling_folders(images_dir: Path) -> list[str]:
-    return [d.name for d in images_dir.parent.iterdir() if d.is_dir() and d.name.lower() in REFERENCE_FOLDERS]
+    return [
+        d.name
+        for d in images_dir.parent.iterdir()
+        if d.is_dir() and d.name.lower() in REFERENCE_FOLDERS
+    ]
 
 
 def load_pair(image: Path, reference: Path | None) -> tuple[CTVolume, LabelVolume]:
     """Read one image and its reference label map, checking values and grid."""
     if reference is None:
-        raise InputError(image, "has no reference label image",
-                         "add <id>CTR.mhd beside it, or labels/<id>.mhd beside images/")
+        raise InputError(
+            image,
+            "has no reference label image",
+            "add <id>CTR.mhd beside it, or labels/<id>.mhd beside images/",
+        )
     volume = read_volume(image)
     labels = read_labels(reference)
     values = set(np.unique(labels.array).tolist())
     if not values <= _VALID:
         bad = sorted(values - _VALID)
-        raise InputError(reference, f"holds label values {bad}; orCaScore references use 0 background, "
-                         "1 LAD (incl. left main), 2 LCX, 3 RCA", "relabel it to 0-3")
+        raise InputError(
+            reference,
+            f"holds label values {bad}; orCaScore references use 0 background, "
+            "1 LAD (incl. left main), 2 LCX, 3 RCA",
+            "relabel it to 0-3",
+        )
     try:
         check_same_geometry(volume, labels, names=("image", "reference"))
     except ValueError as exc:
@@ -105,8 +143,9 @@ def _participant_of(scan_id: str) -> str:
     return m.group("pid") if m else scan_id
 
 
-def import_orcascore(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.gz",
-                     keep_going: bool = True) -> ImportResult:
+def import_orcascore(
+    root: str | Path, out_dir: str | Path, *, fmt: str = "nii.gz", keep_going: bool = True
+) -> ImportResult:
     """Import orCaScore-style pairs from ``root`` into ``out_dir``.
 
     Writes ``images/<id>.<fmt>``, ``labels/<id>.<fmt>`` and ``manifest.csv`` (the columns of
@@ -120,8 +159,11 @@ def import_orcascore(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.g
         raise InputError(src, "is not a folder", "pass the folder of the orCaScore data")
     pairs = find_pairs(src)
     if not pairs:
-        raise InputError(src, "holds no <id>CTI.mhd images and no images/ folder",
-                         "pass the folder of the orCaScore data")
+        raise InputError(
+            src,
+            "holds no <id>CTI.mhd images and no images/ folder",
+            "pass the folder of the orCaScore data",
+        )
     out = prepare_out(out_dir)
     result = ImportResult(out_dir=out, manifest=None)
 
@@ -130,13 +172,22 @@ def import_orcascore(root: str | Path, out_dir: str | Path, *, fmt: str = "nii.g
             volume, labels = load_pair(image, reference)
             paths = write_scan(out, scan_id, volume, labels, fmt)
             meta = volume.meta
-            return {"scan_id": scan_id, "participant_id": _participant_of(scan_id), **paths,
-                    "kernel": classify_kernel(meta.kernel, meta.manufacturer).kernel_class,
-                    "scanner": " ".join(x for x in (meta.manufacturer, meta.model) if x) or "unknown",
-                    "kernel_name": meta.kernel or "", "slice_spacing_mm": volume.spacing_mm[0],
-                    "source_image": str(image.resolve()), "source_reference": str(reference.resolve()),
-                    "n_calcium_voxels": int((labels.array > 0).sum())}
+            return {
+                "scan_id": scan_id,
+                "participant_id": _participant_of(scan_id),
+                **paths,
+                "kernel": classify_kernel(meta.kernel, meta.manufacturer).kernel_class,
+                "scanner": " ".join(x for x in (meta.manufacturer, meta.model) if x) or "unknown",
+                "kernel_name": meta.kernel or "",
+                "slice_spacing_mm": volume.spacing_mm[0],
+                "source_image": str(image.resolve()),
+                "source_reference": str(reference.resolve()),
+                "n_calcium_voxels": int((labels.array > 0).sum()),
+            }
+
         return scan_id, image, make_row
 
-    rows = run_scans((one(i, im, ref) for i, (im, ref) in pairs.items()), result, keep_going=keep_going)
+    rows = run_scans(
+        (one(i, im, ref) for i, (im, ref) in pairs.items()), result, keep_going=keep_going
+    )
     return finish(out, rows, result)

@@ -6,6 +6,7 @@ numpy and scipy only: importable where SimpleITK, torch and ipywidgets are not i
 - :func:`make_cohort`: participants with soft and sharp reconstructions, in memory.
 - :func:`observe`: a second or third observer's annotation derived from the reference.
 """
+
 from calcscore.phantom.acquisition import KERNELS, SCANNERS, SIZES, ScannerProfile
 from calcscore.phantom.calcification import Lesion
 from calcscore.phantom.cohort import GENERATOR_VERSION, CohortScan, make_cohort
@@ -13,6 +14,17 @@ from calcscore.phantom.observers import ObserverProfile, observe
 from calcscore.phantom.scan import ScanInfo, make_scan, make_scans
 
 __all__ = [
-    "GENERATOR_VERSION", "KERNELS", "SCANNERS", "SIZES", "CohortScan", "Lesion", "ObserverProfile", "ScanInfo",
-    "ScannerProfile", "make_cohort", "make_scan", "make_scans", "observe",
+    "GENERATOR_VERSION",
+    "KERNELS",
+    "SCANNERS",
+    "SIZES",
+    "CohortScan",
+    "Lesion",
+    "ObserverProfile",
+    "ScanInfo",
+    "ScannerProfile",
+    "make_cohort",
+    "make_scan",
+    "make_scans",
+    "observe",
 ]

@@ -5,6 +5,7 @@ with an identity direction, so array axis z runs to the head (superior), y to th
 (posterior) and x to the patient's left. Every primitive works inside a bounding box, never on
 the whole grid, so drawing cost follows the size of the structure.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ def coverage(sd_mm: np.ndarray, width_mm: float) -> np.ndarray:
     return np.clip(0.5 - sd_mm / width_mm, 0.0, 1.0, dtype=np.float32)
 
 
-def paint(arr: np.ndarray, box: Box, cov: np.ndarray, value, where: np.ndarray | None = None) -> None:
+def paint(
+    arr: np.ndarray, box: Box, cov: np.ndarray, value, where: np.ndarray | None = None
+) -> None:
     """Blend ``value`` into ``arr[box]`` with partial-volume weights ``cov`` (in place)."""
     sub = arr[box]
     if where is not None:
@@ -64,7 +67,9 @@ def paint(arr: np.ndarray, box: Box, cov: np.ndarray, value, where: np.ndarray |
     sub += cov * (np.float32(value) - sub) if np.ndim(value) == 0 else cov * (value - sub)
 
 
-def ellipsoid_sd(grid: GridSpec, box: Box, center_xyz, axes_mm, rot: np.ndarray | None = None) -> np.ndarray:
+def ellipsoid_sd(
+    grid: GridSpec, box: Box, center_xyz, axes_mm, rot: np.ndarray | None = None
+) -> np.ndarray:
     """Approximate signed distance (mm, radial from the centre) to an ellipsoid in a box.
 
     ``rot`` columns are the ellipsoid's local axes as (x, y, z) unit vectors; identity if None.
@@ -132,8 +137,9 @@ def arc_length(points_xyz: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
 
 
-def tube(grid: GridSpec, points_xyz: np.ndarray, radius_mm, *, margin_mm: float = 2.0,
-         chunk: int = 12) -> tuple[Box, np.ndarray] | None:
+def tube(
+    grid: GridSpec, points_xyz: np.ndarray, radius_mm, *, margin_mm: float = 2.0, chunk: int = 12
+) -> tuple[Box, np.ndarray] | None:
     """Signed distance (mm) to a tube of varying radius around a polyline, in its bounding box.
 
     Returns ``(box, sd)``; voxels farther than ``margin_mm`` outside the tube hold ``margin_mm``.
@@ -153,8 +159,8 @@ def tube(grid: GridSpec, points_xyz: np.ndarray, radius_mm, *, margin_mm: float 
     sd = np.full(bshape, np.float32(margin_mm), np.float32)
     for c0 in range(0, len(p) - 1, chunk):
         c1 = min(c0 + chunk, len(p) - 1)
-        a, b = p[c0:c1], p[c0 + 1:c1 + 1]
-        ra, rb = r[c0:c1], r[c0 + 1:c1 + 1]
+        a, b = p[c0:c1], p[c0 + 1 : c1 + 1]
+        ra, rb = r[c0:c1], r[c0 + 1 : c1 + 1]
         lo = np.minimum(a.min(0), b.min(0)) - (max(ra.max(), rb.max()) + margin_mm)
         hi = np.maximum(a.max(0), b.max(0)) + (max(ra.max(), rb.max()) + margin_mm)
         sub = grid.box(lo, hi)
@@ -176,7 +182,10 @@ def tube(grid: GridSpec, points_xyz: np.ndarray, radius_mm, *, margin_mm: float 
     return box, sd
 
 
-def capsule(grid: GridSpec, a_xyz, b_xyz, radius_mm: float, *, margin_mm: float = 2.0
-            ) -> tuple[Box, np.ndarray] | None:
+def capsule(
+    grid: GridSpec, a_xyz, b_xyz, radius_mm: float, *, margin_mm: float = 2.0
+) -> tuple[Box, np.ndarray] | None:
     """Signed distance to a straight capsule (segment a-b with radius), in its bounding box."""
-    return tube(grid, np.stack([np.asarray(a_xyz), np.asarray(b_xyz)]), radius_mm, margin_mm=margin_mm)
+    return tube(
+        grid, np.stack([np.asarray(a_xyz), np.asarray(b_xyz)]), radius_mm, margin_mm=margin_mm
+    )

@@ -13,6 +13,7 @@ The soft kernel is smooth (noise SD about 20-40 HU in soft tissue); the sharp ke
 enhances edges (MTF above 1 at middle frequencies; noise SD about 60-150 HU). Both kernels of a
 subject are reconstructed from the same noise realisation, as from the same raw data.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,22 +52,78 @@ class ScannerProfile:
         return {"soft": self.soft_kernel, "sharp": self.sharp_kernel}[check_kernel(kernel)]
 
 
-SCANNERS: dict[str, ScannerProfile] = {p.key: p for p in (
-    ScannerProfile("siemens_sensation16", "SIEMENS", "Sensation 16", "B30f", "B50f",
-                   ((2.0, 1.8), (1.0, 1.0), (3.0, 2.5), (2.0, 1.5)), (0.55, 0.82)),
-    ScannerProfile("siemens_definition", "SIEMENS", "SOMATOM Definition AS", "B30f", "B50f",
-                   ((1.0, 0.8), (2.0, 1.5), (3.0, 3.0)), (0.58, 0.85)),
-    ScannerProfile("ge_lightspeed16", "GE MEDICAL SYSTEMS", "LightSpeed16", "STANDARD", "BONE",
-                   ((2.5, 2.0), (1.25, 1.25), (2.5, 2.5)), (0.62, 0.98), -3024.0),
-    ScannerProfile("ge_lightspeed_vct", "GE MEDICAL SYSTEMS", "LightSpeed VCT", "STANDARD", "LUNG",
-                   ((2.5, 1.25), (1.25, 1.0), (2.5, 2.5)), (0.6, 0.98), -3024.0),
-    ScannerProfile("philips_brilliance16", "Philips", "Brilliance 16", "B", "D",
-                   ((2.0, 1.0), (3.0, 1.5), (2.0, 2.0)), (0.55, 0.9)),
-    ScannerProfile("toshiba_aquilion", "TOSHIBA", "Aquilion", "FC12", "FC51",
-                   ((2.0, 1.6), (3.0, 2.0), (1.0, 1.0)), (0.49, 0.8), -2048.0),
-    ScannerProfile("canon_aquilion_one", "TOSHIBA", "Aquilion ONE", "FC12", "FC51",
-                   ((3.0, 3.0), (2.0, 1.5), (1.0, 0.8)), (0.49, 0.78), -2048.0),
-)}
+SCANNERS: dict[str, ScannerProfile] = {
+    p.key: p
+    for p in (
+        ScannerProfile(
+            "siemens_sensation16",
+            "SIEMENS",
+            "Sensation 16",
+            "B30f",
+            "B50f",
+            ((2.0, 1.8), (1.0, 1.0), (3.0, 2.5), (2.0, 1.5)),
+            (0.55, 0.82),
+        ),
+        ScannerProfile(
+            "siemens_definition",
+            "SIEMENS",
+            "SOMATOM Definition AS",
+            "B30f",
+            "B50f",
+            ((1.0, 0.8), (2.0, 1.5), (3.0, 3.0)),
+            (0.58, 0.85),
+        ),
+        ScannerProfile(
+            "ge_lightspeed16",
+            "GE MEDICAL SYSTEMS",
+            "LightSpeed16",
+            "STANDARD",
+            "BONE",
+            ((2.5, 2.0), (1.25, 1.25), (2.5, 2.5)),
+            (0.62, 0.98),
+            -3024.0,
+        ),
+        ScannerProfile(
+            "ge_lightspeed_vct",
+            "GE MEDICAL SYSTEMS",
+            "LightSpeed VCT",
+            "STANDARD",
+            "LUNG",
+            ((2.5, 1.25), (1.25, 1.0), (2.5, 2.5)),
+            (0.6, 0.98),
+            -3024.0,
+        ),
+        ScannerProfile(
+            "philips_brilliance16",
+            "Philips",
+            "Brilliance 16",
+            "B",
+            "D",
+            ((2.0, 1.0), (3.0, 1.5), (2.0, 2.0)),
+            (0.55, 0.9),
+        ),
+        ScannerProfile(
+            "toshiba_aquilion",
+            "TOSHIBA",
+            "Aquilion",
+            "FC12",
+            "FC51",
+            ((2.0, 1.6), (3.0, 2.0), (1.0, 1.0)),
+            (0.49, 0.8),
+            -2048.0,
+        ),
+        ScannerProfile(
+            "canon_aquilion_one",
+            "TOSHIBA",
+            "Aquilion ONE",
+            "FC12",
+            "FC51",
+            ((3.0, 3.0), (2.0, 1.5), (1.0, 0.8)),
+            (0.49, 0.78),
+            -2048.0,
+        ),
+    )
+}
 
 #: Output sizes: "full" is a clinical 512 x 512 scan of the whole chest; "medium" and "small"
 #: are fields of view around the heart and the aorta for tests and CPU training.
@@ -105,7 +162,9 @@ class KernelModel:
         """Modulation transfer at spatial frequency ``f`` (cycles/mm)."""
         g = np.exp(-2 * np.pi**2 * self.psf_sigma_mm**2 * f**2)
         if self.enhance:
-            g = g * (1 + self.enhance * (1 - np.exp(-2 * np.pi**2 * self.enhance_sigma_mm**2 * f**2)))
+            g = g * (
+                1 + self.enhance * (1 - np.exp(-2 * np.pi**2 * self.enhance_sigma_mm**2 * f**2))
+            )
         return g
 
 
@@ -143,16 +202,26 @@ def make_uid(*entropy: str) -> str:
     return UID_ROOT + str(int.from_bytes(digest[:16], "big"))
 
 
-def draw_acquisition(rng, geo, *, scanner: str | ScannerProfile | None = None, size: str = "full",
-                     shape: tuple[int, int, int] | None = None,
-                     spacing_mm: tuple[float, float, float] | None = None,
-                     slice_thickness_mm: float | None = None) -> Acquisition:
+def draw_acquisition(
+    rng,
+    geo,
+    *,
+    scanner: str | ScannerProfile | None = None,
+    size: str = "full",
+    shape: tuple[int, int, int] | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
+    slice_thickness_mm: float | None = None,
+) -> Acquisition:
     """Scanner, field of view, grid, kVp and noise level for one subject."""
     rng = np.random.default_rng(rng)
     if size not in SIZES:
         raise ValueError(f"`size` must be one of {', '.join(SIZES)}, got {size=}")
     keys = sorted(SCANNERS)
-    profile = get_scanner(scanner) if scanner is not None else SCANNERS[keys[int(rng.integers(len(keys)))]]
+    profile = (
+        get_scanner(scanner)
+        if scanner is not None
+        else SCANNERS[keys[int(rng.integers(len(keys)))]]
+    )
     s = geo.subject
     thick, sz = profile.recons[int(rng.integers(len(profile.recons)))]
     bx, by = geo.body_center
@@ -182,7 +251,9 @@ def draw_acquisition(rng, geo, *, scanner: str | ScannerProfile | None = None, s
     if spacing_mm is not None:
         spacing = tuple(float(v) for v in spacing_mm)
         if len(spacing) != 3 or min(spacing) <= 0:
-            raise ValueError(f"`spacing_mm` must be three positive numbers (z, y, x), got {spacing_mm=}")
+            raise ValueError(
+                f"`spacing_mm` must be three positive numbers (z, y, x), got {spacing_mm=}"
+            )
         if slice_thickness_mm is None:
             thick = max(thick, spacing[0])
     if slice_thickness_mm is not None:
@@ -196,14 +267,22 @@ def draw_acquisition(rng, geo, *, scanner: str | ScannerProfile | None = None, s
     work = _work_grid(grid)
     kvp = 140.0 if s.is_large else 120.0
     size_z = float(np.clip((s.body_half_width_mm - 140) / 55, 0, 1))
-    soft_sd = float(np.clip(24 + 10 * size_z + rng.normal(0, 2.5) - (2.5 if kvp > 120 else 0), 21, 38))
+    soft_sd = float(
+        np.clip(24 + 10 * size_z + rng.normal(0, 2.5) - (2.5 if kvp > 120 else 0), 21, 38)
+    )
     sharp_sd = float(np.clip(soft_sd * rng.uniform(2.9, 3.8), 64, 142))
     ent = f"{int(rng.integers(2**62))}"
     return Acquisition(
-        scanner=profile, grid=grid, work_grid=work, slice_thickness_mm=float(thick), kvp=kvp,
+        scanner=profile,
+        grid=grid,
+        work_grid=work,
+        slice_thickness_mm=float(thick),
+        kvp=kvp,
         mas=float(np.round(rng.uniform(25, 45) * (1.3 if kvp > 120 else 1.0))),
-        noise_sd_soft_hu=soft_sd, noise_sd_sharp_hu=sharp_sd,
-        study_uid=make_uid(ent, "study"), uid_entropy=ent,
+        noise_sd_soft_hu=soft_sd,
+        noise_sd_sharp_hu=sharp_sd,
+        study_uid=make_uid(ent, "study"),
+        uid_entropy=ent,
     )
 
 
@@ -241,14 +320,22 @@ def noise_transfer(grid: GridSpec, kernel: KernelModel) -> np.ndarray:
     h = np.sqrt(f) * kernel.mtf(f) * np.exp(-((f / (1.15 * f_nyq)) ** 6))
     h2 = h.astype(np.float64) ** 2
     n_pix = grid.shape[1] * grid.shape[2]
-    full_sum = h2[:, 0].sum() + 2 * h2[:, 1:-1].sum() + (h2[:, -1].sum() if grid.shape[2] % 2 == 0
-                                                        else 2 * h2[:, -1].sum())
+    full_sum = (
+        h2[:, 0].sum()
+        + 2 * h2[:, 1:-1].sum()
+        + (h2[:, -1].sum() if grid.shape[2] % 2 == 0 else 2 * h2[:, -1].sum())
+    )
     # irfft2 of unit complex white noise has variance sum(|H|^2) / n_pix^2 over the full plane
     return (h * np.sqrt(n_pix**2 / full_sum)).astype(np.float32)
 
 
-def reconstruct(obj_work: np.ndarray, acq: Acquisition, kernel: str, noise_rng,
-                noise_scale_z: np.ndarray | None = None) -> np.ndarray:
+def reconstruct(
+    obj_work: np.ndarray,
+    acq: Acquisition,
+    kernel: str,
+    noise_rng,
+    noise_scale_z: np.ndarray | None = None,
+) -> np.ndarray:
     """Blur, upsample and add noise in one pass per slice; float32 HU on ``acq.grid``."""
     grid, work = acq.grid, acq.work_grid
     km = KERNEL_MODELS[check_kernel(kernel)]
@@ -281,11 +368,12 @@ def reconstruct(obj_work: np.ndarray, acq: Acquisition, kernel: str, noise_rng,
     for k in range(nz):
         fw = sfft.rfft2(obj_work[k], workers=1)
         spec[k, :hy, :wx] += fw[:hy] * t_obj[:hy, :wx]
-        spec[k, ny - (my - hy):, :wx] += fw[hy:] * t_obj[ny - (my - hy):, :wx]
+        spec[k, ny - (my - hy) :, :wx] += fw[hy:] * t_obj[ny - (my - hy) :, :wx]
     return sfft.irfft2(spec, s=(ny, nx), workers=1, overwrite_x=True).astype(np.float32, copy=False)
 
 
 # ---- small dense objects at sub-voxel resolution ----------------------------------------------
+
 
 @dataclass
 class RenderedObject:
@@ -294,14 +382,17 @@ class RenderedObject:
     weight: np.ndarray  # blurred fraction of the object per output voxel of the box
 
 
-def render_objects(hu: np.ndarray, acq: Acquisition, kernel: str, lesions: list[Lesion],
-                   background_hu) -> list[RenderedObject]:
+def render_objects(
+    hu: np.ndarray, acq: Acquisition, kernel: str, lesions: list[Lesion], background_hu
+) -> list[RenderedObject]:
     """Add each object, blurred by the kernel, into ``hu`` (in place); return the weights."""
     grid = acq.grid
     km = KERNEL_MODELS[check_kernel(kernel)]
     sz, sy, sx = grid.spacing_mm
     sigma_z = acq.slice_thickness_mm / 2.355
-    margin = 3 * km.psf_sigma_mm + (3 * km.enhance_sigma_mm if km.enhance else 0) + 1.5 * sigma_z + 1.0
+    margin = (
+        3 * km.psf_sigma_mm + (3 * km.enhance_sigma_mm if km.enhance else 0) + 1.5 * sigma_z + 1.0
+    )
     out = []
     for les in lesions:
         ext = les.extent_mm() + margin
@@ -314,8 +405,10 @@ def render_objects(hu: np.ndarray, acq: Acquisition, kernel: str, lesions: list[
         fz = max(1, int(round(sz / 0.7))) if fxy > 1 else 1
         fac = (fz, fxy, fxy)
         f_sp = (sz / fz, sy / fxy, sx / fxy)
-        f_origin = tuple(grid.origin_mm[a] + box[a].start * grid.spacing_mm[a]
-                         - (fac[a] - 1) / 2 * f_sp[a] for a in range(3))
+        f_origin = tuple(
+            grid.origin_mm[a] + box[a].start * grid.spacing_mm[a] - (fac[a] - 1) / 2 * f_sp[a]
+            for a in range(3)
+        )
         fine = GridSpec((n_out[0] * fz, n_out[1] * fxy, n_out[2] * fxy), f_sp, f_origin)
         full = (slice(0, fine.shape[0]), slice(0, fine.shape[1]), slice(0, fine.shape[2]))
         width = max(f_sp[1], f_sp[2])
@@ -334,9 +427,12 @@ def render_objects(hu: np.ndarray, acq: Acquisition, kernel: str, lesions: list[
         sig = (sigma_z / f_sp[0], km.psf_sigma_mm / f_sp[1], km.psf_sigma_mm / f_sp[2])
         blurred = ndimage.gaussian_filter(cov, sig, mode="constant", truncate=3.0)
         if km.enhance:
-            wide = ndimage.gaussian_filter(blurred, (0, km.enhance_sigma_mm / f_sp[1],
-                                                     km.enhance_sigma_mm / f_sp[2]),
-                                           mode="constant", truncate=3.0)
+            wide = ndimage.gaussian_filter(
+                blurred,
+                (0, km.enhance_sigma_mm / f_sp[1], km.enhance_sigma_mm / f_sp[2]),
+                mode="constant",
+                truncate=3.0,
+            )
             blurred += np.float32(km.enhance) * (blurred - wide)
         weight = blurred.reshape(n_out[0], fz, n_out[1], fxy, n_out[2], fxy).mean(axis=(1, 3, 5))
         bg = float(background_hu(c))
@@ -347,14 +443,19 @@ def render_objects(hu: np.ndarray, acq: Acquisition, kernel: str, lesions: list[
     return out
 
 
-def add_metal_streaks(hu: np.ndarray, grid: GridSpec, rendered: list[RenderedObject], kernel: str,
-                      rng) -> None:
+def add_metal_streaks(
+    hu: np.ndarray, grid: GridSpec, rendered: list[RenderedObject], kernel: str, rng
+) -> None:
     """Bright and dark streaks through compact metal (sternal wires, a lead tip), in place."""
     rng = np.random.default_rng(rng)
     amp = 1.0 if kernel == "soft" else 1.5
     y_all, x_all = grid.axis_mm(1), grid.axis_mm(2)
     for ro in rendered:
-        if not ro.lesion.is_metal or ro.lesion.kind == "pacemaker_lead" and ro.lesion.points is not None:
+        if (
+            not ro.lesion.is_metal
+            or ro.lesion.kind == "pacemaker_lead"
+            and ro.lesion.points is not None
+        ):
             continue
         n = int(rng.integers(5, 10))
         angles = rng.uniform(0, np.pi, n)
@@ -368,7 +469,10 @@ def add_metal_streaks(hu: np.ndarray, grid: GridSpec, rendered: list[RenderedObj
             jj, ii = np.nonzero(w > 0.3 * wmax)
             cy = float(y_all[ro.box[1]][jj].mean())
             cx = float(x_all[ro.box[2]][ii].mean())
-            b = grid.box((cx - 90, cy - 90, grid.axis_mm(0)[k] - 0.1), (cx + 90, cy + 90, grid.axis_mm(0)[k] + 0.1))
+            b = grid.box(
+                (cx - 90, cy - 90, grid.axis_mm(0)[k] - 0.1),
+                (cx + 90, cy + 90, grid.axis_mm(0)[k] + 0.1),
+            )
             if b is None:
                 continue
             yy = y_all[b[1]].astype(np.float32)[:, None] - cy
@@ -378,12 +482,21 @@ def add_metal_streaks(hu: np.ndarray, grid: GridSpec, rendered: list[RenderedObj
             acc = np.zeros(r.shape, np.float32)
             for a, s in zip(angles, strength):
                 dist = r * np.abs(np.sin(th - a))
-                acc += np.float32(s * min(wmax, 1.0)) * np.exp(-((dist / 1.6) ** 2)) * np.exp(-r / 70.0)
+                acc += (
+                    np.float32(s * min(wmax, 1.0))
+                    * np.exp(-((dist / 1.6) ** 2))
+                    * np.exp(-r / 70.0)
+                )
             hu[k, b[1], b[2]] += acc
 
 
-def label_objects(hu: np.ndarray, labels: np.ndarray, rendered: list[RenderedObject], *,
-                  threshold_hu: float = CALCIUM_THRESHOLD_HU) -> None:
+def label_objects(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    rendered: list[RenderedObject],
+    *,
+    threshold_hu: float = CALCIUM_THRESHOLD_HU,
+) -> None:
     """Label what an observer marks: voxels >= threshold of each calcified object, in place.
 
     A voxel belongs to an object where the object raises it visibly (weight >= 0.05) and it

@@ -9,6 +9,7 @@ The aortic valve centre is at z = ``subject.z_av_mm``; the other levels are set 
 lung apex about 150 mm above, carina about 50 mm above, the arch top 70-95 mm above, the heart
 apex and diaphragm about 90-110 mm below.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,8 +94,11 @@ def draw_subject(rng) -> Subject:
         fat_mm=fat,
         muscle_mm=float(rng.uniform(8, 18)),
         heart_scale=float(np.clip(rng.normal(1.0, 0.08) + 0.08 * size, 0.82, 1.25)),
-        heart_center_offset_mm=(float(rng.normal(0, 6)), float(rng.normal(0, 5)),
-                                float(rng.normal(0, 6))),
+        heart_center_offset_mm=(
+            float(rng.normal(0, 6)),
+            float(rng.normal(0, 5)),
+            float(rng.normal(0, 6)),
+        ),
         heart_azimuth_deg=float(rng.uniform(35, 60)),
         heart_elevation_deg=float(rng.uniform(18, 40)),
         aorta_scale=float(np.clip(rng.normal(1.0, 0.08), 0.85, 1.25)),
@@ -102,7 +106,9 @@ def draw_subject(rng) -> Subject:
         arch_height_mm=float(rng.uniform(70, 95)),
         z_av_mm=float(rng.uniform(-220, -120)),
         lung_hu=float(rng.uniform(-880, -820)),
-        cancellous_hu=float(np.clip(rng.normal(260 - 3.0 * (rng.uniform(55, 75) - 55), 35), 110, 330)),
+        cancellous_hu=float(
+            np.clip(rng.normal(260 - 3.0 * (rng.uniform(55, 75) - 55), 35), 110, 330)
+        ),
         kyphosis_mm=float(rng.uniform(5, 25)),
         seed=int(rng.integers(2**31)),
     )
@@ -160,8 +166,11 @@ class Geometry:
         """A point on the (myocardial) heart ellipsoid: t in [-1, 1] base -> apex, angle phi."""
         L, B = self.heart_axes
         rad = B * np.sqrt(max(1.0 - t * t, 0.0)) + lift_mm
-        return (self.heart_center + self.heart_u * (L + lift_mm * abs(t)) * t
-                + (self.heart_v * np.cos(phi) + self.heart_w * np.sin(phi)) * rad)
+        return (
+            self.heart_center
+            + self.heart_u * (L + lift_mm * abs(t)) * t
+            + (self.heart_v * np.cos(phi) + self.heart_w * np.sin(phi)) * rad
+        )
 
     def heart_angle(self, direction_xyz) -> float:
         d = np.asarray(direction_xyz, dtype=float)
@@ -224,14 +233,14 @@ def build_geometry(subject: Subject) -> Geometry:
     B = 38.0 * s.heart_scale
     epi = float(np.clip(2 + 0.15 * s.fat_mm + rng.normal(0, 1.0), 2.0, 8.0))
     sternum_inner_y = _sternum_y(s) + 5
-    hc = np.array([bx + 18 + s.heart_center_offset_mm[0],
-                   0.0,
-                   zav - 38 + s.heart_center_offset_mm[2]])
+    hc = np.array(
+        [bx + 18 + s.heart_center_offset_mm[0], 0.0, zav - 38 + s.heart_center_offset_mm[2]]
+    )
     # anterior-most point of the pericardial sac just behind the sternum
-    ext_y = np.sqrt((L * u[1]) ** 2 + (B ** 2) * (1 - u[1] ** 2)) + epi + 2
+    ext_y = np.sqrt((L * u[1]) ** 2 + (B**2) * (1 - u[1] ** 2)) + epi + 2
     hc[1] = sternum_inner_y + ext_y + 4 + abs(s.heart_center_offset_mm[1])
     # keep the heart in front of the spine and the descending aorta
-    max_y = spine_y0 - vb_r[1] - 26 - np.sqrt((L * u[1]) ** 2 + (B ** 2) * (1 - u[1] ** 2)) * 0.55
+    max_y = spine_y0 - vb_r[1] - 26 - np.sqrt((L * u[1]) ** 2 + (B**2) * (1 - u[1] ** 2)) * 0.55
     hc[1] = min(hc[1], max_y)
 
     t_av = -0.42
@@ -264,18 +273,21 @@ def build_geometry(subject: Subject) -> Geometry:
     r_root = 16.0 * s.aorta_scale
     z_top = zav + s.arch_height_mm
     r_arch = 12.5 * s.aorta_scale
-    asc_top = np.array([av_center[0] - 8 - 6 * s.aortic_tortuosity, av_center[1] - 6,
-                        z_top - 18])
+    asc_top = np.array([av_center[0] - 8 - 6 * s.aortic_tortuosity, av_center[1] - 6, z_top - 18])
     d_top_y = spine_y0 - vb_r[1] - 0.0
     desc_x = spine_x + vb_r[0] * 0.75 + 11 * s.aorta_scale
     desc_top = np.array([desc_x, d_top_y - 4, z_top - 22])
-    arch_mid = np.array([(asc_top[0] + desc_top[0]) / 2 + 4, (asc_top[1] + desc_top[1]) / 2,
-                         z_top])
+    arch_mid = np.array([(asc_top[0] + desc_top[0]) / 2 + 4, (asc_top[1] + desc_top[1]) / 2, z_top])
     tort = s.aortic_tortuosity
-    ctrl = [av_center + av_normal * 2.0, av_center + av_normal * 18.0,
-            av_center + av_normal * 34 + np.array([-4 * tort, -3 * tort, 0]),
-            asc_top, arch_mid + np.array([0, -8, -2]) * 0 + np.array([-2, -6, 0]),
-            arch_mid + np.array([6, 12, 0]), desc_top]
+    ctrl = [
+        av_center + av_normal * 2.0,
+        av_center + av_normal * 18.0,
+        av_center + av_normal * 34 + np.array([-4 * tort, -3 * tort, 0]),
+        asc_top,
+        arch_mid + np.array([0, -8, -2]) * 0 + np.array([-2, -6, 0]),
+        arch_mid + np.array([6, 12, 0]),
+        desc_top,
+    ]
     z_bottom = zav - 230
     n_desc = 8
     phase = rng.uniform(0, 2 * np.pi)
@@ -300,9 +312,11 @@ def build_geometry(subject: Subject) -> Geometry:
     seg[:i_arch1] = 2
     seg[:i_arch0] = 1
     seg[:i_asc] = 0
-    radius = np.interp(s_len, [0, s_len[i_asc], s_len[i_arch0], s_len[i_arch1], s_len[-1]],
-                       [r_root, 15.0 * s.aorta_scale, 13.5 * s.aorta_scale, r_arch,
-                        10.5 * s.aorta_scale])
+    radius = np.interp(
+        s_len,
+        [0, s_len[i_asc], s_len[i_arch0], s_len[i_arch1], s_len[-1]],
+        [r_root, 15.0 * s.aorta_scale, 13.5 * s.aorta_scale, r_arch, 10.5 * s.aorta_scale],
+    )
     radius[: i_asc // 2 + 1] = np.maximum(radius[: i_asc // 2 + 1], av_radius + 2)
 
     # ---- coronary arteries -----------------------------------------------------------------
@@ -328,8 +342,14 @@ def build_geometry(subject: Subject) -> Geometry:
     lcx = resample_curve(np.array([bif] + [hp(t, p, lift) for t, p in zip(ts[1:], phis[1:])]), 1.0)
 
     lo_right = sinus + _unit(ant + 0.8 * right) * root_r
-    rca_ang = _unwrap_path([ang(ant + 1.0 * right), ang(right + 0.2 * ant), ang(right + 0.8 * post),
-                            ang(post + 0.6 * inf + 0.2 * right)])
+    rca_ang = _unwrap_path(
+        [
+            ang(ant + 1.0 * right),
+            ang(right + 0.2 * ant),
+            ang(right + 0.8 * post),
+            ang(post + 0.6 * inf + 0.2 * right),
+        ]
+    )
     phis = np.interp(np.linspace(0, 3, 16), [0, 1, 2, 3], rca_ang)
     rca_pts = [lo_right] + [hp(t_av + 0.02, p, lift) for p in phis]
     phi_piv = rca_ang[-1] + 0.15
@@ -349,15 +369,31 @@ def build_geometry(subject: Subject) -> Geometry:
     lpa_end = pa_bif + np.array([48, 22, -12])
     rpa_end = np.array([bx - 62, pa_bif[1] + 4, zav + 32])
     pulmonary = [
-        (resample_curve(np.array([pa_start, pa_start + [4, 10, 18], pa_bif]), 2.0), 13.0 * s.aorta_scale),
-        (resample_curve(np.array([pa_bif, pa_bif + [26, 6, 4], lpa_end]), 2.0), 10.0 * s.aorta_scale),
-        (resample_curve(np.array([pa_bif, pa_bif + [-30, 0, -3], rpa_end]), 2.0), 10.0 * s.aorta_scale),
+        (
+            resample_curve(np.array([pa_start, pa_start + [4, 10, 18], pa_bif]), 2.0),
+            13.0 * s.aorta_scale,
+        ),
+        (
+            resample_curve(np.array([pa_bif, pa_bif + [26, 6, 4], lpa_end]), 2.0),
+            10.0 * s.aorta_scale,
+        ),
+        (
+            resample_curve(np.array([pa_bif, pa_bif + [-30, 0, -3], rpa_end]), 2.0),
+            10.0 * s.aorta_scale,
+        ),
     ]
     z_scan_top = zav + 175
     svc_x = aorta[i_asc, 0] - radius[i_asc] - 10
-    svc = resample_curve(np.array([[svc_x - 4, av_center[1] + 2, z_scan_top],
-                                   [svc_x, av_center[1] + 4, zav + 30],
-                                   [svc_x + 4, av_center[1] + 8, zav - 5]]), 2.0)
+    svc = resample_curve(
+        np.array(
+            [
+                [svc_x - 4, av_center[1] + 2, z_scan_top],
+                [svc_x, av_center[1] + 4, zav + 30],
+                [svc_x + 4, av_center[1] + 8, zav - 5],
+            ]
+        ),
+        2.0,
+    )
     carina = np.array([spine_x - 2, float(spine_y0) - vb_r[1] - 26 + s.kyphosis_mm, zav + 50])
     trachea = resample_curve(np.array([[spine_x - 1, carina[1] - 4, z_scan_top], carina]), 2.0)
     bronchi = [
@@ -365,40 +401,85 @@ def build_geometry(subject: Subject) -> Geometry:
         resample_curve(np.array([carina, carina + [-20, 4, -12], carina + [-36, 8, -26]]), 2.0),
     ]
     eso_y = float(spine_y0) - vb_r[1] - 8 + s.kyphosis_mm
-    esophagus = resample_curve(np.array([[spine_x + 2, eso_y - 2, z_scan_top],
-                                         [spine_x + 8, eso_y, zav],
-                                         [spine_x + 16, eso_y - 10, zav - 120]]), 3.0)
+    esophagus = resample_curve(
+        np.array(
+            [
+                [spine_x + 2, eso_y - 2, z_scan_top],
+                [spine_x + 8, eso_y, zav],
+                [spine_x + 16, eso_y - 10, zav - 120],
+            ]
+        ),
+        3.0,
+    )
     branches = []
     for k, dx in enumerate((-14.0, -2.0, 12.0)):
         p0 = aorta[i_arch0 + (i_arch1 - i_arch0) * (k + 1) // 4]
-        branches.append(resample_curve(np.array([p0, p0 + [dx * 0.7, 4, 30], p0 + [dx, 8, 120]]), 3.0))
+        branches.append(
+            resample_curve(np.array([p0, p0 + [dx * 0.7, 4, 30], p0 + [dx, 8, 120]]), 3.0)
+        )
 
     z_diaph = float(hc[2] - np.sqrt((L * u[2]) ** 2 + B**2 * (1 - u[2] ** 2)) + 4)
     geo = Geometry(
-        subject=s, body_center=np.array([bx, by]), spine_x=float(spine_x), spine_y0=float(spine_y0),
-        vb_radii=vb_r, heart_center=hc, heart_axes=(L, B), heart_u=u, heart_v=v, heart_w=w,
-        epicardial_fat_mm=epi, av_center=av_center, av_normal=av_normal, av_radius=float(av_radius),
-        mv_center=mv_center + np.array([0, 0, zshift]), mv_normal=mv_normal, mv_radius=float(mv_radius),
-        aorta=aorta, aorta_radius=radius.astype(float), aorta_segment=seg,
-        coronaries=coronaries, coronary_radius=cor_r, pulmonary=pulmonary, svc=svc,
-        trachea=trachea, bronchi=bronchi, carina=carina, esophagus=esophagus, branches=branches,
-        z_apex=zav + 150 + rng.uniform(-10, 10), z_diaphragm=z_diaph,
-        z_ster_top=z_top + 12, z_ster_bottom=z_diaph - 10,
-        rib_pitch_mm=float(rng.uniform(24, 30)), rib_drop_mm=float(rng.uniform(60, 95)),
+        subject=s,
+        body_center=np.array([bx, by]),
+        spine_x=float(spine_x),
+        spine_y0=float(spine_y0),
+        vb_radii=vb_r,
+        heart_center=hc,
+        heart_axes=(L, B),
+        heart_u=u,
+        heart_v=v,
+        heart_w=w,
+        epicardial_fat_mm=epi,
+        av_center=av_center,
+        av_normal=av_normal,
+        av_radius=float(av_radius),
+        mv_center=mv_center + np.array([0, 0, zshift]),
+        mv_normal=mv_normal,
+        mv_radius=float(mv_radius),
+        aorta=aorta,
+        aorta_radius=radius.astype(float),
+        aorta_segment=seg,
+        coronaries=coronaries,
+        coronary_radius=cor_r,
+        pulmonary=pulmonary,
+        svc=svc,
+        trachea=trachea,
+        bronchi=bronchi,
+        carina=carina,
+        esophagus=esophagus,
+        branches=branches,
+        z_apex=zav + 150 + rng.uniform(-10, 10),
+        z_diaphragm=z_diaph,
+        z_ster_top=z_top + 12,
+        z_ster_bottom=z_diaph - 10,
+        rib_pitch_mm=float(rng.uniform(24, 30)),
+        rib_drop_mm=float(rng.uniform(60, 95)),
         rib_z0=float(rng.uniform(0, 30)),
     )
     geo.lung_vessels = _lung_vessel_tree(geo, rng)
     return geo
 
 
-def _lung_vessel_tree(geo: Geometry, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, float]]:
+def _lung_vessel_tree(
+    geo: Geometry, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """Branching vessel segments (a, b, radius) from both hila into the lungs."""
     segs: list[tuple[np.ndarray, np.ndarray, float]] = []
-    hila = [(geo.carina + np.array([52, 18, -40]), 1.0), (geo.carina + np.array([-46, 14, -30]), -1.0)]
+    hila = [
+        (geo.carina + np.array([52, 18, -40]), 1.0),
+        (geo.carina + np.array([-46, 14, -30]), -1.0),
+    ]
     for hilum, side in hila:
         stack = []
-        for d in ([side, 0.1, 0.9], [side, 0.3, -0.9], [side, -0.6, -0.2], [side * 0.6, 0.8, -0.5],
-                  [side * 0.8, -0.3, 0.6], [side * 0.5, 0.6, 0.5]):
+        for d in (
+            [side, 0.1, 0.9],
+            [side, 0.3, -0.9],
+            [side, -0.6, -0.2],
+            [side * 0.6, 0.8, -0.5],
+            [side * 0.8, -0.3, 0.6],
+            [side * 0.5, 0.6, 0.5],
+        ):
             stack.append((hilum, _unit(d), 4.5, 0))
         while stack:
             p, d, r, depth = stack.pop()
@@ -409,13 +490,20 @@ def _lung_vessel_tree(geo: Geometry, rng: np.random.Generator) -> list[tuple[np.
                 continue
             for sgn in (-1, 1):
                 e = rng.normal(size=3)
-                perp = _unit([d[1] * e[2] - d[2] * e[1], d[2] * e[0] - d[0] * e[2], d[0] * e[1] - d[1] * e[0]])
+                perp = _unit(
+                    [
+                        d[1] * e[2] - d[2] * e[1],
+                        d[2] * e[0] - d[0] * e[2],
+                        d[0] * e[1] - d[1] * e[0],
+                    ]
+                )
                 nd = _unit(d + sgn * perp * rng.uniform(0.35, 0.7) + np.array([side * 0.15, 0, 0]))
                 stack.append((q, nd, r * rng.uniform(0.7, 0.82), depth + 1))
     return segs
 
 
 # ---- rendering -----------------------------------------------------------------------------
+
 
 def _superellipse_depth(x, y, cx, cy, ax, ay, p: float = 2.6):
     """Radial depth (mm) below a superellipse surface (negative outside) and the polar angle."""
@@ -473,7 +561,9 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
         zz = z[:, None]
         ph = np.mod(zz + offset[None, :] - geo.rib_z0, geo.rib_pitch_mm)
         rib_h = 11.0
-        in_rib = (ph < rib_h) & ~midline[None, :] & (zz < geo.z_apex + 10) & (zz > geo.z_diaphragm - 60)
+        in_rib = (
+            (ph < rib_h) & ~midline[None, :] & (zz < geo.z_apex + 10) & (zz > geo.z_diaphragm - 60)
+        )
         edge = (ph < 1.6) | (ph > rib_h - 1.6) | (radial[None, :] < 0.2) | (radial[None, :] > 0.8)
         bone = np.where(edge, HU["cortical"] * 0.8, s.cancellous_hu + 40)
         val = np.where(anterior[None, :] > 0.5, HU["cartilage"], bone)
@@ -498,7 +588,9 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     apex_x = (bx - 0.42 * a_x, bx + 0.42 * a_x)
     apex_y = by + 0.15 * a_y
     r0 = 0.42 * a_x
-    d_apex = np.minimum(np.hypot(x2 - apex_x[0], y2 - apex_y), np.hypot(x2 - apex_x[1], y2 - apex_y))
+    d_apex = np.minimum(
+        np.hypot(x2 - apex_x[0], y2 - apex_y), np.hypot(x2 - apex_x[1], y2 - apex_y)
+    )
     for k in range(np.searchsorted(z, geo.z_apex - 70), nz):
         t = float(np.clip((z[k] - (geo.z_apex - 70)) / 70.0, 0, 1))
         r = r0 * np.sqrt(max(1 - t * t, 0.0))
@@ -513,7 +605,9 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     med_cy = (y_front + y_back) / 2
     med_hy = (y_back - y_front) / 2 + 8
     # below the heart's centre only the posterior mediastinum (aorta, oesophagus) goes on
-    f_low = np.clip((geo.heart_center[2] - zc) / max(geo.heart_center[2] - geo.z_diaphragm, 1.0), 0, 1)
+    f_low = np.clip(
+        (geo.heart_center[2] - zc) / max(geo.heart_center[2] - geo.z_diaphragm, 1.0), 0, 1
+    )
     med_w = (np.where(zc > geo.carina[2] - 10, 24.0, 30.0) - 14.0 * f_low).astype(np.float32)
     cy_z = (med_cy + f_low * (y_back - 22 - med_cy)).astype(np.float32)
     hy_z = (med_hy * (1 - 0.65 * f_low)).astype(np.float32)
@@ -532,7 +626,9 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     u = geo.heart_u
     rot = np.stack([u, geo.heart_v, geo.heart_w], axis=1)
     epi = geo.epicardial_fat_mm
-    parts = [(geo.heart_center, np.array([L, B, B]), rot)] + [(c_, ax_, None) for c_, ax_ in atria(geo)]
+    parts = [(geo.heart_center, np.array([L, B, B]), rot)] + [
+        (c_, ax_, None) for c_, ax_ in atria(geo)
+    ]
     boxes = []
     for c, axes, _ in parts:
         reach = float(axes.max()) + epi + 6
@@ -556,7 +652,9 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
         paint(hu, box, coverage(sd_blood, h), HU["blood"])
 
     # ---- great vessels --------------------------------------------------------------------------
-    def draw_tube(points, radius, value, *, step: int = 1, rim: float = 0.0, only_lung: bool = False):
+    def draw_tube(
+        points, radius, value, *, step: int = 1, rim: float = 0.0, only_lung: bool = False
+    ):
         pts = points[::step] if step > 1 else points
         rad = np.asarray(radius)[::step] if np.ndim(radius) and step > 1 else radius
         if rim > 0:  # a fat sleeve where the vessel runs through lung or fat, not through the heart
@@ -597,22 +695,27 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     # ---- spine: vertebral bodies, discs, posterior elements ----------------------------------
     rx, ry = geo.vb_radii
     sy = geo.spine_y(z).astype(np.float32)
-    box = grid.box((geo.spine_x - 60, float(sy.min()) - ry - 25, z[0] - 1),
-                   (geo.spine_x + 60, float(sy.max()) + 75, z[-1] + 1))
+    box = grid.box(
+        (geo.spine_x - 60, float(sy.min()) - ry - 25, z[0] - 1),
+        (geo.spine_x + 60, float(sy.max()) + 75, z[-1] + 1),
+    )
     if box is not None:
         zb, yb, xb = grid.coords(box)
         syb = sy[box[0]][:, None, None]
         dx = xb - geo.spine_x
         dy = yb - syb
         level = np.mod(zb - geo.rib_z0 + 3.0, 26.0)
-        is_disc = (level > 21.0)
+        is_disc = level > 21.0
         endplate = (level < 1.5) | ((level > 19.5) & ~is_disc)
         qb = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
         sd_body = (qb - 1) * min(rx, ry)
         # paravertebral soft tissue around the body
         paint(hu, box, coverage(sd_body - 7, h), HU["soft"] - 15)
-        body_val = np.where(is_disc, HU["disc"],
-                            np.where(endplate | (qb > 0.86), HU["cortical"] * 0.75, s.cancellous_hu))
+        body_val = np.where(
+            is_disc,
+            HU["disc"],
+            np.where(endplate | (qb > 0.86), HU["cortical"] * 0.75, s.cancellous_hu),
+        )
         paint(hu, box, coverage(sd_body, h), body_val.astype(np.float32))
         # neural arch: ring around the canal, spinous and transverse processes
         canal_y = syb + ry + 10
@@ -640,7 +743,9 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
 
     # ---- sternum --------------------------------------------------------------------------------
     ys = _sternum_y(s)
-    box = grid.box((bx - 30, ys - 12, geo.z_ster_bottom - 2), (bx + 30, ys + 12, geo.z_ster_top + 2))
+    box = grid.box(
+        (bx - 30, ys - 12, geo.z_ster_bottom - 2), (bx + 30, ys + 12, geo.z_ster_top + 2)
+    )
     if box is not None:
         zb, yb, xb = grid.coords(box)
         wid = np.where(zb > geo.z_ster_top - 45, 24.0, 14.0).astype(np.float32)
@@ -659,7 +764,9 @@ def fat_thickness(s: Subject, theta):
 
 def muscle_thickness(s: Subject, theta):
     """Chest wall muscle (mm): pectorals at the side, paraspinal muscles at the back."""
-    return s.muscle_mm * (1.0 + 0.4 * np.abs(np.sin(theta))) + 30 * np.exp(-(np.asarray(theta) / 0.55) ** 2)
+    return s.muscle_mm * (1.0 + 0.4 * np.abs(np.sin(theta))) + 30 * np.exp(
+        -((np.asarray(theta) / 0.55) ** 2)
+    )
 
 
 def atria(geo: Geometry) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -677,5 +784,11 @@ def atria(geo: Geometry) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def _sternum_y(s: Subject) -> float:
     """y (mm) of the sternum's centre line: just inside the anterior chest wall."""
-    return float(s.body_center_xy_mm[1] - s.body_half_depth_mm + 2 + fat_thickness(s, np.pi)
-                 + muscle_thickness(s, np.pi) + 4)
+    return float(
+        s.body_center_xy_mm[1]
+        - s.body_half_depth_mm
+        + 2
+        + fat_thickness(s, np.pi)
+        + muscle_thickness(s, np.pi)
+        + 4
+    )

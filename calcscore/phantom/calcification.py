@@ -10,6 +10,7 @@ voxels of a ghost at >= 130 HU are labelled as calcium, as the paper's observers
 The coronary calcium burden of a subject is drawn per CAC risk category (Agatston 0-10,
 11-100, 101-1000, > 1000) so that cohorts cover all four categories.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,11 @@ class Lesion:
         """Radius of a sphere around ``center_mm`` that holds the object and its ghosts."""
         shift = max(np.linalg.norm(g[:3]) for g in self.ghosts)
         if self.points is not None:
-            return float(np.linalg.norm(self.points - np.asarray(self.center_mm), axis=1).max()
-                         + self.axes_mm[0] + shift)
+            return float(
+                np.linalg.norm(self.points - np.asarray(self.center_mm), axis=1).max()
+                + self.axes_mm[0]
+                + shift
+            )
         return float(max(self.axes_mm) + shift)
 
 
@@ -86,8 +90,13 @@ def density_factor(peak_hu: float) -> int:
 
 def estimate_agatston(lesions: list[Lesion]) -> float:
     """Rough Agatston of coronary lesions (volume x density factor / 3 mm), used to draw burden."""
-    return float(sum(les.volume_mm3 * density_factor(les.peak_hu) / 3.0
-                     for les in lesions if les.label in (Label.LAD, Label.LCX, Label.RCA)))
+    return float(
+        sum(
+            les.volume_mm3 * density_factor(les.peak_hu) / 3.0
+            for les in lesions
+            if les.label in (Label.LAD, Label.LCX, Label.RCA)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,9 @@ class Burden:
 def draw_burden(rng, *, age: float, cac_category: int | None = None) -> Burden:
     rng = np.random.default_rng(rng)
     if cac_category is None:
-        p = np.asarray(CATEGORY_PROBABILITIES) * np.array([1.15 - (age - 55) / 60, 1, 1, 0.85 + (age - 55) / 60])
+        p = np.asarray(CATEGORY_PROBABILITIES) * np.array(
+            [1.15 - (age - 55) / 60, 1, 1, 0.85 + (age - 55) / 60]
+        )
         cac_category = int(rng.choice(4, p=p / p.sum())) + 1
     if cac_category not in (1, 2, 3, 4):
         raise ValueError(f"`cac_category` must be 1, 2, 3 or 4, got {cac_category=}")
@@ -115,13 +126,18 @@ def draw_burden(rng, *, age: float, cac_category: int | None = None) -> Burden:
         target = 0.0
     motion = float(rng.uniform(0.8, 3.2)) if rng.random() < 0.55 else 0.0
     return Burden(
-        cac_category=cac_category, cac_target_agatston=target,
-        has_tac=bool(rng.random() < P_TAC), has_av=bool(rng.random() < P_AV),
-        has_mv=bool(rng.random() < P_MV), motion_mm=motion,
+        cac_category=cac_category,
+        cac_target_agatston=target,
+        has_tac=bool(rng.random() < P_TAC),
+        has_av=bool(rng.random() < P_AV),
+        has_mv=bool(rng.random() < P_MV),
+        motion_mm=motion,
     )
 
 
-def _ghosts(rng: np.random.Generator, amplitude: float) -> tuple[tuple[float, float, float, float], ...]:
+def _ghosts(
+    rng: np.random.Generator, amplitude: float
+) -> tuple[tuple[float, float, float, float], ...]:
     if amplitude <= 0:
         return ((0.0, 0.0, 0.0, 1.0),)
     d = rng.normal(size=3) * np.array([1.0, 1.0, 0.35])
@@ -177,8 +193,17 @@ def coronary_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
         r_lumen = float(geo.coronary_radius[name][i])
         center = pts[i] + radial * r_lumen * 0.55
         rot = _frame(t_[i], radial)
-        out.append(Lesion(int(labels[name]), "coronary", tuple(center), axes, rot, peak,
-                          _ghosts(rng, burden.motion_mm * motion_factor[name])))
+        out.append(
+            Lesion(
+                int(labels[name]),
+                "coronary",
+                tuple(center),
+                axes,
+                rot,
+                peak,
+                _ghosts(rng, burden.motion_mm * motion_factor[name]),
+            )
+        )
         est += gain
     return out
 
@@ -204,7 +229,9 @@ def aortic_lesions(geo: Geometry, rng, *, n: int | None = None) -> list[Lesion]:
         center = geo.aorta[i] + radial * (r - thick * 0.6)
         rot = np.stack([t_[i], np.cross(radial, t_[i]), radial], axis=1)
         peak = float(rng.uniform(220, 1150))
-        out.append(Lesion(int(Label.TAC), "aortic", tuple(center), (along, around, thick), rot, peak))
+        out.append(
+            Lesion(int(Label.TAC), "aortic", tuple(center), (along, around, thick), rot, peak)
+        )
     return out
 
 
@@ -223,13 +250,24 @@ def valve_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
         for _ in range(int(rng.integers(1, 6))):
             a = rng.uniform(0, 2 * np.pi)
             f = rng.uniform(0.55, 1.0)
-            c = (geo.av_center + geo.av_radius * f * (np.cos(a) * e1 + np.sin(a) * e2)
-                 + geo.av_normal * rng.uniform(-2.5, 3.0))
+            c = (
+                geo.av_center
+                + geo.av_radius * f * (np.cos(a) * e1 + np.sin(a) * e2)
+                + geo.av_normal * rng.uniform(-2.5, 3.0)
+            )
             axes = tuple(rng.uniform(1.0, 3.5, 3))
             rot = _frame(geo.av_normal, e1)
-            out.append(Lesion(int(Label.AV), "aortic_valve", tuple(c), axes, rot,
-                              float(rng.uniform(300, 1100)),
-                              _ghosts(rng, 0.6 * burden.motion_mm)))
+            out.append(
+                Lesion(
+                    int(Label.AV),
+                    "aortic_valve",
+                    tuple(c),
+                    axes,
+                    rot,
+                    float(rng.uniform(300, 1100)),
+                    _ghosts(rng, 0.6 * burden.motion_mm),
+                )
+            )
     if burden.has_mv:
         post = np.array([0.5, 1.0, -0.3])
         e1, e2 = _ring_basis(geo.mv_normal, post)
@@ -244,8 +282,17 @@ def valve_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
             c = geo.mv_center + geo.mv_radius * radial
             tang = np.cross(geo.mv_normal, radial)
             rot = _frame(tang, radial)
-            out.append(Lesion(int(Label.MV), "mitral_annulus", tuple(c),
-                              (2.6, thick * rng.uniform(0.8, 1.2), thick), rot, peak, ghosts))
+            out.append(
+                Lesion(
+                    int(Label.MV),
+                    "mitral_annulus",
+                    tuple(c),
+                    (2.6, thick * rng.uniform(0.8, 1.2), thick),
+                    rot,
+                    peak,
+                    ghosts,
+                )
+            )
     return out
 
 
@@ -256,33 +303,73 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
     eye = np.eye(3)
     out: list[Lesion] = []
     if rng.random() < 0.35:  # calcified mediastinal / hilar lymph nodes
-        sites = [geo.carina + np.array([2, 10, -20]), geo.carina + np.array([-18, -6, 24]),
-                 geo.carina + np.array([44, 16, -36]), geo.carina + np.array([-38, 10, -24])]
+        sites = [
+            geo.carina + np.array([2, 10, -20]),
+            geo.carina + np.array([-18, -6, 24]),
+            geo.carina + np.array([44, 16, -36]),
+            geo.carina + np.array([-38, 10, -24]),
+        ]
         for k in rng.choice(len(sites), size=int(rng.integers(1, 4)), replace=False):
             c = sites[k] + rng.normal(0, 3, 3)
             for _ in range(int(rng.integers(1, 3))):
-                out.append(Lesion(0, "lymph_node", tuple(c + rng.normal(0, 1.5, 3)),
-                                  tuple(rng.uniform(2.0, 5.0, 3)), eye, float(rng.uniform(250, 850))))
+                out.append(
+                    Lesion(
+                        0,
+                        "lymph_node",
+                        tuple(c + rng.normal(0, 1.5, 3)),
+                        tuple(rng.uniform(2.0, 5.0, 3)),
+                        eye,
+                        float(rng.uniform(250, 850)),
+                    )
+                )
     if rng.random() < 0.25 + (age - 55) / 40:  # costal cartilage calcification
         for _ in range(int(rng.integers(2, 9))):
             side = rng.choice([-1.0, 1.0])
             th = np.pi - side * rng.uniform(0.25, 0.7)  # front, off the midline
             offset = geo.rib_drop_mm * (1 - np.cos(th)) / 2
             k = int(rng.integers(-2, 4))
-            z = geo.rib_z0 - offset + geo.rib_pitch_mm * (np.floor((s.z_av_mm + offset - geo.rib_z0)
-                                                                   / geo.rib_pitch_mm) + k) + 5.5
+            z = (
+                geo.rib_z0
+                - offset
+                + geo.rib_pitch_mm
+                * (np.floor((s.z_av_mm + offset - geo.rib_z0) / geo.rib_pitch_mm) + k)
+                + 5.5
+            )
             p = 2.6
-            rs = ((abs(np.sin(th)) / s.body_half_width_mm) ** p + (abs(np.cos(th)) / s.body_half_depth_mm) ** p) ** (-1 / p)
+            rs = (
+                (abs(np.sin(th)) / s.body_half_width_mm) ** p
+                + (abs(np.cos(th)) / s.body_half_depth_mm) ** p
+            ) ** (-1 / p)
             rho = rs - (2 + fat_thickness(s, th) + muscle_thickness(s, th) + 4)
-            c = np.array([geo.body_center[0] + rho * np.sin(th), geo.body_center[1] + rho * np.cos(th), z])
-            out.append(Lesion(0, "costal_cartilage", tuple(c), tuple(rng.uniform(0.8, 2.8, 3)), eye,
-                              float(rng.uniform(200, 600))))
+            c = np.array(
+                [geo.body_center[0] + rho * np.sin(th), geo.body_center[1] + rho * np.cos(th), z]
+            )
+            out.append(
+                Lesion(
+                    0,
+                    "costal_cartilage",
+                    tuple(c),
+                    tuple(rng.uniform(0.8, 2.8, 3)),
+                    eye,
+                    float(rng.uniform(200, 600)),
+                )
+            )
     if rng.random() < 0.25:  # calcified granulomas in the lungs
         peripheral = [seg for seg in geo.lung_vessels if seg[2] < 1.6]
-        for k in rng.choice(len(peripheral), size=min(int(rng.integers(1, 4)), len(peripheral)), replace=False):
+        for k in rng.choice(
+            len(peripheral), size=min(int(rng.integers(1, 4)), len(peripheral)), replace=False
+        ):
             c = peripheral[k][1] + rng.normal(0, 2.0, 3)
-            out.append(Lesion(0, "lung_granuloma", tuple(c), tuple(rng.uniform(1.0, 3.0, 3)), eye,
-                              float(rng.uniform(300, 900))))
+            out.append(
+                Lesion(
+                    0,
+                    "lung_granuloma",
+                    tuple(c),
+                    tuple(rng.uniform(1.0, 3.0, 3)),
+                    eye,
+                    float(rng.uniform(300, 900)),
+                )
+            )
     if rng.random() < 0.35:  # osteophytes at the left anterior vertebral margin, next to the aorta
         rx, ry = geo.vb_radii
         for _ in range(int(rng.integers(1, 4))):
@@ -290,30 +377,72 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
             z = geo.rib_z0 - 3.0 + 26.0 * (np.floor((s.z_av_mm - geo.rib_z0) / 26.0) + kz) + 21.0
             y = float(geo.spine_y(z)) - ry * 0.75
             c = np.array([geo.spine_x + rx * 0.72, y, z])
-            out.append(Lesion(0, "osteophyte", tuple(c), (rng.uniform(2.5, 5.0), rng.uniform(2.0, 3.5),
-                                                          rng.uniform(3.0, 6.0)), eye,
-                              float(rng.uniform(500, 950))))
+            out.append(
+                Lesion(
+                    0,
+                    "osteophyte",
+                    tuple(c),
+                    (rng.uniform(2.5, 5.0), rng.uniform(2.0, 3.5), rng.uniform(3.0, 6.0)),
+                    eye,
+                    float(rng.uniform(500, 950)),
+                )
+            )
     if rng.random() < 0.07:  # sternal wires after sternotomy
         ys = _sternum_y(s)
         bx = geo.body_center[0]
         for z in np.linspace(geo.z_ster_bottom + 15, geo.z_ster_top - 10, int(rng.integers(4, 7))):
             a = np.linspace(0, 2 * np.pi, 40)
-            loop = np.stack([bx + 17 * np.sin(a), ys + 9 * np.cos(a), z + 0.8 * np.sin(2 * a)], axis=1)
-            out.append(Lesion(0, "sternal_wire", (bx, ys, float(z)), (0.6, 0.6, 0.6), eye, METAL_HU,
-                              points=loop))
+            loop = np.stack(
+                [bx + 17 * np.sin(a), ys + 9 * np.cos(a), z + 0.8 * np.sin(2 * a)], axis=1
+            )
+            out.append(
+                Lesion(
+                    0,
+                    "sternal_wire",
+                    (bx, ys, float(z)),
+                    (0.6, 0.6, 0.6),
+                    eye,
+                    METAL_HU,
+                    points=loop,
+                )
+            )
     if rng.random() < 0.05:  # pacemaker lead: left subclavian -> SVC -> right atrium -> RV apex
         s0 = geo.svc[0]
         apex = geo.heart_point(0.8, geo.heart_angle([-0.3, -1.0, 0.0]), -9.0)
         ra = geo.svc[-1] + np.array([-6, 2, -14])
-        ctrl = np.array([[geo.body_center[0] + 75, _sternum_y(s) + 25, s.z_av_mm + 170],
-                         [geo.body_center[0] + 20, _sternum_y(s) + 40, s.z_av_mm + 150],
-                         s0 + np.array([0, 0, -20]), geo.svc[len(geo.svc) // 2], ra,
-                         0.5 * (ra + apex) + np.array([0, -10, 0]), apex])
+        ctrl = np.array(
+            [
+                [geo.body_center[0] + 75, _sternum_y(s) + 25, s.z_av_mm + 170],
+                [geo.body_center[0] + 20, _sternum_y(s) + 40, s.z_av_mm + 150],
+                s0 + np.array([0, 0, -20]),
+                geo.svc[len(geo.svc) // 2],
+                ra,
+                0.5 * (ra + apex) + np.array([0, -10, 0]),
+                apex,
+            ]
+        )
         lead = resample_curve(ctrl, 1.5)
-        out.append(Lesion(0, "pacemaker_lead", tuple(lead[len(lead) // 2]), (1.0, 1.0, 1.0), eye,
-                          2600.0, points=lead))
-        out.append(Lesion(0, "pacemaker_lead", tuple(apex), (1.6, 1.6, 4.0),
-                          _frame(lead[-1] - lead[-4], np.array([0.0, 0.0, 1.0])), METAL_HU))
+        out.append(
+            Lesion(
+                0,
+                "pacemaker_lead",
+                tuple(lead[len(lead) // 2]),
+                (1.0, 1.0, 1.0),
+                eye,
+                2600.0,
+                points=lead,
+            )
+        )
+        out.append(
+            Lesion(
+                0,
+                "pacemaker_lead",
+                tuple(apex),
+                (1.6, 1.6, 4.0),
+                _frame(lead[-1] - lead[-4], np.array([0.0, 0.0, 1.0])),
+                METAL_HU,
+            )
+        )
     return out
 
 
@@ -325,6 +454,10 @@ def draw_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
         out += aortic_lesions(geo, rng)
     out += valve_lesions(geo, burden, rng)
     out += coronary_lesions(geo, burden, rng)
-    log.debug("%d objects, rough Agatston %.0f (target %.0f)", len(out), estimate_agatston(out),
-              burden.cac_target_agatston)
+    log.debug(
+        "%d objects, rough Agatston %.0f (target %.0f)",
+        len(out),
+        estimate_agatston(out),
+        burden.cac_target_agatston,
+    )
     return out

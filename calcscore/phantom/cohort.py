@@ -3,6 +3,7 @@
 Each participant is one subject reconstructed with every requested kernel (soft and sharp, as
 in the paper), optionally annotated by simulated observers 2 and 3.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,20 +41,33 @@ class CohortScan:
 
     def row(self) -> dict:
         """Manifest-style scalars: ids, kernel, scanner and the info summary."""
-        return {"scan_id": self.scan_id, "participant_id": self.participant_id,
-                "kernel": self.kernel, "scanner": self.info.scanner, **self.info.summary()}
+        return {
+            "scan_id": self.scan_id,
+            "participant_id": self.participant_id,
+            "kernel": self.kernel,
+            "scanner": self.info.scanner,
+            **self.info.summary(),
+        }
 
 
 def participant_id(index: int, *, prefix: str = "P") -> str:
     return f"{prefix}{index:04d}"
 
 
-def make_cohort(n: int, *, seed: int, kernels=KERNELS, size: str = "full",
-                scanner: str | ScannerProfile | None = None, observers: int = 0,
-                observer_profile: ObserverProfile | None = None,
-                shape: tuple[int, int, int] | None = None,
-                spacing_mm: tuple[float, float, float] | None = None,
-                start: int = 0, id_prefix: str = "P") -> Iterator[CohortScan]:
+def make_cohort(
+    n: int,
+    *,
+    seed: int,
+    kernels=KERNELS,
+    size: str = "full",
+    scanner: str | ScannerProfile | None = None,
+    observers: int = 0,
+    observer_profile: ObserverProfile | None = None,
+    shape: tuple[int, int, int] | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
+    start: int = 0,
+    id_prefix: str = "P",
+) -> Iterator[CohortScan]:
     """Yield the scans of participants ``start .. start + n - 1``, kernel by kernel.
 
     Participant ``i`` depends only on ``(seed, i)``: a cohort can be generated in parts
@@ -67,24 +81,44 @@ def make_cohort(n: int, *, seed: int, kernels=KERNELS, size: str = "full",
     kernels = tuple(check_kernel(k) for k in ([kernels] if isinstance(kernels, str) else kernels))
     for i in range(start, start + n):
         pid = participant_id(i, prefix=id_prefix)
-        scans = make_scans(rng=np.random.default_rng([seed, i]), kernels=kernels, scanner=scanner,
-                           size=size, shape=shape, spacing_mm=spacing_mm, patient_id=pid)
+        scans = make_scans(
+            rng=np.random.default_rng([seed, i]),
+            kernels=kernels,
+            scanner=scanner,
+            size=size,
+            shape=shape,
+            spacing_mm=spacing_mm,
+            patient_id=pid,
+        )
         for kernel in kernels:
             vol, lab, info = scans[kernel]
             obs = {}
             for j in range(observers):
                 obs[f"observer{j + 2}"] = observe(
-                    lab, vol, rng=np.random.default_rng([seed, i, KERNELS.index(kernel), j + 2]),
-                    profile=observer_profile, info=info)
+                    lab,
+                    vol,
+                    rng=np.random.default_rng([seed, i, KERNELS.index(kernel), j + 2]),
+                    profile=observer_profile,
+                    info=info,
+                )
             yield CohortScan(f"{pid}_{kernel}", pid, kernel, vol, lab, info, obs)
 
 
 FORMATS = ("nii.gz", "mha")
 
 
-def write_cohort(out_dir, *, n_scans: int, seed: int, kernels=KERNELS, observers: bool = False,
-                 fmt: str = "nii.gz", size: str = "full",
-                 scanner: str | ScannerProfile | None = None, progress: bool = True):
+def write_cohort(
+    out_dir,
+    *,
+    n_scans: int,
+    seed: int,
+    kernels=KERNELS,
+    observers: bool = False,
+    fmt: str = "nii.gz",
+    size: str = "full",
+    scanner: str | ScannerProfile | None = None,
+    progress: bool = True,
+):
     """Write ``n_scans`` scans with label maps and ``out_dir/manifest.csv``; return its path.
 
     Participants get one scan per kernel (soft and sharp by default), so ``n_scans`` scans come
@@ -121,17 +155,27 @@ def write_cohort(out_dir, *, n_scans: int, seed: int, kernels=KERNELS, observers
         f.mkdir(parents=True, exist_ok=True)
     n_participants = -(-n_scans // len(kernels))
     rows = []
-    scans = make_cohort(n_participants, seed=seed, kernels=kernels, size=size, scanner=scanner,
-                        observers=2 if observers else 0)
+    scans = make_cohort(
+        n_participants,
+        seed=seed,
+        kernels=kernels,
+        size=size,
+        scanner=scanner,
+        observers=2 if observers else 0,
+    )
     with tqdm(total=n_scans, unit="scan", desc="synth", disable=not progress) as bar:
         for cs in scans:
             if len(rows) == n_scans:
                 break
             name = f"{cs.scan_id}.{fmt}"
-            row = {"scan_id": cs.scan_id, "participant_id": cs.participant_id,
-                   "image": write_volume(cs.volume, folders["image"] / name),
-                   "labels": write_labels(cs.labels, folders["labels"] / name),
-                   "kernel": cs.kernel, "scanner": cs.info.scanner}
+            row = {
+                "scan_id": cs.scan_id,
+                "participant_id": cs.participant_id,
+                "image": write_volume(cs.volume, folders["image"] / name),
+                "labels": write_labels(cs.labels, folders["labels"] / name),
+                "kernel": cs.kernel,
+                "scanner": cs.info.scanner,
+            }
             for key, lv in cs.observers.items():
                 row[f"labels_{key}"] = write_labels(lv, folders[f"labels_{key}"] / name)
             row.update(cs.info.summary())

@@ -6,6 +6,7 @@ disagreements the paper reports between its observers: small lesions missed, LAD
 next to the mitral annulus), aortic valve/TAC confusion (at the aortic root), and boundaries
 drawn a voxel wider or narrower. Every labelled voxel stays >= 130 HU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,16 @@ class ObserverProfile:
     threshold_hu: float = CALCIUM_THRESHOLD_HU
 
     def __post_init__(self) -> None:
-        for name in ("p_miss_small", "p_lad_lcx", "p_lad_lcx_near", "p_lcx_mv", "p_lcx_mv_near",
-                     "p_av_tac", "p_av_tac_near", "p_boundary"):
+        for name in (
+            "p_miss_small",
+            "p_lad_lcx",
+            "p_lad_lcx_near",
+            "p_lcx_mv",
+            "p_lcx_mv_near",
+            "p_av_tac",
+            "p_av_tac_near",
+            "p_boundary",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"`{name}` must be a probability in [0, 1], got {v!r}")
@@ -67,9 +76,14 @@ def _landmarks(info) -> dict[tuple[Label, Label], np.ndarray]:
     bif = geo.coronaries["LCX"][:1]
     ring = np.array([geo.mv_center + geo.mv_radius * np.array(v) for v in _ring(geo.mv_normal)])
     root = geo.aorta[:40]
-    return {(Label.LAD, Label.LCX): bif, (Label.LCX, Label.LAD): bif,
-            (Label.LCX, Label.MV): ring, (Label.MV, Label.LCX): geo.coronaries["LCX"],
-            (Label.AV, Label.TAC): root, (Label.TAC, Label.AV): geo.av_center[None]}
+    return {
+        (Label.LAD, Label.LCX): bif,
+        (Label.LCX, Label.LAD): bif,
+        (Label.LCX, Label.MV): ring,
+        (Label.MV, Label.LCX): geo.coronaries["LCX"],
+        (Label.AV, Label.TAC): root,
+        (Label.TAC, Label.AV): geo.av_center[None],
+    }
 
 
 def _ring(normal: np.ndarray, n: int = 24) -> list[np.ndarray]:
@@ -81,8 +95,9 @@ def _ring(normal: np.ndarray, n: int = 24) -> list[np.ndarray]:
     return [np.cos(a) * e1 + np.sin(a) * e2 for a in np.linspace(0, 2 * np.pi, n, endpoint=False)]
 
 
-def observe(labels: LabelVolume, volume: CTVolume, *, rng, profile: ObserverProfile | None = None,
-            info=None) -> LabelVolume:
+def observe(
+    labels: LabelVolume, volume: CTVolume, *, rng, profile: ObserverProfile | None = None, info=None
+) -> LabelVolume:
     """Another observer's annotation of the same scan, derived from ``labels``.
 
     Parameters

@@ -1,4 +1,5 @@
 """One synthetic scan (or several reconstructions of one subject) with voxel-exact labels."""
+
 from __future__ import annotations
 
 import logging
@@ -76,10 +77,12 @@ class ScanInfo:
 
     @property
     def valves(self) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-        """"AV" and "MV": annulus centre (z, y, x mm), unit normal (z, y, x) and radius (mm)."""
+        """ "AV" and "MV": annulus centre (z, y, x mm), unit normal (z, y, x) and radius (mm)."""
         g = self.geometry
-        return {"AV": (g.av_center[::-1].copy(), g.av_normal[::-1].copy(), g.av_radius),
-                "MV": (g.mv_center[::-1].copy(), g.mv_normal[::-1].copy(), g.mv_radius)}
+        return {
+            "AV": (g.av_center[::-1].copy(), g.av_normal[::-1].copy(), g.av_radius),
+            "MV": (g.mv_center[::-1].copy(), g.mv_normal[::-1].copy(), g.mv_radius),
+        }
 
     @property
     def homogeneous_roi(self) -> tuple[np.ndarray, float]:
@@ -94,10 +97,15 @@ class ScanInfo:
     def summary(self) -> dict:
         """A flat dict of scalars (for a manifest row)."""
         return {
-            "kernel_name": self.kernel_name, "manufacturer": self.manufacturer, "model": self.model,
-            "kvp": self.kvp, "slice_thickness_mm": self.slice_thickness_mm,
-            "slice_spacing_mm": self.slice_spacing_mm, "pixel_spacing_mm": self.pixel_spacing_mm,
-            "noise_sd_hu": round(self.noise_sd_hu, 1), "age": round(self.subject.age, 1),
+            "kernel_name": self.kernel_name,
+            "manufacturer": self.manufacturer,
+            "model": self.model,
+            "kvp": self.kvp,
+            "slice_thickness_mm": self.slice_thickness_mm,
+            "slice_spacing_mm": self.slice_spacing_mm,
+            "pixel_spacing_mm": self.pixel_spacing_mm,
+            "noise_sd_hu": round(self.noise_sd_hu, 1),
+            "age": round(self.subject.age, 1),
             "cac_category_target": self.burden.cac_category,
             "motion_mm": round(self.burden.motion_mm, 2),
             **{f"volume_{k}_mm3": round(v, 2) for k, v in self.calcium_volume_mm3.items()},
@@ -123,32 +131,62 @@ def _draw_case(rng, *, scanner, size, shape, spacing_mm, slice_thickness_mm, cac
     burden = draw_burden(seeds[1], age=subject.age, cac_category=cac_category)
     geo = build_geometry(subject)
     lesions = draw_lesions(geo, burden, seeds[2])
-    acq = draw_acquisition(seeds[3], geo, scanner=scanner, size=size, shape=shape,
-                           spacing_mm=spacing_mm, slice_thickness_mm=slice_thickness_mm)
+    acq = draw_acquisition(
+        seeds[3],
+        geo,
+        scanner=scanner,
+        size=size,
+        shape=shape,
+        spacing_mm=spacing_mm,
+        slice_thickness_mm=slice_thickness_mm,
+    )
     return _Case(subject, burden, geo, lesions, acq, seeds[4], seeds[5])
 
 
 def _background_lookup(obj: np.ndarray, grid: GridSpec):
     def lookup(p_xyz) -> float:
-        idx = [int(np.clip(round((p_xyz[2 - a] - grid.origin_mm[a]) / grid.spacing_mm[a]), 0,
-                           grid.shape[a] - 1)) for a in range(3)]
+        idx = [
+            int(
+                np.clip(
+                    round((p_xyz[2 - a] - grid.origin_mm[a]) / grid.spacing_mm[a]),
+                    0,
+                    grid.shape[a] - 1,
+                )
+            )
+            for a in range(3)
+        ]
         return float(obj[tuple(idx)])
+
     return lookup
 
 
-def make_scans(*, rng, kernels=KERNELS, scanner: str | ScannerProfile | None = None,
-               size: str = "full", shape: tuple[int, int, int] | None = None,
-               spacing_mm: tuple[float, float, float] | None = None,
-               slice_thickness_mm: float | None = None, cac_category: int | None = None,
-               patient_id: str | None = None) -> dict[str, tuple[CTVolume, LabelVolume, ScanInfo]]:
+def make_scans(
+    *,
+    rng,
+    kernels=KERNELS,
+    scanner: str | ScannerProfile | None = None,
+    size: str = "full",
+    shape: tuple[int, int, int] | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
+    slice_thickness_mm: float | None = None,
+    cac_category: int | None = None,
+    patient_id: str | None = None,
+) -> dict[str, tuple[CTVolume, LabelVolume, ScanInfo]]:
     """Reconstructions of one subject with several kernels, sharing anatomy, lesions and noise.
 
     Same ``rng`` seed, same subject and same bytes; ``make_scans(rng=s)["sharp"]`` equals
     ``make_scan(rng=s, kernel="sharp")``. See :func:`make_scan` for the options.
     """
     kernels = tuple(check_kernel(k) for k in ([kernels] if isinstance(kernels, str) else kernels))
-    case = _draw_case(rng, scanner=scanner, size=size, shape=shape, spacing_mm=spacing_mm,
-                      slice_thickness_mm=slice_thickness_mm, cac_category=cac_category)
+    case = _draw_case(
+        rng,
+        scanner=scanner,
+        size=size,
+        shape=shape,
+        spacing_mm=spacing_mm,
+        slice_thickness_mm=slice_thickness_mm,
+        cac_category=cac_category,
+    )
     acq = case.acquisition
     obj = render_anatomy(case.geometry, acq.work_grid)
     slice_profile(obj, acq.work_grid, acq.slice_thickness_mm)
@@ -174,33 +212,59 @@ def _package(case: _Case, kernel: str, hu: np.ndarray, labels: np.ndarray, patie
     acq = case.acquisition
     grid = acq.grid
     meta = CTMeta(
-        slice_thickness_mm=acq.slice_thickness_mm, kernel=acq.scanner.kernel_name(kernel),
-        manufacturer=acq.scanner.manufacturer, model=acq.scanner.model, kvp=acq.kvp,
-        series_uid=acq.series_uid(kernel), study_uid=acq.study_uid, patient_id=patient_id,
-        extra={"synthetic": True, "kernel_class": kernel, "scanner": acq.scanner.key,
-               "exposure_mas": acq.mas, "slice_spacing_mm": grid.spacing_mm[0],
-               "noise_sd_hu": acq.noise_sd(kernel)},
+        slice_thickness_mm=acq.slice_thickness_mm,
+        kernel=acq.scanner.kernel_name(kernel),
+        manufacturer=acq.scanner.manufacturer,
+        model=acq.scanner.model,
+        kvp=acq.kvp,
+        series_uid=acq.series_uid(kernel),
+        study_uid=acq.study_uid,
+        patient_id=patient_id,
+        extra={
+            "synthetic": True,
+            "kernel_class": kernel,
+            "scanner": acq.scanner.key,
+            "exposure_mas": acq.mas,
+            "slice_spacing_mm": grid.spacing_mm[0],
+            "noise_sd_hu": acq.noise_sd(kernel),
+        },
     )
     volume = CTVolume(hu, grid.spacing_mm, grid.origin_mm, np.eye(3), meta=meta)
     lv = LabelVolume(labels, grid.spacing_mm, grid.origin_mm, np.eye(3))
     counts = np.bincount(labels[labels > 0], minlength=len(Label))
     vox = float(np.prod(grid.spacing_mm))
     info = ScanInfo(
-        kernel=kernel, kernel_name=meta.kernel, scanner=acq.scanner.key,
-        manufacturer=acq.scanner.manufacturer, model=acq.scanner.model, kvp=acq.kvp,
-        slice_thickness_mm=acq.slice_thickness_mm, slice_spacing_mm=grid.spacing_mm[0],
-        pixel_spacing_mm=grid.spacing_mm[1], noise_sd_hu=acq.noise_sd(kernel),
-        subject=case.subject, burden=case.burden, geometry=case.geometry, lesions=case.lesions,
+        kernel=kernel,
+        kernel_name=meta.kernel,
+        scanner=acq.scanner.key,
+        manufacturer=acq.scanner.manufacturer,
+        model=acq.scanner.model,
+        kvp=acq.kvp,
+        slice_thickness_mm=acq.slice_thickness_mm,
+        slice_spacing_mm=grid.spacing_mm[0],
+        pixel_spacing_mm=grid.spacing_mm[1],
+        noise_sd_hu=acq.noise_sd(kernel),
+        subject=case.subject,
+        burden=case.burden,
+        geometry=case.geometry,
+        lesions=case.lesions,
         calcium_volume_mm3={lab.name: float(counts[lab] * vox) for lab in CALCIUM_LABELS},
     )
     return volume, lv, info
 
 
-def make_scan(*, rng, kernel: str = "soft", scanner: str | ScannerProfile | None = None,
-              size: str = "full", shape: tuple[int, int, int] | None = None,
-              spacing_mm: tuple[float, float, float] | None = None,
-              slice_thickness_mm: float | None = None, cac_category: int | None = None,
-              patient_id: str | None = None) -> tuple[CTVolume, LabelVolume, ScanInfo]:
+def make_scan(
+    *,
+    rng,
+    kernel: str = "soft",
+    scanner: str | ScannerProfile | None = None,
+    size: str = "full",
+    shape: tuple[int, int, int] | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
+    slice_thickness_mm: float | None = None,
+    cac_category: int | None = None,
+    patient_id: str | None = None,
+) -> tuple[CTVolume, LabelVolume, ScanInfo]:
     """A synthetic non-contrast low-dose chest CT with voxel-level calcium labels.
 
     Parameters
@@ -218,6 +282,14 @@ def make_scan(*, rng, kernel: str = "soft", scanner: str | ScannerProfile | None
     outside-field-of-view value), labels with :class:`calcscore.labels.Label` values, and a
     :class:`ScanInfo`.
     """
-    return make_scans(rng=rng, kernels=(kernel,), scanner=scanner, size=size, shape=shape,
-                      spacing_mm=spacing_mm, slice_thickness_mm=slice_thickness_mm,
-                      cac_category=cac_category, patient_id=patient_id)[kernel]
+    return make_scans(
+        rng=rng,
+        kernels=(kernel,),
+        scanner=scanner,
+        size=size,
+        shape=shape,
+        spacing_mm=spacing_mm,
+        slice_thickness_mm=slice_thickness_mm,
+        cac_category=cac_category,
+        patient_id=patient_id,
+    )[kernel]

@@ -12,9 +12,19 @@
 
 ``calcscore build-model RECIPE --out DIR`` is the command line (:mod:`calcscore.commands.build_model`).
 """
+
 from calcscore.pipeline.build import STAGES_JSON, BuildResult, build, stage_hashes, stage_results
 from calcscore.pipeline.recipe import Recipe, RecipeError, load_recipe
 from calcscore.pipeline.stages import STAGES
 
-__all__ = ["STAGES", "STAGES_JSON", "BuildResult", "Recipe", "RecipeError", "build", "load_recipe",
-           "stage_hashes", "stage_results"]
+__all__ = [
+    "STAGES",
+    "STAGES_JSON",
+    "BuildResult",
+    "Recipe",
+    "RecipeError",
+    "build",
+    "load_recipe",
+    "stage_hashes",
+    "stage_results",
+]

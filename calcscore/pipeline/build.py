@@ -1,4 +1,5 @@
 """Run a recipe's stages in order, each skipped where the cache holds it finished."""
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,15 @@ log = logging.getLogger(__name__)
 
 #: The file in OUT that says, per stage, whether this run ran it or found it cached, and how long it took.
 STAGES_JSON = "stages.json"
-MODEL_FILES = ("cnn1.pt", "cnn2.pt", "cnn1_metrics.csv", "cnn2_metrics.csv", "model.json", "MODEL_CARD.md",
-               "recipe.toml")
+MODEL_FILES = (
+    "cnn1.pt",
+    "cnn2.pt",
+    "cnn1_metrics.csv",
+    "cnn2_metrics.csv",
+    "model.json",
+    "MODEL_CARD.md",
+    "recipe.toml",
+)
 
 
 @dataclass
@@ -64,15 +72,26 @@ def _run_stage(ctx: Context, stage: str, cache: Path) -> tuple[str, float]:
         return "cached", 0.0
     missing = [d for d in STAGES[stage][1] if d not in ctx.results]
     if missing:
-        raise CalcscoreError(f"stage {stage} needs {', '.join(missing)} finished first: run the build without "
-                             f"--only, or copy the cache folder of a build that ran them into {cache}")
+        raise CalcscoreError(
+            f"stage {stage} needs {', '.join(missing)} finished first: run the build without "
+            f"--only, or copy the cache folder of a build that ran them into {cache}"
+        )
     log.info("%s: running in %s", stage, folder)
     t = time.perf_counter()
     result = STAGES[stage][0](ctx, folder)
     seconds = time.perf_counter() - t
-    mark_done(folder, {"stage": stage, "hash": digest, "result": result, "seconds": seconds,
-                       "device": ctx.device, "precision": ctx.precision,
-                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    mark_done(
+        folder,
+        {
+            "stage": stage,
+            "hash": digest,
+            "result": result,
+            "seconds": seconds,
+            "device": ctx.device,
+            "precision": ctx.precision,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     ctx.results[stage], ctx.seconds[stage] = result, seconds
     log.info(summary_line(stage, result))
     return "ran", seconds
@@ -91,9 +110,17 @@ def _look_up(ctx: Context, stage: str, cache: Path) -> None:
         ctx.results[stage], ctx.seconds[stage] = done["result"], done["seconds"]
 
 
-def build(recipe: Recipe, out: str | Path, *, cache: str | Path | None = None, device: str = "auto",
-          precision: str = "auto", minutes: dict[str, float] | None = None, only: str | None = None,
-          progress: bool = True) -> BuildResult:
+def build(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    cache: str | Path | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    minutes: dict[str, float] | None = None,
+    only: str | None = None,
+    progress: bool = True,
+) -> BuildResult:
     """Build the model a recipe describes into ``out``.
 
     Args:
@@ -116,7 +143,9 @@ def build(recipe: Recipe, out: str | Path, *, cache: str | Path | None = None, d
     if only is not None and only not in STAGES:
         raise CalcscoreError(f"--only {only}: no such stage; stages: {', '.join(STAGES)}")
     dev, prec = resolve_run(device, precision)
-    ctx = Context(recipe=recipe, device=dev, precision=prec, minutes=dict(minutes or {}), progress=progress)
+    ctx = Context(
+        recipe=recipe, device=dev, precision=prec, minutes=dict(minutes or {}), progress=progress
+    )
     result = BuildResult(status={}, seconds={}, complete=False)
     for stage in STAGES:
         if only is not None and stage != only:
@@ -133,8 +162,16 @@ def build(recipe: Recipe, out: str | Path, *, cache: str | Path | None = None, d
     if "card" in ctx.results and result.status.get("card") in ("ran", "cached"):
         _copy_model(ctx.folders["card"] / "model", out)
         result.complete = True
-    write_json_atomic(out / STAGES_JSON, {"status": result.status, "seconds": result.seconds,
-                                          "hashes": ctx.hashes, "cache": str(cache), "stopped": result.stopped})
+    write_json_atomic(
+        out / STAGES_JSON,
+        {
+            "status": result.status,
+            "seconds": result.seconds,
+            "hashes": ctx.hashes,
+            "cache": str(cache),
+            "stopped": result.stopped,
+        },
+    )
     return result
 
 

@@ -12,6 +12,7 @@ The cache is plain files: copy the folder to another machine (``rsync -a CACHE/ 
 run one stage there (``calcscore build-model RECIPE --out DIR --cache CACHE --only cnn2``) and
 copy it back; the stages after it find it done.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,9 @@ def stage_hash(section: dict[str, Any], depends: dict[str, str], generator: str)
     Returns:
         64 hex digits.
     """
-    blob = json.dumps({"section": section, "depends": depends, "generator": generator}, sort_keys=True)
+    blob = json.dumps(
+        {"section": section, "depends": depends, "generator": generator}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -5,6 +5,7 @@ renders the card from model.json alone, in the sections of a model-zoo card, sho
 two screens: description; intended use and misuse; training data; training procedure; inputs
 and outputs; figures on phantoms and on real scans; limitations; how to rebuild it.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,23 +53,32 @@ def real_scan_figures(path: Path, columns: list[str]) -> dict[str, Any]:
     rows = {name: _flatten(r) for name, r in data.items() if isinstance(r, dict)}
     if not columns and rows:
         columns = list(next(iter(rows.values())))[:4]
-    return {"source": Path(path).name, "columns": list(columns),
-            "scans": {name: {c: r.get(c) for c in columns} for name, r in rows.items()}}
+    return {
+        "source": Path(path).name,
+        "columns": list(columns),
+        "scans": {name: {c: r.get(c) for c in columns} for name, r in rows.items()},
+    }
 
 
 def _training(ctx) -> dict[str, Any]:
     ph, res = ctx.recipe.phantoms, ctx.results
     c1, c2 = res["cnn1"], res["cnn2"]
     return {
-        "training_participants": {"ids": res["phantoms"]["ids"], "whole_chest": res["phantoms"]["whole_chest"],
-                                  "heart_region": res["phantoms"]["heart_region"],
-                                  "heart_region_size": ph.train_size, "validation": res["phantoms"]["validation"]},
+        "training_participants": {
+            "ids": res["phantoms"]["ids"],
+            "whole_chest": res["phantoms"]["whole_chest"],
+            "heart_region": res["phantoms"]["heart_region"],
+            "heart_region_size": ph.train_size,
+            "validation": res["phantoms"]["validation"],
+        },
         "test_participants": _ids(ph.test, ph.test_size),
-        "cnn1_config": c1["config"], "cnn2_config": c2["config"],
+        "cnn1_config": c1["config"],
+        "cnn2_config": c2["config"],
         "kept_iterations": {"cnn1": c1["kept_iteration"], "cnn2": c2["kept_iteration"]},
         "trained_iterations": {"cnn1": c1["trained_iterations"], "cnn2": c2["trained_iterations"]},
         "initialised_from": {"cnn1": c1["initialised_from"], "cnn2": c2["initialised_from"]},
-        "cnn2_training_scans": c2["training_scans"], "cnn2_validation_scans": c2["validation_scans"],
+        "cnn2_training_scans": c2["training_scans"],
+        "cnn2_validation_scans": c2["validation_scans"],
         "hardware": {"cnn1": c1["hardware"], "cnn2": c2["hardware"]},
     }
 
@@ -78,17 +88,28 @@ def model_info(ctx) -> dict[str, Any]:
     stages up to evaluation are done)."""
     recipe, ph = ctx.recipe, ctx.recipe.phantoms
     info: dict[str, Any] = {
-        "title": recipe.card.title, "description": recipe.card.description,
+        "title": recipe.card.title,
+        "description": recipe.card.description,
         "trained_on": "synthetic phantoms only (calcscore.phantom)",
         "command": f"calcscore build-model recipe.toml --out OUT  # recipe {recipe.name!r}",
-        "calcscore": __version__, "phantom_generator": GENERATOR_VERSION, "seed": ph.seed,
+        "calcscore": __version__,
+        "phantom_generator": GENERATOR_VERSION,
+        "seed": ph.seed,
         **_training(ctx),
         "seconds": {s: round(t, 1) for s, t in ctx.seconds.items()},
-        "torch": torch.__version__, "stages": dict(ctx.hashes), "recipe": tomllib.loads(recipe.text),
+        "torch": torch.__version__,
+        "stages": dict(ctx.hashes),
+        "recipe": tomllib.loads(recipe.text),
     }
     # every key the card reads, null where its stage chose nothing (the defaults of inference)
-    info.update(cnn2_thresholds=None, rim_fill=True, rim_sigmas=None, test_metrics=None,
-                test_metrics_whole_chest=None, real_scan_figures=None)
+    info.update(
+        cnn2_thresholds=None,
+        rim_fill=True,
+        rim_sigmas=None,
+        test_metrics=None,
+        test_metrics_whole_chest=None,
+        real_scan_figures=None,
+    )
     for stage in ("thresholds", "rim", "evaluation"):
         info.update(ctx.results.get(stage, {}))
     info["test_participants_whole_chest"] = _ids(ph.whole_chest_test, "full")
@@ -107,67 +128,132 @@ def fmt(v: Any, pct: bool = False) -> str:
 
 def _network(info: dict[str, Any], name: str) -> str:
     c = info[f"{name}_config"]
-    shape = (f"{c['width']} filters, largest dilation {c['max_dilation']} (receptive field {4 * c['max_dilation'] + 3} px)"
-             if name == "cnn1" else f"filters x{c['width_scale']}, dense {c['dense_width']}")
+    shape = (
+        f"{c['width']} filters, largest dilation {c['max_dilation']} (receptive field {4 * c['max_dilation'] + 3} px)"
+        if name == "cnn1"
+        else f"filters x{c['width_scale']}, dense {c['dense_width']}"
+    )
     start = info["initialised_from"][name]
-    return (f"- {name.upper()}: {c['preset']} preset, {shape}, patches {c['patch_size']} px, batch {c['batch_size']}, "
-            f"Adam {c['learning_rate']:g}, {info['trained_iterations'][name]:,} iterations (iteration "
-            f"{info['kept_iterations'][name]:,} kept, best {c['select_by'].replace('val_', 'validation ')}), "
-            f"{c['precision']} on {info['hardware'][name]['gpu'] or info['hardware'][name]['device']}"
-            + (f", started from {Path(start).name}" if start else "") + ".")
+    return (
+        f"- {name.upper()}: {c['preset']} preset, {shape}, patches {c['patch_size']} px, batch {c['batch_size']}, "
+        f"Adam {c['learning_rate']:g}, {info['trained_iterations'][name]:,} iterations (iteration "
+        f"{info['kept_iterations'][name]:,} kept, best {c['select_by'].replace('val_', 'validation ')}), "
+        f"{c['precision']} on {info['hardware'][name]['gpu'] or info['hardware'][name]['device']}"
+        + (f", started from {Path(start).name}" if start else "")
+        + "."
+    )
 
 
 def _phantom_rows(metrics: dict[str, Any]) -> list[str]:
-    rows = ["| reconstruction | scans | CAC F1 | TAC F1 | AV F1 | MV F1 | CAC sensitivity % | "
-            "CAC FP mm³/scan | risk kappa |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| reconstruction | scans | CAC F1 | TAC F1 | AV F1 | MV F1 | CAC sensitivity % | "
+        "CAC FP mm³/scan | risk kappa |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for kernel in ("soft", "sharp"):
         r = metrics.get(kernel)
         if r:
-            rows.append(f"| {kernel} | {r['n_scans']} | " + " | ".join(
-                fmt(r.get(g, {}).get("f1_pooled")) for g in ("CAC", "TAC", "AV", "MV"))
+            rows.append(
+                f"| {kernel} | {r['n_scans']} | "
+                + " | ".join(fmt(r.get(g, {}).get("f1_pooled")) for g in ("CAC", "TAC", "AV", "MV"))
                 + f" | {fmt(r['CAC']['sensitivity_pooled'], True)} | {fmt(r['CAC']['fp_volume_mm3_mean'])} | "
-                f"{fmt(r.get('kappa'))} |")
+                f"{fmt(r.get('kappa'))} |"
+            )
     return rows
 
 
 def _figures(info: dict[str, Any]) -> list[str]:
-    lines = ["## Figures", "", f"Held-out phantoms {info['test_participants']} (voxel level, pooled over scans):", ""]
+    lines = [
+        "## Figures",
+        "",
+        f"Held-out phantoms {info['test_participants']} (voxel level, pooled over scans):",
+        "",
+    ]
     m = info["test_metrics"]
     lines += _phantom_rows(m) if m else ["Not evaluated (the recipe's [evaluation] is off)."]
     if info["test_metrics_whole_chest"]:
-        lines += ["", f"Whole-chest phantoms {info['test_participants_whole_chest']}:", "",
-                  *_phantom_rows(info["test_metrics_whole_chest"])]
+        lines += [
+            "",
+            f"Whole-chest phantoms {info['test_participants_whole_chest']}:",
+            "",
+            *_phantom_rows(info["test_metrics_whole_chest"]),
+        ]
     th = info["cnn2_thresholds"]
-    lines += ["", "CNN2 thresholds: " + (", ".join(f"{g} {t:.2f}" for g, t in th.items())
-                                         + " (chosen on validation scans)" if th else "the paper's 0.5")
-              + "; rim fill: " + (f"margin {info['rim_sigmas']:g} noise SDs" if info["rim_fill"] and info["rim_sigmas"]
-                                  else "default margin" if info["rim_fill"] else "off") + "."]
+    lines += [
+        "",
+        "CNN2 thresholds: "
+        + (
+            ", ".join(f"{g} {t:.2f}" for g, t in th.items()) + " (chosen on validation scans)"
+            if th
+            else "the paper's 0.5"
+        )
+        + "; rim fill: "
+        + (
+            f"margin {info['rim_sigmas']:g} noise SDs"
+            if info["rim_fill"] and info["rim_sigmas"]
+            else "default margin"
+            if info["rim_fill"]
+            else "off"
+        )
+        + ".",
+    ]
     real = info["real_scan_figures"]
-    lines += ["", "Real scans" + (f" ({real['source']}):" if real else ": none measured for this model "
-                                  "(the recipe's `[card] real_scan_figures` names a JSON file of figures)."), ""]
+    lines += [
+        "",
+        "Real scans"
+        + (
+            f" ({real['source']}):"
+            if real
+            else ": none measured for this model "
+            "(the recipe's `[card] real_scan_figures` names a JSON file of figures)."
+        ),
+        "",
+    ]
     if real:
         cols = real["columns"]
         lines += ["| scan | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for name, r in real["scans"].items():
-            lines.append(f"| {name} | " + " | ".join(
-                fmt(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+            lines.append(
+                f"| {name} | "
+                + " | ".join(fmt(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols)
+                + " |"
+            )
     return lines
 
 
 def _limits(info: dict[str, Any]) -> list[str]:
-    out = ["- Trained and tested on synthetic phantoms only: real scans differ (scanner, noise texture, "
-           "motion, stents, contrast); expect lower accuracy on them until validated (`calcscore evaluate`).",
-           "- The test set is small; AV and MV figures rest on the valve calcium those participants happen to have."]
-    for key, name in (("test_metrics", "heart-region"), ("test_metrics_whole_chest", "whole-chest")):
+    out = [
+        "- Trained and tested on synthetic phantoms only: real scans differ (scanner, noise texture, "
+        "motion, stents, contrast); expect lower accuracy on them until validated (`calcscore evaluate`).",
+        "- The test set is small; AV and MV figures rest on the valve calcium those participants happen to have.",
+    ]
+    for key, name in (
+        ("test_metrics", "heart-region"),
+        ("test_metrics_whole_chest", "whole-chest"),
+    ):
         m = info[key] or {}
-        low = [f"{g} {k} {m[k][g]['f1_pooled'] or 0:.3f}" for k in ("soft", "sharp") if k in m
-               for g in ("CAC", "TAC") if (m[k].get(g, {}).get("f1_pooled") or 0) < TARGET_F1]
+        low = [
+            f"{g} {k} {m[k][g]['f1_pooled'] or 0:.3f}"
+            for k in ("soft", "sharp")
+            if k in m
+            for g in ("CAC", "TAC")
+            if (m[k].get(g, {}).get("f1_pooled") or 0) < TARGET_F1
+        ]
         if low:
-            out.append(f"- Below the target pooled F1 of {TARGET_F1} on the {name} test scans: " + ", ".join(low) + ".")
-        if key.endswith("whole_chest") and any(m[k]["CAC"]["fp_volume_mm3_mean"] > WHOLE_CHEST_FP_MM3
-                                               for k in ("soft", "sharp") if k in m):
-            out.append("- Whole-chest scans: over 25 mm³ of false coronary calcium per scan; their risk "
-                       "category is not reliable with this model.")
+            out.append(
+                f"- Below the target pooled F1 of {TARGET_F1} on the {name} test scans: "
+                + ", ".join(low)
+                + "."
+            )
+        if key.endswith("whole_chest") and any(
+            m[k]["CAC"]["fp_volume_mm3_mean"] > WHOLE_CHEST_FP_MM3
+            for k in ("soft", "sharp")
+            if k in m
+        ):
+            out.append(
+                "- Whole-chest scans: over 25 mm³ of false coronary calcium per scan; their risk "
+                "category is not reliable with this model."
+            )
     return out
 
 
@@ -175,32 +261,47 @@ def card(info: dict[str, Any]) -> str:
     """MODEL_CARD.md from model.json ``info`` alone."""
     tp = info["training_participants"]
     lines = [
-        f"# {info['title']}", "", info["description"] or "A calcscore model (Lessmann et al., IEEE TMI 2018).", "",
+        f"# {info['title']}",
+        "",
+        info["description"] or "A calcscore model (Lessmann et al., IEEE TMI 2018).",
+        "",
         "## Description",
         "CNN1 (three dilated 2D subnetworks, axial/sagittal/coronal) labels every voxel >= 130 HU as background, "
         "LAD, LCX, RCA, TAC, AV or MV; CNN2 (65 x 65 px, 2.5D) removes CNN1's false positives. "
-        f"**Learned from {info['trained_on']}**: no real patient scan was used to train or test it.", "",
+        f"**Learned from {info['trained_on']}**: no real patient scan was used to train or test it.",
+        "",
         "## Intended use and misuse",
         "- For: research, teaching and trying the method on non-contrast, non-gated low-dose chest CT.",
         "- Not for: clinical decisions, or any real-scan use before validation on annotated scans of that "
-        "scanner and protocol; not for contrast-enhanced or ECG-gated cardiac CT.", "",
+        "scanner and protocol; not for contrast-enhanced or ECG-gated cardiac CT.",
+        "",
         "## Training data",
         f"- Phantoms of generator {info['phantom_generator']} (calcscore {info['calcscore']}), seed {info['seed']}: "
         f"participants {tp['ids']}, {tp['whole_chest']} whole-chest and {tp['heart_region']} heart-region "
         f"({tp['heart_region_size']}) scans, soft and sharp each; validation participants: {', '.join(tp['validation'])}.",
-        f"- Test (never trained on): {info['test_participants']}.", "",
+        f"- Test (never trained on): {info['test_participants']}.",
+        "",
         "## Training procedure",
         "Built by `calcscore build-model` from `recipe.toml` (beside this card); stage seconds: "
-        + ", ".join(f"{s} {t:.0f}" for s, t in info["seconds"].items()) + f"; torch {info['torch']}.",
-        _network(info, "cnn1"), _network(info, "cnn2"), "",
+        + ", ".join(f"{s} {t:.0f}" for s, t in info["seconds"].items())
+        + f"; torch {info['torch']}.",
+        _network(info, "cnn1"),
+        _network(info, "cnn2"),
+        "",
         "## Inputs and outputs",
         "- In: a chest CT in HU (NIfTI, MHA or DICOM), any spacing; resampled to 3 mm slabs every 1.5 mm.",
         "- Out: a label per voxel on the scan's grid (background, LAD, LCX, RCA, TAC, AV, MV); "
-        "`calcscore score` adds Agatston scores, volumes and the risk category.", "",
-        *_figures(info), "",
-        "## Limitations", *_limits(info), "",
+        "`calcscore score` adds Agatston scores, volumes and the risk category.",
+        "",
+        *_figures(info),
+        "",
+        "## Limitations",
+        *_limits(info),
+        "",
         "## How to rebuild it",
-        "```", "calcscore build-model recipe.toml --out DIR [--cache DIR] [--device cuda]", "```",
+        "```",
+        "calcscore build-model recipe.toml --out DIR [--cache DIR] [--device cuda]",
+        "```",
         "Stages are cached in `DIR/.cache` by the hash of their inputs; a stopped build goes on where it stopped.",
     ]
     return "\n".join(lines) + "\n"

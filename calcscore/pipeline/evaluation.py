@@ -1,6 +1,7 @@
 """What a build measures with a trained model: CNN2's thresholds and the rim margin (chosen on
 validation participants) and the held-out test figures (pooled over scans, per label group,
 soft and sharp separately, with :func:`calcscore.metrics.evaluate`)."""
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,10 @@ def all_calcium(confusion: pd.DataFrame, n_scans: int) -> dict[str, float | None
     from a summed label confusion in mm^3 (reference rows, prediction columns, background first)."""
     c = confusion.to_numpy()
     tp, fn, fp = c[1:, 1:].sum(), c[1:, 0].sum(), c[0, 1:].sum()
-    return {"sensitivity_pooled": finite(tp / (tp + fn)) if tp + fn else None,
-            "fp_volume_mm3_mean": float(fp / max(n_scans, 1))}
+    return {
+        "sensitivity_pooled": finite(tp / (tp + fn)) if tp + fn else None,
+        "fp_volume_mm3_mean": float(fp / max(n_scans, 1)),
+    }
 
 
 def _segment_cases(model: Model, scans, device: str) -> tuple[dict, list[float]]:
@@ -68,9 +71,12 @@ def _segment_cases(model: Model, scans, device: str) -> tuple[dict, list[float]]
         t = time.perf_counter()
         seg = segment(cs.volume, model, InferenceOptions(device=device, channels_last=True))
         seconds.append(time.perf_counter() - t)
-        labels = {"cases": seg.labels, "cnn1_alone": seg.cnn1_labels(cs.volume),
-                  "cnn2_at_0.5": seg.labels_at(cs.volume, 0.5),
-                  "without_rim_fill": seg.labels_at(cs.volume, model.cnn2_thresholds, rim_fill=False)}
+        labels = {
+            "cases": seg.labels,
+            "cnn1_alone": seg.cnn1_labels(cs.volume),
+            "cnn2_at_0.5": seg.labels_at(cs.volume, 0.5),
+            "without_rim_fill": seg.labels_at(cs.volume, model.cnn2_thresholds, rim_fill=False),
+        }
         for v in VARIANTS:
             cases[v][cs.kernel].append(ScanCase(cs.scan_id, cs.labels, labels[v], cs.volume))
     return cases, seconds
@@ -90,24 +96,47 @@ def _kernel_figures(cases: dict, kernel: str, groups: Sequence[str]) -> dict[str
     """
     ev = evaluate(cases["cases"][kernel])
     n = len(cases["cases"][kernel])
-    res: dict[str, Any] = {"n_scans": n, "report": ev.report(),
-                           "label_confusion_mm3": ev.label_confusion.round(1).values.tolist()}
+    res: dict[str, Any] = {
+        "n_scans": n,
+        "report": ev.report(),
+        "label_confusion_mm3": ev.label_confusion.round(1).values.tolist(),
+    }
     ev1 = evaluate(cases["cnn1_alone"][kernel])
-    res["cnn1_alone"] = {**figures(ev1.summary, ("CAC", "TAC")), "all_calcium": all_calcium(ev1.label_confusion, n)}
+    res["cnn1_alone"] = {
+        **figures(ev1.summary, ("CAC", "TAC")),
+        "all_calcium": all_calcium(ev1.label_confusion, n),
+    }
     res["cnn2_at_0.5"] = figures(evaluate(cases["cnn2_at_0.5"][kernel]).summary, groups)
     res["without_rim_fill"] = figures(evaluate(cases["without_rim_fill"][kernel]).summary, groups)
     res["all_calcium"] = all_calcium(ev.label_confusion, n)
-    res.update(figures(ev.summary, ev.summary.index, POOLED + ("sensitivity_mean", "f1_mean", "ref_volume_mm3_mean")))
+    res.update(
+        figures(
+            ev.summary,
+            ev.summary.index,
+            POOLED + ("sensitivity_mean", "f1_mean", "ref_volume_mm3_mean"),
+        )
+    )
     agreement = ev.risk_agreement()
     if agreement is not None:
         table, kappa = agreement
-        res.update(kappa=finite(kappa.kappa), category_agreement=finite(kappa.agreement),
-                   risk_confusion=table.astype(int).values.tolist())
+        res.update(
+            kappa=finite(kappa.kappa),
+            category_agreement=finite(kappa.agreement),
+            risk_confusion=table.astype(int).values.tolist(),
+        )
     return res
 
 
-def evaluate_model(model: Model, indices: Sequence[int], *, seed: int, size: str, device: str,
-                   groups: Sequence[str] = ("CAC", "TAC", "AV", "MV"), workers: int = 1) -> dict[str, Any]:
+def evaluate_model(
+    model: Model,
+    indices: Sequence[int],
+    *,
+    seed: int,
+    size: str,
+    device: str,
+    groups: Sequence[str] = ("CAC", "TAC", "AV", "MV"),
+    workers: int = 1,
+) -> dict[str, Any]:
     """The model's figures on held-out participants, soft and sharp separately.
 
     Args:
@@ -124,14 +153,19 @@ def evaluate_model(model: Model, indices: Sequence[int], *, seed: int, size: str
     """
     scans = cohort_scans(indices, seed=seed, size=size, workers=workers)
     cases, seconds = _segment_cases(model, scans, device)
-    out: dict[str, Any] = {"inference_seconds_mean": float(np.mean(seconds)), "n_participants": len(indices)}
+    out: dict[str, Any] = {
+        "inference_seconds_mean": float(np.mean(seconds)),
+        "n_participants": len(indices),
+    }
     for kernel in ("soft", "sharp"):
         if cases["cases"][kernel]:
             out[kernel] = _kernel_figures(cases, kernel, groups)
     return out
 
 
-def calibrate(model: Model, val_scans: list, *, n_scans: int, device: str, precision: str) -> dict[str, Any]:
+def calibrate(
+    model: Model, val_scans: list, *, n_scans: int, device: str, precision: str
+) -> dict[str, Any]:
     """CNN2's thresholds per label group, chosen on validation scans (calcscore.calibration).
 
     Args:
@@ -149,14 +183,27 @@ def calibrate(model: Model, val_scans: list, *, n_scans: int, device: str, preci
     data = collect_cnn2_scores(model.cnn1, model.cnn2, scans, device=device, precision=precision)
     thresholds, table = choose_thresholds(data)
     model.cnn2_thresholds = thresholds
-    return {"cnn2_thresholds": thresholds,
-            "cnn2_calibration": {"scans": [s.scan_id for s in scans],
-                                 "table": table.reset_index().to_dict(orient="records"),
-                                 "seconds": time.perf_counter() - t}}
+    return {
+        "cnn2_thresholds": thresholds,
+        "cnn2_calibration": {
+            "scans": [s.scan_id for s in scans],
+            "table": table.reset_index().to_dict(orient="records"),
+            "seconds": time.perf_counter() - t,
+        },
+    }
 
 
-def choose_rim(model: Model, val_ids: Sequence[str], *, n_participants: int, seed: int, n_full: int,
-               size: str, device: str, workers: int = 1) -> dict[str, Any]:
+def choose_rim(
+    model: Model,
+    val_ids: Sequence[str],
+    *,
+    n_participants: int,
+    seed: int,
+    n_full: int,
+    size: str,
+    device: str,
+    workers: int = 1,
+) -> dict[str, Any]:
     """The rim fill's noise margin chosen on validation participants (calcscore.calibration).
 
     Args:
@@ -176,14 +223,26 @@ def choose_rim(model: Model, val_ids: Sequence[str], *, n_participants: int, see
     numbers = [int(i[1:]) for i in ids]
     t = time.perf_counter()
     cases = []
-    for part, part_size in (([i for i in numbers if i < n_full], "full"), ([i for i in numbers if i >= n_full], size)):
+    for part, part_size in (
+        ([i for i in numbers if i < n_full], "full"),
+        ([i for i in numbers if i >= n_full], size),
+    ):
         for cs in cohort_scans(part, seed=seed, size=part_size, workers=workers):
-            seg = segment(cs.volume, model, InferenceOptions(device=device, channels_last=True, rim_fill=False))
+            seg = segment(
+                cs.volume,
+                model,
+                InferenceOptions(device=device, channels_last=True, rim_fill=False),
+            )
             cases.append((cs.volume, cs.labels, seg))
     best, table = choose_rim_sigmas(cases)
     model.rim_fill = best is not None
     model.rim_sigmas = best
-    return {"rim_fill": best is not None, "rim_sigmas": best,
-            "rim_choice": {"participants": ids, "table": table.to_dict(orient="records"),
-                           "seconds": time.perf_counter() - t}}
-
+    return {
+        "rim_fill": best is not None,
+        "rim_sigmas": best,
+        "rim_choice": {
+            "participants": ids,
+            "table": table.to_dict(orient="records"),
+            "seconds": time.perf_counter() - t,
+        },
+    }

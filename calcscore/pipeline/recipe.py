@@ -7,6 +7,7 @@ that names the file, the section and key, the problem and the fix. The shipped m
 
 Paths in a recipe (``init``, ``real_scan_figures``) are relative to the recipe's folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -130,9 +131,16 @@ class Card:
     real_scan_columns: list[str] = field(default_factory=list)
 
 
-SECTIONS: dict[str, type] = {"phantoms": Phantoms, "real_negatives": RealNegatives, "cnn1": CNN1,
-                             "cnn2": CNN2, "thresholds": Thresholds, "rim": Rim,
-                             "evaluation": Evaluation, "card": Card}
+SECTIONS: dict[str, type] = {
+    "phantoms": Phantoms,
+    "real_negatives": RealNegatives,
+    "cnn1": CNN1,
+    "cnn2": CNN2,
+    "thresholds": Thresholds,
+    "rim": Rim,
+    "evaluation": Evaluation,
+    "card": Card,
+}
 OPTIONAL_SECTIONS = frozenset({"real_negatives", "evaluation"})
 
 
@@ -171,8 +179,10 @@ class Recipe:
                 out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
         if name == "real_negatives" and sec.scans:  # the label maps by content, the images by size
             out["images"] = {n: real_negative_files(self, n)[0].stat().st_size for n in sec.scans}
-            out["labels"] = {n: hashlib.sha256(real_negative_files(self, n)[1].read_bytes()).hexdigest()
-                             for n in sec.scans}
+            out["labels"] = {
+                n: hashlib.sha256(real_negative_files(self, n)[1].read_bytes()).hexdigest()
+                for n in sec.scans
+            }
         return out
 
 
@@ -187,7 +197,9 @@ def _type_ok(value: Any, annotation: str) -> bool:
     base = {"int": int, "float": (int, float), "str": str, "bool": bool}
     if annotation.startswith("list["):
         inner = base[annotation[5:-1]]
-        return isinstance(value, list) and all(isinstance(v, inner) and not isinstance(v, bool) for v in value)
+        return isinstance(value, list) and all(
+            isinstance(v, inner) and not isinstance(v, bool) for v in value
+        )
     if annotation.startswith("dict"):
         return isinstance(value, dict)
     if annotation == "bool":
@@ -203,26 +215,42 @@ def _read_section(path: Path, name: str, table: Any) -> Any:
     known = {f.name: f for f in fields(cls)}
     for key in table:
         if key not in known:
-            raise RecipeError(path, f"[{name}] {key}", "unknown key", f"valid keys: {', '.join(known)}")
+            raise RecipeError(
+                path, f"[{name}] {key}", "unknown key", f"valid keys: {', '.join(known)}"
+            )
     values = {}
     for f in known.values():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name not in table:
             if required:
-                raise RecipeError(path, f"[{name}] {f.name}", "missing key",
-                                  f"add `{f.name} = ...` ({f.type}) to [{name}]")
+                raise RecipeError(
+                    path,
+                    f"[{name}] {f.name}",
+                    "missing key",
+                    f"add `{f.name} = ...` ({f.type}) to [{name}]",
+                )
             continue
         value = table[f.name]
         if not _type_ok(value, str(f.type)):
-            raise RecipeError(path, f"[{name}] {f.name}", f"must be {f.type}, got {type(value).__name__} {value!r}",
-                              f"write e.g. `{f.name} = {_example(str(f.type))}`")
+            raise RecipeError(
+                path,
+                f"[{name}] {f.name}",
+                f"must be {f.type}, got {type(value).__name__} {value!r}",
+                f"write e.g. `{f.name} = {_example(str(f.type))}`",
+            )
         values[f.name] = float(value) if f.type == "float" else value
     return cls(**values)
 
 
 def _example(annotation: str) -> str:
-    return {"int": "1", "float": "0.5", "str": '"text"', "bool": "true", "list[int]": "[0, 9]",
-            "list[str]": '["a", "b"]'}.get(annotation, "{}")
+    return {
+        "int": "1",
+        "float": "0.5",
+        "str": '"text"',
+        "bool": "true",
+        "list[int]": "[0, 9]",
+        "list[str]": '["a", "b"]',
+    }.get(annotation, "{}")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -237,7 +265,12 @@ def load_recipe(path: str | Path) -> Recipe:
     """
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(path, "file", "no such recipe", "pass a TOML file, e.g. calcscore/models/default/recipe.toml")
+        raise RecipeError(
+            path,
+            "file",
+            "no such recipe",
+            "pass a TOML file, e.g. calcscore/models/default/recipe.toml",
+        )
     text = path.read_text()
     try:
         data = tomllib.loads(text)
@@ -247,7 +280,9 @@ def load_recipe(path: str | Path) -> Recipe:
         if key != "name" and key not in SECTIONS:
             raise RecipeError(path, f"[{key}]", "unknown section", f"valid: {', '.join(SECTIONS)}")
     if not isinstance(data.get("name"), str):
-        raise RecipeError(path, "name", "missing or not a string", 'add `name = "my-model"` at the top')
+        raise RecipeError(
+            path, "name", "missing or not a string", 'add `name = "my-model"` at the top'
+        )
     sections = {}
     for name in SECTIONS:
         if name not in data:
@@ -265,7 +300,9 @@ def _check_range(path: Path, where: str, r: list[int], *, empty_ok: bool = False
     if empty_ok and not r:
         return
     if len(r) != 2 or not 0 <= r[0] <= r[1]:
-        raise RecipeError(path, where, f"must be [first, last] participant numbers, got {r}", "e.g. [0, 119]")
+        raise RecipeError(
+            path, where, f"must be [first, last] participant numbers, got {r}", "e.g. [0, 119]"
+        )
 
 
 def participants(r: list[int]) -> range:
@@ -275,25 +312,41 @@ def participants(r: list[int]) -> range:
 
 def _check_phantoms(path: Path, ph: Phantoms) -> None:
     if ph.generator != GENERATOR_VERSION:
-        raise RecipeError(path, "[phantoms] generator", f"{ph.generator!r} is not this calcscore's phantom "
-                          f"generator", f'set generator = "{GENERATOR_VERSION}" (every stage reruns) or use '
-                          "the calcscore that made those phantoms")
+        raise RecipeError(
+            path,
+            "[phantoms] generator",
+            f"{ph.generator!r} is not this calcscore's phantom generator",
+            f'set generator = "{GENERATOR_VERSION}" (every stage reruns) or use '
+            "the calcscore that made those phantoms",
+        )
     _check_range(path, "[phantoms] train", ph.train)
     _check_range(path, "[phantoms] test", ph.test)
     _check_range(path, "[phantoms] whole_chest_test", ph.whole_chest_test, empty_ok=True)
     train = set(participants(ph.train))
     for key in ("test", "whole_chest_test"):
         if train & set(participants(getattr(ph, key))):
-            raise RecipeError(path, f"[phantoms] {key}", "overlaps the training participants",
-                              "choose participants after the training range")
+            raise RecipeError(
+                path,
+                f"[phantoms] {key}",
+                "overlaps the training participants",
+                "choose participants after the training range",
+            )
     if not 0 <= ph.whole_chest <= len(train):
-        raise RecipeError(path, "[phantoms] whole_chest", f"must lie in 0..{len(train)}, got {ph.whole_chest}")
+        raise RecipeError(
+            path, "[phantoms] whole_chest", f"must lie in 0..{len(train)}, got {ph.whole_chest}"
+        )
     for key in ("train_size", "test_size"):
         if getattr(ph, key) not in SIZES:
-            raise RecipeError(path, f"[phantoms] {key}", f"unknown size {getattr(ph, key)!r}",
-                              f"one of {', '.join(SIZES)}")
+            raise RecipeError(
+                path,
+                f"[phantoms] {key}",
+                f"unknown size {getattr(ph, key)!r}",
+                f"one of {', '.join(SIZES)}",
+            )
     if not 0 < ph.validation_fraction < 1:
-        raise RecipeError(path, "[phantoms] validation_fraction", "must lie in (0, 1)", "e.g. 0.142857 (1/7)")
+        raise RecipeError(
+            path, "[phantoms] validation_fraction", "must lie in (0, 1)", "e.g. 0.142857 (1/7)"
+        )
     if ph.workers < 1:
         raise RecipeError(path, "[phantoms] workers", "must be >= 1")
 
@@ -303,9 +356,13 @@ def _check_network(recipe: Recipe, name: str) -> None:
 
     net, path = getattr(recipe, name), recipe.path
     if net.preset not in PRESETS:
-        raise RecipeError(path, f"[{name}] preset", f"unknown preset {net.preset!r}", "workshop or paper")
+        raise RecipeError(
+            path, f"[{name}] preset", f"unknown preset {net.preset!r}", "workshop or paper"
+        )
     if net.select_by not in SELECT_BY:
-        raise RecipeError(path, f"[{name}] select_by", f"unknown {net.select_by!r}", " or ".join(SELECT_BY))
+        raise RecipeError(
+            path, f"[{name}] select_by", f"unknown {net.select_by!r}", " or ".join(SELECT_BY)
+        )
     for key in ("iterations", "batch_size"):
         if getattr(net, key) < 1:
             raise RecipeError(path, f"[{name}] {key}", "must be >= 1")
@@ -314,11 +371,17 @@ def _check_network(recipe: Recipe, name: str) -> None:
     known = {f.name for f in fields(TrainConfig)}
     for key in net.architecture:
         if key not in known:
-            raise RecipeError(path, f"[{name}.architecture] {key}", "not a training setting",
-                              "e.g. width, head_width, max_dilation, patch_size, width_scale, dense_width")
+            raise RecipeError(
+                path,
+                f"[{name}.architecture] {key}",
+                "not a training setting",
+                "e.g. width, head_width, max_dilation, patch_size, width_scale, dense_width",
+            )
     init = recipe.resolve(net.init)
     if init is not None and not init.is_file():
-        raise RecipeError(path, f"[{name}] init", f"no such file {init}", 'name a saved cnn .pt or "none"')
+        raise RecipeError(
+            path, f"[{name}] init", f"no such file {init}", 'name a saved cnn .pt or "none"'
+        )
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -329,18 +392,30 @@ def check_recipe(recipe: Recipe) -> None:
         _check_network(recipe, name)
     for g in recipe.evaluation.groups:
         if g not in LABEL_GROUPS:
-            raise RecipeError(path, "[evaluation] groups", f"unknown label group {g!r}", ", ".join(LABEL_GROUPS))
+            raise RecipeError(
+                path, "[evaluation] groups", f"unknown label group {g!r}", ", ".join(LABEL_GROUPS)
+            )
     if recipe.real_negatives is not None and recipe.real_negatives.scans:
         for key in ("images", "labels"):
             folder = recipe.resolve(getattr(recipe.real_negatives, key))
             if folder is None or not folder.is_dir():
-                raise RecipeError(path, f"[real_negatives] {key}", f"no such folder {folder}",
-                                  "name the folder of the scans' images / label maps, relative to the recipe")
+                raise RecipeError(
+                    path,
+                    f"[real_negatives] {key}",
+                    f"no such folder {folder}",
+                    "name the folder of the scans' images / label maps, relative to the recipe",
+                )
         for name in recipe.real_negatives.scans:
             for p in real_negative_files(recipe, name):
                 if not p.is_file():
-                    raise RecipeError(path, "[real_negatives] scans", f"{name}: no such file {p}",
-                                      "make the label maps with data/real_negatives/make_labels.py")
+                    raise RecipeError(
+                        path,
+                        "[real_negatives] scans",
+                        f"{name}: no such file {p}",
+                        "make the label maps with data/real_negatives/make_labels.py",
+                    )
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None and not figures.is_file():
-        raise RecipeError(path, "[card] real_scan_figures", f"no such file {figures}", 'name a JSON file or ""')
+        raise RecipeError(
+            path, "[card] real_scan_figures", f"no such file {figures}", 'name a JSON file or ""'
+        )

@@ -16,6 +16,7 @@ stage                   does                                                   d
 ``card``                the model folder: networks, model.json, card, recipe   every stage
 ======================  =====================================================  ===============
 """
+
 from __future__ import annotations
 
 import json
@@ -70,23 +71,37 @@ class Context:
 
 def hardware(device: str) -> dict[str, Any]:
     """Where a stage ran (model.json ``hardware``)."""
-    return {"device": device, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-            "torch": torch.__version__}
+    return {
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "torch": torch.__version__,
+    }
 
 
 # ------------------------------------------------------------------------------------ phantoms
 def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
     ph = ctx.recipe.phantoms
     ids = list(participants(ph.train))
-    full, rest = ids[:ph.whole_chest], ids[ph.whole_chest:]
-    scans = cache_participants(full, seed=ph.seed, size="full", cache=folder / "scans", workers=ph.workers)
-    scans += cache_participants(rest, seed=ph.seed, size=ph.train_size, cache=folder / "scans", workers=ph.workers)
-    val = split_by_participant([s.participant_id for s in scans], val_fraction=ph.validation_fraction, rng=ph.seed)
-    return {"scans": [s.scan_id for s in scans], "validation": sorted(val),
-            "ids": f"{participant_id(ids[0])}..{participant_id(ids[-1])}", "whole_chest": len(full),
-            "heart_region": len(rest), "heart_region_size": ph.train_size}
+    full, rest = ids[: ph.whole_chest], ids[ph.whole_chest :]
+    scans = cache_participants(
+        full, seed=ph.seed, size="full", cache=folder / "scans", workers=ph.workers
+    )
+    scans += cache_participants(
+        rest, seed=ph.seed, size=ph.train_size, cache=folder / "scans", workers=ph.workers
+    )
+    val = split_by_participant(
+        [s.participant_id for s in scans], val_fraction=ph.validation_fraction, rng=ph.seed
+    )
+    return {
+        "scans": [s.scan_id for s in scans],
+        "validation": sorted(val),
+        "ids": f"{participant_id(ids[0])}..{participant_id(ids[-1])}",
+        "whole_chest": len(full),
+        "heart_region": len(rest),
+        "heart_region_size": ph.train_size,
+    }
 
 
 def split_scans(ctx: Context) -> tuple[list, list]:
@@ -94,7 +109,9 @@ def split_scans(ctx: Context) -> tuple[list, list]:
     res, folder = ctx.results["phantoms"], ctx.folders["phantoms"] / "scans"
     scans = [load_cached(folder / s) for s in res["scans"]]
     val = set(res["validation"])
-    return [s for s in scans if s.participant_id not in val], [s for s in scans if s.participant_id in val]
+    return [s for s in scans if s.participant_id not in val], [
+        s for s in scans if s.participant_id in val
+    ]
 
 
 def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
@@ -105,11 +122,18 @@ def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
     out, n_background = [], 0
     for name in ctx.recipe.real_negatives.scans:
         image, labels = real_negative_files(ctx.recipe, name)
-        scan = cache_scan(read_volume(image), read_labels(labels), folder / "scans" / f"real-{name}",
-                          scan_id=f"real-{name}", participant_id=f"real-{name}")
+        scan = cache_scan(
+            read_volume(image),
+            read_labels(labels),
+            folder / "scans" / f"real-{name}",
+            scan_id=f"real-{name}",
+            participant_id=f"real-{name}",
+        )
         if len(scan.calcium_index):
-            raise CalcscoreError(f"{labels}: a real negative holds calcium labels; it must hold only 0 and "
-                                 "255 (make it with data/real_negatives/make_labels.py)")
+            raise CalcscoreError(
+                f"{labels}: a real negative holds calcium labels; it must hold only 0 and "
+                "255 (make it with data/real_negatives/make_labels.py)"
+            )
         out.append(scan.scan_id)
         n_background += len(scan.background_index)
     return {"scans": out, "background_candidates": n_background}
@@ -124,7 +148,9 @@ def real_negative_scans(ctx: Context) -> list:
 def skipped(ctx: Context, stage: str) -> bool:
     """Whether a stage has nothing to do for this recipe (no real negatives): it counts as
     finished without a run or a cache folder."""
-    return stage == "real_negatives" and not (ctx.recipe.real_negatives and ctx.recipe.real_negatives.scans)
+    return stage == "real_negatives" and not (
+        ctx.recipe.real_negatives and ctx.recipe.real_negatives.scans
+    )
 
 
 # ------------------------------------------------------------------------------------ training
@@ -132,21 +158,36 @@ def network_config(ctx: Context, name: str) -> TrainConfig:
     """The TrainConfig of ``name`` ("cnn1" / "cnn2"): the recipe's preset and settings, the
     saved architecture of ``init`` where given, this run's device and precision."""
     net, seed = getattr(ctx.recipe, name), ctx.recipe.phantoms.seed
-    changes: dict[str, Any] = {"max_iterations": net.iterations, "batch_size": net.batch_size,
-                               "learning_rate": net.learning_rate, "select_by": net.select_by, "seed": seed,
-                               "device": ctx.device, "precision": ctx.precision, "channels_last": True,
-                               **net.architecture}
+    changes: dict[str, Any] = {
+        "max_iterations": net.iterations,
+        "batch_size": net.batch_size,
+        "learning_rate": net.learning_rate,
+        "select_by": net.select_by,
+        "seed": seed,
+        "device": ctx.device,
+        "precision": ctx.precision,
+        "channels_last": True,
+        **net.architecture,
+    }
     if net.eval_every:
         changes["eval_every"] = changes["checkpoint_every"] = net.eval_every
-    if name == "cnn1" and "max_dilation" in net.architecture and "patch_size" not in net.architecture:
-        changes["patch_size"] = 4 * net.architecture["max_dilation"] + 3 + 10  # 11 x 11 auxiliary labels
+    if (
+        name == "cnn1"
+        and "max_dilation" in net.architecture
+        and "patch_size" not in net.architecture
+    ):
+        changes["patch_size"] = (
+            4 * net.architecture["max_dilation"] + 3 + 10
+        )  # 11 x 11 auxiliary labels
     init = ctx.recipe.resolve(net.init)
     if init is not None:  # the saved network's shape, whatever the preset's
         changes.update(saved_architecture(init, name))
     return get_config(net.preset, name, **changes)
 
 
-def _train(ctx: Context, name: str, folder: Path, train_scans: list, val_scans: list) -> dict[str, Any]:
+def _train(
+    ctx: Context, name: str, folder: Path, train_scans: list, val_scans: list
+) -> dict[str, Any]:
     """Train (or resume) one network in the stage's folder.
 
     Args:
@@ -163,14 +204,31 @@ def _train(ctx: Context, name: str, folder: Path, train_scans: list, val_scans: 
     cfg = network_config(ctx, name)
     init = ctx.recipe.resolve(getattr(ctx.recipe, name).init)
     minutes = ctx.minutes.get(name)
-    r = train(cfg, train_scans, val_scans, folder, cnn1=ctx.folders["cnn1"] if name == "cnn2" else None,
-              max_seconds=None if minutes is None else 60.0 * minutes, init=init, progress=ctx.progress)
+    r = train(
+        cfg,
+        train_scans,
+        val_scans,
+        folder,
+        cnn1=ctx.folders["cnn1"] if name == "cnn2" else None,
+        max_seconds=None if minutes is None else 60.0 * minutes,
+        init=init,
+        progress=ctx.progress,
+    )
     if r.iteration < cfg.max_iterations:
-        raise StageStopped(f"{name}: stopped by its time budget at iteration {r.iteration:,} of "
-                           f"{cfg.max_iterations:,} (checkpoint kept: run the build again to go on)")
-    kept = int(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=False)["iteration"])
-    return {"config": cfg.to_dict(), "trained_iterations": r.iteration, "kept_iteration": kept,
-            "initialised_from": None if init is None else str(init), "hardware": hardware(ctx.device)}
+        raise StageStopped(
+            f"{name}: stopped by its time budget at iteration {r.iteration:,} of "
+            f"{cfg.max_iterations:,} (checkpoint kept: run the build again to go on)"
+        )
+    kept = int(
+        torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=False)["iteration"]
+    )
+    return {
+        "config": cfg.to_dict(),
+        "trained_iterations": r.iteration,
+        "kept_iteration": kept,
+        "initialised_from": None if init is None else str(init),
+        "hardware": hardware(ctx.device),
+    }
 
 
 def run_cnn1(ctx: Context, folder: Path) -> dict[str, Any]:
@@ -181,13 +239,21 @@ def run_cnn1(ctx: Context, folder: Path) -> dict[str, Any]:
 def run_cnn2(ctx: Context, folder: Path) -> dict[str, Any]:
     net = ctx.recipe.cnn2
     train_scans, val_scans = split_scans(ctx)
-    full = None if net.full_scans < 0 else net.full_scans  # CNN1 labels 2-2.5 M candidates per whole chest
-    train_scans, val_scans = limit_full(train_scans, full), limit_full(val_scans, val_full_scans(full))
+    full = (
+        None if net.full_scans < 0 else net.full_scans
+    )  # CNN1 labels 2-2.5 M candidates per whole chest
+    train_scans, val_scans = (
+        limit_full(train_scans, full),
+        limit_full(val_scans, val_full_scans(full)),
+    )
     if net.scans:
-        train_scans, val_scans = train_scans[:net.scans], val_scans[:max(2, net.scans // 4)]
+        train_scans, val_scans = train_scans[: net.scans], val_scans[: max(2, net.scans // 4)]
     train_scans = train_scans + real_negative_scans(ctx)
     out = _train(ctx, "cnn2", folder, train_scans, val_scans)
-    out.update(training_scans=[s.scan_id for s in train_scans], validation_scans=[s.scan_id for s in val_scans])
+    out.update(
+        training_scans=[s.scan_id for s in train_scans],
+        validation_scans=[s.scan_id for s in val_scans],
+    )
     return out
 
 
@@ -216,7 +282,13 @@ def model_so_far(ctx: Context, folder: Path) -> Model:
     """The trained networks with the thresholds and rim margin chosen so far."""
     info: dict[str, Any] = {}
     for stage in ("thresholds", "rim"):
-        info.update({k: v for k, v in ctx.results.get(stage, {}).items() if k in ("cnn2_thresholds", "rim_fill", "rim_sigmas")})
+        info.update(
+            {
+                k: v
+                for k, v in ctx.results.get(stage, {}).items()
+                if k in ("cnn2_thresholds", "rim_fill", "rim_sigmas")
+            }
+        )
     return Model.load(assemble(ctx, folder / "model", info), device=ctx.device)
 
 
@@ -227,7 +299,9 @@ def run_thresholds(ctx: Context, folder: Path) -> dict[str, Any]:
     model = model_so_far(ctx, folder)
     full = ctx.recipe.cnn2.full_scans
     val = limit_full(split_scans(ctx)[1], val_full_scans(None if full < 0 else full))
-    return evaluation.calibrate(model, val, n_scans=th.scans, device=ctx.device, precision=ctx.precision)
+    return evaluation.calibrate(
+        model, val, n_scans=th.scans, device=ctx.device, precision=ctx.precision
+    )
 
 
 def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
@@ -235,9 +309,16 @@ def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
     if not rim.choose:
         return {}
     model = model_so_far(ctx, folder)
-    return evaluation.choose_rim(model, ctx.results["phantoms"]["validation"], n_participants=rim.participants,
-                                 seed=ph.seed, n_full=ph.train[0] + ph.whole_chest, size=ph.train_size,
-                                 device=ctx.device, workers=ph.workers)
+    return evaluation.choose_rim(
+        model,
+        ctx.results["phantoms"]["validation"],
+        n_participants=rim.participants,
+        seed=ph.seed,
+        n_full=ph.train[0] + ph.whole_chest,
+        size=ph.train_size,
+        device=ctx.device,
+        workers=ph.workers,
+    )
 
 
 def run_evaluation(ctx: Context, folder: Path) -> dict[str, Any]:
@@ -245,12 +326,27 @@ def run_evaluation(ctx: Context, folder: Path) -> dict[str, Any]:
     if not ev.enabled:
         return {}
     model = model_so_far(ctx, folder)
-    out = {"test_metrics": evaluation.evaluate_model(model, participants(ph.test), seed=ph.seed, size=ph.test_size,
-                                                     device=ctx.device, groups=ev.groups, workers=ph.workers)}
+    out = {
+        "test_metrics": evaluation.evaluate_model(
+            model,
+            participants(ph.test),
+            seed=ph.seed,
+            size=ph.test_size,
+            device=ctx.device,
+            groups=ev.groups,
+            workers=ph.workers,
+        )
+    }
     if ph.whole_chest_test:
         out["test_metrics_whole_chest"] = evaluation.evaluate_model(
-            model, participants(ph.whole_chest_test), seed=ph.seed, size="full", device=ctx.device,
-            groups=ev.groups, workers=ph.workers)
+            model,
+            participants(ph.whole_chest_test),
+            seed=ph.seed,
+            size="full",
+            device=ctx.device,
+            groups=ev.groups,
+            workers=ph.workers,
+        )
     return out
 
 
@@ -273,11 +369,16 @@ STAGES: dict[str, tuple[Callable[[Context, Path], dict[str, Any]], tuple[str, ..
     "thresholds": (run_thresholds, ("phantoms", "cnn1", "cnn2")),
     "rim": (run_rim, ("phantoms", "cnn1", "cnn2", "thresholds")),
     "evaluation": (run_evaluation, ("phantoms", "cnn1", "cnn2", "thresholds", "rim")),
-    "card": (run_card, ("phantoms", "real_negatives", "cnn1", "cnn2", "thresholds", "rim", "evaluation")),
+    "card": (
+        run_card,
+        ("phantoms", "real_negatives", "cnn1", "cnn2", "thresholds", "rim", "evaluation"),
+    ),
 }
 
 
 def summary_line(stage: str, result: dict[str, Any]) -> str:
     """One line of what a stage made, for the log."""
-    keep = {k: v for k, v in result.items() if isinstance(v, int | float | str | bool) and k != "hash"}
+    keep = {
+        k: v for k, v in result.items() if isinstance(v, int | float | str | bool) and k != "hash"
+    }
     return f"{stage}: " + json.dumps(keep)[:200]

@@ -21,6 +21,7 @@ The package, from the bottom up: :mod:`~calcscore.training.config` (the settings
 :mod:`~calcscore.training.loop` (the run, single-process or under ``torchrun``). Every name
 below stays importable from ``calcscore.training``.
 """
+
 from calcscore.bundle import NETWORKS
 from calcscore.runtime import resolve_device
 from calcscore.training.checkpoint import (
@@ -51,9 +52,30 @@ from calcscore.training.loop import TrainResult, train, train_from_manifest
 from calcscore.training.steps import evaluate, make_optimizer, train_step
 
 __all__ = [
-    "CANDIDATES", "CHECKPOINT", "METRICS", "NETWORKS", "PRESETS", "TrainConfig", "TrainResult", "TrainState",
-    "cnn1_candidate_labels", "cnn1_proba_patchwise", "cnn1_proba_slicewise", "cnn2_pools", "evaluate",
-    "get_config", "load_model", "make_optimizer", "paper_config", "resolve_device", "save_model",
-    "saved_architecture", "split_by_participant", "split_manifest", "train", "train_from_manifest",
-    "train_step", "workshop_config",
+    "CANDIDATES",
+    "CHECKPOINT",
+    "METRICS",
+    "NETWORKS",
+    "PRESETS",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "cnn1_candidate_labels",
+    "cnn1_proba_patchwise",
+    "cnn1_proba_slicewise",
+    "cnn2_pools",
+    "evaluate",
+    "get_config",
+    "load_model",
+    "make_optimizer",
+    "paper_config",
+    "resolve_device",
+    "save_model",
+    "saved_architecture",
+    "split_by_participant",
+    "split_manifest",
+    "train",
+    "train_from_manifest",
+    "train_step",
+    "workshop_config",
 ]

@@ -6,6 +6,7 @@ the kept weights' selection score, the running training loss) and the random sta
 generators and of every process's patch sampler; it is written atomically, so a run killed at
 any moment resumes from the last one and ends with the same weights as an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,9 @@ def save_model(model: nn.Module, config: TrainConfig, path: str | Path, **extra:
     return save_network(model, config.to_dict(), path, **extra)
 
 
-def load_model(path: str | Path, *, network: str | None = None,
-               device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+def load_model(
+    path: str | Path, *, network: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
     """Rebuild a network from a saved ``cnn1.pt`` / ``cnn2.pt`` (or the folder holding it).
 
     Returns the network in eval mode and its :class:`TrainConfig`.
@@ -101,32 +103,58 @@ class TrainState:
         holds it as ``best_val_loss`` (and no ``select_by``: the run's, which resuming checks)."""
         best = ckpt["best_score"] if "best_score" in ckpt else ckpt[OLD_BEST_KEY]
         loss, count = ckpt["running"]
-        return cls(ckpt["iteration"], ckpt["metrics"], ckpt.get("select_by", select_by), best,
-                   float(loss), int(count))
+        return cls(
+            ckpt["iteration"],
+            ckpt["metrics"],
+            ckpt.get("select_by", select_by),
+            best,
+            float(loss),
+            int(count),
+        )
 
 
 def random_states(sampler: PatchSampler, device: torch.device) -> dict[str, Any]:
     """This process's random states: its patch sampler's and the torch generators'."""
-    return {"sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {
+        "sampler": sampler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
 
 
-def save_checkpoint(path: Path, state: TrainState, *, config: TrainConfig, model: nn.Module,
-                    optimizer: torch.optim.Optimizer, states: list[dict[str, Any]]) -> None:
+def save_checkpoint(
+    path: Path,
+    state: TrainState,
+    *,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    states: list[dict[str, Any]],
+) -> None:
     """Write ``checkpoint.pt`` atomically; ``states``: :func:`random_states` of every process,
     in rank order."""
-    atomic_torch_save({
-        "iteration": state.iteration, "config": config.to_dict(), "world_size": len(states),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(), "metrics": state.metrics,
-        "best_score": state.best_score, "select_by": state.select_by,
-        "running": (state.running_loss, state.running_count), "sampler": [s["sampler"] for s in states],
-        "torch_rng": [s["torch_rng"] for s in states], "cuda_rng": [s["cuda_rng"] for s in states],
-    }, path)
+    atomic_torch_save(
+        {
+            "iteration": state.iteration,
+            "config": config.to_dict(),
+            "world_size": len(states),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "metrics": state.metrics,
+            "best_score": state.best_score,
+            "select_by": state.select_by,
+            "running": (state.running_loss, state.running_count),
+            "sampler": [s["sampler"] for s in states],
+            "torch_rng": [s["torch_rng"] for s in states],
+            "cuda_rng": [s["cuda_rng"] for s in states],
+        },
+        path,
+    )
 
 
-def load_checkpoint(path: Path, config: TrainConfig, model: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict[str, Any]]:
+def load_checkpoint(
+    path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[TrainState, dict[str, Any]]:
     """Load ``checkpoint.pt`` into ``model`` and ``optimizer`` after checking that it was written
     with this run's settings; returns its :class:`TrainState` and its contents."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -136,8 +164,15 @@ def load_checkpoint(path: Path, config: TrainConfig, model: nn.Module,
     return TrainState.from_checkpoint(ckpt, config.select_by), ckpt
 
 
-def restore_random_states(ckpt: dict[str, Any], sampler: PatchSampler, *, rank: int, world: int,
-                          device: torch.device, seed: int) -> None:
+def restore_random_states(
+    ckpt: dict[str, Any],
+    sampler: PatchSampler,
+    *,
+    rank: int,
+    world: int,
+    device: torch.device,
+    seed: int,
+) -> None:
     """Continue this process's random streams from a checkpoint; with another number of
     processes than wrote it, restart them from ``seed`` and the iteration (with a warning)."""
     if ckpt["world_size"] == world:
@@ -147,8 +182,11 @@ def restore_random_states(ckpt: dict[str, Any], sampler: PatchSampler, *, rank: 
             torch.cuda.set_rng_state(ckpt["cuda_rng"][rank], device)
     else:
         start = ckpt["iteration"]
-        log.warning("checkpoint written by %d processes, resuming with %d: random streams restart",
-                    ckpt["world_size"], world)
+        log.warning(
+            "checkpoint written by %d processes, resuming with %d: random streams restart",
+            ckpt["world_size"],
+            world,
+        )
         sampler.rng = np.random.default_rng([seed, start, rank])
         torch.manual_seed(seed * 7919 + start * 31 + rank)
 
@@ -157,15 +195,28 @@ _RESUME_FREE = {"max_iterations", "device", "eval_every", "checkpoint_every"}
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    diff = {k: (saved.get(k), v) for k, v in config.to_dict().items()
-            if k not in _RESUME_FREE and saved.get(k) != v}
+    diff = {
+        k: (saved.get(k), v)
+        for k, v in config.to_dict().items()
+        if k not in _RESUME_FREE and saved.get(k) != v
+    }
     if diff:
         desc = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise CalcscoreError(f"{path}: the checkpoint was written with other settings ({desc}); "
-                             "use another output folder or the same settings")
+        raise CalcscoreError(
+            f"{path}: the checkpoint was written with other settings ({desc}); "
+            "use another output folder or the same settings"
+        )
 
 
-_ARCHITECTURE = ("width", "max_dilation", "head_width", "aux", "width_scale", "dense_width", "patch_size")
+_ARCHITECTURE = (
+    "width",
+    "max_dilation",
+    "head_width",
+    "aux",
+    "width_scale",
+    "dense_width",
+    "patch_size",
+)
 
 
 def _read_saved(path: str | Path, network: str) -> tuple[Path, dict[str, Any]]:
@@ -174,13 +225,18 @@ def _read_saved(path: str | Path, network: str) -> tuple[Path, dict[str, Any]]:
     p = Path(path)
     p = p / f"{network}.pt" if p.is_dir() else p
     if not p.is_file():
-        raise InputError(p, "no such model file to start from", f"pass a saved {network}.pt or its folder")
+        raise InputError(
+            p, "no such model file to start from", f"pass a saved {network}.pt or its folder"
+        )
     saved = torch.load(p, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
         raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
     if saved["config"].get("network") != network:
-        raise InputError(p, f"holds a {saved['config'].get('network')}, not a {network}",
-                         f"start {network} training from a {network}.pt")
+        raise InputError(
+            p,
+            f"holds a {saved['config'].get('network')}, not a {network}",
+            f"start {network} training from a {network}.pt",
+        )
     return p, saved
 
 
@@ -188,12 +244,16 @@ def load_initial(model: nn.Module, path: str | Path, config: TrainConfig) -> Non
     """Load the saved network ``path`` into ``model`` (built from ``config``), after checking that
     its weights have the model's shapes (another architecture gets an error naming the settings)."""
     p, saved = _read_saved(path, config.network)
-    if ({k: tuple(v.shape) for k, v in model.state_dict().items()}
-            != {k: tuple(v.shape) for k, v in saved["state_dict"].items()}):
+    if {k: tuple(v.shape) for k, v in model.state_dict().items()} != {
+        k: tuple(v.shape) for k, v in saved["state_dict"].items()
+    }:
         a, b = saved["config"], config.to_dict()
         diff = {k: (a[k], b[k]) for k in _ARCHITECTURE if k in a and a[k] != b[k]}
-        raise InputError(p, f"has another architecture than this run (saved vs run: {diff})",
-                         "train with the settings the saved network was made with (e.g. the same preset)")
+        raise InputError(
+            p,
+            f"has another architecture than this run (saved vs run: {diff})",
+            "train with the settings the saved network was made with (e.g. the same preset)",
+        )
     model.load_state_dict(saved["state_dict"])
 
 

@@ -1,5 +1,6 @@
 """Training settings: :class:`TrainConfig` and its presets (the paper's and a ~50x cheaper
 workshop one), chosen by name with :func:`get_config`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -56,17 +57,29 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"`precision` must be 'fp32' or 'bf16', got {self.precision=}")
         if self.select_by not in ("val_loss", "val_balanced_accuracy"):
-            raise ValueError(f"`select_by` must be 'val_loss' or 'val_balanced_accuracy', got {self.select_by=}")
-        for name in ("batch_size", "max_iterations", "eval_every", "checkpoint_every", "patch_size"):
+            raise ValueError(
+                f"`select_by` must be 'val_loss' or 'val_balanced_accuracy', got {self.select_by=}"
+            )
+        for name in (
+            "batch_size",
+            "max_iterations",
+            "eval_every",
+            "checkpoint_every",
+            "patch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
-            raise ValueError(f"`batch_size` must be >= 2 (half calcium, half background), got {self.batch_size=}")
+            raise ValueError(
+                f"`batch_size` must be >= 2 (half calcium, half background), got {self.batch_size=}"
+            )
         if self.network == "cnn1":
             rf = 4 * self.max_dilation + 3
             if self.patch_size < rf or (self.patch_size - rf) % 2:
-                raise ValueError(f"CNN1's `patch_size` must be its receptive field ({rf}) plus an even "
-                                 f"number, got {self.patch_size=}")
+                raise ValueError(
+                    f"CNN1's `patch_size` must be its receptive field ({rf}) plus an even "
+                    f"number, got {self.patch_size=}"
+                )
 
     @property
     def receptive_field(self) -> int:
@@ -115,17 +128,41 @@ def workshop_config(network: str = "cnn1", **changes: Any) -> TrainConfig:
     scans (for CNN2) ~15 s per scan, CNN2 ~2 min.
     """
     if network == "cnn2":
-        base = TrainConfig(network="cnn2", patch_size=65, dropout=0.5, l2=1e-5, width_scale=0.5,
-                           dense_width=64, batch_size=32, max_iterations=1000, eval_every=200,
-                           checkpoint_every=200, val_samples=512, preset="workshop")
+        base = TrainConfig(
+            network="cnn2",
+            patch_size=65,
+            dropout=0.5,
+            l2=1e-5,
+            width_scale=0.5,
+            dense_width=64,
+            batch_size=32,
+            max_iterations=1000,
+            eval_every=200,
+            checkpoint_every=200,
+            val_samples=512,
+            preset="workshop",
+        )
     else:
-        base = TrainConfig(network="cnn1", width=16, head_width=64, max_dilation=8,
-                           patch_size=45, batch_size=32, max_iterations=3000, eval_every=250,
-                           checkpoint_every=250, val_samples=512, preset="workshop")
+        base = TrainConfig(
+            network="cnn1",
+            width=16,
+            head_width=64,
+            max_dilation=8,
+            patch_size=45,
+            batch_size=32,
+            max_iterations=3000,
+            eval_every=250,
+            checkpoint_every=250,
+            val_samples=512,
+            preset="workshop",
+        )
     return replace(base, **changes)
 
 
-PRESETS: dict[str, Callable[..., TrainConfig]] = {"paper": paper_config, "workshop": workshop_config}
+PRESETS: dict[str, Callable[..., TrainConfig]] = {
+    "paper": paper_config,
+    "workshop": workshop_config,
+}
 
 
 def get_config(preset: str, network: str, **changes: Any) -> TrainConfig:

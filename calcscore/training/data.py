@@ -2,6 +2,7 @@
 patches are drawn from (:mod:`calcscore.sampling`): for CNN1 the reference calcium and background
 candidates, for CNN2 the voxels a trained CNN1 calls calcium (its true and false positives),
 labelled fully convolutionally as whole-scan inference does."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,7 @@ from calcscore.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def split_by_participant(participants: Sequence[str], *, val_fraction: float,
-                         rng=None) -> set[str]:
+def split_by_participant(participants: Sequence[str], *, val_fraction: float, rng=None) -> set[str]:
     """The participants of the validation set: ``val_fraction`` of them (at least one when there
     are two or more), drawn with ``rng``; all scans of a participant stay together."""
     unique = sorted(set(map(str, participants)))
@@ -52,30 +52,43 @@ def split_manifest(df, *, val_fraction: float, rng=None):
         split = df["split"].fillna("train").astype(str).str.strip().str.lower()
         unknown = sorted(set(split) - {"train", "val", "validation", "test"})
         if unknown:
-            raise InputError(None, f"the manifest's split column holds {unknown}",
-                             "use train, val or test")
+            raise InputError(
+                None, f"the manifest's split column holds {unknown}", "use train, val or test"
+            )
         df_train, df_val = df[split == "train"], df[split.isin(["val", "validation"])]
     else:
-        val = split_by_participant(df["participant_id"].astype(str), val_fraction=val_fraction, rng=rng)
+        val = split_by_participant(
+            df["participant_id"].astype(str), val_fraction=val_fraction, rng=rng
+        )
         is_val = df["participant_id"].astype(str).isin(val)
         df_train, df_val = df[~is_val], df[is_val]
     both = set(df_train["participant_id"].astype(str)) & set(df_val["participant_id"].astype(str))
     if both:
-        raise InputError(None, f"participant(s) {sorted(both)[:5]} are in both the training and "
-                               "the validation split", "keep all scans of a participant together")
+        raise InputError(
+            None,
+            f"participant(s) {sorted(both)[:5]} are in both the training and the validation split",
+            "keep all scans of a participant together",
+        )
     return df_train, df_val
 
 
 @torch.no_grad()
-def cnn1_proba_patchwise(model: CNN1, store: VolumeStore, scan_index: int, flat: np.ndarray, *,
-                         batch_size: int = 256, precision: str = "fp32") -> torch.Tensor:
+def cnn1_proba_patchwise(
+    model: CNN1,
+    store: VolumeStore,
+    scan_index: int,
+    flat: np.ndarray,
+    *,
+    batch_size: int = 256,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """CNN1's (n, 7) class probabilities at voxels ``flat`` of scan ``scan_index`` of ``store``,
     one receptive-field-sized patch per voxel (simple and slow: a reference for
     :func:`cnn1_proba_slicewise`)."""
     model.eval()
     out = []
     for i in range(0, len(flat), batch_size):
-        f = np.asarray(flat[i:i + batch_size])
+        f = np.asarray(flat[i : i + batch_size])
         s = np.full(len(f), scan_index, np.int64)
         zyx = torch.from_numpy(store.unravel(s, f)).to(store.device)
         x = store.patches(torch.from_numpy(s).to(store.device), zyx, model.receptive_field)
@@ -85,8 +98,15 @@ def cnn1_proba_patchwise(model: CNN1, store: VolumeStore, scan_index: int, flat:
 
 
 @torch.no_grad()
-def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat: np.ndarray, *,
-                         chunk: int = 4096, precision: str = "fp32") -> torch.Tensor:
+def cnn1_proba_slicewise(
+    model: CNN1,
+    store: VolumeStore,
+    scan_index: int,
+    flat: np.ndarray,
+    *,
+    chunk: int = 4096,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """The same probabilities as :func:`cnn1_proba_patchwise`, computed fully convolutionally by
     :func:`calcscore.inference.cnn1_proba` (each subnetwork runs once over the slices that hold
     the requested voxels; the head combines the features of those voxels)."""
@@ -97,22 +117,26 @@ def cnn1_proba_slicewise(model: CNN1, store: VolumeStore, scan_index: int, flat:
         return torch.zeros(0, N_CLASSES, device=dev)
     r = model.receptive_field // 2
     base = int(store.base[scan_index])
-    vol = store.hu[base:base + scan.n_voxels].view(*scan.shape)
+    vol = store.hu[base : base + scan.n_voxels].view(*scan.shape)
     vol = scale_hu(vol.float())  # the cache holds clipped HU
-    vol = F.pad(vol[None, None], (r, r, r, r, r, r), value=PAD_NORMALISED)[0, 0]  # (Z+2r, Y+2r, X+2r)
+    vol = F.pad(vol[None, None], (r, r, r, r, r, r), value=PAD_NORMALISED)[
+        0, 0
+    ]  # (Z+2r, Y+2r, X+2r)
     zyx = store.unravel(np.full(len(flat), scan_index), np.asarray(flat))
     # an inference copy (ELUs in place), channels-last on the CPU as `calcscore score` runs: CNN1 over
     # a 512 x 512 x 200 whole chest took 34 s instead of 52 s in fp32 on a 2-core AVX2 CPU
     # (benchmarks/bench_inference.py). The model being trained keeps its own layout and modules.
     channels_last = torch.device(dev).type == "cpu"
     model = model.for_inference(channels_last=channels_last)
-    opts = InferenceOptions(device=str(dev), batch_voxels=chunk, bf16=precision == "bf16",
-                            channels_last=channels_last)
+    opts = InferenceOptions(
+        device=str(dev), batch_voxels=chunk, bf16=precision == "bf16", channels_last=channels_last
+    )
     return cnn1_proba(model, vol, zyx, r, opts)
 
 
-def cnn1_candidate_labels(model: CNN1, store: VolumeStore, scan_index: int, *,
-                          precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+def cnn1_candidate_labels(
+    model: CNN1, store: VolumeStore, scan_index: int, *, precision: str = "fp32"
+) -> tuple[np.ndarray, np.ndarray]:
     """CNN1's label (0..6) for every candidate voxel (>= 130 HU) of one scan of ``store``.
 
     Returns (flat candidate indices, labels), computed by :func:`cnn1_proba_slicewise`.
@@ -126,8 +150,14 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def cnn2_pools(store: VolumeStore, cnn1: CNN1, *, cache_file: Path | None = None,
-               cnn1_digest: str = "", precision: str = "fp32") -> tuple[VoxelPool, VoxelPool]:
+def cnn2_pools(
+    store: VolumeStore,
+    cnn1: CNN1,
+    *,
+    cache_file: Path | None = None,
+    cnn1_digest: str = "",
+    precision: str = "fp32",
+) -> tuple[VoxelPool, VoxelPool]:
     """(positives, negatives) for CNN2 among the voxels CNN1 labels as calcium: reference calcium
     (CNN1's true positives) and reference background (its false positives).
 
@@ -145,7 +175,9 @@ def cnn2_pools(store: VolumeStore, cnn1: CNN1, *, cache_file: Path | None = None
     pos, neg = [], []
     changed = False
     todo = sum(f"scan_{scan.scan_id}" not in cached for scan in store.scans)
-    bar = tqdm(total=todo, desc="CNN1 over the candidates (CNN2 pools)", unit="scan", disable=todo == 0)
+    bar = tqdm(
+        total=todo, desc="CNN1 over the candidates (CNN2 pools)", unit="scan", disable=todo == 0
+    )
     for i, scan in enumerate(store.scans):
         key = f"scan_{scan.scan_id}"
         if key not in cached:
@@ -167,14 +199,21 @@ def cnn2_pools(store: VolumeStore, cnn1: CNN1, *, cache_file: Path | None = None
     positives, negatives = VoxelPool.concat(idx, pos), VoxelPool.concat(idx, neg)
     ref_pos, ref_neg = calcium_pools(store)
     if len(positives) == 0:
-        log.warning("CNN1 labels no reference calcium voxel as calcium; CNN2 learns from the "
-                    "reference calcium instead")
+        log.warning(
+            "CNN1 labels no reference calcium voxel as calcium; CNN2 learns from the "
+            "reference calcium instead"
+        )
         positives = ref_pos
     if len(negatives) == 0:
-        log.warning("CNN1 makes no false positive; CNN2 learns from all background candidates instead")
+        log.warning(
+            "CNN1 makes no false positive; CNN2 learns from all background candidates instead"
+        )
         negatives = ref_neg
-    log.info("CNN2 pools: %d true-positive and %d false-positive voxels of CNN1",
-             len(positives), len(negatives))
+    log.info(
+        "CNN2 pools: %d true-positive and %d false-positive voxels of CNN1",
+        len(positives),
+        len(negatives),
+    )
     return positives, negatives
 
 
@@ -189,9 +228,18 @@ class TrainingData:
     val_voxels: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def make_samplers(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Sequence[CachedScan],
-                  out_dir: Path, *, cnn1: str | Path | None, dist: DistInfo, device: torch.device,
-                  rng: np.random.SeedSequence, val_rng: np.random.SeedSequence) -> TrainingData:
+def make_samplers(
+    config: TrainConfig,
+    train_scans: Sequence[CachedScan],
+    val_scans: Sequence[CachedScan],
+    out_dir: Path,
+    *,
+    cnn1: str | Path | None,
+    dist: DistInfo,
+    device: torch.device,
+    rng: np.random.SeedSequence,
+    val_rng: np.random.SeedSequence,
+) -> TrainingData:
     """The scans on ``device``, the voxel pools of ``config.network`` and the samplers over them
     (``rng``: this process's training stream, ``val_rng``: the validation voxels')."""
     store = VolumeStore(train_scans, device=device)
@@ -201,14 +249,29 @@ def make_samplers(config: TrainConfig, train_scans: Sequence[CachedScan], val_sc
         pools = calcium_pools(store)
         val_pools = calcium_pools(val_store) if val_store else None
     else:
-        pools, val_pools = _cnn2_run_pools(config, store, val_store, out_dir, cnn1=cnn1, dist=dist,
-                                           device=device)
-    data = TrainingData(PatchSampler(store, *pools, patch_size=config.patch_size,
-                                     label_size=config.label_size, rng=rng, dtype=torch.float32))
+        pools, val_pools = _cnn2_run_pools(
+            config, store, val_store, out_dir, cnn1=cnn1, dist=dist, device=device
+        )
+    data = TrainingData(
+        PatchSampler(
+            store,
+            *pools,
+            patch_size=config.patch_size,
+            label_size=config.label_size,
+            rng=rng,
+            dtype=torch.float32,
+        )
+    )
     if val_store is not None and dist.main:
         try:
-            val_sampler = PatchSampler(val_store, *val_pools, patch_size=config.patch_size,
-                                       label_size=config.label_size, rng=val_rng, dtype=torch.float32)
+            val_sampler = PatchSampler(
+                val_store,
+                *val_pools,
+                patch_size=config.patch_size,
+                label_size=config.label_size,
+                rng=val_rng,
+                dtype=torch.float32,
+            )
             data.val_voxels = val_sampler.draw(config.val_samples)
             data.val_sampler = val_sampler
         except ValueError as exc:
@@ -216,8 +279,16 @@ def make_samplers(config: TrainConfig, train_scans: Sequence[CachedScan], val_sc
     return data
 
 
-def _cnn2_run_pools(config: TrainConfig, store: VolumeStore, val_store: VolumeStore | None, out_dir: Path, *,
-                    cnn1: str | Path | None, dist: DistInfo, device: torch.device):
+def _cnn2_run_pools(
+    config: TrainConfig,
+    store: VolumeStore,
+    val_store: VolumeStore | None,
+    out_dir: Path,
+    *,
+    cnn1: str | Path | None,
+    dist: DistInfo,
+    device: torch.device,
+):
     """(training pools, validation pools or None) for CNN2: the given CNN1's calls on the
     candidates, kept in ``out_dir`` (:data:`CANDIDATES`)."""
     if cnn1 is None:
@@ -228,14 +299,29 @@ def _cnn2_run_pools(config: TrainConfig, store: VolumeStore, val_store: VolumeSt
     digest = _file_digest(cnn1_path)
     # process 0 labels the candidates and writes them; the others read its file
     if dist.main:
-        pools = cnn2_pools(store, cnn1_model, cache_file=out_dir / CANDIDATES,
-                           cnn1_digest=digest, precision=config.precision)
+        pools = cnn2_pools(
+            store,
+            cnn1_model,
+            cache_file=out_dir / CANDIDATES,
+            cnn1_digest=digest,
+            precision=config.precision,
+        )
     barrier(dist)
     if not dist.main:
-        pools = cnn2_pools(store, cnn1_model, cache_file=out_dir / CANDIDATES,
-                           cnn1_digest=digest, precision=config.precision)
+        pools = cnn2_pools(
+            store,
+            cnn1_model,
+            cache_file=out_dir / CANDIDATES,
+            cnn1_digest=digest,
+            precision=config.precision,
+        )
     val_pools = None
     if val_store is not None:
-        val_pools = cnn2_pools(val_store, cnn1_model, cache_file=out_dir / ("val-" + CANDIDATES),
-                               cnn1_digest=digest, precision=config.precision)
+        val_pools = cnn2_pools(
+            val_store,
+            cnn1_model,
+            cache_file=out_dir / ("val-" + CANDIDATES),
+            cnn1_digest=digest,
+            precision=config.precision,
+        )
     return pools, val_pools

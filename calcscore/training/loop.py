@@ -10,6 +10,7 @@ every process trains on its own balanced batches of ``batch_size`` patches
 (DistributedDataParallel averages the gradients; the global batch is ``N * batch_size``), and
 process 0 evaluates and writes the outputs. NCCL on CUDA, gloo on CPU (:mod:`calcscore.runtime`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,13 +67,24 @@ class TrainResult:
     iteration: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.nan  # validation loss of the saved weights
-    model: nn.Module | None = field(default=None, repr=False)  # the network after the last iteration
+    model: nn.Module | None = field(
+        default=None, repr=False
+    )  # the network after the last iteration
 
 
-def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Sequence[CachedScan],
-          out_dir: str | Path, *, cnn1: str | Path | None = None, resume: bool = True,
-          progress: bool = True, max_seconds: float | None = None, init: str | Path | None = None,
-          callback: Callable[[int, float], None] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    train_scans: Sequence[CachedScan],
+    val_scans: Sequence[CachedScan],
+    out_dir: str | Path,
+    *,
+    cnn1: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    max_seconds: float | None = None,
+    init: str | Path | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainResult:
     """Train ``config.network`` on cached scans; write model, metrics and checkpoints to ``out_dir``.
 
     ``cnn1``: the trained CNN1 (its folder or ``cnn1.pt``), needed for CNN2. ``callback(iteration,
@@ -90,14 +102,37 @@ def train(config: TrainConfig, train_scans: Sequence[CachedScan], val_scans: Seq
     """
     dist = init_distributed(config.device)
     try:
-        return _run(config, train_scans, val_scans, Path(out_dir), cnn1=cnn1, resume=resume,
-                    progress=progress, callback=callback, dist=dist, max_seconds=max_seconds, init=init)
+        return _run(
+            config,
+            train_scans,
+            val_scans,
+            Path(out_dir),
+            cnn1=cnn1,
+            resume=resume,
+            progress=progress,
+            callback=callback,
+            dist=dist,
+            max_seconds=max_seconds,
+            init=init,
+        )
     finally:
         shutdown_distributed(dist)
 
 
-def _run(config: TrainConfig, train_scans, val_scans, out_dir: Path, *, cnn1, resume: bool, progress: bool,
-         callback, dist: DistInfo, max_seconds: float | None, init) -> TrainResult:
+def _run(
+    config: TrainConfig,
+    train_scans,
+    val_scans,
+    out_dir: Path,
+    *,
+    cnn1,
+    resume: bool,
+    progress: bool,
+    callback,
+    dist: DistInfo,
+    max_seconds: float | None,
+    init,
+) -> TrainResult:
     """Set up, resume or start, train, finish."""
     if not train_scans:
         raise CalcscoreError("no training scans: the manifest's training split is empty")
@@ -130,14 +165,18 @@ class _Run:
         return self.out_dir / f"{self.config.network}.pt"
 
 
-def _set_up(config: TrainConfig, train_scans, val_scans, out_dir: Path, *, cnn1, dist: DistInfo, init) -> _Run:
+def _set_up(
+    config: TrainConfig, train_scans, val_scans, out_dir: Path, *, cnn1, dist: DistInfo, init
+) -> _Run:
     """The device, the network (identical initial weights on every process, or ``init``'s),
     its optimizer and the samplers, seeded from ``config.seed``."""
     device = resolve_device(config.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
     out_dir.mkdir(parents=True, exist_ok=True)
-    init_seed, val_seed, *rank_seeds = np.random.SeedSequence(config.seed).spawn(2 + dist.world_size)
+    init_seed, val_seed, *rank_seeds = np.random.SeedSequence(config.seed).spawn(
+        2 + dist.world_size
+    )
     torch.manual_seed(int(init_seed.generate_state(1)[0]))
     model = build_network(config.network, config.network_params())
     if init is not None:
@@ -146,10 +185,21 @@ def _set_up(config: TrainConfig, train_scans, val_scans, out_dir: Path, *, cnn1,
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
-    data = make_samplers(config, train_scans, val_scans, out_dir, cnn1=cnn1, dist=dist, device=device,
-                         rng=rank_seeds[dist.rank], val_rng=val_seed)
+    data = make_samplers(
+        config,
+        train_scans,
+        val_scans,
+        out_dir,
+        cnn1=cnn1,
+        dist=dist,
+        device=device,
+        rng=rank_seeds[dist.rank],
+        val_rng=val_seed,
+    )
     origin = {"initialised_from": str(init)} if init is not None else {}
-    return _Run(config, out_dir, dist, device, model, optimizer, data, rank_seeds[dist.rank], origin)
+    return _Run(
+        config, out_dir, dist, device, model, optimizer, data, rank_seeds[dist.rank], origin
+    )
 
 
 def _resume_or_start(run: _Run, *, resume: bool, init) -> TrainState:
@@ -158,29 +208,46 @@ def _resume_or_start(run: _Run, *, resume: bool, init) -> TrainState:
     config, ckpt_path = run.config, run.out_dir / CHECKPOINT
     if resume and ckpt_path.is_file():
         state, ckpt = load_checkpoint(ckpt_path, config, run.model, run.optimizer)
-        restore_random_states(ckpt, run.data.sampler, rank=run.dist.rank, world=run.dist.world_size,
-                              device=run.device, seed=config.seed)
+        restore_random_states(
+            ckpt,
+            run.data.sampler,
+            rank=run.dist.rank,
+            world=run.dist.world_size,
+            device=run.device,
+            seed=config.seed,
+        )
         log.info("resumed %s from iteration %d", ckpt_path, state.iteration)
         return state
     torch.manual_seed(int(run.rank_seed.generate_state(2)[1]))
     state = TrainState(select_by=config.select_by)
     if init is not None and run.dist.main and run.data.val_sampler is not None:
         # the starting weights are the first candidate for the kept model
-        row = {"iteration": 0, "patches": 0, "train_loss": math.nan,
-               **_validate(run), "patches_per_s": math.nan}
+        row = {
+            "iteration": 0,
+            "patches": 0,
+            "train_loss": math.nan,
+            **_validate(run),
+            "patches_per_s": math.nan,
+        }
         state.metrics.append(row)
         write_metrics(state.metrics, run.out_dir / METRICS)
         state.best_score = selection_score(config, row)
-        save_model(run.model, config, run.model_path, iteration=0, val_loss=row["val_loss"], **run.origin)
+        save_model(
+            run.model, config, run.model_path, iteration=0, val_loss=row["val_loss"], **run.origin
+        )
         log.info("%s starts from %s (validation loss %.4f)", config.network, init, row["val_loss"])
     return state
 
 
 def _validate(run: _Run) -> dict[str, float]:
-    return evaluate(run.config, run.model, run.data.val_sampler, run.data.val_voxels, device=run.device)
+    return evaluate(
+        run.config, run.model, run.data.val_sampler, run.data.val_voxels, device=run.device
+    )
 
 
-def _iterate(run: _Run, state: TrainState, *, progress: bool, callback, max_seconds: float | None) -> None:
+def _iterate(
+    run: _Run, state: TrainState, *, progress: bool, callback, max_seconds: float | None
+) -> None:
     """Train from ``state.iteration`` to ``config.max_iterations`` (or until ``max_seconds`` are
     spent), validating every ``eval_every`` and writing a checkpoint every ``checkpoint_every``
     iterations and at the end."""
@@ -188,15 +255,26 @@ def _iterate(run: _Run, state: TrainState, *, progress: bool, callback, max_seco
 
     config, dist = run.config, run.dist
     t0, start = time.perf_counter(), state.iteration
-    bar = tqdm(total=config.max_iterations, initial=start, desc=f"training {config.network}",
-               unit="it", disable=not (progress and dist.main), dynamic_ncols=True)
+    bar = tqdm(
+        total=config.max_iterations,
+        initial=start,
+        desc=f"training {config.network}",
+        unit="it",
+        disable=not (progress and dist.main),
+        dynamic_ncols=True,
+    )
     run.model.train()
     # the training losses since the last evaluation, summed on the device (no wait per step)
     running = torch.tensor(float(state.running_loss), dtype=torch.float64, device=run.device)
     try:
         while state.iteration < config.max_iterations:
-            loss = train_step(config, run.ddp_model, run.optimizer, run.data.sampler.sample(config.batch_size),
-                              device=run.device)
+            loss = train_step(
+                config,
+                run.ddp_model,
+                run.optimizer,
+                run.data.sampler.sample(config.batch_size),
+                device=run.device,
+            )
             state.iteration += 1
             it = state.iteration
             running += loss.double()
@@ -204,7 +282,12 @@ def _iterate(run: _Run, state: TrainState, *, progress: bool, callback, max_seco
             bar.update(1)
             last = it == config.max_iterations or _time_up(t0, max_seconds, dist, it)
             if it % config.eval_every == 0 or last:
-                per_s = (it - start) * config.batch_size * dist.world_size / max(time.perf_counter() - t0, 1e-9)
+                per_s = (
+                    (it - start)
+                    * config.batch_size
+                    * dist.world_size
+                    / max(time.perf_counter() - t0, 1e-9)
+                )
                 row = _evaluate_and_keep(run, state, running, per_s)
                 if dist.main:
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
@@ -212,27 +295,42 @@ def _iterate(run: _Run, state: TrainState, *, progress: bool, callback, max_seco
                 state.running_loss = float(running)
                 states = all_gather_objects(dist, random_states(run.data.sampler, run.device))
                 if dist.main:
-                    save_checkpoint(run.out_dir / CHECKPOINT, state, config=config, model=run.model,
-                                    optimizer=run.optimizer, states=states)
+                    save_checkpoint(
+                        run.out_dir / CHECKPOINT,
+                        state,
+                        config=config,
+                        model=run.model,
+                        optimizer=run.optimizer,
+                        states=states,
+                    )
             if callback is not None:
                 callback(it, float(loss))
             if last and it < config.max_iterations:
-                log.info("%s: time budget of %.0f s spent, stopped at iteration %d of %d",
-                         config.network, max_seconds, it, config.max_iterations)
+                log.info(
+                    "%s: time budget of %.0f s spent, stopped at iteration %d of %d",
+                    config.network,
+                    max_seconds,
+                    it,
+                    config.max_iterations,
+                )
                 break
     finally:
         bar.close()
 
 
-def _evaluate_and_keep(run: _Run, state: TrainState, running: torch.Tensor, patches_per_s: float
-                       ) -> dict[str, Any]:
+def _evaluate_and_keep(
+    run: _Run, state: TrainState, running: torch.Tensor, patches_per_s: float
+) -> dict[str, Any]:
     """The metrics row of this iteration (the mean training loss since the last one resets);
     process 0 validates, appends it to metrics.csv and keeps the weights when they score best."""
     config, it, world = run.config, state.iteration, run.dist.world_size
     row: dict[str, Any] = {
-        "iteration": it, "patches": it * config.batch_size * world,
+        "iteration": it,
+        "patches": it * config.batch_size * world,
         "train_loss": float(running) / max(state.running_count, 1),
-        "val_loss": math.nan, "val_accuracy": math.nan, "val_balanced_accuracy": math.nan,
+        "val_loss": math.nan,
+        "val_accuracy": math.nan,
+        "val_balanced_accuracy": math.nan,
         "patches_per_s": patches_per_s,
     }
     running.zero_()
@@ -245,7 +343,14 @@ def _evaluate_and_keep(run: _Run, state: TrainState, running: torch.Tensor, patc
         score = selection_score(config, row) if run.data.val_sampler is not None else -it
         if score < state.best_score:
             state.best_score = score
-            save_model(run.model, config, run.model_path, iteration=it, val_loss=row["val_loss"], **run.origin)
+            save_model(
+                run.model,
+                config,
+                run.model_path,
+                iteration=it,
+                val_loss=row["val_loss"],
+                **run.origin,
+            )
     return row
 
 
@@ -253,11 +358,20 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
     """Keep the last weights when no evaluation kept any; the result."""
     config = run.config
     if run.dist.main and not run.model_path.is_file():
-        save_model(run.model, config, run.model_path, iteration=state.iteration, val_loss=math.nan, **run.origin)
+        save_model(
+            run.model,
+            config,
+            run.model_path,
+            iteration=state.iteration,
+            val_loss=math.nan,
+            **run.origin,
+        )
     best_val_loss = math.nan
     if run.data.val_sampler is not None and state.metrics:
         best_val_loss = min(state.metrics, key=lambda r: selection_score(config, r))["val_loss"]
-    return TrainResult(run.out_dir, run.model_path, state.iteration, state.metrics, best_val_loss, run.model.eval())
+    return TrainResult(
+        run.out_dir, run.model_path, state.iteration, state.metrics, best_val_loss, run.model.eval()
+    )
 
 
 def _time_up(t0: float, max_seconds: float | None, dist: DistInfo, it: int) -> bool:
@@ -273,10 +387,18 @@ def _time_up(t0: float, max_seconds: float | None, dist: DistInfo, it: int) -> b
     return up
 
 
-def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str | Path, *,
-                        cnn1: str | Path | None = None, cache_dir: str | Path | None = None,
-                        progress: bool = True, resume: bool = True,
-                        max_seconds: float | None = None, init: str | Path | None = None) -> TrainResult:
+def train_from_manifest(
+    config: TrainConfig,
+    manifest: str | Path,
+    out_dir: str | Path,
+    *,
+    cnn1: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    max_seconds: float | None = None,
+    init: str | Path | None = None,
+) -> TrainResult:
     """Read a manifest, cache its scans on the network grid, split by participant, train.
 
     An optional ``split`` column (train / val / test) decides the subsets; otherwise the
@@ -286,8 +408,11 @@ def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str 
 
     df = read_manifest(manifest)
     if "labels" not in df.columns or df["labels"].isna().all():
-        raise InputError(manifest, "has no labels column with reference annotations",
-                         "training needs a labels path for every scan")
+        raise InputError(
+            manifest,
+            "has no labels column with reference annotations",
+            "training needs a labels path for every scan",
+        )
     df_train, df_val = split_manifest(df, val_fraction=config.val_fraction, rng=config.seed)
     out_dir = Path(out_dir)
     if cache_dir is None:
@@ -301,10 +426,24 @@ def train_from_manifest(config: TrainConfig, manifest: str | Path, out_dir: str 
             barrier(dist)
         train_scans = cache_cohort(df_train, cache_dir, progress=progress and dist.main)
         val_scans = cache_cohort(df_val, cache_dir, progress=progress and dist.main)
-        log.info("%d training and %d validation scans (%d and %d participants)", len(train_scans),
-                 len(val_scans), df_train["participant_id"].nunique(), df_val["participant_id"].nunique())
-        return train(config, train_scans, val_scans, out_dir, cnn1=cnn1, progress=progress,
-                     resume=resume, max_seconds=max_seconds, init=init)
+        log.info(
+            "%d training and %d validation scans (%d and %d participants)",
+            len(train_scans),
+            len(val_scans),
+            df_train["participant_id"].nunique(),
+            df_val["participant_id"].nunique(),
+        )
+        return train(
+            config,
+            train_scans,
+            val_scans,
+            out_dir,
+            cnn1=cnn1,
+            progress=progress,
+            resume=resume,
+            max_seconds=max_seconds,
+            init=init,
+        )
     finally:
         shutdown_distributed(dist)
 

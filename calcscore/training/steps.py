@@ -3,6 +3,7 @@
 L2 regularisation follows Lasagne, which the authors used: ``l2 * sum(w ** 2)`` over convolution
 and dense weights (not biases or batch-norm parameters), i.e. Adam's ``weight_decay = 2 * l2``.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,12 +56,23 @@ def _forward(config: TrainConfig, model: nn.Module, batch) -> tuple[torch.Tensor
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam with the paper's learning rate; L2 on convolution and dense weights only."""
     decay, other = regularised_parameters(model)
-    return torch.optim.Adam([{"params": decay, "weight_decay": 2.0 * config.l2},
-                             {"params": other, "weight_decay": 0.0}], lr=config.learning_rate)
+    return torch.optim.Adam(
+        [
+            {"params": decay, "weight_decay": 2.0 * config.l2},
+            {"params": other, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+    )
 
 
-def train_step(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
-               device: torch.device) -> torch.Tensor:
+def train_step(
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch,
+    *,
+    device: torch.device,
+) -> torch.Tensor:
     """One optimisation step on one minibatch (in ``config.precision``); returns the detached
     loss as a tensor on the device (reading it waits for the GPU: do that only when needed)."""
     if config.channels_last:
@@ -74,9 +86,15 @@ def train_step(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Opt
 
 
 @torch.no_grad()
-def evaluate(config: TrainConfig, model: nn.Module, sampler: PatchSampler,
-             voxels: tuple[np.ndarray, np.ndarray], *, device: torch.device,
-             batch_size: int = 128) -> dict[str, float]:
+def evaluate(
+    config: TrainConfig,
+    model: nn.Module,
+    sampler: PatchSampler,
+    voxels: tuple[np.ndarray, np.ndarray],
+    *,
+    device: torch.device,
+    batch_size: int = 128,
+) -> dict[str, float]:
     """Loss, accuracy and balanced accuracy (mean recall over the classes present) of fixed
     validation voxels. CNN1's decision uses the paper's weighted average of its four outputs."""
     net = unwrap_ddp(model)
@@ -87,7 +105,7 @@ def evaluate(config: TrainConfig, model: nn.Module, sampler: PatchSampler,
     preds, targets = [], []
     try:
         for i in range(0, len(flat), batch_size):
-            b = sampler.batch_at(scan[i:i + batch_size], flat[i:i + batch_size])
+            b = sampler.batch_at(scan[i : i + batch_size], flat[i : i + batch_size])
             if config.channels_last:
                 b = b._replace(x=b.x.contiguous(memory_format=torch.channels_last))
             with autocast(device, config.precision == "bf16"):
@@ -102,5 +120,8 @@ def evaluate(config: TrainConfig, model: nn.Module, sampler: PatchSampler,
     pred = torch.cat(preds).numpy()
     target = torch.cat(targets).numpy()
     recalls = [float(np.mean(pred[target == c] == c)) for c in np.unique(target)]
-    return {"val_loss": total_loss / max(n, 1), "val_accuracy": float(np.mean(pred == target)),
-            "val_balanced_accuracy": float(np.mean(recalls)) if recalls else math.nan}
+    return {
+        "val_loss": total_loss / max(n, 1),
+        "val_accuracy": float(np.mean(pred == target)),
+        "val_balanced_accuracy": float(np.mean(recalls)) if recalls else math.nan,
+    }

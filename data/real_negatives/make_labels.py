@@ -8,6 +8,7 @@ great vessels, 255 = not annotated) and ``overview_NAME.png`` (every 8th slice, 
 tinted) for a reader to check, and ``manifest.csv`` with the image paths relative to the data
 folder's parent (pass it to training after replacing ``DATA`` by that folder).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,9 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         write_labels(LabelVolume.like(volume, lab), HERE / f"{name}_labels.nii.gz")
         overview(volume, lab, HERE / f"overview_{name}.png", name)
         hot = volume.hu >= 130
-        print(f"{name}: {int((hot & (lab == 0)).sum())} voxels >= 130 HU background, "
-              f"{int((hot & (lab == IGNORE)).sum())} ignored", flush=True)
-        rows.append(f"DATA/{p.name},{name}_labels.nii.gz,{name},{name[:-2] if name.startswith('lungdx') else name}")
+        print(
+            f"{name}: {int((hot & (lab == 0)).sum())} voxels >= 130 HU background, "
+            f"{int((hot & (lab == IGNORE)).sum())} ignored",
+            flush=True,
+        )
+        rows.append(
+            f"DATA/{p.name},{name}_labels.nii.gz,{name},{name[:-2] if name.startswith('lungdx') else name}"
+        )
     (HERE / "manifest.csv").write_text("\n".join(rows) + "\n")
     return 0
 

@@ -11,6 +11,7 @@ heart-region CAC (figures in 2026-12-04_cpu_cnn1_cnn2_finetune_fixed_phantoms.js
 
 About 8 minutes for two models on a 2-core CPU.
 """
+
 import sys
 
 import numpy as np
@@ -48,8 +49,10 @@ def main() -> None:
     rows = "/".join(["background", *GROUPS])
     for (name, kernel), r in res.items():
         for stage, m in r.items():
-            print(f"{name} {kernel} {stage} (voxels; rows: reference {rows}; columns: prediction)\n"
-                  f"{np.rint(m).astype(int)}")
+            print(
+                f"{name} {kernel} {stage} (voxels; rows: reference {rows}; columns: prediction)\n"
+                f"{np.rint(m).astype(int)}"
+            )
 
 
 if __name__ == "__main__":
