@@ -208,7 +208,8 @@ def has_outputs(notebook: str | Path) -> list[int]:
 def repo_path(relative: str | Path, *, start: str | Path | None = None) -> Path:
     """``relative`` resolved against the calcscore repository root (the folder with calcscore's
     ``pyproject.toml``), found above ``start`` (the working directory) or above the installed
-    package; ``../shared/data/...`` then names the shared data beside the repository."""
+    package; a relative path then names a file of the repository whatever the working
+    directory."""
     candidates = [Path(start) if start is not None else Path.cwd(), Path(__file__).resolve().parent]
     for base in candidates:
         for folder in [base.resolve(), *base.resolve().parents]:

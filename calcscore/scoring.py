@@ -215,8 +215,8 @@ class MassCalibration:
     score (McCollough et al. 2007) with a given calibration factor.
 
     :meth:`from_inserts` measures both points, so the line passes through the measured water
-    value: on the real QRM scan in ``shared/data`` water reads 29 HU, and the three large inserts
-    come out 10-12 % heavy with the measured zero point but 20-29 % heavy with water at 0 HU.
+    value: on the real QRM scan (:func:`calcscore.datasets.examples.qrm_phantom`) water reads
+    29 HU, and the three large inserts come out 10-12 % heavy with the measured zero point but 20-29 % heavy with water at 0 HU.
     """
 
     factor_mg_per_cm3_per_hu: float

@@ -63,3 +63,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def fresh_clone(tmp_path_factory) -> Path:
+    """The repository's files as a fresh clone has them (tracked, plus new files git does not
+    ignore), copied to a temporary folder with no ``shared`` folder beside it."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: cannot tell which files a fresh clone has")
+    clone = tmp_path_factory.mktemp("fresh") / "calcscore"
+    for rel in sorted({p for p in listed.decode().split("\0") if p}):
+        src = root / rel
+        if src.is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, clone / rel, follow_symlinks=False)
+    assert not (clone.parent / "shared").exists()
+    return clone
