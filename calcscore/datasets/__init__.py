@@ -1,4 +1,6 @@
-"""Importers of public calcium scoring data sets into calcscore cohorts.
+"""Importers of public calcium scoring data sets into calcscore cohorts, and two small real
+scans that ship with calcscore (:mod:`calcscore.datasets.examples`: ``qrm_phantom()``, a real
+QRM phantom scan, and ``chest_ct()``, a real non-contrast chest CT; licences in ``data/``).
 
 Each importer reads a data set as it is downloaded and writes, under an output folder,
 ``images/<scan_id>.nii.gz``, ``labels/<scan_id>.nii.gz`` (values of
