@@ -37,10 +37,18 @@ _HEART_TOP_MARGIN_MM = 40.0
 
 
 def matched_slice(volume: CTVolume, regions: ChestRegions, *, below_top_mm: float = 30.0) -> int:
-    """The axial slice ``below_top_mm`` below the heart's top (near the aortic root and the
-    coronary ostia), the heart's top found by :func:`calcscore.regions.find_chest_regions`'s
-    rule (its ``heart_top_z`` less its 40 mm margin). The same rule on every scan matches slices
-    by anatomy, not by index. Without a heart top: the middle slice."""
+    """The axial slice ``below_top_mm`` below the heart's top, the heart's top found by
+    :func:`calcscore.regions.find_chest_regions`'s rule (its ``heart_top_z`` less its 40 mm
+    margin). The same rule on every scan matches slices by anatomy, not by index.
+
+    Args:
+        volume: the chest CT.
+        regions: its :func:`calcscore.regions.find_chest_regions`.
+        below_top_mm: how far below the heart's top (30 mm: the upper heart).
+
+    Returns:
+        the slice index (the middle slice when the regions have no heart top).
+    """
     if regions.heart_top_z is None:
         return volume.shape[0] // 2
     down = (_HEART_TOP_MARGIN_MM + below_top_mm) / volume.spacing_mm[0]
@@ -48,10 +56,19 @@ def matched_slice(volume: CTVolume, regions: ChestRegions, *, below_top_mm: floa
 
 
 def where_map(volume: CTVolume, regions: ChestRegions, body: np.ndarray) -> np.ndarray:
-    """Per voxel, the code of :data:`WHERE`: 1 where coronary and valve calcium can lie, 2 where
-    only aortic calcium can (the mediastinum above the heart), 3 bone (thick cores >= 130 HU,
-    :func:`calcscore.regions.bone_mask`), 4 the rest of the ``body`` mask (chest wall, cartilage,
-    shoulders, neck, abdomen), 0 outside it."""
+    """Where each voxel lies, as the codes of :data:`WHERE`.
+
+    Args:
+        volume: the CT scan.
+        regions: its :func:`calcscore.regions.find_chest_regions`.
+        body: the body mask (:func:`calcscore.inference.body_mask`).
+
+    Returns:
+        a uint8 array on the scan's grid: 1 where coronary and valve calcium can lie, 2 where
+        only aortic calcium can (the mediastinum above the heart), 3 bone (thick cores >= 130
+        HU, :func:`calcscore.regions.bone_mask`), 4 the rest of the body (chest wall,
+        cartilage, shoulders, neck, abdomen), 0 outside it.
+    """
     out = np.where(body, 4, 0).astype(np.uint8)
     out[bone_mask(volume, max_lesion_mm3=3000.0)] = 3
     out[(regions.zone & AORTA) > 0] = 2
@@ -124,12 +141,21 @@ def largest_lesion_centre(mask: np.ndarray) -> tuple[int, int, int] | None:
         return None
     big = int(np.argmax(np.bincount(comps.ravel())[1:])) + 1
     idx = np.argwhere(comps == big)
-    centre = idx.mean(axis=0)
-    return tuple(int(v) for v in idx[np.argmin(((idx - centre) ** 2).sum(axis=1))])
+    z, y, x = idx[np.argmin(((idx - idx.mean(axis=0)) ** 2).sum(axis=1))]
+    return int(z), int(y), int(x)
 
 
 def view_box(volume, zyx, width_mm: float) -> tuple[slice, slice, slice]:
-    """The one-slice box ``width_mm`` wide in-plane around voxel ``zyx`` (clipped)."""
+    """The one-slice box ``width_mm`` wide in-plane around a voxel.
+
+    Args:
+        volume: the scan (or label map) the box is for.
+        zyx: the voxel (z, y, x) at the box's centre.
+        width_mm: the box's in-plane width.
+
+    Returns:
+        (z, y, x) slices, clipped to the scan.
+    """
     z, y, x = (int(v) for v in zyx)
     half = np.ceil(width_mm / 2.0 / np.asarray(volume.spacing_mm[1:])).astype(int)
     ys = slice(max(y - half[0], 0), min(y + half[0] + 1, volume.shape[1]))
@@ -138,8 +164,18 @@ def view_box(volume, zyx, width_mm: float) -> tuple[slice, slice, slice]:
 
 
 def receptive_field_figure(panels, width_mm: float, *, preset="mediastinum", title=None):
-    """One panel per ``(title, volume, labels_or_None, zyx)``: the square of ``width_mm``
-    around ``zyx`` (what CNN1 sees of that voxel), zoomed, in the same window."""
+    """What CNN1 sees of a voxel: the square of ``width_mm`` around it, zoomed, one per panel.
+
+    Args:
+        panels: ``(title, volume, labels_or_None, zyx)`` tuples (a panel whose ``zyx`` is None
+            is left out).
+        width_mm: the square's width (:func:`receptive_field_mm`).
+        preset: the window of every panel (:func:`calcscore.viz.window`).
+        title: the figure's title.
+
+    Returns:
+        the matplotlib Figure.
+    """
     from calcscore.viz import crop, panel_figure
 
     items = []
@@ -236,8 +272,16 @@ def score_table(volume: CTVolume, label_maps: dict[str, LabelVolume]) -> pd.Data
 
 
 def slab_around(volume: CTVolume, z: int, height_mm: float | None) -> tuple[int, int] | None:
-    """``[first, last)``: the slices of a slab ``height_mm`` high centred on slice ``z``, moved
-    (not shrunk) to lie inside the scan; None (the whole scan) when ``height_mm`` is None."""
+    """The slices of a slab centred on a slice, moved (not shrunk) to lie inside the scan.
+
+    Args:
+        volume: the scan.
+        z: the slice at the slab's centre.
+        height_mm: the slab's height; None for the whole scan.
+
+    Returns:
+        ``(first, last)`` (``last`` excluded), or None for the whole scan.
+    """
     if height_mm is None:
         return None
     n_scan = volume.shape[0]

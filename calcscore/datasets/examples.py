@@ -15,8 +15,7 @@ attribution lie beside them (``data/README.md``).
   has no calcium annotations: it shows what real anatomy looks like to a model trained on
   phantoms.
 
-Each call reads the file again and returns a new :class:`~calcscore.volume.CTVolume` (about a
-second each).
+Each call reads the file again and returns a new :class:`~calcscore.volume.CTVolume`.
 """
 
 from __future__ import annotations
