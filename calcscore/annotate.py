@@ -170,9 +170,10 @@ class Annotator:
             log.debug("%d components >= %g HU", n, self.threshold_hu)
         c = int(self._components[zyx])
         box = self._boxes[c - 1]
+        assert box is not None  # component c exists: it holds zyx
         local = np.nonzero(self._components[box] == c)
-        return np.ravel_multi_index(
-            tuple(i + s.start for i, s in zip(local, box)), self.volume.shape
+        return np.asarray(
+            np.ravel_multi_index(tuple(i + s.start for i, s in zip(local, box)), self.volume.shape)
         )
 
     def grow(self, z: int, y: int, x: int, label: Label | int | str) -> int:
@@ -183,7 +184,7 @@ class Annotator:
         Raises ValueError when the voxel lies outside the scan or below the threshold.
         """
         value = label_value(label)
-        zyx = tuple(int(v) for v in (z, y, x))
+        zyx = (int(z), int(y), int(x))
         if not all(0 <= v < n for v, n in zip(zyx, self.volume.shape)):
             raise ValueError(
                 f"voxel (z, y, x) = {zyx} lies outside the scan of shape {self.volume.shape}"

@@ -25,7 +25,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import torch
 from torch import nn
@@ -206,4 +206,4 @@ def load_bundle(
     cnn2 = None
     if (path / "cnn2.pt").is_file():
         cnn2, _ = load_network(path / "cnn2.pt", network="cnn2", device=device)
-    return cnn1, cnn2, read_model_info(path), path
+    return cast(CNN1, cnn1), cast(CNN2 | None, cnn2), read_model_info(path), path

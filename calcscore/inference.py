@@ -360,7 +360,11 @@ def cnn1_features(
 
 @torch.no_grad()
 def cnn1_proba(
-    cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int, opts: InferenceOptions | None = None
+    cnn1: CNN1,
+    norm: torch.Tensor,
+    cand: np.ndarray | torch.Tensor,
+    r: int,
+    opts: InferenceOptions | None = None,
 ) -> torch.Tensor:
     """(N, 7) class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) of candidate voxels, fully
     convolutionally (arguments as in :func:`cnn1_features`)."""
@@ -439,8 +443,8 @@ def segment(
         # a copy (ELUs in place, channels-last if asked); the model is left as it is
         cnn1 = model.cnn1.for_inference(channels_last=opts.channels_last).to(device)
         r_cnn1 = cnn1.receptive_field // 2
-        use_cnn2 = opts.use_cnn2 and model.cnn2 is not None
-        r_cnn2 = model.cnn2.config.patch_size // 2 if use_cnn2 else 0
+        cnn2_model = model.cnn2 if opts.use_cnn2 else None
+        r_cnn2 = cnn2_model.config.patch_size // 2 if cnn2_model is not None else 0
         r = max(r_cnn1, r_cnn2)
         block = _normalised_block(net_hu, lo, hi, r)
         cand = cand_all - torch.from_numpy(lo).to(device)  # row-major order, as np.argwhere
@@ -450,9 +454,9 @@ def segment(
         seconds["cnn1"] = time.perf_counter() - t
         final = pred.clone()
         t = time.perf_counter()
-        if use_cnn2:
+        if cnn2_model is not None:
             # batch norm folded (same outputs, faster), channels-last if asked
-            cnn2 = model.cnn2.folded(channels_last=opts.channels_last).to(
+            cnn2 = cnn2_model.folded(channels_last=opts.channels_last).to(
                 device
             )  # a copy, model untouched
             hit = torch.nonzero(pred > 0).squeeze(1)
@@ -483,14 +487,14 @@ def segment(
             v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None
         )
         rim_hu = rim_thresholds_hu(volume, [sigmas], hu)[0]
-    back = _to_original_grid_tensor(
+    back_t = _to_original_grid_tensor(
         labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu
     )
-    back = LabelVolume.like(volume, back.cpu().numpy())
+    back = LabelVolume.like(volume, back_t.cpu().numpy())
     back, regions, removed = _safety_net(volume, back, model, opts, seconds)
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
     cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
-    cand_mask = cand_mask.cpu().numpy()
+    cand_mask_np = cand_mask.cpu().numpy()
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
@@ -502,7 +506,7 @@ def segment(
         seconds,
         cnn2_zyx,
         cnn2_p,
-        cand_mask,
+        cand_mask_np,
         rim_hu,
         regions,
         removed,

@@ -21,9 +21,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from calcscore.errors import CalcscoreError, InputError, optional_import
+
+if TYPE_CHECKING:
+    from calcscore.networks import CNN1, CNN2
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +296,7 @@ def train_networks(
     else:
         shutil.copy2(r2.model_path, out / "cnn2.pt")
     info = {"preset": preset, "trained_on": "synthetic phantoms", "n_train_scans": len(train_scans)}
-    return Model(model1, model2, info, str(out))
+    return Model(cast("CNN1", model1), cast("CNN2 | None", model2), info, str(out))
 
 
 def label_scans(

@@ -176,7 +176,7 @@ def to_network_grid(
     return resample_inplane(slabs, spacing_mm=inplane_spacing_mm)
 
 
-def network_grid_tensor(volume: CTVolume, hu: torch.Tensor) -> tuple[torch.Tensor, CTVolume]:
+def network_grid_tensor(volume: CTVolume, hu: torch.Tensor) -> tuple[torch.Tensor, LabelVolume]:
     """:func:`to_network_grid` of ``volume`` whose HU lie in ``hu`` (a (Z, Y, X) float32 tensor on
     any device, e.g. a GPU): the network-grid HU as a tensor on that device, and the network grid
     (its geometry, with an empty array: the HU stay on the device)."""

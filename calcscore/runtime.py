@@ -169,4 +169,5 @@ def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Modul
 
 def unwrap_ddp(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel wrapper (or ``model`` itself)."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, nn.Module) else model

@@ -149,7 +149,7 @@ def cache_scan(
     else:
         lab = (labels if labels.same_geometry(grid) else labels_to_grid(labels, grid)).labels
     hu_f = np.clip(grid.hu, HU_MIN, HU_MAX)
-    offset = (0, 0, 0)
+    offset: tuple[int, ...] = (0, 0, 0)
     if crop:
         body = np.argwhere(hu_f > BODY_THRESHOLD_HU)
         if len(body):
@@ -328,7 +328,7 @@ class VolumeStore:
         )
         self.shapes_host = np.array([s.shape for s in self.scans], dtype=np.int64)
         self.shapes = torch.from_numpy(self.shapes_host).to(self.device)
-        self._offsets: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._offsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         log.info(
             "holding %d scans (%.1f MB) on %s",
             len(self.scans),
@@ -343,7 +343,8 @@ class VolumeStore:
         if size % 2 == 0 or size < 1:
             raise ValueError(f"patch sizes must be odd, got {size=}")
         if size not in self._offsets:
-            self._offsets[size] = tuple(o.to(self.device) for o in _row_col_offsets(size))
+            rows, cols = _row_col_offsets(size)
+            self._offsets[size] = (rows.to(self.device), cols.to(self.device))
         return self._offsets[size]
 
     def _gather(self, source: torch.Tensor, scan: torch.Tensor, zyx: torch.Tensor, size: int):

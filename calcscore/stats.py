@@ -43,8 +43,8 @@ class KappaResult:
 
 
 def confusion_matrix(
-    reference: Sequence[Any],
-    prediction: Sequence[Any],
+    reference: Sequence[Any] | np.ndarray,
+    prediction: Sequence[Any] | np.ndarray,
     *,
     categories: Sequence[Any] = RISK_CATEGORIES,
 ) -> pd.DataFrame:
@@ -63,8 +63,8 @@ def confusion_matrix(
 
 
 def weighted_kappa(
-    reference: Sequence[Any],
-    prediction: Sequence[Any],
+    reference: Sequence[Any] | np.ndarray,
+    prediction: Sequence[Any] | np.ndarray,
     *,
     categories: Sequence[Any] = RISK_CATEGORIES,
     weights: Literal["linear", "quadratic", "none"] = "linear",
@@ -264,7 +264,12 @@ def paired_test(
 
 
 def _paired(
-    a: Sequence[Any], b: Sequence[Any], name_a: str, name_b: str, *, dtype
+    a: Sequence[Any] | np.ndarray,
+    b: Sequence[Any] | np.ndarray,
+    name_a: str,
+    name_b: str,
+    *,
+    dtype,
 ) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(a, dtype=dtype).ravel(), np.asarray(b, dtype=dtype).ravel()
     if x.shape != y.shape:

@@ -259,7 +259,11 @@ def png_bytes(rgb: np.ndarray, *, scale: int = 1) -> bytes:
         rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()
     matplotlib.image.imsave(
-        buf, np.ascontiguousarray(rgb), format="png", metadata={"Software": None}
+        buf,
+        np.ascontiguousarray(rgb),
+        format="png",
+        # None drops the key (no "Software" chunk: identical bytes across versions)
+        metadata={"Software": None},  # type: ignore[dict-item]
     )
     return buf.getvalue()
 

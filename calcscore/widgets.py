@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -168,7 +169,7 @@ class SliceViewer(AnnotationMode):
             style={"background": _hex(THRESHOLD_COLOUR)},
             layout=widgets.Layout(width="auto", margin="0 12px 0 0"),
         )
-        self.label_toggles: dict[Label, object] = {
+        self.label_toggles: dict[Label, Any] = {
             lab: widgets.Checkbox(
                 value=True,
                 indent=False,

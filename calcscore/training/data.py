@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -193,7 +194,7 @@ def cnn2_pools(
     if cache_file is not None and changed:
         fd, tmp = tempfile.mkstemp(prefix=".cnn1-", suffix=".npz", dir=cache_file.parent)
         os.close(fd)
-        np.savez(tmp, digest=np.array(cnn1_digest), **cached)
+        np.savez(tmp, digest=np.array(cnn1_digest), **cached)  # type: ignore[arg-type]
         os.replace(tmp, cache_file)
     idx = range(len(store))
     positives, negatives = VoxelPool.concat(idx, pos), VoxelPool.concat(idx, neg)
@@ -262,7 +263,7 @@ def make_samplers(
             dtype=torch.float32,
         )
     )
-    if val_store is not None and dist.main:
+    if val_store is not None and val_pools is not None and dist.main:
         try:
             val_sampler = PatchSampler(
                 val_store,
@@ -301,7 +302,7 @@ def _cnn2_run_pools(
     if dist.main:
         pools = cnn2_pools(
             store,
-            cnn1_model,
+            cast(CNN1, cnn1_model),
             cache_file=out_dir / CANDIDATES,
             cnn1_digest=digest,
             precision=config.precision,
@@ -310,7 +311,7 @@ def _cnn2_run_pools(
     if not dist.main:
         pools = cnn2_pools(
             store,
-            cnn1_model,
+            cast(CNN1, cnn1_model),
             cache_file=out_dir / CANDIDATES,
             cnn1_digest=digest,
             precision=config.precision,
@@ -319,7 +320,7 @@ def _cnn2_run_pools(
     if val_store is not None:
         val_pools = cnn2_pools(
             val_store,
-            cnn1_model,
+            cast(CNN1, cnn1_model),
             cache_file=out_dir / ("val-" + CANDIDATES),
             cnn1_digest=digest,
             precision=config.precision,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from calcscore.errors import CalcscoreError, InputError
-from calcscore.networks import build_network
+from calcscore.networks import build_network, to_channels_last
 from calcscore.runtime import (
     DistInfo,
     all_gather_objects,
@@ -183,7 +183,7 @@ def _set_up(
         load_initial(model, init, config)
     model = model.to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     optimizer = make_optimizer(model, config)
     data = make_samplers(
         config,
@@ -240,9 +240,9 @@ def _resume_or_start(run: _Run, *, resume: bool, init) -> TrainState:
 
 
 def _validate(run: _Run) -> dict[str, float]:
-    return evaluate(
-        run.config, run.model, run.data.val_sampler, run.data.val_voxels, device=run.device
-    )
+    sampler, voxels = run.data.val_sampler, run.data.val_voxels
+    assert sampler is not None and voxels is not None  # callers check val_sampler
+    return evaluate(run.config, run.model, sampler, voxels, device=run.device)
 
 
 def _iterate(
@@ -270,7 +270,7 @@ def _iterate(
         while state.iteration < config.max_iterations:
             loss = train_step(
                 config,
-                run.ddp_model,
+                run.ddp_model or run.model,
                 run.optimizer,
                 run.data.sampler.sample(config.batch_size),
                 device=run.device,
