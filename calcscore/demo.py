@@ -41,8 +41,22 @@ def run_demo(
     model_path: str | Path | None = None,
     device: str = "auto",
 ) -> str:
-    """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth;
-    return the printed report."""
+    """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth.
+
+    Args:
+        out_dir: the output folder (created): the scan's labels, scores, lesions and overlay,
+            ``cohort_summary.csv``, the phantom and its ground truth as NIfTI.
+        seed: the phantom's seed (the scan id is ``phantom{seed:03d}_{kernel}``).
+        kernel: "soft" or "sharp" reconstruction kernel of the phantom.
+        size: "medium" (256 x 256 x 100 around the heart), "full" (a 512 x 512 whole chest) or
+            "small" (128 x 128 x 60); see :func:`calcscore.phantom.make_scan`.
+        model_path: a model folder; None: the shipped model.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+
+    Returns:
+        the report ``calcscore demo`` prints: scores of truth and calcscore per label, risk
+        categories, voxel F1 per label group, timings and where the outputs are.
+    """
     from calcscore.batch import safety_net_summary, summary_row, write_csv, write_scan_outputs
     from calcscore.inference import InferenceOptions, Model, segment
     from calcscore.io import write_labels, write_volume

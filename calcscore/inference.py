@@ -142,8 +142,7 @@ class InferenceOptions:
 
 #: CNN2's voxels per batch on a CPU: its layers are memory-bound there, and 32 voxels' activations
 #: (17 MB in bf16 after the first convolution) stay in the caches where 512 voxels' (274 MB) do
-#: not. On a whole-chest 512 x 512 x 200 phantom (2-core AMD EPYC, bf16 + channels-last) CNN2 took
-#: 3.6 s at 32 voxels a batch, 5.8 s at 64 and 8.7 s at 512, with identical labels (README).
+#: not, so small batches are faster there with identical labels (benchmarks/README.md).
 CNN2_BATCH_CPU = 32
 #: CNN2's voxels per batch on a GPU, where large batches fill the device.
 CNN2_BATCH_GPU = 512
@@ -199,10 +198,21 @@ class Segmentation:
         rim_fill: bool = True,
         safety_net: bool = True,
     ) -> LabelVolume:
-        """The labels CNN2 would have kept with other thresholds (one for all labels, one per
-        label group, or None for the paper's 0.5), on the grid of ``volume``, without running
-        the networks again; ``rim_fill=False`` leaves out the rim fill (the paper's mapping),
-        ``safety_net=False`` the safety net (where :func:`segment` ran it)."""
+        """The labels CNN2 would have kept with other thresholds, on the grid of ``volume``,
+        without running the networks again.
+
+        Args:
+            volume: the scan that was segmented.
+            thresholds: CNN2's calcium probability a voxel needs: one for all labels, one per
+                label group (``{"CAC": 0.4, ...}``), or None for the paper's 0.5.
+            keep_below_threshold: keep labels on original voxels < 130 HU.
+            rim_fill: fill the unseen rim as :func:`segment` does (False: the paper's
+                nearest-neighbour mapping).
+            safety_net: apply the safety net (where :func:`segment` ran it).
+
+        Returns:
+            the labels on the grid of ``volume``.
+        """
         table = threshold_table(thresholds).numpy()
         lab = self.cnn1_labels_network.labels.copy()
         if len(self.cnn2_zyx):
@@ -266,7 +276,17 @@ def _unseen_tensor(candidates_net: torch.Tensor, net_grid, volume: CTVolume) -> 
 
 def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVolume) -> np.ndarray:
     """Voxels of ``volume`` whose nearest network-grid voxel was not a candidate: what the
-    networks never saw."""
+    networks never saw.
+
+    Args:
+        candidates_net: boolean candidate mask on the network grid
+            (:attr:`Segmentation.candidates_network`).
+        net_grid: a label volume on the network grid (its geometry is used).
+        volume: the scan, whose grid the mask is on.
+
+    Returns:
+        a boolean array of ``volume``'s shape.
+    """
     return _unseen_tensor(as_tensor(candidates_net), net_grid, volume).numpy()
 
 
@@ -291,14 +311,31 @@ def body_mask(
 ) -> np.ndarray:
     """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
     lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
-    large; this keeps whole-scan inference fast), then scaled back up."""
+    large; this keeps whole-scan inference fast), then scaled back up.
+
+    Args:
+        volume: a CT in HU.
+        threshold_hu: voxels above this are tissue (-400 HU: the lungs and the air are not).
+        step: in-plane subsampling of the coarse grid, in voxels.
+
+    Returns:
+        a boolean array of the volume's (z, y, x) shape.
+    """
     return body_mask_tensor(as_tensor(volume.hu), threshold_hu=threshold_hu, step=step).numpy()
 
 
 def body_mask_tensor(
     hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4
 ) -> torch.Tensor:
-    """:func:`body_mask` of HU on some device (the coarse grid is labelled on the CPU)."""
+    """:func:`body_mask` of HU on some device (the coarse grid is labelled on the CPU).
+
+    Args:
+        hu: (Z, Y, X) HU on any device.
+        threshold_hu, step: as for :func:`body_mask`.
+
+    Returns:
+        a boolean (Z, Y, X) tensor on the device of ``hu``.
+    """
     coarse = _body_coarse((hu[:, ::step, ::step] > threshold_hu).cpu().numpy())
     full = (
         torch.from_numpy(coarse).to(hu.device).repeat_interleave(step, 1).repeat_interleave(step, 2)
@@ -325,8 +362,15 @@ def cnn1_features(
 ) -> list[torch.Tensor]:
     """Per orientation, the (N, width) features of the candidate voxels.
 
-    ``norm``: (Z + 2r, Y + 2r, X + 2r) normalised block with a margin of ``r``; ``cand``: (N, 3)
-    candidate coordinates inside the block's core (without the margin).
+    Args:
+        cnn1: the network (an inference copy, :meth:`CNN1.for_inference`, on the block's device).
+        norm: (Z + 2r, Y + 2r, X + 2r) normalised intensities with a margin of ``r`` voxels.
+        cand: (N, 3) candidate (z, y, x) inside the block's core (without the margin).
+        r: the margin in voxels, at least half CNN1's receptive field.
+        opts: ``batch_slices`` (slices per subnetwork pass), ``channels_last`` and ``bf16``.
+
+    Returns:
+        [axial, sagittal, coronal] float32 (N, width) features, on the block's device.
     """
     device = norm.device
     out = []
@@ -366,8 +410,17 @@ def cnn1_proba(
     r: int,
     opts: InferenceOptions | None = None,
 ) -> torch.Tensor:
-    """(N, 7) class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) of candidate voxels, fully
-    convolutionally (arguments as in :func:`cnn1_features`)."""
+    """Class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) of candidate voxels, fully
+    convolutionally.
+
+    Args:
+        cnn1, norm, cand, r: as for :func:`cnn1_features`.
+        opts: as for :func:`cnn1_features`, plus ``batch_voxels`` (voxels per head batch);
+            None: the defaults on the block's device.
+
+    Returns:
+        (N, 7) float32 probabilities on the block's device.
+    """
     opts = opts or InferenceOptions(device=str(norm.device))
     feats = cnn1_features(cnn1, norm, cand, r, opts)
     out = torch.empty((len(cand), cnn1.config.n_classes), dtype=torch.float32, device=norm.device)
@@ -385,8 +438,18 @@ def cnn1_proba(
 
 
 def cnn2_patches(norm: torch.Tensor, zyx: torch.Tensor, size: int, r: int) -> torch.Tensor:
-    """(N, 3, size, size) axial / sagittal / coronal patches of a normalised block with a margin
-    ``r >= size // 2``, in the orientation convention of :mod:`calcscore.sampling`."""
+    """Axial / sagittal / coronal patches of a normalised block, in the orientation convention
+    of :mod:`calcscore.sampling`.
+
+    Args:
+        norm: (Z + 2r, Y + 2r, X + 2r) normalised intensities with a margin of ``r`` voxels.
+        zyx: (N, 3) patch centres in the block's core (without the margin).
+        size: the patch side in voxels, odd (CNN2's ``patch_size``).
+        r: the margin, ``r >= size // 2``.
+
+    Returns:
+        (N, 3, size, size) patches on the block's device.
+    """
     t = torch.arange(-(size // 2), size // 2 + 1, device=norm.device)
     u, v = t.view(1, size, 1), t.view(1, 1, size)
     z, y, x = (zyx[:, i, None, None] + r for i in range(3))
@@ -417,7 +480,18 @@ def _safety_net(
 def segment(
     volume: CTVolume, model: Model, options: InferenceOptions | None = None
 ) -> Segmentation:
-    """Label every calcification of a scan (see the module docstring for the steps)."""
+    """Label every calcification of a scan (see the module docstring for the steps).
+
+    Args:
+        volume: a chest CT in HU.
+        model: CNN1, CNN2 and their settings (:meth:`Model.load`).
+        options: devices, batch sizes, precision and steps (None: :class:`InferenceOptions`'
+            defaults, on the CPU).
+
+    Returns:
+        a :class:`Segmentation`: labels on the scan's grid and on the network grid, CNN1's own,
+        CNN2's probabilities, the safety net's regions and the seconds of each step.
+    """
     opts = options or InferenceOptions()
     device = torch.device(opts.device)
     seconds: dict[str, float] = {}

@@ -209,7 +209,15 @@ class CNN1(nn.Module):
     def head(
         self, feats_a: torch.Tensor, feats_s: torch.Tensor, feats_c: torch.Tensor
     ) -> torch.Tensor:
-        """Head logits (N, 7) from the three (N, width) centre feature vectors."""
+        """Head logits from the three orientations' centre feature vectors.
+
+        Args:
+            feats_a, feats_s, feats_c: (N, width) features of the axial, sagittal and coronal
+                subnetworks at the same N voxels.
+
+        Returns:
+            (N, 7) logits.
+        """
         return self.head_layers(torch.cat([feats_a, feats_s, feats_c], dim=1))
 
     def output_size(self, patch_size: int) -> int:
@@ -269,9 +277,9 @@ def inplace_elus(module: _M) -> _M:
     """``module`` with every ELU computed in place; for inference copies only.
 
     Each ELU of CNN1 and CNN2 follows a convolution, a linear layer or (in :meth:`CNN2.folded`) a
-    max-pooling, whose fresh output nothing else reads, so the values are the same. On a 2-core
-    AVX2 CPU the ELUs of a CNN1 subnetwork cost about as much as its convolutions; in place, the
-    features of 16 slices of 320 x 320 took 0.66 s instead of 0.91 s (fp32, channels-last).
+    max-pooling, whose fresh output nothing else reads, so the values are the same. On a CPU
+    the ELUs of a CNN1 subnetwork cost about as much as its convolutions, and in place they cost
+    less (benchmarks/README.md).
     """
     for m in module.modules():
         if isinstance(m, nn.ELU):
@@ -366,10 +374,10 @@ class CNN2(nn.Module):
     def folded(self, channels_last: bool = False) -> CNN2:
         """An eval-mode copy with every batch norm folded into the convolution or dense layer
         before it (the same function in eval mode, one pass over memory less per layer: with
-        channels-last, CNN2 runs ~2x faster on a CPU), and each max-pooling moved before the ELU
-        in front of it (the same values, a quarter of the ELU's work), and the ELUs in place
-        (:func:`inplace_elus`); its weights channels-last (NHWC) if ``channels_last``, as
-        :meth:`CNN1.for_inference`."""
+        channels-last, CNN2 runs faster on a CPU, benchmarks/README.md), and each max-pooling
+        moved before the ELU in front of it (the same values, a quarter of the ELU's work), and
+        the ELUs in place (:func:`inplace_elus`); its weights channels-last (NHWC) if
+        ``channels_last``, as :meth:`CNN1.for_inference`."""
         net = copy.deepcopy(self).eval()
 
         def fold(seq: nn.Sequential) -> nn.Sequential:

@@ -139,6 +139,20 @@ def cache_scan(
     Labels may be None (a scan without reference: all candidates count as background); voxels
     labelled :data:`calcscore.labels.IGNORE` are in neither pool (nor in :attr:`CachedScan.candidate_index`)
     and the auxiliary losses skip them.
+
+    Args:
+        volume: the scan in HU.
+        labels: its reference labels on the same grid, or None.
+        folder: the scan's cache folder (replaced when it exists).
+        scan_id: the scan's id.
+        participant_id: the participant the scan belongs to, for splits (default: ``scan_id``).
+        on_network_grid: ``volume`` and ``labels`` are already on the network grid.
+        crop: crop to the body (voxels above -500 HU) plus a margin of 4 voxels.
+        sources: what the scan was read from, stored in ``meta.json`` (see
+            :func:`cache_cohort`).
+
+    Returns:
+        the :class:`CachedScan`, memory-mapped from ``folder``.
     """
     from calcscore.preprocess import labels_to_grid, to_network_grid
 
@@ -227,6 +241,15 @@ def cache_cohort(manifest, cache_dir: str | Path, *, progress: bool = False) -> 
     """Cache every scan of a manifest (a DataFrame from :func:`calcscore.manifest.read_manifest`).
 
     A scan whose cache folder was written from the same files (path, size, time) is reused.
+
+    Args:
+        manifest: the manifest's rows: ``scan_id``, ``image``, optional ``labels`` and
+            ``participant_id``.
+        cache_dir: the cache root, one folder per scan.
+        progress: a progress bar over the scans.
+
+    Returns:
+        the :class:`CachedScan` of every row, in the manifest's order.
     """
     from tqdm.auto import tqdm
 
@@ -377,9 +400,17 @@ class VolumeStore:
     ) -> torch.Tensor:
         """(N, 3, size, size) normalised axial / sagittal / coronal patches.
 
-        ``scan``: (N,) scan indices into this store; ``zyx``: (N, 3) centres, on this device.
         Intensities are (clip(HU, -1000, 3000) - 130) / 1130 (``normalise_hu``); voxels outside
         the volume read as -1000 HU.
+
+        Args:
+            scan: (N,) scan indices into this store, on this device.
+            zyx: (N, 3) centres in their scans, on this device.
+            size: the patch side in voxels, odd.
+            dtype: the patches' dtype.
+
+        Returns:
+            (N, 3, size, size) patches on this device.
         """
         vals, invalid = self._gather(self.hu, scan, zyx, size)
         out = vals.masked_fill_(invalid, int(PAD_HU)).to(torch.float32)
@@ -387,7 +418,14 @@ class VolumeStore:
         return out.to(dtype)
 
     def label_patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int) -> torch.Tensor:
-        """(N, 3, size, size) int64 label patches (background outside the volume)."""
+        """Label patches (background outside the volume).
+
+        Args:
+            scan, zyx, size: as for :meth:`patches`.
+
+        Returns:
+            (N, 3, size, size) int64 labels on this device.
+        """
         vals, invalid = self._gather(self.labels, scan, zyx, size)
         return vals.masked_fill_(invalid, 0).long()
 

@@ -33,7 +33,16 @@ def window(hu: np.ndarray, preset: str | tuple[float, float] = "mediastinum") ->
 def label_rgba(
     labels: np.ndarray, *, alpha: float = 0.8, visible: set[int] | None = None
 ) -> np.ndarray:
-    """(..., 4) RGBA image of a label slice in the Fig. 6 colours (transparent background)."""
+    """RGBA image of a label slice in the Fig. 6 colours (transparent background).
+
+    Args:
+        labels: label values (0..255), any shape.
+        alpha: the opacity of labelled pixels, 0..1.
+        visible: the label values to draw (None: all calcium labels).
+
+    Returns:
+        a float32 (..., 4) array.
+    """
     lut = np.zeros((256, 4), np.float32)
     for lab in CALCIUM_LABELS:
         if visible is None or int(lab) in visible:
@@ -83,7 +92,19 @@ def overlay_figure(
     title: str | None = None,
 ):
     """A row of axial slices (those with the most calcium by default) with the labels on top,
-    and a legend of the labels present. Returns the matplotlib Figure."""
+    and a legend of the labels present.
+
+    Args:
+        volume: the CT.
+        labels: its labels on the same grid.
+        slices: the axial slices to show (None: :func:`slices_with_most_calcium`).
+        n_slices: how many slices to pick when ``slices`` is None.
+        preset: a window name of :data:`WINDOWS` or (level, width) in HU.
+        title: the figure's title (None: none).
+
+    Returns:
+        the matplotlib Figure.
+    """
     check_same_geometry(volume, labels)
     plt = _pyplot()
     from matplotlib.patches import Patch
@@ -118,7 +139,16 @@ def overlay_figure(
 
 
 def save_overlay_png(volume: CTVolume, labels: LabelVolume, path: str | Path, **kwargs) -> Path:
-    """Write :func:`overlay_figure` as a PNG (atomically)."""
+    """Write :func:`overlay_figure` as a PNG (atomically, 90 dpi).
+
+    Args:
+        volume, labels: as for :func:`overlay_figure`.
+        path: the PNG file.
+        kwargs: further arguments of :func:`overlay_figure`.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     from calcscore.io import atomic_path
 
     plt = _pyplot()
@@ -151,7 +181,16 @@ def n_slices(shape: tuple[int, int, int], plane: str) -> int:
 def plane_slice(array: np.ndarray, plane: str, index: int) -> np.ndarray:
     """One slice of a (z, y, x) array as displayed (radiological view of an identity-direction
     scan): axial rows y (anterior up), columns x (patient left on the right); coronal and
-    sagittal with the head up (rows z reversed); sagittal columns y (anterior on the left)."""
+    sagittal with the head up (rows z reversed); sagittal columns y (anterior on the left).
+
+    Args:
+        array: a (z, y, x) array (HU or labels).
+        plane: "axial", "coronal" or "sagittal".
+        index: the slice along the plane's axis.
+
+    Returns:
+        a 2D view of ``array`` (not a copy).
+    """
     axis = _check_plane(plane)
     n = array.shape[axis]
     if not 0 <= index < n:
@@ -187,7 +226,16 @@ def _square_pixels(img: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarr
 def default_index(
     shape: tuple[int, int, int], plane: str, labels: LabelVolume | None = None
 ) -> int:
-    """The middle slice, or the slice of ``plane`` with the most labelled voxels."""
+    """The middle slice, or the slice of ``plane`` with the most labelled voxels.
+
+    Args:
+        shape: the (z, y, x) shape of the volume.
+        plane: "axial", "coronal" or "sagittal".
+        labels: a label map; None or empty: the middle slice.
+
+    Returns:
+        the slice index.
+    """
     axis = _check_plane(plane)
     if labels is not None and labels.array.any():
         other = tuple(a for a in range(3) if a != axis)
@@ -213,6 +261,20 @@ def render_slice(
 
     Deterministic (numpy only). With ``square_pixels`` the slice is stretched by nearest
     neighbour so that a display pixel is square in millimetres.
+
+    Args:
+        volume: the CT.
+        labels: its labels on the same grid (None: the CT alone).
+        plane: "axial", "coronal" or "sagittal" (:func:`plane_slice`).
+        index: the slice (None: :func:`default_index`).
+        preset: a window name of :data:`WINDOWS` or (level, width) in HU.
+        visible: the label values to draw (None: all).
+        threshold_hu: tint voxels at or above this HU (None: no tint).
+        alpha: the labels' opacity, 0..1.
+        square_pixels: stretch to square pixels.
+
+    Returns:
+        the uint8 (rows, columns, 3) image.
     """
     if labels is not None:
         check_same_geometry(volume, labels)
@@ -235,7 +297,16 @@ def render_slice(
 
 
 def side_by_side(images: list[np.ndarray], *, gap: int = 4, fill: int = 255) -> np.ndarray:
-    """Images (H_i, W_i, 3) in one row, top-aligned, ``gap`` pixels of ``fill`` between them."""
+    """Images in one row, top-aligned, padded below to the tallest.
+
+    Args:
+        images: uint8 (H_i, W_i, 3) images; at least one.
+        gap: pixels between neighbours.
+        fill: the grey value (0..255) of the gaps and the padding.
+
+    Returns:
+        a uint8 (max H_i, sum W_i + gaps, 3) image.
+    """
     if not images:
         raise ValueError("`images` must hold at least one image")
     h = max(im.shape[0] for im in images)
@@ -276,7 +347,17 @@ def box_around(
     margin_mm: float = 10.0,
 ) -> tuple[slice, slice, slice]:
     """The (z, y, x) bounding box of a mask (or of the labelled voxels of a label map), grown
-    by ``margin_mm`` on every side and clipped to the array."""
+    by ``margin_mm`` on every side and clipped to the array.
+
+    Args:
+        mask: a boolean (z, y, x) array, or a label map (its labelled voxels).
+        spacing_mm: the (z, y, x) voxel spacing; needed with a bare mask (default: the label
+            map's).
+        margin_mm: the growth on every side, in mm (rounded up to whole voxels per axis).
+
+    Returns:
+        three slices (z, y, x).
+    """
     if isinstance(mask, LabelVolume):
         spacing_mm = mask.spacing_mm if spacing_mm is None else spacing_mm
         mask = mask.labels > 0
@@ -333,7 +414,19 @@ def panel_figure(
     ``panels``: a sequence of ``(title, volume, labels_or_None, index_or_None)`` tuples (the
     index may be left out: the slice with the most labels, or the middle one). Every panel uses
     the same window ``preset`` (and ``threshold_hu`` overlay), so different scans compare
-    directly. Returns the matplotlib Figure.
+    directly.
+
+    Args:
+        panels: the panels, as above; at least one.
+        plane: the plane of every panel.
+        preset: a window name of :data:`WINDOWS` or (level, width) in HU.
+        threshold_hu: tint voxels at or above this HU (None: no tint).
+        title: the figure's title (None: none).
+        ncols: panels per row (None: all in one row).
+        panel_inches: the size of one panel in inches.
+
+    Returns:
+        the matplotlib Figure.
     """
     plt = _pyplot()
     items = [tuple(p) + (None,) * (4 - len(p)) for p in panels]
@@ -382,8 +475,18 @@ def largest_lesion(
 def disagreement_boxes(
     reference: LabelVolume, other: LabelVolume, *, n: int = 4, margin_mm: float = 10.0
 ) -> list[tuple[int, tuple[slice, slice, slice]]]:
-    """Up to ``n`` regions where two label maps differ, largest first: (axial slice with the
-    most disagreeing voxels, (z, y, x) box around the region grown by ``margin_mm``)."""
+    """Up to ``n`` regions where two label maps differ, largest first.
+
+    Args:
+        reference: one label map.
+        other: another on the same grid.
+        n: the most regions returned (26-connected voxels whose labels differ).
+        margin_mm: the growth of each box, as for :func:`box_around`.
+
+    Returns:
+        [(axial slice with the most disagreeing voxels, (z, y, x) box), ...]; empty when the
+        maps agree.
+    """
     from scipy import ndimage
 
     check_same_geometry(reference, other, names=("reference", "other"))
@@ -412,7 +515,19 @@ def disagreement_gallery(
     title: str | None = None,
 ):
     """One row per disagreement (:func:`disagreement_boxes`): the CT alone, ``reference`` and
-    ``other``, zoomed to the region. Returns the Figure (a note when the maps agree)."""
+    ``other``, zoomed to the region.
+
+    Args:
+        volume: the CT.
+        reference, other: two label maps on its grid.
+        names: the column titles of ``reference`` and ``other``.
+        n, margin_mm: as for :func:`disagreement_boxes`.
+        preset: a window name of :data:`WINDOWS` or (level, width) in HU.
+        title: the figure's title (None: none).
+
+    Returns:
+        the matplotlib Figure (a note when the maps agree).
+    """
     plt = _pyplot()
     boxes = disagreement_boxes(reference, other, n=n, margin_mm=margin_mm)
     if not boxes:
@@ -441,8 +556,14 @@ def disagreement_gallery(
 def plot_training_curves(runs, *, ax=None, title: str | None = None):
     """Training and validation loss against the iteration, from ``metrics.csv`` files.
 
-    ``runs``: a mapping name -> path of a ``metrics.csv`` (or its folder) or a DataFrame with
-    ``iteration``, ``train_loss`` and ``val_loss`` columns. Returns the Axes.
+    Args:
+        runs: a mapping name -> path of a ``metrics.csv`` (or its folder) or a DataFrame with
+            ``iteration``, ``train_loss`` and ``val_loss`` columns.
+        ax: the Axes to draw in (None: a new figure).
+        title: the Axes' title (None: none).
+
+    Returns:
+        the matplotlib Axes.
     """
     import pandas as pd
 
@@ -488,7 +609,20 @@ def lesion_gallery(
     """One axial close-up per labelled lesion (26-connected), largest first: the slice where the
     lesion has the most voxels, ``half_width_mm`` around its centre, labels in the Fig. 6
     colours; each titled with its label, volume and slice. For a reader to judge every lesion
-    of a scan without a viewer. Returns the matplotlib Figure (an empty one without lesions)."""
+    of a scan without a viewer.
+
+    Args:
+        volume: the CT.
+        labels: its labels on the same grid.
+        max_lesions: the most lesions shown (the largest).
+        half_width_mm: the close-up reaches this far from the lesion's centre in y and x.
+        ncols: close-ups per row.
+        preset: a window name of :data:`WINDOWS` or (level, width) in HU.
+        title: the figure's title (None: none).
+
+    Returns:
+        the matplotlib Figure (an empty one without lesions).
+    """
     from scipy import ndimage
 
     check_same_geometry(volume, labels)
