@@ -38,14 +38,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 # re-exported from here as before: DEFAULT_MODEL_DIR and threshold_table (also from calibration),
 # bf16_supported and resolve_precision
 from calcscore.bundle import DEFAULT_MODEL_DIR, load_bundle, threshold_table  # noqa: F401
-from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU, HU_CLIP, PAD_HU, scale_hu
+from calcscore.candidates import (  # noqa: F401  (re-exported: calcscore.inference.body_mask etc.)
+    _normalised_block,
+    _to_original_grid,
+    _to_original_grid_tensor,
+    body_mask,
+    body_mask_tensor,
+    unseen_mask,
+)
+from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.networks import CNN1, CNN2
-from calcscore.preprocess import as_tensor, grid_to_grid_tensor, network_grid_tensor
+from calcscore.preprocess import as_tensor, network_grid_tensor
 from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions
 from calcscore.rim import (  # noqa: F401  (re-exported: calcscore.inference.fill_rim etc. as before)
     _median,
@@ -230,133 +237,6 @@ class Segmentation:
         return out
 
 
-def _to_original_grid(
-    labels_net: LabelVolume,
-    volume: CTVolume,
-    keep_below_threshold: bool,
-    candidates_net: np.ndarray | None = None,
-    rim_min_hu: float | None = None,
-) -> LabelVolume:
-    cand = None if candidates_net is None else as_tensor(candidates_net)
-    out = _to_original_grid_tensor(
-        as_tensor(labels_net.labels),
-        labels_net,
-        volume,
-        as_tensor(volume.hu),
-        keep_below_threshold,
-        cand,
-        rim_min_hu,
-    )
-    return LabelVolume.like(volume, out.numpy().astype(np.uint8, copy=False))
-
-
-def _to_original_grid_tensor(
-    labels_net: torch.Tensor,
-    net_grid,
-    volume: CTVolume,
-    hu: torch.Tensor,
-    keep_below_threshold: bool,
-    candidates_net: torch.Tensor | None = None,
-    rim_min_hu: float | None = None,
-) -> torch.Tensor:
-    """Steps 6 and 7 on tensors (on the device of ``labels_net``; ``hu``: the scan's HU there)."""
-    out = grid_to_grid_tensor(labels_net, net_grid, volume)
-    if not keep_below_threshold:
-        out = out * (hu >= CALCIUM_THRESHOLD_HU)
-    if rim_min_hu is not None and candidates_net is not None and bool(out.any()):
-        out = fill_rim_tensor(
-            out, _unseen_tensor(candidates_net, net_grid, volume) & (hu >= rim_min_hu)
-        )
-    return out
-
-
-def _unseen_tensor(candidates_net: torch.Tensor, net_grid, volume: CTVolume) -> torch.Tensor:
-    return grid_to_grid_tensor(candidates_net.to(torch.uint8), net_grid, volume) == 0
-
-
-def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVolume) -> np.ndarray:
-    """Voxels of ``volume`` whose nearest network-grid voxel was not a candidate: what the
-    networks never saw.
-
-    Args:
-        candidates_net: boolean candidate mask on the network grid
-            (:attr:`Segmentation.candidates_network`).
-        net_grid: a label volume on the network grid (its geometry is used).
-        volume: the scan, whose grid the mask is on.
-
-    Returns:
-        a boolean array of ``volume``'s shape.
-    """
-    return _unseen_tensor(as_tensor(candidates_net), net_grid, volume).numpy()
-
-
-def _body_coarse(above: np.ndarray) -> np.ndarray:
-    """The body on a coarse grid: the largest connected region of ``above``, holes (the lungs)
-    filled slice by slice, grown by one voxel in-plane."""
-    if not above.any():
-        return above
-    lab, n = ndimage.label(above)
-    if n > 1:
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        above = lab == int(np.argmax(sizes))
-    for z in range(above.shape[0]):
-        above[z] = ndimage.binary_fill_holes(above[z])
-    # grow by one coarse voxel so that the skin stays inside after scaling up
-    return ndimage.binary_dilation(above, structure=np.ones((1, 3, 3), bool))
-
-
-def body_mask(
-    volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4
-) -> np.ndarray:
-    """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
-    lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
-    large; this keeps whole-scan inference fast), then scaled back up.
-
-    Args:
-        volume: a CT in HU.
-        threshold_hu: voxels above this are tissue (-400 HU: the lungs and the air are not).
-        step: in-plane subsampling of the coarse grid, in voxels.
-
-    Returns:
-        a boolean array of the volume's (z, y, x) shape.
-    """
-    return body_mask_tensor(as_tensor(volume.hu), threshold_hu=threshold_hu, step=step).numpy()
-
-
-def body_mask_tensor(
-    hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4
-) -> torch.Tensor:
-    """:func:`body_mask` of HU on some device (the coarse grid is labelled on the CPU).
-
-    Args:
-        hu: (Z, Y, X) HU on any device.
-        threshold_hu, step: as for :func:`body_mask`.
-
-    Returns:
-        a boolean (Z, Y, X) tensor on the device of ``hu``.
-    """
-    coarse = _body_coarse((hu[:, ::step, ::step] > threshold_hu).cpu().numpy())
-    full = (
-        torch.from_numpy(coarse).to(hu.device).repeat_interleave(step, 1).repeat_interleave(step, 2)
-    )
-    return full[:, : hu.shape[1], : hu.shape[2]]
-
-
-def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) -> torch.Tensor:
-    """Normalised intensities of [lo - r, hi + r) (z, y, x), -1000 HU outside the scan, on the
-    device of ``hu``."""
-    shape = np.asarray(hu.shape)
-    a, b = lo - r, hi + r
-    out = torch.full(tuple(int(v) for v in b - a), PAD_HU, dtype=torch.float32, device=hu.device)
-    sa, sb = np.maximum(a, 0), np.minimum(b, shape)
-    out[tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(sa, sb, a))] = hu[
-        tuple(slice(int(s), int(e)) for s, e in zip(sa, sb))
-    ]
-    out.clamp_(*HU_CLIP)
-    return scale_hu(out)
-
-
 def cnn1_features(
     cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tensor, r: int, opts: InferenceOptions
 ) -> list[torch.Tensor]:
@@ -459,6 +339,52 @@ def cnn2_patches(norm: torch.Tensor, zyx: torch.Tensor, size: int, r: int) -> to
     return torch.stack([axial, sagittal, coronal], dim=1)
 
 
+def _cnn2_filter(
+    cnn2_model: CNN2,
+    model: Model,
+    opts: InferenceOptions,
+    block: torch.Tensor,
+    cand: torch.Tensor,
+    pred: torch.Tensor,
+    final: torch.Tensor,
+    r: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 6: CNN2 on CNN1's calcium candidates; those below their label group's threshold
+    are set to background in ``final`` (in place). Returns (rows of ``cand`` CNN2 saw, CNN2's
+    probabilities)."""
+    device = block.device
+    # batch norm folded (same outputs, faster), channels-last if asked: a copy, model untouched
+    cnn2 = cnn2_model.folded(channels_last=opts.channels_last).to(device)
+    hit = torch.nonzero(pred > 0).squeeze(1)
+    proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
+    thresholds = threshold_table(
+        model.cnn2_thresholds if opts.cnn2_threshold is None else opts.cnn2_threshold
+    ).to(device)
+    step = cnn2_batch(opts, device)
+    for s in range(0, len(hit), step):
+        rows = hit[s : s + step]
+        x = cnn2_patches(block, cand[rows], cnn2.config.patch_size, r)
+        if opts.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, opts.bf16):
+            p2 = cnn2.predict_proba(x).float()
+        proba2[s : s + len(rows)] = p2
+        final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
+    return hit, proba2
+
+
+def _rim_threshold(
+    volume: CTVolume, model: Model, opts: InferenceOptions, hu: torch.Tensor
+) -> float | None:
+    """Step 7's noise-adapted HU threshold of the rim fill, or None where it is off."""
+    if not (model.rim_fill if opts.rim_fill is None else opts.rim_fill):
+        return None
+    sigmas = next(
+        v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None
+    )
+    return rim_thresholds_hu(volume, [sigmas], hu)[0]
+
+
 def _safety_net(
     volume: CTVolume,
     labels: LabelVolume,
@@ -526,28 +452,10 @@ def segment(
         inner = block[tuple(slice(r - r_cnn1, block.shape[i] - (r - r_cnn1)) for i in range(3))]
         pred = cnn1_proba(cnn1, inner, cand, r_cnn1, opts).argmax(dim=1)
         seconds["cnn1"] = time.perf_counter() - t
-        final = pred.clone()
         t = time.perf_counter()
+        final = pred.clone()
         if cnn2_model is not None:
-            # batch norm folded (same outputs, faster), channels-last if asked
-            cnn2 = cnn2_model.folded(channels_last=opts.channels_last).to(
-                device
-            )  # a copy, model untouched
-            hit = torch.nonzero(pred > 0).squeeze(1)
-            proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
-            thresholds = threshold_table(
-                model.cnn2_thresholds if opts.cnn2_threshold is None else opts.cnn2_threshold
-            ).to(device)
-            step = cnn2_batch(opts, device)
-            for s in range(0, len(hit), step):
-                rows = hit[s : s + step]
-                x = cnn2_patches(block, cand[rows], cnn2.config.patch_size, r)
-                if opts.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, opts.bf16):
-                    p2 = cnn2.predict_proba(x).float()
-                proba2[s : s + len(rows)] = p2
-                final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
+            hit, proba2 = _cnn2_filter(cnn2_model, model, opts, block, cand, pred, final, r)
             cnn2_zyx = cand_all[hit].cpu().numpy().astype(np.int32)
             cnn2_p = proba2.cpu().numpy()
         seconds["cnn2"] = time.perf_counter() - t
@@ -555,12 +463,7 @@ def segment(
         cnn1_net[idx] = pred.to(torch.uint8)
         labels_net[idx] = final.to(torch.uint8)
     t = time.perf_counter()
-    rim_hu = None
-    if model.rim_fill if opts.rim_fill is None else opts.rim_fill:
-        sigmas = next(
-            v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None
-        )
-        rim_hu = rim_thresholds_hu(volume, [sigmas], hu)[0]
+    rim_hu = _rim_threshold(volume, model, opts, hu)
     back_t = _to_original_grid_tensor(
         labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu
     )

@@ -34,7 +34,6 @@ PENDING = {
     "calcscore/phantom/scan.py",
     "calcscore/regions.py",
     "calcscore/scoring.py",
-    "calcscore/widgets.py",
 }
 
 # an Args: entry, "name: text" or "name_a, name_b: text" (optionally "name (type): text")
