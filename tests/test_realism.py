@@ -24,6 +24,7 @@ from calcscore.realism import (
     profiles_figure,
     slices_figure,
 )
+from calcscore.realism.landmarks import find_carina
 from calcscore.realism.measures import BIN_EDGES
 from calcscore.volume import CTVolume
 
@@ -104,6 +105,33 @@ def test_no_homogeneous_tissue_gives_nan_noise():
     hu = np.full((4, 64, 64), 500.0)
     t = measure_noise(hu, np.ones(hu.shape, bool), 1.0)
     assert t.n_patches == 0 and np.isnan(t.sd_hu) and np.isnan(t.acf_length_mm)
+
+
+def test_carina_is_where_a_drawn_trachea_splits():
+    """A body with two lungs, a trachea (air, 16 mm wide) down the midline from the top to slice
+    20 and two main bronchi (12 mm wide, 30 mm apart) below it: the carina is slice 20."""
+    shape, spacing = (40, 200, 240), (5.0, 1.0, 1.0)
+    hu = np.full(shape, -1000.0, np.float32)
+    hu[:, 20:180, 20:220] = 40.0
+    lungs = np.zeros(shape, bool)
+    lungs[:30, 40:160, 30:100] = lungs[:30, 40:160, 140:210] = True
+    hu[lungs] = -850.0
+    air = np.zeros(shape[1:], bool)
+    yy, xx = np.mgrid[: shape[1], : shape[2]]
+    trachea = (yy - 60) ** 2 + (xx - 120) ** 2 <= 8**2
+    bronchi = ((yy - 60) ** 2 + (xx - 105) ** 2 <= 6**2) | (
+        (yy - 60) ** 2 + (xx - 135) ** 2 <= 6**2
+    )
+    for k in range(shape[0]):
+        air = trachea if k >= 20 else bronchi if k >= 14 else np.zeros_like(air)
+        hu[k][air] = -1000.0
+    body = np.zeros(shape, bool)
+    body[:, 20:180, 20:220] = True
+    z_mm = np.arange(shape[0]) * spacing[0]
+    assert find_carina(hu, body, lungs, z_mm, spacing) == 20
+    # the same chest stored head first: z falls with k
+    flipped = (hu[::-1], body[::-1], lungs[::-1], z_mm[::-1], spacing)
+    assert find_carina(*flipped) == shape[0] - 1 - 20
 
 
 def test_match_slices_averages_groups_and_keeps_the_geometry():

@@ -16,7 +16,9 @@ phantom's ground truth, so that a phantom and a real scan are measured alike:
 - **where the voxels >= 130 HU lie** (:data:`PLACES`): bone; the heart region; the rest of the
   mediastinum (aorta, great vessels); the chest wall (outside the lungs' hull, within their
   slices: costal cartilage, thin ribs, scapulae, arms, breast); the lungs' hull outside the
-  mediastinum; and the slices above and below the lungs (neck, abdomen).
+  mediastinum; and the slices above and below the lungs (neck, abdomen). Where the chest
+  regions are not found (no lungs: a field of view around the heart), every voxel >= 130 HU
+  that is not bone counts as chest wall, and :attr:`RealismReport.notes` says so.
 """
 
 from __future__ import annotations
@@ -232,7 +234,12 @@ def measure_scan(volume: CTVolume, *, name: str = "") -> RealismReport:
     body = body_mask(hu)
     lungs, hull, lung_ml = lungs_and_hull(volume)
     regions = find_chest_regions(volume, max_lesion_mm3=MAX_LESION_MM3)
-    notes = [] if regions.found else [f"chest regions not found: {regions.reason}"]
+    notes = []
+    if not regions.found:
+        notes.append(
+            f"chest regions not found ({regions.reason}): every voxel >= 130 HU that is not "
+            "bone is counted as chest wall"
+        )
     heart = regions.heart & body if regions.found else np.zeros(hu.shape, bool)
     bone = bone_of(volume) & body
     masks = tissue_masks(hu, body, lungs, heart, bone)
