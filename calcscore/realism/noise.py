@@ -11,7 +11,7 @@ measures here are the same for a phantom and a real scan, and need nothing but t
   least (a real scan's soft tissue has texture of its own: vessels in the liver, fat between
   muscles; a phantom's has none). Choosing the patches whose smoothed values vary least also
   leaves out some of the noise's slowest part: on noise correlated over 1.5 pixels the SD
-  reads about 7 % low and the correlation length about 10 % short (the tests measure it);
+  reads 7 % low and the correlation length 8 % short (4 % each over 1 pixel; see the tests);
 - each patch minus its least-squares plane (the slow anatomy), the residual is noise;
 - noise SD: the median of the patches' residual SDs;
 - NPS: the mean periodogram of the residuals, radially averaged; its peak frequency (cycles/mm,
