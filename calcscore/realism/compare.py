@@ -39,7 +39,15 @@ def aligned_z(report: RealismReport) -> tuple[np.ndarray, str | None]:
 
 def profile_distance(a: RealismReport, b: RealismReport, column: str) -> float:
     """Mean absolute difference of a per-slice profile between two scans, on the z range they
-    share after alignment (:func:`aligned_z`); NaN where they share none."""
+    share after alignment (:func:`aligned_z`).
+
+    Args:
+        a, b: the two scans' reports.
+        column: the profile, a column of :attr:`RealismReport.profiles`.
+
+    Returns:
+        the mean absolute difference in the profile's unit; NaN where the scans share no z.
+    """
     za, _ = aligned_z(a)
     zb, _ = aligned_z(b)
     lo, hi = max(za.min(), zb.min()), min(za.max(), zb.max())

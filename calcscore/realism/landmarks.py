@@ -52,7 +52,17 @@ def _air_pockets(hu_slice, body_slice, pixel_mm2, pixel_mm):
 def find_carina(
     hu: np.ndarray, body: np.ndarray, lungs: np.ndarray, z_mm: np.ndarray, spacing_mm
 ) -> int | None:
-    """The carina's slice (see the module docstring), or None where no trachea is followed."""
+    """The carina's slice (see the module docstring).
+
+    Args:
+        hu: the scan (z, y, x) in HU.
+        body, lungs: its body and lung masks.
+        z_mm: each slice's position along the patient's axis (mm).
+        spacing_mm: the voxel spacing (z, y, x).
+
+    Returns:
+        the slice index, or None where no trachea is followed.
+    """
     xs = np.flatnonzero(lungs.any(axis=(0, 1)))
     if not len(xs):
         return None
@@ -88,7 +98,17 @@ def find_carina(
 def find_landmarks(
     volume: CTVolume, body: np.ndarray, lungs: np.ndarray, z_mm: np.ndarray
 ) -> dict[str, int | None]:
-    """The landmark slices of the module docstring (indices into ``volume``'s slices)."""
+    """The landmark slices of the module docstring.
+
+    Args:
+        volume: the scan.
+        body, lungs: its body and lung masks.
+        z_mm: each slice's position along the patient's axis (mm).
+
+    Returns:
+        lung_top, lung_bottom, carina, mid_heart and diaphragm: indices into ``volume``'s
+        slices, None where not found.
+    """
     lung_area = (lungs & body).sum(axis=(1, 2))
     has_lung = np.flatnonzero(lung_area > 0)
     out: dict[str, int | None] = dict.fromkeys(

@@ -170,7 +170,15 @@ def _stats(values: np.ndarray, voxel_ml: float, body_n: int) -> dict[str, float]
 def tissue_masks(
     hu: np.ndarray, body: np.ndarray, lungs: np.ndarray, heart: np.ndarray, bone: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """The voxels of each class of :data:`TISSUES` (see the module docstring)."""
+    """The voxels of each class of :data:`TISSUES` (see the module docstring).
+
+    Args:
+        hu: the scan (z, y, x) in HU.
+        body, lungs, heart, bone: its masks (heart: the safety net's heart region).
+
+    Returns:
+        class name -> boolean mask.
+    """
     soft = body & (hu >= SOFT_HU[0]) & (hu < SOFT_HU[1])
     return {
         "body": body,
@@ -185,7 +193,18 @@ def tissue_masks(
 def place_masks(
     hot: np.ndarray, bone: np.ndarray, regions, hull: np.ndarray, lungs: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """The voxels of ``hot`` in each place of :data:`PLACES`; every hot voxel in exactly one."""
+    """The voxels of ``hot`` in each place of :data:`PLACES`.
+
+    Args:
+        hot: the voxels >= 130 HU.
+        bone: the bone mask.
+        regions: the safety net's :class:`calcscore.regions.ChestRegions`.
+        hull: the lungs' convex hull.
+        lungs: the lung mask.
+
+    Returns:
+        place name -> boolean mask; every hot voxel lies in exactly one.
+    """
     zs = np.flatnonzero(lungs.any(axis=(1, 2)))
     in_slices = np.zeros(hot.shape[0], bool)
     if len(zs):

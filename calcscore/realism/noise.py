@@ -80,9 +80,22 @@ def homogeneous_patches(
     keep_fraction: float = KEEP_FRACTION,
     max_patches: int = 2000,
 ) -> np.ndarray:
-    """(n, p, p) non-overlapping in-plane patches of ``hu`` (z, y, x) that lie inside ``body``
-    and whose smoothed values all lie within ``hu_range``; of those the ``keep_fraction`` whose
-    smoothed values vary least; at most ``max_patches``, spread over the scan."""
+    """Non-overlapping in-plane patches of ``hu`` that lie inside ``body`` and whose smoothed
+    values all lie within ``hu_range``; of those the ``keep_fraction`` whose smoothed values
+    vary least; at most ``max_patches``, spread over the scan.
+
+    Args:
+        hu: the scan (z, y, x) in HU.
+        body: where patches may lie.
+        pixel_mm: the in-plane spacing.
+        patch_mm: the patches' side.
+        hu_range: the smoothed values a patch must stay within (soft tissue).
+        keep_fraction: the share of the candidate patches kept, the most uniform first.
+        max_patches: at most this many.
+
+    Returns:
+        (n, p, p) patches in HU.
+    """
     p = max(8, int(round(patch_mm / pixel_mm)))
     sigma = SMOOTH_MM / pixel_mm
     out, spread = [], []
@@ -110,8 +123,18 @@ def homogeneous_patches(
 def measure_noise(
     hu: np.ndarray, body: np.ndarray, pixel_mm: float, *, patch_mm: float = 16.0
 ) -> NoiseTexture:
-    """Noise SD, NPS peak and autocorrelation length of ``hu`` (z, y, x) in homogeneous
-    patches inside ``body`` (see the module docstring); ``pixel_mm`` the in-plane spacing."""
+    """Noise SD, NPS peak and autocorrelation length in homogeneous patches (see the module
+    docstring).
+
+    Args:
+        hu: the scan (z, y, x) in HU.
+        body: where to look for patches.
+        pixel_mm: the in-plane spacing.
+        patch_mm: the patches' side.
+
+    Returns:
+        the :class:`NoiseTexture`.
+    """
     patches = homogeneous_patches(hu, body, pixel_mm, patch_mm=patch_mm)
     return texture_of_patches(patches, pixel_mm)
 
