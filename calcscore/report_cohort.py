@@ -77,11 +77,12 @@ def _distribution(ok: pd.DataFrame) -> str:
         ("Risk category", list(RISK_CATEGORIES), _counts(ok["risk_category"], RISK_CATEGORIES)),
         ("Ordinal score", ord_cats, _counts(ordinal, ord_cats)),
     ]
-    rows = [
-        [esc(name), *[f"{c}: {n}" for c, n in zip(cats, counts)]] for name, cats, counts in groups
-    ]
-    width = max(len(cats) for _, cats, _ in groups)
-    rows = [r + [""] * (width + 1 - len(r)) for r in rows]
+    tables = "".join(
+        f'<div class="box" data-item="{esc(name)}">{esc(name)}'
+        + table([esc(c) for c in cats], [[str(n) for n in counts]], cls="distribution")
+        + "</div>"
+        for name, cats, counts in groups
+    )
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 2.8))
     for ax, (name, cats, counts) in zip(axes, groups):
@@ -94,7 +95,7 @@ def _distribution(ok: pd.DataFrame) -> str:
     plt.close(fig)
     return (
         f"<h2>Distribution of categories ({len(ok)} scans scored)</h2>"
-        + table(None, rows, cls="kv distribution")
+        + f'<div class="summary">{tables}</div>'
         + f'<img class="chart" alt="bar charts of the category counts" src="{src}" '
         'style="max-width:100%">'
     )

@@ -51,7 +51,8 @@ figcaption{font-size:8.5pt}
 .overview img{max-width:300px;width:100%;image-rendering:pixelated}
 footer{margin-top:16px;font-size:9pt;color:#444}
 @page{size:A4;margin:12mm}
-@media print{body{margin:0;max-width:none}tr,figure,.box{break-inside:avoid}}
+@media print{body{margin:0;max-width:none}tr,figure,.box{break-inside:avoid}
+figure,figure img{width:150px}}
 """
 
 
