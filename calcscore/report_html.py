@@ -293,7 +293,8 @@ def _checks(checks: Any | None, report: dict) -> str:
         return "<h2>Checks</h2><p class='info'>The scan checks were not run for this report.</p>"
     d = checks.to_dict() if hasattr(checks, "to_dict") else dict(checks)
     items = []
-    for f in d.get("findings", []):
+    order = {"refusal": 0, "warning": 1, "info": 2}
+    for f in sorted(d.get("findings", []), key=lambda f: order.get(f["severity"], 3)):
         cls = "info" if f["severity"] == "info" else "warn"
         tag = "FORCED" if f["severity"] == "refusal" else f["severity"]
         items.append(
