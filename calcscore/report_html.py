@@ -309,8 +309,11 @@ def _checks(checks: Any | None, report: dict) -> str:
         )
     net = report.get("safety_net")
     if isinstance(net, dict):
+        removed = net.get("removed_voxels") or {}
+        if isinstance(removed, dict):
+            removed = ", ".join(f"{k} {v}" for k, v in removed.items() if v) or "none"
         text = (
-            f"removed {net.get('removed_voxels', 0)} labelled voxels outside their regions"
+            f"labelled voxels removed outside their regions: {removed}"
             if net.get("applied")
             else f"not applied ({net.get('reason')})"
         )
