@@ -34,7 +34,7 @@ RISK_RANGES = {"I": "0-10", "II": "11-100", "III": "101-1000", "IV": "> 1000"}
 CSS = """
 body{font-family:"DejaVu Sans",Arial,sans-serif;font-size:10.5pt;color:#111;margin:18px;
 max-width:1000px}
-h1{font-size:16pt;margin:0 0 4px}h2{font-size:12.5pt;margin:16px 0 6px;border-bottom:1px solid
+h1{font-size:16pt;margin:0 0 4px}h2,h3{break-after:avoid}h2{font-size:12.5pt;margin:16px 0 6px;border-bottom:1px solid
 #999}
 .ruo{background:#fff3cd;border:1px solid #d39e00;padding:5px 8px;margin:6px 0;font-weight:bold}
 .warn{background:#fdecea;border:1px solid #c0392b;padding:5px 8px;margin:4px 0}
