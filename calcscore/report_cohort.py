@@ -18,6 +18,7 @@ import logging
 import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -106,7 +107,9 @@ def _scan_table(summary: pd.DataFrame, out_dir: Path) -> str:
     for r in summary.to_dict("records"):
         scan = str(r["scan_id"])
         name = f"{scan}_report.html"
-        link = f'<a href="{esc(name)}">{esc(scan)}</a>' if (out_dir / name).is_file() else esc(scan)
+        link = esc(scan)
+        if (out_dir / name).is_file():
+            link = f'<a href="{esc(quote(name))}">{link}</a>'
         ok = r.get("status") == "ok"
         rows.append(
             [
