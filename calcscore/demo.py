@@ -62,6 +62,7 @@ def run_demo(
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
     from calcscore.phantom import make_scan
+    from calcscore.report_html import write_scan_page
     from calcscore.runtime import resolve_device, resolve_precision
     from calcscore.scoring import score_report
 
@@ -89,6 +90,12 @@ def run_demo(
         pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv"
     )
     reference = score_report(volume, truth, scan=scan_id)
+    predicted["reference"] = {  # the page shows the ground truth's categories beside
+        "CAC_agatston": reference["labels"]["CAC"]["agatston"],
+        "risk_category": reference["risk_category"],
+        "cac_drs": reference["cac_drs"]["label"],
+    }
+    write_scan_page(predicted, volume, seg.labels, out, model=model)
     table = comparison_table(reference, predicted)
     agree = detection_agreement(truth, seg.labels).set_index("label")
     nz, ny, nx = volume.shape
@@ -101,6 +108,7 @@ def run_demo(
         table.round(1).to_string(),
         "",
         f"risk category: truth {reference['risk_category']}, calcscore {predicted['risk_category']}",
+        f"CAC-DRS: truth {reference['cac_drs']['label']}, calcscore {predicted['cac_drs']['label']}",
         "voxel agreement with the truth (F1): "
         + ", ".join(
             f"{g} {agree.loc[g, 'f1']:.2f}"
@@ -109,6 +117,7 @@ def run_demo(
             for g in ("CAC", "TAC", "AV", "MV")
         ),
         f"outputs in {out}/: {scan_id}_labels.nii.gz, _scores.json, _lesions.csv, _overlay.png, "
+        "_report.html, "
         f"the phantom ({scan_id}.nii.gz) and its ground truth ({scan_id}_truth.nii.gz)",
     ]
     return "\n".join(lines)
