@@ -33,9 +33,18 @@ COHORT_REPORT = "cohort_report.html"
 
 
 def reference_scores(volume, labels_path: str | Path, *, convention: str) -> dict[str, Any]:
-    """Score a reference label map on the scan's CT: ``{"labels_file", "CAC_agatston",
-    "risk_category", "cac_drs"}``, or ``{"labels_file", "error"}`` when it cannot be read or
-    does not share the scan's grid (the scan itself is still scored)."""
+    """Score a reference label map on the scan's CT.
+
+    Args:
+        volume: the scan.
+        labels_path: the reference label map.
+        convention: the Agatston convention of the scan's own scores.
+
+    Returns:
+        ``{"labels_file", "CAC_agatston", "risk_category", "cac_drs"}``, or ``{"labels_file",
+        "error"}`` when it cannot be read or does not share the scan's grid (the scan itself is
+        still scored).
+    """
     from calcscore.errors import CalcscoreError
     from calcscore.io import read_labels
     from calcscore.scoring import agatston

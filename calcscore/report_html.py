@@ -76,8 +76,16 @@ def png_data_uri(rgb: np.ndarray, *, scale: int = 1) -> str:
 
 
 def table(header: list[str] | None, rows: list[list[str]], *, cls: str = "") -> str:
-    """An HTML table (no header row when ``header`` is None); cells are HTML already (escape
-    text with :func:`esc`)."""
+    """An HTML table.
+
+    Args:
+        header: the header cells; None for no header row.
+        rows: the body's cells, HTML already (escape text with :func:`esc`).
+        cls: the table's CSS class.
+
+    Returns:
+        the ``<table>`` element.
+    """
     head = "".join(f"<th>{h}</th>" for h in header or [])
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     attr = f' class="{cls}"' if cls else ""
@@ -164,9 +172,19 @@ def key_images(
     half_width_mm: float = 25.0,
     max_images: int = MAX_KEY_IMAGES,
 ) -> list[dict[str, Any]]:
-    """One axial close-up per lesion of ``lesions`` (a :func:`calcscore.scoring.lesion_table`),
-    largest Agatston first, at most ``max_images``: ``{"lesion", "label", "slice", "agatston",
-    "volume_mm3", "src"}`` with ``src`` a PNG data URI (labels in the Fig. 6 colours)."""
+    """One axial close-up per lesion, largest Agatston first.
+
+    Args:
+        volume: the scan.
+        labels: its label map.
+        lesions: its :func:`calcscore.scoring.lesion_table`.
+        half_width_mm: each close-up reaches this far around the lesion.
+        max_images: at most this many.
+
+    Returns:
+        ``{"lesion", "label", "slice", "agatston", "volume_mm3", "src"}`` per image, ``src`` a
+        PNG data URI (labels in the Fig. 6 colours).
+    """
     from calcscore.viz import crop, render_slice
 
     out = []
@@ -376,10 +394,20 @@ def render_scan_report(
     checks: Any | None = None,
     model: dict[str, str | None] | None = None,
 ) -> str:
-    """The HTML of one scan's report. ``report`` is the scores dict of
-    :func:`calcscore.scoring.score_report` (a ``<scan>_scores.json``), ``lesions`` its
-    :func:`calcscore.scoring.lesion_table` (computed when None), ``checks`` a
-    :class:`calcscore.checks.CheckReport` (or its dict), ``model`` :func:`model_summary`."""
+    """The HTML of one scan's report.
+
+    Args:
+        report: the scores dict of :func:`calcscore.scoring.score_report` (a
+            ``<scan>_scores.json``).
+        volume: the scan.
+        labels: its label map.
+        lesions: its :func:`calcscore.scoring.lesion_table` (computed when None).
+        checks: a :class:`calcscore.checks.CheckReport` (or its dict).
+        model: :func:`model_summary`.
+
+    Returns:
+        a self-contained HTML page.
+    """
     from calcscore.scoring import lesion_table
 
     if lesions is None:
@@ -425,8 +453,19 @@ def write_scan_page(
     checks: Any | None = None,
     model: Any | None = None,
 ) -> Path:
-    """Render and write ``<scan>_report.html`` into ``out_dir`` (``model``: a loaded model, see
-    :func:`model_summary`)."""
+    """Render and write ``<scan>_report.html`` (atomically).
+
+    Args:
+        report: the scores dict (a ``<scan>_scores.json``).
+        volume: the scan.
+        labels: its label map.
+        out_dir: the folder to write to.
+        checks: a :class:`calcscore.checks.CheckReport` (or its dict).
+        model: a loaded model, see :func:`model_summary`.
+
+    Returns:
+        the page's path.
+    """
     html_text = render_scan_report(
         report, volume, labels, checks=checks, model=model_summary(model)
     )

@@ -143,8 +143,17 @@ def lesion_lengths_mm(
     *,
     min_volume_mm3: float = 0.0,
 ) -> list[float]:
-    """Length (mm) of each 26-connected lesion of ``mask`` along its first principal axis (see
-    the module docstring); lesions under ``min_volume_mm3`` are left out."""
+    """Length of each 26-connected lesion along its first principal axis (see the module
+    docstring).
+
+    Args:
+        mask: the voxels of one artery's calcium.
+        spacing_mm: the voxel spacing (z, y, x).
+        min_volume_mm3: lesions under this are left out.
+
+    Returns:
+        the lengths in mm.
+    """
     spacing = np.asarray(spacing_mm, float)
     comps, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if n == 0:
@@ -173,11 +182,21 @@ def ordinal_score(
     min_volume_mm3: float = 1.5,
     artery_length_mm: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The Shemesh ordinal score of a scan: ``{"total", "max", "arteries": {"LAD": {"grade",
-    "extent", "calcified_length_mm", "artery_length_mm", "fraction"}, ...}, "note"}``.
+    """The Shemesh ordinal score of a scan.
 
-    ``artery_agatston`` decides which arteries are calcified (Agatston > 0, as for CAC-DRS);
-    the extent of those comes from the label map by the rule of the module docstring.
+    Args:
+        volume: the scan.
+        labels: its label map.
+        artery_agatston: Agatston per artery; it decides which arteries are calcified
+            (Agatston > 0, as for CAC-DRS). The extent of those comes from the label map by
+            the rule of the module docstring.
+        threshold_hu: the calcium threshold.
+        min_volume_mm3: lesions under this are left out of the lengths.
+        artery_length_mm: the nominal length of each artery (None: :data:`NOMINAL_ARTERY_LENGTH_MM`).
+
+    Returns:
+        ``{"total", "max", "arteries": {"LAD": {"grade", "extent", "calcified_length_mm",
+        "artery_length_mm", "fraction"}, ...}, "note"}``.
     """
     check_same_geometry(volume, labels)
     nominal = {**NOMINAL_ARTERY_LENGTH_MM, **(artery_length_mm or {})}
@@ -215,8 +234,19 @@ def report_standards(
     threshold_hu: float = CALCIUM_THRESHOLD_HU,
     min_volume_mm3: float = 1.5,
 ) -> dict[str, Any]:
-    """The keys ``calcscore score`` adds to a scan's scores: ``cac_drs``, ``ordinal_score`` and
-    ``beside_cac`` (the thoracic aorta and valves, reported beside CAC and never part of it)."""
+    """The keys ``calcscore score`` adds to a scan's scores.
+
+    Args:
+        volume: the scan.
+        labels: its label map.
+        label_agatston: Agatston per label name (LAD, LCX, RCA, TAC, AV, MV).
+        threshold_hu: the calcium threshold.
+        min_volume_mm3: lesions under this are left out of the ordinal score's lengths.
+
+    Returns:
+        ``cac_drs``, ``ordinal_score`` and ``beside_cac`` (the thoracic aorta and valves,
+        reported beside CAC and never part of it).
+    """
     arteries = {v: label_agatston[v] for v in CAC_DRS_VESSELS}
     return {
         "cac_drs": cac_drs(arteries).to_dict(),
