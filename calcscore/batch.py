@@ -2,8 +2,10 @@
 
 For each scan ``<scan_id>`` the output folder receives ``<scan_id>_labels.nii.gz`` (on the
 scan's own grid), ``<scan_id>_scores.json`` (the shape of ``calcscore agatston --json``),
-``<scan_id>_lesions.csv`` and ``<scan_id>_overlay.png``; the cohort gets ``cohort_summary.csv``.
-A scan that fails is reported in the summary and the others go on.
+``<scan_id>_lesions.csv``, ``<scan_id>_overlay.png`` and ``<scan_id>_report.html`` (with
+``pdf``, ``<scan_id>_report.pdf``); the cohort gets ``cohort_summary.csv`` and
+``cohort_report.html`` (:mod:`calcscore.report_html`, :mod:`calcscore.report_cohort`). A scan
+that fails is reported in the summary and the others go on.
 
 Under ``torchrun`` (environment variables ``RANK`` and ``WORLD_SIZE``) every process scores
 its share of the scans (scan i goes to rank i mod world size) on its own GPU (``LOCAL_RANK``),
@@ -151,6 +153,7 @@ def summary_row(
         row[f"{name}_agatston"] = d.get("agatston", np.nan) if report else np.nan
         row[f"{name}_volume_mm3"] = d.get("volume_mm3", np.nan) if report else np.nan
     row["risk_category"] = (report or {}).get("risk_category")
+    row.update(_standards_columns(report))
     row["kernel_class"] = checks.kernel.kernel_class if checks is not None else None
     row["check_warnings"] = (
         "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
@@ -158,6 +161,19 @@ def summary_row(
     row["seconds"] = round(seconds, 2)
     row["error"] = error
     return row
+
+
+def _standards_columns(report: dict | None) -> dict:
+    """CAC-DRS, ordinal score and, where the manifest gave reference labels, the reference's."""
+    r = report or {}
+    ref = r.get("reference") or {}
+    return {
+        "cac_drs": (r.get("cac_drs") or {}).get("label"),
+        "ordinal_score": (r.get("ordinal_score") or {}).get("total"),
+        "ref_CAC_agatston": ref.get("CAC_agatston", np.nan),
+        "ref_risk_category": ref.get("risk_category"),
+        "ref_cac_drs": ref.get("cac_drs"),
+    }
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -181,6 +197,8 @@ def score_cohort(
     cnn2_threshold: float | None = None,
     rim_fill: bool | None = None,
     safety_net: bool | None = None,
+    report: bool = True,
+    pdf: bool = False,
 ) -> pd.DataFrame:
     """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary.
 
@@ -192,11 +210,16 @@ def score_cohort(
     ``rim_fill``: False for the paper's nearest-neighbour mapping back to the scan's grid
     (None: the model's choice, see :func:`calcscore.inference.fill_rim`); ``safety_net``: False
     to keep labels outside their anatomical regions (None: the model's choice, see
-    :mod:`calcscore.regions`)."""
+    :mod:`calcscore.regions`). ``report``: write each scan's ``<scan>_report.html`` and the
+    cohort's ``cohort_report.html``; ``pdf``: print the scan pages to PDF too (needs Chromium,
+    checked before any scan is scored; implies ``report``)."""
     from tqdm.auto import tqdm
 
     from calcscore.checks import ensure_scorable
     from calcscore.inference import InferenceOptions, Model, segment
+    from calcscore.report_cohort import reference_scores
+    from calcscore.report_html import write_scan_page
+    from calcscore.report_pdf import find_pdf_engine
     from calcscore.runtime import resolve_device, resolve_precision
 
     scans = resolve_inputs(inputs)
@@ -208,6 +231,8 @@ def score_cohort(
                 raise InputError(
                     p, "is an input and would be overwritten", "choose another --out folder"
                 )
+    chromium = find_pdf_engine() if pdf else None
+    report = report or pdf
     out.mkdir(parents=True, exist_ok=True)
     rank, world, local = _dist_info()
     device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
@@ -233,17 +258,22 @@ def score_cohort(
             volume = read_volume(s.image)
             checks = ensure_scorable(volume, force=force, source=s.image)
             seg = segment(volume, model, opts)
-            report = write_scan_outputs(
+            extra = {"safety_net": safety_net_summary(seg)}
+            if s.labels is not None:  # the manifest's reference annotation
+                extra["reference"] = reference_scores(volume, s.labels, convention=convention)
+            scores = write_scan_outputs(
                 volume,
                 seg.labels,
                 out,
                 s.scan_id,
                 convention=convention,
                 overlay=overlay,
-                extra={"safety_net": safety_net_summary(seg)},
+                extra=extra,
             )
+            if report:
+                write_scan_page(scores, volume, seg.labels, out, checks=checks, model=model)
             rows.append(
-                summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
+                summary_row(s.scan_id, scores, seconds=time.perf_counter() - t0, checks=checks)
             )
         except CalcscoreError as exc:
             log.error("%s failed: %s", s.scan_id, exc)
@@ -255,8 +285,11 @@ def score_cohort(
             log.error("%s failed: %s", s.scan_id, msg)
             rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=msg))
     frame = pd.DataFrame(rows, columns=list(summary_row("x", None, seconds=0).keys()))
+    if chromium is not None:
+        _print_pdfs(frame, out, chromium)
     if world == 1:
         write_csv(frame, out / SUMMARY)
+        _cohort_page(frame, out, report)
         return frame
     write_csv(frame, out / f"cohort_summary.rank{rank}.csv")
     _barrier()
@@ -266,10 +299,28 @@ def score_cohort(
         order = {s.scan_id: i for i, s in enumerate(scans)}
         merged = merged.sort_values("scan_id", key=lambda c: c.map(order)).reset_index(drop=True)
         write_csv(merged, out / SUMMARY)
+        _cohort_page(merged, out, report)
         for r in range(world):
             (out / f"cohort_summary.rank{r}.csv").unlink(missing_ok=True)
         return merged
     return frame
+
+
+def _print_pdfs(frame: pd.DataFrame, out: Path, chromium) -> None:
+    """<scan>_report.pdf of every scan of ``frame`` that was scored (one Chromium for all)."""
+    from calcscore.report_pdf import html_to_pdf
+
+    ids = frame.loc[frame["status"] == "ok", "scan_id"]
+    html_to_pdf(
+        [(out / f"{i}_report.html", out / f"{i}_report.pdf") for i in ids], chromium=chromium
+    )
+
+
+def _cohort_page(frame: pd.DataFrame, out: Path, report: bool) -> None:
+    if report:
+        from calcscore.report_cohort import write_cohort_report
+
+        write_cohort_report(frame, out)
 
 
 def _barrier() -> None:

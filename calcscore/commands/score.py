@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score",
         help="label and score scans (image files, DICOM folders or a manifest)",
         description=__doc__ + " Writes <scan>_labels.nii.gz, <scan>_scores.json, "
-        "<scan>_lesions.csv, <scan>_overlay.png and cohort_summary.csv. "
+        "<scan>_lesions.csv, <scan>_overlay.png, <scan>_report.html, cohort_summary.csv and "
+        "cohort_report.html. "
         "Run under torchrun to share a cohort across GPUs and nodes.",
     )
     p.add_argument(
@@ -64,6 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the HTML reports (<scan>_report.html, cohort_report.html)",
+    )
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print each scan's report to <scan>_report.pdf (needs Chromium)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="score scans that the checks refuse (e.g. contrast-enhanced), with a warning",
@@ -96,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         cnn2_threshold=args.cnn2_threshold,
         rim_fill=args.rim_fill,
         safety_net=args.safety_net,
+        report=not args.no_report,
+        pdf=args.pdf,
     )
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
