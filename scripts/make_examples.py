@@ -43,7 +43,7 @@ def main() -> None:
     dicom = read_volume(qrm_dir / "dicom")
     nii = write_volume(dicom, OUT / "qrm-canon-large-rep1.nii.gz")
     header = {k: v for k, v in vars(dicom.meta).items() if k != "extra" and v is not None} | {
-        "series_description": dicom.meta.extra.get("series_description", ""),
+        "extra": dict(dicom.meta.extra),  # series description, study date, ...
         "name": "qrm-canon-large-rep1",
         "shape_zyx": list(dicom.shape),
         "spacing_zyx_mm": list(dicom.spacing_mm),

@@ -69,7 +69,7 @@ def path(name: str) -> Path:
 def qrm_phantom() -> CTVolume:
     """The real QRM phantom scan (47 x 512 x 512, 3 x 0.488 x 0.488 mm), exactly as read from its
     DICOM series: the same HU, geometry and header fields (``meta.extra`` holds the series
-    description)."""
+    description and the other descriptive fields the DICOM reader keeps)."""
     p = path(QRM_NAME)
     volume = read_volume(p)
     header = json.loads(p.with_name(f"{QRM_NAME}.json").read_text())
@@ -79,7 +79,7 @@ def qrm_phantom() -> CTVolume:
             f"has shape {volume.shape}, its header file says {header['shape_zyx']}",
             "reinstall calcscore",
         )
-    meta = replace(volume.meta, extra={"series_description": header["series_description"]})
+    meta = replace(volume.meta, extra=dict(header.get("extra", {})))
     return CTVolume(
         volume.hu,
         tuple(header["spacing_zyx_mm"]),
