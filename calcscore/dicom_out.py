@@ -4,15 +4,20 @@ Both reference the source CT series (a DICOM folder, e.g. one written by
 :func:`calcscore.io.write_dicom_series`), so a PACS or a viewer (OHIF, 3D Slicer, Horos) shows
 them with the scan:
 
-- :func:`write_seg`: a binary Segmentation with one segment per calcium label, segment number =
-  label value (1 LAD ... 6 MV), each coded (SNOMED CT) with its anatomic region, its display
-  colour from Fig. 6 of the paper, one frame per source slice that holds the segment.
+- :func:`write_seg`: a binary Segmentation with one segment per calcium label present (all six
+  when none is), segment number = label value (1 LAD ... 6 MV), each coded (SNOMED CT) with its
+  anatomic region, its display colour from Fig. 6 of the paper, one frame per source slice that
+  holds the segment; the algorithm is the model (its name and version,
+  :func:`calcscore.bundle.model_identity`).
 - :func:`write_sr`: a Comprehensive 3D SR measurement report (DICOM TID 1500): one measurement
   group per label and one for CAC, tracked by the label name, with the Agatston score (DCM
   112058 "Calcium score", method DCM 112055 "Agatston scoring method", unit "no units"), the
   calcium volume (DCM 122660, mm3), the calcium mass (DCM 122661, mg; only with a calibration)
-  and, with a SEG, a reference to its segment. The evidence lists the source series (and the
-  SEG).
+  and, with a SEG, a reference to its segment; the CAC group also holds every named score it is
+  given (a risk category, CAC-DRS, ...: a text as a qualitative evaluation, a number as a
+  measurement, both coded in calcscore's local coding scheme "99CALCSCORE", whose code meaning
+  is the score's name). The algorithm of every measurement is the model (name and version).
+  The evidence lists the source series (and the SEG).
 
 :func:`read_seg` and :func:`read_sr_scores` read them back. Needs highdicom
 (``pip install 'calcscore[dicom]'``).
@@ -71,6 +76,9 @@ _TYPE2_PATIENT_STUDY = (
     "AccessionNumber",
 )
 _FIELDS = {"112058": "agatston", "122660": "volume_mm3", "122661": "mass_mg"}
+#: calcscore's local (private, "99"-prefixed) coding scheme for the names and values of named
+#: scores that no standard code covers (risk category, CAC-DRS, ...)
+LOCAL_SCHEME = "99CALCSCORE"
 
 
 def _hd():
@@ -81,6 +89,27 @@ def _code(value: str, scheme: str, meaning: str):
     from pydicom.sr.coding import Code
 
     return Code(value, scheme, meaning)
+
+
+def _local_code(meaning: str):
+    """A code of :data:`LOCAL_SCHEME` whose meaning is ``meaning`` (its value: the meaning in
+    capitals, spaces as hyphens, at most 16 characters as DICOM's SH allows)."""
+    value = "-".join(str(meaning).upper().split())[:16]
+    return _code(value, LOCAL_SCHEME, str(meaning)[:64])
+
+
+def _local_scheme_item(hd):
+    return hd.coding_schemes.CodingSchemeIdentificationItem(
+        designator=LOCAL_SCHEME, name="calcscore local codes", responsible_organization="calcscore"
+    )
+
+
+def _algorithm(model: dict | None) -> tuple[str, str]:
+    """(name, version) of the model that made the labels (:func:`calcscore.bundle.model_identity`;
+    calcscore and its version when not given)."""
+    if model:
+        return str(model["name"]), str(model["version"])
+    return "calcscore", __version__
 
 
 # ------------------------------------------------------------------------------ source series
@@ -137,11 +166,14 @@ def write_seg(
     *,
     manual: bool = False,
     series_description: str = "calcscore calcium labels",
+    model: dict | None = None,
 ) -> Path:
-    """Write ``labels`` (on the grid of ``source_series``) as a DICOM SEG at ``path``.
+    """Write ``labels`` (on the grid of ``source_series``) as a DICOM SEG at ``path``: one
+    segment per calcium label present (all six, empty, when none is).
 
     ``manual=True`` marks the segments as drawn by a person (a reference annotation) rather
-    than computed by calcscore.
+    than computed by calcscore; ``model``: the name and version of the model that computed them
+    (:func:`calcscore.bundle.model_identity`; default calcscore and its version).
     """
     hd = _hd()
     from pydicom.uid import generate_uid
@@ -154,22 +186,28 @@ def write_seg(
             f"the label map holds value {int(arr.max())}; calcium labels are 1-6",
             "write a calcscore label map",
         )
+    name, version = _algorithm(model)
     algorithm = (
         None
         if manual
         else hd.AlgorithmIdentificationSequence(
-            name="calcscore",
-            version=__version__,
+            name=name,
+            version=version,
             family=_code("123110", "DCM", "Artificial Intelligence"),
         )
     )
+    present = [lab for lab in CALCIUM_LABELS if (arr == int(lab)).any()]
+    chosen = present or list(CALCIUM_LABELS)
+    # segments are numbered 1..n (DICOM); the label of each is its SegmentLabel
+    to_segment = np.zeros(256, np.uint8)
+    to_segment[[int(lab) for lab in chosen]] = np.arange(1, len(chosen) + 1)
     descriptions = []
-    for label in CALCIUM_LABELS:
+    for number, label in enumerate(chosen, start=1):
         is_valve = label in (Label.AV, Label.MV)
         region = _REGION_CODES[label]
         descriptions.append(
             hd.seg.SegmentDescription(
-                segment_number=int(label),
+                segment_number=number,
                 segment_label=label.name,
                 segmented_property_category=_code(*_CATEGORY),
                 segmented_property_type=_code(
@@ -187,7 +225,7 @@ def write_seg(
         )
     seg = hd.seg.Segmentation(
         source_images=source,
-        pixel_array=arr.astype(np.uint8),
+        pixel_array=to_segment[arr],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
@@ -238,7 +276,15 @@ def read_seg(path: str | Path, source_series: str | Path) -> LabelVolume:
         assert_missing_frames_are_empty=True,
         dtype=np.uint8,
     )
-    return LabelVolume.like(volume, arr)
+    to_label = np.zeros(max(len(seg.SegmentSequence), 1) + 1, np.uint8)
+    for item in seg.SegmentSequence:
+        name = str(item.SegmentLabel)
+        if name not in Label.__members__:
+            raise InputError(
+                p, f"has a segment {name!r}, not a calcium label", "pass a calcscore SEG"
+            )
+        to_label[int(item.SegmentNumber)] = int(Label[name])
+    return LabelVolume.like(volume, to_label[arr])
 
 
 # ------------------------------------------------------------------------------ SR
@@ -249,12 +295,18 @@ def write_sr(
     *,
     seg_path: str | Path | None = None,
     scan_id: str | None = None,
+    model: dict | None = None,
+    named_scores: dict[str, str | float] | None = None,
 ) -> Path:
     """Write ``scores`` as a DICOM SR measurement report referencing ``source_series`` (and the
     SEG at ``seg_path``, when given).
 
     ``scores`` is a :class:`~calcscore.scoring.Scores` (:func:`calcscore.scoring.agatston`) or
     the dict of :func:`calcscore.scoring.score_report` (a ``<scan>_scores.json``).
+    ``model``: the name and version of the model (:func:`calcscore.bundle.model_identity`;
+    default calcscore and its version). ``named_scores``: further scores of the scan, written
+    into the CAC group, each one under its name: a text (``{"Risk category": "II",
+    "CAC-DRS": "A2/N3"}``) as a qualitative evaluation, a number as a measurement without unit.
     """
     hd = _hd()
     pydicom = optional_import("pydicom", "reading DICOM", "io")
@@ -268,11 +320,11 @@ def write_sr(
             uid=generate_uid(),
             name="calcscore",
             manufacturer_name="calcscore",
-            model_name=__version__,
+            model_name=_algorithm(model)[0][:64],
         ),
     )
     context = hd.sr.ObservationContext(observer_device_context=observer)
-    algorithm = hd.sr.AlgorithmIdentification(name="calcscore", version=__version__)
+    algorithm = hd.sr.AlgorithmIdentification(*_algorithm(model))
     groups = []
     table = _score_table(scores)
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
@@ -306,20 +358,25 @@ def write_sr(
                     algorithm_id=algorithm,
                 )
             )
+        evaluations = []
+        if name == "CAC":
+            more, evaluations = _named(hd, named_scores or {}, algorithm)
+            measurements += more
         tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name)
         common = {
             "tracking_identifier": tracking,
             "finding_type": _code("5540006", "SCT", "Calcium"),
             "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
             "measurements": measurements,
+            "qualitative_evaluations": evaluations or None,
             "algorithm_id": algorithm,
         }
-        label_value = None if name == "CAC" else int(Label[name])
-        if seg is not None and label_value is not None and _seg_has_segment(seg, label_value):
+        number = None if seg is None or name == "CAC" else _seg_segment(seg, name)
+        if number is not None:
             ref = hd.sr.ReferencedSegment(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=label_value,
+                segment_number=number,
                 source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
             )
             groups.append(
@@ -343,6 +400,8 @@ def write_sr(
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer="calcscore",
+        software_versions=__version__,
+        coding_schemes=[_local_scheme_item(hd)] if named_scores else None,
         is_complete=True,
         series_description=f"calcscore calcium scores{f' {scan_id}' if scan_id else ''}",
     )
@@ -351,6 +410,26 @@ def write_sr(
         sr.save_as(tmp / out.name)
     log.info("wrote DICOM SR %s", out)
     return out
+
+
+def _named(hd, named: dict[str, str | float], algorithm) -> tuple[list, list]:
+    """(measurements, qualitative evaluations) of the named scores: numbers and texts."""
+    measurements, evaluations = [], []
+    for name, value in named.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            measurements.append(
+                hd.sr.Measurement(
+                    name=_local_code(name),
+                    value=float(value),
+                    unit=_code(*_NO_UNITS),
+                    algorithm_id=algorithm,
+                )
+            )
+        else:
+            evaluations.append(
+                hd.sr.QualitativeEvaluation(name=_local_code(name), value=_local_code(str(value)))
+            )
+    return measurements, evaluations
 
 
 def _score_table(scores: Scores | dict) -> dict:
@@ -380,16 +459,21 @@ def _score_table(scores: Scores | dict) -> dict:
     }
 
 
-def _seg_has_segment(seg, number: int) -> bool:
-    return any(int(s.SegmentNumber) == number for s in seg.SegmentSequence) and any(
-        int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number
+def _seg_segment(seg, label: str) -> int | None:
+    """The number of the SEG's segment labelled ``label``, None when it has none or the
+    segment has no frame (an empty segment)."""
+    numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence if str(s.SegmentLabel) == label]
+    framed = {
+        int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         for f in getattr(seg, "PerFrameFunctionalGroupsSequence", [])
-    )
+    }
+    return next((n for n in numbers if n in framed), None)
 
 
-def read_sr_scores(path: str | Path) -> dict[str, dict[str, float]]:
+def read_sr_scores(path: str | Path) -> dict[str, dict[str, float | str]]:
     """Read the scores back from a calcscore SR: ``{"LAD": {"agatston": ..., "volume_mm3": ...,
-    "mass_mg": ... (when present)}, ..., "CAC": {...}}``, keyed by tracking identifier."""
+    "mass_mg": ... (when present)}, ..., "CAC": {..., "Risk category": "II", ...}}``, keyed by
+    tracking identifier; named scores under their names (texts as str, numbers as float)."""
     pydicom = optional_import("pydicom", "reading DICOM", "io")
     p = Path(path)
     try:
@@ -398,16 +482,20 @@ def read_sr_scores(path: str | Path) -> dict[str, dict[str, float]]:
         raise InputError(
             p, f"is not a readable DICOM file ({type(exc).__name__})", "write it again"
         ) from None
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | str]] = {}
     for group in _walk(ds):
         name = None
-        values: dict[str, float] = {}
+        values: dict[str, float | str] = {}
         for item in getattr(group, "ContentSequence", []):
-            code = item.ConceptNameCodeSequence[0].CodeValue
+            concept = item.ConceptNameCodeSequence[0]
+            code, local = concept.CodeValue, concept.CodingSchemeDesignator == LOCAL_SCHEME
             if item.ValueType == "TEXT" and code == "112039":  # Tracking Identifier
                 name = str(item.TextValue)
-            elif item.ValueType == "NUM" and code in _FIELDS:
-                values[_FIELDS[code]] = float(item.MeasuredValueSequence[0].NumericValue)
+            elif item.ValueType == "NUM" and (code in _FIELDS or local):
+                key = str(concept.CodeMeaning) if local else _FIELDS[code]
+                values[key] = float(item.MeasuredValueSequence[0].NumericValue)
+            elif item.ValueType == "CODE" and local:
+                values[str(concept.CodeMeaning)] = str(item.ConceptCodeSequence[0].CodeMeaning)
         if name is not None and values:
             out[name] = values
     if not out:

@@ -37,19 +37,34 @@ def test_seg_reads_back_to_the_same_label_map(tmp_path, series):
     assert ds.Modality == "SEG" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == "P0004"
-    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["LAD", "LCX", "RCA", "TAC", "AV", "MV"]
+    # one segment per label present, numbered 1..n in label order
+    names = [Label(v).name for v in sorted(present)]
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == names
+    assert [int(s.SegmentNumber) for s in ds.SegmentSequence] == list(range(1, len(names) + 1))
     frames_with = {
         int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         for f in ds.PerFrameFunctionalGroupsSequence
     }
-    assert frames_with == present  # empty frames are left out
+    assert frames_with == set(range(1, len(names) + 1))  # empty frames are left out
+    # the frames of each segment are the slices that hold its label
+    for number, value in enumerate(sorted(present), start=1):
+        n_frames = sum(
+            int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number
+            for f in ds.PerFrameFunctionalGroupsSequence
+        )
+        assert n_frames == int((labels.array == value).any(axis=(1, 2)).sum())
 
 
 def test_empty_label_map_round_trips(tmp_path, series):
     folder, labels = series
     empty = LabelVolume.like(labels)
-    back = read_seg(write_seg(empty, folder, tmp_path / "empty.dcm", manual=True), folder)
+    path = write_seg(empty, folder, tmp_path / "empty.dcm", manual=True)
+    back = read_seg(path, folder)
     assert not back.array.any() and back.shape == labels.shape
+    # nothing present: all six labels are declared, with empty frames
+    assert [s.SegmentLabel for s in pydicom.dcmread(path).SegmentSequence] == [
+        lab.name for lab in Label if lab
+    ]
 
 
 def test_label_map_on_another_grid_is_refused(tmp_path, series):

@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="label and score scans (image files, DICOM folders or a manifest)",
         description=__doc__ + " Writes <scan>_labels.nii.gz, <scan>_scores.json, "
         "<scan>_lesions.csv, <scan>_overlay.png and cohort_summary.csv. "
-        "Run under torchrun to share a cohort across GPUs and nodes.",
+        "Run under torchrun to share a cohort across GPUs and nodes. "
+        "A scan already scored by the same model and settings (its <scan>_provenance.json, "
+        "written last) is skipped, so a cohort that stopped resumes where it stopped.",
     )
     p.add_argument(
         "inputs",
@@ -63,6 +65,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)"
     )
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+    # resume and DICOM outputs (issue 28 items 2 and 5)
+    p.add_argument(
+        "--dicom",
+        action="store_true",
+        help="for DICOM inputs also write <scan>_seg.dcm (DICOM SEG, one segment per label "
+        "found) and <scan>_sr.dcm (Comprehensive 3D SR, TID 1500, with the scores and the "
+        "model's name and version), both referencing the source series",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="score every scan again, also those already scored by the same model and settings",
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -96,9 +111,20 @@ def run(args: argparse.Namespace) -> int:
         cnn2_threshold=args.cnn2_threshold,
         rim_fill=args.rim_fill,
         safety_net=args.safety_net,
+        dicom=args.dicom,
+        overwrite=args.overwrite,
     )
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
     failed = int((summary["status"] != "ok").sum())
-    print(f"{len(summary) - failed} scans scored, {failed} failed; summary in {args.out}/{SUMMARY}")
+    print(_tally(summary, failed) + f"; summary in {args.out}/{SUMMARY}")
     return 1 if failed else 0
+
+
+def _tally(summary, failed: int) -> str:
+    """'3 scans scored, 0 failed', with the scans skipped as already scored when there are."""
+    skipped = int(summary["resumed"].fillna(False).astype(bool).sum())
+    text = f"{len(summary) - failed - skipped} scans scored, {failed} failed"
+    if skipped:
+        text += f", {skipped} skipped (already scored by this model and settings; --overwrite)"
+    return text
