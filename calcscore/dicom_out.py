@@ -463,9 +463,13 @@ def _seg_segment(seg, label: str) -> int | None:
     """The number of the SEG's segment labelled ``label``, None when it has none or the
     segment has no frame (an empty segment)."""
     numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence if str(s.SegmentLabel) == label]
+    # each frame's segment: per frame, or shared by all frames when the SEG has one segment
+    groups = list(getattr(seg, "PerFrameFunctionalGroupsSequence", []))
+    groups += list(getattr(seg, "SharedFunctionalGroupsSequence", []))
     framed = {
-        int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        for f in getattr(seg, "PerFrameFunctionalGroupsSequence", [])
+        int(g.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        for g in groups
+        if "SegmentIdentificationSequence" in g
     }
     return next((n for n in numbers if n in framed), None)
 

@@ -123,3 +123,39 @@ def test_sr_from_a_scores_json_dict(tmp_path, series):
         assert back[name]["agatston"] == pytest.approx(values["agatston"], rel=1e-6, abs=1e-6)
     with pytest.raises(ValueError, match="score_report dict"):
         write_sr({"labels": {}}, folder, tmp_path / "bad.dcm")
+
+
+def test_one_label_seg_and_named_scores_in_the_sr(tmp_path, series):
+    """A SEG of one segment (highdicom shares its segment number across frames) is still
+    referenced by the SR; named scores (a text, a number) are written and read back; the
+    model's name and version replace calcscore's."""
+    folder, labels = series
+    only_tac = LabelVolume.like(labels, np.where(labels.array == Label.TAC, Label.TAC, 0))
+    assert only_tac.array.any()
+    model = {"name": "calcscore-test", "version": "abc123"}
+    seg = write_seg(only_tac, folder, tmp_path / "tac.dcm", model=model)
+    seg_ds = pydicom.dcmread(seg)
+    assert [s.SegmentLabel for s in seg_ds.SegmentSequence] == ["TAC"]
+    algorithm = seg_ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("calcscore-test", "abc123")
+    np.testing.assert_array_equal(read_seg(seg, folder).array, only_tac.array)
+    scores = agatston(read_volume(folder), only_tac)
+    named = {"Risk category": "II", "CAC-DRS": "A2/N3", "Ordinal score": 5}
+    path = write_sr(
+        scores, folder, tmp_path / "sr.dcm", seg_path=seg, model=model, named_scores=named
+    )
+    back = read_sr_scores(path)
+    assert {k: back["CAC"][k] for k in named} == {**named, "Ordinal score": 5.0}
+    assert "Risk category" not in back["TAC"]
+    ds = pydicom.dcmread(path)
+    refs = [
+        item
+        for group in ds.ContentSequence
+        if group.ValueType == "CONTAINER"
+        for g in getattr(group, "ContentSequence", [])
+        for item in getattr(g, "ContentSequence", [])
+        if item.ValueType == "IMAGE" and item.ConceptNameCodeSequence[0].CodeValue == "121191"
+    ]
+    assert len(refs) == 1  # the TAC group references segment 1 of the SEG
+    assert int(refs[0].ReferencedSOPSequence[0].ReferencedSegmentNumber) == 1
+    assert ds.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99CALCSCORE"
