@@ -265,22 +265,9 @@ def score_cohort(
         rim_fill=rim_fill,
         safety_net=safety_net,
     )
-    job = _Job(
-        out,
-        model,
-        opts,
-        model_identity(model.source),
-        {
-            "convention": convention,
-            "overlay": overlay,
-            "cnn2_threshold": cnn2_threshold,
-            "rim_fill": rim_fill,
-            "safety_net": safety_net,
-            "precision": "bf16" if opts.bf16 else "fp32",
-        },
-        dicom,
-        force,
-    )
+    settings = dict(convention=convention, overlay=overlay, cnn2_threshold=cnn2_threshold)
+    settings |= dict(rim_fill=rim_fill, safety_net=safety_net, precision=_precision(opts))
+    job = _Job(out, model, opts, model_identity(model.source), settings, dicom, force)
     rows = []
     for s in tqdm(
         scans[rank::world],
@@ -291,7 +278,14 @@ def score_cohort(
         done = None if overwrite else _resumed_row(job, s)
         rows.append(done if done is not None else _score_scan(job, s))
     columns = [*summary_row("x", None, seconds=0).keys(), "resumed"]
-    frame = pd.DataFrame(rows, columns=columns)
+    return _write_summary(pd.DataFrame(rows, columns=columns), out, scans, rank, world)
+
+
+def _write_summary(
+    frame: pd.DataFrame, out: Path, scans: list[ScanInput], rank: int, world: int
+) -> pd.DataFrame:
+    """Write ``cohort_summary.csv``; under torchrun rank 0 merges every rank's rows (in input
+    order) and returns them, the others their own."""
     if world == 1:
         write_csv(frame, out / SUMMARY)
         return frame
@@ -307,6 +301,10 @@ def score_cohort(
             (out / f"cohort_summary.rank{r}.csv").unlink(missing_ok=True)
         return merged
     return frame
+
+
+def _precision(opts) -> str:
+    return "bf16" if opts.bf16 else "fp32"
 
 
 @dataclass(frozen=True)

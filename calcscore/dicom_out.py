@@ -1,23 +1,15 @@
-"""Outputs that radiology tools open: the label map as DICOM SEG, the scores as DICOM SR.
+"""Outputs that radiology tools open: the label map as DICOM SEG, the scores as DICOM SR. Both
+reference the source CT series (a DICOM folder), so a PACS or viewer (OHIF, 3D Slicer) shows them
+with the scan; the algorithm named in both is the model (:func:`calcscore.bundle.model_identity`).
 
-Both reference the source CT series (a DICOM folder, e.g. one written by
-:func:`calcscore.io.write_dicom_series`), so a PACS or a viewer (OHIF, 3D Slicer, Horos) shows
-them with the scan:
-
-- :func:`write_seg`: a binary Segmentation with one segment per calcium label present (all six
-  when none is), segment number = label value (1 LAD ... 6 MV), each coded (SNOMED CT) with its
-  anatomic region, its display colour from Fig. 6 of the paper, one frame per source slice that
-  holds the segment; the algorithm is the model (its name and version,
-  :func:`calcscore.bundle.model_identity`).
-- :func:`write_sr`: a Comprehensive 3D SR measurement report (DICOM TID 1500): one measurement
-  group per label and one for CAC, tracked by the label name, with the Agatston score (DCM
-  112058 "Calcium score", method DCM 112055 "Agatston scoring method", unit "no units"), the
-  calcium volume (DCM 122660, mm3), the calcium mass (DCM 122661, mg; only with a calibration)
-  and, with a SEG, a reference to its segment; the CAC group also holds every named score it is
-  given (a risk category, CAC-DRS, ...: a text as a qualitative evaluation, a number as a
-  measurement, both coded in calcscore's local coding scheme "99CALCSCORE", whose code meaning
-  is the score's name). The algorithm of every measurement is the model (name and version).
-  The evidence lists the source series (and the SEG).
+- :func:`write_seg`: a binary Segmentation, one segment per calcium label present (all six when
+  none is), numbered 1..n in label order and named by the label (LAD ... MV), coded (SNOMED CT)
+  with its anatomic region and Fig. 6's colour; one frame per source slice that holds it.
+- :func:`write_sr`: a Comprehensive 3D SR (TID 1500): one measurement group per label and one for
+  CAC, tracked by the label name: Agatston score (DCM 112058, method 112055), volume (122660,
+  mm3), mass (122661, mg; with a calibration only) and the label's segment; the CAC group also
+  holds the named scores it is given (risk category, CAC-DRS, ...), coded in calcscore's local
+  scheme "99CALCSCORE". The evidence lists the source series (and the SEG).
 
 :func:`read_seg` and :func:`read_sr_scores` read them back. Needs highdicom
 (``pip install 'calcscore[dicom]'``).
@@ -65,15 +57,8 @@ _MM3 = ("mm3", "UCUM", "cubic millimeter")
 _MG = ("mg", "UCUM", "milligram")
 _PROCEDURE = ("426005005", "SCT", "Cardiac CT for calcium scoring")
 _TYPE2_PATIENT_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
+    *("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime"),
+    *("ReferringPhysicianName", "StudyID", "AccessionNumber"),
 )
 _FIELDS = {"112058": "agatston", "122660": "volume_mm3", "122661": "mass_mg"}
 #: calcscore's local (private, "99"-prefixed) coding scheme for the names and values of named
@@ -98,18 +83,9 @@ def _local_code(meaning: str):
     return _code(value, LOCAL_SCHEME, str(meaning)[:64])
 
 
-def _local_scheme_item(hd):
-    return hd.coding_schemes.CodingSchemeIdentificationItem(
-        designator=LOCAL_SCHEME, name="calcscore local codes", responsible_organization="calcscore"
-    )
-
-
 def _algorithm(model: dict | None) -> tuple[str, str]:
-    """(name, version) of the model that made the labels (:func:`calcscore.bundle.model_identity`;
-    calcscore and its version when not given)."""
-    if model:
-        return str(model["name"]), str(model["version"])
-    return "calcscore", __version__
+    """(name, version) of ``model`` (:func:`calcscore.bundle.model_identity`), else calcscore's."""
+    return (str(model["name"]), str(model["version"])) if model else ("calcscore", __version__)
 
 
 # ------------------------------------------------------------------------------ source series
@@ -201,28 +177,10 @@ def write_seg(
     # segments are numbered 1..n (DICOM); the label of each is its SegmentLabel
     to_segment = np.zeros(256, np.uint8)
     to_segment[[int(lab) for lab in chosen]] = np.arange(1, len(chosen) + 1)
-    descriptions = []
-    for number, label in enumerate(chosen, start=1):
-        is_valve = label in (Label.AV, Label.MV)
-        region = _REGION_CODES[label]
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=label.name,
-                segmented_property_category=_code(*_CATEGORY),
-                segmented_property_type=_code(
-                    *(_CALCIFIED_VALVE if is_valve else _VASCULAR_CALCIFICATION)
-                ),
-                algorithm_type="MANUAL" if manual else "AUTOMATIC",
-                algorithm_identification=algorithm,
-                anatomic_regions=[_code(region[0], "SCT", region[1])],
-                tracking_id=label.name,
-                tracking_uid=generate_uid(),
-                display_color=hd.color.CIELabColor.from_rgb(
-                    *(int(round(255 * c)) for c in label.colour)
-                ),
-            )
-        )
+    descriptions = [
+        _segment_description(hd, number, label, manual, algorithm)
+        for number, label in enumerate(chosen, start=1)
+    ]
     seg = hd.seg.Segmentation(
         source_images=source,
         pixel_array=to_segment[arr],
@@ -244,6 +202,25 @@ def write_seg(
         seg.save_as(tmp / out.name)
     log.info("wrote DICOM SEG %s (%d frames)", out, int(seg.NumberOfFrames))
     return out
+
+
+def _segment_description(hd, number: int, label: Label, manual: bool, algorithm):
+    from pydicom.uid import generate_uid
+
+    region = _REGION_CODES[label]
+    is_valve = label in (Label.AV, Label.MV)
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label.name,
+        segmented_property_category=_code(*_CATEGORY),
+        segmented_property_type=_code(*(_CALCIFIED_VALVE if is_valve else _VASCULAR_CALCIFICATION)),
+        algorithm_type="MANUAL" if manual else "AUTOMATIC",
+        algorithm_identification=algorithm,
+        anatomic_regions=[_code(region[0], "SCT", region[1])],
+        tracking_id=label.name,
+        tracking_uid=generate_uid(),
+        display_color=hd.color.CIELabColor.from_rgb(*(int(round(255 * c)) for c in label.colour)),
+    )
 
 
 def read_seg(path: str | Path, source_series: str | Path) -> LabelVolume:
@@ -325,67 +302,14 @@ def write_sr(
     )
     context = hd.sr.ObservationContext(observer_device_context=observer)
     algorithm = hd.sr.AlgorithmIdentification(*_algorithm(model))
-    groups = []
     table = _score_table(scores)
+    groups = []
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
-        s = table[name]
-        if name == "CAC":
-            site = _code(*_CORONARY_ARTERY[:1], "SCT", _CORONARY_ARTERY[1])
-        else:
-            region = _REGION_CODES[Label[name]]
-            site = _code(region[0], "SCT", region[1])
-        measurements = [
-            hd.sr.Measurement(
-                name=_code(*_CALCIUM_SCORE),
-                value=float(s.agatston),
-                unit=_code(*_NO_UNITS),
-                method=_code(*_AGATSTON_METHOD),
-                algorithm_id=algorithm,
-            ),
-            hd.sr.Measurement(
-                name=_code(*_CALCIUM_VOLUME),
-                value=float(s.volume_mm3),
-                unit=_code(*_MM3),
-                algorithm_id=algorithm,
-            ),
-        ]
-        if math.isfinite(s.mass_mg):
-            measurements.append(
-                hd.sr.Measurement(
-                    name=_code(*_CALCIUM_MASS),
-                    value=float(s.mass_mg),
-                    unit=_code(*_MG),
-                    algorithm_id=algorithm,
-                )
-            )
-        evaluations = []
+        measurements, evaluations = _label_measurements(hd, table[name], algorithm), []
         if name == "CAC":
             more, evaluations = _named(hd, named_scores or {}, algorithm)
             measurements += more
-        tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name)
-        common = {
-            "tracking_identifier": tracking,
-            "finding_type": _code("5540006", "SCT", "Calcium"),
-            "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
-            "measurements": measurements,
-            "qualitative_evaluations": evaluations or None,
-            "algorithm_id": algorithm,
-        }
-        number = None if seg is None or name == "CAC" else _seg_segment(seg, name)
-        if number is not None:
-            ref = hd.sr.ReferencedSegment(
-                sop_class_uid=seg.SOPClassUID,
-                sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=number,
-                source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
-            )
-            groups.append(
-                hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                    referenced_segment=ref, **common
-                )
-            )
-        else:
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+        groups.append(_group(hd, name, measurements, evaluations, algorithm, seg, source))
     report = hd.sr.MeasurementReport(
         observation_context=context,
         procedure_reported=_code(*_PROCEDURE),
@@ -401,7 +325,11 @@ def write_sr(
         instance_number=1,
         manufacturer="calcscore",
         software_versions=__version__,
-        coding_schemes=[_local_scheme_item(hd)] if named_scores else None,
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(LOCAL_SCHEME, "calcscore local codes")
+        ]
+        if named_scores
+        else None,
         is_complete=True,
         series_description=f"calcscore calcium scores{f' {scan_id}' if scan_id else ''}",
     )
@@ -412,18 +340,71 @@ def write_sr(
     return out
 
 
+def _label_measurements(hd, s, algorithm) -> list:
+    """Agatston score, volume and (when known) mass of one label's :class:`LabelScore`."""
+    out = [
+        hd.sr.Measurement(
+            name=_code(*_CALCIUM_SCORE),
+            value=float(s.agatston),
+            unit=_code(*_NO_UNITS),
+            method=_code(*_AGATSTON_METHOD),
+            algorithm_id=algorithm,
+        ),
+        hd.sr.Measurement(
+            name=_code(*_CALCIUM_VOLUME),
+            value=float(s.volume_mm3),
+            unit=_code(*_MM3),
+            algorithm_id=algorithm,
+        ),
+    ]
+    if math.isfinite(s.mass_mg):
+        out.append(
+            hd.sr.Measurement(
+                name=_code(*_CALCIUM_MASS),
+                value=float(s.mass_mg),
+                unit=_code(*_MG),
+                algorithm_id=algorithm,
+            )
+        )
+    return out
+
+
+def _group(hd, name: str, measurements, evaluations, algorithm, seg, source):
+    """The measurement group of label ``name`` (or CAC), tracked by the name: a volumetric ROI
+    group pointing at the label's segment when the SEG has one, else an image group."""
+    from pydicom.uid import generate_uid
+
+    site = _CORONARY_ARTERY if name == "CAC" else _REGION_CODES[Label[name]]
+    common = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name),
+        "finding_type": _code("5540006", "SCT", "Calcium"),
+        "finding_sites": [hd.sr.FindingSite(anatomic_location=_code(site[0], "SCT", site[1]))],
+        "measurements": measurements,
+        "qualitative_evaluations": evaluations or None,
+        "algorithm_id": algorithm,
+    }
+    number = None if seg is None or name == "CAC" else _seg_segment(seg, name)
+    if number is None:
+        return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    ref = hd.sr.ReferencedSegment(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        segment_number=number,
+        source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        referenced_segment=ref, **common
+    )
+
+
 def _named(hd, named: dict[str, str | float], algorithm) -> tuple[list, list]:
     """(measurements, qualitative evaluations) of the named scores: numbers and texts."""
     measurements, evaluations = [], []
     for name, value in named.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
+            unit = _code(*_NO_UNITS)
             measurements.append(
-                hd.sr.Measurement(
-                    name=_local_code(name),
-                    value=float(value),
-                    unit=_code(*_NO_UNITS),
-                    algorithm_id=algorithm,
-                )
+                hd.sr.Measurement(_local_code(name), float(value), unit, algorithm_id=algorithm)
             )
         else:
             evaluations.append(

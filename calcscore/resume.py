@@ -153,4 +153,11 @@ def commit(staged: Path, out_dir: str | Path, scan_id: str, record: dict[str, An
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     atomic_write(path, lambda f: f.write(json.dumps(full, indent=1)), binary=False)
+    os.chmod(path, 0o666 & ~_umask())  # mkstemp makes it private; readable as the outputs are
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -216,3 +216,10 @@ def test_torchrun_resumes_each_ranks_share(tmp_path, cohort, model_dir):
     assert all(after[k] == v for k, v in before.items() if k != SUMMARY)
     assert all((out / f"s{i}_provenance.json").is_file() for i in range(1, 5))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_provenance_is_as_readable_as_the_outputs(tmp_path, cohort, model_dir):
+    out = tmp_path / "out"
+    _run(cohort[1:2], out, model_dir, overlay=False)
+    mode = (out / "s2_provenance.json").stat().st_mode & 0o777
+    assert mode == (out / "s2_scores.json").stat().st_mode & 0o777

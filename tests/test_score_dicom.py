@@ -96,7 +96,9 @@ def test_seg_holds_one_segment_per_label_present(scored, labelling_model):
     assert [seg.get_segment_description(n).segment_label for n in numbers] == present
     algorithm = seg.get_segment_description(numbers[0]).algorithm_identification
     identity = model_identity(labelling_model)
-    assert str(algorithm[0].AlgorithmName) == identity["name"] == "calcscore-model0"
+    assert (
+        str(algorithm[0].AlgorithmName) == identity["name"] == f"calcscore-{labelling_model.name}"
+    )
     assert str(algorithm[0].AlgorithmVersion) == identity["version"]
     source = pydicom.dcmread(next(folder.iterdir()))
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
