@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calcscore.errors import CalcscoreError, InputError
+from calcscore.errors import CalcscoreError, InputError, optional_import
 from calcscore.io import (
     ITK_SUFFIXES,
     atomic_path,
@@ -249,6 +249,8 @@ def score_cohort(
     from calcscore.runtime import resolve_device, resolve_precision
 
     scans = resolve_inputs(inputs)
+    if dicom:  # before any scan: a missing highdicom would fail every DICOM scan at its end
+        optional_import("highdicom", "--dicom (DICOM SEG and SR)", "dicom")
     out = Path(out_dir)
     _refuse_outputs_over_inputs(scans, out)
     out.mkdir(parents=True, exist_ok=True)

@@ -170,3 +170,14 @@ def test_real_qrm_series_with_the_shipped_model(tmp_path, qrm_dicom):
     if DCIODVFY is not None:
         assert _dciodvfy_errors(out / f"{scan}_seg.dcm") == []
         assert _dciodvfy_errors(out / f"{scan}_sr.dcm") == []
+
+
+def test_dicom_without_highdicom_is_one_line_before_any_scan(tmp_path, monkeypatch, capsys):
+    vol, _, _ = make_scan(rng=11, size="small")
+    nii = write_volume(vol, tmp_path / "a.nii.gz")
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom fails
+    out = tmp_path / "out"
+    assert main(["score", str(nii), "--out", str(out), "--dicom"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'calcscore[dicom]'" in err[0]
+    assert not out.exists()
