@@ -2,11 +2,13 @@
 
 For each scan ``<scan_id>`` the output folder receives ``<scan_id>_labels.nii.gz`` (on the
 scan's own grid), ``<scan_id>_scores.json`` (the shape of ``calcscore agatston --json``),
-``<scan_id>_lesions.csv``, ``<scan_id>_overlay.png``, with ``dicom`` and a DICOM input
-``<scan_id>_seg.dcm`` and ``<scan_id>_sr.dcm``, and last ``<scan_id>_provenance.json``
-(:mod:`calcscore.resume`: the outputs are complete; a later run skips the scan when the model
-and settings are the same); the cohort gets ``cohort_summary.csv``, with a row for every scan,
-skipped ones included. A scan that fails is reported in the summary and the others go on.
+``<scan_id>_lesions.csv``, ``<scan_id>_overlay.png`` and ``<scan_id>_report.html`` (with
+``pdf``, ``<scan_id>_report.pdf``), with ``dicom`` and a DICOM input ``<scan_id>_seg.dcm`` and
+``<scan_id>_sr.dcm``, and last ``<scan_id>_provenance.json`` (:mod:`calcscore.resume`: the
+outputs are complete; a later run skips the scan when the model and settings are the same); the
+cohort gets ``cohort_summary.csv``, with a row for every scan, skipped ones included, and
+``cohort_report.html`` (:mod:`calcscore.report_html`, :mod:`calcscore.report_cohort`). A scan
+that fails is reported in the summary and the others go on.
 
 Under ``torchrun`` (environment variables ``RANK`` and ``WORLD_SIZE``) every process scores
 its share of the scans (scan i goes to rank i mod world size) on its own GPU (``LOCAL_RANK``),
@@ -21,6 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +39,9 @@ from calcscore.io import (
 )
 from calcscore.labels import CALCIUM_LABELS
 from calcscore.volume import CTVolume, LabelVolume
+
+if TYPE_CHECKING:
+    from calcscore.inference import InferenceOptions, Model
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +143,10 @@ def sr_named_scores(report: dict) -> dict[str, str | float]:
     named: dict[str, str | float] = {}
     if report.get("risk_category"):
         named["Risk category"] = str(report["risk_category"])
+    if (report.get("cac_drs") or {}).get("label"):
+        named["CAC-DRS"] = str(report["cac_drs"]["label"])
+    if (report.get("ordinal_score") or {}).get("total") is not None:
+        named["Ordinal score"] = float(report["ordinal_score"]["total"])
     return named
 
 
@@ -194,6 +204,7 @@ def summary_row(
         row[f"{name}_agatston"] = d.get("agatston", np.nan) if report else np.nan
         row[f"{name}_volume_mm3"] = d.get("volume_mm3", np.nan) if report else np.nan
     row["risk_category"] = (report or {}).get("risk_category")
+    row.update(_standards_columns(report))
     row["kernel_class"] = checks.kernel.kernel_class if checks is not None else None
     row["check_warnings"] = (
         "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
@@ -201,6 +212,19 @@ def summary_row(
     row["seconds"] = round(seconds, 2)
     row["error"] = error
     return row
+
+
+def _standards_columns(report: dict | None) -> dict:
+    """CAC-DRS, ordinal score and, where the manifest gave reference labels, the reference's."""
+    r = report or {}
+    ref = r.get("reference") or {}
+    return {
+        "cac_drs": (r.get("cac_drs") or {}).get("label"),
+        "ordinal_score": (r.get("ordinal_score") or {}).get("total"),
+        "ref_CAC_agatston": ref.get("CAC_agatston", np.nan),
+        "ref_risk_category": ref.get("risk_category"),
+        "ref_cac_drs": ref.get("cac_drs"),
+    }
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -224,6 +248,8 @@ def score_cohort(
     cnn2_threshold: float | None = None,
     rim_fill: bool | None = None,
     safety_net: bool | None = None,
+    report: bool = True,
+    pdf: bool = False,
     dicom: bool = False,
     overwrite: bool = False,
 ) -> pd.DataFrame:
@@ -238,7 +264,9 @@ def score_cohort(
     ``rim_fill``: False for the paper's nearest-neighbour mapping back to the scan's grid
     (None: the model's choice, see :func:`calcscore.inference.fill_rim`); ``safety_net``: False
     to keep labels outside their anatomical regions (None: the model's choice, see
-    :mod:`calcscore.regions`). ``dicom``: also write ``<scan>_seg.dcm`` and ``<scan>_sr.dcm``
+    :mod:`calcscore.regions`). ``report``: write each scan's ``<scan>_report.html`` and the
+    cohort's ``cohort_report.html``; ``pdf``: print the scan pages to PDF too (needs Chromium,
+    checked before any scan is scored; implies ``report``). ``dicom``: also write ``<scan>_seg.dcm`` and ``<scan>_sr.dcm``
     for DICOM inputs (:mod:`calcscore.dicom_out`). A scan whose outputs are complete and were
     made by the same model and settings (:mod:`calcscore.resume`) is skipped unless
     ``overwrite``."""
@@ -246,6 +274,7 @@ def score_cohort(
 
     from calcscore.bundle import model_identity
     from calcscore.inference import InferenceOptions, Model
+    from calcscore.report_pdf import find_pdf_engine
     from calcscore.runtime import resolve_device, resolve_precision
 
     scans = resolve_inputs(inputs)
@@ -253,6 +282,8 @@ def score_cohort(
         optional_import("highdicom", "--dicom (DICOM SEG and SR)", "dicom")
     out = Path(out_dir)
     _refuse_outputs_over_inputs(scans, out)
+    chromium = find_pdf_engine() if pdf else None
+    report = report or pdf
     out.mkdir(parents=True, exist_ok=True)
     rank, world, local = _dist_info()
     if dicom and rank == 0:
@@ -269,6 +300,7 @@ def score_cohort(
     )
     settings = dict(convention=convention, overlay=overlay, cnn2_threshold=cnn2_threshold)
     settings |= dict(rim_fill=rim_fill, safety_net=safety_net, precision=_precision(opts))
+    settings["report"] = report
     job = _Job(out, model, opts, model_identity(model.source), settings, dicom, force)
     rows = []
     for s in tqdm(
@@ -279,17 +311,20 @@ def score_cohort(
     ):
         done = None if overwrite else _resumed_row(job, s)
         rows.append(done if done is not None else _score_scan(job, s))
-    columns = [*summary_row("x", None, seconds=0).keys(), "resumed"]
-    return _write_summary(pd.DataFrame(rows, columns=columns), out, scans, rank, world)
+    frame = pd.DataFrame(rows, columns=[*summary_row("x", None, seconds=0).keys(), "resumed"])
+    if chromium is not None:
+        _print_pdfs(frame, out, chromium)
+    return _write_summary(frame, out, scans, rank, world, report)
 
 
 def _write_summary(
-    frame: pd.DataFrame, out: Path, scans: list[ScanInput], rank: int, world: int
+    frame: pd.DataFrame, out: Path, scans: list[ScanInput], rank: int, world: int, report: bool
 ) -> pd.DataFrame:
-    """Write ``cohort_summary.csv``; under torchrun rank 0 merges every rank's rows (in input
-    order) and returns them, the others their own."""
+    """Write ``cohort_summary.csv`` (and with ``report`` the cohort page); under torchrun rank 0
+    merges every rank's rows (in input order) and returns them, the others their own."""
     if world == 1:
         write_csv(frame, out / SUMMARY)
+        _cohort_page(frame, out, report)
         return frame
     write_csv(frame, out / f"cohort_summary.rank{rank}.csv")
     _barrier()
@@ -299,13 +334,40 @@ def _write_summary(
         order = {s.scan_id: i for i, s in enumerate(scans)}
         merged = merged.sort_values("scan_id", key=lambda c: c.map(order)).reset_index(drop=True)
         write_csv(merged, out / SUMMARY)
+        _cohort_page(merged, out, report)
         for r in range(world):
             (out / f"cohort_summary.rank{r}.csv").unlink(missing_ok=True)
         return merged
     return frame
 
 
-def _precision(opts) -> str:
+def _print_pdfs(frame: pd.DataFrame, out: Path, chromium) -> None:
+    """<scan>_report.pdf of every scan of ``frame`` scored now, and of those skipped as already
+    scored that have none (a run killed before its PDFs), with one Chromium for all. The PDF is
+    printed from the report page after the scan's outputs are complete, so it is not one of the
+    outputs its provenance lists; each is written atomically."""
+    from calcscore.report_pdf import html_to_pdf
+
+    ok = frame[frame["status"] == "ok"]
+    resumed = ok["resumed"].fillna(False).astype(bool)
+    ids = [
+        i
+        for i, r in zip(ok["scan_id"], resumed)
+        if not r or not (out / f"{i}_report.pdf").is_file()
+    ]
+    html_to_pdf(
+        [(out / f"{i}_report.html", out / f"{i}_report.pdf") for i in ids], chromium=chromium
+    )
+
+
+def _cohort_page(frame: pd.DataFrame, out: Path, report: bool) -> None:
+    if report:
+        from calcscore.report_cohort import write_cohort_report
+
+        write_cohort_report(frame, out)
+
+
+def _precision(opts: InferenceOptions) -> str:
     return "bf16" if opts.bf16 else "fp32"
 
 
@@ -314,8 +376,8 @@ class _Job:
     """What every scan of one ``score_cohort`` call shares."""
 
     out: Path
-    model: object
-    opts: object
+    model: Model
+    opts: InferenceOptions
     model_id: dict
     settings: dict
     dicom: bool
@@ -325,7 +387,12 @@ class _Job:
         from calcscore.resume import run_key
 
         settings = {**self.settings, "dicom": self.dicom and is_dicom_input(scan)}
-        return run_key(model_sha256=self.model_id["sha256"], image=scan.image, settings=settings)
+        return run_key(
+            model_sha256=self.model_id["sha256"],
+            image=scan.image,
+            settings=settings,
+            reference=scan.labels,
+        )
 
 
 def is_dicom_input(scan: ScanInput) -> bool:
@@ -383,6 +450,8 @@ def _score_scan(job: _Job, s: ScanInput) -> dict:
     """Score one scan into staging, then commit its outputs and provenance; its summary row."""
     from calcscore.checks import ensure_scorable
     from calcscore.inference import segment
+    from calcscore.report_cohort import reference_scores
+    from calcscore.report_html import write_scan_page
     from calcscore.resume import commit, staging
 
     t0 = time.perf_counter()
@@ -391,6 +460,11 @@ def _score_scan(job: _Job, s: ScanInput) -> dict:
         key = job.key(s)
         checks = ensure_scorable(volume, force=job.force, source=s.image)
         seg = segment(volume, job.model, job.opts)
+        extra: dict = {"safety_net": safety_net_summary(seg)}
+        if s.labels is not None:  # the manifest's reference annotation
+            extra["reference"] = reference_scores(
+                volume, s.labels, convention=job.settings["convention"]
+            )
         with staging(job.out, s.scan_id) as staged:
             report = write_scan_outputs(
                 volume,
@@ -399,8 +473,10 @@ def _score_scan(job: _Job, s: ScanInput) -> dict:
                 s.scan_id,
                 convention=job.settings["convention"],
                 overlay=job.settings["overlay"],
-                extra={"safety_net": safety_net_summary(seg)},
+                extra=extra,
             )
+            if job.settings["report"]:
+                write_scan_page(report, volume, seg.labels, staged, checks=checks, model=job.model)
             if key["settings"]["dicom"]:
                 write_dicom_outputs(seg.labels, report, s.image, staged, s.scan_id, job.model_id)
             row = summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)

@@ -305,7 +305,8 @@ def write_sr(
     table = _score_table(scores)
     groups = []
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
-        measurements, evaluations = _label_measurements(hd, table[name], algorithm), []
+        measurements = _label_measurements(hd, table[name], algorithm)
+        evaluations: list = []
         if name == "CAC":
             more, evaluations = _named(hd, named_scores or {}, algorithm)
             measurements += more

@@ -11,8 +11,9 @@ records
 - ``key``: what the outputs depend on; a scan is skipped only when the key of this run is
   equal: the provenance format, the calcscore version, the model (the hash of its network files
   and model.json, :func:`calcscore.bundle.model_identity`), the input (its file names, sizes
-  and modification times, :func:`input_fingerprint`) and the settings that change the outputs
-  (the Agatston convention, CNN2 threshold, rim fill, safety net, precision, overlay, DICOM);
+  and modification times, :func:`input_fingerprint`; also of the manifest's reference label
+  map) and the settings that change the outputs (the Agatston convention, CNN2 threshold, rim
+  fill, safety net, precision, overlay, report page, DICOM);
 - ``outputs``: every output file with its size and SHA-256, checked before a skip (an output
   deleted or changed since gets the scan scored again);
 - ``model`` (name, version), ``input`` (path), ``device``, ``checks`` (the kernel class and the
@@ -61,13 +62,31 @@ def input_fingerprint(image: str | Path) -> str:
     return digest.hexdigest()
 
 
-def run_key(*, model_sha256: str, image: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """What a scan's outputs depend on (see the module's doc), JSON-normalised."""
+def run_key(
+    *,
+    model_sha256: str,
+    image: str | Path,
+    settings: dict[str, Any],
+    reference: str | Path | None = None,
+) -> dict[str, Any]:
+    """What a scan's outputs depend on (see the module's doc), JSON-normalised.
+
+    Args:
+        model_sha256: the model's hash (:func:`calcscore.bundle.model_identity`).
+        image: the scan's image file or DICOM folder.
+        settings: the settings that change the outputs, by name.
+        reference: the manifest's reference label map of the scan (its scores go into the
+            scan's outputs), None when it has none.
+
+    Returns:
+        the key, as it reads back from JSON.
+    """
     key = {
         "format": FORMAT,
         "calcscore": __version__,
         "model_sha256": model_sha256,
         "input_sha256": input_fingerprint(image),
+        "reference_sha256": None if reference is None else input_fingerprint(reference),
         "settings": settings,
     }
     return json.loads(json.dumps(key))
@@ -92,7 +111,17 @@ def read_provenance(out_dir: str | Path, scan_id: str) -> dict[str, Any] | None:
 
 
 def why_not_complete(out_dir: str | Path, scan_id: str, key: dict[str, Any]) -> str | None:
-    """None when the scan's outputs are complete and were made with ``key``; else why not."""
+    """Whether a scan can be skipped: its outputs are complete and were made with ``key``.
+
+    Args:
+        out_dir: the output folder.
+        scan_id: the scan.
+        key: this run's :func:`run_key` of the scan.
+
+    Returns:
+        None when the scan can be skipped; else why not, for the log ("not scored yet", "made
+        with another overlay", "<scan>_lesions.csv is missing", ...).
+    """
     record = read_provenance(out_dir, scan_id)
     if record is None:
         return "not scored yet"
@@ -132,10 +161,22 @@ def staging(out_dir: str | Path, scan_id: str) -> Iterator[Path]:
 
 
 def commit(staged: Path, out_dir: str | Path, scan_id: str, record: dict[str, Any]) -> Path:
-    """Move the files of ``staged`` into ``out_dir`` and write the scan's provenance (``record``
-    plus ``outputs`` and ``written``) last. The old provenance goes first, so a run killed
-    between the moves leaves a scan that the next run scores again; outputs of the old record
-    that this one did not write (e.g. an overlay before ``--no-overlay``) are removed."""
+    """Move the files of ``staged`` into ``out_dir`` and write the scan's provenance last.
+
+    The old provenance goes first, so a run killed between the moves leaves a scan that the
+    next run scores again; outputs of the old record that this one did not write (e.g. an
+    overlay before ``--no-overlay``) are removed.
+
+    Args:
+        staged: the staging folder (:func:`staging`) holding the scan's outputs.
+        out_dir: the output folder.
+        scan_id: the scan.
+        record: what the provenance holds besides ``outputs`` and ``written`` (``key``,
+            ``model``, ``input``, ``checks``, ``seconds``, ...).
+
+    Returns:
+        the path of ``<scan>_provenance.json``.
+    """
     out = Path(out_dir)
     path = provenance_path(out, scan_id)
     old = read_provenance(out, scan_id) or {}

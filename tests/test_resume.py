@@ -53,6 +53,7 @@ def _outputs(out: Path) -> dict[str, int]:
 
 
 def _run(inputs, out, model_dir, **kw) -> pd.DataFrame:
+    kw.setdefault("report", False)
     return score_cohort(
         inputs, out, model_path=model_dir, device="cpu", precision="fp32", progress=False, **kw
     )
@@ -60,24 +61,26 @@ def _run(inputs, out, model_dir, **kw) -> pd.DataFrame:
 
 def test_a_second_run_skips_and_keeps_the_summary(tmp_path, cohort, model_dir, caplog):
     out = tmp_path / "out"
-    first = _run(cohort[:2], out, model_dir, overlay=False)
+    first = _run(cohort[:2], out, model_dir, overlay=False, report=True)
     assert not first["resumed"].any() and (first["status"] == "ok").all()
     record = json.loads((out / "s2_provenance.json").read_text())
     assert set(record["outputs"]) == {
         "s2_labels.nii.gz",
         "s2_scores.json",
         "s2_lesions.csv",
+        "s2_report.html",
     }
     for name, rec in record["outputs"].items():
         assert rec["bytes"] == (out / name).stat().st_size
     assert record["key"]["settings"]["overlay"] is False and record["model"]["version"]
     before = _outputs(out)
     with caplog.at_level(logging.INFO, logger="calcscore.batch"):
-        second = _run(cohort[:2], out, model_dir, overlay=False)
+        second = _run(cohort[:2], out, model_dir, overlay=False, report=True)
     assert second["resumed"].all()
     assert "s1: skipped, already scored" in caplog.text and "s2: skipped" in caplog.text
     changed = {k for k, v in _outputs(out).items() if before.get(k) != v}
-    assert changed == {SUMMARY}  # no scan output was written again
+    assert changed == {SUMMARY, "cohort_report.html"}  # no scan output was written again
+    assert 'href="s2_report.html"' in (out / "cohort_report.html").read_text()
     # the summary of the resumed run is the first one's, read back from the scans' files
     pd.testing.assert_frame_equal(
         second.drop(columns="resumed"), first.drop(columns="resumed"), check_dtype=False
@@ -87,7 +90,8 @@ def test_a_second_run_skips_and_keeps_the_summary(tmp_path, cohort, model_dir, c
     # --overwrite scores both again, through the command line
     assert (
         main(["score", *map(str, cohort[:2]), "--out", str(out), "--model", str(model_dir),
-              "--device", "cpu", "--precision", "fp32", "--no-overlay", "--overwrite"])
+              "--device", "cpu", "--precision", "fp32", "--no-overlay", "--overwrite",
+              "--no-report"])
         == 0
     )  # fmt: skip
     assert all(_outputs(out)[f"s{i}_scores.json"] > before[f"s{i}_scores.json"] for i in (1, 2))
@@ -223,3 +227,24 @@ def test_provenance_is_as_readable_as_the_outputs(tmp_path, cohort, model_dir):
     _run(cohort[1:2], out, model_dir, overlay=False)
     mode = (out / "s2_provenance.json").stat().st_mode & 0o777
     assert mode == (out / "s2_scores.json").stat().st_mode & 0o777
+
+
+def test_pdfs_are_printed_for_scans_scored_now_or_missing_theirs(tmp_path, cohort, model_dir):
+    """--pdf prints after the scans' outputs are complete: a resumed run prints only the PDFs
+    that are missing (a run killed before its PDFs), and leaves the others alone."""
+    from calcscore.errors import MissingDependencyError
+    from calcscore.report_pdf import find_pdf_engine
+
+    try:
+        find_pdf_engine()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "out"
+    _run(cohort[1:3], out, model_dir, overlay=False, pdf=True)
+    pdfs = {s: out / f"{s}_report.pdf" for s in ("s2", "s3")}
+    assert all(p.read_bytes()[:5] == b"%PDF-" for p in pdfs.values())
+    before = {s: p.stat().st_mtime_ns for s, p in pdfs.items()}
+    pdfs["s3"].unlink()
+    summary = _run(cohort[1:3], out, model_dir, overlay=False, pdf=True)
+    assert summary["resumed"].all()
+    assert pdfs["s2"].stat().st_mtime_ns == before["s2"] and pdfs["s3"].is_file()

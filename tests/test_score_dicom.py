@@ -125,10 +125,14 @@ def test_sr_holds_the_scores_of_the_json_and_the_model(scored, labelling_model):
             assert seg.SegmentSequence[number - 1].SegmentLabel == name
     evaluations = groups["CAC"].get_qualitative_evaluations()
     assert {(q.name.meaning, q.value.meaning) for q in evaluations} == {
-        ("Risk category", report["risk_category"])
+        ("Risk category", report["risk_category"]),
+        ("CAC-DRS", report["cac_drs"]["label"]),
     }
+    cac = {m.name.meaning: m.value for m in groups["CAC"].get_measurements()}
+    assert cac["Ordinal score"] == report["ordinal_score"]["total"]
     back = read_sr_scores(out / "scan_sr.dcm")
     assert back["CAC"]["Risk category"] == report["risk_category"]
+    assert back["CAC"]["CAC-DRS"] == report["cac_drs"]["label"]
     identity = model_identity(labelling_model)
     ds = pydicom.dcmread(out / "scan_sr.dcm")
     assert set(_text_items(ds, "111001")) == {identity["name"]}  # Algorithm Name

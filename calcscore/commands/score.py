@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score",
         help="label and score scans (image files, DICOM folders or a manifest)",
         description=__doc__ + " Writes <scan>_labels.nii.gz, <scan>_scores.json, "
-        "<scan>_lesions.csv, <scan>_overlay.png and cohort_summary.csv. "
+        "<scan>_lesions.csv, <scan>_overlay.png, <scan>_report.html, cohort_summary.csv and "
+        "cohort_report.html. "
         "Run under torchrun to share a cohort across GPUs and nodes. "
         "A scan already scored by the same model and settings (its <scan>_provenance.json, "
         "written last) is skipped, so a cohort that stopped resumes where it stopped.",
@@ -65,7 +66,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)"
     )
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
-    # resume and DICOM outputs (issue 28 items 2 and 5)
+    _add_dicom_and_resume_flags(p)
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the HTML reports (<scan>_report.html, cohort_report.html)",
+    )
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print each scan's report to <scan>_report.pdf (needs Chromium)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="score scans that the checks refuse (e.g. contrast-enhanced), with a warning",
+    )
+    p.set_defaults(func=run)
+
+
+def _add_dicom_and_resume_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dicom",
         action="store_true",
@@ -78,12 +98,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score every scan again, also those already scored by the same model and settings",
     )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="score scans that the checks refuse (e.g. contrast-enhanced), with a warning",
-    )
-    p.set_defaults(func=run)
 
 
 def _probability(text: str) -> float:
@@ -111,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         cnn2_threshold=args.cnn2_threshold,
         rim_fill=args.rim_fill,
         safety_net=args.safety_net,
+        report=not args.no_report,
+        pdf=args.pdf,
         dicom=args.dicom,
         overwrite=args.overwrite,
     )
