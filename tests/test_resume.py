@@ -207,6 +207,7 @@ def test_torchrun_resumes_each_ranks_share(tmp_path, cohort, model_dir):
             str(torchrun), "--nproc_per_node", "2", "--master_port", "29531", "-m",
             "calcscore.cli", "score", *map(str, scans), "--out", str(out), "--model",
             str(model_dir), "--device", "cpu", "--precision", "fp32", "--no-overlay",
+            "--no-report",
         ],
         capture_output=True,
         text=True,
