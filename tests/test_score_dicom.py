@@ -154,10 +154,22 @@ def test_dciodvfy_finds_no_error(scored):
 
 @pytest.mark.slow
 def test_real_qrm_series_with_the_shipped_model(tmp_path, qrm_dicom):
-    """The QRM phantom scan (Canon, 47 slices): SEG and SR with the shipped model."""
+    """The QRM phantom scan (Canon, 47 slices) with the shipped model: SEG, SR, report page and
+    (where Chromium is) its PDF; dciodvfy finds no error; the SR holds the JSON's scores."""
+    from calcscore.errors import MissingDependencyError
+    from calcscore.report_pdf import find_pdf_engine
+
+    try:
+        pdf = [] if find_pdf_engine() is None else ["--pdf"]
+    except MissingDependencyError:
+        pdf = []
     out = tmp_path / "out"
-    assert main(["score", str(qrm_dicom), "--out", str(out), "--device", "cpu", "--dicom"]) == 0
+    args = ["score", str(qrm_dicom), "--out", str(out), "--device", "cpu", "--dicom", *pdf]
+    assert main(args) == 0
     scan = qrm_dicom.name
+    assert (out / f"{scan}_report.html").is_file()
+    if pdf:
+        assert (out / f"{scan}_report.pdf").read_bytes()[:5] == b"%PDF-"
     labels = read_labels(out / f"{scan}_labels.nii.gz")
     seg = hd.seg.segread(out / f"{scan}_seg.dcm")
     present = [Label(v).name for v in np.unique(labels.array) if v] or [
@@ -171,6 +183,7 @@ def test_real_qrm_series_with_the_shipped_model(tmp_path, qrm_dicom):
     back = read_sr_scores(out / f"{scan}_sr.dcm")
     for name, values in report["labels"].items():
         assert back[name]["agatston"] == pytest.approx(values["agatston"])
+    assert back["CAC"]["CAC-DRS"] == report["cac_drs"]["label"]
     if DCIODVFY is not None:
         assert _dciodvfy_errors(out / f"{scan}_seg.dcm") == []
         assert _dciodvfy_errors(out / f"{scan}_sr.dcm") == []
