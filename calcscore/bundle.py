@@ -19,6 +19,8 @@ This module sits below inference and training (it imports only :mod:`calcscore.n
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -92,6 +94,31 @@ def write_model_info(folder: str | Path, info: dict[str, Any]) -> Path:
     path = Path(folder) / MODEL_JSON
     path.write_text(json.dumps(info, indent=1))
     return path
+
+
+def model_identity(folder: str | Path) -> dict[str, str]:
+    """The name and version by which outputs name the model of a bundle folder: ``name`` is
+    model.json's "name", else ``calcscore-<folder name>`` (``calcscore-default`` for the
+    shipped model); ``sha256`` is the hash of its network files and model.json, in that order;
+    ``version`` is model.json's "version", else the first 12 digits of ``sha256``;
+    ``trained_on`` is model.json's (empty when unknown)."""
+    path = Path(folder)
+    digest = hashlib.sha256()
+    for name in (*(f"{n}.pt" for n in NETWORKS), MODEL_JSON):
+        f = path / name
+        if f.is_file():
+            digest.update(name.encode())
+            with f.open("rb") as fh:
+                for block in iter(functools.partial(fh.read, 1 << 20), b""):
+                    digest.update(block)
+    info = read_model_info(path)
+    sha = digest.hexdigest()
+    return {
+        "name": str(info.get("name") or f"calcscore-{path.resolve().name}"),
+        "version": str(info.get("version") or sha[:12]),
+        "sha256": sha,
+        "trained_on": str(info.get("trained_on") or ""),
+    }
 
 
 def threshold_table(

@@ -50,7 +50,10 @@ from calcscore.candidates import (  # noqa: F401  (re-exported: calcscore.infere
     body_mask_tensor,
     unseen_mask,
 )
-from calcscore.constants import CALCIUM_THRESHOLD_HU
+from calcscore.constants import (  # noqa: F401  (BODY_THRESHOLD_HU: re-exported as before)
+    BODY_THRESHOLD_HU,
+    CALCIUM_THRESHOLD_HU,
+)
 from calcscore.networks import CNN1, CNN2
 from calcscore.preprocess import as_tensor, network_grid_tensor
 from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions

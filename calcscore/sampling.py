@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from calcscore.constants import (
+from calcscore.constants import (  # noqa: F401  (CALCIUM_THRESHOLD_HU: re-exported as before)
+    CALCIUM_THRESHOLD_HU,
     NORM_CENTER,
     NORM_SCALE,
     PAD_HU,
