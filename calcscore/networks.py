@@ -270,7 +270,7 @@ class CNN1(nn.Module):
         if out.aux is not None:
             c = out.aux[0].shape[-1] // 2
             aux = tuple(a[:, :, c, c] for a in out.aux)
-        return self.combine(out.head, aux)  # type: ignore[arg-type]
+        return self.combine(out.head, aux)
 
 
 def inplace_elus(module: _M) -> _M:

@@ -16,6 +16,7 @@ import gzip
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -161,7 +162,8 @@ def read_nifti(path: str | Path) -> NiftiImage:
             f"is truncated: {len(raw)} bytes where the header needs {need}",
             "check the file or export it again",
         )
-    arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder(endian), count=count, offset=offset)
+    order: Literal["<", ">"] = "<" if endian == "<" else ">"
+    arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder(order), count=count, offset=offset)
     arr = arr.reshape(nz, ny, nx).astype(np.dtype(dtype).newbyteorder("="))
     slope, inter = h["scl_slope"], h["scl_inter"]
     scaled = slope not in (0.0, 1.0) or (slope != 0.0 and inter != 0.0)
@@ -171,8 +173,8 @@ def read_nifti(path: str | Path) -> NiftiImage:
     # x, y, z -> numpy's z, y, x: reverse the axes and both sides of the direction
     return NiftiImage(
         arr,
-        tuple(float(s) for s in spacing[::-1]),
-        tuple(float(o) for o in origin[::-1]),
+        (float(spacing[2]), float(spacing[1]), float(spacing[0])),
+        (float(origin[2]), float(origin[1]), float(origin[0])),
         rot[::-1, ::-1].copy(),
         scaled,
     )

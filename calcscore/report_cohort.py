@@ -16,6 +16,7 @@ import base64
 import io
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -71,7 +72,7 @@ def _figure_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _counts(values: pd.Series, categories: list[str]) -> list[int]:
+def _counts(values: pd.Series, categories: Sequence[str]) -> list[int]:
     return [int((values == c).sum()) for c in categories]
 
 

@@ -9,6 +9,7 @@ ours is :mod:`calcscore.io`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,7 +60,8 @@ class _Grid:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        z, y, x = self.array.shape
+        return int(z), int(y), int(x)
 
     @property
     def voxel_volume_mm3(self) -> float:
@@ -79,7 +81,7 @@ class _Grid:
             and np.allclose(self.direction, other.direction, atol=atol)
         )
 
-    def index_to_physical(self, index_zyx: np.ndarray) -> np.ndarray:
+    def index_to_physical(self, index_zyx: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         """(N, 3) voxel indices (z, y, x) -> (N, 3) physical LPS points in mm, as (z, y, x)."""
         idx = np.atleast_2d(np.asarray(index_zyx, dtype=float))
         scaled = idx * np.asarray(self.spacing_mm)

@@ -181,7 +181,7 @@ def import_orcascore(
                 "kernel_name": meta.kernel or "",
                 "slice_spacing_mm": volume.spacing_mm[0],
                 "source_image": str(image.resolve()),
-                "source_reference": str(reference.resolve()),
+                "source_reference": "" if reference is None else str(reference.resolve()),
                 "n_calcium_voxels": int((labels.array > 0).sum()),
             }
 

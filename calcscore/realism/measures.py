@@ -289,7 +289,7 @@ def measure_scan(volume: CTVolume, *, name: str = "") -> RealismReport:
     log.info("%s: %d noise patches, landmarks %s", name or "scan", noise.n_patches, landmarks)
     return RealismReport(
         name=name,
-        spacing_mm=tuple(volume.spacing_mm),
+        spacing_mm=volume.spacing_mm,
         shape=volume.shape,
         histograms=histograms,
         tissue_stats=stats,
