@@ -226,7 +226,11 @@ def draw_acquisition(
     thick, sz = profile.recons[int(rng.integers(len(profile.recons)))]
     bx, by = geo.body_center
     if size == "full":
-        fov_fit = 2 * (s.body_half_width_mm + 10) * rng.uniform(1.0, 1.08)
+        half = s.body_half_width_mm
+        hab = getattr(geo, "habitus", None)
+        if hab is not None and not hab.arms_up:  # arms at the sides: a wider field of view
+            half = max(half + 2 * hab.arm_radius_mm, hab.shoulder_half_width_mm)
+        fov_fit = 2 * (half + 10) * rng.uniform(1.0, 1.08)
         sxy = float(np.clip(fov_fit / 512, *profile.pixel_spacing_mm))
         lo, hi = profile.pixel_spacing_mm
         pick = rng.random()

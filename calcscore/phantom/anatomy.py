@@ -155,6 +155,9 @@ class Geometry:
     rib_drop_mm: float
     rib_z0: float
     lung_vessels: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)
+    #: the realistic anatomy's body and skeleton (:class:`calcscore.phantom.habitus.Habitus`);
+    #: None for the first generator's cartoon anatomy
+    habitus: object | None = None
 
     # ---- derived positions ------------------------------------------------------------
     def spine_y(self, z) -> np.ndarray:
@@ -211,8 +214,21 @@ def _clear_of_spine(dx: float, vb_r: tuple[float, float], clearance: float) -> f
     return float(ry * np.sqrt(1 - (dx / rx) ** 2))
 
 
-def build_geometry(subject: Subject) -> Geometry:
-    """Curves and frames of the chest of one subject (deterministic given the subject)."""
+#: The anatomies: "v1" the first generator's (constant body section, ribs as a periodic band, a
+#: T-shaped spine), "v2" the realistic one (:mod:`calcscore.phantom.habitus`).
+ANATOMIES = ("v1", "v2")
+
+
+def check_anatomy(anatomy: str) -> str:
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"`anatomy` must be one of {', '.join(ANATOMIES)}, got {anatomy=}")
+    return anatomy
+
+
+def build_geometry(subject: Subject, anatomy: str = "v1") -> Geometry:
+    """Curves and frames of the chest of one subject (deterministic given the subject); with
+    ``anatomy="v2"`` also its body habitus and skeleton (the same heart, vessels and airways)."""
+    check_anatomy(anatomy)
     s = subject
     rng = np.random.default_rng(s.seed)
     bx, by = s.body_center_xy_mm
@@ -458,6 +474,10 @@ def build_geometry(subject: Subject) -> Geometry:
         rib_z0=float(rng.uniform(0, 30)),
     )
     geo.lung_vessels = _lung_vessel_tree(geo, rng)
+    if anatomy == "v2":
+        from calcscore.phantom.habitus import build_habitus
+
+        geo.habitus = build_habitus(geo)
     return geo
 
 
@@ -516,6 +536,10 @@ def _superellipse_depth(x, y, cx, cy, ax, ay, p: float = 2.6):
 
 def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     """Paint the tissues of a subject on ``grid``: HU before blur and noise, float32 (z, y, x)."""
+    if geo.habitus is not None:
+        from calcscore.phantom.torso import render_anatomy_v2
+
+        return render_anatomy_v2(geo, grid)
     s = geo.subject
     nz, ny, nx = grid.shape
     z = grid.axis_mm(0).astype(np.float32)
@@ -598,9 +622,82 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
         sl = hu[k]
         sl += soft * (HU["muscle"] - 10 - sl)
 
+    render_interior(hu, geo, grid, float(by - a_y + d_rib.min()))
+
+    # ---- spine: vertebral bodies, discs, posterior elements ----------------------------------
+    rx, ry = geo.vb_radii
+    sy = geo.spine_y(z).astype(np.float32)
+    box = grid.box(
+        (geo.spine_x - 60, float(sy.min()) - ry - 25, z[0] - 1),
+        (geo.spine_x + 60, float(sy.max()) + 75, z[-1] + 1),
+    )
+    if box is not None:
+        zb, yb, xb = grid.coords(box)
+        syb = sy[box[0]][:, None, None]
+        dx = xb - geo.spine_x
+        dy = yb - syb
+        level = np.mod(zb - geo.rib_z0 + 3.0, 26.0)
+        is_disc = level > 21.0
+        endplate = (level < 1.5) | ((level > 19.5) & ~is_disc)
+        qb = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
+        sd_body = (qb - 1) * min(rx, ry)
+        # paravertebral soft tissue around the body
+        paint(hu, box, coverage(sd_body - 7, h), HU["soft"] - 15)
+        body_val = np.where(
+            is_disc,
+            HU["disc"],
+            np.where(endplate | (qb > 0.86), HU["cortical"] * 0.75, s.cancellous_hu),
+        )
+        paint(hu, box, coverage(sd_body, h), body_val.astype(np.float32))
+        # neural arch: ring around the canal, spinous and transverse processes
+        canal_y = syb + ry + 10
+        rc = np.sqrt(dx**2 + (yb - canal_y) ** 2)
+        arch = (rc < 15) & (rc > 8.5)
+        spinous = (np.abs(dx) < 4 + 0 * yb) & (yb > canal_y + 8) & (yb < canal_y + 42)
+        # transverse processes point back and out, about 30 degrees behind the frontal plane
+        ca, sa = np.float32(np.cos(0.5)), np.float32(np.sin(0.5))
+        along = np.abs(dx) * ca + (yb - canal_y + 2) * sa
+        across = -np.abs(dx) * sa + (yb - canal_y + 2) * ca
+        transverse = (along > 6) & (along < 36) & (np.abs(across) < 4.5)
+        elems = (arch | spinous | transverse) & ~is_disc
+        sub = hu[box]
+        sub[elems] = s.cancellous_hu + 120
+        sub[(rc <= 8.5) & (np.abs(dx) < 8.6)] = HU["csf"]
+
+    # ---- scapulae: thin bony plates in the back muscles of the upper chest ------------------
+    k0, k1 = np.searchsorted(z, s.z_av_mm - 10), np.searchsorted(z, s.z_av_mm + 200)
+    th_abs = np.abs(theta)
+    in_layer = (depth > d_fat + 4) & (depth < d_fat + 8)
+    for k in range(k0, min(k1, nz)):
+        up = float(np.clip((z[k] - s.z_av_mm + 10) / 160.0, 0, 1))
+        plate = in_layer & (th_abs > 0.5 + 0.25 * (1 - up)) & (th_abs < 0.85 + 0.45 * up)
+        hu[k][plate] = s.cancellous_hu + 200
+
+    # ---- sternum --------------------------------------------------------------------------------
+    ys = _sternum_y(s)
+    box = grid.box(
+        (bx - 30, ys - 12, geo.z_ster_bottom - 2), (bx + 30, ys + 12, geo.z_ster_top + 2)
+    )
+    if box is not None:
+        zb, yb, xb = grid.coords(box)
+        wid = np.where(zb > geo.z_ster_top - 45, 24.0, 14.0).astype(np.float32)
+        q = np.sqrt(((xb - bx) / wid) ** 2 + ((yb - ys) / 7.0) ** 2)
+        sd = (q - 1) * 7.0
+        val = np.where(q > 0.7, HU["cortical"] * 0.7, s.cancellous_hu).astype(np.float32)
+        paint(hu, box, coverage(sd, h), val)
+    log.debug("anatomy rendered on %s", grid.shape)
+    return hu
+
+
+def render_interior(hu: np.ndarray, geo: Geometry, grid: GridSpec, y_front: float) -> None:
+    """Paint the mediastinum, the heart, the great vessels, the airways, the lung vessels and the
+    coronary arteries into ``hu`` (in place); ``y_front`` is the inner front of the chest wall."""
+    s = geo.subject
+    z = grid.axis_mm(0).astype(np.float32)
+    h = grid.aa_width_mm
+    bx = geo.body_center[0]
     # ---- mediastinum: a central band of fat between the lungs, from sternum to spine ---------
     zc = z[:, None, None]
-    y_front = by - a_y + d_rib.min()
     y_back = float(geo.spine_y0)
     med_cy = (y_front + y_back) / 2
     med_hy = (y_back - y_front) / 2 + 8
@@ -691,70 +788,6 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     for name, pts in geo.coronaries.items():
         r = geo.coronary_radius[name]
         draw_tube(pts, r, HU["blood"] + 8, step=2, rim=2.5)
-
-    # ---- spine: vertebral bodies, discs, posterior elements ----------------------------------
-    rx, ry = geo.vb_radii
-    sy = geo.spine_y(z).astype(np.float32)
-    box = grid.box(
-        (geo.spine_x - 60, float(sy.min()) - ry - 25, z[0] - 1),
-        (geo.spine_x + 60, float(sy.max()) + 75, z[-1] + 1),
-    )
-    if box is not None:
-        zb, yb, xb = grid.coords(box)
-        syb = sy[box[0]][:, None, None]
-        dx = xb - geo.spine_x
-        dy = yb - syb
-        level = np.mod(zb - geo.rib_z0 + 3.0, 26.0)
-        is_disc = level > 21.0
-        endplate = (level < 1.5) | ((level > 19.5) & ~is_disc)
-        qb = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
-        sd_body = (qb - 1) * min(rx, ry)
-        # paravertebral soft tissue around the body
-        paint(hu, box, coverage(sd_body - 7, h), HU["soft"] - 15)
-        body_val = np.where(
-            is_disc,
-            HU["disc"],
-            np.where(endplate | (qb > 0.86), HU["cortical"] * 0.75, s.cancellous_hu),
-        )
-        paint(hu, box, coverage(sd_body, h), body_val.astype(np.float32))
-        # neural arch: ring around the canal, spinous and transverse processes
-        canal_y = syb + ry + 10
-        rc = np.sqrt(dx**2 + (yb - canal_y) ** 2)
-        arch = (rc < 15) & (rc > 8.5)
-        spinous = (np.abs(dx) < 4 + 0 * yb) & (yb > canal_y + 8) & (yb < canal_y + 42)
-        # transverse processes point back and out, about 30 degrees behind the frontal plane
-        ca, sa = np.float32(np.cos(0.5)), np.float32(np.sin(0.5))
-        along = np.abs(dx) * ca + (yb - canal_y + 2) * sa
-        across = -np.abs(dx) * sa + (yb - canal_y + 2) * ca
-        transverse = (along > 6) & (along < 36) & (np.abs(across) < 4.5)
-        elems = (arch | spinous | transverse) & ~is_disc
-        sub = hu[box]
-        sub[elems] = s.cancellous_hu + 120
-        sub[(rc <= 8.5) & (np.abs(dx) < 8.6)] = HU["csf"]
-
-    # ---- scapulae: thin bony plates in the back muscles of the upper chest ------------------
-    k0, k1 = np.searchsorted(z, s.z_av_mm - 10), np.searchsorted(z, s.z_av_mm + 200)
-    th_abs = np.abs(theta)
-    in_layer = (depth > d_fat + 4) & (depth < d_fat + 8)
-    for k in range(k0, min(k1, nz)):
-        up = float(np.clip((z[k] - s.z_av_mm + 10) / 160.0, 0, 1))
-        plate = in_layer & (th_abs > 0.5 + 0.25 * (1 - up)) & (th_abs < 0.85 + 0.45 * up)
-        hu[k][plate] = s.cancellous_hu + 200
-
-    # ---- sternum --------------------------------------------------------------------------------
-    ys = _sternum_y(s)
-    box = grid.box(
-        (bx - 30, ys - 12, geo.z_ster_bottom - 2), (bx + 30, ys + 12, geo.z_ster_top + 2)
-    )
-    if box is not None:
-        zb, yb, xb = grid.coords(box)
-        wid = np.where(zb > geo.z_ster_top - 45, 24.0, 14.0).astype(np.float32)
-        q = np.sqrt(((xb - bx) / wid) ** 2 + ((yb - ys) / 7.0) ** 2)
-        sd = (q - 1) * 7.0
-        val = np.where(q > 0.7, HU["cortical"] * 0.7, s.cancellous_hu).astype(np.float32)
-        paint(hu, box, coverage(sd, h), val)
-    log.debug("anatomy rendered on %s", grid.shape)
-    return hu
 
 
 def fat_thickness(s: Subject, theta):

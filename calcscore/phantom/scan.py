@@ -28,6 +28,7 @@ from calcscore.phantom.anatomy import (
     Geometry,
     Subject,
     build_geometry,
+    check_anatomy,
     draw_subject,
     render_anatomy,
 )
@@ -35,6 +36,9 @@ from calcscore.phantom.calcification import Burden, Lesion, draw_burden, draw_le
 from calcscore.volume import CTMeta, CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
+
+#: the anatomy of :func:`make_scan` when none is named (calcscore.phantom.anatomy.ANATOMIES)
+DEFAULT_ANATOMY = "v2"
 
 
 @dataclass
@@ -124,12 +128,14 @@ class _Case:
     streak_seed: int
 
 
-def _draw_case(rng, *, scanner, size, shape, spacing_mm, slice_thickness_mm, cac_category) -> _Case:
+def _draw_case(
+    rng, *, scanner, size, shape, spacing_mm, slice_thickness_mm, cac_category, anatomy="v1"
+) -> _Case:
     rng = np.random.default_rng(rng)
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=6)]
     subject = draw_subject(seeds[0])
     burden = draw_burden(seeds[1], age=subject.age, cac_category=cac_category)
-    geo = build_geometry(subject)
+    geo = build_geometry(subject, anatomy)
     lesions = draw_lesions(geo, burden, seeds[2])
     acq = draw_acquisition(
         seeds[3],
@@ -171,6 +177,7 @@ def make_scans(
     slice_thickness_mm: float | None = None,
     cac_category: int | None = None,
     patient_id: str | None = None,
+    anatomy: str = DEFAULT_ANATOMY,
 ) -> dict[str, tuple[CTVolume, LabelVolume, ScanInfo]]:
     """Reconstructions of one subject with several kernels, sharing anatomy, lesions and noise.
 
@@ -186,6 +193,7 @@ def make_scans(
         spacing_mm=spacing_mm,
         slice_thickness_mm=slice_thickness_mm,
         cac_category=cac_category,
+        anatomy=check_anatomy(anatomy),
     )
     acq = case.acquisition
     obj = render_anatomy(case.geometry, acq.work_grid)
@@ -264,6 +272,7 @@ def make_scan(
     slice_thickness_mm: float | None = None,
     cac_category: int | None = None,
     patient_id: str | None = None,
+    anatomy: str = DEFAULT_ANATOMY,
 ) -> tuple[CTVolume, LabelVolume, ScanInfo]:
     """A synthetic non-contrast low-dose chest CT with voxel-level calcium labels.
 
@@ -277,6 +286,10 @@ def make_scan(
         1.3 mm and 2.5 mm slices, around the heart and aorta: fast, for tests and CPU training).
     shape, spacing_mm, slice_thickness_mm : override the grid (z, y, x); in-plane sizes even.
     cac_category : force the subject's coronary calcium risk category (1-4).
+    anatomy : "v2" (default) the realistic anatomy: body outline along z, shoulder girdle and
+        arms, ribs with cortex and marrow at their obliquity, costal cartilage, sternum, vertebrae
+        with posterior elements, upper abdomen, neck, breasts (docs/phantoms.md); "v1" the first
+        generator's cartoon anatomy, byte for byte (the shipped model was trained on it).
 
     Returns ``(volume, labels, info)``: HU as whole numbers in [-1024, 3071] (or the scanner's
     outside-field-of-view value), labels with :class:`calcscore.labels.Label` values, and a
@@ -292,4 +305,5 @@ def make_scan(
         slice_thickness_mm=slice_thickness_mm,
         cac_category=cac_category,
         patient_id=patient_id,
+        anatomy=anatomy,
     )[kernel]
