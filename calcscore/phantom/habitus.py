@@ -126,7 +126,7 @@ def extra_muscle(hab: Habitus, theta, z) -> np.ndarray:
 def chest_wall_inset(hab: Habitus, geo, theta, z) -> np.ndarray:
     """Depth (mm) below the skin of the inner surface of the chest wall's muscle: skin, fat,
     muscle and the shoulder girdle's muscle; ribs lie just inside it."""
-    from calcscore.phantom.anatomy import fat_thickness, muscle_thickness
+    from calcscore.phantom.tissue import fat_thickness, muscle_thickness
 
     s = geo.subject
     return 2.0 + fat_thickness(s, theta) + muscle_thickness(s, theta) + extra_muscle(hab, theta, z)
@@ -143,7 +143,7 @@ def wall_point(hab: Habitus, geo, theta: float, z: float, extra_inset: float) ->
 def sternum_y(hab: Habitus, geo, z) -> np.ndarray:
     """y (mm) of the sternum's centre line at height z: behind the front wall's fat and muscle,
     the manubrium tilted back (as the first generator's sternum at the heart)."""
-    from calcscore.phantom.anatomy import _sternum_y
+    from calcscore.phantom.tissue import _sternum_y
 
     return _sternum_y(geo.subject) + 0.07 * (np.asarray(z, dtype=float) - geo.subject.z_av_mm)
 

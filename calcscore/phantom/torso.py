@@ -17,9 +17,10 @@ import logging
 import numpy as np
 
 from calcscore.phantom._draw import GridSpec, coverage, ellipsoid_sd, paint, tube
-from calcscore.phantom.anatomy import HU, fat_thickness, muscle_thickness, render_interior
 from calcscore.phantom.habitus import OUTLINE_P, Habitus, extra_muscle, outline
+from calcscore.phantom.render import render_interior
 from calcscore.phantom.skeleton import render_skeleton
+from calcscore.phantom.tissue import HU, fat_thickness, muscle_thickness
 
 log = logging.getLogger(__name__)
 
