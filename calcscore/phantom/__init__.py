@@ -8,12 +8,14 @@ numpy and scipy only: importable where SimpleITK, torch and ipywidgets are not i
 """
 
 from calcscore.phantom.acquisition import KERNELS, SCANNERS, SIZES, ScannerProfile
+from calcscore.phantom.anatomy import ANATOMIES
 from calcscore.phantom.calcification import Lesion
 from calcscore.phantom.cohort import GENERATOR_VERSION, CohortScan, make_cohort
 from calcscore.phantom.observers import ObserverProfile, observe
 from calcscore.phantom.scan import ScanInfo, make_scan, make_scans
 
 __all__ = [
+    "ANATOMIES",
     "GENERATOR_VERSION",
     "KERNELS",
     "SCANNERS",

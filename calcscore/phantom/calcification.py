@@ -322,9 +322,8 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
                         float(rng.uniform(250, 850)),
                     )
                 )
-    if geo.habitus is not None:  # the realistic anatomy: on its costal cartilages
-        out += cartilage_calcifications(geo, rng, age=age)
-    elif rng.random() < 0.25 + (age - 55) / 40:  # costal cartilage calcification
+    n_before = len(out)
+    if rng.random() < 0.25 + (age - 55) / 40:  # costal cartilage calcification
         for _ in range(int(rng.integers(2, 9))):
             side = rng.choice([-1.0, 1.0])
             th = np.pi - side * rng.uniform(0.25, 0.7)  # front, off the midline
@@ -356,6 +355,12 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
                     float(rng.uniform(200, 600)),
                 )
             )
+    if geo.habitus is not None:
+        # the realistic anatomy puts them on its own costal cartilages, from a stream of their
+        # own: the draws above are spent as before, so every other confounder is the same
+        out = out[:n_before] + cartilage_calcifications(
+            geo, np.random.default_rng([geo.subject.seed, 29]), age=age
+        )
     if rng.random() < 0.25:  # calcified granulomas in the lungs
         peripheral = [seg for seg in geo.lung_vessels if seg[2] < 1.6]
         for k in rng.choice(

@@ -223,9 +223,12 @@ def render_anatomy_v1(geo: Geometry, grid: GridSpec) -> np.ndarray:
     return hu
 
 
-def render_interior(hu: np.ndarray, geo: Geometry, grid: GridSpec, y_front: float) -> None:
+def render_interior(
+    hu: np.ndarray, geo: Geometry, grid: GridSpec, y_front: float, *, grooves: bool = False
+) -> None:
     """Paint the mediastinum, the heart, the great vessels, the airways, the lung vessels and the
-    coronary arteries into ``hu`` (in place); ``y_front`` is the inner front of the chest wall."""
+    coronary arteries into ``hu`` (in place); ``y_front`` is the inner front of the chest wall.
+    ``grooves`` lays each coronary artery in a groove of epicardial fat cut into the heart."""
     s = geo.subject
     z = grid.axis_mm(0).astype(np.float32)
     h = grid.aa_width_mm
@@ -321,4 +324,8 @@ def render_interior(hu: np.ndarray, geo: Geometry, grid: GridSpec, y_front: floa
     # ---- coronary arteries in the epicardial fat -------------------------------------------
     for name, pts in geo.coronaries.items():
         r = geo.coronary_radius[name]
+        if grooves:  # the atrioventricular and interventricular grooves: fat round the artery
+            res = tube(grid, pts[::2], np.asarray(r)[::2] + 3.5, margin_mm=h)
+            if res is not None:
+                paint(hu, res[0], coverage(res[1], h), HU["fat"], hu[res[0]] > -400)
         draw_tube(pts, r, HU["blood"] + 8, step=2, rim=2.5)

@@ -60,7 +60,7 @@ def render_anatomy_v2(geo, grid: GridSpec) -> np.ndarray:
     s = geo.subject
     y_front = float(geo.body_center[1] - s.body_half_depth_mm)
     y_front += float(2 + fat_thickness(s, np.pi) + muscle_thickness(s, np.pi) + RIB_LAYER_MM)
-    render_interior(hu, geo, grid, y_front)
+    render_interior(hu, geo, grid, y_front, grooves=True)
     _render_neck(hu, geo, hab, grid)
     render_skeleton(hu, geo, hab, grid)
     log.debug("v2 anatomy rendered on %s", grid.shape)
