@@ -125,10 +125,10 @@ def _render_spine(hu, geo, hab: Habitus, grid: GridSpec) -> None:
             else:
                 tp = (sx + side * (rx + 22) * s, yc + 9 * s, zc + 5)
             elems.append(((sx + side * 9, yc + 2, zc + 3), tp, 4.5 * s))
-        spin_len = 27.0 if name[0] == "T" else 24.0 if name[0] == "L" else 16.0
+        spin_len = 15.0 if name[0] == "C" else 22.0
         spin_dz = 0.7 if name[0] == "T" else 0.15
         elems.append(
-            ((sx, lam, zc + 1), (sx, lam + spin_len, zc + 1 - spin_dz * spin_len), 3.2 * s)
+            ((sx, lam, zc + 1), (sx, lam + spin_len, zc + 1 - spin_dz * spin_len), 3.0 * s)
         )
         for a, b, r in elems:
             _paint_capsule(hu, grid, a, b, r, h, CORTEX_HU * 0.8, marrow + 40)
