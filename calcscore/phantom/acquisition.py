@@ -161,7 +161,7 @@ def draw_acquisition(
         hc = geo.heart_center
         center = (hc[0] - 5, (hc[1] - 60 + geo.spine_y0 - 15) / 2, s.z_av_mm - 10)
         if size == "gated":  # from below the carina to below the heart's apex
-            center = (hc[0] - 8, hc[1] + 12, s.z_av_mm - 38)
+            center = (hc[0] - 15, hc[1] - 2, s.z_av_mm - 38)
         if slice_spacing_mm is not None:
             n_z = max(int(round(out_shape[0] * spacing[0] / slice_spacing_mm)), 4)
             out_shape = (n_z, *out_shape[1:])

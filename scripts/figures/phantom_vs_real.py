@@ -138,28 +138,19 @@ def options_figure(seed_down, path, dpi):
     k_mid = int(np.argmin(np.abs(z - info.geometry.av_center[2])))
     jy, ix = body_box(vol, info)
     gated, _, _ = make_scan(rng=seed_down, kernel="soft", size="gated")
-    thick, _, _ = make_scan(
-        rng=seed_down, kernel="sharp", size="medium", slice_thickness_mm=5, slice_spacing_mm=5
+    thick, _, tinfo = make_scan(
+        rng=seed_down, kernel="sharp", slice_thickness_mm=5, slice_spacing_mm=5
     )
+    ty, tx = body_box(thick, tinfo)
+    x_t = thick.origin_mm[2] + np.arange(thick.shape[2]) * thick.spacing_mm[2]
+    tx_mid = int(np.argmin(np.abs(x_t - info.geometry.spine_x - 25)))
     panels = [
         ("arms down, aortic valve", vol.hu[k_mid, jy, ix], 1500, 300, 1.0),
         ("shoulder streaks, W400/L40", vol.hu[k_sh, jy, ix], 400, 40, 1.0),
         ("gated heart-only, 3 mm", gated.hu[gated.shape[0] // 2], 400, 40, 1.0),
         (
-            "5 mm slices (sharp), sagittal",
-            thick.hu[
-                ::-1,
-                :,
-                int(
-                    np.argmin(
-                        np.abs(
-                            thick.origin_mm[2]
-                            + np.arange(thick.shape[2]) * thick.spacing_mm[2]
-                            - info.geometry.spine_x
-                        )
-                    )
-                ),
-            ],
+            "5 mm slices (sharp), sagittal beside the spine",
+            thick.hu[::-1, ty, tx_mid],
             1500,
             300,
             thick.spacing_mm[0] / thick.spacing_mm[1],
