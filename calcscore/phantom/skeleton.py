@@ -34,7 +34,7 @@ from calcscore.phantom.habitus import (
 )
 
 #: HU of cortical bone as painted (the working grid and the kernel blur it further)
-CORTEX_HU = 1150.0
+CORTEX_HU = 900.0
 CORTEX_MM = 1.3
 CSF_HU, CORD_HU = 10.0, 32.0
 FATTY_MARROW_HU = -30.0

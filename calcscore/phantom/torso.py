@@ -25,7 +25,7 @@ from calcscore.phantom.tissue import HU, fat_thickness, muscle_thickness
 log = logging.getLogger(__name__)
 
 #: cavity wall: the rib and intercostal layer (mm) between the chest wall muscle and the lungs
-RIB_LAYER_MM = 11.0
+RIB_LAYER_MM = 8.0
 ABDOMEN_HU = {
     "liver": 58.0,
     "spleen": 46.0,
