@@ -116,7 +116,10 @@ def test_boundary_differences_stay_calcium(scene):
 
 
 def test_default_observer_is_deterministic_and_mostly_agrees():
-    vol, lab, info = make_scan(rng=21, size="small", cac_category=4)
+    # the observer model reads only the labels and the image, not the anatomy: this case stays
+    # the first generator's ("v1"), whose noise and labels make rng 5 disagree somewhere (with
+    # the realistic anatomy's other noise this one case happens to agree voxel for voxel)
+    vol, lab, info = make_scan(rng=21, size="small", cac_category=4, anatomy="v1")
     a = observe(lab, vol, rng=5, info=info)
     b = observe(lab, vol, rng=5, info=info)
     c = observe(lab, vol, rng=6, info=info)

@@ -96,3 +96,17 @@ def test_synth_bad_arguments(tmp_path, capsys):
         == 2
     )
     assert "known:" in capsys.readouterr().err
+
+
+def test_synth_anatomy_v1_is_the_first_generators_cohort(tmp_path):
+    from calcscore.io import read_volume
+    from calcscore.manifest import read_manifest
+    from calcscore.phantom import make_cohort
+
+    out = tmp_path / "v1"
+    assert _run(out, "--anatomy", "v1", "--kernels", "soft") == 0
+    row = read_manifest(out / "manifest.csv").iloc[0]
+    v1 = next(make_cohort(1, seed=4, size="small", kernels=("soft",), anatomy="v1"))
+    v2 = next(make_cohort(1, seed=4, size="small", kernels=("soft",)))
+    hu = read_volume(row["image"]).hu
+    assert np.array_equal(hu, v1.volume.hu) and not np.array_equal(hu, v2.volume.hu)

@@ -44,10 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--size",
-        choices=("full", "medium", "small"),
+        choices=("full", "medium", "small", "gated"),
         default="full",
         help="full: 512 x 512 whole chest; medium: 256 x 256 x 100 and small: "
-        "128 x 128 x 60 around the heart (default: full)",
+        "128 x 128 x 60 around the heart; gated: 512 x 512 x 56 heart only, 3 mm "
+        "(default: full)",
+    )
+    p.add_argument(
+        "--anatomy",
+        choices=("v2", "v1"),
+        default="v2",
+        help="v2: realistic chest (shoulders, ribs, cartilage, spine, abdomen; docs/phantoms.md); "
+        "v1: the first generator's cartoon anatomy, which the shipped model learned from "
+        "(default: v2)",
     )
     p.add_argument(
         "--scanner",
@@ -81,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         scanner=args.scanner,
         progress=not args.no_progress,
+        anatomy=args.anatomy,
     )
     print(f"wrote {args.n_scans} scans and {path}")
     return 0

@@ -189,3 +189,63 @@ def capsule(
     return tube(
         grid, np.stack([np.asarray(a_xyz), np.asarray(b_xyz)]), radius_mm, margin_mm=margin_mm
     )
+
+
+def flat_tube(
+    grid: GridSpec,
+    points_xyz: np.ndarray,
+    normals_xyz: np.ndarray,
+    r_normal_mm,
+    r_binormal_mm,
+    *,
+    margin_mm: float = 2.0,
+    chunk: int = 8,
+) -> tuple[Box, np.ndarray, float] | None:
+    """A tube of elliptical cross-section (a rib, a cartilage, a clavicle) around a polyline.
+
+    The cross-section at point k has semi-axis ``r_normal_mm`` along ``normals_xyz[k]`` and
+    ``r_binormal_mm`` across it (both scalars or (N,) arrays). Returns ``(box, q, r_mean)``: q is
+    the normalised radius (1 on the surface, 0 on the curve; capped outside), so
+    ``(q - f) * r_mean`` is an approximate signed distance (mm) to the surface shrunk by ``f`` (a
+    cortex and its marrow from one pass).
+    """
+    p = np.asarray(points_xyz, dtype=np.float32)
+    nrm = np.asarray(normals_xyz, dtype=np.float32)
+    rn = np.broadcast_to(np.asarray(r_normal_mm, dtype=np.float32), (len(p),))
+    rb = np.broadcast_to(np.asarray(r_binormal_mm, dtype=np.float32), (len(p),))
+    r_mean = float(np.sqrt(rn.mean() * rb.mean()))
+    q_cap = np.float32(1.0 + margin_mm / max(r_mean, 1e-3))
+    reach = float(max(rn.max(), rb.max())) + margin_mm
+    box = grid.box(p.min(0) - reach, p.max(0) + reach)
+    if box is None or len(p) < 2:
+        return None
+    q_all = np.full(tuple(s.stop - s.start for s in box), q_cap, np.float32)
+    for c0 in range(0, len(p) - 1, chunk):
+        c1 = min(c0 + chunk, len(p) - 1)
+        seg = p[c0 : c1 + 1]
+        sub = grid.box(seg.min(0) - reach, seg.max(0) + reach)
+        if sub is None:
+            continue
+        z, y, x = grid.coords(sub)
+        best = np.full(tuple(s.stop - s.start for s in sub), q_cap, np.float32)
+        for k in range(c0, c1):
+            a, d = p[k], p[k + 1] - p[k]
+            dd = float(d @ d) or 1e-9
+            wx, wy, wz = x - a[0], y - a[1], z - a[2]
+            t = np.clip((wx * d[0] + wy * d[1] + wz * d[2]) / dd, 0.0, 1.0)
+            ex, ey, ez = wx - t * d[0], wy - t * d[1], wz - t * d[2]
+            n = nrm[k] - d * (nrm[k] @ d) / dd
+            n = n / (np.linalg.norm(n) + 1e-9)
+            b = np.cross(d, n)
+            b = b / (np.linalg.norm(b) + 1e-9)
+            en = ex * n[0] + ey * n[1] + ez * n[2]
+            eb = ex * b[0] + ey * b[1] + ez * b[2]
+            e2 = ex * ex + ey * ey + ez * ez
+            et2 = np.maximum(e2 - en * en - eb * eb, 0.0)
+            r_n = rn[k] + t * (rn[k + 1] - rn[k])
+            r_b = rb[k] + t * (rb[k + 1] - rb[k])
+            q = np.sqrt((en / r_n) ** 2 + (eb / r_b) ** 2 + et2 / (r_n * r_b))
+            np.minimum(best, q, out=best)
+        rel = tuple(slice(s.start - bb.start, s.stop - bb.start) for s, bb in zip(sub, box))
+        np.minimum(q_all[rel], best, out=q_all[rel])
+    return box, q_all, r_mean

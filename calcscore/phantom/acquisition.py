@@ -27,126 +27,31 @@ from scipy import ndimage
 from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.phantom._draw import Box, GridSpec, coverage, ellipsoid_sd, tube
 from calcscore.phantom.calcification import Lesion
+from calcscore.phantom.scanners import (
+    KERNELS,
+    SCANNERS,
+    ScannerProfile,
+    check_kernel,
+    get_scanner,
+)
 
 log = logging.getLogger(__name__)
 
-KERNELS = ("soft", "sharp")
+__all__ = ["KERNELS", "SCANNERS", "ScannerProfile", "check_kernel", "get_scanner"]
+
 HU_MIN, HU_MAX = -1024.0, 3071.0
 UID_ROOT = "2.25."
 
 
-@dataclass(frozen=True)
-class ScannerProfile:
-    """A scanner model with its kernel names and reconstruction choices, as DICOM writes them."""
-
-    key: str
-    manufacturer: str
-    model: str
-    soft_kernel: str
-    sharp_kernel: str
-    recons: tuple[tuple[float, float], ...]  # (slice thickness, slice spacing) in mm
-    pixel_spacing_mm: tuple[float, float]  # range of in-plane spacing
-    outside_fov_hu: float | None = None  # value written outside the reconstruction circle
-
-    def kernel_name(self, kernel: str) -> str:
-        return {"soft": self.soft_kernel, "sharp": self.sharp_kernel}[check_kernel(kernel)]
-
-
-SCANNERS: dict[str, ScannerProfile] = {
-    p.key: p
-    for p in (
-        ScannerProfile(
-            "siemens_sensation16",
-            "SIEMENS",
-            "Sensation 16",
-            "B30f",
-            "B50f",
-            ((2.0, 1.8), (1.0, 1.0), (3.0, 2.5), (2.0, 1.5)),
-            (0.55, 0.82),
-        ),
-        ScannerProfile(
-            "siemens_definition",
-            "SIEMENS",
-            "SOMATOM Definition AS",
-            "B30f",
-            "B50f",
-            ((1.0, 0.8), (2.0, 1.5), (3.0, 3.0)),
-            (0.58, 0.85),
-        ),
-        ScannerProfile(
-            "ge_lightspeed16",
-            "GE MEDICAL SYSTEMS",
-            "LightSpeed16",
-            "STANDARD",
-            "BONE",
-            ((2.5, 2.0), (1.25, 1.25), (2.5, 2.5)),
-            (0.62, 0.98),
-            -3024.0,
-        ),
-        ScannerProfile(
-            "ge_lightspeed_vct",
-            "GE MEDICAL SYSTEMS",
-            "LightSpeed VCT",
-            "STANDARD",
-            "LUNG",
-            ((2.5, 1.25), (1.25, 1.0), (2.5, 2.5)),
-            (0.6, 0.98),
-            -3024.0,
-        ),
-        ScannerProfile(
-            "philips_brilliance16",
-            "Philips",
-            "Brilliance 16",
-            "B",
-            "D",
-            ((2.0, 1.0), (3.0, 1.5), (2.0, 2.0)),
-            (0.55, 0.9),
-        ),
-        ScannerProfile(
-            "toshiba_aquilion",
-            "TOSHIBA",
-            "Aquilion",
-            "FC12",
-            "FC51",
-            ((2.0, 1.6), (3.0, 2.0), (1.0, 1.0)),
-            (0.49, 0.8),
-            -2048.0,
-        ),
-        ScannerProfile(
-            "canon_aquilion_one",
-            "TOSHIBA",
-            "Aquilion ONE",
-            "FC12",
-            "FC51",
-            ((3.0, 3.0), (2.0, 1.5), (1.0, 0.8)),
-            (0.49, 0.78),
-            -2048.0,
-        ),
-    )
-}
-
 #: Output sizes: "full" is a clinical 512 x 512 scan of the whole chest; "medium" and "small"
 #: are fields of view around the heart and the aorta for tests and CPU training.
-SIZES = ("full", "medium", "small")
+SIZES = ("full", "medium", "small", "gated")
 _SIZE_PRESETS = {
     "medium": ((100, 256, 256), (2.0, 0.8, 0.8), 2.5),
     "small": ((60, 128, 128), (2.5, 1.3, 1.3), 3.0),
+    # an ECG-gated calcium-scoring scan: the heart only, 3 mm slices, small pixels
+    "gated": ((56, 512, 512), (3.0, 0.4, 0.4), 3.0),
 }
-
-
-def check_kernel(kernel: str) -> str:
-    if kernel not in KERNELS:
-        raise ValueError(f"`kernel` must be one of {', '.join(KERNELS)}, got {kernel=}")
-    return kernel
-
-
-def get_scanner(scanner: str | ScannerProfile) -> ScannerProfile:
-    if isinstance(scanner, ScannerProfile):
-        return scanner
-    try:
-        return SCANNERS[scanner]
-    except KeyError:
-        raise ValueError(f"unknown `scanner` {scanner!r}; known: {', '.join(SCANNERS)}") from None
 
 
 @dataclass(frozen=True)
@@ -188,6 +93,8 @@ class Acquisition:
     noise_sd_sharp_hu: float
     study_uid: str
     uid_entropy: str
+    #: extra noise power across the body's long (lateral) axis: streaky noise (0: isotropic)
+    noise_anisotropy: float = 0.0
 
     def noise_sd(self, kernel: str) -> float:
         return self.noise_sd_soft_hu if check_kernel(kernel) == "soft" else self.noise_sd_sharp_hu
@@ -211,8 +118,11 @@ def draw_acquisition(
     shape: tuple[int, int, int] | None = None,
     spacing_mm: tuple[float, float, float] | None = None,
     slice_thickness_mm: float | None = None,
+    slice_spacing_mm: float | None = None,
 ) -> Acquisition:
-    """Scanner, field of view, grid, kVp and noise level for one subject."""
+    """Scanner, field of view, grid, kVp and noise level for one subject. ``slice_spacing_mm``
+    sets the distance between slices over the same z range (5 mm contiguous slices with
+    ``slice_thickness_mm=5``)."""
     rng = np.random.default_rng(rng)
     if size not in SIZES:
         raise ValueError(f"`size` must be one of {', '.join(SIZES)}, got {size=}")
@@ -226,7 +136,11 @@ def draw_acquisition(
     thick, sz = profile.recons[int(rng.integers(len(profile.recons)))]
     bx, by = geo.body_center
     if size == "full":
-        fov_fit = 2 * (s.body_half_width_mm + 10) * rng.uniform(1.0, 1.08)
+        half = s.body_half_width_mm
+        hab = getattr(geo, "habitus", None)
+        if hab is not None and not hab.arms_up:  # arms at the sides: a wider field of view
+            half = max(half + 2 * hab.arm_radius_mm, hab.shoulder_half_width_mm)
+        fov_fit = 2 * (half + 10) * rng.uniform(1.0, 1.08)
         sxy = float(np.clip(fov_fit / 512, *profile.pixel_spacing_mm))
         lo, hi = profile.pixel_spacing_mm
         pick = rng.random()
@@ -236,6 +150,8 @@ def draw_acquisition(
             sxy = float(rng.uniform(max(hi - 0.05, lo), hi))
         sxy = round(sxy * 512) / 512  # a whole-millimetre reconstruction diameter
         z_lo, z_hi = s.z_av_mm - 160 + rng.uniform(-10, 10), s.z_av_mm + 150 + rng.uniform(-10, 10)
+        if slice_spacing_mm is not None:
+            sz = float(slice_spacing_mm)
         nz = int(round((z_hi - z_lo) / sz)) + 1
         out_shape = (nz, 512, 512)
         spacing = (sz, sxy, sxy)
@@ -244,6 +160,13 @@ def draw_acquisition(
         out_shape, spacing, thick = _SIZE_PRESETS[size]
         hc = geo.heart_center
         center = (hc[0] - 5, (hc[1] - 60 + geo.spine_y0 - 15) / 2, s.z_av_mm - 10)
+        if size == "gated":  # from below the carina to below the heart's apex
+            center = (hc[0] - 15, hc[1] - 2, s.z_av_mm - 38)
+        if slice_spacing_mm is not None:
+            n_z = max(int(round(out_shape[0] * spacing[0] / slice_spacing_mm)), 4)
+            out_shape = (n_z, *out_shape[1:])
+            spacing = (float(slice_spacing_mm), *spacing[1:])
+            thick = max(thick, spacing[0])
     if shape is not None:
         out_shape = tuple(int(n) for n in shape)
         if len(out_shape) != 3 or min(out_shape) < 4:
@@ -272,6 +195,9 @@ def draw_acquisition(
     )
     sharp_sd = float(np.clip(soft_sd * rng.uniform(2.9, 3.8), 64, 142))
     ent = f"{int(rng.integers(2**62))}"
+    aniso = 0.0
+    if getattr(geo, "habitus", None) is not None:  # the realistic anatomy: streaky noise
+        aniso = float(np.random.default_rng([s.seed, 28]).uniform(0.3, 1.0) * (0.5 + size_z))
     return Acquisition(
         scanner=profile,
         grid=grid,
@@ -283,6 +209,7 @@ def draw_acquisition(
         noise_sd_sharp_hu=sharp_sd,
         study_uid=make_uid(ent, "study"),
         uid_entropy=ent,
+        noise_anisotropy=aniso,
     )
 
 
@@ -313,11 +240,17 @@ def _freq(grid: GridSpec) -> np.ndarray:
     return np.sqrt(fy * fy + fx * fx)
 
 
-def noise_transfer(grid: GridSpec, kernel: KernelModel) -> np.ndarray:
-    """sqrt(NPS) on the rfft2 half plane of ``grid``, scaled so the noise SD is 1 HU."""
+def noise_transfer(grid: GridSpec, kernel: KernelModel, anisotropy: float = 0.0) -> np.ndarray:
+    """sqrt(NPS) on the rfft2 half plane of ``grid``, scaled so the noise SD is 1 HU.
+
+    ``anisotropy`` > 0 adds noise power at frequencies along y: noise streaks running left to
+    right, as the long lateral paths through a wide body (or the shoulders) make them."""
     f = _freq(grid)
     f_nyq = 0.5 / max(grid.spacing_mm[1], grid.spacing_mm[2])
     h = np.sqrt(f) * kernel.mtf(f) * np.exp(-((f / (1.15 * f_nyq)) ** 6))
+    if anisotropy > 0:
+        fy = sfft.fftfreq(grid.shape[1], grid.spacing_mm[1]).astype(np.float32)[:, None]
+        h = h * np.sqrt(1 + anisotropy * (fy * fy) / np.maximum(f * f, 1e-12))
     h2 = h.astype(np.float64) ** 2
     n_pix = grid.shape[1] * grid.shape[2]
     full_sum = (
@@ -342,7 +275,7 @@ def reconstruct(
     nz, ny, nx = grid.shape
     _, my, mx = work.shape
     rng = np.random.default_rng(noise_rng)
-    h = noise_transfer(grid, km) * np.float32(acq.noise_sd(kernel))
+    h = noise_transfer(grid, km, acq.noise_anisotropy) * np.float32(acq.noise_sd(kernel))
     # white complex noise, optionally correlated between neighbouring (overlapping) slices
     rho = float(np.clip(0.85 * (1 - grid.spacing_mm[0] / acq.slice_thickness_mm), 0, 0.45))
     extra = 1 if rho > 0.02 else 0

@@ -322,6 +322,7 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
                         float(rng.uniform(250, 850)),
                     )
                 )
+    n_before = len(out)
     if rng.random() < 0.25 + (age - 55) / 40:  # costal cartilage calcification
         for _ in range(int(rng.integers(2, 9))):
             side = rng.choice([-1.0, 1.0])
@@ -354,6 +355,12 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
                     float(rng.uniform(200, 600)),
                 )
             )
+    if geo.habitus is not None:
+        # the realistic anatomy puts them on its own costal cartilages, from a stream of their
+        # own: the draws above are spent as before, so every other confounder is the same
+        out = out[:n_before] + cartilage_calcifications(
+            geo, np.random.default_rng([geo.subject.seed, 29]), age=age
+        )
     if rng.random() < 0.25:  # calcified granulomas in the lungs
         peripheral = [seg for seg in geo.lung_vessels if seg[2] < 1.6]
         for k in rng.choice(
@@ -391,6 +398,10 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
         ys = _sternum_y(s)
         bx = geo.body_center[0]
         for z in np.linspace(geo.z_ster_bottom + 15, geo.z_ster_top - 10, int(rng.integers(4, 7))):
+            if geo.habitus is not None:  # the realistic sternum tilts back at the top
+                from calcscore.phantom.habitus import sternum_y
+
+                ys = float(sternum_y(geo.habitus, geo, z))
             a = np.linspace(0, 2 * np.pi, 40)
             loop = np.stack(
                 [bx + 17 * np.sin(a), ys + 9 * np.cos(a), z + 0.8 * np.sin(2 * a)], axis=1
@@ -442,6 +453,35 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
                 _frame(lead[-1] - lead[-4], np.array([0.0, 0.0, 1.0])),
                 METAL_HU,
             )
+        )
+    return out
+
+
+def cartilage_calcifications(geo: Geometry, rng, *, age: float) -> list[Lesion]:
+    """Calcifications of the realistic anatomy's costal cartilages: more and denser with age,
+    most often in the first cartilage and at the costochondral junctions (never labelled)."""
+    hab = geo.habitus
+    out: list[Lesion] = []
+    if rng.random() > np.clip(0.3 + (age - 55) / 25, 0.2, 0.95):
+        return out
+    carts = hab.cartilages
+    w = np.array([3.0 if c.name.startswith("cartilage 1 ") else 1.0 for c in carts])
+    n = int(min(1 + rng.poisson(max(age - 50, 0) / 3.5), 24))
+    for k in rng.choice(len(carts), size=n, p=w / w.sum()):
+        cart = carts[k]
+        i = int(len(cart.points) * (rng.uniform(0, 0.2) if rng.random() < 0.35 else rng.random()))
+        i = min(i, len(cart.points) - 2)
+        tang = cart.points[i + 1] - cart.points[i]
+        across = min(float(cart.r_normal[i]), float(cart.r_binormal[i]))
+        c = cart.points[i] + rng.normal(0, 0.3 * across, 3)
+        axes = (
+            rng.uniform(1.5, 6.0),
+            rng.uniform(0.8, 0.8 * across),
+            rng.uniform(0.8, 0.8 * across),
+        )
+        peak = float(rng.uniform(180, 500) + 8 * max(age - 55, 0) * rng.random())
+        out.append(
+            Lesion(0, "costal_cartilage", tuple(c), axes, _frame(tang, cart.normals[i]), peak)
         )
     return out
 

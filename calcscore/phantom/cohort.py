@@ -14,7 +14,7 @@ import numpy as np
 
 from calcscore.phantom.acquisition import KERNELS, ScannerProfile, check_kernel
 from calcscore.phantom.observers import ObserverProfile, observe
-from calcscore.phantom.scan import ScanInfo, make_scans
+from calcscore.phantom.scan import DEFAULT_ANATOMY, ScanInfo, make_scans
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 #: changes the scans of a (seed, participant). A build recipe names it (``[phantoms] generator``)
 #: and the build's cache keys every stage with it (:mod:`calcscore.pipeline`), so phantoms,
 #: networks and figures of an older generator are never mixed with new ones. "2026-11-28": the
-#: descending aorta kept in front of the vertebral bodies (commit 0c36f93).
-GENERATOR_VERSION = "2026-11-28"
+#: descending aorta kept in front of the vertebral bodies (commit 0c36f93). "2026-12-05": the
+#: realistic anatomy ("v2": shoulder girdle and arms, ribs, costal cartilage, sternum, vertebrae
+#: with posterior elements, upper abdomen, neck, breasts) is the default; "v1" keeps the old one.
+GENERATOR_VERSION = "2026-12-05"
 
 
 @dataclass
@@ -67,12 +69,14 @@ def make_cohort(
     spacing_mm: tuple[float, float, float] | None = None,
     start: int = 0,
     id_prefix: str = "P",
+    anatomy: str = DEFAULT_ANATOMY,
 ) -> Iterator[CohortScan]:
     """Yield the scans of participants ``start .. start + n - 1``, kernel by kernel.
 
     Participant ``i`` depends only on ``(seed, i)``: a cohort can be generated in parts
     (``start``) or in parallel, and grows without changing earlier participants.
     ``observers`` (0, 1 or 2) adds "observer2" and "observer3" label maps from :func:`observe`.
+    ``anatomy`` "v2" (realistic) or "v1" (the first generator's), as :func:`make_scan`.
     """
     if n < 0:
         raise ValueError(f"`n` must be >= 0, got {n=}")
@@ -89,6 +93,7 @@ def make_cohort(
             shape=shape,
             spacing_mm=spacing_mm,
             patient_id=pid,
+            anatomy=anatomy,
         )
         for kernel in kernels:
             vol, lab, info = scans[kernel]
@@ -118,6 +123,7 @@ def write_cohort(
     size: str = "full",
     scanner: str | ScannerProfile | None = None,
     progress: bool = True,
+    anatomy: str = DEFAULT_ANATOMY,
 ):
     """Write ``n_scans`` scans with label maps and ``out_dir/manifest.csv``; return its path.
 
@@ -162,6 +168,7 @@ def write_cohort(
         size=size,
         scanner=scanner,
         observers=2 if observers else 0,
+        anatomy=anatomy,
     )
     with tqdm(total=n_scans, unit="scan", desc="synth", disable=not progress) as bar:
         for cs in scans:

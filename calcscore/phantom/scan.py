@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -28,13 +29,18 @@ from calcscore.phantom.anatomy import (
     Geometry,
     Subject,
     build_geometry,
+    check_anatomy,
     draw_subject,
     render_anatomy,
 )
+from calcscore.phantom.artifacts import add_shoulder_streaks
 from calcscore.phantom.calcification import Burden, Lesion, draw_burden, draw_lesions
 from calcscore.volume import CTMeta, CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
+
+#: the anatomy of :func:`make_scan` when none is named (calcscore.phantom.anatomy.ANATOMIES)
+DEFAULT_ANATOMY = "v2"
 
 
 @dataclass
@@ -124,12 +130,25 @@ class _Case:
     streak_seed: int
 
 
-def _draw_case(rng, *, scanner, size, shape, spacing_mm, slice_thickness_mm, cac_category) -> _Case:
+def _draw_case(
+    rng,
+    *,
+    scanner,
+    size,
+    shape,
+    spacing_mm,
+    slice_thickness_mm,
+    cac_category,
+    anatomy="v1",
+    slice_spacing_mm=None,
+) -> _Case:
     rng = np.random.default_rng(rng)
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=6)]
     subject = draw_subject(seeds[0])
     burden = draw_burden(seeds[1], age=subject.age, cac_category=cac_category)
-    geo = build_geometry(subject)
+    if size == "gated":  # ECG gating: a fraction of the non-gated scan's cardiac motion
+        burden = dataclasses.replace(burden, motion_mm=0.25 * burden.motion_mm)
+    geo = build_geometry(subject, anatomy)
     lesions = draw_lesions(geo, burden, seeds[2])
     acq = draw_acquisition(
         seeds[3],
@@ -139,6 +158,7 @@ def _draw_case(rng, *, scanner, size, shape, spacing_mm, slice_thickness_mm, cac
         shape=shape,
         spacing_mm=spacing_mm,
         slice_thickness_mm=slice_thickness_mm,
+        slice_spacing_mm=slice_spacing_mm,
     )
     return _Case(subject, burden, geo, lesions, acq, seeds[4], seeds[5])
 
@@ -171,6 +191,8 @@ def make_scans(
     slice_thickness_mm: float | None = None,
     cac_category: int | None = None,
     patient_id: str | None = None,
+    anatomy: str = DEFAULT_ANATOMY,
+    slice_spacing_mm: float | None = None,
 ) -> dict[str, tuple[CTVolume, LabelVolume, ScanInfo]]:
     """Reconstructions of one subject with several kernels, sharing anatomy, lesions and noise.
 
@@ -186,6 +208,8 @@ def make_scans(
         spacing_mm=spacing_mm,
         slice_thickness_mm=slice_thickness_mm,
         cac_category=cac_category,
+        anatomy=check_anatomy(anatomy),
+        slice_spacing_mm=slice_spacing_mm,
     )
     acq = case.acquisition
     obj = render_anatomy(case.geometry, acq.work_grid)
@@ -196,6 +220,9 @@ def make_scans(
     out = {}
     for kernel in kernels:
         hu = reconstruct(obj, acq, kernel, case.noise_seed, noise_z)
+        add_shoulder_streaks(
+            hu, acq.grid, case.geometry, acq.noise_sd_soft_hu, kernel, [case.streak_seed, 2]
+        )
         rendered = render_objects(hu, acq, kernel, case.lesions, background)
         add_metal_streaks(hu, acq.grid, rendered, kernel, case.streak_seed)
         np.clip(hu, HU_MIN, HU_MAX, out=hu)
@@ -204,6 +231,8 @@ def make_scans(
         label_objects(hu, labels, rendered)
         if acq.scanner.outside_fov_hu is not None and size == "full" and shape is None:
             outside_fov(hu, acq.grid, acq.scanner.outside_fov_hu)
+        elif size == "gated" and shape is None:  # the heart-only reconstruction circle
+            outside_fov(hu, acq.grid, acq.scanner.outside_fov_hu or HU_MIN)
         out[kernel] = _package(case, kernel, hu, labels, patient_id)
     return out
 
@@ -264,6 +293,8 @@ def make_scan(
     slice_thickness_mm: float | None = None,
     cac_category: int | None = None,
     patient_id: str | None = None,
+    anatomy: str = DEFAULT_ANATOMY,
+    slice_spacing_mm: float | None = None,
 ) -> tuple[CTVolume, LabelVolume, ScanInfo]:
     """A synthetic non-contrast low-dose chest CT with voxel-level calcium labels.
 
@@ -273,10 +304,18 @@ def make_scan(
     kernel : "soft" (smooth, noise SD 20-40 HU) or "sharp" (edge-enhanced, SD 60-150 HU).
     scanner : a key of :data:`calcscore.phantom.SCANNERS` (or a profile); drawn when None.
     size : "full" (512 x 512, whole chest, ~120-380 slices by the scanner's slice spacing),
-        "medium" (100 x 256 x 256 at 0.8 mm around the heart) or "small" (60 x 128 x 128 at
-        1.3 mm and 2.5 mm slices, around the heart and aorta: fast, for tests and CPU training).
+        "medium" (100 x 256 x 256 at 0.8 mm around the heart), "small" (60 x 128 x 128 at
+        1.3 mm and 2.5 mm slices, around the heart and aorta: fast, for tests and CPU training)
+        or "gated" (56 x 512 x 512 at 0.4 mm, 3 mm slices: an ECG-gated calcium-scoring scan of
+        the heart only, a quarter of the cardiac motion, the body cut by the field of view).
+    slice_spacing_mm : slices this far apart over the same range (with ``slice_thickness_mm``:
+        5 mm contiguous slices are ``slice_thickness_mm=5, slice_spacing_mm=5``).
     shape, spacing_mm, slice_thickness_mm : override the grid (z, y, x); in-plane sizes even.
     cac_category : force the subject's coronary calcium risk category (1-4).
+    anatomy : "v2" (default) the realistic anatomy: body outline along z, shoulder girdle and
+        arms, ribs with cortex and marrow at their obliquity, costal cartilage, sternum, vertebrae
+        with posterior elements, upper abdomen, neck, breasts (docs/phantoms.md); "v1" the first
+        generator's cartoon anatomy, byte for byte (the shipped model was trained on it).
 
     Returns ``(volume, labels, info)``: HU as whole numbers in [-1024, 3071] (or the scanner's
     outside-field-of-view value), labels with :class:`calcscore.labels.Label` values, and a
@@ -292,4 +331,6 @@ def make_scan(
         slice_thickness_mm=slice_thickness_mm,
         cac_category=cac_category,
         patient_id=patient_id,
+        anatomy=anatomy,
+        slice_spacing_mm=slice_spacing_mm,
     )[kernel]

@@ -136,6 +136,7 @@ def evaluate_model(
     device: str,
     groups: Sequence[str] = ("CAC", "TAC", "AV", "MV"),
     workers: int = 1,
+    anatomy: str = "v2",
 ) -> dict[str, Any]:
     """The model's figures on held-out participants, soft and sharp separately.
 
@@ -147,11 +148,12 @@ def evaluate_model(
         device: where inference runs.
         groups: label groups of the CNN2-at-0.5 and no-rim-fill comparisons.
         workers: processes that generate the phantoms.
+        anatomy: the phantoms' anatomy, "v2" or "v1".
 
     Returns:
         ``{"soft": {...}, "sharp": {...}, "inference_seconds_mean", "n_participants"}``.
     """
-    scans = cohort_scans(indices, seed=seed, size=size, workers=workers)
+    scans = cohort_scans(indices, seed=seed, size=size, workers=workers, anatomy=anatomy)
     cases, seconds = _segment_cases(model, scans, device)
     out: dict[str, Any] = {
         "inference_seconds_mean": float(np.mean(seconds)),
@@ -203,6 +205,7 @@ def choose_rim(
     size: str,
     device: str,
     workers: int = 1,
+    anatomy: str = "v2",
 ) -> dict[str, Any]:
     """The rim fill's noise margin chosen on validation participants (calcscore.calibration).
 
@@ -215,6 +218,7 @@ def choose_rim(
         size: the heart-region scans' size.
         device: where inference runs.
         workers: processes that generate the phantoms.
+        anatomy: the phantoms' anatomy, "v2" or "v1".
 
     Returns:
         The model.json keys ``rim_fill``, ``rim_sigmas`` and ``rim_choice``.
@@ -227,7 +231,7 @@ def choose_rim(
         ([i for i in numbers if i < n_full], "full"),
         ([i for i in numbers if i >= n_full], size),
     ):
-        for cs in cohort_scans(part, seed=seed, size=part_size, workers=workers):
+        for cs in cohort_scans(part, seed=seed, size=part_size, workers=workers, anatomy=anatomy):
             seg = segment(
                 cs.volume,
                 model,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calcscore.errors import CalcscoreError
-from calcscore.phantom import GENERATOR_VERSION, SIZES
+from calcscore.phantom import ANATOMIES, GENERATOR_VERSION, SIZES
 
 PRESETS = ("workshop", "paper")
 SELECT_BY = ("val_loss", "val_balanced_accuracy")
@@ -50,6 +50,8 @@ class Phantoms:
     test_size: str
     whole_chest_test: list[int] = field(default_factory=list)
     workers: int = 1
+    #: "v2" the realistic anatomy, "v1" the first generator's (calcscore.phantom.ANATOMIES)
+    anatomy: str = "v2"
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,13 @@ def _check_phantoms(path: Path, ph: Phantoms) -> None:
                 f"unknown size {getattr(ph, key)!r}",
                 f"one of {', '.join(SIZES)}",
             )
+    if ph.anatomy not in ANATOMIES:
+        raise RecipeError(
+            path,
+            "[phantoms] anatomy",
+            f"unknown anatomy {ph.anatomy!r}",
+            f"one of {', '.join(ANATOMIES)} (v2 realistic, v1 the first generator's)",
+        )
     if not 0 < ph.validation_fraction < 1:
         raise RecipeError(
             path, "[phantoms] validation_fraction", "must lie in (0, 1)", "e.g. 0.142857 (1/7)"

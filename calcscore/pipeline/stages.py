@@ -86,10 +86,20 @@ def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
     ids = list(participants(ph.train))
     full, rest = ids[: ph.whole_chest], ids[ph.whole_chest :]
     scans = cache_participants(
-        full, seed=ph.seed, size="full", cache=folder / "scans", workers=ph.workers
+        full,
+        seed=ph.seed,
+        size="full",
+        cache=folder / "scans",
+        workers=ph.workers,
+        anatomy=ph.anatomy,
     )
     scans += cache_participants(
-        rest, seed=ph.seed, size=ph.train_size, cache=folder / "scans", workers=ph.workers
+        rest,
+        seed=ph.seed,
+        size=ph.train_size,
+        cache=folder / "scans",
+        workers=ph.workers,
+        anatomy=ph.anatomy,
     )
     val = split_by_participant(
         [s.participant_id for s in scans], val_fraction=ph.validation_fraction, rng=ph.seed
@@ -319,6 +329,7 @@ def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
         size=ph.train_size,
         device=ctx.device,
         workers=ph.workers,
+        anatomy=ph.anatomy,
     )
 
 
@@ -336,6 +347,7 @@ def run_evaluation(ctx: Context, folder: Path) -> dict[str, Any]:
             device=ctx.device,
             groups=ev.groups,
             workers=ph.workers,
+            anatomy=ph.anatomy,
         )
     }
     if ph.whole_chest_test:
@@ -347,6 +359,7 @@ def run_evaluation(ctx: Context, folder: Path) -> dict[str, Any]:
             device=ctx.device,
             groups=ev.groups,
             workers=ph.workers,
+            anatomy=ph.anatomy,
         )
     return out
 
