@@ -105,8 +105,6 @@ SIZE_PENDING = {
     "calcscore/batch.py",
     "calcscore/checks.py",
     "calcscore/io.py",
-    "calcscore/phantom/acquisition.py",
-    "calcscore/phantom/anatomy.py",
     "calcscore/scoring.py",
 }
 

@@ -79,7 +79,7 @@ def test_shoulder_girdle_arms_up_or_down_per_participant():
 
 
 def test_cartilage_calcifications_lie_on_the_cartilage_and_grow_with_age():
-    from calcscore.phantom.calcification import confounders
+    from calcscore.phantom.confounders import confounders
 
     per_age = {}
     for seed in range(40):
