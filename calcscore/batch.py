@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import pandas as pd
 from calcscore.errors import CalcscoreError, InputError
 from calcscore.io import (
     ITK_SUFFIXES,
+    _is_dicom_file,
     atomic_path,
     read_volume,
     strip_suffix,
@@ -70,6 +72,12 @@ def resolve_inputs(inputs: list[str | Path]) -> list[ScanInput]:
             out.append(ScanInput(p.name, p))
         elif suffix_of(p) in ITK_SUFFIXES:
             out.append(ScanInput(strip_suffix(p), p))
+        elif _is_dicom_file(p):
+            raise InputError(
+                p,
+                "is a single 2D DICOM image, not a volume",
+                "pass the folder that holds the whole series",
+            )
         else:
             raise InputError(
                 p,
@@ -106,24 +114,50 @@ def write_scan_outputs(
     convention: str = "lessmann2018",
     overlay: bool = True,
     extra: dict | None = None,
+    not_assessable: str | None = None,
 ) -> dict:
-    """Write the four per-scan outputs; returns the scores dict (with ``extra``'s keys added,
-    e.g. what the safety net did)."""
+    """Write the four per-scan outputs, all or none (one temporary folder, moved when all are
+    written); returns the scores dict (with ``extra``'s keys added, e.g. what the safety net did).
+
+    ``not_assessable``: why the scan's categories must not be read (see
+    :mod:`calcscore.assessment`); None for an assessable scan."""
+    from calcscore.assessment import mark_assessable, mark_not_assessable
     from calcscore.scoring import lesion_table, score_report
     from calcscore.viz import save_overlay_png
 
     paths = output_paths(out_dir, scan_id)
-    write_labels(labels, paths["labels"])
     report = score_report(volume, labels, scan=scan_id, convention=convention)
+    if not_assessable:
+        mark_not_assessable(report, not_assessable)
+    else:
+        mark_assessable(report)
     report.update(extra or {})
-    with atomic_path(paths["scores"]) as tmp:
-        (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
     table = lesion_table(volume, labels, convention=convention)
-    with atomic_path(paths["lesions"]) as tmp:
-        table.to_csv(tmp / paths["lesions"].name, index=False)
-    if overlay:
-        save_overlay_png(volume, labels, paths["overlay"], title=f"{scan_id}: calcscore labels")
+    try:
+        with atomic_path(paths["scores"]) as tmp:
+            write_labels(labels, tmp / paths["labels"].name)
+            (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
+            table.to_csv(tmp / paths["lesions"].name, index=False)
+            if overlay:
+                save_overlay_png(
+                    volume,
+                    labels,
+                    tmp / paths["overlay"].name,
+                    title=f"{scan_id}: calcscore labels",
+                )
+    except OSError as exc:
+        raise _write_error(out_dir, exc) from None
     return report
+
+
+def _write_error(out_dir: Path, exc: OSError) -> InputError:
+    """One line for an output that could not be written (a full disk, no permission ...)."""
+    why = exc.strerror or type(exc).__name__
+    return InputError(
+        out_dir,
+        f"could not be written ({why}); nothing half-written was left",
+        "free disk space or choose a writable --out folder, then run again",
+    )
 
 
 def safety_net_summary(seg) -> dict:
@@ -155,9 +189,25 @@ def summary_row(
     row["check_warnings"] = (
         "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
     )
+    row["heart_coverage"] = (
+        checks.coverage.status if checks is not None and checks.coverage is not None else None
+    )
+    row["assessable"] = (report or {}).get("assessable")
+    row["not_assessable_reason"] = (report or {}).get("not_assessable_reason")
     row["seconds"] = round(seconds, 2)
+    row["peak_rss_mb"] = _peak_rss_mb()
     row["error"] = error
     return row
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MB; 0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / 1024.0, 1)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -195,7 +245,7 @@ def score_cohort(
     :mod:`calcscore.regions`)."""
     from tqdm.auto import tqdm
 
-    from calcscore.checks import ensure_scorable
+    from calcscore.checks import ensure_scorable, finite_volume
     from calcscore.inference import InferenceOptions, Model, segment
     from calcscore.runtime import resolve_device, resolve_precision
 
@@ -208,7 +258,16 @@ def score_cohort(
                 raise InputError(
                     p, "is an input and would be overwritten", "choose another --out folder"
                 )
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".calcscore-probe-")
+        probe.close()
+    except OSError as exc:
+        raise InputError(
+            out,
+            f"cannot be written ({exc.strerror or type(exc).__name__})",
+            "choose a writable --out folder",
+        ) from None
     rank, world, local = _dist_info()
     device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
     model = Model.load(model_path, device=device)
@@ -232,6 +291,7 @@ def score_cohort(
         try:
             volume = read_volume(s.image)
             checks = ensure_scorable(volume, force=force, source=s.image)
+            volume = finite_volume(volume)  # forced: NaN/inf as air, said in the report
             seg = segment(volume, model, opts)
             report = write_scan_outputs(
                 volume,
@@ -240,8 +300,14 @@ def score_cohort(
                 s.scan_id,
                 convention=convention,
                 overlay=overlay,
-                extra={"safety_net": safety_net_summary(seg)},
+                extra={
+                    "safety_net": safety_net_summary(seg),
+                    "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
+                },
+                not_assessable=checks.not_assessable_reason,
             )
+            if not report["assessable"]:
+                log.warning("%s: not assessable: %s", s.scan_id, checks.not_assessable_reason)
             rows.append(
                 summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
             )
@@ -281,5 +347,8 @@ def _barrier() -> None:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp / path.name, index=False)
+    try:
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp / path.name, index=False)
+    except OSError as exc:
+        raise _write_error(path.parent, exc) from None

@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="score scans that the checks refuse (e.g. contrast-enhanced), with a warning",
+        help="score scans that the checks refuse (contrast-enhanced, no heart, NaN or infinite "
+        "voxels, not in HU, slices over 5 mm); their risk category is 'not assessable'",
     )
     p.set_defaults(func=run)
 
@@ -99,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
     )
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
+    unfit = summary[summary["assessable"].astype(str) == "False"]
+    for row in unfit.itertuples(index=False):
+        print(f"{row.scan_id}: not assessable: {row.not_assessable_reason}")
     failed = int((summary["status"] != "ok").sum())
-    print(f"{len(summary) - failed} scans scored, {failed} failed; summary in {args.out}/{SUMMARY}")
+    print(
+        f"{len(summary) - failed} scans scored ({len(unfit)} not assessable), {failed} failed; "
+        f"summary in {args.out}/{SUMMARY}"
+    )
     return 1 if failed else 0
