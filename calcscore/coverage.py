@@ -30,7 +30,9 @@ Checked on every real scan in ``../shared/data`` (all covered; the QRM thorax ph
 insert is its heart), on crops of them without the heart or cutting it, and on phantoms of every
 size (tests/test_coverage.py). Known limit: the liver dome just below the heart can join the heart
 slices, so a scan that starts in the liver dome is called cut at the bottom (partly covered) though
-the heart is whole: the error is on the side of "not assessable".
+the heart is whole: the error is on the side of "not assessable". On a heart-only field of view
+cut below the middle of the heart, the cut may be placed at the field of view rather than at the
+top: the status (partly covered) is right, its place not.
 """
 
 from __future__ import annotations
