@@ -195,19 +195,12 @@ def summary_row(
     row["assessable"] = (report or {}).get("assessable")
     row["not_assessable_reason"] = (report or {}).get("not_assessable_reason")
     row["seconds"] = round(seconds, 2)
-    row["peak_rss_mb"] = _peak_rss_mb()
+    from calcscore.runtime import peak_rss_mb, rss_mb
+
+    row["peak_rss_mb"] = peak_rss_mb()  # this scan's peak (Linux), see calcscore.runtime
+    row["rss_mb"] = rss_mb()
     row["error"] = error
     return row
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory so far (MB; 0 where the platform does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0.0
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kb / 1024.0, 1)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -247,7 +240,7 @@ def score_cohort(
 
     from calcscore.checks import ensure_scorable, finite_volume
     from calcscore.inference import InferenceOptions, Model, segment
-    from calcscore.runtime import resolve_device, resolve_precision
+    from calcscore.runtime import release_memory, reset_peak_rss, resolve_device, resolve_precision
 
     scans = resolve_inputs(inputs)
     out = Path(out_dir)
@@ -288,6 +281,7 @@ def score_cohort(
         disable=not progress,
     ):
         t0 = time.perf_counter()
+        reset_peak_rss()
         try:
             volume = read_volume(s.image)
             checks = ensure_scorable(volume, force=force, source=s.image)
@@ -320,6 +314,8 @@ def score_cohort(
             msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             log.error("%s failed: %s", s.scan_id, msg)
             rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=msg))
+        finally:
+            release_memory()  # flat memory over a long cohort (benchmarks/soak_torchrun.py)
     frame = pd.DataFrame(rows, columns=list(summary_row("x", None, seconds=0).keys()))
     if world == 1:
         write_csv(frame, out / SUMMARY)
