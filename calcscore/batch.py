@@ -238,12 +238,53 @@ def score_cohort(
     :mod:`calcscore.regions`)."""
     from tqdm.auto import tqdm
 
-    from calcscore.checks import ensure_scorable, finite_volume
-    from calcscore.inference import InferenceOptions, Model, segment
-    from calcscore.runtime import release_memory, reset_peak_rss, resolve_device, resolve_precision
+    from calcscore.inference import InferenceOptions, Model
+    from calcscore.runtime import (
+        release_memory,
+        reset_peak_rss,
+        resolve_device,
+        resolve_precision,
+        rss_mb,
+    )
 
     scans = resolve_inputs(inputs)
     out = Path(out_dir)
+    _prepare_out(scans, out)
+    rank, world, local = _dist_info()
+    device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
+    model = Model.load(model_path, device=device)
+    opts = InferenceOptions(
+        device=device,
+        bf16=resolve_precision(precision, device),
+        channels_last=True,
+        cnn2_threshold=cnn2_threshold,
+        rim_fill=rim_fill,
+        safety_net=safety_net,
+    )
+    mine = scans[rank::world]
+    write = {"convention": convention, "overlay": overlay}
+    rows = []
+    for s in tqdm(
+        mine,
+        desc=f"scoring (rank {rank})" if world > 1 else "scoring",
+        unit="scan",
+        disable=not progress,
+    ):
+        reset_peak_rss()
+        try:
+            rows.append(_score_scan(s, out, model, opts, force=force, **write))
+        except Exception as exc:  # report and go on with the rest of the cohort
+            rows.append(_failed_row(s, exc))
+        finally:
+            release_memory()  # flat memory over a long cohort (benchmarks/soak_torchrun.py)
+            if rows and rows[-1]["scan_id"] == s.scan_id:
+                rows[-1]["rss_mb"] = rss_mb()  # what the scan left behind
+    frame = pd.DataFrame(rows, columns=list(summary_row("x", None, seconds=0).keys()))
+    return _write_summary(frame, out, scans, rank, world)
+
+
+def _prepare_out(scans: list[ScanInput], out: Path) -> None:
+    """Refuse an output folder that would overwrite an input or cannot be written; create it."""
     inputs_resolved = {s.image.resolve() for s in scans}
     for s in scans:
         for p in output_paths(out, s.scan_id).values():
@@ -261,62 +302,12 @@ def score_cohort(
             f"cannot be written ({exc.strerror or type(exc).__name__})",
             "choose a writable --out folder",
         ) from None
-    rank, world, local = _dist_info()
-    device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
-    model = Model.load(model_path, device=device)
-    opts = InferenceOptions(
-        device=device,
-        bf16=resolve_precision(precision, device),
-        channels_last=True,
-        cnn2_threshold=cnn2_threshold,
-        rim_fill=rim_fill,
-        safety_net=safety_net,
-    )
-    mine = scans[rank::world]
-    rows = []
-    for s in tqdm(
-        mine,
-        desc=f"scoring (rank {rank})" if world > 1 else "scoring",
-        unit="scan",
-        disable=not progress,
-    ):
-        t0 = time.perf_counter()
-        reset_peak_rss()
-        try:
-            volume = read_volume(s.image)
-            checks = ensure_scorable(volume, force=force, source=s.image)
-            volume = finite_volume(volume)  # forced: NaN/inf as air, said in the report
-            seg = segment(volume, model, opts)
-            report = write_scan_outputs(
-                volume,
-                seg.labels,
-                out,
-                s.scan_id,
-                convention=convention,
-                overlay=overlay,
-                extra={
-                    "safety_net": safety_net_summary(seg),
-                    "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
-                },
-                not_assessable=checks.not_assessable_reason,
-            )
-            if not report["assessable"]:
-                log.warning("%s: not assessable: %s", s.scan_id, checks.not_assessable_reason)
-            rows.append(
-                summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
-            )
-        except CalcscoreError as exc:
-            log.error("%s failed: %s", s.scan_id, exc)
-            rows.append(
-                summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=str(exc))
-            )
-        except Exception as exc:  # report and go on with the rest of the cohort
-            msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-            log.error("%s failed: %s", s.scan_id, msg)
-            rows.append(summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=msg))
-        finally:
-            release_memory()  # flat memory over a long cohort (benchmarks/soak_torchrun.py)
-    frame = pd.DataFrame(rows, columns=list(summary_row("x", None, seconds=0).keys()))
+
+
+def _write_summary(
+    frame: pd.DataFrame, out: Path, scans: list[ScanInput], rank: int, world: int
+) -> pd.DataFrame:
+    """Write this process's summary; under torchrun rank 0 merges every rank's, in input order."""
     if world == 1:
         write_csv(frame, out / SUMMARY)
         return frame
@@ -332,6 +323,45 @@ def score_cohort(
             (out / f"cohort_summary.rank{r}.csv").unlink(missing_ok=True)
         return merged
     return frame
+
+
+def _score_scan(s: ScanInput, out: Path, model, opts, *, force: bool, **write) -> dict:
+    """Read, check, segment and write one scan; its summary row."""
+    from calcscore.checks import ensure_scorable, finite_volume
+    from calcscore.inference import segment
+
+    t0 = time.perf_counter()
+    volume = read_volume(s.image)
+    checks = ensure_scorable(volume, force=force, source=s.image)
+    volume = finite_volume(volume)  # forced: NaN/inf as air, said in the report
+    seg = segment(volume, model, opts)
+    report = write_scan_outputs(
+        volume,
+        seg.labels,
+        out,
+        s.scan_id,
+        extra={
+            "safety_net": safety_net_summary(seg),
+            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
+        },
+        not_assessable=checks.not_assessable_reason,
+        **write,
+    )
+    if not report["assessable"]:
+        log.warning("%s: not assessable: %s", s.scan_id, checks.not_assessable_reason)
+    row = summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+def _failed_row(s: ScanInput, exc: Exception) -> dict:
+    """The summary row of a scan that failed, its one line logged."""
+    if isinstance(exc, CalcscoreError):
+        msg = str(exc)
+    else:
+        msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    log.error("%s failed: %s", s.scan_id, msg)
+    return summary_row(s.scan_id, None, seconds=0.0, error=msg)
 
 
 def _barrier() -> None:
