@@ -182,6 +182,7 @@ def test_the_issue_crops_and_nan_volume_are_refused_naming_the_reason(
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:slice thickness")  # lungdx-a0001-b: 5 mm slices, a warning
 def test_forced_issue_crops_are_not_assessable_never_category_i(
     tmp_path, lungdx, model_dir, capsys
 ):
