@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from calcscore.figures import lesion_gallery
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
 from calcscore.io import read_labels, read_volume, write_labels
 from calcscore.labels import Label
 from calcscore.regions import apply_safety_net, find_chest_regions
 from calcscore.scoring import agatston
-from calcscore.viz import _pyplot, lesion_gallery
+from calcscore.viz import _pyplot
 from calcscore.volume import CTVolume, LabelVolume
 
 HERE = Path(__file__).resolve().parent

@@ -5,8 +5,10 @@ readable. Used only as the viewer's base class.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,6 +90,23 @@ def _mark(rgb: np.ndarray, hit: np.ndarray, colour, alpha: float) -> None:
 class AnnotationMode:
     """Annotation controls and actions of the slice viewer (see :class:`calcscore.widgets.SliceViewer`)."""
 
+    if TYPE_CHECKING:  # what the viewer (the only subclass) provides
+        volume: CTVolume
+        plane: Any
+        widget: Any
+        annotator: Annotator | None
+        alpha: float
+        _scale: int
+
+        @property
+        def index(self) -> int: ...
+
+        def refresh(self) -> None: ...
+
+        def _on_change(self, change: Any) -> None: ...
+
+        def _quiet(self) -> contextlib.AbstractContextManager[None]: ...
+
     def _build_annotation(self, widgets) -> None:
         """The annotation controls, in a box above the panels."""
         lay = widgets.Layout(width="auto")
@@ -161,6 +180,15 @@ class AnnotationMode:
         children = list(self.widget.children)
         self.widget.children = (*children[:-1], box, children[-1])
 
+    @property
+    def _editor(self) -> Annotator:
+        """The annotator, or a clear error on a viewer made without ``annotate``."""
+        if self.annotator is None:
+            raise ValueError(
+                "this viewer has no annotation mode; make it with SliceViewer(..., annotate=True)"
+            )
+        return self.annotator
+
     def _slice_shape(self) -> tuple[int, int]:
         axis = PLANES[self.plane.value]
         rows, cols = (n for a, n in enumerate(self.volume.shape) if a != axis)
@@ -215,7 +243,7 @@ class AnnotationMode:
         plane = self.plane.value
         spacing = plane_spacing(self.volume.spacing_mm, plane)
         rows, cols = _pixel_maps(self._slice_shape(), spacing)
-        mask = plane_slice(self.annotator.labels.array, plane, self.index) == MASK_VALUE
+        mask = plane_slice(self._editor.labels.array, plane, self.index) == MASK_VALUE
         if mask.any():
             _mark(rgb, mask[np.ix_(rows, cols)], MASK_COLOUR, self.alpha)
         row, col = self.cursor
@@ -244,11 +272,11 @@ class AnnotationMode:
         plane, index, (row, col) = self.plane.value, self.index, self.cursor
         try:
             if tool == "grow":
-                n = self.annotator.grow(*self.cursor_voxel, label)
+                n = self._editor.grow(*self.cursor_voxel, label)
             elif tool == "paint":
-                n = self.annotator.paint(plane, index, row, col, self.radius.value, label)
+                n = self._editor.paint(plane, index, row, col, self.radius.value, label)
             else:
-                n = self.annotator.erase(plane, index, row, col, self.radius.value)
+                n = self._editor.erase(plane, index, row, col, self.radius.value)
         except ValueError as exc:
             self._say(str(exc), error=True)
             return 0
@@ -259,7 +287,7 @@ class AnnotationMode:
 
     def undo(self) -> int:
         """Take back the last change. Returns the voxels restored."""
-        n = self.annotator.undo()
+        n = self._editor.undo()
         self._say(f"undo: {n} voxels restored" if n else "nothing to undo")
         self.refresh()
         return n
@@ -268,7 +296,7 @@ class AnnotationMode:
         """Save the edited label map to ``path`` (the *file* box when None)."""
         target = self.path.value if path is None else str(path)
         try:
-            out = self.annotator.save(target)
+            out = self._editor.save(target)
         except (CalcscoreError, ValueError, OSError) as exc:
             self._say(f"could not save: {exc}", error=True)
             return
@@ -279,7 +307,7 @@ class AnnotationMode:
         refused with the reason in the message line. Returns the voxels changed."""
         target = self.path.value if path is None else str(path)
         try:
-            n = self.annotator.load(target)
+            n = self._editor.load(target)
         except (CalcscoreError, ValueError, OSError) as exc:
             self._say(f"could not load: {exc}", error=True)
             return 0

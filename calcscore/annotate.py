@@ -170,20 +170,28 @@ class Annotator:
             log.debug("%d components >= %g HU", n, self.threshold_hu)
         c = int(self._components[zyx])
         box = self._boxes[c - 1]
+        assert box is not None  # component c exists: it holds zyx
         local = np.nonzero(self._components[box] == c)
-        return np.ravel_multi_index(
-            tuple(i + s.start for i, s in zip(local, box)), self.volume.shape
+        return np.asarray(
+            np.ravel_multi_index(tuple(i + s.start for i, s in zip(local, box)), self.volume.shape)
         )
 
     def grow(self, z: int, y: int, x: int, label: Label | int | str) -> int:
         """Label the lesion at voxel (``z``, ``y``, ``x``): every voxel of its
         ``connectivity``-connected component >= ``threshold_hu`` gets ``label`` (what it held
-        before is overwritten). Returns the number of voxels that changed.
+        before is overwritten).
+
+        Args:
+            z, y, x: voxel indices in the scan's (z, y, x) order.
+            label: a :class:`Label`, its value (1-6), its name, or "mask".
+
+        Returns:
+            the number of voxels that changed.
 
         Raises ValueError when the voxel lies outside the scan or below the threshold.
         """
         value = label_value(label)
-        zyx = tuple(int(v) for v in (z, y, x))
+        zyx = (int(z), int(y), int(x))
         if not all(0 <= v < n for v, n in zip(zyx, self.volume.shape)):
             raise ValueError(
                 f"voxel (z, y, x) = {zyx} lies outside the scan of shape {self.volume.shape}"
@@ -223,7 +231,7 @@ class Annotator:
     ) -> int:
         """Set a disk of ``radius_mm`` around pixel (``row``, ``col``) of slice ``index`` in
         ``plane`` (coordinates of :func:`calcscore.viz.plane_slice`) to ``label``: a calcium
-        label or ``"mask"``. Returns the number of voxels that changed.
+        label or ``"mask"``.
 
         Args:
             plane: "axial", "coronal" or "sagittal".
@@ -231,6 +239,9 @@ class Annotator:
             row, col: the centre of the disk in the slice; it may lie near or on the border.
             radius_mm: the radius in mm; voxels whose centre is at most this far are painted.
             label: a :class:`Label`, its name, or "mask".
+
+        Returns:
+            the number of voxels that changed.
         """
         value = label_value(label)
         flat = self._disk(plane, index, row, col, float(radius_mm))
@@ -247,7 +258,15 @@ class Annotator:
         label: Label | int | str | None = None,
     ) -> int:
         """Clear a disk like :meth:`paint` does: every value, or only ``label`` when given.
-        Returns the number of voxels that changed."""
+
+        Args:
+            plane, index, row, col, radius_mm: the disk, as for :meth:`paint`.
+            label: clear only voxels holding this label (a :class:`Label`, its name or "mask");
+                None clears every value in the disk.
+
+        Returns:
+            the number of voxels that changed.
+        """
         flat = self._disk(plane, index, row, col, float(radius_mm))
         if label is not None:
             flat = flat[self._array.reshape(-1)[flat] == label_value(label)]

@@ -18,7 +18,8 @@ from typing import Any
 
 #: The category of a scan that cannot be scored confidently.
 NOT_ASSESSABLE = "not assessable"
-#: The keys of a score report that hold a category (CAC-DRS: "cac_drs", where present).
+#: The keys of a score report that hold a category (CAC-DRS: "cac_drs", a dict whose "label"
+#: and "agatston_category" are replaced).
 CATEGORY_KEYS: tuple[str, ...] = ("risk_category", "cac_drs")
 
 
@@ -35,7 +36,12 @@ def mark_not_assessable(report: dict[str, Any], reason: str) -> dict[str, Any]:
     if not reason:
         raise ValueError("a scan that is not assessable needs a reason")
     for key in CATEGORY_KEYS:
-        if key in report:
+        if isinstance(report.get(key), dict):  # CAC-DRS: {"label": "A2/N3", ...}
+            category = dict(report[key], label=NOT_ASSESSABLE)
+            if "agatston_category" in category:
+                category["agatston_category"] = NOT_ASSESSABLE
+            report[key] = category
+        elif key in report:
             report[key] = NOT_ASSESSABLE
     report["assessable"] = False
     report["not_assessable_reason"] = reason

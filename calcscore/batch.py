@@ -2,8 +2,13 @@
 
 For each scan ``<scan_id>`` the output folder receives ``<scan_id>_labels.nii.gz`` (on the
 scan's own grid), ``<scan_id>_scores.json`` (the shape of ``calcscore agatston --json``),
-``<scan_id>_lesions.csv`` and ``<scan_id>_overlay.png``; the cohort gets ``cohort_summary.csv``.
-A scan that fails is reported in the summary and the others go on.
+``<scan_id>_lesions.csv``, ``<scan_id>_overlay.png`` and ``<scan_id>_report.html`` (with
+``pdf``, ``<scan_id>_report.pdf``), with ``dicom`` and a DICOM input ``<scan_id>_seg.dcm`` and
+``<scan_id>_sr.dcm``, and last ``<scan_id>_provenance.json`` (:mod:`calcscore.resume`: the
+outputs are complete; a later run skips the scan when the model and settings are the same); the
+cohort gets ``cohort_summary.csv``, with a row for every scan, skipped ones included, and
+``cohort_report.html`` (:mod:`calcscore.report_html`, :mod:`calcscore.report_cohort`). A scan
+that fails is reported in the summary and the others go on.
 
 Under ``torchrun`` (environment variables ``RANK`` and ``WORLD_SIZE``) every process scores
 its share of the scans (scan i goes to rank i mod world size) on its own GPU (``LOCAL_RANK``),
@@ -19,11 +24,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from calcscore.errors import CalcscoreError, InputError
+from calcscore.errors import CalcscoreError, InputError, optional_import
 from calcscore.io import (
     ITK_SUFFIXES,
     _is_dicom_file,
@@ -35,6 +41,9 @@ from calcscore.io import (
 )
 from calcscore.labels import CALCIUM_LABELS
 from calcscore.volume import CTVolume, LabelVolume
+
+if TYPE_CHECKING:
+    from calcscore.inference import InferenceOptions, Model
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +112,50 @@ def output_paths(out_dir: Path, scan_id: str) -> dict[str, Path]:
         "lesions": out_dir / f"{scan_id}_lesions.csv",
         "overlay": out_dir / f"{scan_id}_overlay.png",
     }
+
+
+def dicom_output_paths(out_dir: Path, scan_id: str) -> dict[str, Path]:
+    return {"seg": out_dir / f"{scan_id}_seg.dcm", "sr": out_dir / f"{scan_id}_sr.dcm"}
+
+
+def write_dicom_outputs(
+    labels: LabelVolume,
+    report: dict,
+    source_series: Path,
+    out_dir: Path,
+    scan_id: str,
+    model_id: dict | None = None,
+) -> dict[str, Path]:
+    """``<scan>_seg.dcm`` (one segment per label present) and ``<scan>_sr.dcm`` (every score of
+    ``report``, referencing the SEG) for a scan read from the DICOM folder ``source_series``."""
+    from calcscore.dicom_out import write_seg, write_sr
+
+    paths = dicom_output_paths(out_dir, scan_id)
+    write_seg(labels, source_series, paths["seg"], model=model_id)
+    write_sr(
+        report,
+        source_series,
+        paths["sr"],
+        seg_path=paths["seg"],
+        scan_id=scan_id,
+        model=model_id,
+        named_scores=sr_named_scores(report),
+    )
+    return paths
+
+
+def sr_named_scores(report: dict) -> dict[str, str | float]:
+    """The scores of a scores.json beyond each label's Agatston, volume and mass, for the SR
+    (:func:`calcscore.dicom_out.write_sr` writes every one it is given): a category as text,
+    a number as a number."""
+    named: dict[str, str | float] = {}
+    if report.get("risk_category"):
+        named["Risk category"] = str(report["risk_category"])
+    if (report.get("cac_drs") or {}).get("label"):
+        named["CAC-DRS"] = str(report["cac_drs"]["label"])
+    if (report.get("ordinal_score") or {}).get("total") is not None:
+        named["Ordinal score"] = float(report["ordinal_score"]["total"])
+    return named
 
 
 def write_scan_outputs(
@@ -185,6 +238,7 @@ def summary_row(
         row[f"{name}_agatston"] = d.get("agatston", np.nan) if report else np.nan
         row[f"{name}_volume_mm3"] = d.get("volume_mm3", np.nan) if report else np.nan
     row["risk_category"] = (report or {}).get("risk_category")
+    row.update(_standards_columns(report))
     row["kernel_class"] = checks.kernel.kernel_class if checks is not None else None
     row["check_warnings"] = (
         "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
@@ -201,6 +255,19 @@ def summary_row(
     row["rss_mb"] = rss_mb()
     row["error"] = error
     return row
+
+
+def _standards_columns(report: dict | None) -> dict:
+    """CAC-DRS, ordinal score and, where the manifest gave reference labels, the reference's."""
+    r = report or {}
+    ref = r.get("reference") or {}
+    return {
+        "cac_drs": (r.get("cac_drs") or {}).get("label"),
+        "ordinal_score": (r.get("ordinal_score") or {}).get("total"),
+        "ref_CAC_agatston": ref.get("CAC_agatston", np.nan),
+        "ref_risk_category": ref.get("risk_category"),
+        "ref_cac_drs": ref.get("cac_drs"),
+    }
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -224,8 +291,13 @@ def score_cohort(
     cnn2_threshold: float | None = None,
     rim_fill: bool | None = None,
     safety_net: bool | None = None,
+    report: bool = True,
+    pdf: bool = False,
+    dicom: bool = False,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
-    """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary.
+    """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary (its column
+    ``resumed`` is True for the scans skipped as already scored).
 
     Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
     scan is refused (reported as failed) unless ``force``; warnings (thick slices, no heart,
@@ -235,10 +307,17 @@ def score_cohort(
     ``rim_fill``: False for the paper's nearest-neighbour mapping back to the scan's grid
     (None: the model's choice, see :func:`calcscore.inference.fill_rim`); ``safety_net``: False
     to keep labels outside their anatomical regions (None: the model's choice, see
-    :mod:`calcscore.regions`)."""
+    :mod:`calcscore.regions`). ``report``: write each scan's ``<scan>_report.html`` and the
+    cohort's ``cohort_report.html``; ``pdf``: print the scan pages to PDF too (needs Chromium,
+    checked before any scan is scored; implies ``report``). ``dicom``: also write ``<scan>_seg.dcm`` and ``<scan>_sr.dcm``
+    for DICOM inputs (:mod:`calcscore.dicom_out`). A scan whose outputs are complete and were
+    made by the same model and settings (:mod:`calcscore.resume`) is skipped unless
+    ``overwrite``."""
     from tqdm.auto import tqdm
 
+    from calcscore.bundle import model_identity
     from calcscore.inference import InferenceOptions, Model
+    from calcscore.report_pdf import find_pdf_engine
     from calcscore.runtime import (
         release_memory,
         reset_peak_rss,
@@ -248,9 +327,16 @@ def score_cohort(
     )
 
     scans = resolve_inputs(inputs)
+    if dicom:  # before any scan: a missing highdicom would fail every DICOM scan at its end
+        optional_import("highdicom", "--dicom (DICOM SEG and SR)", "dicom")
     out = Path(out_dir)
-    _prepare_out(scans, out)
+    _refuse_outputs_over_inputs(scans, out)
+    chromium = find_pdf_engine() if pdf else None
+    report = report or pdf
+    _prepare_out(out)
     rank, world, local = _dist_info()
+    if dicom and rank == 0:
+        _warn_not_dicom(scans)
     device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
     model = Model.load(model_path, device=device)
     opts = InferenceOptions(
@@ -261,37 +347,33 @@ def score_cohort(
         rim_fill=rim_fill,
         safety_net=safety_net,
     )
-    mine = scans[rank::world]
-    write = {"convention": convention, "overlay": overlay}
+    settings = dict(convention=convention, overlay=overlay, cnn2_threshold=cnn2_threshold)
+    settings |= dict(rim_fill=rim_fill, safety_net=safety_net, precision=_precision(opts))
+    settings["report"] = report
+    job = _Job(out, model, opts, model_identity(model.source), settings, dicom, force)
     rows = []
     for s in tqdm(
-        mine,
+        scans[rank::world],
         desc=f"scoring (rank {rank})" if world > 1 else "scoring",
         unit="scan",
         disable=not progress,
     ):
         reset_peak_rss()
         try:
-            rows.append(_score_scan(s, out, model, opts, force=force, **write))
-        except Exception as exc:  # report and go on with the rest of the cohort
-            rows.append(_failed_row(s, exc))
+            done = None if overwrite else _resumed_row(job, s)
+            rows.append(done if done is not None else _score_scan(job, s))
         finally:
             release_memory()  # flat memory over a long cohort (benchmarks/soak_torchrun.py)
             if rows and rows[-1]["scan_id"] == s.scan_id:
                 rows[-1]["rss_mb"] = rss_mb()  # what the scan left behind
-    frame = pd.DataFrame(rows, columns=list(summary_row("x", None, seconds=0).keys()))
-    return _write_summary(frame, out, scans, rank, world)
+    frame = pd.DataFrame(rows, columns=[*summary_row("x", None, seconds=0).keys(), "resumed"])
+    if chromium is not None:
+        _print_pdfs(frame, out, chromium)
+    return _write_summary(frame, out, scans, rank, world, report)
 
 
-def _prepare_out(scans: list[ScanInput], out: Path) -> None:
-    """Refuse an output folder that would overwrite an input or cannot be written; create it."""
-    inputs_resolved = {s.image.resolve() for s in scans}
-    for s in scans:
-        for p in output_paths(out, s.scan_id).values():
-            if p.resolve() in inputs_resolved:
-                raise InputError(
-                    p, "is an input and would be overwritten", "choose another --out folder"
-                )
+def _prepare_out(out: Path) -> None:
+    """Create the output folder, and refuse it in one line when it cannot be written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".calcscore-probe-")
@@ -305,11 +387,13 @@ def _prepare_out(scans: list[ScanInput], out: Path) -> None:
 
 
 def _write_summary(
-    frame: pd.DataFrame, out: Path, scans: list[ScanInput], rank: int, world: int
+    frame: pd.DataFrame, out: Path, scans: list[ScanInput], rank: int, world: int, report: bool
 ) -> pd.DataFrame:
-    """Write this process's summary; under torchrun rank 0 merges every rank's, in input order."""
+    """Write ``cohort_summary.csv`` (and with ``report`` the cohort page); under torchrun rank 0
+    merges every rank's rows (in input order) and returns them, the others their own."""
     if world == 1:
         write_csv(frame, out / SUMMARY)
+        _cohort_page(frame, out, report)
         return frame
     write_csv(frame, out / f"cohort_summary.rank{rank}.csv")
     _barrier()
@@ -319,49 +403,183 @@ def _write_summary(
         order = {s.scan_id: i for i, s in enumerate(scans)}
         merged = merged.sort_values("scan_id", key=lambda c: c.map(order)).reset_index(drop=True)
         write_csv(merged, out / SUMMARY)
+        _cohort_page(merged, out, report)
         for r in range(world):
             (out / f"cohort_summary.rank{r}.csv").unlink(missing_ok=True)
         return merged
     return frame
 
 
-def _score_scan(s: ScanInput, out: Path, model, opts, *, force: bool, **write) -> dict:
-    """Read, check, segment and write one scan; its summary row."""
-    from calcscore.checks import ensure_scorable, finite_volume
-    from calcscore.inference import segment
+def _print_pdfs(frame: pd.DataFrame, out: Path, chromium) -> None:
+    """<scan>_report.pdf of every scan of ``frame`` scored now, and of those skipped as already
+    scored that have none (a run killed before its PDFs), with one Chromium for all. The PDF is
+    printed from the report page after the scan's outputs are complete, so it is not one of the
+    outputs its provenance lists; each is written atomically."""
+    from calcscore.report_pdf import html_to_pdf
 
-    t0 = time.perf_counter()
-    volume = read_volume(s.image)
-    checks = ensure_scorable(volume, force=force, source=s.image)
-    volume = finite_volume(volume)  # forced: NaN/inf as air, said in the report
-    seg = segment(volume, model, opts)
-    report = write_scan_outputs(
-        volume,
-        seg.labels,
-        out,
-        s.scan_id,
-        extra={
-            "safety_net": safety_net_summary(seg),
-            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
-        },
-        not_assessable=checks.not_assessable_reason,
-        **write,
+    ok = frame[frame["status"] == "ok"]
+    resumed = ok["resumed"].fillna(False).astype(bool)
+    ids = [
+        i
+        for i, r in zip(ok["scan_id"], resumed)
+        if not r or not (out / f"{i}_report.pdf").is_file()
+    ]
+    html_to_pdf(
+        [(out / f"{i}_report.html", out / f"{i}_report.pdf") for i in ids], chromium=chromium
     )
-    if not report["assessable"]:
-        log.warning("%s: not assessable: %s", s.scan_id, checks.not_assessable_reason)
-    row = summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
-    row["seconds"] = round(time.perf_counter() - t0, 2)
+
+
+def _cohort_page(frame: pd.DataFrame, out: Path, report: bool) -> None:
+    if report:
+        from calcscore.report_cohort import write_cohort_report
+
+        write_cohort_report(frame, out)
+
+
+def _precision(opts: InferenceOptions) -> str:
+    return "bf16" if opts.bf16 else "fp32"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every scan of one ``score_cohort`` call shares."""
+
+    out: Path
+    model: Model
+    opts: InferenceOptions
+    model_id: dict
+    settings: dict
+    dicom: bool
+    force: bool
+
+    def key(self, scan: ScanInput) -> dict:
+        from calcscore.resume import run_key
+
+        settings = {**self.settings, "dicom": self.dicom and is_dicom_input(scan)}
+        return run_key(
+            model_sha256=self.model_id["sha256"],
+            image=scan.image,
+            settings=settings,
+            reference=scan.labels,
+        )
+
+
+def is_dicom_input(scan: ScanInput) -> bool:
+    return scan.image.is_dir()
+
+
+def _refuse_outputs_over_inputs(scans: list[ScanInput], out: Path) -> None:
+    from calcscore.resume import provenance_path
+
+    inputs_resolved = {s.image.resolve() for s in scans}
+    for s in scans:
+        paths = [*output_paths(out, s.scan_id).values(), provenance_path(out, s.scan_id)]
+        paths += list(dicom_output_paths(out, s.scan_id).values())
+        for p in paths:
+            if p.resolve() in inputs_resolved:
+                raise InputError(
+                    p, "is an input and would be overwritten", "choose another --out folder"
+                )
+
+
+def _warn_not_dicom(scans: list[ScanInput]) -> None:
+    other = [s.image.name for s in scans if not is_dicom_input(s)]
+    if other:
+        names = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        log.warning(
+            "--dicom: %s %s not a DICOM series folder, so no SEG or SR for %s (they must "
+            "reference a source series); the other outputs are written",
+            names,
+            "is" if len(other) == 1 else "are",
+            "it" if len(other) == 1 else "them",
+        )
+
+
+def _resumed_row(job: _Job, scan: ScanInput) -> dict | None:
+    """The summary row of a scan already scored with this model and settings (from its
+    scores.json and provenance), None when it must be scored (the reason is logged)."""
+    from calcscore.resume import read_provenance, why_not_complete
+
+    if not scan.image.exists():
+        return None
+    reason = why_not_complete(job.out, scan.scan_id, job.key(scan))
+    if reason is not None:
+        log.info("%s: scoring (%s)", scan.scan_id, reason)
+        return None
+    record = read_provenance(job.out, scan.scan_id) or {}
+    report = json.loads(output_paths(job.out, scan.scan_id)["scores"].read_text())
+    row = summary_row(scan.scan_id, report, seconds=float(record.get("seconds", 0.0)))
+    row.update(record.get("checks", {}))
+    row["resumed"] = True
+    log.info("%s: skipped, already scored with the same model and settings", scan.scan_id)
     return row
 
 
-def _failed_row(s: ScanInput, exc: Exception) -> dict:
-    """The summary row of a scan that failed, its one line logged."""
-    if isinstance(exc, CalcscoreError):
-        msg = str(exc)
-    else:
-        msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    log.error("%s failed: %s", s.scan_id, msg)
-    return summary_row(s.scan_id, None, seconds=0.0, error=msg)
+def _score_scan(job: _Job, s: ScanInput) -> dict:
+    """Score one scan into staging, then commit its outputs and provenance; its summary row."""
+    from calcscore.checks import ensure_scorable, finite_volume
+    from calcscore.inference import segment
+    from calcscore.report_cohort import reference_scores
+    from calcscore.report_html import write_scan_page
+    from calcscore.resume import commit, staging
+
+    t0 = time.perf_counter()
+    try:
+        volume = read_volume(s.image)
+        key = job.key(s)
+        checks = ensure_scorable(volume, force=job.force, source=s.image)
+        volume = finite_volume(volume)  # forced: NaN/inf as air, said in the report
+        seg = segment(volume, job.model, job.opts)
+        extra: dict = {
+            "safety_net": safety_net_summary(seg),
+            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
+        }
+        if s.labels is not None:  # the manifest's reference annotation
+            extra["reference"] = reference_scores(
+                volume, s.labels, convention=job.settings["convention"]
+            )
+        with staging(job.out, s.scan_id) as staged:
+            report = write_scan_outputs(
+                volume,
+                seg.labels,
+                staged,
+                s.scan_id,
+                convention=job.settings["convention"],
+                overlay=job.settings["overlay"],
+                extra=extra,
+                not_assessable=checks.not_assessable_reason,
+            )
+            if not report["assessable"]:
+                log.warning("%s: not assessable: %s", s.scan_id, checks.not_assessable_reason)
+            if job.settings["report"]:
+                write_scan_page(report, volume, seg.labels, staged, checks=checks, model=job.model)
+            if key["settings"]["dicom"]:
+                write_dicom_outputs(seg.labels, report, s.image, staged, s.scan_id, job.model_id)
+            row = summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
+            commit(
+                staged,
+                job.out,
+                s.scan_id,
+                {
+                    "key": key,
+                    "model": {k: job.model_id[k] for k in ("name", "version")},
+                    "input": str(s.image.resolve()),
+                    "device": job.opts.device,
+                    "checks": {k: row[k] for k in ("kernel_class", "check_warnings")},
+                    "seconds": row["seconds"],
+                },
+            )
+        row["resumed"] = False
+        return row
+    except CalcscoreError as exc:
+        log.error("%s failed: %s", s.scan_id, exc)
+        error = str(exc)
+    except Exception as exc:  # report and go on with the rest of the cohort
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        log.error("%s failed: %s", s.scan_id, error)
+    row = summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=error)
+    row["resumed"] = False
+    return row
 
 
 def _barrier() -> None:

@@ -19,13 +19,15 @@ This module sits below inference and training (it imports only :mod:`calcscore.n
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import torch
 from torch import nn
@@ -94,6 +96,31 @@ def write_model_info(folder: str | Path, info: dict[str, Any]) -> Path:
     return path
 
 
+def model_identity(folder: str | Path) -> dict[str, str]:
+    """The name and version by which outputs name the model of a bundle folder: ``name`` is
+    model.json's "name", else ``calcscore-<folder name>`` (``calcscore-default`` for the
+    shipped model); ``sha256`` is the hash of its network files and model.json, in that order;
+    ``version`` is model.json's "version", else the first 12 digits of ``sha256``;
+    ``trained_on`` is model.json's (empty when unknown)."""
+    path = Path(folder)
+    digest = hashlib.sha256()
+    for name in (*(f"{n}.pt" for n in NETWORKS), MODEL_JSON):
+        f = path / name
+        if f.is_file():
+            digest.update(name.encode())
+            with f.open("rb") as fh:
+                for block in iter(functools.partial(fh.read, 1 << 20), b""):
+                    digest.update(block)
+    info = read_model_info(path)
+    sha = digest.hexdigest()
+    return {
+        "name": str(info.get("name") or f"calcscore-{path.resolve().name}"),
+        "version": str(info.get("version") or sha[:12]),
+        "sha256": sha,
+        "trained_on": str(info.get("trained_on") or ""),
+    }
+
+
 def threshold_table(
     thresholds: float | dict[str, float] | None, *, default: float = 0.5
 ) -> torch.Tensor:
@@ -120,7 +147,13 @@ def threshold_table(
 # ------------------------------------------------------------------------------ network files
 def atomic_write(path: Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
     """``write(file)`` to a temporary file beside ``path``, synced, then renamed over it: a reader
-    (or a run killed mid-write) never sees half a file."""
+    (or a run killed mid-write) never sees half a file.
+
+    Args:
+        path: the file to write; its folder is created when missing.
+        write: called once with the open temporary file; writes the whole contents.
+        binary: open the temporary file as bytes ("wb"), else as text ("w").
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -141,7 +174,18 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def save_network(model: nn.Module, config: dict[str, Any], path: str | Path, **extra: Any) -> Path:
     """Write ``{"config": config, "state_dict": ..., **extra}`` atomically (the weights on the
-    CPU, a DistributedDataParallel wrapper taken off)."""
+    CPU, a DistributedDataParallel wrapper taken off).
+
+    Args:
+        model: the network (CNN1 or CNN2, DDP-wrapped or not).
+        config: its settings as a dict (``TrainConfig`` as a dict, read back by
+            :func:`load_network`).
+        path: the file to write (``cnn1.pt`` or ``cnn2.pt`` by convention).
+        extra: further keys stored beside ``config`` and ``state_dict``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     state = {k: v.detach().cpu() for k, v in unwrap_ddp(model).state_dict().items()}
     atomic_torch_save({"config": config, "state_dict": state, **extra}, Path(path))
     return Path(path)
@@ -195,9 +239,18 @@ def load_model_file(path: Path) -> Any:
 def load_network(
     path: str | Path, *, network: str | None = None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a network from a saved ``cnn1.pt`` / ``cnn2.pt`` (or the folder holding it):
-    the network in eval mode on ``device`` and its saved config dict (the one
-    :class:`calcscore.training.TrainConfig` reads, see :func:`calcscore.training.load_model`)."""
+    """Rebuild a network from a saved ``cnn1.pt`` / ``cnn2.pt`` (or the folder holding it).
+
+    Args:
+        path: the file, or a folder holding it (see :func:`read_network_file`).
+        network: "cnn1" or "cnn2": the file to pick in a folder, and the kind the file must
+            hold (an :class:`~calcscore.errors.InputError` otherwise); None takes either.
+        device: where the weights go.
+
+    Returns:
+        (the network in eval mode on ``device``, its saved config dict: the one
+        :class:`calcscore.training.TrainConfig` reads, see :func:`calcscore.training.load_model`).
+    """
     p, saved = read_network_file(path, network=network)
     config = saved["config"]
     kind = config.get("network", "cnn1")
@@ -226,4 +279,4 @@ def load_bundle(
     cnn2 = None
     if (path / "cnn2.pt").is_file():
         cnn2, _ = load_network(path / "cnn2.pt", network="cnn2", device=device)
-    return cnn1, cnn2, read_model_info(path), path
+    return cast(CNN1, cnn1), cast(CNN2 | None, cnn2), read_model_info(path), path

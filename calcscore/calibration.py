@@ -70,7 +70,16 @@ class CNN2Scores:
 def group_counts(
     scores: CNN2Scores, group: Sequence[int], threshold: float
 ) -> tuple[int, int, int]:
-    """(TP, FP, FN) voxels of a label group when CNN2 keeps p >= ``threshold``."""
+    """(TP, FP, FN) voxels of a label group when CNN2 keeps p >= ``threshold``.
+
+    Args:
+        scores: the pooled CNN2 probabilities (:func:`collect_cnn2_scores`).
+        group: the label values (0..6) of the group, e.g. those of ``GROUPS["CAC"]``.
+        threshold: CNN2's calcium probability a voxel needs to be kept, in [0, 1].
+
+    Returns:
+        (TP, FP, FN) voxel counts; FN counts the reference voxels CNN1 missed too.
+    """
     g = np.asarray(group)
     called = np.isin(scores.cnn1_label, g) & (scores.proba >= threshold)
     in_ref = np.isin(scores.ref_label, g)
@@ -90,8 +99,16 @@ def choose_thresholds(
     """The F1-maximising threshold of every group in :data:`calcscore.labels.GROUPS`.
 
     Ties go to the threshold nearest ``default``; a group without reference voxels keeps
-    ``default``. Returns ({group: threshold}, a table of F1 / sensitivity / FP voxels at the
-    default and at the chosen threshold).
+    ``default``.
+
+    Args:
+        scores: the pooled CNN2 probabilities of validation scans (:func:`collect_cnn2_scores`).
+        grid: the thresholds tried.
+        default: the threshold compared against (the paper's 0.5), and the tie-breaker.
+
+    Returns:
+        ({group: threshold}, a table indexed by group of F1 / sensitivity / FP voxels at the
+        default and at the chosen threshold).
     """
     chosen: dict[str, float] = {}
     rows = []
@@ -132,7 +149,21 @@ def collect_cnn2_scores(
     progress: bool = True,
 ) -> CNN2Scores:
     """Run CNN1 over every candidate of each cached scan (``calcscore.sampling.CachedScan``,
-    one at a time to bound memory) and CNN2 over the voxels it calls calcium."""
+    one at a time to bound memory) and CNN2 over the voxels it calls calcium.
+
+    Args:
+        cnn1: a trained :class:`~calcscore.networks.CNN1` (moved to ``device``).
+        cnn2: a trained :class:`~calcscore.networks.CNN2`; an eval-mode copy is run, the
+            caller's is left as it is.
+        scans: cached scans with reference labels (validation participants).
+        device: where both networks run.
+        precision: "fp32" or "bf16" (autocast).
+        batch: CNN2 patches per forward pass.
+        progress: a progress bar over the scans.
+
+    Returns:
+        the :class:`CNN2Scores` of all scans pooled.
+    """
     from tqdm.auto import tqdm
 
     dev = torch.device(device)

@@ -41,13 +41,28 @@ def run_demo(
     model_path: str | Path | None = None,
     device: str = "auto",
 ) -> str:
-    """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth;
-    return the printed report."""
+    """Make a phantom, score it, write the outputs of ``calcscore score`` and the ground truth.
+
+    Args:
+        out_dir: the output folder (created): the scan's labels, scores, lesions and overlay,
+            ``cohort_summary.csv``, the phantom and its ground truth as NIfTI.
+        seed: the phantom's seed (the scan id is ``phantom{seed:03d}_{kernel}``).
+        kernel: "soft" or "sharp" reconstruction kernel of the phantom.
+        size: "medium" (256 x 256 x 100 around the heart), "full" (a 512 x 512 whole chest) or
+            "small" (128 x 128 x 60); see :func:`calcscore.phantom.make_scan`.
+        model_path: a model folder; None: the shipped model.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+
+    Returns:
+        the report ``calcscore demo`` prints: scores of truth and calcscore per label, risk
+        categories, voxel F1 per label group, timings and where the outputs are.
+    """
     from calcscore.batch import safety_net_summary, summary_row, write_csv, write_scan_outputs
     from calcscore.inference import InferenceOptions, Model, segment
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
     from calcscore.phantom import make_scan
+    from calcscore.report_html import write_scan_page
     from calcscore.runtime import resolve_device, resolve_precision
     from calcscore.scoring import score_report
 
@@ -75,6 +90,12 @@ def run_demo(
         pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv"
     )
     reference = score_report(volume, truth, scan=scan_id)
+    predicted["reference"] = {  # the page shows the ground truth's categories beside
+        "CAC_agatston": reference["labels"]["CAC"]["agatston"],
+        "risk_category": reference["risk_category"],
+        "cac_drs": reference["cac_drs"]["label"],
+    }
+    write_scan_page(predicted, volume, seg.labels, out, model=model)
     table = comparison_table(reference, predicted)
     agree = detection_agreement(truth, seg.labels).set_index("label")
     nz, ny, nx = volume.shape
@@ -87,6 +108,7 @@ def run_demo(
         table.round(1).to_string(),
         "",
         f"risk category: truth {reference['risk_category']}, calcscore {predicted['risk_category']}",
+        f"CAC-DRS: truth {reference['cac_drs']['label']}, calcscore {predicted['cac_drs']['label']}",
         "voxel agreement with the truth (F1): "
         + ", ".join(
             f"{g} {agree.loc[g, 'f1']:.2f}"
@@ -95,6 +117,7 @@ def run_demo(
             for g in ("CAC", "TAC", "AV", "MV")
         ),
         f"outputs in {out}/: {scan_id}_labels.nii.gz, _scores.json, _lesions.csv, _overlay.png, "
+        "_report.html, "
         f"the phantom ({scan_id}.nii.gz) and its ground truth ({scan_id}_truth.nii.gz)",
     ]
     return "\n".join(lines)

@@ -1,18 +1,15 @@
-"""Outputs that radiology tools open: the label map as DICOM SEG, the scores as DICOM SR.
+"""Outputs that radiology tools open: the label map as DICOM SEG, the scores as DICOM SR. Both
+reference the source CT series (a DICOM folder), so a PACS or viewer (OHIF, 3D Slicer) shows them
+with the scan; the algorithm named in both is the model (:func:`calcscore.bundle.model_identity`).
 
-Both reference the source CT series (a DICOM folder, e.g. one written by
-:func:`calcscore.io.write_dicom_series`), so a PACS or a viewer (OHIF, 3D Slicer, Horos) shows
-them with the scan:
-
-- :func:`write_seg`: a binary Segmentation with one segment per calcium label, segment number =
-  label value (1 LAD ... 6 MV), each coded (SNOMED CT) with its anatomic region, its display
-  colour from Fig. 6 of the paper, one frame per source slice that holds the segment.
-- :func:`write_sr`: a Comprehensive 3D SR measurement report (DICOM TID 1500): one measurement
-  group per label and one for CAC, tracked by the label name, with the Agatston score (DCM
-  112058 "Calcium score", method DCM 112055 "Agatston scoring method", unit "no units"), the
-  calcium volume (DCM 122660, mm3), the calcium mass (DCM 122661, mg; only with a calibration)
-  and, with a SEG, a reference to its segment. The evidence lists the source series (and the
-  SEG).
+- :func:`write_seg`: a binary Segmentation, one segment per calcium label present (all six when
+  none is), numbered 1..n in label order and named by the label (LAD ... MV), coded (SNOMED CT)
+  with its anatomic region and Fig. 6's colour; one frame per source slice that holds it.
+- :func:`write_sr`: a Comprehensive 3D SR (TID 1500): one measurement group per label and one for
+  CAC, tracked by the label name: Agatston score (DCM 112058, method 112055), volume (122660,
+  mm3), mass (122661, mg; with a calibration only) and the label's segment; the CAC group also
+  holds the named scores it is given (risk category, CAC-DRS, ...), coded in calcscore's local
+  scheme "99CALCSCORE". The evidence lists the source series (and the SEG).
 
 :func:`read_seg` and :func:`read_sr_scores` read them back. Needs highdicom
 (``pip install 'calcscore[dicom]'``).
@@ -60,17 +57,13 @@ _MM3 = ("mm3", "UCUM", "cubic millimeter")
 _MG = ("mg", "UCUM", "milligram")
 _PROCEDURE = ("426005005", "SCT", "Cardiac CT for calcium scoring")
 _TYPE2_PATIENT_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
+    *("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime"),
+    *("ReferringPhysicianName", "StudyID", "AccessionNumber"),
 )
 _FIELDS = {"112058": "agatston", "122660": "volume_mm3", "122661": "mass_mg"}
+#: calcscore's local (private, "99"-prefixed) coding scheme for the names and values of named
+#: scores that no standard code covers (risk category, CAC-DRS, ...)
+LOCAL_SCHEME = "99CALCSCORE"
 
 
 def _hd():
@@ -81,6 +74,18 @@ def _code(value: str, scheme: str, meaning: str):
     from pydicom.sr.coding import Code
 
     return Code(value, scheme, meaning)
+
+
+def _local_code(meaning: str):
+    """A code of :data:`LOCAL_SCHEME` whose meaning is ``meaning`` (its value: the meaning in
+    capitals, spaces as hyphens, at most 16 characters as DICOM's SH allows)."""
+    value = "-".join(str(meaning).upper().split())[:16]
+    return _code(value, LOCAL_SCHEME, str(meaning)[:64])
+
+
+def _algorithm(model: dict | None) -> tuple[str, str]:
+    """(name, version) of ``model`` (:func:`calcscore.bundle.model_identity`), else calcscore's."""
+    return (str(model["name"]), str(model["version"])) if model else ("calcscore", __version__)
 
 
 # ------------------------------------------------------------------------------ source series
@@ -137,11 +142,14 @@ def write_seg(
     *,
     manual: bool = False,
     series_description: str = "calcscore calcium labels",
+    model: dict | None = None,
 ) -> Path:
-    """Write ``labels`` (on the grid of ``source_series``) as a DICOM SEG at ``path``.
+    """Write ``labels`` (on the grid of ``source_series``) as a DICOM SEG at ``path``: one
+    segment per calcium label present (all six, empty, when none is).
 
     ``manual=True`` marks the segments as drawn by a person (a reference annotation) rather
-    than computed by calcscore.
+    than computed by calcscore; ``model``: the name and version of the model that computed them
+    (:func:`calcscore.bundle.model_identity`; default calcscore and its version).
     """
     hd = _hd()
     from pydicom.uid import generate_uid
@@ -154,40 +162,28 @@ def write_seg(
             f"the label map holds value {int(arr.max())}; calcium labels are 1-6",
             "write a calcscore label map",
         )
+    name, version = _algorithm(model)
     algorithm = (
         None
         if manual
         else hd.AlgorithmIdentificationSequence(
-            name="calcscore",
-            version=__version__,
+            name=name,
+            version=version,
             family=_code("123110", "DCM", "Artificial Intelligence"),
         )
     )
-    descriptions = []
-    for label in CALCIUM_LABELS:
-        is_valve = label in (Label.AV, Label.MV)
-        region = _REGION_CODES[label]
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=int(label),
-                segment_label=label.name,
-                segmented_property_category=_code(*_CATEGORY),
-                segmented_property_type=_code(
-                    *(_CALCIFIED_VALVE if is_valve else _VASCULAR_CALCIFICATION)
-                ),
-                algorithm_type="MANUAL" if manual else "AUTOMATIC",
-                algorithm_identification=algorithm,
-                anatomic_regions=[_code(region[0], "SCT", region[1])],
-                tracking_id=label.name,
-                tracking_uid=generate_uid(),
-                display_color=hd.color.CIELabColor.from_rgb(
-                    *(int(round(255 * c)) for c in label.colour)
-                ),
-            )
-        )
+    present = [lab for lab in CALCIUM_LABELS if (arr == int(lab)).any()]
+    chosen = present or list(CALCIUM_LABELS)
+    # segments are numbered 1..n (DICOM); the label of each is its SegmentLabel
+    to_segment = np.zeros(256, np.uint8)
+    to_segment[[int(lab) for lab in chosen]] = np.arange(1, len(chosen) + 1)
+    descriptions = [
+        _segment_description(hd, number, label, manual, algorithm)
+        for number, label in enumerate(chosen, start=1)
+    ]
     seg = hd.seg.Segmentation(
         source_images=source,
-        pixel_array=arr.astype(np.uint8),
+        pixel_array=to_segment[arr],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
@@ -206,6 +202,25 @@ def write_seg(
         seg.save_as(tmp / out.name)
     log.info("wrote DICOM SEG %s (%d frames)", out, int(seg.NumberOfFrames))
     return out
+
+
+def _segment_description(hd, number: int, label: Label, manual: bool, algorithm):
+    from pydicom.uid import generate_uid
+
+    region = _REGION_CODES[label]
+    is_valve = label in (Label.AV, Label.MV)
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label.name,
+        segmented_property_category=_code(*_CATEGORY),
+        segmented_property_type=_code(*(_CALCIFIED_VALVE if is_valve else _VASCULAR_CALCIFICATION)),
+        algorithm_type="MANUAL" if manual else "AUTOMATIC",
+        algorithm_identification=algorithm,
+        anatomic_regions=[_code(region[0], "SCT", region[1])],
+        tracking_id=label.name,
+        tracking_uid=generate_uid(),
+        display_color=hd.color.CIELabColor.from_rgb(*(int(round(255 * c)) for c in label.colour)),
+    )
 
 
 def read_seg(path: str | Path, source_series: str | Path) -> LabelVolume:
@@ -238,7 +253,15 @@ def read_seg(path: str | Path, source_series: str | Path) -> LabelVolume:
         assert_missing_frames_are_empty=True,
         dtype=np.uint8,
     )
-    return LabelVolume.like(volume, arr)
+    to_label = np.zeros(max(len(seg.SegmentSequence), 1) + 1, np.uint8)
+    for item in seg.SegmentSequence:
+        name = str(item.SegmentLabel)
+        if name not in Label.__members__:
+            raise InputError(
+                p, f"has a segment {name!r}, not a calcium label", "pass a calcscore SEG"
+            )
+        to_label[int(item.SegmentNumber)] = int(Label[name])
+    return LabelVolume.like(volume, to_label[arr])
 
 
 # ------------------------------------------------------------------------------ SR
@@ -249,12 +272,18 @@ def write_sr(
     *,
     seg_path: str | Path | None = None,
     scan_id: str | None = None,
+    model: dict | None = None,
+    named_scores: dict[str, str | float] | None = None,
 ) -> Path:
     """Write ``scores`` as a DICOM SR measurement report referencing ``source_series`` (and the
     SEG at ``seg_path``, when given).
 
     ``scores`` is a :class:`~calcscore.scoring.Scores` (:func:`calcscore.scoring.agatston`) or
     the dict of :func:`calcscore.scoring.score_report` (a ``<scan>_scores.json``).
+    ``model``: the name and version of the model (:func:`calcscore.bundle.model_identity`;
+    default calcscore and its version). ``named_scores``: further scores of the scan, written
+    into the CAC group, each one under its name: a text (``{"Risk category": "II",
+    "CAC-DRS": "A2/N3"}``) as a qualitative evaluation, a number as a measurement without unit.
     """
     hd = _hd()
     pydicom = optional_import("pydicom", "reading DICOM", "io")
@@ -268,67 +297,20 @@ def write_sr(
             uid=generate_uid(),
             name="calcscore",
             manufacturer_name="calcscore",
-            model_name=__version__,
+            model_name=_algorithm(model)[0][:64],
         ),
     )
     context = hd.sr.ObservationContext(observer_device_context=observer)
-    algorithm = hd.sr.AlgorithmIdentification(name="calcscore", version=__version__)
-    groups = []
+    algorithm = hd.sr.AlgorithmIdentification(*_algorithm(model))
     table = _score_table(scores)
+    groups = []
     for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
-        s = table[name]
+        measurements = _label_measurements(hd, table[name], algorithm)
+        evaluations: list = []
         if name == "CAC":
-            site = _code(*_CORONARY_ARTERY[:1], "SCT", _CORONARY_ARTERY[1])
-        else:
-            region = _REGION_CODES[Label[name]]
-            site = _code(region[0], "SCT", region[1])
-        measurements = [
-            hd.sr.Measurement(
-                name=_code(*_CALCIUM_SCORE),
-                value=float(s.agatston),
-                unit=_code(*_NO_UNITS),
-                method=_code(*_AGATSTON_METHOD),
-                algorithm_id=algorithm,
-            ),
-            hd.sr.Measurement(
-                name=_code(*_CALCIUM_VOLUME),
-                value=float(s.volume_mm3),
-                unit=_code(*_MM3),
-                algorithm_id=algorithm,
-            ),
-        ]
-        if math.isfinite(s.mass_mg):
-            measurements.append(
-                hd.sr.Measurement(
-                    name=_code(*_CALCIUM_MASS),
-                    value=float(s.mass_mg),
-                    unit=_code(*_MG),
-                    algorithm_id=algorithm,
-                )
-            )
-        tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name)
-        common = {
-            "tracking_identifier": tracking,
-            "finding_type": _code("5540006", "SCT", "Calcium"),
-            "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
-            "measurements": measurements,
-            "algorithm_id": algorithm,
-        }
-        label_value = None if name == "CAC" else int(Label[name])
-        if seg is not None and label_value is not None and _seg_has_segment(seg, label_value):
-            ref = hd.sr.ReferencedSegment(
-                sop_class_uid=seg.SOPClassUID,
-                sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=label_value,
-                source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
-            )
-            groups.append(
-                hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                    referenced_segment=ref, **common
-                )
-            )
-        else:
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+            more, evaluations = _named(hd, named_scores or {}, algorithm)
+            measurements += more
+        groups.append(_group(hd, name, measurements, evaluations, algorithm, seg, source))
     report = hd.sr.MeasurementReport(
         observation_context=context,
         procedure_reported=_code(*_PROCEDURE),
@@ -343,6 +325,12 @@ def write_sr(
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer="calcscore",
+        software_versions=__version__,
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(LOCAL_SCHEME, "calcscore local codes")
+        ]
+        if named_scores
+        else None,
         is_complete=True,
         series_description=f"calcscore calcium scores{f' {scan_id}' if scan_id else ''}",
     )
@@ -351,6 +339,79 @@ def write_sr(
         sr.save_as(tmp / out.name)
     log.info("wrote DICOM SR %s", out)
     return out
+
+
+def _label_measurements(hd, s, algorithm) -> list:
+    """Agatston score, volume and (when known) mass of one label's :class:`LabelScore`."""
+    out = [
+        hd.sr.Measurement(
+            name=_code(*_CALCIUM_SCORE),
+            value=float(s.agatston),
+            unit=_code(*_NO_UNITS),
+            method=_code(*_AGATSTON_METHOD),
+            algorithm_id=algorithm,
+        ),
+        hd.sr.Measurement(
+            name=_code(*_CALCIUM_VOLUME),
+            value=float(s.volume_mm3),
+            unit=_code(*_MM3),
+            algorithm_id=algorithm,
+        ),
+    ]
+    if math.isfinite(s.mass_mg):
+        out.append(
+            hd.sr.Measurement(
+                name=_code(*_CALCIUM_MASS),
+                value=float(s.mass_mg),
+                unit=_code(*_MG),
+                algorithm_id=algorithm,
+            )
+        )
+    return out
+
+
+def _group(hd, name: str, measurements, evaluations, algorithm, seg, source):
+    """The measurement group of label ``name`` (or CAC), tracked by the name: a volumetric ROI
+    group pointing at the label's segment when the SEG has one, else an image group."""
+    from pydicom.uid import generate_uid
+
+    site = _CORONARY_ARTERY if name == "CAC" else _REGION_CODES[Label[name]]
+    common = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name),
+        "finding_type": _code("5540006", "SCT", "Calcium"),
+        "finding_sites": [hd.sr.FindingSite(anatomic_location=_code(site[0], "SCT", site[1]))],
+        "measurements": measurements,
+        "qualitative_evaluations": evaluations or None,
+        "algorithm_id": algorithm,
+    }
+    number = None if seg is None or name == "CAC" else _seg_segment(seg, name)
+    if number is None:
+        return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    ref = hd.sr.ReferencedSegment(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        segment_number=number,
+        source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        referenced_segment=ref, **common
+    )
+
+
+def _named(hd, named: dict[str, str | float], algorithm) -> tuple[list, list]:
+    """(measurements, qualitative evaluations) of the named scores: numbers and texts."""
+    measurements, evaluations = [], []
+    for name, value in named.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            unit = _code(*_NO_UNITS)
+            measurements.append(
+                hd.sr.Measurement(_local_code(name), float(value), unit, algorithm_id=algorithm)
+            )
+        else:
+            evaluations.append(
+                hd.sr.QualitativeEvaluation(name=_local_code(name), value=_local_code(str(value)))
+            )
+    return measurements, evaluations
 
 
 def _score_table(scores: Scores | dict) -> dict:
@@ -380,16 +441,25 @@ def _score_table(scores: Scores | dict) -> dict:
     }
 
 
-def _seg_has_segment(seg, number: int) -> bool:
-    return any(int(s.SegmentNumber) == number for s in seg.SegmentSequence) and any(
-        int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number
-        for f in getattr(seg, "PerFrameFunctionalGroupsSequence", [])
-    )
+def _seg_segment(seg, label: str) -> int | None:
+    """The number of the SEG's segment labelled ``label``, None when it has none or the
+    segment has no frame (an empty segment)."""
+    numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence if str(s.SegmentLabel) == label]
+    # each frame's segment: per frame, or shared by all frames when the SEG has one segment
+    groups = list(getattr(seg, "PerFrameFunctionalGroupsSequence", []))
+    groups += list(getattr(seg, "SharedFunctionalGroupsSequence", []))
+    framed = {
+        int(g.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        for g in groups
+        if "SegmentIdentificationSequence" in g
+    }
+    return next((n for n in numbers if n in framed), None)
 
 
-def read_sr_scores(path: str | Path) -> dict[str, dict[str, float]]:
+def read_sr_scores(path: str | Path) -> dict[str, dict[str, float | str]]:
     """Read the scores back from a calcscore SR: ``{"LAD": {"agatston": ..., "volume_mm3": ...,
-    "mass_mg": ... (when present)}, ..., "CAC": {...}}``, keyed by tracking identifier."""
+    "mass_mg": ... (when present)}, ..., "CAC": {..., "Risk category": "II", ...}}``, keyed by
+    tracking identifier; named scores under their names (texts as str, numbers as float)."""
     pydicom = optional_import("pydicom", "reading DICOM", "io")
     p = Path(path)
     try:
@@ -398,16 +468,20 @@ def read_sr_scores(path: str | Path) -> dict[str, dict[str, float]]:
         raise InputError(
             p, f"is not a readable DICOM file ({type(exc).__name__})", "write it again"
         ) from None
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | str]] = {}
     for group in _walk(ds):
         name = None
-        values: dict[str, float] = {}
+        values: dict[str, float | str] = {}
         for item in getattr(group, "ContentSequence", []):
-            code = item.ConceptNameCodeSequence[0].CodeValue
+            concept = item.ConceptNameCodeSequence[0]
+            code, local = concept.CodeValue, concept.CodingSchemeDesignator == LOCAL_SCHEME
             if item.ValueType == "TEXT" and code == "112039":  # Tracking Identifier
                 name = str(item.TextValue)
-            elif item.ValueType == "NUM" and code in _FIELDS:
-                values[_FIELDS[code]] = float(item.MeasuredValueSequence[0].NumericValue)
+            elif item.ValueType == "NUM" and (code in _FIELDS or local):
+                key = str(concept.CodeMeaning) if local else _FIELDS[code]
+                values[key] = float(item.MeasuredValueSequence[0].NumericValue)
+            elif item.ValueType == "CODE" and local:
+                values[str(concept.CodeMeaning)] = str(item.ConceptCodeSequence[0].CodeMeaning)
         if name is not None and values:
             out[name] = values
     if not out:

@@ -31,7 +31,18 @@ class MissingDependencyError(CalcscoreError, ImportError):
 
 
 def optional_import(module: str, feature: str, extra: str):
-    """Import an optional dependency, naming the feature and the pip extra when it is missing."""
+    """Import an optional dependency, naming the feature and the pip extra when it is missing.
+
+    Args:
+        module: the module to import, e.g. "highdicom".
+        feature: what needs it, for the message, e.g. "DICOM SEG output".
+        extra: the pip extra that installs it (``pip install 'calcscore[extra]'``).
+
+    Returns:
+        the imported module.
+
+    Raises MissingDependencyError when the import fails.
+    """
     import importlib
 
     try:

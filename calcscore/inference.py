@@ -38,14 +38,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 # re-exported from here as before: DEFAULT_MODEL_DIR and threshold_table (also from calibration),
 # bf16_supported and resolve_precision
 from calcscore.bundle import DEFAULT_MODEL_DIR, load_bundle, threshold_table  # noqa: F401
-from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU, HU_CLIP, PAD_HU, scale_hu
+from calcscore.candidates import (  # noqa: F401  (re-exported: calcscore.inference.body_mask etc.)
+    _normalised_block,
+    _to_original_grid,
+    _to_original_grid_tensor,
+    body_mask,
+    body_mask_tensor,
+    unseen_mask,
+)
+from calcscore.constants import (  # noqa: F401  (BODY_THRESHOLD_HU: re-exported as before)
+    BODY_THRESHOLD_HU,
+    CALCIUM_THRESHOLD_HU,
+)
 from calcscore.networks import CNN1, CNN2
-from calcscore.preprocess import as_tensor, grid_to_grid_tensor, network_grid_tensor
+from calcscore.preprocess import as_tensor, network_grid_tensor
 from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions
 from calcscore.rim import (  # noqa: F401  (re-exported: calcscore.inference.fill_rim etc. as before)
     _median,
@@ -142,8 +152,7 @@ class InferenceOptions:
 
 #: CNN2's voxels per batch on a CPU: its layers are memory-bound there, and 32 voxels' activations
 #: (17 MB in bf16 after the first convolution) stay in the caches where 512 voxels' (274 MB) do
-#: not. On a whole-chest 512 x 512 x 200 phantom (2-core AMD EPYC, bf16 + channels-last) CNN2 took
-#: 3.6 s at 32 voxels a batch, 5.8 s at 64 and 8.7 s at 512, with identical labels (README).
+#: not, so small batches are faster there with identical labels (benchmarks/README.md).
 CNN2_BATCH_CPU = 32
 #: CNN2's voxels per batch on a GPU, where large batches fill the device.
 CNN2_BATCH_GPU = 512
@@ -199,10 +208,21 @@ class Segmentation:
         rim_fill: bool = True,
         safety_net: bool = True,
     ) -> LabelVolume:
-        """The labels CNN2 would have kept with other thresholds (one for all labels, one per
-        label group, or None for the paper's 0.5), on the grid of ``volume``, without running
-        the networks again; ``rim_fill=False`` leaves out the rim fill (the paper's mapping),
-        ``safety_net=False`` the safety net (where :func:`segment` ran it)."""
+        """The labels CNN2 would have kept with other thresholds, on the grid of ``volume``,
+        without running the networks again.
+
+        Args:
+            volume: the scan that was segmented.
+            thresholds: CNN2's calcium probability a voxel needs: one for all labels, one per
+                label group (``{"CAC": 0.4, ...}``), or None for the paper's 0.5.
+            keep_below_threshold: keep labels on original voxels < 130 HU.
+            rim_fill: fill the unseen rim as :func:`segment` does (False: the paper's
+                nearest-neighbour mapping).
+            safety_net: apply the safety net (where :func:`segment` ran it).
+
+        Returns:
+            the labels on the grid of ``volume``.
+        """
         table = threshold_table(thresholds).numpy()
         lab = self.cnn1_labels_network.labels.copy()
         if len(self.cnn2_zyx):
@@ -220,113 +240,20 @@ class Segmentation:
         return out
 
 
-def _to_original_grid(
-    labels_net: LabelVolume,
-    volume: CTVolume,
-    keep_below_threshold: bool,
-    candidates_net: np.ndarray | None = None,
-    rim_min_hu: float | None = None,
-) -> LabelVolume:
-    cand = None if candidates_net is None else as_tensor(candidates_net)
-    out = _to_original_grid_tensor(
-        as_tensor(labels_net.labels),
-        labels_net,
-        volume,
-        as_tensor(volume.hu),
-        keep_below_threshold,
-        cand,
-        rim_min_hu,
-    )
-    return LabelVolume.like(volume, out.numpy().astype(np.uint8, copy=False))
-
-
-def _to_original_grid_tensor(
-    labels_net: torch.Tensor,
-    net_grid,
-    volume: CTVolume,
-    hu: torch.Tensor,
-    keep_below_threshold: bool,
-    candidates_net: torch.Tensor | None = None,
-    rim_min_hu: float | None = None,
-) -> torch.Tensor:
-    """Steps 6 and 7 on tensors (on the device of ``labels_net``; ``hu``: the scan's HU there)."""
-    out = grid_to_grid_tensor(labels_net, net_grid, volume)
-    if not keep_below_threshold:
-        out = out * (hu >= CALCIUM_THRESHOLD_HU)
-    if rim_min_hu is not None and candidates_net is not None and bool(out.any()):
-        out = fill_rim_tensor(
-            out, _unseen_tensor(candidates_net, net_grid, volume) & (hu >= rim_min_hu)
-        )
-    return out
-
-
-def _unseen_tensor(candidates_net: torch.Tensor, net_grid, volume: CTVolume) -> torch.Tensor:
-    return grid_to_grid_tensor(candidates_net.to(torch.uint8), net_grid, volume) == 0
-
-
-def unseen_mask(candidates_net: np.ndarray, net_grid: LabelVolume, volume: CTVolume) -> np.ndarray:
-    """Voxels of ``volume`` whose nearest network-grid voxel was not a candidate: what the
-    networks never saw."""
-    return _unseen_tensor(as_tensor(candidates_net), net_grid, volume).numpy()
-
-
-def _body_coarse(above: np.ndarray) -> np.ndarray:
-    """The body on a coarse grid: the largest connected region of ``above``, holes (the lungs)
-    filled slice by slice, grown by one voxel in-plane."""
-    if not above.any():
-        return above
-    lab, n = ndimage.label(above)
-    if n > 1:
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        above = lab == int(np.argmax(sizes))
-    for z in range(above.shape[0]):
-        above[z] = ndimage.binary_fill_holes(above[z])
-    # grow by one coarse voxel so that the skin stays inside after scaling up
-    return ndimage.binary_dilation(above, structure=np.ones((1, 3, 3), bool))
-
-
-def body_mask(
-    volume: CTVolume, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4
-) -> np.ndarray:
-    """The patient's body: the largest connected region above ``threshold_hu``, with holes (the
-    lungs) filled slice by slice. Found on an in-plane grid ``step`` times coarser (the body is
-    large; this keeps whole-scan inference fast), then scaled back up."""
-    return body_mask_tensor(as_tensor(volume.hu), threshold_hu=threshold_hu, step=step).numpy()
-
-
-def body_mask_tensor(
-    hu: torch.Tensor, *, threshold_hu: float = BODY_THRESHOLD_HU, step: int = 4
-) -> torch.Tensor:
-    """:func:`body_mask` of HU on some device (the coarse grid is labelled on the CPU)."""
-    coarse = _body_coarse((hu[:, ::step, ::step] > threshold_hu).cpu().numpy())
-    full = (
-        torch.from_numpy(coarse).to(hu.device).repeat_interleave(step, 1).repeat_interleave(step, 2)
-    )
-    return full[:, : hu.shape[1], : hu.shape[2]]
-
-
-def _normalised_block(hu: torch.Tensor, lo: np.ndarray, hi: np.ndarray, r: int) -> torch.Tensor:
-    """Normalised intensities of [lo - r, hi + r) (z, y, x), -1000 HU outside the scan, on the
-    device of ``hu``."""
-    shape = np.asarray(hu.shape)
-    a, b = lo - r, hi + r
-    out = torch.full(tuple(int(v) for v in b - a), PAD_HU, dtype=torch.float32, device=hu.device)
-    sa, sb = np.maximum(a, 0), np.minimum(b, shape)
-    out[tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(sa, sb, a))] = hu[
-        tuple(slice(int(s), int(e)) for s, e in zip(sa, sb))
-    ]
-    out.clamp_(*HU_CLIP)
-    return scale_hu(out)
-
-
 def cnn1_features(
     cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray | torch.Tensor, r: int, opts: InferenceOptions
 ) -> list[torch.Tensor]:
     """Per orientation, the (N, width) features of the candidate voxels.
 
-    ``norm``: (Z + 2r, Y + 2r, X + 2r) normalised block with a margin of ``r``; ``cand``: (N, 3)
-    candidate coordinates inside the block's core (without the margin).
+    Args:
+        cnn1: the network (an inference copy, :meth:`CNN1.for_inference`, on the block's device).
+        norm: (Z + 2r, Y + 2r, X + 2r) normalised intensities with a margin of ``r`` voxels.
+        cand: (N, 3) candidate (z, y, x) inside the block's core (without the margin).
+        r: the margin in voxels, at least half CNN1's receptive field.
+        opts: ``batch_slices`` (slices per subnetwork pass), ``channels_last`` and ``bf16``.
+
+    Returns:
+        [axial, sagittal, coronal] float32 (N, width) features, on the block's device.
     """
     device = norm.device
     out = []
@@ -360,10 +287,23 @@ def cnn1_features(
 
 @torch.no_grad()
 def cnn1_proba(
-    cnn1: CNN1, norm: torch.Tensor, cand: np.ndarray, r: int, opts: InferenceOptions | None = None
+    cnn1: CNN1,
+    norm: torch.Tensor,
+    cand: np.ndarray | torch.Tensor,
+    r: int,
+    opts: InferenceOptions | None = None,
 ) -> torch.Tensor:
-    """(N, 7) class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) of candidate voxels, fully
-    convolutionally (arguments as in :func:`cnn1_features`)."""
+    """Class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) of candidate voxels, fully
+    convolutionally.
+
+    Args:
+        cnn1, norm, cand, r: as for :func:`cnn1_features`.
+        opts: as for :func:`cnn1_features`, plus ``batch_voxels`` (voxels per head batch);
+            None: the defaults on the block's device.
+
+    Returns:
+        (N, 7) float32 probabilities on the block's device.
+    """
     opts = opts or InferenceOptions(device=str(norm.device))
     feats = cnn1_features(cnn1, norm, cand, r, opts)
     out = torch.empty((len(cand), cnn1.config.n_classes), dtype=torch.float32, device=norm.device)
@@ -381,8 +321,18 @@ def cnn1_proba(
 
 
 def cnn2_patches(norm: torch.Tensor, zyx: torch.Tensor, size: int, r: int) -> torch.Tensor:
-    """(N, 3, size, size) axial / sagittal / coronal patches of a normalised block with a margin
-    ``r >= size // 2``, in the orientation convention of :mod:`calcscore.sampling`."""
+    """Axial / sagittal / coronal patches of a normalised block, in the orientation convention
+    of :mod:`calcscore.sampling`.
+
+    Args:
+        norm: (Z + 2r, Y + 2r, X + 2r) normalised intensities with a margin of ``r`` voxels.
+        zyx: (N, 3) patch centres in the block's core (without the margin).
+        size: the patch side in voxels, odd (CNN2's ``patch_size``).
+        r: the margin, ``r >= size // 2``.
+
+    Returns:
+        (N, 3, size, size) patches on the block's device.
+    """
     t = torch.arange(-(size // 2), size // 2 + 1, device=norm.device)
     u, v = t.view(1, size, 1), t.view(1, 1, size)
     z, y, x = (zyx[:, i, None, None] + r for i in range(3))
@@ -390,6 +340,52 @@ def cnn2_patches(norm: torch.Tensor, zyx: torch.Tensor, size: int, r: int) -> to
     sagittal = norm[z + u, y + v, x]
     coronal = norm[z + u, y, x + v]
     return torch.stack([axial, sagittal, coronal], dim=1)
+
+
+def _cnn2_filter(
+    cnn2_model: CNN2,
+    model: Model,
+    opts: InferenceOptions,
+    block: torch.Tensor,
+    cand: torch.Tensor,
+    pred: torch.Tensor,
+    final: torch.Tensor,
+    r: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 6: CNN2 on CNN1's calcium candidates; those below their label group's threshold
+    are set to background in ``final`` (in place). Returns (rows of ``cand`` CNN2 saw, CNN2's
+    probabilities)."""
+    device = block.device
+    # batch norm folded (same outputs, faster), channels-last if asked: a copy, model untouched
+    cnn2 = cnn2_model.folded(channels_last=opts.channels_last).to(device)
+    hit = torch.nonzero(pred > 0).squeeze(1)
+    proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
+    thresholds = threshold_table(
+        model.cnn2_thresholds if opts.cnn2_threshold is None else opts.cnn2_threshold
+    ).to(device)
+    step = cnn2_batch(opts, device)
+    for s in range(0, len(hit), step):
+        rows = hit[s : s + step]
+        x = cnn2_patches(block, cand[rows], cnn2.config.patch_size, r)
+        if opts.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, opts.bf16):
+            p2 = cnn2.predict_proba(x).float()
+        proba2[s : s + len(rows)] = p2
+        final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
+    return hit, proba2
+
+
+def _rim_threshold(
+    volume: CTVolume, model: Model, opts: InferenceOptions, hu: torch.Tensor
+) -> float | None:
+    """Step 7's noise-adapted HU threshold of the rim fill, or None where it is off."""
+    if not (model.rim_fill if opts.rim_fill is None else opts.rim_fill):
+        return None
+    sigmas = next(
+        v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None
+    )
+    return rim_thresholds_hu(volume, [sigmas], hu)[0]
 
 
 def _safety_net(
@@ -413,7 +409,18 @@ def _safety_net(
 def segment(
     volume: CTVolume, model: Model, options: InferenceOptions | None = None
 ) -> Segmentation:
-    """Label every calcification of a scan (see the module docstring for the steps)."""
+    """Label every calcification of a scan (see the module docstring for the steps).
+
+    Args:
+        volume: a chest CT in HU.
+        model: CNN1, CNN2 and their settings (:meth:`Model.load`).
+        options: devices, batch sizes, precision and steps (None: :class:`InferenceOptions`'
+            defaults, on the CPU).
+
+    Returns:
+        a :class:`Segmentation`: labels on the scan's grid and on the network grid, CNN1's own,
+        CNN2's probabilities, the safety net's regions and the seconds of each step.
+    """
     opts = options or InferenceOptions()
     device = torch.device(opts.device)
     seconds: dict[str, float] = {}
@@ -439,8 +446,8 @@ def segment(
         # a copy (ELUs in place, channels-last if asked); the model is left as it is
         cnn1 = model.cnn1.for_inference(channels_last=opts.channels_last).to(device)
         r_cnn1 = cnn1.receptive_field // 2
-        use_cnn2 = opts.use_cnn2 and model.cnn2 is not None
-        r_cnn2 = model.cnn2.config.patch_size // 2 if use_cnn2 else 0
+        cnn2_model = model.cnn2 if opts.use_cnn2 else None
+        r_cnn2 = cnn2_model.config.patch_size // 2 if cnn2_model is not None else 0
         r = max(r_cnn1, r_cnn2)
         block = _normalised_block(net_hu, lo, hi, r)
         cand = cand_all - torch.from_numpy(lo).to(device)  # row-major order, as np.argwhere
@@ -448,28 +455,10 @@ def segment(
         inner = block[tuple(slice(r - r_cnn1, block.shape[i] - (r - r_cnn1)) for i in range(3))]
         pred = cnn1_proba(cnn1, inner, cand, r_cnn1, opts).argmax(dim=1)
         seconds["cnn1"] = time.perf_counter() - t
-        final = pred.clone()
         t = time.perf_counter()
-        if use_cnn2:
-            # batch norm folded (same outputs, faster), channels-last if asked
-            cnn2 = model.cnn2.folded(channels_last=opts.channels_last).to(
-                device
-            )  # a copy, model untouched
-            hit = torch.nonzero(pred > 0).squeeze(1)
-            proba2 = torch.zeros(len(hit), dtype=torch.float32, device=device)
-            thresholds = threshold_table(
-                model.cnn2_thresholds if opts.cnn2_threshold is None else opts.cnn2_threshold
-            ).to(device)
-            step = cnn2_batch(opts, device)
-            for s in range(0, len(hit), step):
-                rows = hit[s : s + step]
-                x = cnn2_patches(block, cand[rows], cnn2.config.patch_size, r)
-                if opts.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, opts.bf16):
-                    p2 = cnn2.predict_proba(x).float()
-                proba2[s : s + len(rows)] = p2
-                final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
+        final = pred.clone()
+        if cnn2_model is not None:
+            hit, proba2 = _cnn2_filter(cnn2_model, model, opts, block, cand, pred, final, r)
             cnn2_zyx = cand_all[hit].cpu().numpy().astype(np.int32)
             cnn2_p = proba2.cpu().numpy()
         seconds["cnn2"] = time.perf_counter() - t
@@ -477,20 +466,15 @@ def segment(
         cnn1_net[idx] = pred.to(torch.uint8)
         labels_net[idx] = final.to(torch.uint8)
     t = time.perf_counter()
-    rim_hu = None
-    if model.rim_fill if opts.rim_fill is None else opts.rim_fill:
-        sigmas = next(
-            v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None
-        )
-        rim_hu = rim_thresholds_hu(volume, [sigmas], hu)[0]
-    back = _to_original_grid_tensor(
+    rim_hu = _rim_threshold(volume, model, opts, hu)
+    back_t = _to_original_grid_tensor(
         labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu
     )
-    back = LabelVolume.like(volume, back.cpu().numpy())
+    back = LabelVolume.like(volume, back_t.cpu().numpy())
     back, regions, removed = _safety_net(volume, back, model, opts, seconds)
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
     cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
-    cand_mask = cand_mask.cpu().numpy()
+    cand_mask_np = cand_mask.cpu().numpy()
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
@@ -502,7 +486,7 @@ def segment(
         seconds,
         cnn2_zyx,
         cnn2_p,
-        cand_mask,
+        cand_mask_np,
         rim_hu,
         regions,
         removed,

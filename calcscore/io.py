@@ -497,7 +497,12 @@ def _assemble_series(folder: Path, items: list, pydicom) -> CTVolume:
         series_uid=str(getattr(first, "SeriesInstanceUID", "")) or None,
         study_uid=str(getattr(first, "StudyInstanceUID", "")) or None,
         patient_id=str(getattr(first, "PatientID", "")) or None,
-        extra={"series_description": str(getattr(first, "SeriesDescription", ""))},
+        extra={  # what a report header may show (calcscore.report_html prints what is there)
+            "series_description": str(getattr(first, "SeriesDescription", "")),
+            "study_description": str(getattr(first, "StudyDescription", "") or ""),
+            "study_date": str(getattr(first, "StudyDate", "") or ""),
+            "patient_name": str(getattr(first, "PatientName", "") or ""),
+        },
     )
     return CTVolume(hu, spacing, tuple(origin_xyz[::-1]), direction, meta=meta)
 

@@ -80,6 +80,15 @@ def grow_to_lesions(
     least one annotated calcium voxel (label 1-6, itself >= threshold) becomes a lesion with the
     label most of its annotated voxels carry; ties go to the smaller label value (LAD before
     LCX ...). Annotated voxels below the threshold are not calcium and are dropped.
+
+    Args:
+        volume: the scan in HU.
+        labels: the voxel-level annotation on the grid of ``volume``.
+        threshold_hu: the calcium threshold in HU (voxels >= it grow).
+        connectivity: 6, 18 or 26 (3D neighbours that connect).
+
+    Returns:
+        the lesion-level labels on the grid of ``labels``.
     """
     check_same_geometry(volume, labels)
     above = volume.hu >= threshold_hu
@@ -143,6 +152,16 @@ def convert_to_lesion_level(
     ``volume_ratio`` is the grown calcium volume over the annotated calcium volume (voxels >=
     ``threshold_hu``, all labels), ``nan`` when nothing is annotated; the scan is ``excluded``
     when the ratio exceeds ``max_volume_ratio``. Both label maps are scored with ``convention``.
+
+    Args:
+        volume, labels, threshold_hu, connectivity: as for :func:`grow_to_lesions`.
+        max_volume_ratio: exclude the scan when the volume grows by more than this factor
+            (the paper's 5).
+        convention: the Agatston convention (or its name) both label maps are scored with.
+
+    Returns:
+        a :class:`LesionLevelConversion`: the grown labels, both volumes in mm³, their ratio,
+        the exclusion and both sets of scores.
     """
     grown = grow_to_lesions(volume, labels, threshold_hu=threshold_hu, connectivity=connectivity)
     above = volume.hu >= threshold_hu
@@ -183,6 +202,14 @@ def lesion_level_study(
     ``volume_ratio``, ``excluded``, CAC and total (all six labels) Agatston scores at both
     levels and their increase. Average ``cac_agatston_increase`` over the rows that are not
     ``excluded`` to reproduce the paper's figure.
+
+    Args:
+        cases: ``(scan_id, volume, labels)`` of each scan, the labels voxel-level.
+        threshold_hu, connectivity, max_volume_ratio, convention: as for
+            :func:`convert_to_lesion_level`.
+
+    Returns:
+        a DataFrame with one row per case and the columns above.
     """
     rows = []
     for scan_id, volume, labels in cases:

@@ -124,6 +124,15 @@ def detection_agreement(
     ``fp_volume_mm3``, ``fn_volume_mm3``, ``sensitivity``, ``precision``, ``f1`` (``nan`` where
     undefined), and the lesion counts ``ref_lesions``, ``pred_lesions``, ``tp_lesions``,
     ``fn_lesions``, ``fp_lesions``.
+
+    Args:
+        reference: the reference labels.
+        prediction: the predicted labels on the same grid.
+        lesion_connectivity: 6, 18 or 26: the connectivity of a lesion (orCaScore's 6); a
+            lesion is a TP when it overlaps a lesion of the same label group in the other map.
+
+    Returns:
+        a DataFrame with one row per label and CAC and the columns above (volumes in mm³).
     """
     idx, ref_vals, pred_vals = _sparse_pairs(reference, prediction)
     counts = _confusion_counts(ref_vals, pred_vals)
@@ -240,6 +249,17 @@ def mean_with_ci(
     """Mean over scans of one per-scan metric (``nan`` scans left out) with a bootstrap CI over scans.
 
     E.g. the paper's "average F1 score per scan for CAC of 0.87 (95 % CI 0.85-0.90)".
+
+    Args:
+        per_scan: per-scan agreement rows (``Evaluation.per_scan``) with ``label`` and ``metric``.
+        label: the row label to average, e.g. "CAC" or "LAD".
+        metric: the column, e.g. "f1" or "sensitivity".
+        n_resamples: bootstrap resamples of the scans.
+        confidence: the CI's coverage, e.g. 0.95.
+        rng: a generator or seed for the resampling.
+
+    Returns:
+        a :class:`calcscore.stats.BootstrapResult` (all ``nan`` when no scan has a value).
     """
     if metric not in per_scan.columns:
         raise ValueError(f"`metric` must be a column of the per-scan table, got {metric=}")
@@ -338,7 +358,17 @@ def evaluate(
     convention: AgatstonConvention | str = DEFAULT_CONVENTION,
     lesion_connectivity: int = ORCASCORE_CONNECTIVITY,
 ) -> Evaluation:
-    """Agreement of every case, summarised; Agatston scores and risk categories where images exist."""
+    """Agreement of every case, summarised; Agatston scores and risk categories where images exist.
+
+    Args:
+        cases: the scans (:class:`ScanCase`); at least one.
+        convention: the Agatston convention (or its name) for cases with an image.
+        lesion_connectivity: as for :func:`detection_agreement`.
+
+    Returns:
+        an :class:`Evaluation`: per-scan rows, their summary, risk categories and the summed
+        label confusion in mm³.
+    """
     frames, risk_rows = [], []
     confusion = None
     for case in cases:

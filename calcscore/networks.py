@@ -25,13 +25,21 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from calcscore.labels import N_CLASSES
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def to_channels_last(module: _M) -> _M:
+    """``module`` with its weights in channels-last (NHWC) memory layout, in place."""
+    return cast(_M, module.to(memory_format=torch.channels_last))  # type: ignore[call-overload]
+
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +180,7 @@ class CNN1(nn.Module):
         super().__init__()
         config = config or CNN1Config(**kwargs)
         self.config = config
-        sub = dict(
+        sub: dict[str, Any] = dict(
             width=config.width,
             max_dilation=config.max_dilation,
             aux=config.aux,
@@ -201,7 +209,15 @@ class CNN1(nn.Module):
     def head(
         self, feats_a: torch.Tensor, feats_s: torch.Tensor, feats_c: torch.Tensor
     ) -> torch.Tensor:
-        """Head logits (N, 7) from the three (N, width) centre feature vectors."""
+        """Head logits from the three orientations' centre feature vectors.
+
+        Args:
+            feats_a, feats_s, feats_c: (N, width) features of the axial, sagittal and coronal
+                subnetworks at the same N voxels.
+
+        Returns:
+            (N, 7) logits.
+        """
         return self.head_layers(torch.cat([feats_a, feats_s, feats_c], dim=1))
 
     def output_size(self, patch_size: int) -> int:
@@ -230,12 +246,12 @@ class CNN1(nn.Module):
         place (:func:`inplace_elus`), its weights channels-last (NHWC) if ``channels_last``; the
         model itself, e.g. one being trained, is left as it is."""
         copied = inplace_elus(copy.deepcopy(self).eval())
-        return copied.to(memory_format=torch.channels_last) if channels_last else copied
+        return to_channels_last(copied) if channels_last else copied
 
     @staticmethod
     def combine(
         head_logits: torch.Tensor,
-        aux_logits: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+        aux_logits: tuple[torch.Tensor, ...] | None,
     ) -> torch.Tensor:
         """Class probabilities p = 1/2 p_N + 1/6 (p_A + p_S + p_C) from (N, 7) logits.
 
@@ -257,13 +273,13 @@ class CNN1(nn.Module):
         return self.combine(out.head, aux)  # type: ignore[arg-type]
 
 
-def inplace_elus(module: nn.Module) -> nn.Module:
+def inplace_elus(module: _M) -> _M:
     """``module`` with every ELU computed in place; for inference copies only.
 
     Each ELU of CNN1 and CNN2 follows a convolution, a linear layer or (in :meth:`CNN2.folded`) a
-    max-pooling, whose fresh output nothing else reads, so the values are the same. On a 2-core
-    AVX2 CPU the ELUs of a CNN1 subnetwork cost about as much as its convolutions; in place, the
-    features of 16 slices of 320 x 320 took 0.66 s instead of 0.91 s (fp32, channels-last).
+    max-pooling, whose fresh output nothing else reads, so the values are the same. On a CPU
+    the ELUs of a CNN1 subnetwork cost about as much as its convolutions, and in place they cost
+    less (benchmarks/README.md).
     """
     for m in module.modules():
         if isinstance(m, nn.ELU):
@@ -358,14 +374,15 @@ class CNN2(nn.Module):
     def folded(self, channels_last: bool = False) -> CNN2:
         """An eval-mode copy with every batch norm folded into the convolution or dense layer
         before it (the same function in eval mode, one pass over memory less per layer: with
-        channels-last, CNN2 runs ~2x faster on a CPU), and each max-pooling moved before the ELU
-        in front of it (the same values, a quarter of the ELU's work), and the ELUs in place
-        (:func:`inplace_elus`); its weights channels-last (NHWC) if ``channels_last``, as
-        :meth:`CNN1.for_inference`."""
+        channels-last, CNN2 runs faster on a CPU, benchmarks/README.md), and each max-pooling
+        moved before the ELU in front of it (the same values, a quarter of the ELU's work), and
+        the ELUs in place (:func:`inplace_elus`); its weights channels-last (NHWC) if
+        ``channels_last``, as :meth:`CNN1.for_inference`."""
         net = copy.deepcopy(self).eval()
 
         def fold(seq: nn.Sequential) -> nn.Sequential:
-            mods, out = list(seq), []
+            mods = list(seq)
+            out: list[nn.Module] = []
             for i, m in enumerate(mods):
                 if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
                     continue
@@ -373,16 +390,19 @@ class CNN2(nn.Module):
                 if isinstance(m, nn.Conv2d | nn.Linear) and isinstance(
                     nxt, nn.BatchNorm1d | nn.BatchNorm2d
                 ):
-                    scale = nxt.weight / torch.sqrt(nxt.running_var + nxt.eps)
-                    bias = m.bias if m.bias is not None else torch.zeros_like(nxt.running_mean)
+                    assert nxt.running_var is not None and nxt.running_mean is not None
+                    mean, var = nxt.running_mean, nxt.running_var
+                    scale = nxt.weight / torch.sqrt(var + nxt.eps)
+                    bias = m.bias if m.bias is not None else torch.zeros_like(mean)
+                    new: nn.Conv2d | nn.Linear
                     if isinstance(m, nn.Conv2d):
                         new = nn.Conv2d(
                             m.in_channels,
                             m.out_channels,
-                            m.kernel_size,
-                            m.stride,
-                            m.padding,
-                            m.dilation,
+                            cast(tuple[int, int], m.kernel_size),
+                            cast(tuple[int, int], m.stride),
+                            cast(tuple[int, int], m.padding),
+                            cast(tuple[int, int], m.dilation),
                             m.groups,
                             bias=True,
                         )
@@ -390,7 +410,8 @@ class CNN2(nn.Module):
                     else:
                         new = nn.Linear(m.in_features, m.out_features, bias=True)
                         new.weight.copy_(m.weight * scale.view(-1, 1))
-                    new.bias.copy_((bias - nxt.running_mean) * scale + nxt.bias)
+                    assert new.bias is not None  # made with bias=True
+                    new.bias.copy_((bias - mean) * scale + nxt.bias)
                     out.append(new.to(m.weight.device, m.weight.dtype))
                 else:
                     out.append(m)
@@ -404,7 +425,7 @@ class CNN2(nn.Module):
         net.tower = fold(net.tower)
         net.classifier = fold(net.classifier)
         net = inplace_elus(net)
-        return net.to(memory_format=torch.channels_last) if channels_last else net
+        return to_channels_last(net) if channels_last else net
 
 
 def build_network(kind: str, params: dict[str, Any]) -> nn.Module:
@@ -418,7 +439,8 @@ def build_network(kind: str, params: dict[str, Any]) -> nn.Module:
 
 def regularised_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(weights, others): convolution and dense weights get L2; biases and BN parameters do not."""
-    decay, other = [], []
+    decay: list[nn.Parameter] = []
+    other: list[nn.Parameter] = []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             is_weight = name == "weight" and isinstance(module, nn.Conv2d | nn.Linear)

@@ -21,9 +21,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from calcscore.errors import CalcscoreError, InputError, optional_import
+
+if TYPE_CHECKING:
+    from calcscore.networks import CNN1, CNN2
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,20 @@ def run_notebook(
     written atomically; when a cell fails, the partly executed notebook is kept as
     ``out_dir/<name>.failed.ipynb`` and a :class:`~calcscore.errors.CalcscoreError` names the
     cell's error.
+
+    Args:
+        notebook: the .ipynb to run (it is not modified).
+        out_dir: the output folder (created).
+        parameters: values for names of the ``parameters`` cell.
+        tiny: start from the notebook's tiny parameter set (:func:`tiny_parameters`).
+        kernel_name: the Jupyter kernel to run in.
+        cwd: the notebook's working directory (default: ``out_dir``).
+        html: also write the HTML export.
+        cell_timeout_s: seconds a cell may run (None: no limit).
+
+    Returns:
+        a :class:`NotebookRun`: the executed notebook, the HTML (or None), the parameters used
+        and the wall-clock seconds.
     """
     papermill = optional_import("papermill", "running notebooks", "notebooks")
     from calcscore.io import atomic_path
@@ -242,7 +259,16 @@ def split_cached(
     cached: Sequence, *, val_fraction: float = 0.25, seed: int = 0
 ) -> tuple[list, list]:
     """(training, validation) cached scans, split by participant
-    (:func:`calcscore.training.split_by_participant`)."""
+    (:func:`calcscore.training.split_by_participant`).
+
+    Args:
+        cached: cached scans (:class:`calcscore.sampling.CachedScan`).
+        val_fraction: the fraction of participants that go to validation.
+        seed: seed of the draw.
+
+    Returns:
+        (training scans, validation scans); all scans of a participant on one side.
+    """
     from calcscore.training import split_by_participant
 
     val = split_by_participant(
@@ -269,7 +295,18 @@ def train_networks(
     ``{"max_iterations": 20}``). Outputs: ``out_dir/cnn1`` and ``out_dir/cnn2`` (model,
     ``metrics.csv``, checkpoint), and copies of ``cnn1.pt`` and ``cnn2.pt`` in ``out_dir``, so
     that ``Model.load(out_dir)`` (or ``model_path = out_dir`` in a notebook) loads the pair.
-    Returns the :class:`calcscore.inference.Model`.
+
+    Args:
+        train_scans: cached training scans (:class:`calcscore.sampling.CachedScan`).
+        val_scans: cached validation scans.
+        out_dir: the output folder.
+        preset: "workshop" or "paper" (:func:`calcscore.training.get_config`).
+        cnn1: changes to CNN1's preset settings.
+        cnn2: changes to CNN2's preset settings; None trains no CNN2.
+        progress: progress bars during training.
+
+    Returns:
+        the trained pair as a :class:`calcscore.inference.Model`.
     """
     import shutil
 
@@ -293,14 +330,24 @@ def train_networks(
     else:
         shutil.copy2(r2.model_path, out / "cnn2.pt")
     info = {"preset": preset, "trained_on": "synthetic phantoms", "n_train_scans": len(train_scans)}
-    return Model(model1, model2, info, str(out))
+    return Model(cast("CNN1", model1), cast("CNN2 | None", model2), info, str(out))
 
 
 def label_scans(
     scans: Iterable, model, *, use_cnn2: bool = True, reference: str = "labels"
 ) -> list:
-    """:class:`calcscore.metrics.ScanCase` for every scan: the reference label map (the scan's
-    ``labels``, or an observer's, e.g. ``reference="observer2"``) against ``model``'s labels."""
+    """:class:`calcscore.metrics.ScanCase` for every scan: the reference label map against
+    ``model``'s labels.
+
+    Args:
+        scans: phantom scans (:class:`calcscore.phantom.CohortScan`) with their labels.
+        model: a :class:`calcscore.inference.Model`.
+        use_cnn2: run CNN2's false-positive reduction (False: CNN1's labels).
+        reference: "labels" (the ground truth) or an observer's name, e.g. "observer2".
+
+    Returns:
+        one :class:`calcscore.metrics.ScanCase` per scan, with its volume.
+    """
     from calcscore.inference import InferenceOptions, segment
     from calcscore.metrics import ScanCase
 
@@ -320,7 +367,14 @@ def label_scans_by_stage(scans: Iterable, model, *, reference: str = "labels") -
     """Like :func:`label_scans`, with one segmentation per scan giving both stages (the paper's
     Table II): ``{"CNN1": cases, "CNN1 + CNN2": cases}``. CNN1's labels are mapped back to the
     scan grid as :func:`calcscore.inference.segment` maps the final ones (nearest neighbour,
-    kept on voxels >= 130 HU, the rim fill); without a CNN2 both stages are the same."""
+    kept on voxels >= 130 HU, the rim fill); without a CNN2 both stages are the same.
+
+    Args:
+        scans, model, reference: as for :func:`label_scans`.
+
+    Returns:
+        ``{stage: [ScanCase, ...]}`` for the stages of :data:`STAGES`.
+    """
     from calcscore.inference import segment
     from calcscore.metrics import ScanCase
 
@@ -339,8 +393,17 @@ def f1_table(
     groups: Sequence[str] = ("CAC", "TAC", "AV", "MV"),
     column: str = "f1_mean",
 ):
-    """One row per evaluation (name -> :class:`calcscore.metrics.Evaluation`), one column per
-    label group: a summary column (mean F1 per scan by default); ``nan`` where undefined."""
+    """One row per evaluation, one column per label group: a summary column (mean F1 per scan
+    by default); ``nan`` where undefined.
+
+    Args:
+        evaluations: name -> :class:`calcscore.metrics.Evaluation`.
+        groups: the label groups (columns), in order.
+        column: the column of ``Evaluation.summary`` to show, e.g. "f1_pooled".
+
+    Returns:
+        a DataFrame indexed by evaluation name.
+    """
     import pandas as pd
 
     rows = {}

@@ -48,6 +48,16 @@ def slab_weights(
 
     Original slice i covers [i*s - t/2, i*s + t/2]; new slab j is centred at j*slab_spacing and
     covers +- slab_thickness/2, for every centre within the original extent.
+
+    Args:
+        n_in: the number of original slices.
+        spacing_mm: the original slice spacing s in mm.
+        thickness_mm: the original slice thickness t in mm.
+        slab_thickness_mm: the new slabs' thickness in mm.
+        slab_spacing_mm: the new slabs' spacing in mm.
+
+    Returns:
+        an (n_out, n_in) float array of overlaps in mm (not normalised).
     """
     if spacing_mm <= 0 or thickness_mm <= 0:
         raise ValueError(f"spacing and thickness must be > 0, got {spacing_mm=}, {thickness_mm=}")
@@ -116,6 +126,15 @@ def reformat_slabs(
     The slice thickness comes from ``volume.meta.slice_thickness_mm`` (the slice spacing when it
     is unknown). Input thicker than the slab is passed through unchanged with a
     :class:`ThickSliceWarning`, since the method assumes slices of at most 3 mm.
+
+    Args:
+        volume: a CT in HU.
+        slab_thickness_mm: the slabs' thickness in mm.
+        slab_spacing_mm: the slabs' spacing in mm.
+
+    Returns:
+        the slabs as a :class:`CTVolume` (each the overlap-weighted mean of the slices it
+        covers), or ``volume`` itself when its slices are thicker than a slab.
     """
     w = _slab_matrix(volume, volume.meta.slice_thickness_mm, slab_thickness_mm, slab_spacing_mm)
     if w is None:
@@ -169,14 +188,23 @@ def to_network_grid(
     slab_spacing_mm: float = SLAB_SPACING_MM,
     inplane_spacing_mm: float = INPLANE_SPACING_MM,
 ) -> CTVolume:
-    """The paper's preprocessing: 3 mm slabs at 1.5 mm, then 0.66 mm in-plane."""
+    """The paper's preprocessing: 3 mm slabs at 1.5 mm, then 0.66 mm in-plane.
+
+    Args:
+        volume: a CT in HU.
+        slab_thickness_mm, slab_spacing_mm: as for :func:`reformat_slabs`.
+        inplane_spacing_mm: the in-plane pixel size in mm (bilinear resampling).
+
+    Returns:
+        the volume on the network grid.
+    """
     slabs = reformat_slabs(
         volume, slab_thickness_mm=slab_thickness_mm, slab_spacing_mm=slab_spacing_mm
     )
     return resample_inplane(slabs, spacing_mm=inplane_spacing_mm)
 
 
-def network_grid_tensor(volume: CTVolume, hu: torch.Tensor) -> tuple[torch.Tensor, CTVolume]:
+def network_grid_tensor(volume: CTVolume, hu: torch.Tensor) -> tuple[torch.Tensor, LabelVolume]:
     """:func:`to_network_grid` of ``volume`` whose HU lie in ``hu`` (a (Z, Y, X) float32 tensor on
     any device, e.g. a GPU): the network-grid HU as a tensor on that device, and the network grid
     (its geometry, with an empty array: the HU stay on the device)."""
@@ -207,7 +235,16 @@ def _axis_map(source: _Grid, target: _Grid, axis: int) -> np.ndarray:
 
 def grid_to_grid_tensor(src: torch.Tensor, source: _Grid, target: _Grid) -> torch.Tensor:
     """Nearest-neighbour mapping of a (Z, Y, X) tensor on the grid of ``source`` onto the grid of
-    ``target`` (the same direction), on the tensor's device; 0 outside the source."""
+    ``target`` (the same direction), on the tensor's device; 0 outside the source.
+
+    Args:
+        src: values on the grid of ``source``, on any device.
+        source: the grid ``src`` lies on (a volume: its spacing, origin and direction).
+        target: the grid to map onto.
+
+    Returns:
+        a tensor of ``target``'s shape on the device of ``src``.
+    """
     if not np.allclose(source.direction, target.direction, atol=1e-4):
         raise GeometryMismatchError(
             "labels_to_grid needs grids with the same direction; labels have direction "

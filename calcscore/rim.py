@@ -74,8 +74,17 @@ def rim_threshold_hu(volume: CTVolume, sigmas: float) -> float:
 
 
 def rim_thresholds_hu(volume: CTVolume, sigmas, hu: torch.Tensor | None = None) -> list[float]:
-    """:func:`rim_threshold_hu` for several margins, estimating the scan's noise once (from
-    ``hu``, the scan's HU on some device, where given)."""
+    """:func:`rim_threshold_hu` for several margins, estimating the scan's noise once.
+
+    Args:
+        volume: the scan (its HU are read when ``hu`` is None).
+        sigmas: the margins, in noise SDs above the soft-tissue level.
+        hu: the scan's HU as a tensor on some device, to estimate there (None: ``volume.hu``).
+
+    Returns:
+        one threshold in HU per margin, never below 130 HU (130 HU each when the noise or the
+        soft-tissue level cannot be estimated).
+    """
     hu = as_tensor(volume.hu) if hu is None else hu
     level, sd = _soft_tissue_tensor(hu), _noise_sd_tensor(hu)
     if not (np.isfinite(level) and np.isfinite(sd)):

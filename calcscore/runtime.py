@@ -46,8 +46,9 @@ def resolve_device(device: str | torch.device, *, local_rank: int | None = None)
 def bf16_supported(device: str | torch.device) -> bool:
     """Whether bfloat16 autocast is native on ``device``: a CUDA GPU with bf16 (Ampere and
     later), or a CPU whose oneDNN has bf16 kernels (AVX-512 BF16 / AMX). On this project's CPU
-    (AVX-512 BF16) bf16 + channels-last scores a scan ~1.5x faster than fp32 + channels-last and
-    gave the same labels on held-out phantoms (README); elsewhere fp32 is the safe choice."""
+    (AVX-512 BF16) bf16 + channels-last scores a scan faster than fp32 + channels-last
+    (benchmarks/README.md) and gave the same labels on held-out phantoms (README); elsewhere
+    fp32 is the safe choice."""
     device = torch.device(device)
     try:
         if device.type == "cuda":
@@ -157,7 +158,16 @@ def broadcast_flag(info: DistInfo, flag: bool) -> bool:
 
 def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     """``model`` in DistributedDataParallel (which averages the gradients) in a distributed run,
-    else ``model`` itself."""
+    else ``model`` itself.
+
+    Args:
+        model: the network, already on ``device``.
+        info: the run's ranks (:func:`init_distributed`); not ``enabled``: no wrapper.
+        device: this process's device (a CUDA device is passed to DDP as ``device_ids``).
+
+    Returns:
+        the wrapped model, or ``model``.
+    """
     if not info.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
@@ -169,7 +179,8 @@ def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Modul
 
 def unwrap_ddp(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel wrapper (or ``model`` itself)."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 # ---------------------------------------------------------------------------------- memory

@@ -2,8 +2,8 @@
 
 Pipeline (docs/method.md §1, §5):
 
-1. :func:`cache_scan` / :func:`cache_cohort` put each scan on the network grid
-   (:func:`calcscore.preprocess.to_network_grid`) and its reference labels there by nearest
+1. :func:`calcscore.scan_cache.cache_scan` / :func:`~calcscore.scan_cache.cache_cohort` put
+   each scan on the network grid (:func:`calcscore.preprocess.to_network_grid`) and its reference labels there by nearest
    neighbour, crop the volume to the body's bounding box, and write a folder per scan:
    ``hu.npy`` (int16 HU, clipped to [-1000, 3000]), ``labels.npy`` (uint8; voxels below 130 HU
    are background), ``calcium.npy`` and ``background.npy`` (flat indices of the candidate voxels,
@@ -27,246 +27,33 @@ Patch orientation (the same convention as whole-slice inference must use), for a
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from calcscore.constants import (
-    CACHE_BODY_THRESHOLD_HU,
+from calcscore.constants import (  # noqa: F401  (CALCIUM_THRESHOLD_HU: re-exported as before)
     CALCIUM_THRESHOLD_HU,
-    HU_CLIP,
     NORM_CENTER,
     NORM_SCALE,
     PAD_HU,
 )
-from calcscore.labels import IGNORE
-from calcscore.volume import CTVolume, LabelVolume
+from calcscore.scan_cache import (  # noqa: F401  (re-exported: calcscore.sampling.cache_scan etc.)
+    BODY_THRESHOLD_HU,
+    CACHE_VERSION,
+    CROP_MARGIN,
+    HU_MAX,
+    HU_MIN,
+    CachedScan,
+    cache_cohort,
+    cache_scan,
+    load_cached,
+)
 
 log = logging.getLogger(__name__)
-
-CACHE_VERSION = 1
-HU_MIN, HU_MAX = HU_CLIP
-#: Voxels above this bound the body box that the cache keeps (plus ``CROP_MARGIN`` voxels).
-BODY_THRESHOLD_HU = CACHE_BODY_THRESHOLD_HU
-CROP_MARGIN = 4
-
-
-# ------------------------------------------------------------------------------------ the cache
-@dataclass(frozen=True)
-class CachedScan:
-    """A preprocessed scan in the cache: arrays on the network grid, cropped to the body."""
-
-    folder: Path
-    scan_id: str
-    participant_id: str
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    crop_offset: tuple[int, int, int]
-
-    @cached_property
-    def hu(self) -> np.ndarray:
-        """int16 HU, (z, y, x), memory-mapped."""
-        return np.load(self.folder / "hu.npy", mmap_mode="r")
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        """uint8 labels, (z, y, x), memory-mapped (0 below 130 HU)."""
-        return np.load(self.folder / "labels.npy", mmap_mode="r")
-
-    @cached_property
-    def calcium_index(self) -> np.ndarray:
-        """Flat indices of voxels >= 130 HU with a calcium label."""
-        return np.load(self.folder / "calcium.npy", mmap_mode="r")
-
-    @cached_property
-    def background_index(self) -> np.ndarray:
-        """Flat indices of voxels >= 130 HU labelled background."""
-        return np.load(self.folder / "background.npy", mmap_mode="r")
-
-    @property
-    def candidate_index(self) -> np.ndarray:
-        """Flat indices of all voxels >= 130 HU, sorted."""
-        return np.sort(np.concatenate([self.calcium_index, self.background_index]))
-
-    @property
-    def n_voxels(self) -> int:
-        return int(np.prod(self.shape))
-
-
-def _source_stamp(path: str | Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_dir():  # a DICOM series: the newest file and the file count
-        files = [f for f in p.iterdir() if f.is_file()]
-        return {
-            "path": str(p.resolve()),
-            "n_files": len(files),
-            "mtime": max((f.stat().st_mtime for f in files), default=0.0),
-        }
-    st = p.stat()
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime": st.st_mtime}
-
-
-def _write_npy(folder: Path, name: str, arr: np.ndarray) -> None:
-    np.save(folder / name, np.ascontiguousarray(arr))
-
-
-def cache_scan(
-    volume: CTVolume,
-    labels: LabelVolume | None,
-    folder: str | Path,
-    *,
-    scan_id: str,
-    participant_id: str | None = None,
-    on_network_grid: bool = False,
-    crop: bool = True,
-    sources: dict[str, Any] | None = None,
-) -> CachedScan:
-    """Preprocess one scan and write it to ``folder`` (atomically: written beside, then renamed).
-
-    ``volume`` and ``labels`` are on the scan's own grid unless ``on_network_grid`` is True.
-    Labels may be None (a scan without reference: all candidates count as background); voxels
-    labelled :data:`calcscore.labels.IGNORE` are in neither pool (nor in :attr:`CachedScan.candidate_index`)
-    and the auxiliary losses skip them.
-    """
-    from calcscore.preprocess import labels_to_grid, to_network_grid
-
-    folder = Path(folder)
-    grid = volume if on_network_grid else to_network_grid(volume)
-    if labels is None:
-        lab = np.zeros(grid.shape, np.uint8)
-    else:
-        lab = (labels if labels.same_geometry(grid) else labels_to_grid(labels, grid)).labels
-    hu_f = np.clip(grid.hu, HU_MIN, HU_MAX)
-    offset = (0, 0, 0)
-    if crop:
-        body = np.argwhere(hu_f > BODY_THRESHOLD_HU)
-        if len(body):
-            lo = np.maximum(body.min(axis=0) - CROP_MARGIN, 0)
-            hi = np.minimum(body.max(axis=0) + CROP_MARGIN + 1, grid.shape)
-            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-            hu_f, lab = hu_f[sl], lab[sl]
-            offset = tuple(int(a) for a in lo)
-    candidate = hu_f >= CALCIUM_THRESHOLD_HU
-    lab = np.where(candidate, lab, 0).astype(np.uint8)
-    flat_cand = candidate.ravel()
-    flat_lab = lab.ravel()
-    # IGNORE: not annotated (a real negative's voxels near the heart): in neither pool
-    calcium = np.flatnonzero(flat_cand & (flat_lab > 0) & (flat_lab != IGNORE)).astype(np.int64)
-    background = np.flatnonzero(flat_cand & (flat_lab == 0)).astype(np.int64)
-    meta = {
-        "version": CACHE_VERSION,
-        "scan_id": str(scan_id),
-        "participant_id": str(participant_id if participant_id is not None else scan_id),
-        "shape": list(hu_f.shape),
-        "spacing_mm": list(grid.spacing_mm),
-        "crop_offset": list(offset),
-        "grid_shape": list(grid.shape),
-        "grid_origin_mm": list(grid.origin_mm),
-        "n_calcium": int(len(calcium)),
-        "n_background": int(len(background)),
-        "sources": sources or {},
-    }
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-    try:
-        _write_npy(tmp, "hu.npy", np.round(hu_f).astype(np.int16))
-        _write_npy(tmp, "labels.npy", lab)
-        _write_npy(tmp, "calcium.npy", calcium)
-        _write_npy(tmp, "background.npy", background)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info(
-        "cached %s: shape %s, %d calcium and %d background candidates",
-        scan_id,
-        hu_f.shape,
-        len(calcium),
-        len(background),
-    )
-    return load_cached(folder)
-
-
-def load_cached(folder: str | Path) -> CachedScan:
-    """Open a cached scan written by :func:`cache_scan`."""
-    folder = Path(folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    return CachedScan(
-        folder=folder,
-        scan_id=meta["scan_id"],
-        participant_id=meta["participant_id"],
-        shape=tuple(meta["shape"]),
-        spacing_mm=tuple(meta["spacing_mm"]),
-        crop_offset=tuple(meta["crop_offset"]),
-    )
-
-
-def _cache_is_current(folder: Path, sources: dict[str, Any]) -> bool:
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("version") == CACHE_VERSION and meta.get("sources") == sources
-
-
-def cache_cohort(manifest, cache_dir: str | Path, *, progress: bool = False) -> list[CachedScan]:
-    """Cache every scan of a manifest (a DataFrame from :func:`calcscore.manifest.read_manifest`).
-
-    A scan whose cache folder was written from the same files (path, size, time) is reused.
-    """
-    from tqdm.auto import tqdm
-
-    from calcscore.io import read_labels, read_volume
-
-    cache_dir = Path(cache_dir)
-    out = []
-    rows = list(manifest.itertuples(index=False))
-    for row in tqdm(rows, desc="caching scans", disable=not progress, unit="scan"):
-        label_path = getattr(row, "labels", None)
-        if isinstance(label_path, float):  # NaN from pandas
-            label_path = None
-        sources = {"image": _source_stamp(row.image), "labels": _source_stamp(label_path)}
-        folder = cache_dir / _safe_name(str(row.scan_id))
-        if _cache_is_current(folder, sources):
-            out.append(load_cached(folder))
-            continue
-        volume = read_volume(row.image)
-        labels = read_labels(label_path) if label_path else None
-        out.append(
-            cache_scan(
-                volume,
-                labels,
-                folder,
-                scan_id=str(row.scan_id),
-                participant_id=str(getattr(row, "participant_id", row.scan_id)),
-                sources=sources,
-            )
-        )
-    return out
-
-
-def _safe_name(name: str) -> str:
-    """A folder name for a scan id; ids that need changing get a hash suffix to stay unique."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-    if safe == name and name:
-        return name
-    import hashlib
-
-    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 # ------------------------------------------------------------------------- patches on the device
@@ -328,7 +115,7 @@ class VolumeStore:
         )
         self.shapes_host = np.array([s.shape for s in self.scans], dtype=np.int64)
         self.shapes = torch.from_numpy(self.shapes_host).to(self.device)
-        self._offsets: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._offsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         log.info(
             "holding %d scans (%.1f MB) on %s",
             len(self.scans),
@@ -343,7 +130,8 @@ class VolumeStore:
         if size % 2 == 0 or size < 1:
             raise ValueError(f"patch sizes must be odd, got {size=}")
         if size not in self._offsets:
-            self._offsets[size] = tuple(o.to(self.device) for o in _row_col_offsets(size))
+            rows, cols = _row_col_offsets(size)
+            self._offsets[size] = (rows.to(self.device), cols.to(self.device))
         return self._offsets[size]
 
     def _gather(self, source: torch.Tensor, scan: torch.Tensor, zyx: torch.Tensor, size: int):
@@ -376,9 +164,17 @@ class VolumeStore:
     ) -> torch.Tensor:
         """(N, 3, size, size) normalised axial / sagittal / coronal patches.
 
-        ``scan``: (N,) scan indices into this store; ``zyx``: (N, 3) centres, on this device.
         Intensities are (clip(HU, -1000, 3000) - 130) / 1130 (``normalise_hu``); voxels outside
         the volume read as -1000 HU.
+
+        Args:
+            scan: (N,) scan indices into this store, on this device.
+            zyx: (N, 3) centres in their scans, on this device.
+            size: the patch side in voxels, odd.
+            dtype: the patches' dtype.
+
+        Returns:
+            (N, 3, size, size) patches on this device.
         """
         vals, invalid = self._gather(self.hu, scan, zyx, size)
         out = vals.masked_fill_(invalid, int(PAD_HU)).to(torch.float32)
@@ -386,7 +182,14 @@ class VolumeStore:
         return out.to(dtype)
 
     def label_patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int) -> torch.Tensor:
-        """(N, 3, size, size) int64 label patches (background outside the volume)."""
+        """Label patches (background outside the volume).
+
+        Args:
+            scan, zyx, size: as for :meth:`patches`.
+
+        Returns:
+            (N, 3, size, size) int64 labels on this device.
+        """
         vals, invalid = self._gather(self.labels, scan, zyx, size)
         return vals.masked_fill_(invalid, 0).long()
 

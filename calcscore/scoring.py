@@ -49,6 +49,14 @@ from scipy import ndimage
 from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.errors import InputError
 from calcscore.labels import CAC_LABELS, CALCIUM_LABELS, Label
+from calcscore.standards import (  # noqa: F401 - the report standards belong to this API
+    CAC_DRS_CATEGORIES,
+    CacDrs,
+    cac_drs,
+    cac_drs_category,
+    ordinal_score,
+    report_standards,
+)
 from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 log = logging.getLogger(__name__)
@@ -572,9 +580,24 @@ def score_report(
     """The dict written as ``<scan>_scores.json`` and printed by ``calcscore agatston --json``.
 
     ``{"scan": ..., "labels": {"LAD": {"agatston", "volume_mm3", "mass_mg", "n_lesions"}, ...,
-    "CAC": {...}}, "risk_category": "I" | "II" | "III" | "IV"}``; undefined numbers are None.
+    "CAC": {...}}, "risk_category": "I" | "II" | "III" | "IV", "cac_drs": {...},
+    "ordinal_score": {...}, "beside_cac": {...}}`` (the last three: :mod:`calcscore.standards`);
+    undefined numbers are None.
     """
-    return agatston(volume, labels, convention=convention, calibration=calibration).to_dict(scan)
+    conv = _as_convention(convention)
+    scores = agatston(volume, labels, convention=conv, calibration=calibration)
+    report = scores.to_dict(scan)
+    per_label = {name: s.agatston for name, s in scores.labels.items()}
+    report.update(
+        report_standards(
+            volume,
+            labels,
+            per_label,
+            threshold_hu=conv.threshold_hu,
+            min_volume_mm3=conv.min_volume_mm3,
+        )
+    )
+    return report
 
 
 # ---------------------------------------------------------------------------------- risk

@@ -43,12 +43,22 @@ class KappaResult:
 
 
 def confusion_matrix(
-    reference: Sequence[Any],
-    prediction: Sequence[Any],
+    reference: Sequence[Any] | np.ndarray,
+    prediction: Sequence[Any] | np.ndarray,
     *,
     categories: Sequence[Any] = RISK_CATEGORIES,
 ) -> pd.DataFrame:
-    """Counts with the reference as rows and the prediction as columns, every category shown."""
+    """Counts with the reference as rows and the prediction as columns, every category shown.
+
+    Args:
+        reference: one category per item (e.g. per scan).
+        prediction: the other rating of the same items, paired with ``reference``.
+        categories: every category, in order (default: risk categories I-IV); a value not
+            among them is an error.
+
+    Returns:
+        a (categories x categories) DataFrame of counts, index "reference", columns "prediction".
+    """
     ref, pred = _paired(reference, prediction, "reference", "prediction", dtype=object)
     cats = list(categories)
     unknown = (set(ref) | set(pred)) - set(cats)
@@ -63,8 +73,8 @@ def confusion_matrix(
 
 
 def weighted_kappa(
-    reference: Sequence[Any],
-    prediction: Sequence[Any],
+    reference: Sequence[Any] | np.ndarray,
+    prediction: Sequence[Any] | np.ndarray,
     *,
     categories: Sequence[Any] = RISK_CATEGORIES,
     weights: Literal["linear", "quadratic", "none"] = "linear",
@@ -75,6 +85,16 @@ def weighted_kappa(
     ``categories`` fixes the order (and the distance between categories); categories that no
     item falls in still count for the weights. ``nan`` when the expected disagreement is 0
     (every rating in one category).
+
+    Args:
+        reference, prediction: paired ratings of the same items.
+        categories: every category, in order (default: risk categories I-IV).
+        weights: "linear" (1 - |i - j| / (k - 1)), "quadratic", or "none" (unweighted kappa).
+        confidence: the coverage of the Wald CI, e.g. 0.95.
+
+    Returns:
+        a :class:`KappaResult`: kappa, its CI clipped to [-1, 1], standard error, the number of
+        items and the fraction of exact agreement.
     """
     table = confusion_matrix(reference, prediction, categories=categories).to_numpy().astype(float)
     n = int(table.sum())
@@ -109,7 +129,16 @@ def risk_category_agreement(
     *,
     confidence: float = 0.95,
 ) -> tuple[pd.DataFrame, KappaResult]:
-    """Table III: the risk-category confusion matrix (reference rows) and the linear kappa."""
+    """Table III: the risk-category confusion matrix (reference rows) and the linear kappa.
+
+    Args:
+        reference_agatston: the reference CAC Agatston score of each scan.
+        predicted_agatston: the automatic score of the same scans.
+        confidence: the coverage of the kappa's CI.
+
+    Returns:
+        (the 4 x 4 confusion matrix of risk categories I-IV, the linearly weighted kappa).
+    """
     ref = risk_categories(reference_agatston)
     pred = risk_categories(predicted_agatston)
     return confusion_matrix(ref, pred), weighted_kappa(ref, pred, confidence=confidence)
@@ -192,6 +221,17 @@ def bootstrap_ci(
 
     All ``samples`` are indexed by scan (same length) and resampled together, so paired data
     stay paired. Resamples where the statistic is ``nan`` are left out of the percentiles.
+
+    Args:
+        statistic: a function of the samples (one array each) returning a number.
+        samples: one or more per-scan sequences of the same length.
+        n_resamples: bootstrap resamples.
+        confidence: the interval's coverage, e.g. 0.95.
+        rng: a generator or seed.
+
+    Returns:
+        a :class:`BootstrapResult`: the statistic on the data and the percentile CI (``nan``
+        when no resample gives a finite value).
     """
     if not samples:
         raise ValueError("bootstrap_ci needs at least one sample")
@@ -234,6 +274,15 @@ def paired_test(
     ``"wilcoxon"``: two-sided Wilcoxon signed-rank test of continuous per-scan values (pairs
     with a ``nan`` are dropped; exact p-value for small samples without ties). ``"mcnemar"``:
     exact McNemar test of paired booleans (method A right?, method B right?).
+
+    Args:
+        a: method A's per-scan values (numbers, or booleans for McNemar).
+        b: method B's, paired with ``a``.
+        test: "wilcoxon" or "mcnemar".
+
+    Returns:
+        a :class:`PairedTest`: the test's name, statistic, two-sided p-value and the number of
+        pairs (``nan`` statistic and p-value when the Wilcoxon pairs are all equal or none).
     """
     if test == "wilcoxon":
         x, y = _paired(a, b, "a", "b", dtype=float)
@@ -264,7 +313,12 @@ def paired_test(
 
 
 def _paired(
-    a: Sequence[Any], b: Sequence[Any], name_a: str, name_b: str, *, dtype
+    a: Sequence[Any] | np.ndarray,
+    b: Sequence[Any] | np.ndarray,
+    name_a: str,
+    name_b: str,
+    *,
+    dtype,
 ) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(a, dtype=dtype).ravel(), np.asarray(b, dtype=dtype).ravel()
     if x.shape != y.shape:
@@ -287,7 +341,16 @@ class BlandAltman:
 
 
 def bland_altman(a: Sequence[float], b: Sequence[float], *, loa_sd: float = 1.96) -> BlandAltman:
-    """Bland-Altman statistics of ``b - a`` (pairs with a ``nan`` dropped; SD with ddof=1)."""
+    """Bland-Altman statistics of ``b - a`` (pairs with a ``nan`` dropped; SD with ddof=1).
+
+    Args:
+        a: the first method's values (e.g. reference Agatston scores).
+        b: the second method's, paired with ``a``.
+        loa_sd: the limits of agreement lie this many SDs from the mean difference.
+
+    Returns:
+        a :class:`BlandAltman` (``nan`` SD and limits with fewer than two pairs).
+    """
     x, y = _paired(a, b, "a", "b", dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     d = y[keep] - x[keep]
@@ -307,7 +370,17 @@ def plot_bland_altman(
     unit: str = "",
     title: str | None = None,
 ):
-    """Bland-Altman plot of ``b - a`` against the pair mean; returns the matplotlib Axes."""
+    """Bland-Altman plot of ``b - a`` against the pair mean.
+
+    Args:
+        a, b, loa_sd: as for :func:`bland_altman`.
+        ax: the matplotlib Axes to draw in (None: a new 5 x 4 inch figure).
+        unit: the values' unit for the axis labels, e.g. "mm³" ("" for none).
+        title: the Axes' title (None: none).
+
+    Returns:
+        the matplotlib Axes.
+    """
     import matplotlib.pyplot as plt
 
     x, y = _paired(a, b, "a", "b", dtype=float)

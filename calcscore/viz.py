@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calcscore.labels import CALCIUM_LABELS, COLOURS, Label
+from calcscore.labels import CALCIUM_LABELS, COLOURS
 from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 #: Window presets (level, width) in HU.
@@ -33,7 +33,16 @@ def window(hu: np.ndarray, preset: str | tuple[float, float] = "mediastinum") ->
 def label_rgba(
     labels: np.ndarray, *, alpha: float = 0.8, visible: set[int] | None = None
 ) -> np.ndarray:
-    """(..., 4) RGBA image of a label slice in the Fig. 6 colours (transparent background)."""
+    """RGBA image of a label slice in the Fig. 6 colours (transparent background).
+
+    Args:
+        labels: label values (0..255), any shape.
+        alpha: the opacity of labelled pixels, 0..1.
+        visible: the label values to draw (None: all calcium labels).
+
+    Returns:
+        a float32 (..., 4) array.
+    """
     lut = np.zeros((256, 4), np.float32)
     for lab in CALCIUM_LABELS:
         if visible is None or int(lab) in visible:
@@ -83,7 +92,19 @@ def overlay_figure(
     title: str | None = None,
 ):
     """A row of axial slices (those with the most calcium by default) with the labels on top,
-    and a legend of the labels present. Returns the matplotlib Figure."""
+    and a legend of the labels present.
+
+    Args:
+        volume: the CT.
+        labels: its labels on the same grid.
+        slices: the axial slices to show (None: :func:`slices_with_most_calcium`).
+        n_slices: how many slices to pick when ``slices`` is None.
+        preset: a window name of :data:`WINDOWS` or (level, width) in HU.
+        title: the figure's title (None: none).
+
+    Returns:
+        the matplotlib Figure.
+    """
     check_same_geometry(volume, labels)
     plt = _pyplot()
     from matplotlib.patches import Patch
@@ -118,7 +139,16 @@ def overlay_figure(
 
 
 def save_overlay_png(volume: CTVolume, labels: LabelVolume, path: str | Path, **kwargs) -> Path:
-    """Write :func:`overlay_figure` as a PNG (atomically)."""
+    """Write :func:`overlay_figure` as a PNG (atomically, 90 dpi).
+
+    Args:
+        volume, labels: as for :func:`overlay_figure`.
+        path: the PNG file.
+        kwargs: further arguments of :func:`overlay_figure`.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     from calcscore.io import atomic_path
 
     plt = _pyplot()
@@ -151,7 +181,16 @@ def n_slices(shape: tuple[int, int, int], plane: str) -> int:
 def plane_slice(array: np.ndarray, plane: str, index: int) -> np.ndarray:
     """One slice of a (z, y, x) array as displayed (radiological view of an identity-direction
     scan): axial rows y (anterior up), columns x (patient left on the right); coronal and
-    sagittal with the head up (rows z reversed); sagittal columns y (anterior on the left)."""
+    sagittal with the head up (rows z reversed); sagittal columns y (anterior on the left).
+
+    Args:
+        array: a (z, y, x) array (HU or labels).
+        plane: "axial", "coronal" or "sagittal".
+        index: the slice along the plane's axis.
+
+    Returns:
+        a 2D view of ``array`` (not a copy).
+    """
     axis = _check_plane(plane)
     n = array.shape[axis]
     if not 0 <= index < n:
@@ -187,7 +226,16 @@ def _square_pixels(img: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarr
 def default_index(
     shape: tuple[int, int, int], plane: str, labels: LabelVolume | None = None
 ) -> int:
-    """The middle slice, or the slice of ``plane`` with the most labelled voxels."""
+    """The middle slice, or the slice of ``plane`` with the most labelled voxels.
+
+    Args:
+        shape: the (z, y, x) shape of the volume.
+        plane: "axial", "coronal" or "sagittal".
+        labels: a label map; None or empty: the middle slice.
+
+    Returns:
+        the slice index.
+    """
     axis = _check_plane(plane)
     if labels is not None and labels.array.any():
         other = tuple(a for a in range(3) if a != axis)
@@ -213,6 +261,20 @@ def render_slice(
 
     Deterministic (numpy only). With ``square_pixels`` the slice is stretched by nearest
     neighbour so that a display pixel is square in millimetres.
+
+    Args:
+        volume: the CT.
+        labels: its labels on the same grid (None: the CT alone).
+        plane: "axial", "coronal" or "sagittal" (:func:`plane_slice`).
+        index: the slice (None: :func:`default_index`).
+        preset: a window name of :data:`WINDOWS` or (level, width) in HU.
+        visible: the label values to draw (None: all).
+        threshold_hu: tint voxels at or above this HU (None: no tint).
+        alpha: the labels' opacity, 0..1.
+        square_pixels: stretch to square pixels.
+
+    Returns:
+        the uint8 (rows, columns, 3) image.
     """
     if labels is not None:
         check_same_geometry(volume, labels)
@@ -235,7 +297,16 @@ def render_slice(
 
 
 def side_by_side(images: list[np.ndarray], *, gap: int = 4, fill: int = 255) -> np.ndarray:
-    """Images (H_i, W_i, 3) in one row, top-aligned, ``gap`` pixels of ``fill`` between them."""
+    """Images in one row, top-aligned, padded below to the tallest.
+
+    Args:
+        images: uint8 (H_i, W_i, 3) images; at least one.
+        gap: pixels between neighbours.
+        fill: the grey value (0..255) of the gaps and the padding.
+
+    Returns:
+        a uint8 (max H_i, sum W_i + gaps, 3) image.
+    """
     if not images:
         raise ValueError("`images` must hold at least one image")
     h = max(im.shape[0] for im in images)
@@ -259,7 +330,11 @@ def png_bytes(rgb: np.ndarray, *, scale: int = 1) -> bytes:
         rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()
     matplotlib.image.imsave(
-        buf, np.ascontiguousarray(rgb), format="png", metadata={"Software": None}
+        buf,
+        np.ascontiguousarray(rgb),
+        format="png",
+        # None drops the key (no "Software" chunk: identical bytes across versions)
+        metadata={"Software": None},  # type: ignore[dict-item]
     )
     return buf.getvalue()
 
@@ -272,7 +347,17 @@ def box_around(
     margin_mm: float = 10.0,
 ) -> tuple[slice, slice, slice]:
     """The (z, y, x) bounding box of a mask (or of the labelled voxels of a label map), grown
-    by ``margin_mm`` on every side and clipped to the array."""
+    by ``margin_mm`` on every side and clipped to the array.
+
+    Args:
+        mask: a boolean (z, y, x) array, or a label map (its labelled voxels).
+        spacing_mm: the (z, y, x) voxel spacing; needed with a bare mask (default: the label
+            map's).
+        margin_mm: the growth on every side, in mm (rounded up to whole voxels per axis).
+
+    Returns:
+        three slices (z, y, x).
+    """
     if isinstance(mask, LabelVolume):
         spacing_mm = mask.spacing_mm if spacing_mm is None else spacing_mm
         mask = mask.labels > 0
@@ -297,235 +382,22 @@ def crop(grid, box: tuple[slice, slice, slice]):
     return replace(grid, array=grid.array[box], origin_mm=tuple(float(v) for v in origin))
 
 
-# ------------------------------------------------------------------------- static figures
-def _legend(fig, labels: list[LabelVolume | None], threshold_hu: float | None) -> bool:
-    from matplotlib.patches import Patch
-
-    present = [
-        lab
-        for lab in CALCIUM_LABELS
-        if any(lv is not None and (lv.labels == lab).any() for lv in labels)
-    ]
-    handles = [Patch(color=COLOURS[lab], label=lab.name) for lab in present]
-    if threshold_hu is not None:
-        handles.append(Patch(color=THRESHOLD_COLOUR, label=f"≥ {threshold_hu:g} HU"))
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    return bool(handles)
-
-
-def panel_figure(
-    panels,
-    *,
-    plane: str = "axial",
-    preset: str | tuple[float, float] = "mediastinum",
-    threshold_hu: float | None = None,
-    title: str | None = None,
-    ncols: int | None = None,
-    panel_inches: float = 3.6,
-):
-    """A grid of slice views, one per panel, with a legend of the labels shown.
-
-    ``panels``: a sequence of ``(title, volume, labels_or_None, index_or_None)`` tuples (the
-    index may be left out: the slice with the most labels, or the middle one). Every panel uses
-    the same window ``preset`` (and ``threshold_hu`` overlay), so different scans compare
-    directly. Returns the matplotlib Figure.
-    """
-    plt = _pyplot()
-    items = [tuple(p) + (None,) * (4 - len(p)) for p in panels]
-    if not items:
-        raise ValueError("`panels` must hold at least one panel")
-    ncols = ncols or len(items)
-    nrows = -(-len(items) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows + 0.5), squeeze=False
+# the static figures live in calcscore.figures; their old import path keeps working
+_MOVED = frozenset(
+    (
+        "panel_figure",
+        "largest_lesion",
+        "disagreement_boxes",
+        "disagreement_gallery",
+        "plot_training_curves",
+        "lesion_gallery",
     )
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, (name, volume, labels, index) in zip(axes.ravel(), items):
-        idx = default_index(volume.shape, plane, labels) if index is None else int(index)
-        ax.imshow(
-            render_slice(
-                volume, labels, plane=plane, index=idx, preset=preset, threshold_hu=threshold_hu
-            ),
-            interpolation="nearest",
-        )
-        ax.set_title(f"{name}\n{plane} {idx}" if name else f"{plane} {idx}", fontsize="medium")
-    has_legend = _legend(fig, [p[2] for p in items], threshold_hu)
-    top = 1.0
-    if title:
-        fig.suptitle(title)
-        top = 1.0 - 0.45 / fig.get_figheight()
-    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight() if has_legend else 0, 1, top))
-    return fig
+)
 
 
-def largest_lesion(
-    labels: LabelVolume, *, margin_mm: float = 10.0
-) -> tuple[int, tuple[slice, slice, slice]]:
-    """(axial slice, (z, y, x) box) of the largest 26-connected calcification of a label map:
-    the slice where it has the most voxels and its bounding box grown by ``margin_mm``."""
-    from scipy import ndimage
+def __getattr__(name: str):
+    if name in _MOVED:
+        import calcscore.figures
 
-    comps, count = ndimage.label(labels.labels > 0, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
-        raise ValueError("the label map holds no calcium")
-    m = comps == int(np.argmax(np.bincount(comps.ravel())[1:])) + 1
-    z = int(np.argmax(m.sum(axis=(1, 2))))
-    return z, box_around(m, labels.spacing_mm, margin_mm=margin_mm)
-
-
-def disagreement_boxes(
-    reference: LabelVolume, other: LabelVolume, *, n: int = 4, margin_mm: float = 10.0
-) -> list[tuple[int, tuple[slice, slice, slice]]]:
-    """Up to ``n`` regions where two label maps differ, largest first: (axial slice with the
-    most disagreeing voxels, (z, y, x) box around the region grown by ``margin_mm``)."""
-    from scipy import ndimage
-
-    check_same_geometry(reference, other, names=("reference", "other"))
-    differ = reference.labels != other.labels
-    comps, count = ndimage.label(differ, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
-        return []
-    sizes = np.bincount(comps.ravel())[1:]
-    out = []
-    for cid in np.argsort(-sizes, kind="stable")[:n] + 1:
-        m = comps == cid
-        z = int(np.argmax(m.sum(axis=(1, 2))))
-        out.append((z, box_around(m, reference.spacing_mm, margin_mm=margin_mm)))
-    return out
-
-
-def disagreement_gallery(
-    volume: CTVolume,
-    reference: LabelVolume,
-    other: LabelVolume,
-    *,
-    names: tuple[str, str] = ("reference", "observer"),
-    n: int = 4,
-    margin_mm: float = 10.0,
-    preset: str | tuple[float, float] = "calcium",
-    title: str | None = None,
-):
-    """One row per disagreement (:func:`disagreement_boxes`): the CT alone, ``reference`` and
-    ``other``, zoomed to the region. Returns the Figure (a note when the maps agree)."""
-    plt = _pyplot()
-    boxes = disagreement_boxes(reference, other, n=n, margin_mm=margin_mm)
-    if not boxes:
-        fig, ax = plt.subplots(figsize=(4, 1))
-        ax.axis("off")
-        ax.text(
-            0.5, 0.5, f"{names[0]} and {names[1]} agree on every voxel", ha="center", va="center"
-        )
-        return fig
-    panels = []
-    for z, box in boxes:
-        zs = slice(z, z + 1)
-        b = (zs, box[1], box[2])
-        v = crop(volume, b)
-        panels += [
-            (f"CT, slice {z}", v, None, 0),
-            (names[0], v, crop(reference, b), 0),
-            (names[1], v, crop(other, b), 0),
-        ]
-    fig = panel_figure(panels, preset=preset, ncols=3, title=title, panel_inches=2.6)
-    for ax in fig.axes[: len(panels)]:
-        ax.set_title(ax.get_title().split("\n")[0], fontsize="small")
-    return fig
-
-
-def plot_training_curves(runs, *, ax=None, title: str | None = None):
-    """Training and validation loss against the iteration, from ``metrics.csv`` files.
-
-    ``runs``: a mapping name -> path of a ``metrics.csv`` (or its folder) or a DataFrame with
-    ``iteration``, ``train_loss`` and ``val_loss`` columns. Returns the Axes.
-    """
-    import pandas as pd
-
-    plt = _pyplot()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.8))
-    for i, (name, run) in enumerate(dict(runs).items()):
-        if isinstance(run, pd.DataFrame):
-            df = run
-        else:
-            p = Path(run)
-            df = pd.read_csv(p / "metrics.csv" if p.is_dir() else p)
-        colour = f"C{i}"
-        ax.plot(df["iteration"], df["train_loss"], color=colour, label=f"{name} training")
-        if "val_loss" in df and df["val_loss"].notna().any():
-            ax.plot(
-                df["iteration"],
-                df["val_loss"],
-                color=colour,
-                linestyle="--",
-                marker="o",
-                markersize=3,
-                label=f"{name} validation",
-            )
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("cross-entropy loss")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize="small")
-    return ax
-
-
-def lesion_gallery(
-    volume: CTVolume,
-    labels: LabelVolume,
-    *,
-    max_lesions: int = 40,
-    half_width_mm: float = 30.0,
-    ncols: int = 8,
-    preset: str | tuple[float, float] = "mediastinum",
-    title: str | None = None,
-):
-    """One axial close-up per labelled lesion (26-connected), largest first: the slice where the
-    lesion has the most voxels, ``half_width_mm`` around its centre, labels in the Fig. 6
-    colours; each titled with its label, volume and slice. For a reader to judge every lesion
-    of a scan without a viewer. Returns the matplotlib Figure (an empty one without lesions)."""
-    from scipy import ndimage
-
-    check_same_geometry(volume, labels)
-    plt = _pyplot()
-    comps, count = ndimage.label(labels.labels > 0, structure=np.ones((3, 3, 3), bool))
-    voxel_mm3 = float(np.prod(labels.spacing_mm))
-    items = []
-    for k, box in enumerate(ndimage.find_objects(comps), start=1):
-        m = comps[box] == k
-        zz, yy, xx = np.nonzero(m)
-        name = Label(int(np.bincount(labels.labels[box][m]).argmax())).name
-        items.append(
-            (
-                int(m.sum()),
-                name,
-                int(box[0].start + np.bincount(zz).argmax()),
-                int(round(box[1].start + yy.mean())),
-                int(round(box[2].start + xx.mean())),
-            )
-        )
-    items.sort(key=lambda t: -t[0])
-    items = items[:max_lesions]
-    nrows = max(1, -(-len(items) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 2.3 * nrows + 0.4), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    hy, hx = (max(1, int(round(half_width_mm / s))) for s in volume.spacing_mm[1:])
-    for ax, (n, name, z, y, x) in zip(axes.ravel(), items):
-        box = (
-            slice(z, z + 1),
-            slice(max(0, y - hy), y + hy + 1),
-            slice(max(0, x - hx), x + hx + 1),
-        )
-        ax.imshow(
-            render_slice(
-                crop(volume, box), crop(labels, box), plane="axial", index=0, preset=preset
-            ),
-            interpolation="nearest",
-        )
-        ax.set_title(f"{name} {n * voxel_mm3:.0f} mm³\nslice {z}, y {y}, x {x}", fontsize="small")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+        return getattr(calcscore.figures, name)
+    raise AttributeError(f"module 'calcscore.viz' has no attribute {name!r}")

@@ -139,7 +139,12 @@ class GeometryMismatchError(ValueError):
 def check_same_geometry(
     a: _Grid, b: _Grid, *, names: tuple[str, str] = ("image", "labels")
 ) -> None:
-    """Raise :class:`GeometryMismatchError` naming both geometries when they differ."""
+    """Raise :class:`GeometryMismatchError` naming both geometries when they differ.
+
+    Args:
+        a, b: two volumes (shape, spacing, origin, direction are compared).
+        names: what ``a`` and ``b`` are called in the message.
+    """
     if not a.same_geometry(b):
         raise GeometryMismatchError(
             f"{names[0]} and {names[1]} do not share a grid: {names[0]} has {a.geometry_str()}; "

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -136,11 +137,23 @@ class SliceViewer(AnnotationMode):
         level, width = WINDOWS[preset] if isinstance(preset, str) else preset
         self._busy = False
 
+        self._build_controls(widgets, plane, preset, (level, width), show_threshold)
+        self._build_layout(widgets)
+        self._scale = 1
+        if self.annotator is not None:
+            self._build_annotation(widgets)
+        self.refresh()
+
+    def _build_controls(
+        self, widgets, plane: str, preset, window: tuple[float, float], show_threshold: bool
+    ) -> None:
+        """The plane, slice, window and overlay controls."""
+        level, width = window
         self.plane = widgets.ToggleButtons(options=list(PLANES), value=plane, description="plane")
         self.slider = widgets.IntSlider(
             value=self._index[plane],
             min=0,
-            max=n_slices(volume.shape, plane) - 1,
+            max=n_slices(self.volume.shape, plane) - 1,
             description="slice",
             continuous_update=False,
             layout=widgets.Layout(width="420px"),
@@ -168,7 +181,7 @@ class SliceViewer(AnnotationMode):
             style={"background": _hex(THRESHOLD_COLOUR)},
             layout=widgets.Layout(width="auto", margin="0 12px 0 0"),
         )
-        self.label_toggles: dict[Label, object] = {
+        self.label_toggles: dict[Label, Any] = {
             lab: widgets.Checkbox(
                 value=True,
                 indent=False,
@@ -178,6 +191,9 @@ class SliceViewer(AnnotationMode):
             )
             for lab in CALCIUM_LABELS
         }
+
+    def _build_layout(self, widgets) -> None:
+        """The image panels, the CSS classes, the observers and the viewer's box."""
         self.images = [widgets.Image(format="png") for _ in self.panels]
         self.position = widgets.HTML()
 
@@ -215,10 +231,6 @@ class SliceViewer(AnnotationMode):
             ]
         )
         self.widget.add_class(CSS["viewer"])
-        self._scale = 1
-        if self.annotator is not None:
-            self._build_annotation(widgets)
-        self.refresh()
 
     # ----------------------------------------------------------------------- state
     @property
@@ -357,5 +369,14 @@ class SliceViewer(AnnotationMode):
 
 
 def view(volume: CTVolume, labels=None, **kwargs) -> SliceViewer:
-    """``SliceViewer(volume, labels, **kwargs)``: show it as the last line of a cell."""
+    """``SliceViewer(volume, labels, **kwargs)``: show it as the last line of a cell.
+
+    Args:
+        volume: the CT scan (HU).
+        labels: None, a label map, a mapping title -> label map or a list (one panel each).
+        kwargs: the other arguments of :class:`SliceViewer` (plane, preset, annotate, ...).
+
+    Returns:
+        the viewer, which a notebook displays.
+    """
     return SliceViewer(volume, labels, **kwargs)

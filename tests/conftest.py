@@ -54,6 +54,29 @@ def qrm_dicom() -> Path:
     return QRM_DICOM
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A small random model bundle (cnn1.pt, cnn2.pt) that calls few voxels calcium: fast
+    `calcscore score` runs."""
+    import torch
+
+    from calcscore.networks import build_network
+    from calcscore.training import get_config, save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    c1 = get_config("workshop", "cnn1", width=4, head_width=8)
+    c2 = get_config("workshop", "cnn2", width_scale=0.25, dense_width=8)
+    cnn1 = build_network("cnn1", c1.network_params())
+    with torch.no_grad():  # a random model that calls few voxels calcium keeps the test fast
+        cnn1.head_layers[-1].bias[0] = 4.0
+        for sub in cnn1.subnets:
+            sub.aux_classifier[-1].bias[0] = 4.0
+    save_model(cnn1, c1, folder / "cnn1.pt")
+    save_model(build_network("cnn2", c2.network_params()), c2, folder / "cnn2.pt")
+    return folder
+
+
 @pytest.fixture
 def one_torch_thread():
     """Run a test with one torch thread (faster and steadier on a small, busy machine)."""

@@ -95,3 +95,77 @@ def test_the_check_fails_when_the_layers_are_reversed(tmp_path):
     assert (
         "BROKEN" in out and "calcscore.inference is not allowed to import calcscore.bundle" in out
     )
+
+
+# ------------------------------------------------------------------------------------ sizes
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80  # of code: the docstring is not counted; calcscore/phantom/ is exempt
+#: modules still over a limit, being split in open work; this set may only shrink
+SIZE_PENDING = {
+    "calcscore/batch.py",
+    "calcscore/checks.py",
+    "calcscore/io.py",
+    "calcscore/phantom/acquisition.py",
+    "calcscore/phantom/anatomy.py",
+    "calcscore/scoring.py",
+}
+
+
+def _function_lengths(source: str):
+    """(name, first line, lines of code without the docstring) of every function."""
+    import ast
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0]
+            doc = 0
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                doc = first.end_lineno - first.lineno + 1
+            yield node.name, node.lineno, node.end_lineno - node.lineno + 1 - doc
+
+
+def _oversized(path: Path) -> list[str]:
+    rel = path.relative_to(ROOT).as_posix()
+    source = path.read_text()
+    out = []
+    n = source.count("\n")
+    if n > MAX_MODULE_LINES:
+        out.append(f"{rel}: {n} lines (at most {MAX_MODULE_LINES})")
+    if "/phantom/" not in rel:
+        out += [
+            f"{rel}:{line}: {name}() has {length} lines of code (at most {MAX_FUNCTION_LINES})"
+            for name, line, length in _function_lengths(source)
+            if length > MAX_FUNCTION_LINES
+        ]
+    return out
+
+
+def test_function_lengths_are_counted_without_the_docstring():
+    src = 'def f(a):\n    """Doc\n    more doc.\n    """\n    x = 1\n    return x\n\n\ndef g():\n    pass\n'
+    assert list(_function_lengths(src)) == [("f", 1, 3), ("g", 9, 2)]
+
+
+def test_modules_and_functions_stay_small():
+    """No module over 500 lines; no function over 80 lines of code outside calcscore/phantom/."""
+    files = sorted((ROOT / "calcscore").rglob("*.py"))
+    rows = [
+        row
+        for p in files
+        if p.relative_to(ROOT).as_posix() not in SIZE_PENDING
+        for row in _oversized(p)
+    ]
+    assert not rows, "split these:\n" + "\n".join(rows)
+
+
+def test_size_pending_only_lists_modules_still_too_big():
+    """A module that was split must leave SIZE_PENDING (the list only shrinks)."""
+    done = [
+        rel
+        for rel in sorted(SIZE_PENDING)
+        if not (ROOT / rel).is_file() or not _oversized(ROOT / rel)
+    ]
+    assert not done, f"remove from SIZE_PENDING: {done}"

@@ -43,7 +43,7 @@ def test_demo_scores_a_phantom_beside_its_ground_truth(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "truth_agatston" in r.stdout and "calcscore_agatston" in r.stdout
-    assert "risk category: truth" in r.stdout
+    assert "risk category: truth" in r.stdout and "CAC-DRS: truth" in r.stdout
     assert "synthetic phantoms only" in r.stdout
     scan = "phantom007_soft"
     for suffix in (
@@ -51,6 +51,7 @@ def test_demo_scores_a_phantom_beside_its_ground_truth(tmp_path):
         "_scores.json",
         "_lesions.csv",
         "_overlay.png",
+        "_report.html",
         ".nii.gz",
         "_truth.nii.gz",
     ):

@@ -1,11 +1,11 @@
-"""calcscore.viz.lesion_gallery: one close-up per lesion, largest first."""
+"""calcscore.figures.lesion_gallery: one close-up per lesion, largest first."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from calcscore.figures import lesion_gallery
 from calcscore.labels import Label
-from calcscore.viz import lesion_gallery
 from calcscore.volume import CTVolume, LabelVolume
 
 

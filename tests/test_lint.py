@@ -34,3 +34,14 @@ def test_ruff_format_is_clean():
         [exe, "format", "--check", *_python_files()], cwd=ROOT, capture_output=True, text=True
     )
     assert r.returncode == 0, "run `ruff format .`:\n" + r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_mypy_is_clean():
+    """calcscore/ type-checks (configuration in pyproject.toml's [tool.mypy])."""
+    mypy = Path(sys.executable).parent / "mypy"
+    exe = str(mypy) if mypy.exists() else shutil.which("mypy")
+    if exe is None:
+        pytest.fail("mypy is not installed; it is a dev dependency (pip install -e .[dev])")
+    r = subprocess.run([exe, "calcscore"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]

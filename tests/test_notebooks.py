@@ -21,6 +21,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
 #: Notebooks that score with the shipped model when ``model_path`` is None.
 SHIPPED_MODEL = ROOT / "calcscore" / "models" / "default" / "cnn1.pt"
+#: Notebooks with a ``real_scan`` parameter run on this real non-contrast chest CT.
+REAL_CHEST_CT = ROOT.parent / "shared" / "data" / "open-chest-ct" / "lungdx-a0001-b.nii.gz"
 
 pytestmark = [
     # jupyter_client / zmq / papermill deprecations raised inside the libraries, not ours
@@ -29,6 +31,18 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:papermill.*"),
     pytest.mark.filterwarnings("ignore:Jupyter is migrating its paths:DeprecationWarning"),
 ]
+
+
+def _real_chest_ct() -> str:
+    """The real chest CT beside the repository; else "" (the notebook's default, the shipped
+    example) where calcscore ships one; else skip."""
+    if REAL_CHEST_CT.is_file():
+        return str(REAL_CHEST_CT)
+    try:
+        from calcscore.datasets.examples import chest_ct  # noqa: F401
+    except ImportError:
+        pytest.skip(f"real chest CT not found at {REAL_CHEST_CT}, and none ships with calcscore")
+    return ""
 
 
 def test_notebooks_exist():
@@ -86,6 +100,8 @@ def test_notebook_runs_at_tiny_parameters(path, tmp_path):
         and not SHIPPED_MODEL.is_file()
     ):
         pytest.skip(f"the shipped model is not installed ({SHIPPED_MODEL})")
+    if "real_scan" in notebook_parameters(path):
+        params = {**params, "real_scan": _real_chest_ct()}
     t0 = time.perf_counter()
     run = run_notebook(path, tmp_path / "out", parameters=params, cwd=tmp_path)
     seconds = time.perf_counter() - t0

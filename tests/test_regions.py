@@ -178,3 +178,31 @@ def test_real_negative_labels_background_far_from_the_heart_ignored_near_it(tmp_
     hot_ignored = (np.asarray(scan.hu) >= 130) & (np.asarray(scan.labels) == IGNORE)
     assert hot_ignored.any()  # the sternum and the vertebra near the heart
     assert not np.isin(np.flatnonzero(hot_ignored.ravel()), np.asarray(scan.candidate_index)).any()
+
+
+def test_airway_wall_option_removes_a_tracheal_ring_not_a_vessel_wall_nearby():
+    """A trachea (air tube) in the mediastinum with a bright arc 1.6 mm from its lumen, and an
+    'aortic' plaque 15 mm in front of it: with ``airway_wall_mm`` 2.5 the arc goes and the plaque stays;
+    with the default (0, off) the arc is kept too, since it does not touch the air."""
+    volume, _ = drawn_chest()
+    hu = volume.hu.copy()
+    zz, yy, xx = np.ogrid[:60, :300, :400]
+    r = np.hypot((yy - 150) * SPACING[1], (xx - 200) * SPACING[2])  # mm from the trachea's axis
+    tube = (zz >= 36) & (zz < 50)
+    hu[tube & (r <= 9.0)] = -1000.0  # the lumen, 9 mm in radius
+    arc = tube & (r > 10.2) & (r <= 11.0) & (yy < 150)  # front half of a ring, 1.2-2 mm out
+    hu[arc] = 300.0
+    plaque = (zz >= 40) & (zz < 43) & (np.hypot(yy - 120, xx - 200) <= 2)  # 24 mm off axis
+    hu[plaque] = 400.0
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[arc] = Label.TAC
+    labels[plaque] = Label.TAC
+    volume = CTVolume(hu, SPACING)
+    off = find_chest_regions(volume)
+    on = find_chest_regions(volume, airway_wall_mm=2.5)
+    assert off.found and on.found and on.aorta[41, 120, 200] and on.aorta[40, 140, 200]
+    kept_off, _ = apply_safety_net(labels, off)
+    kept_on, removed = apply_safety_net(labels, on)
+    assert (kept_off[arc] == Label.TAC).all()
+    assert not kept_on[arc].any() and removed["TAC"] == int(arc.sum())
+    assert (kept_on[plaque] == Label.TAC).all()

@@ -93,3 +93,23 @@ def test_a_bundle_reads_as_model_load_reads_it(tmp_path):
         bundle.load_network(tmp_path / "cnn1.pt", network="cnn2")
     with pytest.raises(InputError, match="holds no cnn1.pt"):
         Model.load(tmp_path / "nothing")
+
+
+def test_model_identity_hashes_the_bundle_files(tmp_path):
+    import hashlib
+
+    (tmp_path / "cnn1.pt").write_bytes(b"weights-1")
+    (tmp_path / "model.json").write_text("{}")
+    expected = hashlib.sha256(b"cnn1.ptweights-1model.json{}").hexdigest()
+    ident = bundle.model_identity(tmp_path)
+    assert ident == {
+        "name": f"calcscore-{tmp_path.name}",
+        "version": expected[:12],
+        "sha256": expected,
+        "trained_on": "",
+    }
+    (tmp_path / "cnn1.pt").write_bytes(b"weights-2")  # other weights: another version
+    assert bundle.model_identity(tmp_path)["version"] != expected[:12]
+    (tmp_path / "model.json").write_text('{"name": "mine", "version": "2.0", "trained_on": "x"}')
+    ident = bundle.model_identity(tmp_path)
+    assert (ident["name"], ident["version"], ident["trained_on"]) == ("mine", "2.0", "x")

@@ -11,34 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from calcscore.batch import resolve_inputs
 from calcscore.errors import InputError
 from calcscore.io import read_labels, read_volume, write_dicom_series, write_volume
 from calcscore.manifest import write_manifest
-from calcscore.networks import build_network
 from calcscore.phantom import make_scan
 from calcscore.scoring import score_report
-from calcscore.training import get_config, save_model
 
 LABEL_KEYS = {"LAD", "LCX", "RCA", "TAC", "AV", "MV", "CAC"}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    c1 = get_config("workshop", "cnn1", width=4, head_width=8)
-    c2 = get_config("workshop", "cnn2", width_scale=0.25, dense_width=8)
-    cnn1 = build_network("cnn1", c1.network_params())
-    with torch.no_grad():  # a random model that calls few voxels calcium keeps the test fast
-        cnn1.head_layers[-1].bias[0] = 4.0
-        for sub in cnn1.subnets:
-            sub.aux_classifier[-1].bias[0] = 4.0
-    save_model(cnn1, c1, folder / "cnn1.pt")
-    save_model(build_network("cnn2", c2.network_params()), c2, folder / "cnn2.pt")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -311,7 +311,15 @@ def test_risk_category_rejects_undefined_scores():
 def test_score_report_has_the_json_shape():
     volume, labels = crafted_case()
     report = score_report(volume, labels, scan="crafted", calibration=MassCalibration(1.0))
-    assert set(report) == {"scan", "labels", "risk_category"}
+    assert set(report) == {
+        "scan",
+        "labels",
+        "risk_category",
+        "cac_drs",
+        "ordinal_score",
+        "beside_cac",
+    }
+    assert report["cac_drs"]["agatston_category"] == "A1"  # CAC 13.5
     assert list(report["labels"]) == ["LAD", "LCX", "RCA", "TAC", "AV", "MV", "CAC"]
     for entry in report["labels"].values():
         assert set(entry) == {"agatston", "volume_mm3", "mass_mg", "n_lesions"}

@@ -171,8 +171,8 @@ def iter_cases(
         _images(images) if images else {k: v["image"] for k, v in ref.items() if v["image"]}
     )
     for scan_id in sorted(ref):
-        ref_lv = read_labels(ref[scan_id]["labels"])
-        pred_lv = read_labels(pred[scan_id]["labels"])
+        ref_lv = read_labels(str(ref[scan_id]["labels"]))
+        pred_lv = read_labels(str(pred[scan_id]["labels"]))
         try:
             check_same_geometry(ref_lv, pred_lv, names=("reference", "prediction"))
         except ValueError as exc:

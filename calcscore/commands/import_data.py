@@ -40,12 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from calcscore.datasets.coca import import_coca
+    from calcscore.datasets.orcascore import import_orcascore
     from calcscore.errors import CalcscoreError
 
-    if args.dataset == "coca":
-        from calcscore.datasets.coca import import_coca as importer
-    else:
-        from calcscore.datasets.orcascore import import_orcascore as importer
+    importer = import_coca if args.dataset == "coca" else import_orcascore
     result = importer(args.root, args.out, fmt=args.fmt, keep_going=not args.strict)
     print(result.summary())
     if result.errors:

@@ -10,8 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score",
         help="label and score scans (image files, DICOM folders or a manifest)",
         description=__doc__ + " Writes <scan>_labels.nii.gz, <scan>_scores.json, "
-        "<scan>_lesions.csv, <scan>_overlay.png and cohort_summary.csv. "
-        "Run under torchrun to share a cohort across GPUs and nodes.",
+        "<scan>_lesions.csv, <scan>_overlay.png, <scan>_report.html, cohort_summary.csv and "
+        "cohort_report.html. "
+        "Run under torchrun to share a cohort across GPUs and nodes. "
+        "A scan already scored by the same model and settings (its <scan>_provenance.json, "
+        "written last) is skipped, so a cohort that stopped resumes where it stopped.",
     )
     p.add_argument(
         "inputs",
@@ -63,6 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)"
     )
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+    _add_dicom_and_resume_flags(p)
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the HTML reports (<scan>_report.html, cohort_report.html)",
+    )
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print each scan's report to <scan>_report.pdf (needs Chromium)",
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -70,6 +84,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "voxels, not in HU, slices over 5 mm); their risk category is 'not assessable'",
     )
     p.set_defaults(func=run)
+
+
+def _add_dicom_and_resume_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dicom",
+        action="store_true",
+        help="for DICOM inputs also write <scan>_seg.dcm (DICOM SEG, one segment per label "
+        "found) and <scan>_sr.dcm (Comprehensive 3D SR, TID 1500, with the scores and the "
+        "model's name and version), both referencing the source series",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="score every scan again, also those already scored by the same model and settings",
+    )
 
 
 def _probability(text: str) -> float:
@@ -97,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
         cnn2_threshold=args.cnn2_threshold,
         rim_fill=args.rim_fill,
         safety_net=args.safety_net,
+        report=not args.no_report,
+        pdf=args.pdf,
+        dicom=args.dicom,
+        overwrite=args.overwrite,
     )
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
@@ -104,8 +137,17 @@ def run(args: argparse.Namespace) -> int:
     for row in unfit.itertuples(index=False):
         print(f"{row.scan_id}: not assessable: {row.not_assessable_reason}")
     failed = int((summary["status"] != "ok").sum())
-    print(
-        f"{len(summary) - failed} scans scored ({len(unfit)} not assessable), {failed} failed; "
-        f"summary in {args.out}/{SUMMARY}"
-    )
+    print(_tally(summary, failed, len(unfit)) + f"; summary in {args.out}/{SUMMARY}")
     return 1 if failed else 0
+
+
+def _tally(summary, failed: int, unfit: int = 0) -> str:
+    """'3 scans scored (1 not assessable), 0 failed', with the scans skipped as already scored
+    when there are."""
+    skipped = int(summary["resumed"].fillna(False).astype(bool).sum())
+    text = f"{len(summary) - failed - skipped} scans scored"
+    text += f" ({unfit} not assessable), " if unfit else ", "
+    text += f"{failed} failed"
+    if skipped:
+        text += f", {skipped} skipped (already scored by this model and settings; --overwrite)"
+    return text

@@ -189,12 +189,25 @@ class Recipe:
 def real_negative_files(recipe: Recipe, name: str) -> tuple[Path, Path]:
     """(image, label map) of the real negative ``name`` of a recipe."""
     rn = recipe.real_negatives
-    images, labels = recipe.resolve(rn.images), recipe.resolve(rn.labels)
-    return Path(images) / f"{name}.nii.gz", Path(labels) / f"{name}_labels.nii.gz"
+    images = recipe.resolve(rn.images) if rn is not None else None
+    labels = recipe.resolve(rn.labels) if rn is not None else None
+    if images is None or labels is None:
+        raise RecipeError(
+            recipe.path,
+            "[real_negatives]",
+            "has no `images` or `labels` folder",
+            "give both folders, relative to the recipe",
+        )
+    return images / f"{name}.nii.gz", labels / f"{name}_labels.nii.gz"
 
 
 def _type_ok(value: Any, annotation: str) -> bool:
-    base = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    base: dict[str, type | tuple[type, ...]] = {
+        "int": int,
+        "float": (int, float),
+        "str": str,
+        "bool": bool,
+    }
     if annotation.startswith("list["):
         inner = base[annotation[5:-1]]
         return isinstance(value, list) and all(
@@ -283,7 +296,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(
             path, "name", "missing or not a string", 'add `name = "my-model"` at the top'
         )
-    sections = {}
+    sections: dict[str, Any] = {}
     for name in SECTIONS:
         if name not in data:
             if name not in OPTIONAL_SECTIONS:

@@ -120,7 +120,8 @@ def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
     from calcscore.io import read_labels, read_volume
 
     out, n_background = [], 0
-    for name in ctx.recipe.real_negatives.scans:
+    rn = ctx.recipe.real_negatives
+    for name in rn.scans if rn is not None else []:
         image, labels = real_negative_files(ctx.recipe, name)
         scan = cache_scan(
             read_volume(image),

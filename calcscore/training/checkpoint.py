@@ -40,7 +40,17 @@ OLD_BEST_KEY = "best_val_loss"
 
 
 def save_model(model: nn.Module, config: TrainConfig, path: str | Path, **extra: Any) -> Path:
-    """Write ``{"config": dict, "state_dict": ...}`` atomically (:func:`calcscore.bundle.save_network`)."""
+    """Write ``{"config": dict, "state_dict": ...}`` atomically (:func:`calcscore.bundle.save_network`).
+
+    Args:
+        model: the network (DDP-wrapped or not).
+        config: its settings, stored as a dict.
+        path: the file to write, e.g. ``out_dir / "cnn1.pt"``.
+        extra: further keys stored beside ``config`` and ``state_dict``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     return save_network(model, config.to_dict(), path, **extra)
 
 
@@ -49,7 +59,14 @@ def load_model(
 ) -> tuple[nn.Module, TrainConfig]:
     """Rebuild a network from a saved ``cnn1.pt`` / ``cnn2.pt`` (or the folder holding it).
 
-    Returns the network in eval mode and its :class:`TrainConfig`.
+    Args:
+        path: the file or its folder.
+        network: "cnn1" or "cnn2": the file to pick in a folder and the kind it must hold;
+            None takes either (:func:`calcscore.bundle.load_network`).
+        device: where the weights go.
+
+    Returns:
+        (the network in eval mode, its :class:`TrainConfig`).
     """
     model, config = load_network(path, network=network, device=device)
     return model, TrainConfig.from_dict(config)
@@ -131,8 +148,16 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     states: list[dict[str, Any]],
 ) -> None:
-    """Write ``checkpoint.pt`` atomically; ``states``: :func:`random_states` of every process,
-    in rank order."""
+    """Write ``checkpoint.pt`` atomically.
+
+    Args:
+        path: the checkpoint file.
+        state: the run's :class:`TrainState`.
+        config: the run's settings (checked when resuming, :func:`load_checkpoint`).
+        model: the network being trained (its weights are stored on the CPU).
+        optimizer: its optimizer.
+        states: :func:`random_states` of every process, in rank order.
+    """
     atomic_torch_save(
         {
             "iteration": state.iteration,
@@ -156,7 +181,18 @@ def load_checkpoint(
     path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[TrainState, dict[str, Any]]:
     """Load ``checkpoint.pt`` into ``model`` and ``optimizer`` after checking that it was written
-    with this run's settings; returns its :class:`TrainState` and its contents."""
+    with this run's settings (those that may change on resuming aside: ``max_iterations``,
+    ``device``, ``eval_every``, ``checkpoint_every``).
+
+    Args:
+        path: the checkpoint file.
+        config: this run's settings; others than the checkpoint's raise a CalcscoreError.
+        model: the network to load the weights into.
+        optimizer: the optimizer to load the state into.
+
+    Returns:
+        (its :class:`TrainState`, the checkpoint's contents for :func:`restore_random_states`).
+    """
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     _check_resumable(ckpt["config"], config, path)
     model.load_state_dict(ckpt["model"])
@@ -174,7 +210,16 @@ def restore_random_states(
     seed: int,
 ) -> None:
     """Continue this process's random streams from a checkpoint; with another number of
-    processes than wrote it, restart them from ``seed`` and the iteration (with a warning)."""
+    processes than wrote it, restart them from ``seed`` and the iteration (with a warning).
+
+    Args:
+        ckpt: the checkpoint's contents (:func:`load_checkpoint`).
+        sampler: this process's patch sampler.
+        rank: this process's rank.
+        world: the number of processes now.
+        device: this process's device (a CUDA device's generator is restored too).
+        seed: the run's seed, for restarted streams.
+    """
     if ckpt["world_size"] == world:
         sampler.load_state_dict(ckpt["sampler"][rank])
         torch.set_rng_state(ckpt["torch_rng"][rank])
@@ -242,7 +287,13 @@ def _read_saved(path: str | Path, network: str) -> tuple[Path, dict[str, Any]]:
 
 def load_initial(model: nn.Module, path: str | Path, config: TrainConfig) -> None:
     """Load the saved network ``path`` into ``model`` (built from ``config``), after checking that
-    its weights have the model's shapes (another architecture gets an error naming the settings)."""
+    its weights have the model's shapes (another architecture gets an error naming the settings).
+
+    Args:
+        model: the freshly built network.
+        path: a saved ``cnn1.pt`` / ``cnn2.pt`` or the folder holding it.
+        config: the run's settings; ``config.network`` names the file in a folder.
+    """
     p, saved = _read_saved(path, config.network)
     if {k: tuple(v.shape) for k, v in model.state_dict().items()} != {
         k: tuple(v.shape) for k, v in saved["state_dict"].items()

@@ -115,17 +115,16 @@ def paper_config(network: str = "cnn1", **changes: Any) -> TrainConfig:
 
 def workshop_config(network: str = "cnn1", **changes: Any) -> TrainConfig:
     """A teaching configuration, ~50x cheaper per patch than the paper's, that trains a useful
-    model on a 2-core CPU in about 15 minutes.
+    model on a CPU in minutes (the times are in benchmarks/README.md).
 
     CNN1: 16 filters (head 64), largest dilation 8 (receptive field 35 px, 23 mm in-plane),
     45 px patches (11 x 11 auxiliary labels), batch 32, 3,000 iterations: 0.18 GFLOP per
-    training patch against the paper's 14.8 (1/84), and 50-140x more patches per second on a CPU
-    (``benchmarks/bench_training.py``). CNN2: half the
+    training patch against the paper's 14.8 (1/84; patches per second:
+    ``benchmarks/bench_training.py``). CNN2: half the
     filters, dense 64, the paper's 65 px patches, batch 32, 1,000 iterations. Adam 5e-4, dropout
     and L2 as in the paper. On 14 small phantom scans (``size="small"``) CNN1 reached a balanced
     validation accuracy of 0.94 (7 classes, balanced calcium/background voxels) after 1,250
-    iterations. Time on 2 cores: CNN1 ~5 min, CNN1 labelling the candidates of the training
-    scans (for CNN2) ~15 s per scan, CNN2 ~2 min.
+    iterations.
     """
     if network == "cnn2":
         base = TrainConfig(
@@ -166,7 +165,16 @@ PRESETS: dict[str, Callable[..., TrainConfig]] = {
 
 
 def get_config(preset: str, network: str, **changes: Any) -> TrainConfig:
-    """``get_config("workshop", "cnn1", max_iterations=100)``."""
+    """``get_config("workshop", "cnn1", max_iterations=100)``.
+
+    Args:
+        preset: "paper" or "workshop" (:data:`PRESETS`).
+        network: "cnn1" or "cnn2".
+        changes: settings of :class:`TrainConfig` that replace the preset's.
+
+    Returns:
+        the :class:`TrainConfig`.
+    """
     if preset not in PRESETS:
         raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {preset=}")
     return PRESETS[preset](network, **changes)

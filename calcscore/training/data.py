@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -32,7 +33,17 @@ log = logging.getLogger(__name__)
 
 def split_by_participant(participants: Sequence[str], *, val_fraction: float, rng=None) -> set[str]:
     """The participants of the validation set: ``val_fraction`` of them (at least one when there
-    are two or more), drawn with ``rng``; all scans of a participant stay together."""
+    are two or more), drawn with ``rng``; all scans of a participant stay together.
+
+    Args:
+        participants: the participant id of each scan (repeats allowed).
+        val_fraction: the fraction of distinct participants drawn, rounded (at most all but one;
+            <= 0: none).
+        rng: a seed or generator for the draw.
+
+    Returns:
+        the validation participants' ids (empty with fewer than two participants).
+    """
     unique = sorted(set(map(str, participants)))
     if len(unique) < 2 or val_fraction <= 0:
         return set()
@@ -47,6 +58,14 @@ def split_manifest(df, *, val_fraction: float, rng=None):
     A ``split`` column (train / val / validation / test; empty = train) decides when present;
     otherwise :func:`split_by_participant` draws the validation participants. Test rows are
     never returned, and a participant never appears in both subsets.
+
+    Args:
+        df: the manifest (``participant_id``, optional ``split``).
+        val_fraction: as for :func:`split_by_participant` (without a ``split`` column).
+        rng: a seed or generator for the draw.
+
+    Returns:
+        (training rows, validation rows) as DataFrames.
     """
     if "split" in df.columns:
         split = df["split"].fillna("train").astype(str).str.strip().str.lower()
@@ -82,9 +101,21 @@ def cnn1_proba_patchwise(
     batch_size: int = 256,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """CNN1's (n, 7) class probabilities at voxels ``flat`` of scan ``scan_index`` of ``store``,
+    """CNN1's class probabilities at voxels ``flat`` of scan ``scan_index`` of ``store``,
     one receptive-field-sized patch per voxel (simple and slow: a reference for
-    :func:`cnn1_proba_slicewise`)."""
+    :func:`cnn1_proba_slicewise`).
+
+    Args:
+        model: CNN1 (put in eval mode).
+        store: the cached scans on a device.
+        scan_index: the scan within ``store``.
+        flat: flat voxel indices within that scan.
+        batch_size: patches per forward pass.
+        precision: "fp32" or "bf16" (autocast).
+
+    Returns:
+        (n, 7) float32 probabilities on the store's device.
+    """
     model.eval()
     out = []
     for i in range(0, len(flat), batch_size):
@@ -109,7 +140,15 @@ def cnn1_proba_slicewise(
 ) -> torch.Tensor:
     """The same probabilities as :func:`cnn1_proba_patchwise`, computed fully convolutionally by
     :func:`calcscore.inference.cnn1_proba` (each subnetwork runs once over the slices that hold
-    the requested voxels; the head combines the features of those voxels)."""
+    the requested voxels; the head combines the features of those voxels).
+
+    Args:
+        model, store, scan_index, flat, precision: as for :func:`cnn1_proba_patchwise`.
+        chunk: voxels per head batch (``InferenceOptions.batch_voxels``).
+
+    Returns:
+        (n, 7) float32 probabilities on the store's device.
+    """
     model.eval()
     dev = store.device
     scan = store.scans[scan_index]
@@ -123,9 +162,8 @@ def cnn1_proba_slicewise(
         0, 0
     ]  # (Z+2r, Y+2r, X+2r)
     zyx = store.unravel(np.full(len(flat), scan_index), np.asarray(flat))
-    # an inference copy (ELUs in place), channels-last on the CPU as `calcscore score` runs: CNN1 over
-    # a 512 x 512 x 200 whole chest took 34 s instead of 52 s in fp32 on a 2-core AVX2 CPU
-    # (benchmarks/bench_inference.py). The model being trained keeps its own layout and modules.
+    # an inference copy (ELUs in place), channels-last on the CPU as `calcscore score` runs: it is
+    # faster there (benchmarks/README.md). The model being trained keeps its own layout and modules.
     channels_last = torch.device(dev).type == "cpu"
     model = model.for_inference(channels_last=channels_last)
     opts = InferenceOptions(
@@ -137,9 +175,17 @@ def cnn1_proba_slicewise(
 def cnn1_candidate_labels(
     model: CNN1, store: VolumeStore, scan_index: int, *, precision: str = "fp32"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CNN1's label (0..6) for every candidate voxel (>= 130 HU) of one scan of ``store``.
+    """CNN1's label (0..6) for every candidate voxel (>= 130 HU) of one scan of ``store``,
+    computed by :func:`cnn1_proba_slicewise`.
 
-    Returns (flat candidate indices, labels), computed by :func:`cnn1_proba_slicewise`.
+    Args:
+        model: CNN1.
+        store: the cached scans on a device.
+        scan_index: the scan within ``store``.
+        precision: "fp32" or "bf16".
+
+    Returns:
+        (flat candidate indices, uint8 labels), host arrays.
     """
     flat = np.asarray(store.scans[scan_index].candidate_index)
     proba = cnn1_proba_slicewise(model, store, scan_index, flat, precision=precision)
@@ -164,6 +210,17 @@ def cnn2_pools(
     CNN1's labels are kept in ``cache_file`` (keyed by scan id and the CNN1 file's digest).
     When CNN1 finds no true positive (or no false positive) at all, the reference calcium
     (or all background candidates) stand in, with a warning.
+
+    Args:
+        store: the cached scans on a device, with reference labels.
+        cnn1: the trained CNN1.
+        cache_file: an .npz of CNN1's calls per scan, read when its digest matches and
+            rewritten atomically when scans were added (None: no cache).
+        cnn1_digest: the digest of the CNN1 file, which a cache must match.
+        precision: "fp32" or "bf16" for CNN1.
+
+    Returns:
+        (positives, negatives) as :class:`~calcscore.sampling.VoxelPool`.
     """
     cached: dict[str, np.ndarray] = {}
     if cache_file is not None and cache_file.is_file():
@@ -193,7 +250,7 @@ def cnn2_pools(
     if cache_file is not None and changed:
         fd, tmp = tempfile.mkstemp(prefix=".cnn1-", suffix=".npz", dir=cache_file.parent)
         os.close(fd)
-        np.savez(tmp, digest=np.array(cnn1_digest), **cached)
+        np.savez(tmp, digest=np.array(cnn1_digest), **cached)  # type: ignore[arg-type]
         os.replace(tmp, cache_file)
     idx = range(len(store))
     positives, negatives = VoxelPool.concat(idx, pos), VoxelPool.concat(idx, neg)
@@ -240,8 +297,22 @@ def make_samplers(
     rng: np.random.SeedSequence,
     val_rng: np.random.SeedSequence,
 ) -> TrainingData:
-    """The scans on ``device``, the voxel pools of ``config.network`` and the samplers over them
-    (``rng``: this process's training stream, ``val_rng``: the validation voxels')."""
+    """The scans on ``device``, the voxel pools of ``config.network`` and the samplers over them.
+
+    Args:
+        config: the run's settings (network, patch and label sizes, validation samples).
+        train_scans: cached training scans.
+        val_scans: cached validation scans (may be empty: no validation).
+        out_dir: the run's folder, where CNN2's run keeps CNN1's calls (:data:`CANDIDATES`).
+        cnn1: the trained CNN1 (file or folder) whose calls make CNN2's pools; None for CNN1.
+        dist: the processes of the run (only process 0 validates).
+        device: where the scans are held.
+        rng: this process's training stream.
+        val_rng: the stream that draws the fixed validation voxels.
+
+    Returns:
+        the :class:`TrainingData`.
+    """
     store = VolumeStore(train_scans, device=device)
     # only process 0 validates
     val_store = VolumeStore(val_scans, device=device) if val_scans and dist.main else None
@@ -262,7 +333,7 @@ def make_samplers(
             dtype=torch.float32,
         )
     )
-    if val_store is not None and dist.main:
+    if val_store is not None and val_pools is not None and dist.main:
         try:
             val_sampler = PatchSampler(
                 val_store,
@@ -301,7 +372,7 @@ def _cnn2_run_pools(
     if dist.main:
         pools = cnn2_pools(
             store,
-            cnn1_model,
+            cast(CNN1, cnn1_model),
             cache_file=out_dir / CANDIDATES,
             cnn1_digest=digest,
             precision=config.precision,
@@ -310,7 +381,7 @@ def _cnn2_run_pools(
     if not dist.main:
         pools = cnn2_pools(
             store,
-            cnn1_model,
+            cast(CNN1, cnn1_model),
             cache_file=out_dir / CANDIDATES,
             cnn1_digest=digest,
             precision=config.precision,
@@ -319,7 +390,7 @@ def _cnn2_run_pools(
     if val_store is not None:
         val_pools = cnn2_pools(
             val_store,
-            cnn1_model,
+            cast(CNN1, cnn1_model),
             cache_file=out_dir / ("val-" + CANDIDATES),
             cnn1_digest=digest,
             precision=config.precision,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from calcscore.errors import CalcscoreError, InputError
-from calcscore.networks import build_network
+from calcscore.networks import build_network, to_channels_last
 from calcscore.runtime import (
     DistInfo,
     all_gather_objects,
@@ -87,18 +87,29 @@ def train(
 ) -> TrainResult:
     """Train ``config.network`` on cached scans; write model, metrics and checkpoints to ``out_dir``.
 
-    ``cnn1``: the trained CNN1 (its folder or ``cnn1.pt``), needed for CNN2. ``callback(iteration,
-    loss)`` runs after every iteration (tests use it to interrupt a run). With ``resume`` (the
-    default) an existing ``checkpoint.pt`` in ``out_dir`` is continued. ``max_seconds``: a time
-    budget for the iterations of this call (data loading not counted); when it is spent, the run
-    validates, writes its checkpoint and stops early, and a later call with the same folder goes
-    on from there (``TrainResult.iteration`` says where it stopped).
+    Args:
+        config: every setting of the run (network, sizes, iterations, device, precision, seed).
+        train_scans: cached training scans (:func:`calcscore.sampling.cache_scan`).
+        val_scans: cached validation scans (empty: no validation; the last weights are kept).
+        out_dir: the run's folder: ``cnn1.pt`` / ``cnn2.pt``, ``metrics.csv``, ``checkpoint.pt``.
+        cnn1: the trained CNN1 (its folder or ``cnn1.pt``), needed for CNN2.
+        resume: continue an existing ``checkpoint.pt`` in ``out_dir`` (the default).
+        progress: a progress bar over the iterations.
+        max_seconds: a time budget for the iterations of this call (data loading not counted);
+            when it is spent, the run validates, writes its checkpoint and stops early, and a
+            later call with the same folder goes on from there (``TrainResult.iteration`` says
+            where it stopped).
+        init: a saved network of the same architecture (``cnn1.pt`` / ``cnn2.pt`` or its
+            folder) to start from instead of random weights (fine-tuning, or training a model
+            longer without its checkpoint); the optimiser starts afresh and iterations count
+            from 0. The starting weights are validated as iteration 0, so the kept model is the
+            starting one unless training beats it. A checkpoint in ``out_dir`` takes precedence
+            (the run resumes).
+        callback: ``callback(iteration, loss)`` runs after every iteration (tests use it to
+            interrupt a run).
 
-    ``init``: a saved network of the same architecture (``cnn1.pt`` / ``cnn2.pt`` or its folder)
-    to start from instead of random weights (fine-tuning, or training a model longer without its
-    checkpoint); the optimiser starts afresh and iterations count from 0. The starting weights
-    are validated as iteration 0, so the kept model is the starting one unless training beats
-    it. A checkpoint in ``out_dir`` takes precedence (the run resumes).
+    Returns:
+        a :class:`TrainResult`: the kept model's file, the last iteration, the metrics rows.
     """
     dist = init_distributed(config.device)
     try:
@@ -183,7 +194,7 @@ def _set_up(
         load_initial(model, init, config)
     model = model.to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     optimizer = make_optimizer(model, config)
     data = make_samplers(
         config,
@@ -240,9 +251,9 @@ def _resume_or_start(run: _Run, *, resume: bool, init) -> TrainState:
 
 
 def _validate(run: _Run) -> dict[str, float]:
-    return evaluate(
-        run.config, run.model, run.data.val_sampler, run.data.val_voxels, device=run.device
-    )
+    sampler, voxels = run.data.val_sampler, run.data.val_voxels
+    assert sampler is not None and voxels is not None  # callers check val_sampler
+    return evaluate(run.config, run.model, sampler, voxels, device=run.device)
 
 
 def _iterate(
@@ -270,7 +281,7 @@ def _iterate(
         while state.iteration < config.max_iterations:
             loss = train_step(
                 config,
-                run.ddp_model,
+                run.ddp_model or run.model,
                 run.optimizer,
                 run.data.sampler.sample(config.batch_size),
                 device=run.device,
@@ -403,6 +414,18 @@ def train_from_manifest(
 
     An optional ``split`` column (train / val / test) decides the subsets; otherwise the
     participants are split with ``config.val_fraction`` (seeded). Test rows are never used.
+
+    Args:
+        config: the run's settings (:func:`train`).
+        manifest: a manifest file (:func:`calcscore.manifest.read_manifest`) with ``labels``.
+        out_dir: the run's folder.
+        cnn1: the trained CNN1 (folder or file), for CNN2; its folder's ``cache`` is reused
+            when ``cache_dir`` is None.
+        cache_dir: where the scans are cached (default: CNN1's cache, else ``out_dir/cache``).
+        progress, resume, max_seconds, init: as for :func:`train`.
+
+    Returns:
+        the :class:`TrainResult` of :func:`train`.
     """
     from calcscore.manifest import read_manifest
 

@@ -73,8 +73,19 @@ def train_step(
     *,
     device: torch.device,
 ) -> torch.Tensor:
-    """One optimisation step on one minibatch (in ``config.precision``); returns the detached
-    loss as a tensor on the device (reading it waits for the GPU: do that only when needed)."""
+    """One optimisation step on one minibatch (in ``config.precision``).
+
+    Args:
+        config: the run's settings (network, precision, channels-last, auxiliary losses).
+        model: the network in training mode (DDP-wrapped or not).
+        optimizer: its optimizer.
+        batch: a minibatch of patches and targets (:class:`calcscore.sampling.PatchSampler`).
+        device: the device the batch is on.
+
+    Returns:
+        the detached loss as a tensor on the device (reading it waits for the GPU: do that only
+        when needed).
+    """
     if config.channels_last:
         batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
     with autocast(device, config.precision == "bf16"):
@@ -96,7 +107,19 @@ def evaluate(
     batch_size: int = 128,
 ) -> dict[str, float]:
     """Loss, accuracy and balanced accuracy (mean recall over the classes present) of fixed
-    validation voxels. CNN1's decision uses the paper's weighted average of its four outputs."""
+    validation voxels. CNN1's decision uses the paper's weighted average of its four outputs.
+
+    Args:
+        config: the run's settings.
+        model: the network (put in eval mode for the call, then back).
+        sampler: the validation sampler that cuts the patches.
+        voxels: (scan indices, flat indices) of the validation voxels.
+        device: the device the sampler's store is on.
+        batch_size: patches per forward pass.
+
+    Returns:
+        ``{"val_loss", "val_accuracy", "val_balanced_accuracy"}``.
+    """
     net = unwrap_ddp(model)
     was_training = net.training
     net.eval()
