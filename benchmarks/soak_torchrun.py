@@ -36,6 +36,9 @@ from pathlib import Path
 import pandas as pd
 
 OUTPUTS = ("_labels.nii.gz", "_scores.json", "_lesions.csv")
+#: per-scan files that may be there besides (provenance for resuming, the report page)
+EXTRAS = ("_provenance.json", "_report.html", "_report.pdf", "_overlay.png")
+COHORT_EXTRAS = {"cohort_report.html"}
 WINDOW = 10  # scans at the start and the end of each rank compared for flat memory
 
 
@@ -101,9 +104,10 @@ def audit(manifest: Path, out: Path, nproc: int) -> dict:
     lost = sorted(set(expected) - set(ids))
     not_ok = list(summary.loc[summary["status"] != "ok", "scan_id"])
     wanted = {f"{s}{suffix}" for s in expected for suffix in OUTPUTS} | {"cohort_summary.csv"}
+    allowed = wanted | {f"{s}{suffix}" for s in expected for suffix in EXTRAS} | COHORT_EXTRAS
     present = [p.name for p in out.iterdir()]
     missing_files = sorted(wanted - set(present))
-    stray = sorted(set(present) - wanted)
+    stray = sorted(set(present) - allowed)
     index = {s: i for i, s in enumerate(expected)}
     summary["rank"] = [index.get(s, -1) % nproc for s in summary["scan_id"]]
     summary["n"] = summary.groupby("rank").cumcount() + 1
