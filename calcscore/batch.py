@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMMARY = "cohort_summary.csv"
+#: summary columns that are not in scores.json: a resumed scan takes them from its provenance
+ROW_FROM_PROVENANCE = ("kernel_class", "check_warnings", "heart_coverage", "peak_rss_mb", "rss_mb")
 
 
 @dataclass(frozen=True)
@@ -318,13 +320,7 @@ def score_cohort(
     from calcscore.bundle import model_identity
     from calcscore.inference import InferenceOptions, Model
     from calcscore.report_pdf import find_pdf_engine
-    from calcscore.runtime import (
-        release_memory,
-        reset_peak_rss,
-        resolve_device,
-        resolve_precision,
-        rss_mb,
-    )
+    from calcscore.runtime import release_memory, reset_peak_rss, resolve_device, resolve_precision
 
     scans = resolve_inputs(inputs)
     if dicom:  # before any scan: a missing highdicom would fail every DICOM scan at its end
@@ -364,8 +360,6 @@ def score_cohort(
             rows.append(done if done is not None else _score_scan(job, s))
         finally:
             release_memory()  # flat memory over a long cohort (benchmarks/soak_torchrun.py)
-            if rows and rows[-1]["scan_id"] == s.scan_id:
-                rows[-1]["rss_mb"] = rss_mb()  # what the scan left behind
     frame = pd.DataFrame(rows, columns=[*summary_row("x", None, seconds=0).keys(), "resumed"])
     if chromium is not None:
         _print_pdfs(frame, out, chromium)
@@ -565,7 +559,7 @@ def _score_scan(job: _Job, s: ScanInput) -> dict:
                     "model": {k: job.model_id[k] for k in ("name", "version")},
                     "input": str(s.image.resolve()),
                     "device": job.opts.device,
-                    "checks": {k: row[k] for k in ("kernel_class", "check_warnings")},
+                    "checks": {k: row[k] for k in ROW_FROM_PROVENANCE},
                     "seconds": row["seconds"],
                 },
             )

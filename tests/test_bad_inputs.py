@@ -476,7 +476,7 @@ def test_the_rest_of_a_cohort_goes_on_and_forced_scans_are_not_assessable(
     assert "NaN" in nan_row.not_assessable_reason and "-1024 HU" in nan_row.not_assessable_reason
     assert "does not cover the heart" in nan_row.not_assessable_reason  # the tiny scan has none
     n_ok = len(FORCEABLE)
-    assert f"{n_ok} scans scored ({n_ok} not assessable), {len(scan_cases) - n_ok} failed" in stdout
+    assert f"{n_ok} scans scored, {len(scan_cases) - n_ok} failed; {n_ok} not assessable" in stdout
 
 
 # ------------------------------------------------------------ model, outputs, disk, Ctrl-C

@@ -142,12 +142,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tally(summary, failed: int, unfit: int = 0) -> str:
-    """'3 scans scored (1 not assessable), 0 failed', with the scans skipped as already scored
-    when there are."""
+    """'3 scans scored, 0 failed', with the scans skipped as already scored and those not
+    assessable when there are."""
     skipped = int(summary["resumed"].fillna(False).astype(bool).sum())
-    text = f"{len(summary) - failed - skipped} scans scored"
-    text += f" ({unfit} not assessable), " if unfit else ", "
-    text += f"{failed} failed"
+    text = f"{len(summary) - failed - skipped} scans scored, {failed} failed"
     if skipped:
         text += f", {skipped} skipped (already scored by this model and settings; --overwrite)"
+    if unfit:
+        text += f"; {unfit} not assessable"
     return text
