@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import pandas as pd
 from calcscore.errors import CalcscoreError, InputError, optional_import
 from calcscore.io import (
     ITK_SUFFIXES,
+    _is_dicom_file,
     atomic_path,
     read_volume,
     strip_suffix,
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMMARY = "cohort_summary.csv"
+#: summary columns that are not in scores.json: a resumed scan takes them from its provenance
+ROW_FROM_PROVENANCE = ("kernel_class", "check_warnings", "heart_coverage", "peak_rss_mb", "rss_mb")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,12 @@ def resolve_inputs(inputs: list[str | Path]) -> list[ScanInput]:
             out.append(ScanInput(p.name, p))
         elif suffix_of(p) in ITK_SUFFIXES:
             out.append(ScanInput(strip_suffix(p), p))
+        elif _is_dicom_file(p):
+            raise InputError(
+                p,
+                "is a single 2D DICOM image, not a volume",
+                "pass the folder that holds the whole series",
+            )
         else:
             raise InputError(
                 p,
@@ -159,24 +169,50 @@ def write_scan_outputs(
     convention: str = "lessmann2018",
     overlay: bool = True,
     extra: dict | None = None,
+    not_assessable: str | None = None,
 ) -> dict:
-    """Write the four per-scan outputs; returns the scores dict (with ``extra``'s keys added,
-    e.g. what the safety net did)."""
+    """Write the four per-scan outputs, all or none (one temporary folder, moved when all are
+    written); returns the scores dict (with ``extra``'s keys added, e.g. what the safety net did).
+
+    ``not_assessable``: why the scan's categories must not be read (see
+    :mod:`calcscore.assessment`); None for an assessable scan."""
+    from calcscore.assessment import mark_assessable, mark_not_assessable
     from calcscore.scoring import lesion_table, score_report
     from calcscore.viz import save_overlay_png
 
     paths = output_paths(out_dir, scan_id)
-    write_labels(labels, paths["labels"])
     report = score_report(volume, labels, scan=scan_id, convention=convention)
+    if not_assessable:
+        mark_not_assessable(report, not_assessable)
+    else:
+        mark_assessable(report)
     report.update(extra or {})
-    with atomic_path(paths["scores"]) as tmp:
-        (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
     table = lesion_table(volume, labels, convention=convention)
-    with atomic_path(paths["lesions"]) as tmp:
-        table.to_csv(tmp / paths["lesions"].name, index=False)
-    if overlay:
-        save_overlay_png(volume, labels, paths["overlay"], title=f"{scan_id}: calcscore labels")
+    try:
+        with atomic_path(paths["scores"]) as tmp:
+            write_labels(labels, tmp / paths["labels"].name)
+            (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
+            table.to_csv(tmp / paths["lesions"].name, index=False)
+            if overlay:
+                save_overlay_png(
+                    volume,
+                    labels,
+                    tmp / paths["overlay"].name,
+                    title=f"{scan_id}: calcscore labels",
+                )
+    except OSError as exc:
+        raise _write_error(out_dir, exc) from None
     return report
+
+
+def _write_error(out_dir: Path, exc: OSError) -> InputError:
+    """One line for an output that could not be written (a full disk, no permission ...)."""
+    why = exc.strerror or type(exc).__name__
+    return InputError(
+        out_dir,
+        f"could not be written ({why}); nothing half-written was left",
+        "free disk space or choose a writable --out folder, then run again",
+    )
 
 
 def safety_net_summary(seg) -> dict:
@@ -209,7 +245,16 @@ def summary_row(
     row["check_warnings"] = (
         "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
     )
+    row["heart_coverage"] = (
+        checks.coverage.status if checks is not None and checks.coverage is not None else None
+    )
+    row["assessable"] = (report or {}).get("assessable")
+    row["not_assessable_reason"] = (report or {}).get("not_assessable_reason")
     row["seconds"] = round(seconds, 2)
+    from calcscore.runtime import peak_rss_mb, rss_mb
+
+    row["peak_rss_mb"] = peak_rss_mb()  # this scan's peak (Linux), see calcscore.runtime
+    row["rss_mb"] = rss_mb()
     row["error"] = error
     return row
 
@@ -275,7 +320,7 @@ def score_cohort(
     from calcscore.bundle import model_identity
     from calcscore.inference import InferenceOptions, Model
     from calcscore.report_pdf import find_pdf_engine
-    from calcscore.runtime import resolve_device, resolve_precision
+    from calcscore.runtime import release_memory, reset_peak_rss, resolve_device, resolve_precision
 
     scans = resolve_inputs(inputs)
     if dicom:  # before any scan: a missing highdicom would fail every DICOM scan at its end
@@ -284,7 +329,7 @@ def score_cohort(
     _refuse_outputs_over_inputs(scans, out)
     chromium = find_pdf_engine() if pdf else None
     report = report or pdf
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out(out)
     rank, world, local = _dist_info()
     if dicom and rank == 0:
         _warn_not_dicom(scans)
@@ -309,12 +354,30 @@ def score_cohort(
         unit="scan",
         disable=not progress,
     ):
-        done = None if overwrite else _resumed_row(job, s)
-        rows.append(done if done is not None else _score_scan(job, s))
+        reset_peak_rss()
+        try:
+            done = None if overwrite else _resumed_row(job, s)
+            rows.append(done if done is not None else _score_scan(job, s))
+        finally:
+            release_memory()  # flat memory over a long cohort (benchmarks/soak_torchrun.py)
     frame = pd.DataFrame(rows, columns=[*summary_row("x", None, seconds=0).keys(), "resumed"])
     if chromium is not None:
         _print_pdfs(frame, out, chromium)
     return _write_summary(frame, out, scans, rank, world, report)
+
+
+def _prepare_out(out: Path) -> None:
+    """Create the output folder, and refuse it in one line when it cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".calcscore-probe-")
+        probe.close()
+    except OSError as exc:
+        raise InputError(
+            out,
+            f"cannot be written ({exc.strerror or type(exc).__name__})",
+            "choose a writable --out folder",
+        ) from None
 
 
 def _write_summary(
@@ -448,7 +511,7 @@ def _resumed_row(job: _Job, scan: ScanInput) -> dict | None:
 
 def _score_scan(job: _Job, s: ScanInput) -> dict:
     """Score one scan into staging, then commit its outputs and provenance; its summary row."""
-    from calcscore.checks import ensure_scorable
+    from calcscore.checks import ensure_scorable, finite_volume
     from calcscore.inference import segment
     from calcscore.report_cohort import reference_scores
     from calcscore.report_html import write_scan_page
@@ -459,8 +522,12 @@ def _score_scan(job: _Job, s: ScanInput) -> dict:
         volume = read_volume(s.image)
         key = job.key(s)
         checks = ensure_scorable(volume, force=job.force, source=s.image)
+        volume = finite_volume(volume)  # forced: NaN/inf as air, said in the report
         seg = segment(volume, job.model, job.opts)
-        extra: dict = {"safety_net": safety_net_summary(seg)}
+        extra: dict = {
+            "safety_net": safety_net_summary(seg),
+            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
+        }
         if s.labels is not None:  # the manifest's reference annotation
             extra["reference"] = reference_scores(
                 volume, s.labels, convention=job.settings["convention"]
@@ -474,7 +541,10 @@ def _score_scan(job: _Job, s: ScanInput) -> dict:
                 convention=job.settings["convention"],
                 overlay=job.settings["overlay"],
                 extra=extra,
+                not_assessable=checks.not_assessable_reason,
             )
+            if not report["assessable"]:
+                log.warning("%s: not assessable: %s", s.scan_id, checks.not_assessable_reason)
             if job.settings["report"]:
                 write_scan_page(report, volume, seg.labels, staged, checks=checks, model=job.model)
             if key["settings"]["dicom"]:
@@ -489,7 +559,7 @@ def _score_scan(job: _Job, s: ScanInput) -> dict:
                     "model": {k: job.model_id[k] for k in ("name", "version")},
                     "input": str(s.image.resolve()),
                     "device": job.opts.device,
-                    "checks": {k: row[k] for k in ("kernel_class", "check_warnings")},
+                    "checks": {k: row[k] for k in ROW_FROM_PROVENANCE},
                     "seconds": row["seconds"],
                 },
             )
@@ -515,5 +585,8 @@ def _barrier() -> None:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp / path.name, index=False)
+    try:
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp / path.name, index=False)
+    except OSError as exc:
+        raise _write_error(path.parent, exc) from None

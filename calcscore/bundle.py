@@ -210,10 +210,30 @@ def read_network_file(
         p = found[0]
     if not p.is_file():
         raise InputError(p, "no such model file", "pass a cnn1.pt / cnn2.pt or its folder")
-    saved = torch.load(p, map_location="cpu", weights_only=True)
+    saved = load_model_file(p)
     if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
         raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
     return p, saved
+
+
+def load_model_file(path: Path) -> Any:
+    """``torch.load`` a saved network, with one line naming the file when it is truncated or
+    corrupt (an interrupted copy or download)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        detail = " ".join(str(exc).split())[:100]
+        raise InputError(
+            path,
+            f"could not be read: a truncated or corrupt model file ({type(exc).__name__}: {detail})",
+            "copy the model folder again, or train it again",
+        ) from None
+    except Exception as exc:  # unpickling errors of a file that is not a model at all
+        raise InputError(
+            path,
+            f"could not be read as a model file ({type(exc).__name__})",
+            "pass a cnn1.pt / cnn2.pt written by calcscore",
+        ) from None
 
 
 def load_network(

@@ -8,13 +8,19 @@ returns a :class:`CheckReport` with one :class:`Finding` per problem:
     The blood pool of the heart and the aorta reads well above the calcium threshold: the scan
     is contrast-enhanced, every voxel of the blood pool is a calcium candidate and scores are
     meaningless. Refused unless forced.
-``not_hu`` (warning)
+``non_finite`` (refusal)
+    NaN or infinite voxels. They are never turned into numbers silently: forced, they are scored
+    as -1024 HU (air) and the report says how many there were.
+``not_hu`` (refusal)
     The values do not look like Hounsfield units (no air or lung near -1000 / -850 HU, a tiny
     value range, or raw stored values of 0..4095).
-``no_heart`` (warning)
-    No heart was found: no large homogeneous soft-tissue or blood region with lung on both sides.
-``thick_slices`` (warning)
-    Slices thicker than 3 mm (the thickness the Agatston score was defined on).
+``no_heart`` (refusal) and ``heart_cut`` (warning)
+    The heart is not covered, or only partly (cut at the top, the bottom or the field of view),
+    measured by :func:`calcscore.coverage.heart_coverage`. A scan without the heart cannot say
+    "no coronary calcium"; one with part of it gives a lower bound.
+``thick_slices`` (warning; refusal above 5 mm)
+    Slices thicker than 3 mm (the thickness the Agatston score was defined on); above 5 mm a
+    score of 0 cannot be told from calcium lost to partial volume.
 ``metal`` (warning)
     At least 1 mm^3 reads 2,800 HU or more: metal (pacemaker leads, sternal wires, prosthetic
     valves, stents), which dense calcium and bone do not reach. Its blur and streaks are labelled
@@ -35,20 +41,20 @@ phantoms), but it is narrow: at most 8 cm^2 per slice after the erosion, where t
 chambers give 17-40 cm^2 (enhanced blood pools on the phantoms: 51-253 cm^3). Any blood pool
 makes the scan contrast-enhanced (non-contrast blood reads 30-60 HU).
 
-The heart is found in slices where a row holds a run of at least 80 mm of mediastinal tissue
-with lung right and left of it, over 30 mm of rows; the scan covers the heart when 20 mm of
-slices do. Without an enhanced region, the median of the soft tissue in those runs is the
-reported blood pool HU: 150 HU or more is a contrast-enhanced heart too, 90-150 HU gives a
+For the blood pool of an unenhanced region, the slices where a row holds a run of at least 80 mm
+of mediastinal tissue with lung right and left of it, over 30 mm of rows, are taken (over 20 mm
+of slices); the median of the soft tissue in those runs is the reported blood pool HU: 150 HU or more is a contrast-enhanced heart too, 90-150 HU gives a
 warning (possibly a late contrast phase).
 
 :func:`ensure_scorable` runs the checks and raises :class:`ScanRefusedError` on a refusal;
-``calcscore score`` is meant to call it before scoring each scan.
+``calcscore score`` calls it before scoring each scan. A refused scan is scored only with
+``--force``, and then, like a scan whose heart is only partly covered, it is **not assessable**
+(:attr:`CheckReport.assessable`): it gets numbers but no risk category.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -56,10 +62,25 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from calcscore.coverage import NOT_COVERED, PARTLY_COVERED, HeartCoverage, heart_coverage
 from calcscore.errors import InputError
+from calcscore.kernels import KernelClass, KernelInfo, classify_kernel, vendor_of
 from calcscore.volume import CTVolume
 
 log = logging.getLogger(__name__)
+
+__all__ = [  # the kernel classes moved to calcscore.kernels; importable from here as before
+    "KernelClass",
+    "KernelInfo",
+    "classify_kernel",
+    "vendor_of",
+    "CheckReport",
+    "Finding",
+    "ScanRefusedError",
+    "check_scan",
+    "ensure_scorable",
+    "finite_volume",
+]
 
 #: A blood pool whose median is at least this is contrast-enhanced (refused).
 CONTRAST_BLOOD_POOL_HU = 150.0
@@ -67,6 +88,10 @@ CONTRAST_BLOOD_POOL_HU = 150.0
 SUSPICIOUS_BLOOD_POOL_HU = 90.0
 #: The thickest slices the method accepts without a warning (mm).
 MAX_SLICE_THICKNESS_MM = 3.0
+#: Slices thicker than this are refused (mm): a score of 0 there cannot be told from missed calcium.
+MAX_SLICE_THICKNESS_REFUSED_MM = 5.0
+#: What a forced scan's NaN and infinite voxels are scored as (air; said in the report).
+NON_FINITE_FILL_HU = -1024.0
 #: Voxels at or above this are metal (dense calcium and cortical bone stay well below; the
 #: phantoms' sharp-kernel noise reaches at most 2,440 HU without metal) ...
 METAL_HU = 2800.0
@@ -84,177 +109,18 @@ _POOL_BAND_HU = 40.0
 _PADDING_HU = -1500.0  # values below are outside the field of view (-2048, -3024 ...)
 
 Severity = Literal["refusal", "warning", "info"]
-KernelClass = Literal["soft", "sharp", "unknown"]
-
-
-# ------------------------------------------------------------------------------------ kernels
-@dataclass(frozen=True)
-class KernelInfo:
-    """A reconstruction kernel name classed soft or sharp.
-
-    ``vendor`` is the table that classed it ("siemens", "ge", "philips", "toshiba") or None;
-    ``kernel_class`` is "soft", "sharp" or "unknown"; ``reason`` says which rule applied.
-    """
-
-    name: str | None
-    vendor: str | None
-    kernel_class: KernelClass
-    reason: str
-
-
-# Siemens: a letter code (B, Br, Bv, Bf, Bl, I, J, Q, Qr, Sa, Hr, ...) and a number for the
-# sharpness: 10-44 soft (B30f, B35f, Br40, Qr36, Sa36, I30f), 45 and above sharp (B45f, B50f,
-# B60f, Br64, Bl57, I70f). Iterative strength after a backslash (Br40\3) is ignored.
-_SIEMENS = re.compile(r"^([A-Z][a-z]?)(\d{2})([a-z]?)$")
-_SIEMENS_SHARP_FROM = 45
-# GE: named kernels.
-_GE = {
-    "SOFT": "soft",
-    "STANDARD": "soft",
-    "STND": "soft",
-    "SMOOTH": "soft",
-    "DETAIL": "sharp",
-    "CHST": "sharp",
-    "CHEST": "sharp",
-    "LUNG": "sharp",
-    "BONE": "sharp",
-    "BONEPLUS": "sharp",
-    "BONE PLUS": "sharp",
-    "EDGE": "sharp",
-    "ULTRA": "sharp",
-    "HD LUNG": "sharp",
-}
-# Philips: letter kernels; A, B, C (and the cardiac CB, UB, XCA, XCB) are smooth body kernels,
-# D, E, L (lung) and the Y-series (YA, YB, YC, YD, YE) are sharp.
-_PHILIPS = {
-    "A": "soft",
-    "B": "soft",
-    "C": "soft",
-    "CB": "soft",
-    "UB": "soft",
-    "UC": "soft",
-    "XCA": "soft",
-    "XCB": "soft",
-    "XCC": "soft",
-    "D": "sharp",
-    "E": "sharp",
-    "EB": "sharp",
-    "EC": "sharp",
-    "L": "sharp",
-    "LA": "sharp",
-    "YA": "sharp",
-    "YB": "sharp",
-    "YC": "sharp",
-    "YD": "sharp",
-    "YE": "sharp",
-    "YF": "sharp",
-}
-# Toshiba / Canon: FC01-FC29 body and head kernels (FC12, FC13 ...) are soft, FC30-FC86 (lung
-# FC51-FC56, bone FC30-FC35, FC80-FC86 high resolution) are sharp; FL lung kernels are sharp.
-_TOSHIBA = re.compile(r"^F([CL])(\d{2})$")
-_TOSHIBA_SHARP_FROM = 30
-
-_VENDORS = (
-    ("siemens", ("SIEMENS",)),
-    ("ge", ("GE ", "GE_", "GENERAL ELECTRIC")),
-    ("philips", ("PHILIPS",)),
-    ("toshiba", ("TOSHIBA", "CANON")),
-)
-
-
-def vendor_of(manufacturer: str | None) -> str | None:
-    """The kernel table of a DICOM Manufacturer (0008,0070): siemens, ge, philips, toshiba or None."""
-    if not manufacturer:
-        return None
-    m = manufacturer.strip().upper() + " "
-    if m.startswith("GE"):
-        return "ge"
-    for vendor, keys in _VENDORS:
-        if any(m.startswith(k) or k in m for k in keys):
-            return vendor
-    return None
-
-
-def _classify_in(vendor: str, name: str) -> tuple[KernelClass, str] | None:
-    upper = name.upper()
-    if vendor == "siemens":
-        m = _SIEMENS.match(name)
-        if m:
-            n = int(m.group(2))
-            cls: KernelClass = "sharp" if n >= _SIEMENS_SHARP_FROM else "soft"
-            return (
-                cls,
-                f"Siemens {m.group(1)}{n}: {'>=' if cls == 'sharp' else '<'} {_SIEMENS_SHARP_FROM} is {cls}",
-            )
-        return None
-    if vendor == "ge":
-        if upper in _GE:
-            return _GE[upper], f"GE {upper} is {_GE[upper]}"  # type: ignore[return-value]
-        return None
-    if vendor == "philips":
-        if upper in _PHILIPS:
-            return _PHILIPS[upper], f"Philips {upper} is {_PHILIPS[upper]}"  # type: ignore[return-value]
-        return None
-    if vendor == "toshiba":
-        m = _TOSHIBA.match(upper)
-        if m:
-            n = int(m.group(2))
-            if m.group(1) == "L":
-                return "sharp", f"Toshiba/Canon FL{n:02d} (lung) is sharp"
-            cls = "sharp" if n >= _TOSHIBA_SHARP_FROM else "soft"
-            return (
-                cls,
-                f"Toshiba/Canon FC{n:02d}: {'>=' if cls == 'sharp' else '<'} FC{_TOSHIBA_SHARP_FROM} is {cls}",
-            )
-        return None
-    return None
-
-
-def classify_kernel(name: str | None, manufacturer: str | None = None) -> KernelInfo:
-    """Class a reconstruction kernel (DICOM ConvolutionKernel) soft or sharp.
-
-    The manufacturer picks the vendor table; without one (or with an unknown one) the name is
-    tried against every table and classed when exactly one vendor knows it. Multi-valued names
-    (``Br40\\3``: kernel and iterative strength) are classed by their first value.
-    """
-    if name is None or not str(name).strip():
-        return KernelInfo(None, vendor_of(manufacturer), "unknown", "no kernel name")
-    first = str(name).split("\\")[0].strip()
-    vendor = vendor_of(manufacturer)
-    if vendor is not None:
-        hit = _classify_in(vendor, first)
-        if hit is not None:
-            return KernelInfo(first, vendor, hit[0], hit[1])
-    hits = [(v, h) for v, _ in _VENDORS if (h := _classify_in(v, first)) is not None]
-    if len(hits) == 1:
-        v, (cls, reason) = hits[0]
-        return KernelInfo(
-            first,
-            v,
-            cls,
-            reason
-            + (
-                " (vendor guessed from the name)"
-                if vendor is None
-                else f" (name not in the {vendor} table)"
-            ),
-        )
-    if len({h[0] for _, h in hits}) == 1 and hits:
-        cls = hits[0][1][0]
-        return KernelInfo(first, vendor, cls, f"{first} is {cls} in every table that knows it")
-    why = "known to several vendors with different classes" if hits else "not in any vendor table"
-    return KernelInfo(first, vendor, "unknown", f"{first} is {why}")
 
 
 # ------------------------------------------------------------------------------------ report
 @dataclass(frozen=True)
 class Finding:
     """One result of the checks: ``code`` (contrast, not_hu, no_heart, thick_slices, kernel ...),
-    ``severity`` (refusal, warning, info) and a message for the user."""
+    ``severity`` (refusal, warning, info), a message for the user and, for a refusal, the fix."""
 
     code: str
     severity: Severity
     message: str
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,6 +141,7 @@ class CheckReport:
     forced: bool = False
     source: str | None = None
     details: dict = field(default_factory=dict, compare=False)
+    coverage: HeartCoverage | None = None
 
     @property
     def refusals(self) -> tuple[Finding, ...]:
@@ -290,6 +157,20 @@ class CheckReport:
 
     def codes(self) -> set[str]:
         return {f.code for f in self.findings}
+
+    @property
+    def assessable(self) -> bool:
+        """False when a score of this scan must not be read as a risk category: it was refused
+        and forced (no heart, non-finite voxels, not HU, slices over 5 mm, contrast), or the
+        heart is only partly covered. Such a scan is scored, but its categories are
+        "not assessable" (:func:`calcscore.assessment.mark_not_assessable`)."""
+        return not self.refusals and "heart_cut" not in self.codes()
+
+    @property
+    def not_assessable_reason(self) -> str | None:
+        """Why the scan is not assessable (the refusals' and the cut heart's messages), or None."""
+        why = [f.message for f in self.findings if f.severity == "refusal" or f.code == "heart_cut"]
+        return "; ".join(why) or None
 
     def raise_if_refused(self) -> None:
         """Raise :class:`ScanRefusedError` (one line, with the fix) when the scan is refused."""
@@ -313,6 +194,9 @@ class CheckReport:
             "forced": self.forced,
             "contrast_enhanced": self.contrast_enhanced,
             "heart_found": self.heart_found,
+            "heart_coverage": None if self.coverage is None else self.coverage.to_dict(),
+            "assessable": self.assessable,
+            "not_assessable_reason": self.not_assessable_reason,
             "blood_pool_hu": None
             if not np.isfinite(self.blood_pool_hu)
             else round(float(self.blood_pool_hu), 1),
@@ -331,15 +215,18 @@ class CheckReport:
 
 
 class ScanRefusedError(InputError):
-    """A scan the method must not score (contrast-enhanced); pass ``force`` to score it anyway."""
+    """A scan the method must not score (contrast-enhanced, no heart, non-finite voxels, not HU,
+    slices over 5 mm); pass ``force`` to score it anyway, as not assessable."""
 
     def __init__(self, report: CheckReport):
         self.report = report
         problem = "; ".join(f.message for f in report.refusals)
+        fixes = "; ".join(dict.fromkeys(f.fix for f in report.refusals if f.fix))
         super().__init__(
             report.source,
             f"refused: {problem}",
-            "score non-contrast CT, or force it (calcscore score --force) if you know better",
+            f"{fixes + '; or ' if fixes else ''}force it with calcscore score --force: it is then "
+            "scored and its risk category is 'not assessable'",
         )
 
 
@@ -353,98 +240,171 @@ def check_scan(
 ) -> CheckReport:
     """Run every check on ``volume``; never raises for what it finds (see :func:`ensure_scorable`).
 
-    ``force`` keeps refusals in the report but marks the scan as scorable; ``source`` (a path)
-    names the scan in messages.
+    ``force`` keeps refusals in the report but marks the scan as scorable (and not assessable);
+    ``source`` (a path) names the scan in messages.
     """
     if not max_slice_thickness_mm > 0:
         raise ValueError(f"`max_slice_thickness_mm` must be > 0, got {max_slice_thickness_mm=}")
-    findings: list[Finding] = []
     meta = volume.meta
-
     kernel = classify_kernel(meta.kernel, meta.manufacturer)
-    findings.append(
+    findings = [
         Finding(
             "kernel",
             "info",
             f"reconstruction kernel {kernel.name or 'unknown'}: {kernel.kernel_class} "
             f"({kernel.reason})",
         )
-    )
-
+    ]
+    findings += _non_finite_findings(volume)
+    volume = finite_volume(volume)  # the other checks look at the finite voxels
     thickness = (
         float(meta.slice_thickness_mm) if meta.slice_thickness_mm else float(volume.spacing_mm[0])
     )
-    if thickness > max_slice_thickness_mm + 1e-3:
-        findings.append(
-            Finding(
-                "thick_slices",
-                "warning",
-                f"slices are {thickness:g} mm thick, more than {max_slice_thickness_mm:g} mm: small "
-                "calcifications fade by partial volume and Agatston scores come out low",
-            )
-        )
-
+    findings += _thickness_findings(thickness, max_slice_thickness_mm)
     hu_problem = _hu_problem(volume.hu)
     if hu_problem:
         findings.append(
-            Finding("not_hu", "warning", f"values do not look like Hounsfield units: {hu_problem}")
+            Finding(
+                "not_hu",
+                "refusal",
+                f"values do not look like Hounsfield units: {hu_problem}",
+                "export the scan in Hounsfield units (with its rescale slope and intercept)",
+            )
         )
-
     pool = _blood_pool(volume)
+    findings += _contrast_findings(pool)
+    findings += _metal_findings(volume)
+    coverage = heart_coverage(volume)
+    findings += _coverage_findings(coverage)
+    report = CheckReport(
+        tuple(findings),
+        kernel,
+        pool["blood_pool_hu"],
+        bool(pool["contrast"]),
+        coverage.status != NOT_COVERED,
+        thickness,
+        forced=force,
+        source=None if source is None else str(source),
+        details=pool,
+        coverage=coverage,
+    )
+    for f in report.findings:
+        if f.severity != "info":
+            log.warning("%s%s: %s", f"{source}: " if source else "", f.code, f.message)
+    return report
+
+
+def finite_volume(volume: CTVolume) -> CTVolume:
+    """``volume`` with NaN and infinite voxels set to :data:`NON_FINITE_FILL_HU` (air), or
+    ``volume`` itself when every voxel is finite. The checks refuse such a scan first
+    (``non_finite``); a forced one is scored with the fill, and says so."""
+    finite = np.isfinite(volume.hu)
+    if finite.all():
+        return volume
+    return volume.with_array(np.where(finite, volume.hu, np.float32(NON_FINITE_FILL_HU)))
+
+
+def _non_finite_findings(volume: CTVolume) -> list[Finding]:
+    bad = ~np.isfinite(volume.hu)
+    n = int(bad.sum())
+    if not n:
+        return []
+    n_nan = int(np.isnan(volume.hu).sum())
+    return [
+        Finding(
+            "non_finite",
+            "refusal",
+            f"{n} of {volume.hu.size} voxels ({100 * n / volume.hu.size:.3g} %) are not numbers "
+            f"({n_nan} NaN, {n - n_nan} infinite); forced, they are scored as "
+            f"{NON_FINITE_FILL_HU:g} HU (air)",
+            "export the scan again: a CT scan in HU holds finite numbers only",
+        )
+    ]
+
+
+def _thickness_findings(thickness: float, max_mm: float) -> list[Finding]:
+    if thickness > MAX_SLICE_THICKNESS_REFUSED_MM + 1e-3:
+        return [
+            Finding(
+                "thick_slices",
+                "refusal",
+                f"slices are {thickness:g} mm thick, more than {MAX_SLICE_THICKNESS_REFUSED_MM:g} "
+                "mm: calcifications smaller than a slice fade by partial volume, and a score of "
+                "0 cannot be told from missed calcium",
+                f"reconstruct slices of at most {max_mm:g} mm",
+            )
+        ]
+    if thickness > max_mm + 1e-3:
+        return [
+            Finding(
+                "thick_slices",
+                "warning",
+                f"slices are {thickness:g} mm thick, more than {max_mm:g} mm: small "
+                "calcifications fade by partial volume and Agatston scores come out low",
+            )
+        ]
+    return []
+
+
+def _contrast_findings(pool: dict) -> list[Finding]:
     blood_hu = pool["blood_pool_hu"]
-    contrast = bool(pool["contrast"])
-    if contrast:
-        findings.append(
+    if pool["contrast"]:
+        return [
             Finding(
                 "contrast",
                 "refusal",
                 f"contrast-enhanced scan: the blood pool reads {blood_hu:.0f} HU (non-contrast blood "
                 f"reads 30-60 HU; calcium starts at 130 HU), so blood would be scored as calcium",
+                "score non-contrast CT",
             )
-        )
-    elif np.isfinite(blood_hu) and blood_hu >= SUSPICIOUS_BLOOD_POOL_HU:
-        findings.append(
+        ]
+    if np.isfinite(blood_hu) and blood_hu >= SUSPICIOUS_BLOOD_POOL_HU:
+        return [
             Finding(
                 "contrast_suspected",
                 "warning",
                 f"the blood pool reads {blood_hu:.0f} HU, high for non-contrast blood (30-60 HU): "
                 "possibly a late contrast phase",
             )
-        )
+        ]
+    return []
+
+
+def _metal_findings(volume: CTVolume) -> list[Finding]:
     metal_mm3 = float(np.count_nonzero(volume.hu >= METAL_HU)) * float(np.prod(volume.spacing_mm))
-    if metal_mm3 >= METAL_MIN_MM3:
-        findings.append(
-            Finding(
-                "metal",
-                "warning",
-                f"{metal_mm3:.0f} mm3 read {METAL_HU:.0f} HU or more: metal (a pacemaker lead, sternal "
-                "wires, a prosthetic valve or a stent); its blur and streaks may be labelled calcium",
-            )
+    if metal_mm3 < METAL_MIN_MM3:
+        return []
+    return [
+        Finding(
+            "metal",
+            "warning",
+            f"{metal_mm3:.0f} mm3 read {METAL_HU:.0f} HU or more: metal (a pacemaker lead, sternal "
+            "wires, a prosthetic valve or a stent); its blur and streaks may be labelled calcium",
         )
-    if not pool["heart_found"]:
-        findings.append(
+    ]
+
+
+def _coverage_findings(coverage: HeartCoverage) -> list[Finding]:
+    if coverage.status == NOT_COVERED:
+        return [
             Finding(
                 "no_heart",
-                "warning",
-                "no heart found (no large homogeneous soft-tissue or blood region between the lungs): "
-                "the scan may not cover the heart",
+                "refusal",
+                f"the scan does not cover the heart ({coverage.reason}), so it cannot show "
+                "that there is no coronary calcium",
+                "score a scan from above the heart to below it",
             )
-        )
-    report = CheckReport(
-        tuple(findings),
-        kernel,
-        blood_hu,
-        contrast,
-        bool(pool["heart_found"]),
-        thickness,
-        forced=force,
-        source=None if source is None else str(source),
-        details=pool,
-    )
-    for f in report.findings:
-        if f.severity != "info":
-            log.warning("%s%s: %s", f"{source}: " if source else "", f.code, f.message)
-    return report
+        ]
+    if coverage.status == PARTLY_COVERED:
+        return [
+            Finding(
+                "heart_cut",
+                "warning",
+                f"the scan covers the heart only in part: {coverage.reason}; its scores are "
+                "a lower bound and its risk category is not assessable",
+            )
+        ]
+    return []
 
 
 def ensure_scorable(

@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calcscore: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("calcscore: interrupted", file=sys.stderr)
+        print(
+            "calcscore: interrupted (Ctrl-C): outputs already written are complete and nothing "
+            "half-written is left; rerun the command to finish",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # one line, never a traceback, unless --debug
         if args.debug:

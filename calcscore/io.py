@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 ITK_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 _META_PREFIX = "calcscore_"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+#: Secondary Capture Image Storage and its multi-frame variants (1.2.840.10008.5.1.4.1.1.7.x)
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def suffix_of(path: str | Path) -> str:
@@ -101,8 +103,47 @@ def read_labels(path: str | Path) -> LabelVolume:
     return LabelVolume(arr.astype(np.uint8), spacing, origin, direction)
 
 
+_MET_BYTES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4}
+_MET_BYTES |= {"MET_INT": 4, "MET_FLOAT": 4, "MET_DOUBLE": 8, "MET_ULONG": 8, "MET_LONG": 8}
+
+
+def _check_mhd_data(p: Path) -> None:
+    """An .mhd header's data file must exist and, uncompressed, hold every voxel (ITK's own
+    message for a missing or short .raw is misleading)."""
+    try:
+        fields = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (ln.partition("=") for ln in p.read_text(errors="replace").splitlines())
+        )
+    except OSError:
+        return
+    name = fields.get("ElementDataFile", "")
+    if not name or name == "LOCAL" or name.startswith("LIST"):
+        return
+    raw = p.parent / name
+    if not raw.is_file():
+        raise InputError(
+            p, f"could not be read: its data file {name} is missing", f"put {name} beside it"
+        )
+    size = fields.get("DimSize", "").split()
+    each = _MET_BYTES.get(fields.get("ElementType", ""))
+    compressed = fields.get("CompressedData", "False").lower() == "true"
+    if size and each and not compressed:
+        expected = int(np.prod([int(v) for v in size])) * each
+        expected *= int(fields.get("ElementNumberOfChannels", "1") or 1)
+        if raw.stat().st_size < expected:
+            raise InputError(
+                p,
+                f"could not be read: its data file {name} is truncated "
+                f"({raw.stat().st_size} bytes, {expected} expected)",
+                "copy or export the scan again",
+            )
+
+
 def _read_itk(p: Path):
     sitk = optional_import("SimpleITK", "reading NIfTI/MHA/NRRD files", "io")
+    if suffix_of(p) == ".mhd":
+        _check_mhd_data(p)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -127,7 +168,30 @@ def _read_itk(p: Path):
             "has multi-component (e.g. RGB) pixels, not CT values",
             "pass the original greyscale CT",
         )
-    return img, sitk.GetArrayFromImage(img)
+    arr = sitk.GetArrayFromImage(img)
+    if suffix_of(p).startswith(".nii") and arr.dtype.kind == "f" and (arr == 0).any():
+        _restore_non_finite(p, arr)
+    return img, arr
+
+
+def _restore_non_finite(p: Path, arr: np.ndarray) -> None:
+    """ITK reads NaN and infinite voxels of a float NIfTI as 0: put them back into ``arr`` (in
+    place) from the file's own bytes, so that the checks see them and never score them silently."""
+    import gzip
+    import struct
+
+    opener = gzip.open if suffix_of(p) == ".nii.gz" else open
+    with opener(p, "rb") as fh:
+        data = fh.read()
+    endian = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
+    datatype = struct.unpack(endian + "h", data[70:72])[0]
+    kind = {16: "f4", 64: "f8"}.get(datatype)
+    if kind is None:
+        return
+    offset = int(struct.unpack(endian + "f", data[108:112])[0])
+    raw = np.frombuffer(data, endian + kind, count=arr.size, offset=offset).reshape(arr.shape)
+    bad = ~np.isfinite(raw)
+    arr[bad] = raw[bad]
 
 
 def _check_nifti_complete(p: Path, img) -> None:
@@ -282,7 +346,58 @@ def _read_dicom_series(folder: Path, *, series_uid: str | None) -> CTVolume:
     return _assemble_series(folder, chosen, pydicom)
 
 
+def _refuse_non_axial(folder: Path, items: list) -> None:
+    """Refuse scouts, secondary captures and slices of mixed orientation, one line each."""
+    for f, ds in items:
+        sop = str(getattr(ds, "SOPClassUID", ""))
+        if sop == SECONDARY_CAPTURE or sop.startswith(SECONDARY_CAPTURE + "."):
+            raise InputError(
+                f,
+                "is a secondary capture (a 2D picture of an image, SOP class "
+                f"{sop}), not a CT slice in Hounsfield units",
+                "export the original CT series, not screenshots",
+            )
+        kinds = {str(v).upper() for v in (getattr(ds, "ImageType", None) or [])}
+        if kinds & {"LOCALIZER", "SCOUT", "TOPOGRAM"}:
+            raise InputError(
+                f,
+                "is a scout/localizer image (ImageType "
+                f"{'/'.join(sorted(kinds & {'LOCALIZER', 'SCOUT', 'TOPOGRAM'}))}), not a slice of "
+                "an axial CT series",
+                "pass the folder of the axial reconstruction, without the scouts",
+            )
+    try:
+        iops = np.array([np.asarray(ds.ImageOrientationPatient, float) for _, ds in items])
+    except (AttributeError, TypeError, ValueError):
+        return  # reported with the geometry
+    if iops.ndim == 2 and np.abs(iops - iops[0]).max() > 1e-3:
+        k = int(np.argmax(np.abs(iops - iops[0]).max(axis=1)))
+        raise InputError(
+            folder,
+            f"mixes slice orientations ({items[k][0].name} is oriented "
+            f"{np.round(iops[k], 3).tolist()}, {items[0][0].name} {np.round(iops[0], 3).tolist()})",
+            "keep the slices of one reconstruction (e.g. the axial one) in the folder",
+        )
+
+
+def _refuse_tilt(folder: Path, first, pos: np.ndarray, normal: np.ndarray, step: float) -> None:
+    """Refuse a gantry-tilted series: slices shifted in-plane from one to the next (sheared)."""
+    d = np.diff(pos, axis=0)
+    inplane = d - np.outer(d @ normal, normal)
+    shift = float(np.linalg.norm(inplane, axis=1).max()) if len(d) else 0.0
+    tag = _float_or_none(getattr(first, "GantryDetectorTilt", None)) or 0.0
+    if shift > max(0.01 * step, 0.02) or abs(tag) > 0.05:
+        angle = float(np.degrees(np.arctan2(shift, step))) if shift else abs(tag)
+        raise InputError(
+            folder,
+            f"was acquired with a gantry tilt of about {angle:.1f} degrees: its slices are "
+            "sheared, not stacked on a rectangular grid",
+            "resample it to an untilted grid first (e.g. dcm2niix corrects gantry tilt)",
+        )
+
+
 def _assemble_series(folder: Path, items: list, pydicom) -> CTVolume:
+    _refuse_non_axial(folder, items)
     first = items[0][1]
     modality = str(getattr(first, "Modality", ""))
     if modality != "CT":
@@ -326,6 +441,7 @@ def _assemble_series(folder: Path, items: list, pydicom) -> CTVolume:
             "the folder may mix two reconstructions; keep one",
         )
     step = float(np.median(dz))
+    _refuse_tilt(folder, first, pos, normal, step)
     if np.any(dz > 1.5 * step):
         k = int(np.argmax(dz > 1.5 * step))
         raise InputError(
@@ -410,14 +526,22 @@ def _kernel_name(v) -> str | None:
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; files written there under their final names are moved beside
-    ``path`` when the block ends without an error, and discarded otherwise."""
+    ``path`` when the block ends without an error, and discarded otherwise. The files move all
+    or none: when one move fails, those moved before it are removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         yield tmp
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, target.parent / f.name)
+        moved: list[Path] = []
+        try:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, target.parent / f.name)
+                moved.append(target.parent / f.name)
+        except BaseException:  # all or none: take back the files moved before the failure
+            for m in moved:
+                m.unlink(missing_ok=True)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io as _io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from calcscore.errors import InputError
@@ -44,6 +45,13 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             f"lacks the column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
             "a manifest needs at least scan_id and image",
         )
+    for col in REQUIRED_COLUMNS:
+        blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if blank.any():
+            rows = ", ".join(str(i + 2) for i in np.flatnonzero(blank.to_numpy())[:5])
+            raise InputError(
+                p, f"has no {col} on line(s) {rows}", f"fill in the {col} column of every row"
+            )
     if df["scan_id"].duplicated().any():
         dup = df.loc[df["scan_id"].duplicated(), "scan_id"].iloc[0]
         raise InputError(p, f"lists scan_id {dup!r} more than once", "make scan ids unique")

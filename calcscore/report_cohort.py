@@ -151,13 +151,22 @@ def _agreement(ok: pd.DataFrame) -> str:
     ref = ok[np.isfinite(pd.to_numeric(ok["ref_CAC_agatston"], errors="coerce"))]
     if ref.empty:
         return ""
+    unfit = ref["assessable"].astype(str) == "False" if "assessable" in ref else ref.index < 0
     parts = [f"<h2>Agreement with the reference ({len(ref)} scans)</h2>"]
-    for name, r_col, p_col, cats in [
-        ("Risk category", "ref_risk_category", "risk_category", list(RISK_CATEGORIES)),
-        ("CAC-DRS category", "ref_cac_drs", "cac_drs", list(CAC_DRS_CATEGORIES)),
-    ]:
-        r_vals = ref[r_col].astype(str).str.split("/").str[0].tolist()
-        p_vals = ref[p_col].astype(str).str.split("/").str[0].tolist()
+    if unfit.any():  # no category to compare (calcscore.assessment)
+        parts.append(
+            f'<p class="info">{int(unfit.sum())} not assessable: left out of the categories.</p>'
+        )
+    for name, r_col, p_col, cats in (
+        []
+        if unfit.all()
+        else [
+            ("Risk category", "ref_risk_category", "risk_category", list(RISK_CATEGORIES)),
+            ("CAC-DRS category", "ref_cac_drs", "cac_drs", list(CAC_DRS_CATEGORIES)),
+        ]
+    ):
+        r_vals = ref[~unfit][r_col].astype(str).str.split("/").str[0].tolist()
+        p_vals = ref[~unfit][p_col].astype(str).str.split("/").str[0].tolist()
         cm = confusion_matrix(r_vals, p_vals, categories=cats)
         k = weighted_kappa(r_vals, p_vals, categories=cats)
         rows = [[f"<b>{esc(c)}</b>", *[str(int(v)) for v in cm.loc[c]]] for c in cats]

@@ -226,7 +226,13 @@ def _summary(report: dict) -> str:
     risk = report["risk_category"]
     boxes = [
         ("CAC-DRS", report["cac_drs"]["label"], "Hecht et al. 2018; N: arteries with calcium"),
-        ("Risk category", risk, f"CAC Agatston {fmt(cac)} (category range {RISK_RANGES[risk]})"),
+        (
+            "Risk category",
+            risk,
+            f"CAC Agatston {fmt(cac)} (category range {RISK_RANGES[risk]})"
+            if risk in RISK_RANGES  # else "not assessable" (calcscore.assessment), and why
+            else f"CAC Agatston {fmt(cac)}: {report.get('not_assessable_reason') or ''}",
+        ),
         (
             "Ordinal score",
             f"{report['ordinal_score']['total']} / {report['ordinal_score']['max']}",

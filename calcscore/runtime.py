@@ -181,3 +181,47 @@ def unwrap_ddp(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel wrapper (or ``model`` itself)."""
     inner = getattr(model, "module", model)
     return inner if isinstance(inner, nn.Module) else model
+
+
+# ---------------------------------------------------------------------------------- memory
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window for :func:`peak_rss_mb` (Linux: ``/proc/self/clear_refs``;
+    elsewhere a no-op, and the peak is the process's since it started)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory (MB) since :func:`reset_peak_rss` (Linux ``VmHWM``), else the
+    process's peak; 0 where the platform says neither."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def rss_mb() -> float:
+    """The resident memory (MB) now (Linux), else 0."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/statm") as fh:
+            return round(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    return 0.0
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system after a scan: a garbage collection, then glibc's
+    ``malloc_trim`` where there is glibc. Without it, a process scoring scan after scan kept
+    ~250 MB more RSS after 25 tiny scans (glibc keeps freed arenas); with it, +29 MB after 40."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -92,7 +92,7 @@ def test_scan_without_the_heart_is_reported(phantoms):
     below = volume.with_array(volume.hu[:8])  # the bottom 20 mm: liver
     for part in (above, below):
         report = check_scan(part)
-        assert not report.heart_found and "no_heart" in report.codes()
+        assert not report.heart_found and "no_heart" in report.codes() and report.refused
         assert math.isnan(report.blood_pool_hu)
 
 
@@ -103,7 +103,29 @@ def test_non_hu_data_is_reported(phantoms):
     scaled = volume.with_array((volume.hu + 1000.0) / 4000.0)  # normalised to about 0..1
     report = check_scan(scaled)
     assert "not_hu" in report.codes() and "normalised" in report.summary()
+    assert report.refused and not report.assessable  # refused unless forced (issue 29)
     assert "not_hu" not in check_scan(volume).codes()
+
+
+def test_non_finite_voxels_are_refused_and_never_silently_numbers(phantoms):
+    from calcscore.checks import NON_FINITE_FILL_HU, finite_volume
+
+    volume, _, _ = phantoms[0, "soft"]
+    hu = volume.hu.copy()
+    hu[10, 20:30, 20:30] = np.nan  # 100 NaN
+    hu[11, 5, 5:8] = np.inf  # 3 infinite
+    bad = volume.with_array(hu)
+    report = check_scan(bad, source="x.nii.gz")
+    (finding,) = [f for f in report.findings if f.code == "non_finite"]
+    assert finding.severity == "refusal" and report.refused
+    assert "103 of" in finding.message and "100 NaN, 3 infinite" in finding.message
+    with pytest.raises(ScanRefusedError, match="not numbers"):
+        ensure_scorable(bad, source="x.nii.gz")
+    filled = finite_volume(bad)
+    assert np.isfinite(filled.hu).all() and filled.hu[10, 25, 25] == NON_FINITE_FILL_HU
+    assert np.array_equal(filled.hu[np.isfinite(hu)], hu[np.isfinite(hu)])
+    assert finite_volume(volume) is volume
+    assert "-1024 HU" in ensure_scorable(bad, force=True).not_assessable_reason
 
 
 def test_thick_slices_are_reported(phantoms):
@@ -115,6 +137,12 @@ def test_thick_slices_are_reported(phantoms):
     assert "thick_slices" in report.codes() and "5 mm" in report.summary()
     assert report.slice_thickness_mm == 5.0
     assert "thick_slices" not in check_scan(volume).codes()  # 3 mm is allowed
+    assert not report.refused and report.assessable  # 5 mm: a warning
+    thicker = volume.with_array(volume.hu, meta=CTMeta(slice_thickness_mm=6.0))
+    report = check_scan(thicker)
+    assert report.refused and [f.severity for f in report.findings if f.code == "thick_slices"] == [
+        "refusal"
+    ]
 
 
 @pytest.mark.parametrize(

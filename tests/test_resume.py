@@ -54,6 +54,7 @@ def _outputs(out: Path) -> dict[str, int]:
 
 def _run(inputs, out, model_dir, **kw) -> pd.DataFrame:
     kw.setdefault("report", False)
+    kw.setdefault("force", True)  # slabs of a phantom: too small to hold the heart (issue 29)
     return score_cohort(
         inputs, out, model_path=model_dir, device="cpu", precision="fp32", progress=False, **kw
     )
@@ -89,7 +90,7 @@ def test_a_second_run_skips_and_keeps_the_summary(tmp_path, cohort, model_dir, c
     assert list(on_disk["scan_id"]) == ["s1", "s2"] and on_disk["resumed"].all()
     # --overwrite scores both again, through the command line
     assert (
-        main(["score", *map(str, cohort[:2]), "--out", str(out), "--model", str(model_dir),
+        main(["score", "--force", *map(str, cohort[:2]), "--out", str(out), "--model", str(model_dir),
               "--device", "cpu", "--precision", "fp32", "--no-overlay", "--overwrite",
               "--no-report"])
         == 0
@@ -159,7 +160,7 @@ def test_a_cohort_killed_after_scan_3_resumes_at_scan_4(tmp_path, cohort, model_
     its summary lists all six."""
     out = tmp_path / "out"
     cmd = [
-        sys.executable, "-m", "calcscore.cli", "-v", "score", *map(str, cohort), "--out",
+        sys.executable, "-m", "calcscore.cli", "-v", "score", "--force", *map(str, cohort), "--out",
         str(out), "--model", str(model_dir), "--device", "cpu", "--precision", "fp32",
         "--no-overlay",
     ]  # fmt: skip
@@ -205,7 +206,7 @@ def test_torchrun_resumes_each_ranks_share(tmp_path, cohort, model_dir):
     r = subprocess.run(
         [
             str(torchrun), "--nproc_per_node", "2", "--master_port", "29531", "-m",
-            "calcscore.cli", "score", *map(str, scans), "--out", str(out), "--model",
+            "calcscore.cli", "score", "--force", *map(str, scans), "--out", str(out), "--model",
             str(model_dir), "--device", "cpu", "--precision", "fp32", "--no-overlay",
             "--no-report",
         ],

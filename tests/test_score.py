@@ -79,6 +79,8 @@ def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
         }
         net = report.pop("safety_net")  # what the anatomical safety net did (calcscore.regions)
         assert set(net) >= {"applied"} and (net["applied"] or net["reason"])
+        assert report.pop("heart_coverage")["status"] == "covered"  # calcscore.coverage
+        assert report.pop("assessable") is True and report.pop("not_assessable_reason") is None
         assert report == json.loads(json.dumps(score_report(volume, labels, scan=scan_id)))
         lesions = pd.read_csv(out / f"{scan_id}_lesions.csv")
         assert "label" in lesions.columns

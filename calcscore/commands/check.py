@@ -1,8 +1,10 @@
 """`calcscore check PATH [PATH ...]`: check scans before scoring.
 
-Reports, per scan: a contrast-enhanced blood pool (refused: exit status 2 unless --force),
-values that do not look like Hounsfield units, a scan that does not cover the heart, slices
-thicker than 3 mm, and the reconstruction kernel classed soft or sharp. PATH is a DICOM series
+Reports, per scan, what is refused (exit status 2 unless --force): a contrast-enhanced blood
+pool, NaN or infinite voxels, values that do not look like Hounsfield units, a scan that does
+not cover the heart, slices thicker than 5 mm; and what is warned of: a heart only partly
+covered (scored, but not assessable), slices thicker than 3 mm, metal; and the reconstruction
+kernel classed soft or sharp. PATH is a DICOM series
 folder or an image file (.nii.gz, .mha, .mhd, .nrrd).
 """
 
@@ -20,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM series folder or image file")
     p.add_argument(
-        "--force", action="store_true", help="do not fail on refusals (contrast-enhanced scans)"
+        "--force",
+        action="store_true",
+        help="do not fail on refusals (they would be scored as not assessable)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per scan")
     p.set_defaults(func=run)

@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="score scans that the checks refuse (e.g. contrast-enhanced), with a warning",
+        help="score scans that the checks refuse (contrast-enhanced, no heart, NaN or infinite "
+        "voxels, not in HU, slices over 5 mm); their risk category is 'not assessable'",
     )
     p.set_defaults(func=run)
 
@@ -132,15 +133,21 @@ def run(args: argparse.Namespace) -> int:
     )
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))
+    unfit = summary[summary["assessable"].astype(str) == "False"]
+    for row in unfit.itertuples(index=False):
+        print(f"{row.scan_id}: not assessable: {row.not_assessable_reason}")
     failed = int((summary["status"] != "ok").sum())
-    print(_tally(summary, failed) + f"; summary in {args.out}/{SUMMARY}")
+    print(_tally(summary, failed, len(unfit)) + f"; summary in {args.out}/{SUMMARY}")
     return 1 if failed else 0
 
 
-def _tally(summary, failed: int) -> str:
-    """'3 scans scored, 0 failed', with the scans skipped as already scored when there are."""
+def _tally(summary, failed: int, unfit: int = 0) -> str:
+    """'3 scans scored, 0 failed', with the scans skipped as already scored and those not
+    assessable when there are."""
     skipped = int(summary["resumed"].fillna(False).astype(bool).sum())
     text = f"{len(summary) - failed - skipped} scans scored, {failed} failed"
     if skipped:
         text += f", {skipped} skipped (already scored by this model and settings; --overwrite)"
+    if unfit:
+        text += f"; {unfit} not assessable"
     return text

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from calcscore.bundle import atomic_torch_save, load_network, save_network
+from calcscore.bundle import atomic_torch_save, load_model_file, load_network, save_network
 from calcscore.errors import CalcscoreError, InputError
 from calcscore.sampling import PatchSampler
 from calcscore.training.config import TrainConfig
@@ -273,7 +273,7 @@ def _read_saved(path: str | Path, network: str) -> tuple[Path, dict[str, Any]]:
         raise InputError(
             p, "no such model file to start from", f"pass a saved {network}.pt or its folder"
         )
-    saved = torch.load(p, map_location="cpu", weights_only=True)
+    saved = load_model_file(p)
     if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
         raise InputError(p, "is not a calcscore model (needs 'config' and 'state_dict')")
     if saved["config"].get("network") != network:
