@@ -168,15 +168,17 @@ def draw_acquisition(
             spacing = (float(slice_spacing_mm), *spacing[1:])
             thick = max(thick, spacing[0])
     if shape is not None:
-        out_shape = tuple(int(n) for n in shape)
-        if len(out_shape) != 3 or min(out_shape) < 4:
+        dims = tuple(int(n) for n in shape)
+        if len(dims) != 3 or min(dims) < 4:
             raise ValueError(f"`shape` must be three sizes (z, y, x) >= 4, got {shape=}")
+        out_shape = (dims[0], dims[1], dims[2])
     if spacing_mm is not None:
-        spacing = tuple(float(v) for v in spacing_mm)
-        if len(spacing) != 3 or min(spacing) <= 0:
+        steps = tuple(float(v) for v in spacing_mm)
+        if len(steps) != 3 or min(steps) <= 0:
             raise ValueError(
                 f"`spacing_mm` must be three positive numbers (z, y, x), got {spacing_mm=}"
             )
+        spacing = (steps[0], steps[1], steps[2])
         if slice_thickness_mm is None:
             thick = max(thick, spacing[0])
     if slice_thickness_mm is not None:

@@ -160,7 +160,7 @@ def write_cohort(
     for f in folders.values():
         f.mkdir(parents=True, exist_ok=True)
     n_participants = -(-n_scans // len(kernels))
-    rows = []
+    rows: list[dict[str, object]] = []
     scans = make_cohort(
         n_participants,
         seed=seed,

@@ -181,6 +181,7 @@ def cartilage_calcifications(geo: Geometry, rng, *, age: float) -> list[Lesion]:
     out: list[Lesion] = []
     if rng.random() > np.clip(0.3 + (age - 55) / 25, 0.2, 0.95):
         return out
+    assert hab is not None, "cartilage_calcifications needs the realistic anatomy (a habitus)"
     carts = hab.cartilages
     w = np.array([3.0 if c.name.startswith("cartilage 1 ") else 1.0 for c in carts])
     n = int(min(1 + rng.poisson(max(age - 50, 0) / 3.5), 24))

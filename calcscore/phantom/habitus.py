@@ -110,11 +110,11 @@ def radius_at(ax: float, ay: float, theta) -> np.ndarray:
     )
 
 
-def extra_muscle(hab: Habitus, theta, z) -> np.ndarray:
+def extra_muscle(hab: Habitus, theta, z) -> np.ndarray | float:
     """Shoulder-girdle muscle (mm) over the upper back, where the scapulae lie. With ``z`` None
     the angular profile alone (peak 16 mm); with ``theta`` None the height profile (0 to 1)."""
     sc = hab.scapula
-    band = 1.0
+    band: np.ndarray | float = 1.0
     if z is not None:
         band = np.clip((np.asarray(z) - (sc["z_bottom"] - 20)) / 40.0, 0, 1)
         band = band * np.clip((sc["z_top"] + 30 - np.asarray(z)) / 30.0, 0, 1)

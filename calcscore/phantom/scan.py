@@ -240,9 +240,10 @@ def make_scans(
 def _package(case: _Case, kernel: str, hu: np.ndarray, labels: np.ndarray, patient_id):
     acq = case.acquisition
     grid = acq.grid
+    kernel_name = acq.scanner.kernel_name(kernel)
     meta = CTMeta(
         slice_thickness_mm=acq.slice_thickness_mm,
-        kernel=acq.scanner.kernel_name(kernel),
+        kernel=kernel_name,
         manufacturer=acq.scanner.manufacturer,
         model=acq.scanner.model,
         kvp=acq.kvp,
@@ -264,7 +265,7 @@ def _package(case: _Case, kernel: str, hu: np.ndarray, labels: np.ndarray, patie
     vox = float(np.prod(grid.spacing_mm))
     info = ScanInfo(
         kernel=kernel,
-        kernel_name=meta.kernel,
+        kernel_name=kernel_name,
         scanner=acq.scanner.key,
         manufacturer=acq.scanner.manufacturer,
         model=acq.scanner.model,
