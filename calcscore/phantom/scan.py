@@ -16,13 +16,9 @@ from calcscore.phantom.acquisition import (
     KERNELS,
     Acquisition,
     ScannerProfile,
-    add_metal_streaks,
     check_kernel,
     draw_acquisition,
-    label_objects,
-    outside_fov,
     reconstruct,
-    render_objects,
     slice_profile,
 )
 from calcscore.phantom.anatomy import (
@@ -35,6 +31,12 @@ from calcscore.phantom.anatomy import (
 )
 from calcscore.phantom.artifacts import add_shoulder_streaks
 from calcscore.phantom.calcification import Burden, Lesion, draw_burden, draw_lesions
+from calcscore.phantom.objects import (
+    add_metal_streaks,
+    label_objects,
+    outside_fov,
+    render_objects,
+)
 from calcscore.volume import CTMeta, CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
