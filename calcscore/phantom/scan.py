@@ -200,6 +200,15 @@ def make_scans(
 
     Same ``rng`` seed, same subject and same bytes; ``make_scans(rng=s)["sharp"]`` equals
     ``make_scan(rng=s, kernel="sharp")``. See :func:`make_scan` for the options.
+
+    Args:
+        rng: seed or numpy Generator: the same seed gives the same subject.
+        kernels: "soft", "sharp" or a sequence of them.
+        scanner, size, shape, spacing_mm, slice_thickness_mm, cac_category, patient_id, anatomy,
+            slice_spacing_mm: as :func:`make_scan`.
+
+    Returns:
+        ``{kernel: (volume, labels, info)}``, each as :func:`make_scan` returns it.
     """
     kernels = tuple(check_kernel(k) for k in ([kernels] if isinstance(kernels, str) else kernels))
     case = _draw_case(
@@ -301,28 +310,32 @@ def make_scan(
 ) -> tuple[CTVolume, LabelVolume, ScanInfo]:
     """A synthetic non-contrast low-dose chest CT with voxel-level calcium labels.
 
-    Parameters
-    ----------
-    rng : seed or numpy Generator. The same seed gives the same subject for every kernel.
-    kernel : "soft" (smooth, noise SD 20-40 HU) or "sharp" (edge-enhanced, SD 60-150 HU).
-    scanner : a key of :data:`calcscore.phantom.SCANNERS` (or a profile); drawn when None.
-    size : "full" (512 x 512, whole chest, ~120-380 slices by the scanner's slice spacing),
-        "medium" (100 x 256 x 256 at 0.8 mm around the heart), "small" (60 x 128 x 128 at
-        1.3 mm and 2.5 mm slices, around the heart and aorta: fast, for tests and CPU training)
-        or "gated" (56 x 512 x 512 at 0.4 mm, 3 mm slices: an ECG-gated calcium-scoring scan of
-        the heart only, a quarter of the cardiac motion, the body cut by the field of view).
-    slice_spacing_mm : slices this far apart over the same range (with ``slice_thickness_mm``:
-        5 mm contiguous slices are ``slice_thickness_mm=5, slice_spacing_mm=5``).
-    shape, spacing_mm, slice_thickness_mm : override the grid (z, y, x); in-plane sizes even.
-    cac_category : force the subject's coronary calcium risk category (1-4).
-    anatomy : "v2" (default) the realistic anatomy: body outline along z, shoulder girdle and
-        arms, ribs with cortex and marrow at their obliquity, costal cartilage, sternum, vertebrae
-        with posterior elements, upper abdomen, neck, breasts (docs/phantoms.md); "v1" the first
-        generator's cartoon anatomy, byte for byte (the shipped model was trained on it).
+    Args:
+        rng: seed or numpy Generator. The same seed gives the same subject for every kernel.
+        kernel: "soft" (smooth, noise SD 20-40 HU) or "sharp" (edge-enhanced, SD 60-150 HU).
+        scanner: a key of :data:`calcscore.phantom.SCANNERS` (or a profile); drawn when None.
+        size: "full" (512 x 512, whole chest, ~120-380 slices by the scanner's slice spacing),
+            "medium" (100 x 256 x 256 at 0.8 mm around the heart), "small" (60 x 128 x 128 at
+            1.3 mm and 2.5 mm slices, around the heart and aorta: fast, for tests and CPU
+            training) or "gated" (56 x 512 x 512 at 0.4 mm, 3 mm slices: an ECG-gated
+            calcium-scoring scan of the heart only, a quarter of the cardiac motion, the body cut
+            by the field of view).
+        slice_spacing_mm: slices this far apart over the same range (with
+            ``slice_thickness_mm``: 5 mm contiguous slices are ``slice_thickness_mm=5,
+            slice_spacing_mm=5``).
+        shape, spacing_mm, slice_thickness_mm: override the grid (z, y, x); in-plane sizes even.
+        cac_category: force the subject's coronary calcium risk category (1-4).
+        patient_id: the patient ID of the volume's metadata; None: none.
+        anatomy: "v2" (default) the realistic anatomy: body outline along z, shoulder girdle and
+            arms, ribs with cortex and marrow at their obliquity, costal cartilage, sternum,
+            vertebrae with posterior elements, upper abdomen, neck, breasts (docs/phantoms.md);
+            "v1" the first generator's cartoon anatomy, byte for byte (the shipped model was
+            trained on it).
 
-    Returns ``(volume, labels, info)``: HU as whole numbers in [-1024, 3071] (or the scanner's
-    outside-field-of-view value), labels with :class:`calcscore.labels.Label` values, and a
-    :class:`ScanInfo`.
+    Returns:
+        ``(volume, labels, info)``: HU as whole numbers in [-1024, 3071] (or the scanner's
+        outside-field-of-view value), labels with :class:`calcscore.labels.Label` values, and a
+        :class:`ScanInfo`.
     """
     return make_scans(
         rng=rng,
