@@ -97,7 +97,17 @@ class Geometry:
         return self.spine_y0 + self.subject.kyphosis_mm * (1 - ((np.asarray(z) - zm) / 180.0) ** 2)
 
     def heart_point(self, t: float, phi: float, lift_mm: float = 0.0) -> np.ndarray:
-        """A point on the (myocardial) heart ellipsoid: t in [-1, 1] base -> apex, angle phi."""
+        """A point on the (myocardial) heart ellipsoid: t in [-1, 1] base -> apex, angle phi.
+
+        Args:
+            t: position along the long axis ``heart_u``, -1 at the base, 1 at the apex.
+            phi: angle (rad) round the long axis, from ``heart_v`` towards ``heart_w``.
+            lift_mm: how far (mm) outside the surface (the epicardium, where the coronary
+                arteries run).
+
+        Returns:
+            the point (x, y, z) mm.
+        """
         L, B = self.heart_axes
         rad = B * np.sqrt(max(1.0 - t * t, 0.0)) + lift_mm
         return (

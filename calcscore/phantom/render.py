@@ -228,7 +228,15 @@ def render_interior(
 ) -> None:
     """Paint the mediastinum, the heart, the great vessels, the airways, the lung vessels and the
     coronary arteries into ``hu`` (in place); ``y_front`` is the inner front of the chest wall.
-    ``grooves`` lays each coronary artery in a groove of epicardial fat cut into the heart."""
+    ``grooves`` lays each coronary artery in a groove of epicardial fat cut into the heart.
+
+    Args:
+        hu: (z, y, x) HU on ``grid``, the body already painted, changed in place.
+        geo: the subject's geometry.
+        grid: the grid of ``hu``.
+        y_front: y (mm) of the inner front of the chest wall.
+        grooves: lay the coronary arteries in grooves of fat (the realistic anatomy).
+    """
     s = geo.subject
     z = grid.axis_mm(0).astype(np.float32)
     h = grid.aa_width_mm
