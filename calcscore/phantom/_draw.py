@@ -60,7 +60,16 @@ def coverage(sd_mm: np.ndarray, width_mm: float) -> np.ndarray:
 def paint(
     arr: np.ndarray, box: Box, cov: np.ndarray, value, where: np.ndarray | None = None
 ) -> None:
-    """Blend ``value`` into ``arr[box]`` with partial-volume weights ``cov`` (in place)."""
+    """Blend ``value`` into ``arr[box]`` with partial-volume weights ``cov`` (in place).
+
+    Args:
+        arr: the (z, y, x) volume to paint, HU, changed in place.
+        box: the index slices of ``arr`` that ``cov`` covers.
+        cov: partial-volume fractions (0 to 1) of the shape of ``arr[box]``.
+        value: the HU painted: a scalar or an array broadcastable to ``arr[box]``.
+        where: a mask (or weights) broadcastable to ``arr[box]`` that limits the paint; None:
+            everywhere in the box.
+    """
     sub = arr[box]
     if where is not None:
         cov = cov * where
@@ -72,7 +81,15 @@ def ellipsoid_sd(
 ) -> np.ndarray:
     """Approximate signed distance (mm, radial from the centre) to an ellipsoid in a box.
 
-    ``rot`` columns are the ellipsoid's local axes as (x, y, z) unit vectors; identity if None.
+    Args:
+        grid: the grid of the box.
+        box: the index slices of ``grid`` to evaluate.
+        center_xyz: the ellipsoid's centre (x, y, z) mm.
+        axes_mm: its three semi-axes (mm), along the columns of ``rot``.
+        rot: 3 x 3, columns the ellipsoid's local axes as (x, y, z) unit vectors; identity if None.
+
+    Returns:
+        float32 (z, y, x) of the box's shape: the signed distance (mm), negative inside.
     """
     z, y, x = grid.coords(box)
     dx = x - np.float32(center_xyz[0])
@@ -145,6 +162,17 @@ def tube(
     Returns ``(box, sd)``; voxels farther than ``margin_mm`` outside the tube hold ``margin_mm``.
     The polyline is processed in chunks of ``chunk`` segments with their own small boxes, so a
     long oblique curve costs little more than its own volume.
+
+    Args:
+        grid: the grid to draw on.
+        points_xyz: (N, 3) points of the polyline, (x, y, z) mm.
+        radius_mm: the tube's radius (mm), a scalar or one per point (N,).
+        margin_mm: how far outside the tube the box reaches (and the cap of ``sd``).
+        chunk: segments per sub-box.
+
+    Returns:
+        ``(box, sd)``: the index slices of the bounding box and the float32 (z, y, x) signed
+        distance (mm, negative inside) in it; None when the box misses the grid.
     """
     p = np.asarray(points_xyz, dtype=np.float32)
     r = np.broadcast_to(np.asarray(radius_mm, dtype=np.float32), (len(p),))
@@ -185,7 +213,17 @@ def tube(
 def capsule(
     grid: GridSpec, a_xyz, b_xyz, radius_mm: float, *, margin_mm: float = 2.0
 ) -> tuple[Box, np.ndarray] | None:
-    """Signed distance to a straight capsule (segment a-b with radius), in its bounding box."""
+    """Signed distance to a straight capsule (segment a-b with radius), in its bounding box.
+
+    Args:
+        grid: the grid to draw on.
+        a_xyz, b_xyz: the segment's ends, (x, y, z) mm.
+        radius_mm: the capsule's radius (mm).
+        margin_mm: how far outside the capsule the box reaches (and the cap of the distance).
+
+    Returns:
+        ``(box, sd)`` as :func:`tube`; None when the box misses the grid.
+    """
     return tube(
         grid, np.stack([np.asarray(a_xyz), np.asarray(b_xyz)]), radius_mm, margin_mm=margin_mm
     )
@@ -208,6 +246,20 @@ def flat_tube(
     the normalised radius (1 on the surface, 0 on the curve; capped outside), so
     ``(q - f) * r_mean`` is an approximate signed distance (mm) to the surface shrunk by ``f`` (a
     cortex and its marrow from one pass).
+
+    Args:
+        grid: the grid to draw on.
+        points_xyz: (N, 3) points of the polyline, (x, y, z) mm.
+        normals_xyz: (N, 3) the direction of ``r_normal_mm`` at each point, (x, y, z).
+        r_normal_mm: the semi-axis (mm) along the normal.
+        r_binormal_mm: the semi-axis (mm) across it.
+        margin_mm: how far outside the surface the box reaches; q is capped there.
+        chunk: segments per sub-box.
+
+    Returns:
+        ``(box, q, r_mean)``: the index slices of the bounding box, the float32 (z, y, x)
+        normalised radius in it and the mean semi-axis (mm); None when the box misses the grid
+        or there are fewer than two points.
     """
     p = np.asarray(points_xyz, dtype=np.float32)
     nrm = np.asarray(normals_xyz, dtype=np.float32)

@@ -7,7 +7,7 @@ complex white noise shaped by the kernel's noise power spectrum, NPS(f) ~ |f| MT
 back projection); one inverse FFT per slice gives the image. Small dense objects
 (calcifications, metal) are rendered at sub-voxel resolution in their bounding boxes with the
 matching point-spread function and added afterwards, so their partial volume and blur are
-right at any voxel size.
+right at any voxel size (:mod:`calcscore.phantom.objects`).
 
 The soft kernel is smooth (noise SD about 20-40 HU in soft tissue); the sharp kernel
 enhances edges (MTF above 1 at middle frequencies; noise SD about 60-150 HU). Both kernels of a
@@ -24,9 +24,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from calcscore.constants import CALCIUM_THRESHOLD_HU
-from calcscore.phantom._draw import Box, GridSpec, coverage, ellipsoid_sd, tube
-from calcscore.phantom.calcification import Lesion
+from calcscore.phantom._draw import GridSpec
 from calcscore.phantom.scanners import (
     KERNELS,
     SCANNERS,
@@ -122,7 +120,25 @@ def draw_acquisition(
 ) -> Acquisition:
     """Scanner, field of view, grid, kVp and noise level for one subject. ``slice_spacing_mm``
     sets the distance between slices over the same z range (5 mm contiguous slices with
-    ``slice_thickness_mm=5``)."""
+    ``slice_thickness_mm=5``).
+
+    Args:
+        rng: seed or numpy Generator of the scanner, field of view, kVp and noise draws.
+        geo: the subject's :class:`~calcscore.phantom.anatomy.Geometry`; with a habitus
+            (realistic anatomy) arms at the sides widen the full field of view and the noise
+            is streaky.
+        scanner: a key of :data:`SCANNERS` or a profile; drawn when None.
+        size: one of :data:`SIZES` (see :func:`calcscore.phantom.make_scan`).
+        shape: the output grid's shape (z, y, x), each >= 4 and even in-plane; None: by ``size``.
+        spacing_mm: the voxel spacing (z, y, x) mm; the slices are then at least as thick as
+            they are apart unless ``slice_thickness_mm`` is given. None: by ``size``.
+        slice_thickness_mm: the slice thickness (mm, > 0); None: the scanner's (or the size's).
+        slice_spacing_mm: the distance between slices (mm); None: the scanner's (or the size's).
+
+    Returns:
+        the :class:`Acquisition`: grid, working grid, slice thickness, kVp, mAs, noise SD per
+        kernel and UIDs.
+    """
     rng = np.random.default_rng(rng)
     if size not in SIZES:
         raise ValueError(f"`size` must be one of {', '.join(SIZES)}, got {size=}")
@@ -168,15 +184,17 @@ def draw_acquisition(
             spacing = (float(slice_spacing_mm), *spacing[1:])
             thick = max(thick, spacing[0])
     if shape is not None:
-        out_shape = tuple(int(n) for n in shape)
-        if len(out_shape) != 3 or min(out_shape) < 4:
+        dims = tuple(int(n) for n in shape)
+        if len(dims) != 3 or min(dims) < 4:
             raise ValueError(f"`shape` must be three sizes (z, y, x) >= 4, got {shape=}")
+        out_shape = (dims[0], dims[1], dims[2])
     if spacing_mm is not None:
-        spacing = tuple(float(v) for v in spacing_mm)
-        if len(spacing) != 3 or min(spacing) <= 0:
+        steps = tuple(float(v) for v in spacing_mm)
+        if len(steps) != 3 or min(steps) <= 0:
             raise ValueError(
                 f"`spacing_mm` must be three positive numbers (z, y, x), got {spacing_mm=}"
             )
+        spacing = (steps[0], steps[1], steps[2])
         if slice_thickness_mm is None:
             thick = max(thick, spacing[0])
     if slice_thickness_mm is not None:
@@ -227,7 +245,13 @@ def _work_grid(grid: GridSpec, target_mm: float = 1.25) -> GridSpec:
 
 
 def slice_profile(obj: np.ndarray, grid: GridSpec, slice_thickness_mm: float) -> None:
-    """Average along z over the slice thickness (Gaussian of FWHM = thickness), in place."""
+    """Average along z over the slice thickness (Gaussian of FWHM = thickness), in place.
+
+    Args:
+        obj: (z, y, x) HU on ``grid``, changed in place.
+        grid: the grid of ``obj`` (its z spacing).
+        slice_thickness_mm: the slice thickness (mm), the profile's FWHM.
+    """
     sigma = slice_thickness_mm / 2.355 / grid.spacing_mm[0]
     if sigma > 0.3:
         ndimage.gaussian_filter1d(obj, sigma, axis=0, output=obj, mode="nearest", truncate=3.0)
@@ -244,7 +268,16 @@ def noise_transfer(grid: GridSpec, kernel: KernelModel, anisotropy: float = 0.0)
     """sqrt(NPS) on the rfft2 half plane of ``grid``, scaled so the noise SD is 1 HU.
 
     ``anisotropy`` > 0 adds noise power at frequencies along y: noise streaks running left to
-    right, as the long lateral paths through a wide body (or the shoulders) make them."""
+    right, as the long lateral paths through a wide body (or the shoulders) make them.
+
+    Args:
+        grid: the output grid (its in-plane shape and spacing).
+        kernel: the reconstruction kernel's transfer function.
+        anisotropy: extra noise power along y (0: isotropic noise).
+
+    Returns:
+        float32 (ny, nx // 2 + 1): the amplitude of the noise spectrum per frequency.
+    """
     f = _freq(grid)
     f_nyq = 0.5 / max(grid.spacing_mm[1], grid.spacing_mm[2])
     h = np.sqrt(f) * kernel.mtf(f) * np.exp(-((f / (1.15 * f_nyq)) ** 6))
@@ -269,7 +302,19 @@ def reconstruct(
     noise_rng,
     noise_scale_z: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Blur, upsample and add noise in one pass per slice; float32 HU on ``acq.grid``."""
+    """Blur, upsample and add noise in one pass per slice; float32 HU on ``acq.grid``.
+
+    Args:
+        obj_work: the anatomy, (z, y, x) HU on ``acq.work_grid`` (after :func:`slice_profile`).
+        acq: the acquisition (grids, slice thickness, noise SD and anisotropy).
+        kernel: "soft" or "sharp".
+        noise_rng: seed or numpy Generator of the noise; the same seed for every kernel gives
+            the same noise realisation (one acquisition).
+        noise_scale_z: (nz,) factor on the noise SD of each output slice; None: 1.
+
+    Returns:
+        float32 (z, y, x) HU on ``acq.grid``, not yet clipped or rounded.
+    """
     grid, work = acq.grid, acq.work_grid
     km = KERNEL_MODELS[check_kernel(kernel)]
     nz, ny, nx = grid.shape
@@ -303,163 +348,3 @@ def reconstruct(
         spec[k, :hy, :wx] += fw[:hy] * t_obj[:hy, :wx]
         spec[k, ny - (my - hy) :, :wx] += fw[hy:] * t_obj[ny - (my - hy) :, :wx]
     return sfft.irfft2(spec, s=(ny, nx), workers=1, overwrite_x=True).astype(np.float32, copy=False)
-
-
-# ---- small dense objects at sub-voxel resolution ----------------------------------------------
-
-
-@dataclass
-class RenderedObject:
-    lesion: Lesion
-    box: Box
-    weight: np.ndarray  # blurred fraction of the object per output voxel of the box
-
-
-def render_objects(
-    hu: np.ndarray, acq: Acquisition, kernel: str, lesions: list[Lesion], background_hu
-) -> list[RenderedObject]:
-    """Add each object, blurred by the kernel, into ``hu`` (in place); return the weights."""
-    grid = acq.grid
-    km = KERNEL_MODELS[check_kernel(kernel)]
-    sz, sy, sx = grid.spacing_mm
-    sigma_z = acq.slice_thickness_mm / 2.355
-    margin = (
-        3 * km.psf_sigma_mm + (3 * km.enhance_sigma_mm if km.enhance else 0) + 1.5 * sigma_z + 1.0
-    )
-    out = []
-    for les in lesions:
-        ext = les.extent_mm() + margin
-        c = np.asarray(les.center_mm)
-        box = grid.box(c - ext, c + ext)
-        if box is None:
-            continue
-        n_out = [s.stop - s.start for s in box]
-        fxy = 2 if np.prod(n_out) * 4 * 3 <= 600_000 else 1
-        fz = max(1, int(round(sz / 0.7))) if fxy > 1 else 1
-        fac = (fz, fxy, fxy)
-        f_sp = (sz / fz, sy / fxy, sx / fxy)
-        f_origin = tuple(
-            grid.origin_mm[a] + box[a].start * grid.spacing_mm[a] - (fac[a] - 1) / 2 * f_sp[a]
-            for a in range(3)
-        )
-        fine = GridSpec((n_out[0] * fz, n_out[1] * fxy, n_out[2] * fxy), f_sp, f_origin)
-        full = (slice(0, fine.shape[0]), slice(0, fine.shape[1]), slice(0, fine.shape[2]))
-        width = max(f_sp[1], f_sp[2])
-        cov = np.zeros(fine.shape, np.float32)
-        for gx, gy, gz, w in les.ghosts:
-            shift = np.array([gx, gy, gz])
-            if les.points is not None:
-                res = tube(fine, les.points + shift, les.axes_mm[0], margin_mm=width)
-                if res is None:
-                    continue
-                b, sd = res
-                cov[b] += np.float32(w) * coverage(sd, width)
-            else:
-                sd = ellipsoid_sd(fine, full, c + shift, les.axes_mm, les.rot)
-                cov += np.float32(w) * coverage(sd, width)
-        sig = (sigma_z / f_sp[0], km.psf_sigma_mm / f_sp[1], km.psf_sigma_mm / f_sp[2])
-        blurred = ndimage.gaussian_filter(cov, sig, mode="constant", truncate=3.0)
-        if km.enhance:
-            wide = ndimage.gaussian_filter(
-                blurred,
-                (0, km.enhance_sigma_mm / f_sp[1], km.enhance_sigma_mm / f_sp[2]),
-                mode="constant",
-                truncate=3.0,
-            )
-            blurred += np.float32(km.enhance) * (blurred - wide)
-        weight = blurred.reshape(n_out[0], fz, n_out[1], fxy, n_out[2], fxy).mean(axis=(1, 3, 5))
-        bg = float(background_hu(c))
-        # calcium attenuates less at 140 kVp than at 120 kVp (about 10 % fewer HU)
-        peak = les.peak_hu if les.is_metal or acq.kvp <= 120 else bg + 0.9 * (les.peak_hu - bg)
-        hu[box] += weight * np.float32(peak - bg)
-        out.append(RenderedObject(les, box, weight))
-    return out
-
-
-def add_metal_streaks(
-    hu: np.ndarray, grid: GridSpec, rendered: list[RenderedObject], kernel: str, rng
-) -> None:
-    """Bright and dark streaks through compact metal (sternal wires, a lead tip), in place."""
-    rng = np.random.default_rng(rng)
-    amp = 1.0 if kernel == "soft" else 1.5
-    y_all, x_all = grid.axis_mm(1), grid.axis_mm(2)
-    for ro in rendered:
-        if (
-            not ro.lesion.is_metal
-            or ro.lesion.kind == "pacemaker_lead"
-            and ro.lesion.points is not None
-        ):
-            continue
-        n = int(rng.integers(5, 10))
-        angles = rng.uniform(0, np.pi, n)
-        strength = rng.uniform(80, 350, n) * rng.choice([-1.0, 1.0], n) * amp
-        zs = range(ro.box[0].start, ro.box[0].stop)
-        for kz, k in enumerate(zs):
-            w = ro.weight[kz]
-            wmax = float(w.max())
-            if wmax < 0.3:
-                continue
-            jj, ii = np.nonzero(w > 0.3 * wmax)
-            cy = float(y_all[ro.box[1]][jj].mean())
-            cx = float(x_all[ro.box[2]][ii].mean())
-            b = grid.box(
-                (cx - 90, cy - 90, grid.axis_mm(0)[k] - 0.1),
-                (cx + 90, cy + 90, grid.axis_mm(0)[k] + 0.1),
-            )
-            if b is None:
-                continue
-            yy = y_all[b[1]].astype(np.float32)[:, None] - cy
-            xx = x_all[b[2]].astype(np.float32)[None, :] - cx
-            r = np.sqrt(xx * xx + yy * yy)
-            th = np.arctan2(yy, xx)
-            acc = np.zeros(r.shape, np.float32)
-            for a, s in zip(angles, strength):
-                dist = r * np.abs(np.sin(th - a))
-                acc += (
-                    np.float32(s * min(wmax, 1.0))
-                    * np.exp(-((dist / 1.6) ** 2))
-                    * np.exp(-r / 70.0)
-                )
-            hu[k, b[1], b[2]] += acc
-
-
-def label_objects(
-    hu: np.ndarray,
-    labels: np.ndarray,
-    rendered: list[RenderedObject],
-    *,
-    threshold_hu: float = CALCIUM_THRESHOLD_HU,
-) -> None:
-    """Label what an observer marks: voxels >= threshold of each calcified object, in place.
-
-    A voxel belongs to an object where the object raises it visibly (weight >= 0.05) and it
-    is connected (26-neighbourhood, >= threshold) to the object's core (weight >= 0.5).
-    """
-    struct = np.ones((3, 3, 3), bool)
-    for ro in rendered:
-        if ro.lesion.label == 0:
-            continue
-        sub = hu[ro.box]
-        w = ro.weight
-        cand = (sub >= threshold_hu) & (w >= 0.05)
-        if not cand.any():
-            continue
-        comp, n = ndimage.label(cand, structure=struct)
-        core = cand & (w >= min(0.5, 0.6 * float(w.max())))
-        ids = np.unique(comp[core])
-        ids = ids[ids > 0]
-        if len(ids) == 0:
-            continue
-        keep = np.isin(comp, ids)
-        labels[ro.box][keep] = ro.lesion.label
-
-
-def outside_fov(hu: np.ndarray, grid: GridSpec, value: float) -> None:
-    """Write ``value`` outside the circular reconstruction field of view (in place)."""
-    _, ny, nx = grid.shape
-    yy = (np.arange(ny) - (ny - 1) / 2)[:, None] * grid.spacing_mm[1]
-    xx = (np.arange(nx) - (nx - 1) / 2)[None, :] * grid.spacing_mm[2]
-    r = min(ny * grid.spacing_mm[1], nx * grid.spacing_mm[2]) / 2
-    mask = xx * xx + yy * yy > r * r
-    if mask.any():
-        hu[:, mask] = np.float32(value)

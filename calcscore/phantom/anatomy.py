@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,7 +23,11 @@ from calcscore.phantom._draw import (
     arc_length,
     resample_curve,
 )
+from calcscore.phantom.subject import Subject, draw_subject
 from calcscore.phantom.tissue import HU, _sternum_y, fat_thickness, muscle_thickness
+
+if TYPE_CHECKING:
+    from calcscore.phantom.habitus import Habitus
 
 log = logging.getLogger(__name__)
 
@@ -38,70 +43,6 @@ __all__ = [
     "muscle_thickness",
     "render_anatomy",
 ]
-
-
-@dataclass(frozen=True)
-class Subject:
-    """Drawn subject parameters (millimetres, degrees, HU)."""
-
-    age: float
-    body_half_width_mm: float
-    body_half_depth_mm: float
-    body_center_xy_mm: tuple[float, float]
-    fat_mm: float
-    muscle_mm: float
-    heart_scale: float
-    heart_center_offset_mm: tuple[float, float, float]
-    heart_azimuth_deg: float
-    heart_elevation_deg: float
-    aorta_scale: float
-    aortic_tortuosity: float
-    arch_height_mm: float
-    z_av_mm: float
-    lung_hu: float
-    cancellous_hu: float
-    kyphosis_mm: float
-    seed: int = 0
-
-    @property
-    def is_large(self) -> bool:
-        """Large subjects are scanned at 140 kVp."""
-        return self.body_half_width_mm > 178 or self.fat_mm > 30
-
-
-def draw_subject(rng) -> Subject:
-    """Draw a subject: sizes, positions and orientation vary as in a screening population."""
-    rng = np.random.default_rng(rng)
-    size = rng.uniform(0.0, 1.0)
-    half_w = 145 + 50 * size + rng.normal(0, 5)
-    half_d = 0.68 * half_w + rng.normal(0, 5)
-    fat = float(np.clip(6 + 28 * size + rng.normal(0, 4), 4, 45))
-    return Subject(
-        age=float(rng.uniform(55, 75)),
-        body_half_width_mm=float(half_w),
-        body_half_depth_mm=float(np.clip(half_d, 104, 145)),
-        body_center_xy_mm=(float(rng.normal(0, 6)), float(rng.normal(0, 8))),
-        fat_mm=fat,
-        muscle_mm=float(rng.uniform(8, 18)),
-        heart_scale=float(np.clip(rng.normal(1.0, 0.08) + 0.08 * size, 0.82, 1.25)),
-        heart_center_offset_mm=(
-            float(rng.normal(0, 6)),
-            float(rng.normal(0, 5)),
-            float(rng.normal(0, 6)),
-        ),
-        heart_azimuth_deg=float(rng.uniform(35, 60)),
-        heart_elevation_deg=float(rng.uniform(18, 40)),
-        aorta_scale=float(np.clip(rng.normal(1.0, 0.08), 0.85, 1.25)),
-        aortic_tortuosity=float(rng.beta(1.5, 3.0)),
-        arch_height_mm=float(rng.uniform(70, 95)),
-        z_av_mm=float(rng.uniform(-220, -120)),
-        lung_hu=float(rng.uniform(-880, -820)),
-        cancellous_hu=float(
-            np.clip(rng.normal(260 - 3.0 * (rng.uniform(55, 75) - 55), 35), 110, 330)
-        ),
-        kyphosis_mm=float(rng.uniform(5, 25)),
-        seed=int(rng.integers(2**31)),
-    )
 
 
 @dataclass
@@ -147,7 +88,7 @@ class Geometry:
     lung_vessels: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)
     #: the realistic anatomy's body and skeleton (:class:`calcscore.phantom.habitus.Habitus`);
     #: None for the first generator's cartoon anatomy
-    habitus: object | None = None
+    habitus: Habitus | None = None
 
     # ---- derived positions ------------------------------------------------------------
     def spine_y(self, z) -> np.ndarray:
@@ -156,7 +97,17 @@ class Geometry:
         return self.spine_y0 + self.subject.kyphosis_mm * (1 - ((np.asarray(z) - zm) / 180.0) ** 2)
 
     def heart_point(self, t: float, phi: float, lift_mm: float = 0.0) -> np.ndarray:
-        """A point on the (myocardial) heart ellipsoid: t in [-1, 1] base -> apex, angle phi."""
+        """A point on the (myocardial) heart ellipsoid: t in [-1, 1] base -> apex, angle phi.
+
+        Args:
+            t: position along the long axis ``heart_u``, -1 at the base, 1 at the apex.
+            phi: angle (rad) round the long axis, from ``heart_v`` towards ``heart_w``.
+            lift_mm: how far (mm) outside the surface (the epicardium, where the coronary
+                arteries run).
+
+        Returns:
+            the point (x, y, z) mm.
+        """
         L, B = self.heart_axes
         rad = B * np.sqrt(max(1.0 - t * t, 0.0)) + lift_mm
         return (

@@ -19,7 +19,17 @@ def add_shoulder_streaks(
     hu: np.ndarray, grid: GridSpec, geo, noise_sd_hu: float, kernel: str, rng
 ) -> None:
     """Add shoulder streaks to ``hu`` (z, y, x) in place; same ``rng`` seed, same streaks for
-    every kernel (one acquisition)."""
+    every kernel (one acquisition).
+
+    Args:
+        hu: (z, y, x) HU on ``grid``, changed in place.
+        grid: the grid of ``hu``.
+        geo: the subject's geometry; without a habitus (the first generator's anatomy) nothing
+            is added.
+        noise_sd_hu: the soft kernel's noise SD (HU): the streaks scale with it.
+        kernel: "soft" or "sharp" (the sharp kernel's streaks have 0.55 of the soft amplitude).
+        rng: seed or numpy Generator of the streaks.
+    """
     hab = getattr(geo, "habitus", None)
     if hab is None or not hab.humeral_heads:
         return

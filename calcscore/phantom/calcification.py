@@ -112,6 +112,18 @@ class Burden:
 
 
 def draw_burden(rng, *, age: float, cac_category: int | None = None) -> Burden:
+    """Draw a subject's calcium burden: CAC risk category and Agatston target, whether there is
+    aortic (TAC), aortic valve and mitral calcium, and the cardiac motion (ghosts).
+
+    Args:
+        rng: seed or numpy Generator.
+        age: the subject's age (years); older subjects fall more often in category IV.
+        cac_category: force the coronary risk category (1-4); None: drawn by
+            :data:`CATEGORY_PROBABILITIES`.
+
+    Returns:
+        the :class:`Burden`.
+    """
     rng = np.random.default_rng(rng)
     if cac_category is None:
         p = np.asarray(CATEGORY_PROBABILITIES) * np.array(
@@ -150,7 +162,16 @@ def _ghosts(
 
 
 def coronary_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
-    """Plaques along the coronary curves until the rough Agatston reaches the target."""
+    """Plaques along the coronary curves until the rough Agatston reaches the target.
+
+    Args:
+        geo: the subject's geometry (coronary curves and lumen radii, (x, y, z) mm).
+        burden: the drawn burden (Agatston target, motion amplitude).
+        rng: seed or numpy Generator.
+
+    Returns:
+        the LAD, LCX and RCA plaques (none when the target is 0).
+    """
     rng = np.random.default_rng(rng)
     target = burden.cac_target_agatston
     out: list[Lesion] = []
@@ -209,7 +230,16 @@ def coronary_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
 
 
 def aortic_lesions(geo: Geometry, rng, *, n: int | None = None) -> list[Lesion]:
-    """Plaques in the aortic wall: arch and descending aorta mostly, some in the ascending aorta."""
+    """Plaques in the aortic wall: arch and descending aorta mostly, some in the ascending aorta.
+
+    Args:
+        geo: the subject's geometry (aortic centreline, radius and segments, (x, y, z) mm).
+        rng: seed or numpy Generator.
+        n: the number of plaques; None: drawn log-uniformly from 1 to 40.
+
+    Returns:
+        ``n`` TAC plaques.
+    """
     rng = np.random.default_rng(rng)
     if n is None:
         n = int(np.clip(np.round(np.exp(rng.uniform(0, np.log(40)))), 1, 40))
@@ -242,7 +272,16 @@ def _ring_basis(normal: np.ndarray, prefer: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def valve_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
-    """Aortic valve nodules (annulus, leaflets) and mitral annulus calcification (posterior arc)."""
+    """Aortic valve nodules (annulus, leaflets) and mitral annulus calcification (posterior arc).
+
+    Args:
+        geo: the subject's geometry (valve centres, normals and radii, (x, y, z) mm).
+        burden: the drawn burden (``has_av``, ``has_mv``, motion amplitude).
+        rng: seed or numpy Generator.
+
+    Returns:
+        the AV and MV lesions (none when the burden has neither).
+    """
     rng = np.random.default_rng(rng)
     out = []
     if burden.has_av:
@@ -297,7 +336,16 @@ def valve_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
 
 
 def draw_lesions(geo: Geometry, burden: Burden, rng) -> list[Lesion]:
-    """All calcifications and confounders of one subject (confounders first, labels drawn last)."""
+    """All calcifications and confounders of one subject (confounders first, labels drawn last).
+
+    Args:
+        geo: the subject's geometry.
+        burden: the drawn burden (which calcium, how much, how much motion).
+        rng: seed or numpy Generator; the same seed gives the same lesions.
+
+    Returns:
+        the confounders, then the TAC, valve and coronary lesions.
+    """
     from calcscore.phantom.confounders import confounders
 
     rng = np.random.default_rng(rng)

@@ -77,6 +77,24 @@ def make_cohort(
     (``start``) or in parallel, and grows without changing earlier participants.
     ``observers`` (0, 1 or 2) adds "observer2" and "observer3" label maps from :func:`observe`.
     ``anatomy`` "v2" (realistic) or "v1" (the first generator's), as :func:`make_scan`.
+
+    Args:
+        n: the number of participants (>= 0).
+        seed: the cohort's seed.
+        kernels: "soft", "sharp" or a sequence of them: one scan per kernel and participant.
+        size: the field of view, as :func:`make_scan` (``"full"``, ``"medium"``, ``"small"``,
+            ``"gated"``).
+        scanner: a key of :data:`calcscore.phantom.SCANNERS` or a profile; None: drawn per
+            participant.
+        observers: how many other observers' label maps to add (0, 1 or 2).
+        observer_profile: their disagreement rates; None: :class:`ObserverProfile` defaults.
+        shape, spacing_mm: override the grid (z, y, x), as :func:`make_scan`.
+        start: the index of the first participant.
+        id_prefix: the participant id's prefix ("P0007").
+        anatomy: "v2" or "v1".
+
+    Yields:
+        a :class:`CohortScan` per participant and kernel, participant by participant.
     """
     if n < 0:
         raise ValueError(f"`n` must be >= 0, got {n=}")
@@ -134,6 +152,21 @@ def write_cohort(
     scanner`` (paths relative to ``out_dir``), the observers' ``labels_observer2,
     labels_observer3``, then acquisition and subject facts (kernel name, kVp, slice thickness,
     target risk category, calcium volumes per label). Needs SimpleITK (``calcscore[io]``).
+
+    Args:
+        out_dir: the output folder (created; must not be a file).
+        n_scans: the number of scans (>= 1).
+        seed: the cohort's seed (:func:`make_cohort`).
+        kernels: "soft", "sharp" or a sequence of them.
+        observers: also write the label maps of two other observers.
+        fmt: the image format, one of :data:`FORMATS`.
+        size: the field of view, as :func:`make_scan`.
+        scanner: a key of :data:`calcscore.phantom.SCANNERS` or a profile; None: drawn.
+        progress: show a progress bar.
+        anatomy: "v2" or "v1", as :func:`make_scan`.
+
+    Returns:
+        the path of ``out_dir/manifest.csv``.
     """
     from pathlib import Path
 
@@ -160,7 +193,7 @@ def write_cohort(
     for f in folders.values():
         f.mkdir(parents=True, exist_ok=True)
     n_participants = -(-n_scans // len(kernels))
-    rows = []
+    rows: list[dict[str, object]] = []
     scans = make_cohort(
         n_participants,
         seed=seed,

@@ -14,7 +14,17 @@ from calcscore.phantom.calcification import METAL_HU, Lesion, _frame
 
 
 def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
-    """Unlabelled dense objects: lymph nodes, cartilage, osteophytes, sternal wires, a pacemaker lead."""
+    """Unlabelled dense objects: lymph nodes, cartilage, osteophytes, sternal wires, a pacemaker lead.
+
+    Args:
+        geo: the subject's geometry; with a habitus (realistic anatomy) the costal cartilage
+            calcifications are those of :func:`cartilage_calcifications`.
+        rng: seed or numpy Generator.
+        age: the subject's age (years); costal cartilage calcification is likelier with age.
+
+    Returns:
+        the confounders, all with label 0.
+    """
     rng = np.random.default_rng(rng)
     s = geo.subject
     eye = np.eye(3)
@@ -176,11 +186,21 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
 
 def cartilage_calcifications(geo: Geometry, rng, *, age: float) -> list[Lesion]:
     """Calcifications of the realistic anatomy's costal cartilages: more and denser with age,
-    most often in the first cartilage and at the costochondral junctions (never labelled)."""
+    most often in the first cartilage and at the costochondral junctions (never labelled).
+
+    Args:
+        geo: the subject's geometry; it must have a habitus (the realistic anatomy).
+        rng: seed or numpy Generator.
+        age: the subject's age (years).
+
+    Returns:
+        the calcifications (label 0), often none.
+    """
     hab = geo.habitus
     out: list[Lesion] = []
     if rng.random() > np.clip(0.3 + (age - 55) / 25, 0.2, 0.95):
         return out
+    assert hab is not None, "cartilage_calcifications needs the realistic anatomy (a habitus)"
     carts = hab.cartilages
     w = np.array([3.0 if c.name.startswith("cartilage 1 ") else 1.0 for c in carts])
     n = int(min(1 + rng.poisson(max(age - 50, 0) / 3.5), 24))

@@ -82,7 +82,16 @@ class Habitus:
 
 def outline(hab: Habitus, geo, z: float) -> tuple[float, float, float, float]:
     """Body outline at height z: centre y and half width, half depth (mm) of the trunk's
-    superellipse, and the neck fraction (0 trunk, 1 neck) that blends it into the neck."""
+    superellipse, and the neck fraction (0 trunk, 1 neck) that blends it into the neck.
+
+    Args:
+        hab: the habitus (levels, shoulders, arms, neck).
+        geo: the subject's geometry (body size and centre).
+        z: the height (mm).
+
+    Returns:
+        ``(cy, half_width, half_depth, neck)``: mm, mm, mm and the fraction.
+    """
     s = geo.subject
     w, d = s.body_half_width_mm, s.body_half_depth_mm
     low = float(np.clip((hab.z_diaphragm - 20 - z) / 60.0, 0, 1))
@@ -103,18 +112,37 @@ def outline(hab: Habitus, geo, z: float) -> tuple[float, float, float, float]:
 
 
 def radius_at(ax: float, ay: float, theta) -> np.ndarray:
-    """Radius (mm) of the superellipse outline at polar angle theta (0 back, pi front)."""
+    """Radius (mm) of the superellipse outline at polar angle theta (0 back, pi front).
+
+    Args:
+        ax: the half width (mm, along x).
+        ay: the half depth (mm, along y).
+        theta: polar angle(s) (rad) about the body's centre, positive towards the patient's
+            left (+x).
+
+    Returns:
+        the radius (mm), of the shape of ``theta``.
+    """
     th = np.asarray(theta, dtype=float)
     return ((np.abs(np.sin(th)) / ax) ** OUTLINE_P + (np.abs(np.cos(th)) / ay) ** OUTLINE_P) ** (
         -1.0 / OUTLINE_P
     )
 
 
-def extra_muscle(hab: Habitus, theta, z) -> np.ndarray:
+def extra_muscle(hab: Habitus, theta, z) -> np.ndarray | float:
     """Shoulder-girdle muscle (mm) over the upper back, where the scapulae lie. With ``z`` None
-    the angular profile alone (peak 16 mm); with ``theta`` None the height profile (0 to 1)."""
+    the angular profile alone (peak 16 mm); with ``theta`` None the height profile (0 to 1).
+
+    Args:
+        hab: the habitus (its scapulae's levels).
+        theta: polar angle(s) (rad, 0 back, pi front) or None.
+        z: height(s) (mm) or None.
+
+    Returns:
+        the thickness (mm) or, with ``theta`` None, the height profile; 1.0 when both are None.
+    """
     sc = hab.scapula
-    band = 1.0
+    band: np.ndarray | float = 1.0
     if z is not None:
         band = np.clip((np.asarray(z) - (sc["z_bottom"] - 20)) / 40.0, 0, 1)
         band = band * np.clip((sc["z_top"] + 30 - np.asarray(z)) / 30.0, 0, 1)
@@ -125,7 +153,17 @@ def extra_muscle(hab: Habitus, theta, z) -> np.ndarray:
 
 def chest_wall_inset(hab: Habitus, geo, theta, z) -> np.ndarray:
     """Depth (mm) below the skin of the inner surface of the chest wall's muscle: skin, fat,
-    muscle and the shoulder girdle's muscle; ribs lie just inside it."""
+    muscle and the shoulder girdle's muscle; ribs lie just inside it.
+
+    Args:
+        hab: the habitus.
+        geo: the subject's geometry (its fat and muscle).
+        theta: polar angle(s) (rad, 0 back, pi front).
+        z: height(s) (mm) or None (no height profile of the shoulder girdle's muscle).
+
+    Returns:
+        the depth (mm), of the shape of ``theta`` (and ``z``).
+    """
     from calcscore.phantom.tissue import fat_thickness, muscle_thickness
 
     s = geo.subject
@@ -133,7 +171,18 @@ def chest_wall_inset(hab: Habitus, geo, theta, z) -> np.ndarray:
 
 
 def wall_point(hab: Habitus, geo, theta: float, z: float, extra_inset: float) -> np.ndarray:
-    """The point at polar angle theta, height z, ``extra_inset`` mm inside the chest wall muscle."""
+    """The point at polar angle theta, height z, ``extra_inset`` mm inside the chest wall muscle.
+
+    Args:
+        hab: the habitus.
+        geo: the subject's geometry.
+        theta: polar angle (rad, 0 back, pi front, positive towards the patient's left).
+        z: height (mm).
+        extra_inset: how far (mm) inside the chest wall's muscle.
+
+    Returns:
+        the point (x, y, z) mm.
+    """
     cy, ax, ay, _ = outline(hab, geo, z)
     rho = float(radius_at(ax, ay, theta)) - float(chest_wall_inset(hab, geo, theta, z))
     rho -= extra_inset
@@ -142,7 +191,16 @@ def wall_point(hab: Habitus, geo, theta: float, z: float, extra_inset: float) ->
 
 def sternum_y(hab: Habitus, geo, z) -> np.ndarray:
     """y (mm) of the sternum's centre line at height z: behind the front wall's fat and muscle,
-    the manubrium tilted back (as the first generator's sternum at the heart)."""
+    the manubrium tilted back (as the first generator's sternum at the heart).
+
+    Args:
+        hab: the habitus (unused: the line depends on the subject alone).
+        geo: the subject's geometry.
+        z: height(s) (mm).
+
+    Returns:
+        y (mm), of the shape of ``z``.
+    """
     from calcscore.phantom.tissue import _sternum_y
 
     return _sternum_y(geo.subject) + 0.07 * (np.asarray(z, dtype=float) - geo.subject.z_av_mm)

@@ -100,14 +100,16 @@ def observe(
 ) -> LabelVolume:
     """Another observer's annotation of the same scan, derived from ``labels``.
 
-    Parameters
-    ----------
-    labels, volume : the reference annotation and its scan (same grid).
-    rng : seed or Generator; the same seed gives the same observer.
-    profile : the disagreement rates (:class:`ObserverProfile`); defaults resemble the paper's.
-    info : the :class:`~calcscore.phantom.ScanInfo` of a phantom, if known: confusions then happen
-        near the anatomy where observers confuse (bifurcation, mitral annulus, aortic root);
-        without it, "near" means within ``near_mm`` of calcium of the other label.
+    Args:
+        labels, volume: the reference annotation and its scan (same grid).
+        rng: seed or Generator; the same seed gives the same observer.
+        profile: the disagreement rates (:class:`ObserverProfile`); defaults resemble the paper's.
+        info: the :class:`~calcscore.phantom.ScanInfo` of a phantom, if known: confusions then
+            happen near the anatomy where observers confuse (bifurcation, mitral annulus, aortic
+            root); without it, "near" means within ``near_mm`` of calcium of the other label.
+
+    Returns:
+        the other observer's :class:`~calcscore.volume.LabelVolume` on the grid of ``labels``.
     """
     check_same_geometry(volume, labels, names=("volume", "labels"))
     rng = np.random.default_rng(rng)

@@ -32,8 +32,8 @@ def lung_vessel_tree(
         (geo.carina + np.array([-46, 14, -30]), -1.0),
     ]
     for hilum, side in hila:
-        stack = []
-        for d in (
+        stack: list[tuple[np.ndarray, np.ndarray, float, int]] = []
+        for d0 in (
             [side, 0.1, 0.9],
             [side, 0.3, -0.9],
             [side, -0.6, -0.2],
@@ -41,7 +41,7 @@ def lung_vessel_tree(
             [side * 0.8, -0.3, 0.6],
             [side * 0.5, 0.6, 0.5],
         ):
-            stack.append((hilum, _unit(d), 4.5, 0))
+            stack.append((hilum, _unit(d0), 4.5, 0))
         while stack:
             p, d, r, depth = stack.pop()
             length = float(rng.uniform(14, 26)) * (1.0 - 0.09 * depth)
@@ -137,7 +137,7 @@ def render_anatomy_v1(geo: Geometry, grid: GridSpec) -> np.ndarray:
     zd = np.maximum(zd, geo.z_diaphragm - 80).astype(np.float32)
     liver = x2 < bx + 20 + 0 * y2
     abdo = np.where(liver, HU["liver"], HU["spleen"]).astype(np.float32)
-    k0 = np.searchsorted(z, float(zd.max()) + 3)
+    k0 = int(np.searchsorted(z, float(zd.max()) + 3))
     for k in range(min(k0, nz)):
         below = coverage(z[k] - zd, 2.0) * inside
         sl = hu[k]
@@ -199,7 +199,7 @@ def render_anatomy_v1(geo: Geometry, grid: GridSpec) -> np.ndarray:
         sub[(rc <= 8.5) & (np.abs(dx) < 8.6)] = HU["csf"]
 
     # ---- scapulae: thin bony plates in the back muscles of the upper chest ------------------
-    k0, k1 = np.searchsorted(z, s.z_av_mm - 10), np.searchsorted(z, s.z_av_mm + 200)
+    k0, k1 = int(np.searchsorted(z, s.z_av_mm - 10)), int(np.searchsorted(z, s.z_av_mm + 200))
     th_abs = np.abs(theta)
     in_layer = (depth > d_fat + 4) & (depth < d_fat + 8)
     for k in range(k0, min(k1, nz)):
@@ -228,7 +228,15 @@ def render_interior(
 ) -> None:
     """Paint the mediastinum, the heart, the great vessels, the airways, the lung vessels and the
     coronary arteries into ``hu`` (in place); ``y_front`` is the inner front of the chest wall.
-    ``grooves`` lays each coronary artery in a groove of epicardial fat cut into the heart."""
+    ``grooves`` lays each coronary artery in a groove of epicardial fat cut into the heart.
+
+    Args:
+        hu: (z, y, x) HU on ``grid``, the body already painted, changed in place.
+        geo: the subject's geometry.
+        grid: the grid of ``hu``.
+        y_front: y (mm) of the inner front of the chest wall.
+        grooves: lay the coronary arteries in grooves of fat (the realistic anatomy).
+    """
     s = geo.subject
     z = grid.axis_mm(0).astype(np.float32)
     h = grid.aa_width_mm
@@ -268,15 +276,15 @@ def render_interior(
         reach = float(axes.max()) + epi + 6
         boxes.append(grid.box(c - reach, c + reach))
     for extra, value in ((epi + 1.5, HU["soft"] - 5), (epi, HU["fat"])):  # pericardium, fat
-        for (c, axes, r), box in zip(parts, boxes):
+        for (c, axes, frame), box in zip(parts, boxes):
             if box is None:
                 continue
             zb = grid.coords(box)[0]
-            sd = ellipsoid_sd(grid, box, c, axes + extra, r)
+            sd = ellipsoid_sd(grid, box, c, axes + extra, frame)
             paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 25), value)
-    for (c, axes, r), box in zip(parts[1:], boxes[1:]):
+    for (c, axes, frame), box in zip(parts[1:], boxes[1:]):
         if box is not None:
-            paint(hu, box, coverage(ellipsoid_sd(grid, box, c, axes, r), h), HU["blood"])
+            paint(hu, box, coverage(ellipsoid_sd(grid, box, c, axes, frame), h), HU["blood"])
     box = boxes[0]
     c = geo.heart_center
     if box is not None:
@@ -323,9 +331,9 @@ def render_interior(
 
     # ---- coronary arteries in the epicardial fat -------------------------------------------
     for name, pts in geo.coronaries.items():
-        r = geo.coronary_radius[name]
+        r_cor = geo.coronary_radius[name]
         if grooves:  # the atrioventricular and interventricular grooves: fat round the artery
-            res = tube(grid, pts[::2], np.asarray(r)[::2] + 3.5, margin_mm=h)
+            res = tube(grid, pts[::2], np.asarray(r_cor)[::2] + 3.5, margin_mm=h)
             if res is not None:
                 paint(hu, res[0], coverage(res[1], h), HU["fat"], hu[res[0]] > -400)
-        draw_tube(pts, r, HU["blood"] + 8, step=2, rim=2.5)
+        draw_tube(pts, r_cor, HU["blood"] + 8, step=2, rim=2.5)

@@ -16,13 +16,9 @@ from calcscore.phantom.acquisition import (
     KERNELS,
     Acquisition,
     ScannerProfile,
-    add_metal_streaks,
     check_kernel,
     draw_acquisition,
-    label_objects,
-    outside_fov,
     reconstruct,
-    render_objects,
     slice_profile,
 )
 from calcscore.phantom.anatomy import (
@@ -35,6 +31,12 @@ from calcscore.phantom.anatomy import (
 )
 from calcscore.phantom.artifacts import add_shoulder_streaks
 from calcscore.phantom.calcification import Burden, Lesion, draw_burden, draw_lesions
+from calcscore.phantom.objects import (
+    add_metal_streaks,
+    label_objects,
+    outside_fov,
+    render_objects,
+)
 from calcscore.volume import CTMeta, CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,15 @@ def make_scans(
 
     Same ``rng`` seed, same subject and same bytes; ``make_scans(rng=s)["sharp"]`` equals
     ``make_scan(rng=s, kernel="sharp")``. See :func:`make_scan` for the options.
+
+    Args:
+        rng: seed or numpy Generator: the same seed gives the same subject.
+        kernels: "soft", "sharp" or a sequence of them.
+        scanner, size, shape, spacing_mm, slice_thickness_mm, cac_category, patient_id, anatomy,
+            slice_spacing_mm: as :func:`make_scan`.
+
+    Returns:
+        ``{kernel: (volume, labels, info)}``, each as :func:`make_scan` returns it.
     """
     kernels = tuple(check_kernel(k) for k in ([kernels] if isinstance(kernels, str) else kernels))
     case = _draw_case(
@@ -240,9 +251,10 @@ def make_scans(
 def _package(case: _Case, kernel: str, hu: np.ndarray, labels: np.ndarray, patient_id):
     acq = case.acquisition
     grid = acq.grid
+    kernel_name = acq.scanner.kernel_name(kernel)
     meta = CTMeta(
         slice_thickness_mm=acq.slice_thickness_mm,
-        kernel=acq.scanner.kernel_name(kernel),
+        kernel=kernel_name,
         manufacturer=acq.scanner.manufacturer,
         model=acq.scanner.model,
         kvp=acq.kvp,
@@ -264,7 +276,7 @@ def _package(case: _Case, kernel: str, hu: np.ndarray, labels: np.ndarray, patie
     vox = float(np.prod(grid.spacing_mm))
     info = ScanInfo(
         kernel=kernel,
-        kernel_name=meta.kernel,
+        kernel_name=kernel_name,
         scanner=acq.scanner.key,
         manufacturer=acq.scanner.manufacturer,
         model=acq.scanner.model,
@@ -298,28 +310,32 @@ def make_scan(
 ) -> tuple[CTVolume, LabelVolume, ScanInfo]:
     """A synthetic non-contrast low-dose chest CT with voxel-level calcium labels.
 
-    Parameters
-    ----------
-    rng : seed or numpy Generator. The same seed gives the same subject for every kernel.
-    kernel : "soft" (smooth, noise SD 20-40 HU) or "sharp" (edge-enhanced, SD 60-150 HU).
-    scanner : a key of :data:`calcscore.phantom.SCANNERS` (or a profile); drawn when None.
-    size : "full" (512 x 512, whole chest, ~120-380 slices by the scanner's slice spacing),
-        "medium" (100 x 256 x 256 at 0.8 mm around the heart), "small" (60 x 128 x 128 at
-        1.3 mm and 2.5 mm slices, around the heart and aorta: fast, for tests and CPU training)
-        or "gated" (56 x 512 x 512 at 0.4 mm, 3 mm slices: an ECG-gated calcium-scoring scan of
-        the heart only, a quarter of the cardiac motion, the body cut by the field of view).
-    slice_spacing_mm : slices this far apart over the same range (with ``slice_thickness_mm``:
-        5 mm contiguous slices are ``slice_thickness_mm=5, slice_spacing_mm=5``).
-    shape, spacing_mm, slice_thickness_mm : override the grid (z, y, x); in-plane sizes even.
-    cac_category : force the subject's coronary calcium risk category (1-4).
-    anatomy : "v2" (default) the realistic anatomy: body outline along z, shoulder girdle and
-        arms, ribs with cortex and marrow at their obliquity, costal cartilage, sternum, vertebrae
-        with posterior elements, upper abdomen, neck, breasts (docs/phantoms.md); "v1" the first
-        generator's cartoon anatomy, byte for byte (the shipped model was trained on it).
+    Args:
+        rng: seed or numpy Generator. The same seed gives the same subject for every kernel.
+        kernel: "soft" (smooth, noise SD 20-40 HU) or "sharp" (edge-enhanced, SD 60-150 HU).
+        scanner: a key of :data:`calcscore.phantom.SCANNERS` (or a profile); drawn when None.
+        size: "full" (512 x 512, whole chest, ~120-380 slices by the scanner's slice spacing),
+            "medium" (100 x 256 x 256 at 0.8 mm around the heart), "small" (60 x 128 x 128 at
+            1.3 mm and 2.5 mm slices, around the heart and aorta: fast, for tests and CPU
+            training) or "gated" (56 x 512 x 512 at 0.4 mm, 3 mm slices: an ECG-gated
+            calcium-scoring scan of the heart only, a quarter of the cardiac motion, the body cut
+            by the field of view).
+        slice_spacing_mm: slices this far apart over the same range (with
+            ``slice_thickness_mm``: 5 mm contiguous slices are ``slice_thickness_mm=5,
+            slice_spacing_mm=5``).
+        shape, spacing_mm, slice_thickness_mm: override the grid (z, y, x); in-plane sizes even.
+        cac_category: force the subject's coronary calcium risk category (1-4).
+        patient_id: the patient ID of the volume's metadata; None: none.
+        anatomy: "v2" (default) the realistic anatomy: body outline along z, shoulder girdle and
+            arms, ribs with cortex and marrow at their obliquity, costal cartilage, sternum,
+            vertebrae with posterior elements, upper abdomen, neck, breasts (docs/phantoms.md);
+            "v1" the first generator's cartoon anatomy, byte for byte (the shipped model was
+            trained on it).
 
-    Returns ``(volume, labels, info)``: HU as whole numbers in [-1024, 3071] (or the scanner's
-    outside-field-of-view value), labels with :class:`calcscore.labels.Label` values, and a
-    :class:`ScanInfo`.
+    Returns:
+        ``(volume, labels, info)``: HU as whole numbers in [-1024, 3071] (or the scanner's
+        outside-field-of-view value), labels with :class:`calcscore.labels.Label` values, and a
+        :class:`ScanInfo`.
     """
     return make_scans(
         rng=rng,

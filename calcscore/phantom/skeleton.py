@@ -65,7 +65,15 @@ def _paint_capsule(hu, grid, a, b, r, h, cortex_hu, marrow_hu) -> None:
 
 
 def render_skeleton(hu: np.ndarray, geo, hab: Habitus, grid: GridSpec) -> None:
-    """Paint the bones and cartilage of the chest into ``hu`` (in place)."""
+    """Paint the bones and cartilage of the chest into ``hu`` (in place).
+
+    Args:
+        hu: (z, y, x) HU on ``grid``, changed in place.
+        geo: the subject's geometry (spine, sternum levels).
+        hab: the habitus: the curves of the ribs, cartilages and clavicles, the scapulae and
+            humeri, marrow and cartilage HU.
+        grid: the grid of ``hu``.
+    """
     h = grid.aa_width_mm
     _render_spine(hu, geo, hab, grid)
     for rib in hab.ribs:

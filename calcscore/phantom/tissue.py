@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from calcscore.phantom.anatomy import Subject
+    from calcscore.phantom.subject import Subject
 
 # HU of non-contrast chest CT (120 kVp).
 HU = {

@@ -109,7 +109,7 @@ def _render_body(hu, geo, hab: Habitus, grid: GridSpec) -> np.ndarray:
                     np.abs(np.cos(theta)) ** p,
                     fat_thickness(s, theta).astype(np.float32),
                     muscle_thickness(s, theta).astype(np.float32),
-                    extra_muscle(hab, theta, None).astype(np.float32),
+                    np.asarray(extra_muscle(hab, theta, None), dtype=np.float32),
                 )
             }
         rho, sin_p, cos_p, fat0, mus0, ext0 = polar[key]
