@@ -26,7 +26,7 @@ about 3 mm blocks and its lungs (:func:`calcscore.regions.lungs_coarse`):
    cut at the bottom or the top. Any cut: **partly covered**; none: **covered** (so a gated
    heart-only field of view counts as covered when the whole heart is inside it).
 
-Checked on every real scan in ``../shared/data`` (all covered; the QRM thorax phantom's cardiac
+Checked on every real scan the project has (8, all covered; the QRM thorax phantom's cardiac
 insert is its heart), on crops of them without the heart or cutting it, and on phantoms of every
 size (tests/test_coverage.py). Known limit: the liver dome just below the heart can join the heart
 slices, so a scan that starts in the liver dome is called cut at the bottom (partly covered) though
@@ -108,11 +108,20 @@ def heart_coverage(
     min_rows_mm: float = 30.0,
     min_heart_mm: float = 20.0,
     min_lung_fraction: float = 0.40,
-    max_edge_fraction: float = 0.25,
 ) -> HeartCoverage:
     """Whether ``volume`` covers the heart (see the module docstring for the rule and its figures).
 
-    ``volume`` must hold finite values (the checks refuse NaN and infinite voxels first).
+    Args:
+        volume: the scan in HU; it must hold finite values (the checks refuse NaN and infinite
+            voxels first).
+        min_width_mm: a heart row's run of mediastinal tissue between the lungs is this wide.
+        min_rows_mm: a heart slice has this much of heart rows.
+        min_heart_mm: the heart slices span at least this height.
+        min_lung_fraction: in one heart slice lung fills at least this share of the lungs'
+            convex outline (below it: the liver dome).
+
+    Returns:
+        the :class:`HeartCoverage`: covered, partly covered or not covered, with the reason.
     """
     hu = volume.hu
     d, f = block_mean(hu, volume.spacing_mm)
