@@ -62,11 +62,8 @@ def _read_image(p: Path) -> tuple[np.ndarray, Geometry, dict]:
 def _read_nifti_without_itk(p: Path) -> tuple[np.ndarray, Geometry, dict]:
     """What :func:`_read_image` gives for a NIfTI file, without SimpleITK."""
     log.debug("SimpleITK is not installed: reading %s with calcscore.nifti", p)
-    nii = read_nifti(p)
-    arr = nii.array
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        _restore_non_finite(p, arr)  # the file's own values, unscaled, as the SimpleITK path
-    return arr, (nii.spacing_mm, nii.origin_mm, nii.direction), {}
+    nii = read_nifti(p)  # NaN and inf voxels stay NaN and inf (scaled), as _read_itk restores them
+    return nii.array, (nii.spacing_mm, nii.origin_mm, nii.direction), {}
 
 
 _MET_BYTES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4}
@@ -135,14 +132,19 @@ def _read_itk(p: Path):
             "pass the original greyscale CT",
         )
     arr = sitk.GetArrayFromImage(img)
-    if suffix_of(p).startswith(".nii") and arr.dtype.kind == "f" and (arr == 0).any():
-        _restore_non_finite(p, arr)
+    if suffix_of(p).startswith(".nii") and arr.dtype.kind == "f":
+        # a NaN/inf voxel reads as 0, or as scl_inter where the header scales intensities
+        inter = float(img.GetMetaData("scl_inter")) if img.HasMetaDataKey("scl_inter") else 0.0
+        if (arr == 0).any() or (arr == np.float32(inter)).any():
+            _restore_non_finite(p, arr)
     return img, arr
 
 
 def _restore_non_finite(p: Path, arr: np.ndarray) -> None:
-    """ITK reads NaN and infinite voxels of a float NIfTI as 0: put them back into ``arr`` (in
-    place) from the file's own bytes, so that the checks see them and never score them silently."""
+    """ITK reads NaN and infinite voxels of a float NIfTI as 0 (then scaled): put them back into
+    ``arr`` (in place) from the file's own bytes, scaled by the header's ``scl_slope`` and
+    ``scl_inter`` as :func:`calcscore.nifti.read_nifti` scales them, so that the checks see them
+    and never score them silently."""
     import gzip
     import struct
 
@@ -157,7 +159,11 @@ def _restore_non_finite(p: Path, arr: np.ndarray) -> None:
     offset = int(struct.unpack(endian + "f", data[108:112])[0])
     raw = np.frombuffer(data, endian + kind, count=arr.size, offset=offset).reshape(arr.shape)
     bad = ~np.isfinite(raw)
-    arr[bad] = raw[bad]
+    slope, inter = struct.unpack(endian + "2f", data[112:120])
+    if slope not in (0.0, 1.0) or (slope != 0.0 and inter != 0.0):  # as ITK and read_nifti scale
+        arr[bad] = raw[bad].astype(np.float32) * np.float32(slope) + np.float32(inter)
+    else:
+        arr[bad] = raw[bad]
 
 
 def _check_nifti_complete(p: Path, img) -> None:
