@@ -19,12 +19,6 @@ PACKAGE = ROOT / "calcscore"
 PENDING = {
     "calcscore/batch.py",
     "calcscore/checks.py",
-    "calcscore/commands/evaluate.py",
-    "calcscore/datasets/_common.py",
-    "calcscore/datasets/coca.py",
-    "calcscore/datasets/orcascore.py",
-    "calcscore/dicom_out.py",
-    "calcscore/io.py",
     "calcscore/regions.py",
     "calcscore/scoring.py",
 }

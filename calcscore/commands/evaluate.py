@@ -144,6 +144,18 @@ def iter_cases(
 
     Every reference scan must have a prediction; predictions without a reference are ignored
     (with a warning).
+
+    Args:
+        reference: the reference label maps: a manifest CSV, or a folder of
+            ``<scan_id>.nii.gz`` (.mha, ...) label maps.
+        prediction: the predicted label maps, the same way.
+        images: the CT images (for Agatston scores): a manifest or a folder of images or DICOM
+            series folders named by scan id; default the reference manifest's ``image`` column.
+        ref_column: the manifest column of ``reference`` that holds the label map paths.
+        pred_column: the manifest column of ``prediction`` that holds the label map paths.
+
+    Yields:
+        One :class:`calcscore.metrics.ScanCase` per reference scan, sorted by scan id.
     """
     from calcscore.errors import InputError
     from calcscore.io import read_labels, read_volume

@@ -57,7 +57,18 @@ def prepare_out(out_dir: str | Path) -> Path:
 
 
 def write_scan(out: Path, scan_id: str, volume: CTVolume, labels: LabelVolume, fmt: str) -> dict:
-    """Write one scan's image and label map; returns the manifest path columns."""
+    """Write one scan's image and label map.
+
+    Args:
+        out: the import's output folder (``images/`` and ``labels/`` go under it).
+        scan_id: the file name stem of both files.
+        volume: the scan.
+        labels: its label map.
+        fmt: the file format, one of :data:`FORMATS` (``"nii.gz"`` or ``"mha"``).
+
+    Returns:
+        The manifest's path columns: ``{"image": path, "labels": path}``.
+    """
     image = write_volume(volume, out / "images" / f"{scan_id}.{fmt}")
     label_path = write_labels(labels, out / "labels" / f"{scan_id}.{fmt}")
     return {"image": image, "labels": label_path}
@@ -67,7 +78,17 @@ def run_scans(
     items: Iterable[tuple[str, Path, Callable[[], dict]]], result: ImportResult, *, keep_going: bool
 ) -> list[dict]:
     """Call each ``(scan_id, path, make_row)``; an InputError fails that scan only (with
-    ``keep_going``) and is recorded in ``result.errors``. Returns the manifest rows."""
+    ``keep_going``) and is recorded in ``result.errors``.
+
+    Args:
+        items: ``(scan_id, path, make_row)`` per scan: ``path`` names the input in the error
+            table, ``make_row()`` imports the scan and returns its manifest row.
+        result: the import's result; the scans imported and the errors are added to it.
+        keep_going: record an InputError and go on with the next scan; False raises it.
+
+    Returns:
+        The manifest rows of the scans imported, in order.
+    """
     rows = []
     for scan_id, path, make_row in items:
         try:
@@ -84,7 +105,16 @@ def run_scans(
 
 
 def finish(out: Path, rows: list[dict], result: ImportResult) -> ImportResult:
-    """Write the manifest (when a scan was imported) and the error table (when a scan failed)."""
+    """Write the manifest (when a scan was imported) and the error table (when a scan failed).
+
+    Args:
+        out: the import's output folder.
+        rows: the manifest rows (:func:`run_scans`).
+        result: the import's result, completed here with the paths written.
+
+    Returns:
+        ``result``.
+    """
     from calcscore.manifest import write_manifest
 
     if rows:

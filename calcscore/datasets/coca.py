@@ -85,7 +85,17 @@ def find_series(patient_dir: Path) -> Path:
 def load_gated_patient(
     root: str | Path, patient_id: str, *, threshold_hu: float = CALCIUM_THRESHOLD_HU
 ) -> tuple[CTVolume, LabelVolume, pd.DataFrame]:
-    """Read one gated COCA patient: its CT, its label map and the ROI table."""
+    """Read one gated COCA patient: its CT, its label map and the ROI table.
+
+    Args:
+        root: the folder of the COCA download.
+        patient_id: the patient (a folder under ``patient/`` of the gated part).
+        threshold_hu: the calcium threshold that rasterises the ROIs into labels.
+
+    Returns:
+        ``(volume, labels, table)``: the CT, the label map on its grid, and one row per ROI
+        (:func:`calcscore.datasets.coca_rois.rasterize_rois`).
+    """
     gated = Path(root) / GATED_DIR
     xml_path = gated / "calcium_xml" / f"{patient_id}.xml"
     patient_dir = gated / "patient" / patient_id
@@ -214,8 +224,17 @@ def import_coca(
     kernel name; ``scanner`` is manufacturer and model; then ``kernel_name``,
     ``slice_thickness_mm``, ``slice_spacing_mm``, ``annotation``, ``n_rois``) for the gated part,
     and ``reference_scores_nongated.csv`` (:func:`read_nongated_scores`) for the non-gated part.
-    A patient whose input is malformed goes to ``import_errors.csv``; ``keep_going=False``
-    raises at the first instead.
+    A patient whose input is malformed goes to ``import_errors.csv``.
+
+    Args:
+        root: the folder of the COCA download.
+        out_dir: the output folder (created).
+        fmt: the output format, ``"nii.gz"`` or ``"mha"``.
+        threshold_hu: the calcium threshold that rasterises the ROIs into labels.
+        keep_going: record a malformed patient and go on; False raises at the first instead.
+
+    Returns:
+        An :class:`~calcscore.datasets._common.ImportResult`.
     """
     check_format(fmt)
     src = Path(root)

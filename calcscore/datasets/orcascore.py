@@ -151,7 +151,16 @@ def import_orcascore(
     Writes ``images/<id>.<fmt>``, ``labels/<id>.<fmt>`` and ``manifest.csv`` (the columns of
     ``calcscore synth``: ``kernel`` is soft/sharp/unknown from the image's kernel name, if the
     file has one; then ``source_image``, ``source_reference``). Scans that fail go to
-    ``import_errors.csv``; ``keep_going=False`` raises at the first.
+    ``import_errors.csv``.
+
+    Args:
+        root: the folder of the orCaScore data.
+        out_dir: the output folder (created).
+        fmt: the output format, ``"nii.gz"`` or ``"mha"``.
+        keep_going: record a scan that fails and go on; False raises at the first instead.
+
+    Returns:
+        An :class:`~calcscore.datasets._common.ImportResult`.
     """
     check_format(fmt)
     src = Path(root)
