@@ -404,3 +404,16 @@ def test_real_negatives_stage_caches_background_and_leaves_the_heart_out(tmp_pat
     lab[0, 0, 0] = IGNORE if lab[0, 0, 0] == 0 else 0
     write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
     assert stage_hashes(load_recipe(path))["real_negatives"] != before
+
+
+def test_the_next_models_recipe_loads_and_its_real_negative_ships():
+    """recipes/next.toml (the model the real-CT issue asks for, built on a GPU) is a valid recipe
+    whose real negative and label map are in the repository, so a clean clone can build it."""
+    from calcscore.pipeline.recipe import load_recipe, real_negative_files
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "next.toml")
+    assert recipe.phantoms.anatomy == "v2" and recipe.cnn1.preset == "paper"
+    assert recipe.real_negatives is not None and recipe.real_negatives.scans
+    for name in recipe.real_negatives.scans:
+        image, labels = real_negative_files(recipe, name)
+        assert image.is_file() and labels.is_file()
