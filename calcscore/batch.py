@@ -13,6 +13,9 @@ that fails is reported in the summary and the others go on.
 Under ``torchrun`` (environment variables ``RANK`` and ``WORLD_SIZE``) every process scores
 its share of the scans (scan i goes to rank i mod world size) on its own GPU (``LOCAL_RANK``),
 and rank 0 merges the per-rank summaries.
+
+What a scan leaves in the output folder is written by :mod:`calcscore.scan_outputs` (its names
+are importable from here as before).
 """
 
 from __future__ import annotations
@@ -26,21 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from calcscore.errors import CalcscoreError, InputError, optional_import
-from calcscore.io import (
-    ITK_SUFFIXES,
-    _is_dicom_file,
-    atomic_path,
-    read_volume,
-    strip_suffix,
-    suffix_of,
-    write_labels,
+from calcscore.io import ITK_SUFFIXES, _is_dicom_file, read_volume, strip_suffix, suffix_of
+from calcscore.scan_outputs import (  # noqa: F401 - importable from here as before
+    dicom_output_paths,
+    output_paths,
+    safety_net_summary,
+    sr_named_scores,
+    summary_row,
+    write_csv,
+    write_dicom_outputs,
+    write_scan_outputs,
 )
-from calcscore.labels import CALCIUM_LABELS
-from calcscore.volume import CTVolume, LabelVolume
 
 if TYPE_CHECKING:
     from calcscore.inference import InferenceOptions, Model
@@ -107,171 +109,6 @@ def resolve_inputs(inputs: list[str | Path]) -> list[ScanInput]:
     return out
 
 
-def output_paths(out_dir: Path, scan_id: str) -> dict[str, Path]:
-    return {
-        "labels": out_dir / f"{scan_id}_labels.nii.gz",
-        "scores": out_dir / f"{scan_id}_scores.json",
-        "lesions": out_dir / f"{scan_id}_lesions.csv",
-        "overlay": out_dir / f"{scan_id}_overlay.png",
-    }
-
-
-def dicom_output_paths(out_dir: Path, scan_id: str) -> dict[str, Path]:
-    return {"seg": out_dir / f"{scan_id}_seg.dcm", "sr": out_dir / f"{scan_id}_sr.dcm"}
-
-
-def write_dicom_outputs(
-    labels: LabelVolume,
-    report: dict,
-    source_series: Path,
-    out_dir: Path,
-    scan_id: str,
-    model_id: dict | None = None,
-) -> dict[str, Path]:
-    """``<scan>_seg.dcm`` (one segment per label present) and ``<scan>_sr.dcm`` (every score of
-    ``report``, referencing the SEG) for a scan read from the DICOM folder ``source_series``."""
-    from calcscore.dicom_out import write_seg, write_sr
-
-    paths = dicom_output_paths(out_dir, scan_id)
-    write_seg(labels, source_series, paths["seg"], model=model_id)
-    write_sr(
-        report,
-        source_series,
-        paths["sr"],
-        seg_path=paths["seg"],
-        scan_id=scan_id,
-        model=model_id,
-        named_scores=sr_named_scores(report),
-    )
-    return paths
-
-
-def sr_named_scores(report: dict) -> dict[str, str | float]:
-    """The scores of a scores.json beyond each label's Agatston, volume and mass, for the SR
-    (:func:`calcscore.dicom_out.write_sr` writes every one it is given): a category as text,
-    a number as a number."""
-    named: dict[str, str | float] = {}
-    if report.get("risk_category"):
-        named["Risk category"] = str(report["risk_category"])
-    if (report.get("cac_drs") or {}).get("label"):
-        named["CAC-DRS"] = str(report["cac_drs"]["label"])
-    if (report.get("ordinal_score") or {}).get("total") is not None:
-        named["Ordinal score"] = float(report["ordinal_score"]["total"])
-    return named
-
-
-def write_scan_outputs(
-    volume: CTVolume,
-    labels: LabelVolume,
-    out_dir: Path,
-    scan_id: str,
-    *,
-    convention: str = "lessmann2018",
-    overlay: bool = True,
-    extra: dict | None = None,
-    not_assessable: str | None = None,
-) -> dict:
-    """Write the four per-scan outputs, all or none (one temporary folder, moved when all are
-    written); returns the scores dict (with ``extra``'s keys added, e.g. what the safety net did).
-
-    ``not_assessable``: why the scan's categories must not be read (see
-    :mod:`calcscore.assessment`); None for an assessable scan."""
-    from calcscore.assessment import mark_assessable, mark_not_assessable
-    from calcscore.scoring import lesion_table, score_report
-    from calcscore.viz import save_overlay_png
-
-    paths = output_paths(out_dir, scan_id)
-    report = score_report(volume, labels, scan=scan_id, convention=convention)
-    if not_assessable:
-        mark_not_assessable(report, not_assessable)
-    else:
-        mark_assessable(report)
-    report.update(extra or {})
-    table = lesion_table(volume, labels, convention=convention)
-    try:
-        with atomic_path(paths["scores"]) as tmp:
-            write_labels(labels, tmp / paths["labels"].name)
-            (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
-            table.to_csv(tmp / paths["lesions"].name, index=False)
-            if overlay:
-                save_overlay_png(
-                    volume,
-                    labels,
-                    tmp / paths["overlay"].name,
-                    title=f"{scan_id}: calcscore labels",
-                )
-    except OSError as exc:
-        raise _write_error(out_dir, exc) from None
-    return report
-
-
-def _write_error(out_dir: Path, exc: OSError) -> InputError:
-    """One line for an output that could not be written (a full disk, no permission ...)."""
-    why = exc.strerror or type(exc).__name__
-    return InputError(
-        out_dir,
-        f"could not be written ({why}); nothing half-written was left",
-        "free disk space or choose a writable --out folder, then run again",
-    )
-
-
-def safety_net_summary(seg) -> dict:
-    """What the safety net of a :class:`calcscore.inference.Segmentation` did, for scores.json."""
-    r = seg.regions
-    if r is None:
-        return {"applied": False, "reason": "switched off"}
-    if not r.found:
-        return {"applied": False, "reason": r.reason}
-    return {
-        "applied": True,
-        "removed_voxels": seg.safety_net_removed,
-        "lung_volume_ml": round(r.lung_volume_ml, 1),
-        "heart_top_slice": r.heart_top_z,
-        "bone_mm3": round(r.bone_mm3, 1),
-    }
-
-
-def summary_row(
-    scan_id: str, report: dict | None, *, seconds: float, error: str | None = None, checks=None
-) -> dict:
-    row: dict = {"scan_id": scan_id, "status": "ok" if error is None else "failed"}
-    for name in [lab.name for lab in CALCIUM_LABELS] + ["CAC"]:
-        d = (report or {}).get("labels", {}).get(name, {})
-        row[f"{name}_agatston"] = d.get("agatston", np.nan) if report else np.nan
-        row[f"{name}_volume_mm3"] = d.get("volume_mm3", np.nan) if report else np.nan
-    row["risk_category"] = (report or {}).get("risk_category")
-    row.update(_standards_columns(report))
-    row["kernel_class"] = checks.kernel.kernel_class if checks is not None else None
-    row["check_warnings"] = (
-        "; ".join(f.code for f in checks.findings if f.severity != "info") if checks else None
-    )
-    row["heart_coverage"] = (
-        checks.coverage.status if checks is not None and checks.coverage is not None else None
-    )
-    row["assessable"] = (report or {}).get("assessable")
-    row["not_assessable_reason"] = (report or {}).get("not_assessable_reason")
-    row["seconds"] = round(seconds, 2)
-    from calcscore.runtime import peak_rss_mb, rss_mb
-
-    row["peak_rss_mb"] = peak_rss_mb()  # this scan's peak (Linux), see calcscore.runtime
-    row["rss_mb"] = rss_mb()
-    row["error"] = error
-    return row
-
-
-def _standards_columns(report: dict | None) -> dict:
-    """CAC-DRS, ordinal score and, where the manifest gave reference labels, the reference's."""
-    r = report or {}
-    ref = r.get("reference") or {}
-    return {
-        "cac_drs": (r.get("cac_drs") or {}).get("label"),
-        "ordinal_score": (r.get("ordinal_score") or {}).get("total"),
-        "ref_CAC_agatston": ref.get("CAC_agatston", np.nan),
-        "ref_risk_category": ref.get("risk_category"),
-        "ref_cac_drs": ref.get("cac_drs"),
-    }
-
-
 def _dist_info() -> tuple[int, int, int]:
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -298,23 +135,43 @@ def score_cohort(
     dicom: bool = False,
     overwrite: bool = False,
 ) -> pd.DataFrame:
-    """Score every scan of ``inputs`` into ``out_dir``; returns the cohort summary (its column
-    ``resumed`` is True for the scans skipped as already scored).
+    """Score every scan of ``inputs`` into ``out_dir``.
 
     Every scan first goes through :func:`calcscore.checks.ensure_scorable`: a contrast-enhanced
     scan is refused (reported as failed) unless ``force``; warnings (thick slices, no heart,
-    non-HU values, metal) and the kernel class go into the summary. ``precision``: "auto" (bf16 where
-    the device has native bf16, see :func:`calcscore.runtime.bf16_supported`), "bf16" or "fp32".
-    ``cnn2_threshold``: one CNN2 threshold for all labels instead of the model's own;
-    ``rim_fill``: False for the paper's nearest-neighbour mapping back to the scan's grid
-    (None: the model's choice, see :func:`calcscore.inference.fill_rim`); ``safety_net``: False
-    to keep labels outside their anatomical regions (None: the model's choice, see
-    :mod:`calcscore.regions`). ``report``: write each scan's ``<scan>_report.html`` and the
-    cohort's ``cohort_report.html``; ``pdf``: print the scan pages to PDF too (needs Chromium,
-    checked before any scan is scored; implies ``report``). ``dicom``: also write ``<scan>_seg.dcm`` and ``<scan>_sr.dcm``
-    for DICOM inputs (:mod:`calcscore.dicom_out`). A scan whose outputs are complete and were
-    made by the same model and settings (:mod:`calcscore.resume`) is skipped unless
-    ``overwrite``."""
+    non-HU values, metal) and the kernel class go into the summary. A scan whose outputs are
+    complete and were made by the same model and settings (:mod:`calcscore.resume`) is skipped
+    unless ``overwrite``.
+
+    Args:
+        inputs: image files, DICOM series folders and manifest CSVs (:func:`resolve_inputs`).
+        out_dir: the output folder (created).
+        model_path: the model bundle; None for the default model.
+        device: "auto", "cpu", "cuda" ... (under torchrun each process takes its ``LOCAL_RANK``
+            GPU).
+        precision: "auto" (bf16 where the device has native bf16, see
+            :func:`calcscore.runtime.bf16_supported`), "bf16" or "fp32".
+        convention: the Agatston convention (a :data:`calcscore.scoring.CONVENTIONS` name).
+        overlay: write each scan's ``<scan>_overlay.png``.
+        progress: show a progress bar.
+        force: score refused scans too (as not assessable).
+        cnn2_threshold: one CNN2 threshold for all labels instead of the model's own.
+        rim_fill: False for the paper's nearest-neighbour mapping back to the scan's grid (None:
+            the model's choice, see :func:`calcscore.inference.fill_rim`).
+        safety_net: False to keep labels outside their anatomical regions (None: the model's
+            choice, see :mod:`calcscore.regions`).
+        report: write each scan's ``<scan>_report.html`` and the cohort's
+            ``cohort_report.html``.
+        pdf: print the scan pages to PDF too (needs Chromium, checked before any scan is
+            scored; implies ``report``).
+        dicom: also write ``<scan>_seg.dcm`` and ``<scan>_sr.dcm`` for DICOM inputs
+            (:mod:`calcscore.dicom_out`).
+        overwrite: score scans again that are already scored with this model and settings.
+
+    Returns:
+        the cohort summary, one row per scan (under torchrun, rank 0 gets every rank's rows);
+        its column ``resumed`` is True for the scans skipped as already scored.
+    """
     from tqdm.auto import tqdm
 
     from calcscore.bundle import model_identity
@@ -582,11 +439,3 @@ def _barrier() -> None:
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     dist.barrier()
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp / path.name, index=False)
-    except OSError as exc:
-        raise _write_error(path.parent, exc) from None

@@ -105,8 +105,17 @@ class ChestRegions:
 def block_mean(
     hu: np.ndarray, spacing_mm, block_mm: float = BLOCK_MM
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Average ``hu`` (clipped to -1024..3000) in blocks of about ``block_mm``; returns the block
-    means and the block size in voxels (z, y, x). Voxels past the last whole block are dropped."""
+    """Average ``hu`` (clipped to -1024..3000) in blocks of about ``block_mm``. Voxels past the
+    last whole block are dropped.
+
+    Args:
+        hu: a scan in HU, (z, y, x).
+        spacing_mm: its voxel spacing (z, y, x).
+        block_mm: the block edge aimed at; each block is a whole number of voxels (at least 1).
+
+    Returns:
+        the block means (float32) and the block size in voxels (z, y, x).
+    """
     f = np.array([max(1, int(round(block_mm / s))) for s in spacing_mm])
     n = (np.array(hu.shape) // f) * f
     a = np.clip(hu[: n[0], : n[1], : n[2]], -1024.0, 3000.0, dtype=np.float32)
@@ -126,10 +135,18 @@ def _largest(mask: np.ndarray) -> np.ndarray:
 def lungs_coarse(
     d: np.ndarray, block_mm: np.ndarray, *, min_ml: float = 50.0
 ) -> tuple[np.ndarray, float]:
-    """The lungs on the coarse grid ``d`` (block means, ``block_mm`` per block): air inside the
-    body's convex hull in each slice (not the air around the patient; padding outside the field
-    of view, below -1100 HU, is neither), in 3D components of at least a quarter of the largest
-    and ``min_ml``. Returns the mask and its volume (mL)."""
+    """The lungs on a coarse grid: air inside the body's convex hull in each slice (not the air
+    around the patient; padding outside the field of view, below -1100 HU, is neither), in 3D
+    components of at least a quarter of the largest and ``min_ml``.
+
+    Args:
+        d: block means in HU (:func:`block_mean`).
+        block_mm: the size of a block in mm (z, y, x).
+        min_ml: smaller components of air are not lung.
+
+    Returns:
+        the lung mask on the grid of ``d`` and its volume (mL).
+    """
     body = _largest(d > AIR_HU)
     air = (d < AIR_HU) & (d > PADDING_HU) & ~body
     inside = np.zeros(d.shape, bool)
@@ -230,7 +247,9 @@ def _aorta_below(
 def _block_any(mask: np.ndarray, f: np.ndarray) -> np.ndarray:
     n = (np.array(mask.shape) // f) * f
     m = mask[: n[0], : n[1], : n[2]]
-    return m.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).any(axis=(1, 3, 5))
+    return np.asarray(
+        m.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).any(axis=(1, 3, 5))
+    )
 
 
 def _between(lungs: np.ndarray) -> np.ndarray:
@@ -324,6 +343,7 @@ def find_chest_regions(
         anterior_mm: the heart region reaches this far in front of the hull between the lungs
             (the heart's front, with the LAD, touches the chest wall there), up to bone, within
             ``front_half_width_mm`` of the midline between the lungs.
+        front_half_width_mm: half the width of that band in front of the heart.
         aorta_below_mm: the aortic region reaches this far below the mediastinum's lowest
             slice, in the back half of its footprint there (the aorta leaving the chest).
         heart_width_mm, heart_rows_mm: a slice belongs to the heart's height when it has
@@ -407,7 +427,17 @@ def apply_safety_net(
     :attr:`ChestRegions.aorta`, coronary and valve labels outside :attr:`ChestRegions.heart`, and
     whole lesions (26-connected) of which more than ``max_air_rim_fraction`` of the voxels touch
     air (:attr:`ChestRegions.air_rim`: calcium lies in tissue, a sharp kernel's overshoot on an
-    airway wall does not). Returns the new labels and the removed voxels per label name."""
+    airway wall does not).
+
+    Args:
+        labels: a calcium label map (0 background, :class:`calcscore.labels.Label` values).
+        regions: the :func:`find_chest_regions` of the scan, on the grid of ``labels``; when
+            they were not found, ``labels`` is returned as it is.
+        max_air_rim_fraction: a lesion with more of its voxels on the air rim is removed.
+
+    Returns:
+        the new labels and the removed voxels per label name.
+    """
     if not regions.found:
         return labels, {}
     drop = (labels == int(Label.TAC)) & ~regions.aorta
@@ -440,7 +470,16 @@ def real_negative_labels(
     automatic annotation, not an expert's: look at it (e.g. with
     :func:`calcscore.viz.render_slice`) before training on it.
 
-    Returns a uint8 array on the grid of ``volume``.
+    Args:
+        volume: a real chest CT in HU without calcium annotations.
+        regions: its :func:`find_chest_regions` (found here when None).
+        margin_mm: how far from the regions voxels become background.
+
+    Returns:
+        a uint8 array on the grid of ``volume``: 0 or :data:`calcscore.labels.IGNORE`.
+
+    Raises:
+        ValueError: when no chest regions are found.
     """
     from calcscore.labels import IGNORE
 

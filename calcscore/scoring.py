@@ -7,27 +7,9 @@ The calcium of a label is every voxel that carries the label *and* lies above th
 threshold (130 HU by default). Lesions are connected components of that mask, one label at a
 time, so a calcification that touches two vessels counts once per vessel.
 
-How an Agatston score is computed differs between tools; :class:`AgatstonConvention` holds the
-choices, with named presets (see :data:`CONVENTIONS`):
-
-``"lessmann2018"`` (default)
-    The authors' convention (Lessmann et al., IEEE TMI 2018; their published code): 3D lesions
-    of 26-connected voxels >= 130 HU, lesions under 1.5 mm^3 dropped; for each axial slice of a
-    lesion, area x density factor of that slice's maximum HU; the sum x slice spacing / 3 mm.
-``"agatston1990"``
-    Agatston et al., J Am Coll Cardiol 1990;15:827-32 (electron-beam CT, contiguous 3 mm
-    slices): lesions are 2D per slice, voxels > 130 HU, at least 1 mm^2; we use 8-connected
-    pixels (the paper does not say; 8 is what most tools use, see van Ooijen et al., Eur Radiol
-    2005;15:102-10) and slice thickness / 3 mm for the normalisation (1 on the original
-    contiguous 3 mm slices).
-``"clinical"``
-    What clinical workstations do (e.g. the syngo Calcium Scoring operating instructions:
-    density factor 1 from 130 HU inclusive, per-slice lesion areas, an "equivalent" score for
-    overlapping or non-3 mm slices): 2D 8-connected lesions per slice, >= 130 HU, at least
-    1 mm^2, slice spacing / 3 mm.
-
-The density factor is 1 for a maximum of 130-199 HU, 2 for 200-299, 3 for 300-399 and 4 for
-400 HU or more (Agatston 1990), whatever the threshold.
+How an Agatston score is computed differs between tools: :class:`AgatstonConvention` holds
+the choices, with named presets (:data:`CONVENTIONS`; see :mod:`calcscore.conventions`). Risk
+categories are in :mod:`calcscore.risk`.
 
 Mass (mg hydroxyapatite) = calibration factor x (mean HU - water HU) x volume
 (McCollough et al., Radiology 2007;243:527-38, with water at 0 HU); see
@@ -39,16 +21,31 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from calcscore.constants import CALCIUM_THRESHOLD_HU
-from calcscore.errors import InputError
+from calcscore.constants import CALCIUM_THRESHOLD_HU  # noqa: F401 - importable from here
+from calcscore.conventions import (  # noqa: F401 - the conventions belong to this API
+    AGATSTON_REFERENCE_THICKNESS_MM,
+    CONVENTIONS,
+    DEFAULT_CONVENTION,
+    DENSITY_FACTOR_BOUNDS_HU,
+    AgatstonConvention,
+    as_convention,
+    density_factor,
+)
 from calcscore.labels import CAC_LABELS, CALCIUM_LABELS, Label
+from calcscore.mass import MassCalibration, as_calibration
+from calcscore.risk import (  # noqa: F401 - the risk categories belong to this API
+    RISK_CATEGORIES,
+    RISK_CATEGORY_UPPER_BOUNDS,
+    risk_categories,
+    risk_category,
+)
 from calcscore.standards import (  # noqa: F401 - the report standards belong to this API
     CAC_DRS_CATEGORIES,
     CacDrs,
@@ -61,238 +58,8 @@ from calcscore.volume import CTVolume, LabelVolume, check_same_geometry
 
 log = logging.getLogger(__name__)
 
-#: The slice thickness (mm) the Agatston score was defined on.
-AGATSTON_REFERENCE_THICKNESS_MM = 3.0
-#: Lower bounds (HU) of density factors 1, 2, 3 and 4.
-DENSITY_FACTOR_BOUNDS_HU = (130.0, 200.0, 300.0, 400.0)
-#: Risk categories from the total CAC Agatston score: name -> inclusive upper bound.
-RISK_CATEGORY_UPPER_BOUNDS: dict[str, float] = {
-    "I": 10.0,
-    "II": 100.0,
-    "III": 1000.0,
-    "IV": math.inf,
-}
-RISK_CATEGORIES: tuple[str, ...] = tuple(RISK_CATEGORY_UPPER_BOUNDS)
 #: Names of the per-label entries of :class:`Scores`, in report order.
 SCORE_NAMES: tuple[str, ...] = tuple(lab.name for lab in CALCIUM_LABELS) + ("CAC",)
-
-_CONNECTIVITY_RANK_3D = {6: 1, 18: 2, 26: 3}
-_CONNECTIVITY_RANK_2D = {4: 1, 8: 2}
-
-
-# ----------------------------------------------------------------------------------- convention
-@dataclass(frozen=True, kw_only=True)
-class AgatstonConvention:
-    """How lesions are found and an Agatston score is computed. See the module docstring.
-
-    Attributes:
-        name: a short name for reports.
-        threshold_hu: calcium threshold in HU.
-        inclusive: ``True`` counts voxels >= ``threshold_hu``; ``False`` counts > ``threshold_hu``.
-        lesions: ``"3d"`` for 3D connected components, ``"2d"`` for components within each
-            axial slice.
-        connectivity: 6, 18 or 26 for 3D lesions; 4 or 8 for 2D lesions.
-        min_volume_mm3: 3D lesions smaller than this are dropped from every score (3D only).
-        min_area_mm2: for 2D lesions, components smaller than this are dropped from every
-            score; for 3D lesions, a slice of a lesion smaller than this adds no Agatston score
-            (its voxels still count in volume and mass).
-        normalisation: multiply the summed area x factor by ``"spacing"`` (slice spacing / 3 mm),
-            ``"thickness"`` (slice thickness / 3 mm, from ``CTVolume.meta``) or ``"none"``.
-    """
-
-    name: str = "custom"
-    threshold_hu: float = CALCIUM_THRESHOLD_HU
-    inclusive: bool = True
-    lesions: Literal["3d", "2d"] = "3d"
-    connectivity: int = 26
-    min_volume_mm3: float = 1.5
-    min_area_mm2: float = 0.0
-    normalisation: Literal["spacing", "thickness", "none"] = "spacing"
-
-    def __post_init__(self) -> None:
-        if self.lesions not in ("3d", "2d"):
-            raise ValueError(f"`lesions` must be '3d' or '2d', got {self.lesions=}")
-        valid = _CONNECTIVITY_RANK_3D if self.lesions == "3d" else _CONNECTIVITY_RANK_2D
-        if self.connectivity not in valid:
-            raise ValueError(
-                f"`connectivity` for {self.lesions} lesions must be one of "
-                f"{sorted(valid)}, got {self.connectivity=}"
-            )
-        if self.normalisation not in ("spacing", "thickness", "none"):
-            raise ValueError(
-                f"`normalisation` must be 'spacing', 'thickness' or 'none', got {self.normalisation=}"
-            )
-        if not (np.isfinite(self.threshold_hu)):
-            raise ValueError(f"`threshold_hu` must be finite, got {self.threshold_hu=}")
-        if self.min_volume_mm3 < 0 or self.min_area_mm2 < 0:
-            raise ValueError(
-                f"minimum sizes must be >= 0, got {self.min_volume_mm3=}, {self.min_area_mm2=}"
-            )
-        if self.lesions == "2d" and self.min_volume_mm3 > 0:
-            raise ValueError(
-                f"2D lesions have no volume criterion; set min_volume_mm3=0 "
-                f"(got {self.min_volume_mm3=}) and use min_area_mm2"
-            )
-
-    @classmethod
-    def preset(cls, name: str) -> AgatstonConvention:
-        """A named convention: one of :data:`CONVENTIONS`."""
-        try:
-            return CONVENTIONS[name.strip().lower()]
-        except KeyError:
-            raise ValueError(
-                f"unknown Agatston convention {name!r}; known: {', '.join(CONVENTIONS)}"
-            ) from None
-
-    def with_options(self, **changes: Any) -> AgatstonConvention:
-        """A copy with some options changed (named ``"custom"`` unless ``name`` is given)."""
-        changes.setdefault("name", "custom")
-        return replace(self, **changes)
-
-    def calcium_mask(self, hu: np.ndarray) -> np.ndarray:
-        return hu >= self.threshold_hu if self.inclusive else hu > self.threshold_hu
-
-    def structure(self) -> np.ndarray:
-        """The ``scipy.ndimage.label`` structuring element (3 x 3 x 3) of this convention."""
-        if self.lesions == "3d":
-            return ndimage.generate_binary_structure(3, _CONNECTIVITY_RANK_3D[self.connectivity])
-        s = np.zeros((3, 3, 3), bool)
-        s[1] = ndimage.generate_binary_structure(2, _CONNECTIVITY_RANK_2D[self.connectivity])
-        return s
-
-    def normalisation_factor(self, volume: CTVolume) -> float:
-        """The factor the summed area x density factor is multiplied by."""
-        if self.normalisation == "none":
-            return 1.0
-        if self.normalisation == "spacing":
-            return volume.spacing_mm[0] / AGATSTON_REFERENCE_THICKNESS_MM
-        thickness = volume.meta.slice_thickness_mm
-        if thickness is None or not thickness > 0:
-            raise InputError(
-                None,
-                "the Agatston convention normalises by slice thickness, but the scan "
-                "carries no slice thickness",
-                "set CTMeta.slice_thickness_mm, or use a convention with normalisation='spacing'",
-            )
-        return float(thickness) / AGATSTON_REFERENCE_THICKNESS_MM
-
-
-CONVENTIONS: dict[str, AgatstonConvention] = {
-    "lessmann2018": AgatstonConvention(name="lessmann2018"),
-    "agatston1990": AgatstonConvention(
-        name="agatston1990",
-        inclusive=False,
-        lesions="2d",
-        connectivity=8,
-        min_volume_mm3=0.0,
-        min_area_mm2=1.0,
-        normalisation="thickness",
-    ),
-    "clinical": AgatstonConvention(
-        name="clinical",
-        lesions="2d",
-        connectivity=8,
-        min_volume_mm3=0.0,
-        min_area_mm2=1.0,
-        normalisation="spacing",
-    ),
-}
-DEFAULT_CONVENTION = "lessmann2018"
-
-
-def density_factor(max_hu: np.ndarray | float) -> np.ndarray:
-    """Agatston density factor (1-4) of a maximum HU; 0 below 130 HU."""
-    return np.searchsorted(
-        np.asarray(DENSITY_FACTOR_BOUNDS_HU), np.asarray(max_hu, float), side="right"
-    )
-
-
-def _as_convention(convention: AgatstonConvention | str) -> AgatstonConvention:
-    if isinstance(convention, AgatstonConvention):
-        return convention
-    return AgatstonConvention.preset(str(convention))
-
-
-# ---------------------------------------------------------------------------------- calibration
-@dataclass(frozen=True)
-class MassCalibration:
-    """Linear HU -> mg hydroxyapatite (HA) per cm^3 calibration.
-
-    density (mgHA/cm^3) = ``factor_mg_per_cm3_per_hu`` x (HU - ``water_hu``), so a lesion's mass
-    is factor x (mean HU - water HU) x volume. With ``water_hu=0`` this is the standard mass
-    score (McCollough et al. 2007) with a given calibration factor.
-
-    :meth:`from_inserts` measures both points, so the line passes through the measured water
-    value: on the real QRM scan (:func:`calcscore.datasets.examples.qrm_phantom`) water reads
-    29 HU, and the three large inserts come out 10-12 % heavy with the measured zero point but 20-29 % heavy with water at 0 HU.
-    """
-
-    factor_mg_per_cm3_per_hu: float
-    water_hu: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.factor_mg_per_cm3_per_hu) and self.factor_mg_per_cm3_per_hu > 0):
-            raise ValueError(
-                f"`factor_mg_per_cm3_per_hu` must be > 0, got {self.factor_mg_per_cm3_per_hu=}"
-            )
-        if not np.isfinite(self.water_hu):
-            raise ValueError(f"`water_hu` must be finite, got {self.water_hu=}")
-
-    @classmethod
-    def from_inserts(
-        cls,
-        volume: CTVolume,
-        insert_mask: np.ndarray,
-        water_mask: np.ndarray,
-        *,
-        insert_density_mg_per_cm3: float = 200.0,
-    ) -> MassCalibration:
-        """Measure the calibration from an insert of known HA density and a water insert.
-
-        ``insert_mask`` and ``water_mask`` are boolean arrays on the grid of ``volume`` (keep
-        them away from the inserts' edges to avoid partial volume). The factor is
-        ``insert_density_mg_per_cm3 / (mean HU of insert - mean HU of water)``.
-        """
-        insert_hu = _masked_mean_hu(volume, insert_mask, "insert_mask")
-        water_hu = _masked_mean_hu(volume, water_mask, "water_mask")
-        if not insert_hu > water_hu:
-            raise ValueError(
-                f"the calibration insert ({insert_hu:.1f} HU) must be denser than water "
-                f"({water_hu:.1f} HU); check the masks"
-            )
-        factor = insert_density_mg_per_cm3 / (insert_hu - water_hu)
-        log.info(
-            "mass calibration: insert %.1f HU, water %.1f HU -> %.4g mg/cm3 per HU",
-            insert_hu,
-            water_hu,
-            factor,
-        )
-        return cls(factor_mg_per_cm3_per_hu=factor, water_hu=water_hu)
-
-    def mass_mg(self, mean_hu: np.ndarray | float, volume_mm3: np.ndarray | float) -> np.ndarray:
-        return (
-            self.factor_mg_per_cm3_per_hu
-            * (np.asarray(mean_hu, float) - self.water_hu)
-            * np.asarray(volume_mm3, float)
-            / 1000.0
-        )
-
-
-def _masked_mean_hu(volume: CTVolume, mask: np.ndarray, name: str) -> float:
-    m = np.asarray(mask, bool)
-    if m.shape != volume.shape:
-        raise ValueError(
-            f"`{name}` must have the shape of the volume {volume.shape}, got {m.shape}"
-        )
-    if not m.any():
-        raise ValueError(f"`{name}` selects no voxel")
-    return float(volume.hu[m].mean(dtype=np.float64))
-
-
-def _as_calibration(calibration: MassCalibration | float | None) -> MassCalibration | None:
-    if calibration is None or isinstance(calibration, MassCalibration):
-        return calibration
-    return MassCalibration(float(calibration))
 
 
 # ---------------------------------------------------------------------------------- lesions
@@ -322,13 +89,21 @@ def lesion_table(
 ) -> pd.DataFrame:
     """One row per calcified lesion that the convention keeps.
 
-    Columns: ``lesion`` (1..n), ``label`` (name, e.g. "LAD"), ``n_voxels``, ``volume_mm3``,
-    ``max_hu``, ``mean_hu``, ``agatston``, ``mass_mg`` (nan without calibration),
-    ``centroid_x_mm``, ``centroid_y_mm``, ``centroid_z_mm`` (patient LPS), ``first_slice`` and
-    ``last_slice`` (array index k). A float ``calibration`` is a factor in mgHA/cm^3 per HU.
+    Args:
+        volume: the scan in HU.
+        labels: its calcium labels (0 background, 1-6 LAD ... MV), on the grid of ``volume``.
+        convention: an :class:`AgatstonConvention` or a preset name (:data:`CONVENTIONS`).
+        calibration: a :class:`MassCalibration`, a factor in mgHA/cm^3 per HU (water at 0 HU),
+            or None (every ``mass_mg`` is nan).
+
+    Returns:
+        a DataFrame with columns ``lesion`` (1..n), ``label`` (name, e.g. "LAD"), ``n_voxels``,
+        ``volume_mm3``, ``max_hu``, ``mean_hu``, ``agatston``, ``mass_mg`` (nan without
+        calibration), ``centroid_x_mm``, ``centroid_y_mm``, ``centroid_z_mm`` (patient LPS),
+        ``first_slice`` and ``last_slice`` (array index k).
     """
-    conv = _as_convention(convention)
-    cal = _as_calibration(calibration)
+    conv = as_convention(convention)
+    cal = as_calibration(calibration)
     check_same_geometry(volume, labels)
     norm = conv.normalisation_factor(volume)
     hu = volume.hu
@@ -524,13 +299,20 @@ def agatston(
 ) -> Scores:
     """Agatston, volume (mm^3) and mass (mg) scores per label and for CAC.
 
-    ``labels`` must share the grid of ``volume``. ``convention`` is an
-    :class:`AgatstonConvention` or a preset name (``"lessmann2018"``, ``"agatston1990"``,
-    ``"clinical"``). ``calibration`` is a :class:`MassCalibration` or a factor in mgHA/cm^3 per
-    HU (water at 0 HU); without it every ``mass_mg`` is nan.
+    Args:
+        volume: the scan in HU.
+        labels: its calcium labels, on the grid of ``volume``.
+        convention: an :class:`AgatstonConvention` or a preset name (``"lessmann2018"``,
+            ``"agatston1990"``, ``"clinical"``).
+        calibration: a :class:`MassCalibration` or a factor in mgHA/cm^3 per HU (water at
+            0 HU); without it every ``mass_mg`` is nan.
+
+    Returns:
+        the :class:`Scores` of every label and of CAC, with the lesion table they were summed
+        from.
     """
-    conv = _as_convention(convention)
-    cal = _as_calibration(calibration)
+    conv = as_convention(convention)
+    cal = as_calibration(calibration)
     table = lesion_table(volume, labels, convention=conv, calibration=cal)
     return scores_from_lesions(table, convention=conv, calibration=cal)
 
@@ -541,8 +323,19 @@ def scores_from_lesions(
     convention: AgatstonConvention | str = DEFAULT_CONVENTION,
     calibration: MassCalibration | None = None,
 ) -> Scores:
-    """Sum a :func:`lesion_table` into per-label and CAC :class:`Scores`."""
-    conv = _as_convention(convention)
+    """Sum a :func:`lesion_table` into per-label and CAC :class:`Scores`.
+
+    Args:
+        table: a :func:`lesion_table`.
+        convention: the convention the table was measured with (an :class:`AgatstonConvention`
+            or a preset name).
+        calibration: the mass calibration the table was measured with; None makes every
+            ``mass_mg`` nan.
+
+    Returns:
+        the :class:`Scores` (a label without lesions scores 0).
+    """
+    conv = as_convention(convention)
     sums = table.groupby("label")[["agatston", "volume_mm3", "mass_mg"]].sum(min_count=1)
     counts = table.groupby("label").size()
     no_mass = math.nan if calibration is None else 0.0
@@ -579,12 +372,20 @@ def score_report(
 ) -> dict[str, Any]:
     """The dict written as ``<scan>_scores.json`` and printed by ``calcscore agatston --json``.
 
-    ``{"scan": ..., "labels": {"LAD": {"agatston", "volume_mm3", "mass_mg", "n_lesions"}, ...,
-    "CAC": {...}}, "risk_category": "I" | "II" | "III" | "IV", "cac_drs": {...},
-    "ordinal_score": {...}, "beside_cac": {...}}`` (the last three: :mod:`calcscore.standards`);
-    undefined numbers are None.
+    Args:
+        volume: the scan in HU.
+        labels: its calcium labels, on the grid of ``volume``.
+        scan: the scan's name (the dict's ``"scan"``), or None.
+        convention: an :class:`AgatstonConvention` or a preset name (:data:`CONVENTIONS`).
+        calibration: a :class:`MassCalibration`, a factor in mgHA/cm^3 per HU, or None.
+
+    Returns:
+        ``{"scan": ..., "labels": {"LAD": {"agatston", "volume_mm3", "mass_mg", "n_lesions"},
+        ..., "CAC": {...}}, "risk_category": "I" | "II" | "III" | "IV", "cac_drs": {...},
+        "ordinal_score": {...}, "beside_cac": {...}}`` (the last three:
+        :mod:`calcscore.standards`); undefined numbers are None.
     """
-    conv = _as_convention(convention)
+    conv = as_convention(convention)
     scores = agatston(volume, labels, convention=conv, calibration=calibration)
     report = scores.to_dict(scan)
     per_label = {name: s.agatston for name, s in scores.labels.items()}
@@ -598,22 +399,3 @@ def score_report(
         )
     )
     return report
-
-
-# ---------------------------------------------------------------------------------- risk
-def risk_category(cac_agatston: float) -> str:
-    """Risk category of a total CAC Agatston score: I 0-10, II 11-100, III 101-1000, IV > 1000.
-
-    Upper bounds are inclusive (10 is I, 10.5 is II).
-    """
-    score = float(cac_agatston)
-    if not math.isfinite(score) or score < 0:
-        raise ValueError(f"`cac_agatston` must be a finite score >= 0, got {cac_agatston!r}")
-    return next(name for name, upper in RISK_CATEGORY_UPPER_BOUNDS.items() if score <= upper)
-
-
-def risk_categories(cac_agatston: np.ndarray | pd.Series | list[float]) -> np.ndarray:
-    """:func:`risk_category` of each score, as an array of strings."""
-    return np.array(
-        [risk_category(s) for s in np.asarray(cac_agatston, float).ravel()], dtype=object
-    )
