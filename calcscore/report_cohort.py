@@ -24,6 +24,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from calcscore.assessment import NOT_ASSESSABLE
 from calcscore.report_html import RESEARCH_USE, esc, fmt, page, table
 from calcscore.scoring import RISK_CATEGORIES
 from calcscore.standards import CAC_DRS_CATEGORIES
@@ -83,9 +84,12 @@ def _distribution(ok: pd.DataFrame) -> str:
     drs = ok["cac_drs"].astype(str).str.split("/").str[0]
     ordinal = ok["ordinal_score"].round().astype("Int64").astype(str)
     ord_cats = [str(i) for i in range(10)]
+    # a scan scored with --force or with its heart cut has no category (calcscore.assessment)
+    drs_cats = [*CAC_DRS_CATEGORIES, NOT_ASSESSABLE]
+    risk_cats = [*RISK_CATEGORIES, NOT_ASSESSABLE]
     groups = [
-        ("CAC-DRS", list(CAC_DRS_CATEGORIES), _counts(drs, list(CAC_DRS_CATEGORIES))),
-        ("Risk category", list(RISK_CATEGORIES), _counts(ok["risk_category"], RISK_CATEGORIES)),
+        ("CAC-DRS", drs_cats, _counts(drs, drs_cats)),
+        ("Risk category", risk_cats, _counts(ok["risk_category"], risk_cats)),
         ("Ordinal score", ord_cats, _counts(ordinal, ord_cats)),
     ]
     tables = "".join(

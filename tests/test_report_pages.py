@@ -109,7 +109,7 @@ def test_cohort_page_counts_links_and_agreement(tmp_path):
     assert "refused: contrast-enhanced" in html
     # CAC-DRS counts A0 0, A1 2, A2 0, A3 2
     drs = html.split('data-item="CAC-DRS"')[1].split("</table>")[0]
-    assert re.findall(r"<td>(\d+)</td>", drs) == ["0", "2", "0", "2"]
+    assert re.findall(r"<td>(\d+)</td>", drs) == ["0", "2", "0", "2", "0"]
     agreement = html.split("Agreement with the reference (4 scans)")[1]
     risk = agreement.split("CAC-DRS category")[0]
     assert "Linearly weighted kappa 0.78" in risk  # worked out by hand (report_cases)
@@ -201,3 +201,18 @@ def test_score_writes_the_pages_and_scores_the_manifest_reference(tmp_path, tiny
                  "--no-overlay", "--no-report"]) == 0  # fmt: skip
     assert (quiet / "s1_scores.json").is_file()
     assert not list(quiet.glob("*.html"))
+
+
+def test_cohort_page_counts_scans_that_are_not_assessable(tmp_path):
+    """A scan scored with --force (or its heart cut) has no category: the distribution counts it
+    under "not assessable", never in A0 or I."""
+    summary = cohort_summary()
+    summary.loc[summary.scan_id == "a", ["cac_drs", "risk_category"]] = "not assessable"
+    summary["assessable"] = summary.scan_id != "a"
+    html = render_cohort_report(summary, tmp_path)
+    for item in ("CAC-DRS", "Risk category"):
+        part = html.split(f'data-item="{item}"')[1].split("</table>")[0]
+        assert "not assessable" in part
+        assert re.findall(r"<td>(\d+)</td>", part)[-1] == "1"
+    drs = html.split('data-item="CAC-DRS"')[1].split("</table>")[0]
+    assert re.findall(r"<td>(\d+)</td>", drs) == ["0", "1", "0", "2", "1"]
