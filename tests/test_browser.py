@@ -25,21 +25,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from calcscore.report_pdf import CHROMIUM_ARGS as CHROMIUM_FLAGS
 from calcscore.viz import THRESHOLD_COLOUR
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_slice_viewer.ipynb"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = list(CHROMIUM_FLAGS)  # the project's flags (calcscore.report_pdf prints with them)
 
 pytestmark = [
     pytest.mark.browser,
