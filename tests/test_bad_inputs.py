@@ -434,6 +434,7 @@ def test_the_catalogue_holds_at_least_30_cases():
     assert len({c.name for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:slice thickness")  # the 6 mm case, scored anyway
 def test_the_rest_of_a_cohort_goes_on_and_forced_scans_are_not_assessable(
     tmp_path, tiny, model_dir, capsys

@@ -103,6 +103,7 @@ def _prepared(*, whole_hu: bool = False):
     return volume, net, cnn1, cnn2, zyx, label1, hit, p2
 
 
+@pytest.mark.slow
 def test_segment_applies_the_threshold_of_each_label_group():
     volume, _, cnn1, cnn2, zyx, label1, hit, p2 = _prepared()
     thresholds = {"CAC": 0.3, "TAC": 0.7, "AV": 0.45, "MV": 0.6}
@@ -134,6 +135,7 @@ def test_segment_applies_the_threshold_of_each_label_group():
     assert (seg.labels.labels != paper.labels.labels).any()  # the thresholds matter here
 
 
+@pytest.mark.slow
 def test_collect_scores_matches_patch_by_patch(tmp_path):
     volume, net, cnn1, cnn2, zyx, label1, hit, p2 = _prepared(whole_hu=True)
     # a reference: every voxel >= 130 HU left of x = 32 is TAC, right of it LAD

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from calcscore.inference import DEFAULT_MODEL_DIR, Model
 from calcscore.io import read_labels, read_volume
@@ -23,6 +24,7 @@ def test_the_shipped_model_is_in_the_package_and_says_what_it_learned_from():
     assert f"{soft_f1:.2f}" in card
 
 
+@pytest.mark.slow
 def test_demo_scores_a_phantom_beside_its_ground_truth(tmp_path):
     out = tmp_path / "demo"
     r = subprocess.run(

@@ -128,6 +128,7 @@ def test_channels_last_and_bf16_agree_with_fp32():
     assert (bf.cnn1_labels_network.labels == ref.cnn1_labels_network.labels).mean() > 0.95
 
 
+@pytest.mark.slow
 def test_cnn2_batch_size_changes_nothing_but_speed():
     torch.set_num_threads(1)
     volume = _scan(3)

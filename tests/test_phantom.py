@@ -175,6 +175,7 @@ def test_descending_aorta_stays_in_front_of_the_vertebral_bodies():
     )
 
 
+@pytest.mark.slow
 def test_every_label_occurs_in_12_scans(cohort):
     full, _ = cohort
     present = set().union(*({Label(v) for v in np.unique(lab.labels) if v} for _, lab, _ in full))

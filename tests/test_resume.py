@@ -98,6 +98,7 @@ def test_a_second_run_skips_and_keeps_the_summary(tmp_path, cohort, model_dir, c
     assert all(_outputs(out)[f"s{i}_scores.json"] > before[f"s{i}_scores.json"] for i in (1, 2))
 
 
+@pytest.mark.slow
 def test_what_changed_is_scored_again(tmp_path, cohort, model_dir, caplog):
     out = tmp_path / "out"
     scans = cohort[1:3]  # s2, s3
@@ -231,6 +232,7 @@ def test_provenance_is_as_readable_as_the_outputs(tmp_path, cohort, model_dir):
     assert mode == (out / "s2_scores.json").stat().st_mode & 0o777
 
 
+@pytest.mark.slow
 def test_pdfs_are_printed_for_scans_scored_now_or_missing_theirs(tmp_path, cohort, model_dir):
     """--pdf prints after the scans' outputs are complete: a resumed run prints only the PDFs
     that are missing (a run killed before its PDFs), and leaves the others alone."""

@@ -49,6 +49,7 @@ def _score(*args) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
     out = tmp_path / "out"
     r = _score(
@@ -92,6 +93,7 @@ def test_score_nifti_dicom_and_manifest(tmp_path, model_dir, inputs):
     )
 
 
+@pytest.mark.slow
 def test_a_failing_scan_is_reported_and_the_rest_go_on(tmp_path, model_dir, inputs):
     out = tmp_path / "out"
     r = _score(
@@ -218,6 +220,7 @@ def test_resolve_inputs_rejects_unknown_files(tmp_path):
         resolve_inputs([p])
 
 
+@pytest.mark.slow
 def test_torchrun_shares_a_cohort_between_two_processes(tmp_path, model_dir, inputs):
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "out"
@@ -254,6 +257,7 @@ def test_torchrun_shares_a_cohort_between_two_processes(tmp_path, model_dir, inp
     assert all((out / f"{s}_scores.json").is_file() for s in ["m1", "m2", "b_dicom"])
 
 
+@pytest.mark.slow
 def test_a_contrast_enhanced_scan_is_refused_unless_forced(tmp_path, model_dir):
     from calcscore.phantom import make_scan
 
@@ -284,6 +288,7 @@ def test_a_contrast_enhanced_scan_is_refused_unless_forced(tmp_path, model_dir):
     assert "contrast" in summary.loc[0, "check_warnings"]
 
 
+@pytest.mark.slow
 def test_no_safety_net_flag_is_recorded_and_keeps_the_networks_labels(tmp_path, model_dir, inputs):
     on, off = tmp_path / "on", tmp_path / "off"
     assert (

@@ -374,6 +374,7 @@ def write_manifest(folder: Path, n: int) -> Path:
     return folder / "manifest.csv"
 
 
+@pytest.mark.slow
 def test_cli_trains_cnn1_then_cnn2_and_resumes(scans, tmp_path, capsys):
     from calcscore.cli import main
 
