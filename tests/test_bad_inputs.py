@@ -21,28 +21,13 @@ import pandas as pd
 import pydicom
 import pytest
 import SimpleITK as sitk
-import torch
 
 from calcscore.cli import main
 from calcscore.io import write_dicom_series, write_volume
-from calcscore.networks import build_network
 from calcscore.phantom import make_scan
-from calcscore.training import get_config, save_model
 from calcscore.volume import CTMeta
 
 OUTPUT_SUFFIXES = ("_labels.nii.gz", "_scores.json", "_lesions.csv", "_overlay.png")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A tiny random model (its labels do not matter here: only what happens around them)."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    c1 = get_config("workshop", "cnn1", width=4, head_width=8)
-    c2 = get_config("workshop", "cnn2", width_scale=0.25, dense_width=8)
-    save_model(build_network("cnn1", c1.network_params()), c1, folder / "cnn1.pt")
-    save_model(build_network("cnn2", c2.network_params()), c2, folder / "cnn2.pt")
-    return folder
 
 
 @pytest.fixture(scope="module")

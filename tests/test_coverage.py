@@ -9,16 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from calcscore.assessment import CATEGORY_KEYS, NOT_ASSESSABLE, mark_not_assessable
 from calcscore.checks import check_scan
 from calcscore.cli import main
 from calcscore.coverage import COVERED, NOT_COVERED, PARTLY_COVERED, heart_coverage
 from calcscore.io import read_volume, write_volume
-from calcscore.networks import build_network
 from calcscore.phantom import make_scan
-from calcscore.training import get_config, save_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHEST = SHARED / "open-chest-ct"
@@ -36,17 +33,6 @@ def lungdx():
 @pytest.fixture(scope="module")
 def small():
     return make_scan(rng=3, size="small")[0]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    c1 = get_config("workshop", "cnn1", width=4, head_width=8)
-    c2 = get_config("workshop", "cnn2", width_scale=0.25, dense_width=8)
-    save_model(build_network("cnn1", c1.network_params()), c1, folder / "cnn1.pt")
-    save_model(build_network("cnn2", c2.network_params()), c2, folder / "cnn2.pt")
-    return folder
 
 
 # ---------------------------------------------------------------------------- real scans
