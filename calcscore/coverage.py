@@ -21,7 +21,8 @@ about 3 mm blocks and its lungs (:func:`calcscore.regions.lungs_coarse`):
 3. **Field of view.** A heart between two lungs has its sides inside the field of view. Where
    none is found, rows of the same width from lung to the edge of the field of view (the image
    border or padding outside the reconstruction circle) that span the body's middle are tried
-   with the same rule: a heart found so is cut by the field of view.
+   with the same rule, save that the visible run need only be half as wide (a field of view
+   that cuts the heart shows part of its width): a heart found so is cut by the field of view.
 4. **Top and bottom.** Heart slices in the scan's first or last block of slices: the heart is
    cut at the bottom or the top. Any cut: **partly covered**; none: **covered** (so a gated
    heart-only field of view counts as covered when the whole heart is inside it).
@@ -32,7 +33,11 @@ size (tests/test_coverage.py). Known limit: the liver dome just below the heart 
 slices, so a scan that starts in the liver dome is called cut at the bottom (partly covered) though
 the heart is whole: the error is on the side of "not assessable". On a heart-only field of view
 cut below the middle of the heart, the cut may be placed at the field of view rather than at the
-top: the status (partly covered) is right, its place not.
+top: the status (partly covered) is right, its place not. Heart-only phantoms cut from the side
+to 83-100 mm come out partly covered (tests/test_coverage.py); one crop through the heart's
+middle of the 12 tried was called not covered (refused: still no category). A side cut of the
+liver dome below the heart (the 12 lowest slices of lungdx-a0001-b, one lung kept) is called
+partly covered rather than not covered: scored, but not assessable.
 """
 
 from __future__ import annotations
@@ -141,7 +146,8 @@ def heart_coverage(
     edge = peak <= PADDING_HU  # padding outside the reconstruction circle
     body = _largest(d > AIR_HU)
     min_run = max(2, int(np.ceil(min_width_mm / block[2])))
-    lung_rows, edge_rows = _heart_rows(lungs, tissue, edge, body, min_run)
+    min_edge_run = max(2, int(np.ceil(min_width_mm / 2 / block[2])))
+    lung_rows, edge_rows = _heart_rows(lungs, tissue, edge, body, min_run, min_edge_run)
     fraction = _lung_fraction(lungs, block, (lung_rows + edge_rows) * block[1] >= min_rows_mm)
     rule = (min_width_mm, min_rows_mm, min_heart_mm, min_lung_fraction)
     between = _heart_slices(lung_rows * block[1], fraction, block[0], *rule[1:])
@@ -224,11 +230,17 @@ def _heart_slices(
 
 
 def _heart_rows(
-    lungs: np.ndarray, tissue: np.ndarray, edge: np.ndarray, body: np.ndarray, min_run: int
+    lungs: np.ndarray,
+    tissue: np.ndarray,
+    edge: np.ndarray,
+    body: np.ndarray,
+    min_run: int,
+    min_edge_run: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per slice, the rows with a run of ``tissue`` at least ``min_run`` blocks long between
-    lung and lung, and (of the others) those with one between lung and the edge of the field of
-    view (the border or ``edge`` blocks) that spans the body's middle in that row."""
+    lung and lung, and (of the others) those with one at least ``min_edge_run`` long between lung
+    and the edge of the field of view (the border or ``edge`` blocks) that spans the body's
+    middle in that row: a field of view that cuts the heart shows only part of its width."""
     nz, ny, nx = tissue.shape
     along_x = np.zeros((3, 3, 3), bool)
     along_x[1, 1, :] = True
@@ -243,9 +255,10 @@ def _heart_rows(
     np.maximum.at(b, k, x + 1)
     rz, ry = np.zeros(n + 1, int), np.zeros(n + 1, int)
     rz[k], ry[k] = z, y
-    keep = np.flatnonzero(b - a >= min_run)
+    keep = np.flatnonzero(b - a >= min(min_run, min_edge_run))
     keep = keep[keep > 0]
     a, b, rz, ry = a[keep], b[keep], rz[keep], ry[keep]
+    wide = b - a >= min_run
     left_lung = (a > 0) & lungs[rz, ry, np.maximum(a - 1, 0)]
     right_lung = (b < nx) & lungs[rz, ry, np.minimum(b, nx - 1)]
     left_edge = (a == 0) | edge[rz, ry, np.maximum(a - 1, 0)]
@@ -254,9 +267,12 @@ def _heart_rows(
     last = nx - 1 - np.argmax(body[:, :, ::-1], axis=2)
     mid = np.where(body.any(axis=2), (first + last) / 2.0, nx / 2.0)[rz, ry]
     spans = (a <= mid) & (mid < b)
-    at_edge = spans & ((left_lung & right_edge) | (left_edge & right_lung))
+    at_edge = (
+        spans & (b - a >= min_edge_run) & ((left_lung & right_edge) | (left_edge & right_lung))
+    )
     between = np.zeros((nz, ny), bool)
-    between[rz[left_lung & right_lung], ry[left_lung & right_lung]] = True
+    lung_both = wide & left_lung & right_lung
+    between[rz[lung_both], ry[lung_both]] = True
     edged = np.zeros((nz, ny), bool)
     edged[rz[at_edge], ry[at_edge]] = True
     return between.sum(axis=1), (edged & ~between).sum(axis=1)

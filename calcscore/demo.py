@@ -62,6 +62,7 @@ def run_demo(
         categories, voxel F1 per label group, timings and where the outputs are.
     """
     from calcscore.batch import safety_net_summary, summary_row, write_csv, write_scan_outputs
+    from calcscore.checks import check_scan
     from calcscore.inference import InferenceOptions, Model, segment
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
@@ -80,6 +81,11 @@ def run_demo(
     t_make = time.perf_counter() - t0
     write_volume(volume, out / f"{scan_id}.nii.gz")
     write_labels(truth, out / f"{scan_id}_truth.nii.gz")
+    # the same checks as `calcscore score`: a phantom they would refuse is scored as `--force`
+    # does (not assessable), and the report says why
+    checks = check_scan(volume, force=True, source=out / f"{scan_id}.nii.gz")
+    for finding in checks.refusals + checks.warnings:
+        log.warning("%s: %s", scan_id, finding.message)
     dev = str(resolve_device(device))
     model = Model.load(model_path, device=dev)
     t1 = time.perf_counter()
@@ -90,18 +96,25 @@ def run_demo(
     )
     t_seg = time.perf_counter() - t1
     predicted = write_scan_outputs(
-        volume, seg.labels, out, scan_id, extra={"safety_net": safety_net_summary(seg)}
+        volume,
+        seg.labels,
+        out,
+        scan_id,
+        extra={
+            "safety_net": safety_net_summary(seg),
+            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
+        },
+        not_assessable=checks.not_assessable_reason,
     )
-    write_csv(
-        pd.DataFrame([summary_row(scan_id, predicted, seconds=t_seg)]), out / "cohort_summary.csv"
-    )
+    row = summary_row(scan_id, predicted, seconds=t_seg, checks=checks)
+    write_csv(pd.DataFrame([row]), out / "cohort_summary.csv")
     reference = score_report(volume, truth, scan=scan_id)
     predicted["reference"] = {  # the page shows the ground truth's categories beside
         "CAC_agatston": reference["labels"]["CAC"]["agatston"],
         "risk_category": reference["risk_category"],
         "cac_drs": reference["cac_drs"]["label"],
     }
-    write_scan_page(predicted, volume, seg.labels, out, model=model)
+    write_scan_page(predicted, volume, seg.labels, out, checks=checks, model=model)
     table = comparison_table(reference, predicted)
     agree = detection_agreement(truth, seg.labels).set_index("label")
     nz, ny, nx = volume.shape
@@ -110,6 +123,9 @@ def run_demo(
         f"{nx} x {ny} x {nz} voxels, {volume.meta.manufacturer} {volume.meta.model})",
         f"model: {model.source}" + (" - trained on synthetic phantoms only" if model.info else ""),
         f"phantom made in {t_make:.1f} s, scored in {t_seg:.1f} s on {dev}",
+        "checks: "
+        + ("; ".join(f.message for f in checks.refusals + checks.warnings) or "no warning")
+        + (f" (heart {checks.coverage.status})" if checks.coverage is not None else ""),
         "",
         table.round(1).to_string(),
         "",

@@ -113,8 +113,20 @@ def test_phantom_crops(small):
     assert upper.status == PARTLY_COVERED and upper.cut == ("bottom",)
     above = heart_coverage(small.with_array(small.hu[c.last_slice + 8 :]))
     assert above.status == NOT_COVERED
-    half = small.shape[2] // 2 - 12  # 15 mm left of the middle: half the heart gone
-    assert heart_coverage(small.with_array(small.hu[:, :, half:])).status != COVERED
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("side", ["right", "left"])  # the patient's side kept
+@pytest.mark.parametrize("keep_mm", [83, 100])
+def test_phantom_cut_from_the_side_is_partly_covered(seed, side, keep_mm):
+    """A field of view that keeps only one side of a 166 mm heart-only phantom (83 mm: half of
+    it, or 100 mm) cuts the heart: partly covered, cut at the field of view, never covered and
+    never "no heart"."""
+    vol = make_scan(rng=seed, size="small")[0]
+    n = int(round(keep_mm / vol.spacing_mm[2]))
+    x = slice(vol.shape[2] - n, None) if side == "left" else slice(0, n)
+    c = heart_coverage(vol.with_array(vol.hu[:, :, x]))
+    assert c.status == PARTLY_COVERED and "field of view" in c.cut, c.reason
 
 
 # ------------------------------------------------------------------- the checks and scoring

@@ -11,6 +11,7 @@ import pytest
 
 from calcscore.inference import DEFAULT_MODEL_DIR, Model
 from calcscore.io import read_labels, read_volume
+from calcscore.volume import LabelVolume
 
 
 def test_the_shipped_model_is_in_the_package_and_says_what_it_learned_from():
@@ -64,4 +65,33 @@ def test_demo_scores_a_phantom_beside_its_ground_truth(tmp_path):
     assert read_labels(out / f"{scan}_labels.nii.gz").same_geometry(
         read_volume(out / f"{scan}.nii.gz")
     )
-    assert pd.read_csv(out / "cohort_summary.csv")["status"].tolist() == ["ok"]
+    row = pd.read_csv(out / "cohort_summary.csv").iloc[0]
+    assert row["status"] == "ok" and row["heart_coverage"] == "covered" and row["assessable"]
+    assert report["heart_coverage"]["status"] == "covered" and report["assessable"] is True
+    assert "checks: " in r.stdout and "(heart covered)" in r.stdout
+
+
+def test_demo_runs_the_checks_of_score_on_its_phantom(tmp_path, monkeypatch, model_dir):
+    """A phantom the checks would flag (here its upper half: the heart cut at the bottom) is
+    scored as `score --force` scores it: not assessable, with the reason in the printout, the
+    scores, the summary row and the report page, never a risk category."""
+    import calcscore.phantom as phantom
+    from calcscore.demo import run_demo
+
+    make = phantom.make_scan
+
+    def upper_half(**kw):
+        vol, truth, info = make(**kw)
+        z = vol.shape[0] // 2
+        upper = vol.with_array(vol.hu[z:])
+        return upper, LabelVolume.like(upper, truth.labels[z:]), info
+
+    monkeypatch.setattr(phantom, "make_scan", upper_half)
+    text = run_demo(out_dir=tmp_path, seed=3, size="small", model_path=model_dir, device="cpu")
+    assert "heart partly covered" in text and "cut at the bottom" in text
+    report = json.loads((tmp_path / "phantom003_soft_scores.json").read_text())
+    assert report["assessable"] is False and report["risk_category"] == "not assessable"
+    assert "cut at the bottom" in report["not_assessable_reason"]
+    row = pd.read_csv(tmp_path / "cohort_summary.csv").iloc[0]
+    assert row["heart_coverage"] == "partly covered" and not row["assessable"]
+    assert "not assessable" in (tmp_path / "phantom003_soft_report.html").read_text()
