@@ -14,7 +14,8 @@ and checks what came back:
   no file lost or doubled, no temporary folder, no per-rank summary left behind;
 - memory is flat: each rank's peak RSS while scoring a scan (``peak_rss_mb`` in the summary,
   Linux VmHWM reset per scan) and its RSS after it (``rss_mb``), the median of its first 10 scans
-  against that of its last 10 (scan i is scored by rank i mod N).
+  against that of its last 10 (scan i is scored by rank i mod N), which are the same images: the
+  manifest ends with the first 10 x N images again (when ``--scans`` allows it).
 
 Prints a table of the peak RSS every ``--every`` scans per rank and a verdict; exits 1 when a scan
 is lost or doubled or a rank's memory grows by more than ``--max-growth-mb`` (default 50 MB)
@@ -42,8 +43,13 @@ COHORT_EXTRAS = {"cohort_report.html"}
 WINDOW = 10  # scans at the start and the end of each rank compared for flat memory
 
 
-def make_cohort(work: Path, n: int, shape: tuple[int, int, int]) -> Path:
-    """Write ``n`` tiny phantoms and their manifest under ``work``; returns the manifest."""
+def make_cohort(work: Path, n: int, shape: tuple[int, int, int], repeat: int = 0) -> Path:
+    """Write tiny phantoms and a manifest of ``n`` scans under ``work``; returns the manifest.
+
+    The last ``repeat`` scans of the manifest are the first ``repeat`` images again, in the same
+    order (their own scan ids): so each rank's first and last scans hold the same images, and a
+    difference in their memory is growth, not content (a scan's peak depends on its candidates).
+    """
     from calcscore.io import write_volume
     from calcscore.phantom import make_scan
 
@@ -51,9 +57,10 @@ def make_cohort(work: Path, n: int, shape: tuple[int, int, int]) -> Path:
     scans.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
-        path = scans / f"soak{i:04d}.nii.gz"
+        j = i - (n - repeat) if i >= n - repeat else i
+        path = scans / f"soak{j:04d}.nii.gz"
         if not path.is_file():
-            vol, _, _ = make_scan(rng=10_000 + i, size="small", shape=shape)
+            vol, _, _ = make_scan(rng=10_000 + j, size="small", shape=shape)
             write_volume(vol, path)
         rows.append({"scan_id": f"soak{i:04d}", "image": str(path)})
     manifest = work / "manifest.csv"
@@ -184,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="calcscore-soak-") as tmp:
         work = args.work or Path(tmp)
         t0 = time.perf_counter()
-        manifest = make_cohort(work, args.scans, tuple(args.shape))
+        repeat = WINDOW * args.nproc  # each rank's last WINDOW scans: its first WINDOW's images
+        if args.scans < 2 * repeat or (args.scans - repeat) % args.nproc:
+            repeat = 0  # too few scans, or ranks would not meet the same images
+        manifest = make_cohort(work, args.scans, tuple(args.shape), repeat)
         print(
             f"{args.scans} phantoms {tuple(args.shape)} written in {time.perf_counter() - t0:.0f} s"
         )

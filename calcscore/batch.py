@@ -177,7 +177,13 @@ def score_cohort(
     from calcscore.bundle import model_identity
     from calcscore.inference import InferenceOptions, Model
     from calcscore.report_pdf import find_pdf_engine
-    from calcscore.runtime import release_memory, reset_peak_rss, resolve_device, resolve_precision
+    from calcscore.runtime import (
+        release_memory,
+        reset_peak_rss,
+        resolve_device,
+        resolve_precision,
+        steady_memory,
+    )
 
     scans = resolve_inputs(inputs)
     if dicom:  # before any scan: a missing highdicom would fail every DICOM scan at its end
@@ -190,6 +196,7 @@ def score_cohort(
     rank, world, local = _dist_info()
     if dicom and rank == 0:
         _warn_not_dicom(scans)
+    steady_memory()  # before any kernel is built: flat memory over a long cohort
     device = str(resolve_device(device, local_rank=local))  # one GPU per process under torchrun
     model = Model.load(model_path, device=device)
     opts = InferenceOptions(

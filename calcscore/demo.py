@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from calcscore.labels import CALCIUM_LABELS
+
+if TYPE_CHECKING:
+    from calcscore.check_report import CheckReport
+    from calcscore.inference import Model, Segmentation
+    from calcscore.volume import CTVolume
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +67,12 @@ def run_demo(
         the report ``calcscore demo`` prints: scores of truth and calcscore per label, risk
         categories, voxel F1 per label group, timings and where the outputs are.
     """
-    from calcscore.batch import safety_net_summary, summary_row, write_csv, write_scan_outputs
-    from calcscore.checks import check_scan
-    from calcscore.inference import InferenceOptions, Model, segment
+    from calcscore.inference import Model
     from calcscore.io import write_labels, write_volume
     from calcscore.metrics import detection_agreement
     from calcscore.phantom import make_scan
     from calcscore.report_html import write_scan_page
-    from calcscore.runtime import resolve_device, resolve_precision
+    from calcscore.runtime import resolve_device
     from calcscore.scoring import score_report
 
     out = Path(out_dir)
@@ -81,33 +85,10 @@ def run_demo(
     t_make = time.perf_counter() - t0
     write_volume(volume, out / f"{scan_id}.nii.gz")
     write_labels(truth, out / f"{scan_id}_truth.nii.gz")
-    # the same checks as `calcscore score`: a phantom they would refuse is scored as `--force`
-    # does (not assessable), and the report says why
-    checks = check_scan(volume, force=True, source=out / f"{scan_id}.nii.gz")
-    for finding in checks.refusals + checks.warnings:
-        log.warning("%s: %s", scan_id, finding.message)
+    checks = _checks(volume, out / f"{scan_id}.nii.gz")
     dev = str(resolve_device(device))
     model = Model.load(model_path, device=dev)
-    t1 = time.perf_counter()
-    seg = segment(
-        volume,
-        model,
-        InferenceOptions(device=dev, channels_last=True, bf16=resolve_precision("auto", dev)),
-    )
-    t_seg = time.perf_counter() - t1
-    predicted = write_scan_outputs(
-        volume,
-        seg.labels,
-        out,
-        scan_id,
-        extra={
-            "safety_net": safety_net_summary(seg),
-            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
-        },
-        not_assessable=checks.not_assessable_reason,
-    )
-    row = summary_row(scan_id, predicted, seconds=t_seg, checks=checks)
-    write_csv(pd.DataFrame([row]), out / "cohort_summary.csv")
+    seg, predicted, t_seg = _score(volume, model, dev, checks, out, scan_id)
     reference = score_report(volume, truth, scan=scan_id)
     predicted["reference"] = {  # the page shows the ground truth's categories beside
         "CAC_agatston": reference["labels"]["CAC"]["agatston"],
@@ -143,3 +124,45 @@ def run_demo(
         f"the phantom ({scan_id}.nii.gz) and its ground truth ({scan_id}_truth.nii.gz)",
     ]
     return "\n".join(lines)
+
+
+def _checks(volume: CTVolume, source: Path) -> CheckReport:
+    """The checks of `calcscore score`: a phantom they would refuse is scored as `--force` does
+    (not assessable), and the report says why."""
+    from calcscore.checks import check_scan
+
+    checks = check_scan(volume, force=True, source=source)
+    for finding in checks.refusals + checks.warnings:
+        log.warning("%s: %s", source.name, finding.message)
+    return checks
+
+
+def _score(
+    volume: CTVolume, model: Model, dev: str, checks: CheckReport, out: Path, scan_id: str
+) -> tuple[Segmentation, dict, float]:
+    """Segment and write the outputs of `calcscore score`: (segmentation, scores, seconds)."""
+    from calcscore.batch import safety_net_summary, summary_row, write_csv, write_scan_outputs
+    from calcscore.inference import InferenceOptions, segment
+    from calcscore.runtime import resolve_precision
+
+    t1 = time.perf_counter()
+    seg = segment(
+        volume,
+        model,
+        InferenceOptions(device=dev, channels_last=True, bf16=resolve_precision("auto", dev)),
+    )
+    t_seg = time.perf_counter() - t1
+    predicted = write_scan_outputs(
+        volume,
+        seg.labels,
+        out,
+        scan_id,
+        extra={
+            "safety_net": safety_net_summary(seg),
+            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
+        },
+        not_assessable=checks.not_assessable_reason,
+    )
+    row = summary_row(scan_id, predicted, seconds=t_seg, checks=checks)
+    write_csv(pd.DataFrame([row]), out / "cohort_summary.csv")
+    return seg, predicted, t_seg

@@ -6,9 +6,9 @@
 3. CNN1, fully convolutionally: each orientation's subnetwork runs once over every slice of that
    orientation that holds a candidate (never one patch per voxel); its 32 features are kept at
    the candidate voxels only, so memory grows with the number of candidates, not with the scan.
-   The slices are cut from the body's bounding box grown by half the receptive field, and
-   everything outside the scan reads as -1000 HU, exactly as the training patches do
-   (:mod:`calcscore.sampling`), so the output equals patch-by-patch classification.
+   The slices are cut from the candidates' box (widened to few shapes) grown by half the
+   receptive field, everything outside the scan reading -1000 HU as in the training patches
+   (:mod:`calcscore.sampling`): the output equals patch-by-patch classification.
 4. The head (and the auxiliary classifiers) on the candidates' feature vectors;
    p = 1/2 p_N + 1/6 (p_A + p_S + p_C); the most probable class wins.
 5. CNN2 on the voxels CNN1 calls calcium (65 x 65 2.5D patches); a voxel survives when CNN2's
@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# re-exported from here as before: DEFAULT_MODEL_DIR and threshold_table (also from calibration),
-# bf16_supported and resolve_precision
+# re-exported as before: DEFAULT_MODEL_DIR, threshold_table, bf16_supported, resolve_precision
 from calcscore.bundle import DEFAULT_MODEL_DIR, load_bundle, threshold_table  # noqa: F401
 from calcscore.candidates import (  # noqa: F401  (re-exported: calcscore.inference.body_mask etc.)
     _normalised_block,
@@ -66,7 +65,14 @@ from calcscore.rim import (  # noqa: F401  (re-exported: calcscore.inference.fil
     rim_thresholds_hu,
     soft_tissue_hu,
 )
-from calcscore.runtime import autocast, bf16_supported, resolve_precision  # noqa: F401
+from calcscore.runtime import (  # noqa: F401
+    autocast,
+    bf16_supported,
+    bucket_count,
+    bucket_span,
+    pad_index,
+    resolve_precision,
+)
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
@@ -268,17 +274,16 @@ def cnn1_features(
             chunk = used[start : start + opts.batch_slices]
             rows = torch.nonzero(torch.isin(slice_of, chunk)).squeeze(1)
             u, v = cand_t[rows, ru], cand_t[rows, rv]
-            u0, u1, v0, v1 = int(u.min()), int(u.max()), int(v.min()), int(v.max())
-            planes = norm.index_select(axis, chunk + r).movedim(axis, 0)  # (B, U + 2r, V + 2r)
-            planes = planes[
-                :, None, u0 : u1 + 2 * r + 1, v0 : v1 + 2 * r + 1
-            ]  # the candidates' box
+            # few shapes over a cohort (runtime.SHAPE_QUANTUM): the same features, less memory
+            u0, u1 = bucket_span(int(u.min()), int(u.max()), norm.shape[ru] - 2 * r)
+            v0, v1 = bucket_span(int(v.min()), int(v.max()), norm.shape[rv] - 2 * r)
+            batch = pad_index(chunk, bucket_count(len(chunk), opts.batch_slices))
+            planes = norm.index_select(axis, batch + r).movedim(axis, 0)  # (B, U + 2r, V + 2r)
+            box = planes[:, None, u0 : u1 + 2 * r + 1, v0 : v1 + 2 * r + 1]  # candidates' box
             if opts.channels_last:
-                planes = planes.contiguous(memory_format=torch.channels_last)
-            with autocast(device, opts.bf16):
-                fmap = net.features(
-                    planes
-                )  # (B, width, u, v): pixel (i, j) = core (u0 + i, v0 + j)
+                box = box.contiguous(memory_format=torch.channels_last)
+            with autocast(device, opts.bf16):  # (B, width, u, v): (i, j) = core (u0 + i, v0 + j)
+                fmap = net.features(box)
             pos = torch.searchsorted(chunk, slice_of[rows])
             feats[rows] = fmap[pos, :, u - u0, v - v0].float()
         out.append(feats)
@@ -308,15 +313,13 @@ def cnn1_proba(
     feats = cnn1_features(cnn1, norm, cand, r, opts)
     out = torch.empty((len(cand), cnn1.config.n_classes), dtype=torch.float32, device=norm.device)
     for s in range(0, len(cand), opts.batch_voxels):
-        fa, fs, fc = (f[s : s + opts.batch_voxels] for f in feats)
+        k = min(opts.batch_voxels, len(cand) - s)  # padded to few shapes (runtime.SHAPE_QUANTUM)
+        rows = torch.arange(s, s + k, device=norm.device)
+        fa, fs, fc = (f[pad_index(rows, bucket_count(k, opts.batch_voxels))] for f in feats)
         with autocast(norm.device, opts.bf16):
-            head = cnn1.head(fa, fs, fc)
-            aux = (
-                tuple(n.aux(f) for n, f in zip(cnn1.subnets, (fa, fs, fc)))
-                if cnn1.config.aux
-                else None
-            )
-            out[s : s + opts.batch_voxels] = cnn1.combine(head, aux)
+            pairs = zip(cnn1.subnets, (fa, fs, fc))
+            aux = tuple(n.aux(f) for n, f in pairs) if cnn1.config.aux else None
+            out[s : s + k] = cnn1.combine(cnn1.head(fa, fs, fc), aux)[:k]
     return out
 
 
@@ -366,11 +369,12 @@ def _cnn2_filter(
     step = cnn2_batch(opts, device)
     for s in range(0, len(hit), step):
         rows = hit[s : s + step]
-        x = cnn2_patches(block, cand[rows], cnn2.config.patch_size, r)
+        batch = pad_index(rows, bucket_count(len(rows), step))  # few shapes, as in CNN1
+        x = cnn2_patches(block, cand[batch], cnn2.config.patch_size, r)
         if opts.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, opts.bf16):
-            p2 = cnn2.predict_proba(x).float()
+            p2 = cnn2.predict_proba(x).float()[: len(rows)]
         proba2[s : s + len(rows)] = p2
         final[rows[~(p2 >= thresholds[pred[rows]])]] = 0
     return hit, proba2

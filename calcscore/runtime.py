@@ -215,6 +215,80 @@ def rss_mb() -> float:
     return 0.0
 
 
+#: CNN1's boxes at inference are widened to a multiple of this many pixels a side, and batches
+#: rounded up to a power of two (:func:`bucket_span`, :func:`bucket_count`), so that a long
+#: cohort runs the networks on a few input shapes: on a CPU, oneDNN builds and caches kernels for
+#: every new shape, and a process scoring scan after scan grew with them
+#: (benchmarks/soak_torchrun.py, benchmarks/README.md).
+SHAPE_QUANTUM = 32
+
+
+def bucket_span(lo: int, hi: int, n: int, quantum: int = SHAPE_QUANTUM) -> tuple[int, int]:
+    """A span of an axis widened to a multiple of ``quantum`` positions.
+
+    Args:
+        lo, hi: the span, both ends included.
+        n: the axis's length (positions 0 to n - 1).
+        quantum: the widened span's length is a multiple of this (or all ``n``).
+
+    Returns:
+        ``(start, end)``, both included: inside ``[0, n)``, holding ``[lo, hi]``.
+    """
+    size = hi - lo + 1
+    want = min(-(-size // quantum) * quantum, n)
+    start = max(0, min(lo, n - want))
+    return start, start + want - 1
+
+
+def bucket_count(k: int, cap: int) -> int:
+    """``k`` items of a batch of at most ``cap``, rounded up to a power of two (at most ``cap``)."""
+    if k <= 0:
+        return 0
+    return min(cap, 1 << (k - 1).bit_length()) if k < cap else k
+
+
+def pad_index(index: torch.Tensor, size: int) -> torch.Tensor:
+    """``index`` (1-D, not empty) padded to ``size`` entries by repeating its last one."""
+    pad = size - len(index)
+    return index if pad <= 0 else torch.cat([index, index[-1:].expand(pad)])
+
+
+#: oneDNN's cache of CPU kernels, in kernels, while a cohort is scored (its default: 1,024)
+ONEDNN_CACHE_KERNELS = "16"
+#: glibc allocations from this size on are mapped and unmapped on their own (no heap holes)
+MMAP_THRESHOLD_BYTES = 64 * 1024
+
+
+def steady_memory() -> dict[str, str]:
+    """Keep a process that scores scan after scan at a steady size; call before the first scan.
+
+    Two native caches made it grow (benchmarks/soak_torchrun.py): oneDNN keeps up to 1,024 CPU
+    kernels built for the shapes it met, and glibc raises its mmap threshold as large arrays are
+    freed, so later ones come from a heap that fragments. Unless the environment already sets
+    them, this caps oneDNN's cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, read at its first use)
+    and fixes glibc's thresholds (``mallopt``; nothing where there is no glibc).
+
+    Returns:
+        what was set: name -> value.
+    """
+    import ctypes
+
+    done = {}
+    if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ:
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = ONEDNN_CACHE_KERNELS
+        done["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = ONEDNN_CACHE_KERNELS
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+            if libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) == 1:
+                libc.mallopt(m_trim_threshold, 2 * MMAP_THRESHOLD_BYTES)
+                done["mallopt"] = f"M_MMAP_THRESHOLD={MMAP_THRESHOLD_BYTES}"
+    if done:
+        log.debug("steady memory: %s", done)
+    return done
+
+
 def release_memory() -> None:
     """Give freed memory back to the system after a scan: a garbage collection, then glibc's
     ``malloc_trim`` where there is glibc. Without it, a process scoring scan after scan kept

@@ -1,6 +1,8 @@
 """The neutral modules: constants, runtime (device, precision) and bundle (model folders), and
 the old names that stay importable from the modules they were in."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,60 @@ def test_model_identity_hashes_the_bundle_files(tmp_path):
     (tmp_path / "model.json").write_text('{"name": "mine", "version": "2.0", "trained_on": "x"}')
     ident = bundle.model_identity(tmp_path)
     assert (ident["name"], ident["version"], ident["trained_on"]) == ("mine", "2.0", "x")
+
+
+@pytest.mark.parametrize(
+    "lo, hi, n, expected",
+    [
+        (10, 20, 512, (10, 41)),  # 11 positions -> 32, starting where the span starts
+        (500, 505, 512, (480, 511)),  # at the far edge: shifted back inside the axis
+        (0, 40, 512, (0, 63)),  # 41 -> 64
+        (3, 9, 20, (0, 19)),  # the axis is shorter than a quantum: all of it
+        (0, 63, 512, (0, 63)),  # already a multiple: unchanged
+    ],
+)
+def test_bucket_span_widens_to_a_multiple_inside_the_axis(lo, hi, n, expected):
+    start, end = runtime.bucket_span(lo, hi, n, quantum=32)
+    assert (start, end) == expected
+    assert start <= lo and end >= hi and 0 <= start and end < n
+
+
+def test_bucket_count_and_pad_index():
+    assert [runtime.bucket_count(k, 8) for k in range(0, 10)] == [0, 1, 2, 4, 4, 8, 8, 8, 8, 9]
+    assert runtime.bucket_count(5, 6) == 6  # a cap that is no power of two caps the rounding
+    idx = torch.tensor([4, 7, 9])
+    assert runtime.pad_index(idx, 4).tolist() == [4, 7, 9, 9]
+    assert runtime.pad_index(idx, 3) is idx
+
+
+def test_cnn1_features_do_not_depend_on_the_box_widening(monkeypatch):
+    """The boxes and batches are widened to few shapes; CNN1 is fully convolutional with valid
+    convolutions, so every candidate's features are the same as without widening."""
+    from calcscore import inference
+    from calcscore.networks import build_network
+    from calcscore.training import get_config
+
+    torch.manual_seed(0)
+    cnn1 = build_network(
+        "cnn1", get_config("workshop", "cnn1", width=4, head_width=8).network_params()
+    )
+    cnn1.eval()
+    r = cnn1.receptive_field // 2 + 1
+    norm = torch.randn(12 + 2 * r, 40 + 2 * r, 44 + 2 * r)
+    cand = torch.tensor([[1, 5, 7], [1, 30, 40], [6, 12, 3], [11, 39, 43], [7, 20, 20]])
+    opts = inference.InferenceOptions(device="cpu", batch_slices=4, batch_voxels=3)
+    widened = inference.cnn1_proba(cnn1, norm, cand, r, opts)
+    monkeypatch.setattr(inference, "bucket_span", lambda lo, hi, n: (lo, hi))
+    monkeypatch.setattr(inference, "bucket_count", lambda k, cap: k)
+    exact = inference.cnn1_proba(cnn1, norm, cand, r, opts)
+    assert torch.allclose(widened, exact, atol=1e-5)
+
+
+def test_steady_memory_caps_onednn_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    done = runtime.steady_memory()
+    assert done["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == runtime.ONEDNN_CACHE_KERNELS
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == runtime.ONEDNN_CACHE_KERNELS
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in runtime.steady_memory()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "7"
