@@ -429,7 +429,7 @@ def build_geometry(subject: Subject, anatomy: str = "v1") -> Geometry:
         from calcscore.phantom.habitus import build_habitus
 
         geo.habitus = build_habitus(geo)
-        from calcscore.phantom.heart import build_v2_heart_and_aorta
+        from calcscore.phantom.aorta import build_v2_heart_and_aorta
 
         build_v2_heart_and_aorta(geo)
     return geo

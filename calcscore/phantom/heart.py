@@ -1,16 +1,17 @@
-"""The realistic ("v2") heart and aorta: four chambers in epicardial fat, the coronary arteries in
-their grooves, the aorta with the curvature of a real one.
+"""The realistic ("v2") heart: four chambers in epicardial fat, the coronary arteries in their
+grooves (the aorta and great vessels round it: :mod:`calcscore.phantom.aorta`).
 
 The heart is built in a frame of its own: ``u`` the long axis (base to apex, anterior, left and
 down), ``e2`` across the interventricular septum from the right ventricle to the left (left and
 back), ``e3 = u x e2`` (front and up: the sternocostal surface). The ventricles lie on the apex
 side of the atrioventricular (AV) plane, the atria on the other side, a few millimetres apart:
-the AV groove. The left ventricle (LV) is a half-ellipsoid with a thick wall (about 10 mm), the
-right ventricle (RV) a wider, thin-walled (4 mm) ellipsoid wrapped round its right and front, so
-that the anterior and posterior interventricular (IV) grooves are the creases where the two
-meet; the atria (LA behind, RA on the right) are ellipsoids on the AV plane. The chambers'
-union, rounded by a smooth minimum, is wrapped in epicardial fat that fills the creases; the
-outflow tracts lead to the aortic and pulmonary valves.
+the AV groove. The left ventricle (LV) is a half-ellipsoid with a thick wall (10 mm), the right
+ventricle (RV) a wider, thin-walled (4 mm) ellipsoid wrapped round its right and front, so that
+the anterior and posterior interventricular (IV) grooves are the creases where the two meet; the
+atria (LA behind, RA on the right) are ellipsoids on the AV plane. The chambers' union, rounded
+by a smooth minimum, is wrapped in epicardial fat that fills the creases; the outflow tracts
+lead to the aortic and pulmonary valves. :func:`_fit_heart` moves the heart back, flattens it
+front to back or shrinks it until no bone lies within its epicardial fat (shallow chests).
 
 The coronary arteries follow the grooves: the left main from the left sinus to the top of the
 anterior IV groove, the LAD down that groove to the apex, the LCX round the left AV groove
@@ -18,13 +19,8 @@ towards the crux, the RCA from the right sinus round the right AV groove to the 
 the posterior IV groove. Each runs in the crease a little outside both chambers' surfaces, so
 the fat of the groove surrounds it.
 
-The aorta: the root from the aortic valve up, right and forwards (sinuses 30-35 mm across), the
-ascending aorta right of the midline behind the sternum, the arch over the left main bronchus
-and the pulmonary bifurcation to the left of the trachea, the descending aorta on the left of
-the vertebral bodies, drifting towards the midline, a fat plane from the bone.
-
-All of it only for ``anatomy="v2"``; the first generator's heart is in
-:mod:`calcscore.phantom.render`. HU are non-contrast: blood 38, myocardium 46.
+Only for ``anatomy="v2"``; the first generator's heart is in :mod:`calcscore.phantom.render`.
+HU are non-contrast (the generator has no contrast option): blood 38, myocardium 46.
 """
 
 from __future__ import annotations
@@ -331,131 +327,6 @@ def build_coronaries(geo, heart: Heart, rng: np.random.Generator):
     return coronaries, radius
 
 
-def build_aorta(geo, rng: np.random.Generator):
-    """The aorta's centreline (1 mm steps), lumen radius and segment (0 root, 1 ascending, 2
-    arch, 3 descending): root from the aortic valve up, right and forwards, the ascending aorta
-    behind the sternum, the arch left of the trachea over the left bronchus, the descending
-    aorta on the left of the vertebral bodies, ``AORTA_SPINE_GAP_MM`` clear of them."""
-    from calcscore.phantom.anatomy import AORTA_SPINE_GAP_MM, _clear_of_spine
-    from calcscore.phantom.habitus import sternum_y
-
-    s = geo.subject
-    tort, asc = s.aortic_tortuosity, s.aorta_scale
-    a, n = geo.av_center, geo.av_normal
-    zav, z_top = s.z_av_mm, s.z_av_mm + s.arch_height_mm
-    rx, ry = geo.vb_radii
-    r_root, r_asc, r_arch, r_d0, r_d1 = (v * asc for v in (17.0, 16.0, 14.0, 12.8, 11.2))
-
-    tr = geo.trachea[-1]  # the carina end of the trachea
-
-    def behind_sternum(p, r):
-        # the ascending aorta lies well in front of the trachea (the right paratracheal nodes
-        # between), but its front wall 6 mm behind the sternum's back
-        y_min = float(sternum_y(geo.habitus, geo, p[2])) + 7.5 + 6.0 + r
-        return np.array([p[0], max(min(p[1], tr[1] - r - 24.0), y_min), p[2]])
-
-    stj = a + n * 24.0
-    # right of the midline (the valve may lie left of it)
-    x_asc = min(a[0] - 12.0, geo.spine_x - 14.0) - 7 * tort
-    asc_mid = behind_sternum(np.array([x_asc, a[1] - 14.0, a[2] + 0.45 * (z_top - zav)]), r_asc)
-    asc_top = behind_sternum(np.array([x_asc + 2.0, a[1] - 10.0, z_top - 22]), r_asc)
-    # the arch: over the top, in front of and then left of the trachea (its wall and fat 13 mm)
-    arch_top = np.array([tr[0] + 14.0, tr[1] - (r_arch + 13.0), z_top])
-    arch_post = np.array([tr[0] + 13.0 + r_arch + 5.0, tr[1] + 6.0, z_top - 14])
-    ctrl = [a + n * 2.0, a + n * 12.0, stj, asc_mid, asc_top, arch_top, arch_post]
-    z_bottom = zav - 230
-    x0 = geo.spine_x + rx + 11.0 + 4 * tort
-    phase = rng.uniform(0, 2 * np.pi)
-    heart = geo.heart
-    cors = np.concatenate(list(geo.coronaries.values()))
-    for zz in np.linspace(z_top - 34, z_bottom, 12):
-        f = (z_top - 34 - zz) / (z_top - 34 - z_bottom)
-        # beside the vertebral bodies down to below the heart, then towards the midline
-        xx = x0 - max(f - 0.45, 0.0) / 0.55 * (rx - 1.0) + tort * 5 * np.sin(phase + zz / 45.0)
-        r = r_d0 + f * (r_d1 - r_d0)
-        sy = float(geo.spine_y(zz))
-        for _ in range(12):  # out of the heart's way: sideways, then back beside the spine
-            c_min = geo.vb_radii[1] * 0.75
-            yy = sy - _clear_of_spine(xx - geo.spine_x, geo.vb_radii, r + AORTA_SPINE_GAP_MM + 1.0)
-            p = np.array([xx, min(yy, sy - c_min), zz])
-            gap = min(
-                float(heart.sd_heart(p)[0]) - geo.epicardial_fat_mm,
-                float(np.linalg.norm(cors - p, axis=1).min()) - GROOVE_FAT_MM - 3.0,
-            )
-            if gap > r + 1.0:
-                break
-            xx += 2.5
-        ctrl.append(p)
-    aorta = resample_curve(np.array(ctrl), 1.0)
-    sl = arc_length(aorta)
-    i_asc = int(np.argmin(np.linalg.norm(aorta - stj, axis=1)))
-    i_arch0 = int(np.argmin(np.linalg.norm(aorta - asc_top, axis=1)))
-    i_arch1 = int(np.argmin(np.linalg.norm(aorta - ctrl[7], axis=1)))
-    seg = np.full(len(aorta), 3, np.int8)
-    seg[:i_arch1] = 2
-    seg[:i_arch0] = 1
-    seg[:i_asc] = 0
-    radius = np.interp(
-        sl,
-        [0, sl[i_asc] * 0.5, sl[i_asc], sl[i_arch0], sl[i_arch1], sl[-1]],
-        [max(r_root - 2.0, geo.av_radius + 1.0), r_root, r_asc, r_arch, r_d0, r_d1],
-    )
-    return aorta, radius, seg, (i_asc, i_arch0, i_arch1)
-
-
-def build_v2_heart_and_aorta(geo) -> None:
-    """Replace ``geo``'s heart, coronary arteries, aorta, arch branches and SVC by the realistic
-    ones (in place), from a random stream of their own (``subject.seed``, 28)."""
-    rng = np.random.default_rng([geo.subject.seed, 28])
-    a = geo.av_center
-    # the root points up, right and forwards out of the left ventricle
-    geo.av_normal = _unit(np.array([-0.45, -0.55, 1.0]) + rng.normal(0, 0.06, 3))
-    # the pulmonary valve in front of, left of and above the aortic valve, the trunk from it
-    trunk, r_pa = geo.pulmonary[0]
-    pv = a + _unit([0.4, -1.0, 0.4]) * (geo.av_radius + 30.0)
-    geo.pulmonary[0] = (resample_curve(np.array([pv, trunk[-1]]), 2.0), r_pa)
-    heart = build_heart(geo, rng)
-    _fit_heart(geo, heart)
-    geo.heart = heart
-    a = geo.av_center
-    # the trunk from the valve up and back round the ascending aorta's left side to its
-    # bifurcation under the arch, left of the first generator's
-    pv = a + _unit([0.4, -1.0, 0.4]) * (geo.av_radius + 30.0)  # as before the fit
-    rvot, r_rvot = heart.outflow["RVOT"]
-    heart.outflow["RVOT"] = (
-        resample_curve(np.array([rvot[0], rvot[len(rvot) // 2], pv]), 2.0),
-        r_rvot,
-    )
-    bif = np.array([a[0] + 24.0, a[1] + 26.0, a[2] + 36.0])
-    mid = np.array([pv[0] + 10.0, pv[1] + 4.0, pv[2] + 22.0])
-    lpa, rpa = geo.pulmonary[1], geo.pulmonary[2]
-    geo.pulmonary[:] = [
-        (resample_curve(np.array([pv, mid, bif]), 2.0), r_pa),
-        (resample_curve(np.array([bif, bif + [22, 8, 3], lpa[0][-1]]), 2.0), lpa[1]),
-        (resample_curve(np.array([bif, bif + [-34, 2, -3], rpa[0][-1]]), 2.0), rpa[1]),
-    ]
-    mv_c = heart.orifices["MV"][0]
-    # the mitral annulus keeps the first generator's radius (its calcium's bead count)
-    geo.mv_center, geo.mv_normal = mv_c, heart.u.copy()
-    geo.coronaries, geo.coronary_radius = build_coronaries(geo, heart, rng)
-    aorta, radius, seg, (i_asc, i0, i1) = build_aorta(geo, rng)
-    geo.aorta, geo.aorta_radius, geo.aorta_segment = aorta, radius, seg
-    branches = []
-    for k, dx in enumerate((-12.0, -2.0, 10.0)):
-        p0 = aorta[i0 + (i1 - i0) * (k + 1) // 5]
-        branches.append(
-            resample_curve(np.array([p0, p0 + [dx * 0.7, 4, 30], p0 + [dx, 8, 120]]), 3.0)
-        )
-    geo.branches = branches
-    ra = heart.chambers["RA"]
-    top = ra.center + np.array([4.0, 2.0, 0.7 * ra.axes[2]])
-    x_svc = min(top[0], float((aorta[: i0 + 1, 0] - radius[: i0 + 1]).min()) - 13.0)
-    geo.svc = resample_curve(
-        np.array([[x_svc - 4, top[1] - 2, a[2] + 175], [x_svc, top[1], a[2] + 30], top]), 2.0
-    )
-    log.debug("v2 heart: LAD %d, LCX %d, RCA %d mm", *(len(c) for c in geo.coronaries.values()))
-
-
 def bone_points(geo) -> tuple[np.ndarray, np.ndarray]:
     """Points (N, 3) on the ribs, costal cartilages, sternum and the vertebral bodies' surface
     near the heart, and the bone's radius (mm) round each (0 on the vertebral surface)."""
@@ -577,8 +448,8 @@ def render_heart(hu: np.ndarray, geo, grid: GridSpec) -> None:
         res = tube(grid, pts, r, margin_mm=h)
         if res is not None:
             paint(hu, res[0], coverage(res[1], h), HU["blood"])
-    for c, r in heart.orifices.values():  # blood through the AV plane within each annulus
-        disc = np.stack([c - heart.u * (AV_GAP_MM + 2), c + heart.u * (AV_GAP_MM + 2)])
+    for oc, r in heart.orifices.values():  # blood through the AV plane within each annulus
+        disc = np.stack([oc - heart.u * (AV_GAP_MM + 2), oc + heart.u * (AV_GAP_MM + 2)])
         res = tube(grid, disc, r, margin_mm=h)
         if res is not None:
             paint(hu, res[0], coverage(res[1], h), HU["blood"])

@@ -181,14 +181,15 @@ HEART_REAL = (
 
 def heart_levels(info) -> tuple[float, float, float, float]:
     """z (mm) of the aortic arch and of the four chambers, y of the ascending aorta and x of
-    the arch, from a phantom's geometry."""
+    the upper descending aorta (a sagittal plane through it holds the arch's back half)."""
     g = info.geometry
     arch = g.aorta[g.aorta_segment == 2]
     asc = g.aorta[g.aorta_segment == 1]
+    desc = g.aorta[g.aorta_segment == 3][:40]
     z_arch = float(arch[:, 2].max()) - 8.0
     # the four chambers: just below the AV groove (v1: 25 mm below the aortic valve)
     z4 = float(g.mv_center[2]) - 12.0 if g.heart is not None else float(g.av_center[2]) - 25.0
-    return z_arch, z4, float(np.median(asc[:, 1])), float(np.median(arch[:, 0]))
+    return z_arch, z4, float(np.median(asc[:, 1])), float(np.median(desc[:, 0])) - 4.0
 
 
 def heart_figure(real_dir: Path, phantoms, path, dpi) -> None:
@@ -208,7 +209,12 @@ def heart_figure(real_dir: Path, phantoms, path, dpi) -> None:
         idx[3] -= ix.start
         rows.append((name, vol.hu[:, jy, ix], vol.spacing_mm, tuple(idx)))
     fig, axes = plt.subplots(len(rows), 4, figsize=(15, 3.3 * len(rows)))
-    titles = ("aortic arch", "four chambers", "coronal: ascending aorta", "sagittal: the arch")
+    titles = (
+        "aortic arch",
+        "four chambers",
+        "coronal: ascending aorta",
+        "sagittal: arch, descending",
+    )
     for r, (name, arr, sp, (k_arch, k4, jy, ix)) in enumerate(rows):
         views = (
             (arr[k_arch], 1.0),
