@@ -400,6 +400,18 @@ def _fit_heart(geo, heart: Heart) -> None:
             _move(geo, heart, geo.av_center.copy(), 0.96)
 
 
+def _bounds(heart: Heart, pad: float) -> tuple[np.ndarray, np.ndarray]:
+    """Corners (x, y, z mm) of a box that holds the chambers' union grown by ``pad`` mm, found
+    on a 4 mm grid (the ellipsoids' cut-off halves left out)."""
+    ch = list(heart.chambers.values())
+    lo = np.min([c.center - c.axes.max() for c in ch], axis=0) - pad
+    hi = np.max([c.center + c.axes.max() for c in ch], axis=0) + pad
+    x, y, z = np.meshgrid(*(np.arange(lo[k], hi[k] + 4.0, 4.0) for k in range(3)), indexing="ij")
+    inside = _union([c.sd_outer(x, y, z) for c in ch]) < pad + 4.0
+    pts = np.stack([x[inside], y[inside], z[inside]], axis=1)
+    return pts.min(axis=0) - 4.0, pts.max(axis=0) + 4.0
+
+
 # ---- painting ---------------------------------------------------------------------------------
 def render_heart(hu: np.ndarray, geo, grid: GridSpec) -> None:
     """Paint the four-chamber heart of ``geo.heart`` into ``hu`` (in place): pericardium,
@@ -409,8 +421,7 @@ def render_heart(hu: np.ndarray, geo, grid: GridSpec) -> None:
     h = grid.aa_width_mm
     epi = geo.epicardial_fat_mm
     ch = list(heart.chambers.values())
-    lo = np.min([c.center - c.axes.max() for c in ch], axis=0) - epi - 8
-    hi = np.max([c.center + c.axes.max() for c in ch], axis=0) + epi + 8
+    lo, hi = _bounds(heart, epi + 2.0 + h)
     box = grid.box(lo, hi)
     if box is None:
         return
