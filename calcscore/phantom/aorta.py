@@ -25,6 +25,7 @@ from calcscore.phantom.heart import (
     _unit,
     build_coronaries,
     build_heart,
+    heart_centroid,
 )
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ def build_v2_heart_and_aorta(geo) -> None:
     """Replace ``geo``'s heart, coronary arteries, aorta, arch branches and SVC by the realistic
     ones (in place), from a random stream of their own (``subject.seed``, 28)."""
     rng = np.random.default_rng([geo.subject.seed, 28])
+    # two thirds of the heart left of the midline: the valve a little left of the first's
+    geo.av_center = geo.av_center + np.array([8.0, 0.0, 0.0])
     a = geo.av_center
     # the root points up, right and forwards out of the left ventricle
     geo.av_normal = _unit(np.array([-0.45, -0.55, 1.0]) + rng.normal(0, 0.06, 3))
@@ -116,6 +119,7 @@ def build_v2_heart_and_aorta(geo) -> None:
     heart = build_heart(geo, rng)
     _fit_heart(geo, heart)
     geo.heart = heart
+    geo.heart_center = heart_centroid(heart)  # (it centres heart-region fields of view)
     a = geo.av_center
     # the trunk from the valve up and back round the ascending aorta's left side to its
     # bifurcation under the arch, left of the first generator's

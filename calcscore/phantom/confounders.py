@@ -125,16 +125,18 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
             z = geo.rib_z0 - 3.0 + 26.0 * (np.floor((s.z_av_mm - geo.rib_z0) / 26.0) + kz) + 21.0
             y = float(geo.spine_y(z)) - ry * 0.75
             c = np.array([geo.spine_x + rx * 0.72, y, z])
-            out.append(
-                Lesion(
-                    0,
-                    "osteophyte",
-                    tuple(c),
-                    (rng.uniform(2.5, 5.0), rng.uniform(2.0, 3.5), rng.uniform(3.0, 6.0)),
-                    eye,
-                    float(rng.uniform(500, 950)),
-                )
+            les = Lesion(
+                0,
+                "osteophyte",
+                tuple(c),
+                (rng.uniform(2.5, 5.0), rng.uniform(2.0, 3.5), rng.uniform(3.0, 6.0)),
+                eye,
+                float(rng.uniform(500, 950)),
             )
+            # the realistic anatomy: one osteophyte per vertebral margin (two drawn at the same
+            # level add up to metal's HU on the cortex); the first generator keeps both
+            if geo.heart is None or all(o.center_mm != les.center_mm for o in out):
+                out.append(les)
     if rng.random() < 0.07:  # sternal wires after sternotomy
         ys = _sternum_y(s)
         bx = geo.body_center[0]

@@ -179,8 +179,8 @@ def build_heart(geo, rng: np.random.Generator) -> Heart:
     la_c = at(-0.42 * L, 0.2 * B, -0.3 * B)
     la_c[1] = min(la_c[1], float(geo.spine_y(la_c[2])) - geo.vb_radii[1] - 14 - la_axes[1])
     la = Chamber("LA", la_c, la_axes, eye, WALL_MM["LA"], u, cut_a, -1.0)
-    ra_axes = np.array([26.0, 26.0, 30.0]) * sc
-    ra_c = geo.av_center + np.array([-36.0, 6.0, -14.0]) * sc
+    ra_axes = np.array([23.0, 26.0, 30.0]) * sc
+    ra_c = geo.av_center + np.array([-30.0, 6.0, -14.0]) * sc
     ra = Chamber("RA", ra_c, ra_axes, eye, WALL_MM["RA"], u, cut_a, -1.0)
     chambers = {"LV": lv, "RV": rv, "LA": la, "RA": ra}
     # outflow tracts: LV cavity to the aortic valve, RV's front to the pulmonary valve
@@ -354,9 +354,9 @@ def bone_points(geo) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _move(geo, heart: Heart, anchor: np.ndarray, f, t: np.ndarray | None = None) -> None:
-    """Scale the heart (its chambers, valves and outflow tracts, the aortic valve and the
-    heart's centre) by ``f`` about ``anchor`` (a number, or (1, f_y, 1) to flatten it front to
-    back), then shift it by ``t`` (in place)."""
+    """Scale the heart (its chambers, valves and outflow tracts, the aortic valve) by ``f``
+    about ``anchor`` (a number, or (1, f_y, 1) to flatten it front to back), then shift it by
+    ``t`` (in place)."""
     s = np.broadcast_to(np.asarray(f, dtype=float), (3,))
     t = np.zeros(3) if t is None else t
 
@@ -376,7 +376,7 @@ def _move(geo, heart: Heart, anchor: np.ndarray, f, t: np.ndarray | None = None)
     heart.origin, heart.lv_base = mv(heart.origin), mv(heart.lv_base)
     heart.orifices = {k: (mv(c), r * float(s[0])) for k, (c, r) in heart.orifices.items()}
     heart.outflow = {k: (mv(p), r * float(s[0])) for k, (p, r) in heart.outflow.items()}
-    geo.av_center, geo.heart_center = mv(geo.av_center), mv(geo.heart_center)
+    geo.av_center = mv(geo.av_center)  # (heart_center, which centres the field of view, stays)
 
 
 def _fit_heart(geo, heart: Heart) -> None:
@@ -398,6 +398,16 @@ def _fit_heart(geo, heart: Heart) -> None:
             _move(geo, heart, back, (1.0, 0.95, 1.0))
         else:
             _move(geo, heart, geo.av_center.copy(), 0.96)
+
+
+def heart_centroid(heart: Heart) -> np.ndarray:
+    """The centre (x, y, z mm) of the chambers' union, on a 3 mm grid."""
+    ch = list(heart.chambers.values())
+    lo = np.min([c.center - c.axes.max() for c in ch], axis=0)
+    hi = np.max([c.center + c.axes.max() for c in ch], axis=0)
+    x, y, z = np.meshgrid(*(np.arange(lo[k], hi[k], 3.0) for k in range(3)), indexing="ij")
+    inside = _union([c.sd_outer(x, y, z) for c in ch]) < 0
+    return np.array([x[inside].mean(), y[inside].mean(), z[inside].mean()])
 
 
 def _bounds(heart: Heart, pad: float) -> tuple[np.ndarray, np.ndarray]:
