@@ -147,14 +147,15 @@ def test_anatomy_in_patient_lps():
     assert np.median(region) < -600
 
 
-def test_descending_aorta_stays_in_front_of_the_vertebral_bodies():
+@pytest.mark.parametrize("anatomy", ["v1", "v2"])
+def test_descending_aorta_stays_in_front_of_the_vertebral_bodies(anatomy):
     # the aorta's wall (and the calcium on it) must not run into the bone: checked on the drawn
     # tube against the vertebral body ellipse at every height, for many subjects
     from calcscore.phantom.anatomy import build_geometry, draw_subject
 
     worst = np.inf
     for seed in range(30):
-        geo = build_geometry(draw_subject(np.random.default_rng(seed)))
+        geo = build_geometry(draw_subject(np.random.default_rng(seed)), anatomy)
         rx, ry = geo.vb_radii
         desc = geo.aorta_segment == 3
         angles = np.linspace(0, 2 * np.pi, 120, endpoint=False)

@@ -8,8 +8,10 @@ numpy and scipy only: importable where SimpleITK, torch and ipywidgets are not i
 
 Two anatomies (``anatomy=``): "v2", the default, a realistic chest (shoulder girdle and arms,
 ribs, costal cartilage, sternum, vertebrae with posterior elements, upper abdomen, neck,
-breasts; modules ``habitus``, ``skeleton``, ``torso``, ``artifacts``), and "v1", the first
-generator's cartoon anatomy, byte for byte (``render``). See docs/phantoms.md.
+breasts; a four-chamber heart with the coronary arteries in its grooves and an aorta of real
+curvature; modules ``habitus``, ``skeleton``, ``torso``, ``artifacts``, ``heart``, ``aorta``),
+and "v1", the first generator's cartoon anatomy, byte for byte (``render``). See
+docs/phantoms.md.
 """
 
 from calcscore.phantom.acquisition import KERNELS, SCANNERS, SIZES, ScannerProfile

@@ -28,6 +28,7 @@ from calcscore.phantom.tissue import HU, _sternum_y, fat_thickness, muscle_thick
 
 if TYPE_CHECKING:
     from calcscore.phantom.habitus import Habitus
+    from calcscore.phantom.heart import Heart
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class Geometry:
     #: the realistic anatomy's body and skeleton (:class:`calcscore.phantom.habitus.Habitus`);
     #: None for the first generator's cartoon anatomy
     habitus: Habitus | None = None
+    #: the realistic anatomy's four-chamber heart (:class:`calcscore.phantom.heart.Heart`), whose
+    #: coronary arteries, aorta, arch branches and SVC replace the first generator's; None for v1
+    heart: Heart | None = None
 
     # ---- derived positions ------------------------------------------------------------
     def spine_y(self, z) -> np.ndarray:
@@ -124,6 +128,8 @@ class Geometry:
     def homogeneous_roi(self) -> tuple[np.ndarray, float]:
         """Centre (x, y, z mm) and radius (mm) of a sphere of homogeneous blood (for noise SD)."""
         L, B = self.heart_axes
+        if self.heart is not None:  # in the left ventricle's cavity, towards the apex
+            return self.heart.chambers["LV"].center + self.heart_u * 0.35 * L, 0.25 * B
         return self.heart_center + self.heart_u * 0.3 * L, 0.25 * B
 
 
@@ -168,7 +174,9 @@ def check_anatomy(anatomy: str) -> str:
 
 def build_geometry(subject: Subject, anatomy: str = "v1") -> Geometry:
     """Curves and frames of the chest of one subject (deterministic given the subject); with
-    ``anatomy="v2"`` also its body habitus and skeleton (the same heart, vessels and airways)."""
+    ``anatomy="v2"`` also its body habitus and skeleton, and the four-chamber heart, coronary
+    arteries in their grooves and curved aorta of :mod:`calcscore.phantom.heart` in place of the
+    first generator's (the same subject, body size, airways and lung vessels)."""
     check_anatomy(anatomy)
     s = subject
     rng = np.random.default_rng(s.seed)
@@ -421,6 +429,9 @@ def build_geometry(subject: Subject, anatomy: str = "v1") -> Geometry:
         from calcscore.phantom.habitus import build_habitus
 
         geo.habitus = build_habitus(geo)
+        from calcscore.phantom.aorta import build_v2_heart_and_aorta
+
+        build_v2_heart_and_aorta(geo)
     return geo
 
 

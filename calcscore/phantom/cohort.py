@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 #: descending aorta kept in front of the vertebral bodies (commit 0c36f93). "2026-12-05": the
 #: realistic anatomy ("v2": shoulder girdle and arms, ribs, costal cartilage, sternum, vertebrae
 #: with posterior elements, upper abdomen, neck, breasts) is the default; "v1" keeps the old one.
-GENERATOR_VERSION = "2026-12-05"
+#: "2026-12-05.2": v2's own four-chamber heart in epicardial fat with the coronary arteries in its
+#: grooves, and an aorta of real curvature (:mod:`calcscore.phantom.heart`); v1 unchanged.
+GENERATOR_VERSION = "2026-12-05.2"
 
 
 @dataclass

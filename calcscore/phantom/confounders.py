@@ -13,6 +13,18 @@ from calcscore.phantom.anatomy import Geometry, _sternum_y, fat_thickness, muscl
 from calcscore.phantom.calcification import METAL_HU, Lesion, _frame
 
 
+def _beside_aorta(geo: Geometry, c: np.ndarray, gap_mm: float) -> np.ndarray:
+    """``c`` moved straight away from the aorta's centreline until it lies ``gap_mm`` outside
+    the lumen (unchanged where it already does)."""
+    d = np.linalg.norm(geo.aorta - c, axis=1) - geo.aorta_radius
+    i = int(np.argmin(d))
+    if d[i] >= gap_mm:
+        return c
+    away = c - geo.aorta[i]
+    away = away / max(float(np.linalg.norm(away)), 1e-6)
+    return geo.aorta[i] + away * (geo.aorta_radius[i] + gap_mm)
+
+
 def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
     """Unlabelled dense objects: lymph nodes, cartilage, osteophytes, sternal wires, a pacemaker lead.
 
@@ -38,6 +50,8 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
         ]
         for k in rng.choice(len(sites), size=int(rng.integers(1, 4)), replace=False):
             c = sites[k] + rng.normal(0, 3, 3)
+            if geo.heart is not None:  # the realistic aorta: the node beside it, not in it
+                c = _beside_aorta(geo, c, 12.0)
             for _ in range(int(rng.integers(1, 3))):
                 out.append(
                     Lesion(
@@ -111,16 +125,18 @@ def confounders(geo: Geometry, rng, *, age: float) -> list[Lesion]:
             z = geo.rib_z0 - 3.0 + 26.0 * (np.floor((s.z_av_mm - geo.rib_z0) / 26.0) + kz) + 21.0
             y = float(geo.spine_y(z)) - ry * 0.75
             c = np.array([geo.spine_x + rx * 0.72, y, z])
-            out.append(
-                Lesion(
-                    0,
-                    "osteophyte",
-                    tuple(c),
-                    (rng.uniform(2.5, 5.0), rng.uniform(2.0, 3.5), rng.uniform(3.0, 6.0)),
-                    eye,
-                    float(rng.uniform(500, 950)),
-                )
+            les = Lesion(
+                0,
+                "osteophyte",
+                tuple(c),
+                (rng.uniform(2.5, 5.0), rng.uniform(2.0, 3.5), rng.uniform(3.0, 6.0)),
+                eye,
+                float(rng.uniform(500, 950)),
             )
+            # the realistic anatomy: one osteophyte per vertebral margin (two drawn at the same
+            # level add up to metal's HU on the cortex); the first generator keeps both
+            if geo.heart is None or all(o.center_mm != les.center_mm for o in out):
+                out.append(les)
     if rng.random() < 0.07:  # sternal wires after sternotomy
         ys = _sternum_y(s)
         bx = geo.body_center[0]

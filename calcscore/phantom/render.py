@@ -262,36 +262,12 @@ def render_interior(
         paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 5), HU["fat"] + 15)
 
     # ---- heart: pericardial sac (fat), pericardium, myocardium, blood pool -------------------
-    # ventricles: a prolate ellipsoid along u; atria: the left behind the mitral valve, in front
-    # of the oesophagus, the right on the right of the aortic root
-    L, B = geo.heart_axes
-    u = geo.heart_u
-    rot = np.stack([u, geo.heart_v, geo.heart_w], axis=1)
-    epi = geo.epicardial_fat_mm
-    parts = [(geo.heart_center, np.array([L, B, B]), rot)] + [
-        (c_, ax_, None) for c_, ax_ in atria(geo)
-    ]
-    boxes = []
-    for c, axes, _ in parts:
-        reach = float(axes.max()) + epi + 6
-        boxes.append(grid.box(c - reach, c + reach))
-    for extra, value in ((epi + 1.5, HU["soft"] - 5), (epi, HU["fat"])):  # pericardium, fat
-        for (c, axes, frame), box in zip(parts, boxes):
-            if box is None:
-                continue
-            zb = grid.coords(box)[0]
-            sd = ellipsoid_sd(grid, box, c, axes + extra, frame)
-            paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 25), value)
-    for (c, axes, frame), box in zip(parts[1:], boxes[1:]):
-        if box is not None:
-            paint(hu, box, coverage(ellipsoid_sd(grid, box, c, axes, frame), h), HU["blood"])
-    box = boxes[0]
-    c = geo.heart_center
-    if box is not None:
-        sd_myo = ellipsoid_sd(grid, box, c, (L, B, B), rot)
-        paint(hu, box, coverage(sd_myo, h), HU["myocardium"])
-        sd_blood = ellipsoid_sd(grid, box, c - u * 0.1 * L, (0.8 * L, 0.74 * B, 0.74 * B), rot)
-        paint(hu, box, coverage(sd_blood, h), HU["blood"])
+    if geo.heart is not None:  # the realistic anatomy's four chambers
+        from calcscore.phantom.heart import render_heart
+
+        render_heart(hu, geo, grid)
+    else:
+        _render_heart_v1(hu, geo, grid)
 
     # ---- great vessels --------------------------------------------------------------------------
     def draw_tube(
@@ -332,8 +308,45 @@ def render_interior(
     # ---- coronary arteries in the epicardial fat -------------------------------------------
     for name, pts in geo.coronaries.items():
         r_cor = geo.coronary_radius[name]
-        if grooves:  # the atrioventricular and interventricular grooves: fat round the artery
+        if (
+            grooves and geo.heart is None
+        ):  # the atrioventricular and interventricular grooves: fat round the artery
             res = tube(grid, pts[::2], np.asarray(r_cor)[::2] + 3.5, margin_mm=h)
             if res is not None:
                 paint(hu, res[0], coverage(res[1], h), HU["fat"], hu[res[0]] > -400)
         draw_tube(pts, r_cor, HU["blood"] + 8, step=2, rim=2.5)
+
+
+def _render_heart_v1(hu: np.ndarray, geo: Geometry, grid: GridSpec) -> None:
+    """The first generator's heart: ventricles as one ellipsoid, two atria, in epicardial fat."""
+    h = grid.aa_width_mm
+    # ventricles: a prolate ellipsoid along u; atria: the left behind the mitral valve, in front
+    # of the oesophagus, the right on the right of the aortic root
+    L, B = geo.heart_axes
+    u = geo.heart_u
+    rot = np.stack([u, geo.heart_v, geo.heart_w], axis=1)
+    epi = geo.epicardial_fat_mm
+    parts = [(geo.heart_center, np.array([L, B, B]), rot)] + [
+        (c_, ax_, None) for c_, ax_ in atria(geo)
+    ]
+    boxes = []
+    for c, axes, _ in parts:
+        reach = float(axes.max()) + epi + 6
+        boxes.append(grid.box(c - reach, c + reach))
+    for extra, value in ((epi + 1.5, HU["soft"] - 5), (epi, HU["fat"])):  # pericardium, fat
+        for (c, axes, frame), box in zip(parts, boxes):
+            if box is None:
+                continue
+            zb = grid.coords(box)[0]
+            sd = ellipsoid_sd(grid, box, c, axes + extra, frame)
+            paint(hu, box, coverage(sd, h) * (zb > geo.z_diaphragm - 25), value)
+    for (c, axes, frame), box in zip(parts[1:], boxes[1:]):
+        if box is not None:
+            paint(hu, box, coverage(ellipsoid_sd(grid, box, c, axes, frame), h), HU["blood"])
+    box = boxes[0]
+    c = geo.heart_center
+    if box is not None:
+        sd_myo = ellipsoid_sd(grid, box, c, (L, B, B), rot)
+        paint(hu, box, coverage(sd_myo, h), HU["myocardium"])
+        sd_blood = ellipsoid_sd(grid, box, c - u * 0.1 * L, (0.8 * L, 0.74 * B, 0.74 * B), rot)
+        paint(hu, box, coverage(sd_blood, h), HU["blood"])

@@ -328,7 +328,9 @@ def make_scan(
         patient_id: the patient ID of the volume's metadata; None: none.
         anatomy: "v2" (default) the realistic anatomy: body outline along z, shoulder girdle and
             arms, ribs with cortex and marrow at their obliquity, costal cartilage, sternum,
-            vertebrae with posterior elements, upper abdomen, neck, breasts (docs/phantoms.md);
+            vertebrae with posterior elements, upper abdomen, neck, breasts, a four-chamber
+            heart with the coronary arteries in its grooves, an aorta of real curvature
+            (docs/phantoms.md);
             "v1" the first generator's cartoon anatomy, byte for byte (the shipped model was
             trained on it).
 

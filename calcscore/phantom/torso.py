@@ -1,5 +1,6 @@
 """The realistic ("v2") anatomy: the body, lungs, upper abdomen, neck, arms and breasts around
-the first generator's heart and great vessels, then the skeleton.
+the four-chamber heart and great vessels (:mod:`calcscore.phantom.heart`,
+:mod:`calcscore.phantom.aorta`), then the skeleton.
 
 :func:`render_anatomy_v2` paints, slice by slice, a trunk whose outline follows z (abdomen,
 chest, shoulders, neck) with skin, subcutaneous fat and muscle (more over the scapulae), the

@@ -11,6 +11,9 @@ Writes to ``--out``:
   through the spine (W1500/L300).
 - phantom_options.png: v2 options: arms down, the shoulders' streaks (W400/L40), a gated
   heart-only scan and 5 mm slices.
+- phantom_heart_aorta.png: the heart and aorta (W400/L40): rows a non-contrast and a contrast
+  real scan, then both anatomies; columns axial at the aortic arch and at the four chambers,
+  coronal through the ascending aorta, sagittal through the arch.
 The real scan's levels are its slice numbers (5 mm, counted from the bottom), read off by eye.
 """
 
@@ -167,6 +170,73 @@ def options_figure(seed_down, path, dpi):
     plt.close(fig)
 
 
+#: the real scans of the heart figure: name, slices (from the bottom) at the aortic arch and at
+#: the four chambers, and the in-plane indices (y for the coronal, x for the sagittal view)
+#: through the ascending aorta and through the arch, read off by eye
+HEART_REAL = (
+    ("lungdx-a0001-b (non-contrast)", "lungdx-a0001-b", 44, 25, 150, 285),
+    ("lidc-idri-0001 (contrast)", "lidc-idri-0001", 98, 62, 190, 280),
+)
+
+
+def heart_levels(info) -> tuple[float, float, float, float]:
+    """z (mm) of the aortic arch and of the four chambers, y of the ascending aorta and x of
+    the upper descending aorta (a sagittal plane through it holds the arch's back half)."""
+    g = info.geometry
+    arch = g.aorta[g.aorta_segment == 2]
+    asc = g.aorta[g.aorta_segment == 1]
+    desc = g.aorta[g.aorta_segment == 3][:40]
+    z_arch = float(arch[:, 2].max()) - 8.0
+    # the four chambers: just below the AV groove (v1: 25 mm below the aortic valve)
+    z4 = float(g.mv_center[2]) - 12.0 if g.heart is not None else float(g.av_center[2]) - 25.0
+    return z_arch, z4, float(np.median(asc[:, 1])), float(np.median(desc[:, 0])) - 4.0
+
+
+def heart_figure(real_dir: Path, phantoms, path, dpi) -> None:
+    """Rows: two real scans and the phantoms; columns: axial at the arch, axial at the four
+    chambers, coronal through the ascending aorta, sagittal through the arch (W400/L40)."""
+    rows = []
+    for title, name, k_arch, k4, jy, ix in HEART_REAL:
+        arr, sp = load_real(real_dir / f"{name}.nii.gz")
+        rows.append((title, arr, sp, (k_arch, k4, jy, ix)))
+    for name, vol, info in phantoms:
+        z_arch, z4, y_asc, x_arch = heart_levels(info)
+        ax = [vol.origin_mm[a] + np.arange(vol.shape[a]) * vol.spacing_mm[a] for a in range(3)]
+        idx = [int(np.argmin(np.abs(ax[a] - v))) for a, v in ((0, z_arch), (0, z4))]
+        idx += [int(np.argmin(np.abs(ax[1] - y_asc))), int(np.argmin(np.abs(ax[2] - x_arch)))]
+        jy, ix = body_box(vol, info)
+        idx[2] -= jy.start
+        idx[3] -= ix.start
+        rows.append((name, vol.hu[:, jy, ix], vol.spacing_mm, tuple(idx)))
+    fig, axes = plt.subplots(len(rows), 4, figsize=(15, 3.3 * len(rows)))
+    titles = (
+        "aortic arch",
+        "four chambers",
+        "coronal: ascending aorta",
+        "sagittal: arch, descending",
+    )
+    for r, (name, arr, sp, (k_arch, k4, jy, ix)) in enumerate(rows):
+        views = (
+            (arr[k_arch], 1.0),
+            (arr[k4], 1.0),
+            (arr[::-1, jy, :], sp[0] / sp[2]),
+            (arr[::-1, :, ix], sp[0] / sp[1]),
+        )
+        for c, (img, asp) in enumerate(views):
+            a = axes[r, c]
+            a.imshow(window(img, 400, 40), cmap="gray", aspect=asp, interpolation="bilinear")
+            a.set_xticks([])
+            a.set_yticks([])
+            if r == 0:
+                a.set_title(titles[c], fontsize=10)
+            if c == 0:
+                a.set_ylabel(name, fontsize=9)
+    fig.suptitle("heart and aorta, W400/L40", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs/figures"))
@@ -189,6 +259,7 @@ def main() -> None:
     axial_figure(real, phantoms, 1500, 300, out / "phantom_axial_bone.png", args.dpi)
     axial_figure(real, phantoms, 400, 40, out / "phantom_axial_soft.png", args.dpi)
     views_figure(real, rsp, phantoms, out / "phantom_coronal_sagittal.png", args.dpi)
+    heart_figure(Path(args.real).parent, phantoms, out / "phantom_heart_aorta.png", args.dpi + 8)
     options_figure(args.seed_arms_down, out / "phantom_options.png", args.dpi)
 
 

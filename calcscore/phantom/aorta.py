@@ -1,0 +1,159 @@
+"""The realistic ("v2") aorta and the great vessels round the four-chamber heart of
+:mod:`calcscore.phantom.heart`, and :func:`build_v2_heart_and_aorta`, which puts them all in
+place of the first generator's.
+
+The aorta: the root from the aortic valve up, right and forwards (sinuses 30-35 mm across), the
+ascending aorta right of the midline, in front of the trachea and behind the sternum, the arch
+over the left main bronchus and the pulmonary bifurcation to the left of the trachea, the
+descending aorta on the left of the vertebral bodies (a fat plane from the bone), out of the
+heart's way, drifting towards the midline below the heart. The pulmonary trunk leaves the right
+ventricle in front of, left of and above the aortic valve and winds round the ascending aorta's
+left side to its bifurcation; the superior vena cava runs down right of the ascending aorta into
+the right atrium.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from calcscore.phantom._draw import arc_length, resample_curve
+from calcscore.phantom.heart import (
+    GROOVE_FAT_MM,
+    _fit_heart,
+    _unit,
+    build_coronaries,
+    build_heart,
+    heart_centroid,
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_aorta(geo, rng: np.random.Generator):
+    """The aorta's centreline (1 mm steps), lumen radius and segment (0 root, 1 ascending, 2
+    arch, 3 descending): root from the aortic valve up, right and forwards, the ascending aorta
+    behind the sternum, the arch left of the trachea over the left bronchus, the descending
+    aorta on the left of the vertebral bodies, ``AORTA_SPINE_GAP_MM`` clear of them."""
+    from calcscore.phantom.anatomy import AORTA_SPINE_GAP_MM, _clear_of_spine
+    from calcscore.phantom.habitus import sternum_y
+
+    s = geo.subject
+    tort, asc = s.aortic_tortuosity, s.aorta_scale
+    a, n = geo.av_center, geo.av_normal
+    zav, z_top = s.z_av_mm, s.z_av_mm + s.arch_height_mm
+    rx, ry = geo.vb_radii
+    r_root, r_asc, r_arch, r_d0, r_d1 = (v * asc for v in (17.0, 16.0, 14.0, 12.8, 11.2))
+
+    tr = geo.trachea[-1]  # the carina end of the trachea
+
+    def behind_sternum(p, r):
+        # the ascending aorta lies well in front of the trachea (the right paratracheal nodes
+        # between), but its front wall 6 mm behind the sternum's back
+        y_min = float(sternum_y(geo.habitus, geo, p[2])) + 7.5 + 6.0 + r
+        return np.array([p[0], max(min(p[1], tr[1] - r - 24.0), y_min), p[2]])
+
+    stj = a + n * 24.0
+    # right of the midline (the valve may lie left of it)
+    x_asc = min(a[0] - 12.0, geo.spine_x - 14.0) - 7 * tort
+    asc_mid = behind_sternum(np.array([x_asc, a[1] - 14.0, a[2] + 0.45 * (z_top - zav)]), r_asc)
+    asc_top = behind_sternum(np.array([x_asc + 2.0, a[1] - 10.0, z_top - 22]), r_asc)
+    # the arch: over the top, in front of and then left of the trachea (its wall and fat 13 mm)
+    arch_top = np.array([tr[0] + 14.0, tr[1] - (r_arch + 13.0), z_top])
+    arch_post = np.array([tr[0] + 13.0 + r_arch + 5.0, tr[1] + 6.0, z_top - 14])
+    ctrl = [a + n * 2.0, a + n * 12.0, stj, asc_mid, asc_top, arch_top, arch_post]
+    z_bottom = zav - 230
+    x0 = geo.spine_x + rx + 6.0 + 3 * tort
+    phase = rng.uniform(0, 2 * np.pi)
+    heart = geo.heart
+    cors = np.concatenate(list(geo.coronaries.values()))
+    for zz in np.linspace(z_top - 34, z_bottom, 12):
+        f = (z_top - 34 - zz) / (z_top - 34 - z_bottom)
+        # beside the vertebral bodies down to below the heart, then towards the midline
+        xx = x0 - max(f - 0.45, 0.0) / 0.55 * (rx - 1.0) + tort * 5 * np.sin(phase + zz / 45.0)
+        r = r_d0 + f * (r_d1 - r_d0)
+        sy = float(geo.spine_y(zz))
+        for _ in range(12):  # out of the heart's way: sideways, then back beside the spine
+            c_min = geo.vb_radii[1] * 0.75
+            yy = sy - _clear_of_spine(xx - geo.spine_x, geo.vb_radii, r + AORTA_SPINE_GAP_MM + 1.0)
+            p = np.array([xx, min(yy, sy - c_min), zz])
+            gap = min(
+                float(heart.sd_heart(p)[0]) - geo.epicardial_fat_mm,
+                float(np.linalg.norm(cors - p, axis=1).min()) - GROOVE_FAT_MM - 3.0,
+            )
+            if gap > r + 1.0:
+                break
+            xx += 2.5
+        ctrl.append(p)
+    aorta = resample_curve(np.array(ctrl), 1.0)
+    sl = arc_length(aorta)
+    i_asc = int(np.argmin(np.linalg.norm(aorta - stj, axis=1)))
+    i_arch0 = int(np.argmin(np.linalg.norm(aorta - asc_top, axis=1)))
+    i_arch1 = int(np.argmin(np.linalg.norm(aorta - ctrl[7], axis=1)))
+    seg = np.full(len(aorta), 3, np.int8)
+    seg[:i_arch1] = 2
+    seg[:i_arch0] = 1
+    seg[:i_asc] = 0
+    radius = np.interp(
+        sl,
+        [0, sl[i_asc] * 0.5, sl[i_asc], sl[i_arch0], sl[i_arch1], sl[-1]],
+        [max(r_root - 2.0, geo.av_radius + 1.0), r_root, r_asc, r_arch, r_d0, r_d1],
+    )
+    return aorta, radius, seg, (i_asc, i_arch0, i_arch1)
+
+
+def build_v2_heart_and_aorta(geo) -> None:
+    """Replace ``geo``'s heart, coronary arteries, aorta, arch branches and SVC by the realistic
+    ones (in place), from a random stream of their own (``subject.seed``, 28)."""
+    rng = np.random.default_rng([geo.subject.seed, 28])
+    # two thirds of the heart left of the midline: the valve a little left of the first's
+    geo.av_center = geo.av_center + np.array([8.0, 0.0, 0.0])
+    a = geo.av_center
+    # the root points up, right and forwards out of the left ventricle
+    geo.av_normal = _unit(np.array([-0.45, -0.55, 1.0]) + rng.normal(0, 0.06, 3))
+    # the pulmonary valve in front of, left of and above the aortic valve, the trunk from it
+    trunk, r_pa = geo.pulmonary[0]
+    pv = a + _unit([0.4, -1.0, 0.4]) * (geo.av_radius + 30.0)
+    geo.pulmonary[0] = (resample_curve(np.array([pv, trunk[-1]]), 2.0), r_pa)
+    heart = build_heart(geo, rng)
+    _fit_heart(geo, heart)
+    geo.heart = heart
+    geo.heart_center = heart_centroid(heart)  # (it centres heart-region fields of view)
+    a = geo.av_center
+    # the trunk from the valve up and back round the ascending aorta's left side to its
+    # bifurcation under the arch, left of the first generator's
+    pv = a + _unit([0.4, -1.0, 0.4]) * (geo.av_radius + 30.0)  # as before the fit
+    rvot, r_rvot = heart.outflow["RVOT"]
+    heart.outflow["RVOT"] = (
+        resample_curve(np.array([rvot[0], rvot[len(rvot) // 2], pv]), 2.0),
+        r_rvot,
+    )
+    bif = np.array([a[0] + 24.0, a[1] + 26.0, a[2] + 36.0])
+    mid = np.array([pv[0] + 10.0, pv[1] + 4.0, pv[2] + 22.0])
+    lpa, rpa = geo.pulmonary[1], geo.pulmonary[2]
+    geo.pulmonary[:] = [
+        (resample_curve(np.array([pv, mid, bif]), 2.0), r_pa),
+        (resample_curve(np.array([bif, bif + [22, 8, 3], lpa[0][-1]]), 2.0), lpa[1]),
+        (resample_curve(np.array([bif, bif + [-34, 2, -3], rpa[0][-1]]), 2.0), rpa[1]),
+    ]
+    mv_c = heart.orifices["MV"][0]
+    # the mitral annulus keeps the first generator's radius (its calcium's bead count)
+    geo.mv_center, geo.mv_normal = mv_c, heart.u.copy()
+    geo.coronaries, geo.coronary_radius = build_coronaries(geo, heart, rng)
+    aorta, radius, seg, (i_asc, i0, i1) = build_aorta(geo, rng)
+    geo.aorta, geo.aorta_radius, geo.aorta_segment = aorta, radius, seg
+    branches = []
+    for k, dx in enumerate((-12.0, -2.0, 10.0)):
+        p0 = aorta[i0 + (i1 - i0) * (k + 1) // 5]
+        branches.append(
+            resample_curve(np.array([p0, p0 + [dx * 0.7, 4, 30], p0 + [dx, 8, 120]]), 3.0)
+        )
+    geo.branches = branches
+    ra = heart.chambers["RA"]
+    top = ra.center + np.array([4.0, 2.0, 0.7 * ra.axes[2]])
+    x_svc = min(top[0], float((aorta[: i0 + 1, 0] - radius[: i0 + 1]).min()) - 13.0)
+    geo.svc = resample_curve(
+        np.array([[x_svc - 4, top[1] - 2, a[2] + 175], [x_svc, top[1], a[2] + 30], top]), 2.0
+    )
+    log.debug("v2 heart: LAD %d, LCX %d, RCA %d mm", *(len(c) for c in geo.coronaries.values()))
