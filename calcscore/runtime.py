@@ -254,7 +254,7 @@ def pad_index(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 #: oneDNN's cache of CPU kernels, in kernels, while a cohort is scored (its default: 1,024)
-ONEDNN_CACHE_KERNELS = "16"
+ONEDNN_CACHE_KERNELS = "64"
 #: glibc allocations from this size on are mapped and unmapped on their own (no heap holes)
 MMAP_THRESHOLD_BYTES = 64 * 1024
 
