@@ -63,14 +63,37 @@ class Chamber:
     side: float
 
     def sd_outer(self, x, y, z):
+        """The signed distance (mm) to the chamber's outer surface, cut by the AV plane.
+
+        Args:
+            x, y, z: coordinates in mm (arrays broadcast together).
+
+        Returns:
+            negative inside, positive outside.
+        """
         return np.maximum(_ell_sd(x, y, z, self.center, self.axes, self.rot), self._cut(x, y, z))
 
     def sd_inner(self, x, y, z):
+        """The signed distance (mm) to the blood pool: the outer surface less the wall.
+
+        Args:
+            x, y, z: coordinates in mm (arrays broadcast together).
+
+        Returns:
+            negative inside, positive outside.
+        """
         inner = np.maximum(self.axes - self.wall_mm, 2.0)
         return np.maximum(_ell_sd(x, y, z, self.center, inner, self.rot), self._cut(x, y, z) + 1.0)
 
     def sd_ellipsoid(self, x, y, z):
-        """The signed distance to the whole ellipsoid, the AV plane's cut ignored."""
+        """The signed distance to the whole ellipsoid, the AV plane's cut ignored.
+
+        Args:
+            x, y, z: coordinates in mm (arrays broadcast together).
+
+        Returns:
+            negative inside, positive outside.
+        """
         return _ell_sd(x, y, z, self.center, self.axes, self.rot)
 
     def _cut(self, x, y, z):
@@ -284,8 +307,16 @@ def _phi(heart: Heart, p) -> float:
 
 
 def build_coronaries(geo, heart: Heart, rng: np.random.Generator):
-    """The LAD (from the left main), LCX and RCA along the grooves of ``heart``, and their lumen
-    radii (mm); the grooves are stored on ``heart``."""
+    """The LAD (from the left main), LCX and RCA along the grooves of ``heart``.
+
+    Args:
+        geo: the subject's geometry (its ``subject`` and ``epicardial_fat_mm``).
+        heart: the four-chamber heart; its grooves are stored on it.
+        rng: the subject's random numbers.
+
+    Returns:
+        the arteries' centre lines and their lumen radii (mm).
+    """
     s = geo.subject
     sc = s.heart_scale
     lift = max(2.2 * sc + 1.0, 0.5 * (geo.epicardial_fat_mm + SMOOTH_MM / 4))
@@ -426,7 +457,13 @@ def _bounds(heart: Heart, pad: float) -> tuple[np.ndarray, np.ndarray]:
 def render_heart(hu: np.ndarray, geo, grid: GridSpec) -> None:
     """Paint the four-chamber heart of ``geo.heart`` into ``hu`` (in place): pericardium,
     epicardial fat, the grooves' fat round the coronary arteries, myocardium, blood pools,
-    outflow tracts and the mitral and tricuspid orifices."""
+    outflow tracts and the mitral and tricuspid orifices.
+
+    Args:
+        hu: the volume being drawn, in HU.
+        geo: the subject's geometry, with its ``heart`` and ``coronaries``.
+        grid: the volume's grid.
+    """
     heart: Heart = geo.heart
     h = grid.aa_width_mm
     epi = geo.epicardial_fat_mm
