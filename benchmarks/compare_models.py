@@ -51,12 +51,37 @@ def _both(volume, model: Model):
     return seg.labels, off
 
 
-def real_scans(models: dict[str, Model], data: Path, scans: str | None) -> dict:
+def qrm_figure(volume, labels: dict, inserts: dict, path: Path) -> None:
+    """The QRM scan's insert slice, zoomed on the cardiac insert, with each model's labels."""
+    from calcscore.viz import _pyplot
+
+    plt = _pyplot()
+    z = next(v[0] for k, v in inserts.items() if "-" in k)
+    fig, axes = plt.subplots(1, len(labels), figsize=(5 * len(labels), 5), squeeze=False)
+    for ax, (tag, lab) in zip(axes[0], labels.items()):
+        ax.imshow(volume.hu[z], cmap="gray", vmin=-200, vmax=400)
+        ax.contour(volume.hu[z] >= 130, [0.5], colors="c", linewidths=0.5)
+        if (lab.labels[z] > 0).any():
+            ax.contour(lab.labels[z] > 0, [0.5], colors="r", linewidths=1.2)
+        for k, (_, y, x) in ((k, v) for k, v in inserts.items() if "-" in k):
+            ax.text(x + 8, y - 8, k, color="y", fontsize=7)
+        ax.set_xlim(140, 340)
+        ax.set_ylim(320, 120)
+        ax.set_title(f"{tag}: slice {z}, >= 130 HU cyan, labels (net on) red", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def real_scans(
+    models: dict[str, Model], data: Path, scans: str | None, figures_dir: Path | None = None
+) -> dict:
     ref = json.loads(REFERENCE.read_text())
     paths = scan_paths(data)
     if scans:
         paths = {k: v for k, v in paths.items() if k in scans.split(",")}
     out: dict = {}
+    qrm_labels: dict = {}
     for name, path in paths.items():
         volume = read_volume(path)
         box = ref["boxes"].get(name)
@@ -70,6 +95,11 @@ def real_scans(models: dict[str, Model], data: Path, scans: str | None) -> dict:
             r["seconds"] = round(time.perf_counter() - t, 1)
             out.setdefault(name, {})[tag] = r
             print(f"{name} {tag}: {r['seconds']} s", file=sys.stderr)
+            if name == QRM:
+                qrm_labels[tag] = on
+        if name == QRM and figures_dir is not None:
+            figures_dir.mkdir(parents=True, exist_ok=True)
+            qrm_figure(volume, qrm_labels, ref["qrm_inserts"], figures_dir / "qrm_models.png")
     return out
 
 
@@ -128,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", default="146-146")
     ap.add_argument("--v1-medium", default="")
     ap.add_argument("--parts", default="real,phantoms")
+    ap.add_argument("--figures", default=None, help="a folder for the QRM figure")
     args = ap.parse_args(argv)
     models = {}
     for item in args.model:
@@ -139,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.parts.split(",")
     if "real" in parts:
         t = time.perf_counter()
-        result["real"] = real_scans(models, Path(args.data), args.scans)
+        figs = Path(args.figures) if args.figures else None
+        result["real"] = real_scans(models, Path(args.data), args.scans, figs)
         result["real_seconds"] = round(time.perf_counter() - t)
     if "phantoms" in parts:
         t = time.perf_counter()
