@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if "real" in parts:
         t = time.perf_counter()
         figs = Path(args.figures) if args.figures else None
-        result["real"] = real_scans(models, Path(args.data), args.scans, figs)
+        result.setdefault("real", {}).update(real_scans(models, Path(args.data), args.scans, figs))
         result["real_seconds"] = round(time.perf_counter() - t)
     if "phantoms" in parts:
         t = time.perf_counter()
