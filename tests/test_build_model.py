@@ -417,3 +417,48 @@ def test_the_next_models_recipe_loads_and_its_real_negative_ships():
     for name in recipe.real_negatives.scans:
         image, labels = real_negative_files(recipe, name)
         assert image.is_file() and labels.is_file()
+
+
+def test_insert_fraction_hashes_only_where_set_and_needs_anatomy_v2(tmp_path):
+    before = stage_hashes(load_recipe(_tiny(tmp_path)))
+    zero = stage_hashes(
+        load_recipe(_tiny(tmp_path, "seed = 7\n", "seed = 7\ninsert_fraction = 0.0\n", "z.toml"))
+    )
+    assert zero == before  # recipes without the key keep their caches
+    half = stage_hashes(
+        load_recipe(_tiny(tmp_path, "seed = 7\n", "seed = 7\ninsert_fraction = 0.5\n", "h.toml"))
+    )
+    assert half["phantoms"] != before["phantoms"] and half["cnn1"] != before["cnn1"]
+    for new in ('anatomy = "v1"\ninsert_fraction = 0.5\n', "insert_fraction = 2.0\n"):
+        with pytest.raises(RecipeError, match=r"\[phantoms\] insert_fraction: must lie in"):
+            load_recipe(_tiny(tmp_path, "seed = 7\n", "seed = 7\n" + new, "bad.toml"))
+
+
+def test_cnn2_iterations_0_keeps_the_saved_cnn2_unchanged(tmp_path):
+    import torch
+
+    from calcscore.pipeline.stages import Context, run_cnn2
+
+    cnn2 = "iterations = 4\nbatch_size = 4\nlearning_rate = 5e-4\neval_every = 2\nscans = 2"
+    with pytest.raises(RecipeError, match=r"\[cnn2\] iterations: must be >= 1 \(or, for cnn2"):
+        load_recipe(_tiny(tmp_path, cnn2, cnn2.replace("iterations = 4", "iterations = 0")))
+    path = _tiny(
+        tmp_path,
+        cnn2,
+        cnn2.replace("iterations = 4", f'iterations = 0\ninit = "{SHIPPED / "cnn2.pt"}"'),
+        "keep.toml",
+    )
+    recipe = load_recipe(path)
+    result = run_cnn2(Context(recipe, "cpu", "fp32"), tmp_path / "cnn2")
+    assert (tmp_path / "cnn2" / "cnn2.pt").read_bytes() == (SHIPPED / "cnn2.pt").read_bytes()
+    saved = torch.load(SHIPPED / "cnn2.pt", map_location="cpu", weights_only=False)
+    assert result["trained_iterations"] == 0 and result["kept_iteration"] == saved["iteration"]
+    assert result["config"]["width_scale"] == saved["config"]["width_scale"]
+
+
+def test_the_qrm_finetune_recipe_loads():
+    recipe = load_recipe(ROOT / "recipes" / "qrm_finetune.toml")
+    assert recipe.phantoms.insert_fraction == 0.5 and recipe.cnn2.iterations == 0
+    assert recipe.resolve(recipe.cnn1.init) == (
+        ROOT / "recipes" / "../calcscore/models/default/cnn1.pt"
+    )

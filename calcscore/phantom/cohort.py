@@ -72,6 +72,7 @@ def make_cohort(
     start: int = 0,
     id_prefix: str = "P",
     anatomy: str = DEFAULT_ANATOMY,
+    insert_fraction: float = 0.0,
 ) -> Iterator[CohortScan]:
     """Yield the scans of participants ``start .. start + n - 1``, kernel by kernel.
 
@@ -94,12 +95,17 @@ def make_cohort(
         start: the index of the first participant.
         id_prefix: the participant id's prefix ("P0007").
         anatomy: "v2" or "v1".
+        insert_fraction: the share of participants (drawn per participant from ``(seed, i)``)
+            whose heart is replaced by a calcium-insert test object (:func:`make_scan`'s
+            ``insert_object``; anatomy "v2" only). 0: none, and the cohort is unchanged.
 
     Yields:
         a :class:`CohortScan` per participant and kernel, participant by participant.
     """
     if n < 0:
         raise ValueError(f"`n` must be >= 0, got {n=}")
+    if not 0.0 <= insert_fraction <= 1.0:
+        raise ValueError(f"`insert_fraction` must lie in [0, 1], got {insert_fraction=}")
     if observers not in (0, 1, 2):
         raise ValueError(f"`observers` must be 0, 1 or 2, got {observers=}")
     kernels = tuple(check_kernel(k) for k in ([kernels] if isinstance(kernels, str) else kernels))
@@ -114,6 +120,10 @@ def make_cohort(
             spacing_mm=spacing_mm,
             patient_id=pid,
             anatomy=anatomy,
+            insert_object=bool(
+                insert_fraction > 0
+                and np.random.default_rng([seed, i, 26]).random() < insert_fraction
+            ),
         )
         for kernel in kernels:
             vol, lab, info = scans[kernel]

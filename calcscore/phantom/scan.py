@@ -31,6 +31,7 @@ from calcscore.phantom.anatomy import (
 )
 from calcscore.phantom.artifacts import add_shoulder_streaks
 from calcscore.phantom.calcification import Burden, Lesion, draw_burden, draw_lesions
+from calcscore.phantom.inserts import InsertObject, apply_insert_object, draw_insert_object
 from calcscore.phantom.objects import (
     add_metal_streaks,
     label_objects,
@@ -69,6 +70,8 @@ class ScanInfo:
     geometry: Geometry
     lesions: list[Lesion]
     calcium_volume_mm3: dict[str, float] = field(default_factory=dict)
+    #: the calcium-insert test object in place of the heart (``insert_object=True``), else None
+    insert_object: InsertObject | None = None
 
     @property
     def centrelines(self) -> dict[str, np.ndarray]:
@@ -130,6 +133,7 @@ class _Case:
     acquisition: Acquisition
     noise_seed: int
     streak_seed: int
+    insert_object: InsertObject | None = None
 
 
 def _draw_case(
@@ -143,6 +147,7 @@ def _draw_case(
     cac_category,
     anatomy="v1",
     slice_spacing_mm=None,
+    insert_object=False,
 ) -> _Case:
     rng = np.random.default_rng(rng)
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=6)]
@@ -162,7 +167,12 @@ def _draw_case(
         slice_thickness_mm=slice_thickness_mm,
         slice_spacing_mm=slice_spacing_mm,
     )
-    return _Case(subject, burden, geo, lesions, acq, seeds[4], seeds[5])
+    io = None
+    if insert_object:  # its own stream: the other draws stay those of the same seed without it
+        if geo.habitus is None:
+            raise ValueError("`insert_object` needs the realistic anatomy (anatomy='v2')")
+        io = draw_insert_object(np.random.default_rng([seeds[2], 26]), geo.heart_center)
+    return _Case(subject, burden, geo, lesions, acq, seeds[4], seeds[5], io)
 
 
 def _background_lookup(obj: np.ndarray, grid: GridSpec):
@@ -195,6 +205,7 @@ def make_scans(
     patient_id: str | None = None,
     anatomy: str = DEFAULT_ANATOMY,
     slice_spacing_mm: float | None = None,
+    insert_object: bool = False,
 ) -> dict[str, tuple[CTVolume, LabelVolume, ScanInfo]]:
     """Reconstructions of one subject with several kernels, sharing anatomy, lesions and noise.
 
@@ -205,7 +216,7 @@ def make_scans(
         rng: seed or numpy Generator: the same seed gives the same subject.
         kernels: "soft", "sharp" or a sequence of them.
         scanner, size, shape, spacing_mm, slice_thickness_mm, cac_category, patient_id, anatomy,
-            slice_spacing_mm: as :func:`make_scan`.
+            slice_spacing_mm, insert_object: as :func:`make_scan`.
 
     Returns:
         ``{kernel: (volume, labels, info)}``, each as :func:`make_scan` returns it.
@@ -221,9 +232,14 @@ def make_scans(
         cac_category=cac_category,
         anatomy=check_anatomy(anatomy),
         slice_spacing_mm=slice_spacing_mm,
+        insert_object=insert_object,
     )
     acq = case.acquisition
     obj = render_anatomy(case.geometry, acq.work_grid)
+    if case.insert_object is not None:
+        case.lesions, case.insert_object = apply_insert_object(
+            obj, acq.work_grid, case.insert_object, case.lesions
+        )
     slice_profile(obj, acq.work_grid, acq.slice_thickness_mm)
     z = acq.grid.axis_mm(0)
     noise_z = 1.0 + 0.25 * np.clip((z - (case.subject.z_av_mm + 90)) / 60.0, 0, 1)
@@ -290,6 +306,7 @@ def _package(case: _Case, kernel: str, hu: np.ndarray, labels: np.ndarray, patie
         geometry=case.geometry,
         lesions=case.lesions,
         calcium_volume_mm3={lab.name: float(counts[lab] * vox) for lab in CALCIUM_LABELS},
+        insert_object=case.insert_object,
     )
     return volume, lv, info
 
@@ -307,6 +324,7 @@ def make_scan(
     patient_id: str | None = None,
     anatomy: str = DEFAULT_ANATOMY,
     slice_spacing_mm: float | None = None,
+    insert_object: bool = False,
 ) -> tuple[CTVolume, LabelVolume, ScanInfo]:
     """A synthetic non-contrast low-dose chest CT with voxel-level calcium labels.
 
@@ -333,6 +351,10 @@ def make_scan(
             (docs/phantoms.md);
             "v1" the first generator's cartoon anatomy, byte for byte (the shipped model was
             trained on it).
+        insert_object: put a calcium-insert test object in place of the heart
+            (:mod:`calcscore.phantom.inserts`: a water-equivalent cylinder holding 1-5.5 mm
+            calcium inserts labelled LAD); the realistic anatomy only. The subject, its other
+            lesions and the acquisition are those of the same seed without it.
 
     Returns:
         ``(volume, labels, info)``: HU as whole numbers in [-1024, 3071] (or the scanner's
@@ -351,4 +373,5 @@ def make_scan(
         patient_id=patient_id,
         anatomy=anatomy,
         slice_spacing_mm=slice_spacing_mm,
+        insert_object=insert_object,
     )[kernel]

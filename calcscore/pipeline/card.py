@@ -77,8 +77,8 @@ def _training(ctx) -> dict[str, Any]:
         "kept_iterations": {"cnn1": c1["kept_iteration"], "cnn2": c2["kept_iteration"]},
         "trained_iterations": {"cnn1": c1["trained_iterations"], "cnn2": c2["trained_iterations"]},
         "initialised_from": {"cnn1": c1["initialised_from"], "cnn2": c2["initialised_from"]},
-        "cnn2_training_scans": c2["training_scans"],
-        "cnn2_validation_scans": c2["validation_scans"],
+        "cnn2_training_scans": c2.get("training_scans", []),  # none where it was reused
+        "cnn2_validation_scans": c2.get("validation_scans", []),
         "hardware": {"cnn1": c1["hardware"], "cnn2": c2["hardware"]},
     }
 

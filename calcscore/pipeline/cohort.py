@@ -22,8 +22,18 @@ KERNELS = ("soft", "sharp")
 
 
 def _participant(job: tuple) -> list[CohortScan]:
-    i, seed, size, kernels, anatomy = job
-    return list(make_cohort(1, seed=seed, size=size, start=i, kernels=kernels, anatomy=anatomy))
+    i, seed, size, kernels, anatomy, *rest = job
+    return list(
+        make_cohort(
+            1,
+            seed=seed,
+            size=size,
+            start=i,
+            kernels=kernels,
+            anatomy=anatomy,
+            insert_fraction=rest[0] if rest else 0.0,
+        )
+    )
 
 
 def _map(fn: Callable, jobs: list, workers: int) -> Iterator[Any]:
@@ -64,8 +74,8 @@ def cohort_scans(
 
 
 def _cache_participant(job: tuple) -> None:
-    i, seed, size, kernels, cache, anatomy = job
-    for cs in _participant((i, seed, size, kernels, anatomy)):
+    i, seed, size, kernels, cache, anatomy, inserts = job
+    for cs in _participant((i, seed, size, kernels, anatomy, inserts)):
         cache_scan(
             cs.volume,
             cs.labels,
@@ -84,6 +94,7 @@ def cache_participants(
     kernels: Sequence[str] = KERNELS,
     workers: int = 1,
     anatomy: str = "v2",
+    insert_fraction: float = 0.0,
 ) -> list[CachedScan]:
     """Participants ``indices`` cached on the network grid in ``cache`` (generated where it lacks
     them) and loaded, participant by participant, kernel by kernel.
@@ -96,6 +107,8 @@ def cache_participants(
         kernels: reconstructions per participant.
         workers: processes that generate the missing ones.
         anatomy: the phantoms' anatomy, "v2" or "v1".
+        insert_fraction: the share of participants with a calcium-insert test object
+            (:func:`calcscore.phantom.make_cohort`).
 
     Returns:
         The cached scans (:class:`calcscore.sampling.CachedScan`).
@@ -105,7 +118,7 @@ def cache_participants(
         return cache / f"{participant_id(i)}_{kernel}_{size}"
 
     todo = [
-        (i, seed, size, tuple(kernels), cache, anatomy)
+        (i, seed, size, tuple(kernels), cache, anatomy, insert_fraction)
         for i in indices
         if not all((folder(i, k) / "meta.json").is_file() for k in kernels)
     ]

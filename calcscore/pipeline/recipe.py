@@ -52,6 +52,10 @@ class Phantoms:
     workers: int = 1
     #: "v2" the realistic anatomy, "v1" the first generator's (calcscore.phantom.ANATOMIES)
     anatomy: str = "v2"
+    #: the share of training participants whose heart is a calcium-insert test object
+    #: (calcscore.phantom.make_cohort; "v2" only); 0: none (and not hashed, so recipes without
+    #: the key keep their stages' hashes)
+    insert_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,8 @@ class Recipe:
         if sec is None:
             return {}
         out = {k: v for k, v in dataclasses.asdict(sec).items() if k not in UNHASHED}
+        if name == "phantoms" and not out.get("insert_fraction"):
+            out.pop("insert_fraction", None)
         for key in ("init", "real_scan_figures"):
             path = self.resolve(out.get(key, ""))
             if path is not None:
@@ -365,6 +371,13 @@ def _check_phantoms(path: Path, ph: Phantoms) -> None:
             f"unknown anatomy {ph.anatomy!r}",
             f"one of {', '.join(ANATOMIES)} (v2 realistic, v1 the first generator's)",
         )
+    if not 0 <= ph.insert_fraction <= 1 or (ph.insert_fraction and ph.anatomy != "v2"):
+        raise RecipeError(
+            path,
+            "[phantoms] insert_fraction",
+            f"must lie in [0, 1] with anatomy v2, got {ph.insert_fraction}",
+            "e.g. 0.5, or 0 for no calcium-insert test objects",
+        )
     if not 0 < ph.validation_fraction < 1:
         raise RecipeError(
             path, "[phantoms] validation_fraction", "must lie in (0, 1)", "e.g. 0.142857 (1/7)"
@@ -386,8 +399,15 @@ def _check_network(recipe: Recipe, name: str) -> None:
             path, f"[{name}] select_by", f"unknown {net.select_by!r}", " or ".join(SELECT_BY)
         )
     for key in ("iterations", "batch_size"):
-        if getattr(net, key) < 1:
-            raise RecipeError(path, f"[{name}] {key}", "must be >= 1")
+        if getattr(net, key) < 1 and not (key == "iterations" and reuses(recipe, name)):
+            raise RecipeError(
+                path,
+                f"[{name}] {key}",
+                "must be >= 1",
+                "or, for cnn2, 0 with `init` naming a saved cnn2.pt to keep unchanged"
+                if key == "iterations" and name == "cnn2"
+                else "",
+            )
     if not net.learning_rate > 0:
         raise RecipeError(path, f"[{name}] learning_rate", "must be > 0", "e.g. 5e-4")
     known = {f.name for f in fields(TrainConfig)}
@@ -404,6 +424,13 @@ def _check_network(recipe: Recipe, name: str) -> None:
         raise RecipeError(
             path, f"[{name}] init", f"no such file {init}", 'name a saved cnn .pt or "none"'
         )
+
+
+def reuses(recipe: Recipe, name: str) -> bool:
+    """Whether the recipe keeps a saved network unchanged: ``[cnn2] iterations = 0`` with an
+    ``init`` (the cnn2 stage copies it; CNN1 is always trained)."""
+    net = getattr(recipe, name)
+    return name == "cnn2" and net.iterations == 0 and recipe.resolve(net.init) is not None
 
 
 def check_recipe(recipe: Recipe) -> None:

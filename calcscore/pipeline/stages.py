@@ -36,7 +36,7 @@ from calcscore.inference import Model
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import cache_participants, limit_full, val_full_scans
-from calcscore.pipeline.recipe import Recipe, participants, real_negative_files
+from calcscore.pipeline.recipe import Recipe, participants, real_negative_files, reuses
 from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import (
     TrainConfig,
@@ -92,6 +92,7 @@ def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
         cache=folder / "scans",
         workers=ph.workers,
         anatomy=ph.anatomy,
+        insert_fraction=ph.insert_fraction,
     )
     scans += cache_participants(
         rest,
@@ -100,6 +101,7 @@ def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
         cache=folder / "scans",
         workers=ph.workers,
         anatomy=ph.anatomy,
+        insert_fraction=ph.insert_fraction,
     )
     val = split_by_participant(
         [s.participant_id for s in scans], val_fraction=ph.validation_fraction, rng=ph.seed
@@ -249,6 +251,20 @@ def run_cnn1(ctx: Context, folder: Path) -> dict[str, Any]:
 
 def run_cnn2(ctx: Context, folder: Path) -> dict[str, Any]:
     net = ctx.recipe.cnn2
+    if reuses(ctx.recipe, "cnn2"):  # iterations = 0: the saved CNN2 of `init`, unchanged
+        init = ctx.recipe.resolve(net.init)
+        assert init is not None  # reuses() checked it
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(init, folder / "cnn2.pt")
+        saved = torch.load(init, map_location="cpu", weights_only=False)
+        return {
+            "config": {"preset": net.preset, **saved["config"]},
+            "trained_iterations": 0,
+            "kept_iteration": int(saved.get("iteration", 0)),
+            "initialised_from": str(init),
+            "hardware": saved["config"].get("hardware") or {"device": "n/a", "gpu": None},
+            "reused": True,
+        }
     train_scans, val_scans = split_scans(ctx)
     full = (
         None if net.full_scans < 0 else net.full_scans
