@@ -263,7 +263,7 @@ def render_interior(
 
     # ---- heart: pericardial sac (fat), pericardium, myocardium, blood pool -------------------
     if geo.heart is not None:  # the realistic anatomy's four chambers
-        from calcscore.phantom.heart import render_heart
+        from calcscore.phantom.heart_render import render_heart
 
         render_heart(hu, geo, grid)
     else:
