@@ -174,9 +174,10 @@ def receptive_field_figure(panels, width_mm: float, *, preset="mediastinum", tit
         title: the figure's title.
 
     Returns:
-        the matplotlib Figure.
+        the matplotlib Figure; where no panel has a voxel to centre on (no lesion in any of
+        them), a figure that says so.
     """
-    from calcscore.viz import crop, panel_figure
+    from calcscore.viz import _pyplot, crop, panel_figure
 
     items = []
     for name, volume, labels, zyx in panels:
@@ -185,7 +186,19 @@ def receptive_field_figure(panels, width_mm: float, *, preset="mediastinum", tit
         box = view_box(volume, zyx, width_mm)
         items.append((name, crop(volume, box), None if labels is None else crop(labels, box), 0))
     if not items:
-        raise ValueError("no panel has a voxel to centre on")
+        fig = _pyplot().figure(figsize=(6, 1.2))
+        names = ", ".join(p[0] for p in panels)
+        fig.text(
+            0.5,
+            0.5,
+            f"nothing to show: no labelled voxel to centre on in {names}",
+            ha="center",
+            va="center",
+            wrap=True,
+        )
+        if title:
+            fig.suptitle(title)
+        return fig
     return panel_figure(items, preset=preset, title=title)
 
 

@@ -130,3 +130,14 @@ def test_score_table_and_texture_table():
     table = ds.texture_table({"flat": v.with_array(hu)})
     assert table.loc["body >= 130 HU (%)", "flat"] == pytest.approx(100 * 16 / 256)
     assert table.loc["soft tissue (HU)", "flat"] == 40.0
+
+
+def test_receptive_field_figure_without_a_lesion_says_so():
+    """A model that labels nothing and a slab without true calcium leave no voxel to centre on:
+    the figure says so instead of failing the notebook."""
+    vol = CTVolume(np.zeros((3, 20, 20), np.float32), (2.5, 1.0, 1.0))
+    fig = ds.receptive_field_figure([("a", vol, None, None), ("b", vol, None, None)], 10.0)
+    texts = " ".join(t.get_text() for t in fig.texts)
+    assert "no labelled voxel to centre on" in texts and "a, b" in texts
+    shown = ds.receptive_field_figure([("a", vol, None, (1, 10, 10)), ("b", vol, None, None)], 10.0)
+    assert len(shown.axes) >= 1 and not any("centre on" in t.get_text() for t in shown.texts)
