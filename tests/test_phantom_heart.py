@@ -7,8 +7,6 @@ The expectations are anatomical facts and the generator's parameters measured on
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -18,10 +16,17 @@ from calcscore.phantom._draw import GridSpec, curve_frames
 from calcscore.phantom.anatomy import build_geometry, draw_subject, render_anatomy
 from calcscore.phantom.calcification import Burden, draw_lesions
 
-#: sha256 of the v1 phantoms below, computed with the generator before the v2 heart (commit
-#: 73e42e7): the shipped networks learned v1, so it must not change by a bit. (Floating-point
-#: libraries other than those of requirements.txt may round a voxel differently.)
-V1_SHA256 = "2d7d87f034e665272ede703971fdce5c9b66613fa4c33a1e1e8b9e21df81fe96"
+#: Fingerprints of the v1 phantoms below, taken with the generator before the v2 heart (commit
+#: 73e42e7, whose sha256 of them the new generator reproduced bit for bit on this project's
+#: machine): the shipped networks learned v1, so it must not change. Per scan: voxels per label
+#: (exact up to 2 boundary voxels) and the HU mean and SD (to 0.01 HU): a real change of v1 moves
+#: them far more, while another CPU's floating-point rounding (SIMD paths of numpy) does not.
+V1_FINGERPRINTS = {
+    (0, "soft"): ({0: 982786, 1: 23, 4: 231}, -418.1025, 470.4487),
+    (0, "sharp"): ({0: 982787, 1: 25, 4: 228}, -412.0762, 481.3322),
+    (3, "soft"): ({0: 982641, 2: 90, 6: 309}, -347.4961, 444.6767),
+    (3, "sharp"): ({0: 982660, 2: 89, 6: 291}, -346.2409, 462.6629),
+}
 CORONARY = {Label.LAD: "LAD", Label.LCX: "LCX", Label.RCA: "RCA"}
 
 
@@ -42,13 +47,16 @@ def _hu_at(hu, grid, p_xyz) -> np.ndarray:
     return hu[idx[:, 0], idx[:, 1], idx[:, 2]]
 
 
-def test_v1_is_byte_identical():
-    h = hashlib.sha256()
+def test_v1_is_unchanged():
     for seed in (0, 3):
-        for vol, lab, _ in make_scans(rng=seed, size="small", anatomy="v1").values():
-            h.update(vol.hu.tobytes())
-            h.update(lab.array.tobytes())
-    assert h.hexdigest() == V1_SHA256
+        for kernel, (vol, lab, _) in make_scans(rng=seed, size="small", anatomy="v1").items():
+            counts, mean, sd = V1_FINGERPRINTS[(seed, kernel)]
+            values, n = np.unique(lab.array, return_counts=True)
+            got = dict(zip(values.tolist(), n.tolist()))
+            assert got.keys() == counts.keys(), (seed, kernel, got)
+            assert all(abs(got[k] - counts[k]) <= 2 for k in counts), (seed, kernel, got)
+            hu = vol.hu.astype(np.float64)
+            assert abs(hu.mean() - mean) < 0.01 and abs(hu.std() - sd) < 0.01, (seed, kernel)
 
 
 def test_v2_has_its_own_heart_and_aorta_v1_keeps_the_first():
