@@ -255,36 +255,25 @@ def pad_index(index: torch.Tensor, size: int) -> torch.Tensor:
 
 #: oneDNN's cache of CPU kernels, in kernels, while a cohort is scored (its default: 1,024)
 ONEDNN_CACHE_KERNELS = "64"
-#: glibc allocations from this size on are mapped and unmapped on their own (no heap holes)
-MMAP_THRESHOLD_BYTES = 64 * 1024
 
 
 def steady_memory() -> dict[str, str]:
-    """Keep a process that scores scan after scan at a steady size; call before the first scan.
+    """Keep a process that scores scan after scan from growing; call before the first scan.
 
-    Two native caches made it grow (benchmarks/soak_torchrun.py): oneDNN keeps up to 1,024 CPU
-    kernels built for the shapes it met, and glibc raises its mmap threshold as large arrays are
-    freed, so later ones come from a heap that fragments. Unless the environment already sets
-    them, this caps oneDNN's cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, read at its first use)
-    and fixes glibc's thresholds (``mallopt``; nothing where there is no glibc).
+    oneDNN keeps up to 1,024 CPU kernels built for the shapes it met, and a process scoring scan
+    after scan grew with them (benchmarks/soak_torchrun.py). Unless the environment already sets
+    it, this caps that cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, read at its first use); the
+    same whole-chest scan took as long with the cap. glibc's heap grows too, less; fixing its mmap
+    threshold (``MALLOC_MMAP_THRESHOLD_``) holds it, but made that scan twice as slow, so it is
+    left to the user (benchmarks/README.md).
 
     Returns:
         what was set: name -> value.
     """
-    import ctypes
-
     done = {}
     if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ:
         os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = ONEDNN_CACHE_KERNELS
         done["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = ONEDNN_CACHE_KERNELS
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6")
-            m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-            if libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) == 1:
-                libc.mallopt(m_trim_threshold, 2 * MMAP_THRESHOLD_BYTES)
-                done["mallopt"] = f"M_MMAP_THRESHOLD={MMAP_THRESHOLD_BYTES}"
-    if done:
         log.debug("steady memory: %s", done)
     return done
 
