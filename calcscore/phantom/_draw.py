@@ -301,3 +301,20 @@ def flat_tube(
         rel = tuple(slice(s.start - bb.start, s.stop - bb.start) for s, bb in zip(sub, box))
         np.minimum(q_all[rel], best, out=q_all[rel])
     return box, q_all, r_mean
+
+
+def segments_at(curve: np.ndarray, marks: list[np.ndarray]) -> tuple[list[int], np.ndarray]:
+    """Split a curve's points into segments at the points nearest ``marks`` (in order).
+
+    Args:
+        curve: (N, 3) points.
+        marks: the points where segments 1, 2, ... begin.
+
+    Returns:
+        (the index of the point nearest each mark, an (N,) int8 segment number per point).
+    """
+    idx = [int(np.argmin(np.linalg.norm(curve - m, axis=1))) for m in marks]
+    seg = np.full(len(curve), len(marks), np.int8)
+    for k in range(len(marks) - 1, -1, -1):
+        seg[: idx[k]] = k
+    return idx, seg

@@ -22,6 +22,7 @@ from calcscore.phantom._draw import (
     GridSpec,
     arc_length,
     resample_curve,
+    segments_at,
 )
 from calcscore.phantom.subject import Subject, draw_subject
 from calcscore.phantom.tissue import HU, _sternum_y, fat_thickness, muscle_thickness
@@ -270,13 +271,8 @@ def build_geometry(subject: Subject, anatomy: str = "v1") -> Geometry:
     aorta = resample_curve(np.array(ctrl), 1.0)
     s_len = arc_length(aorta)
     # segments by position along the curve
-    i_asc = int(np.argmin(np.linalg.norm(aorta - (av_center + av_normal * 20.0), axis=1)))
-    i_arch0 = int(np.argmin(np.linalg.norm(aorta - asc_top, axis=1)))
-    i_arch1 = int(np.argmin(np.linalg.norm(aorta - desc_top, axis=1)))
-    seg = np.full(len(aorta), 3, np.int8)
-    seg[:i_arch1] = 2
-    seg[:i_arch0] = 1
-    seg[:i_asc] = 0
+    marks = [av_center + av_normal * 20.0, asc_top, desc_top]
+    (i_asc, i_arch0, i_arch1), seg = segments_at(aorta, marks)
     radius = np.interp(
         s_len,
         [0, s_len[i_asc], s_len[i_arch0], s_len[i_arch1], s_len[-1]],

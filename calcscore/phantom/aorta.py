@@ -18,7 +18,7 @@ import logging
 
 import numpy as np
 
-from calcscore.phantom._draw import arc_length, resample_curve
+from calcscore.phantom._draw import arc_length, resample_curve, segments_at
 from calcscore.phantom.heart import (
     GROOVE_FAT_MM,
     _fit_heart,
@@ -88,13 +88,7 @@ def build_aorta(geo, rng: np.random.Generator):
         ctrl.append(p)
     aorta = resample_curve(np.array(ctrl), 1.0)
     sl = arc_length(aorta)
-    i_asc = int(np.argmin(np.linalg.norm(aorta - stj, axis=1)))
-    i_arch0 = int(np.argmin(np.linalg.norm(aorta - asc_top, axis=1)))
-    i_arch1 = int(np.argmin(np.linalg.norm(aorta - ctrl[7], axis=1)))
-    seg = np.full(len(aorta), 3, np.int8)
-    seg[:i_arch1] = 2
-    seg[:i_arch0] = 1
-    seg[:i_asc] = 0
+    (i_asc, i_arch0, i_arch1), seg = segments_at(aorta, [stj, asc_top, ctrl[7]])
     radius = np.interp(
         sl,
         [0, sl[i_asc] * 0.5, sl[i_asc], sl[i_arch0], sl[i_arch1], sl[-1]],
