@@ -84,7 +84,15 @@ def tiny_model(folder: Path) -> Path:
     return folder
 
 
-def run_torchrun(manifest: Path, out: Path, *, nproc: int, port: int, model: Path | None) -> float:
+def run_torchrun(
+    manifest: Path,
+    out: Path,
+    *,
+    nproc: int,
+    port: int,
+    model: Path | None,
+    fresh_every: int | None = None,
+) -> float:
     """Score ``manifest`` into ``out`` under torchrun; returns the wall time (s)."""
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--nproc-per-node", str(nproc), "--master-port", str(port)]
@@ -92,6 +100,8 @@ def run_torchrun(manifest: Path, out: Path, *, nproc: int, port: int, model: Pat
     cmd += ["--device", "cpu", "--no-overlay", "--force"]
     if model is not None:
         cmd += ["--model", str(model)]
+    if fresh_every is not None:
+        cmd += ["--fresh-process-every", str(fresh_every)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -187,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=29541)
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--max-growth-mb", type=float, default=50.0)
+    ap.add_argument(
+        "--fresh-every",
+        type=int,
+        default=None,
+        help="passed as --fresh-process-every (default: the command's own)",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="calcscore-soak-") as tmp:
         work = args.work or Path(tmp)
@@ -201,7 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         model = tiny_model(work / "model") if args.tiny_model else args.model
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
-        seconds = run_torchrun(manifest, out, nproc=args.nproc, port=args.port, model=model)
+        seconds = run_torchrun(
+            manifest,
+            out,
+            nproc=args.nproc,
+            port=args.port,
+            model=model,
+            fresh_every=args.fresh_every,
+        )
         result = audit(manifest, out, args.nproc)
         return 0 if report(result, seconds, args.every, args.max_growth_mb) else 1
 

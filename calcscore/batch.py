@@ -24,15 +24,21 @@ import json
 import logging
 import os
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from calcscore.errors import CalcscoreError, InputError, optional_import
-from calcscore.io import ITK_SUFFIXES, _is_dicom_file, read_volume, strip_suffix, suffix_of
+from calcscore.errors import InputError, optional_import
+from calcscore.io import ITK_SUFFIXES, _is_dicom_file, strip_suffix, suffix_of
+from calcscore.scan_job import (  # noqa: F401 - importable from here as before
+    FRESH_EVERY,
+    ROW_FROM_PROVENANCE,
+    ScanInput,
+    ScanJob,
+    Scorer,
+    is_dicom_input,
+)
 from calcscore.scan_outputs import (  # noqa: F401 - importable from here as before
     dicom_output_paths,
     output_paths,
@@ -45,20 +51,11 @@ from calcscore.scan_outputs import (  # noqa: F401 - importable from here as bef
 )
 
 if TYPE_CHECKING:
-    from calcscore.inference import InferenceOptions, Model
+    from calcscore.inference import InferenceOptions
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "cohort_summary.csv"
-#: summary columns that are not in scores.json: a resumed scan takes them from its provenance
-ROW_FROM_PROVENANCE = ("kernel_class", "check_warnings", "heart_coverage", "peak_rss_mb", "rss_mb")
-
-
-@dataclass(frozen=True)
-class ScanInput:
-    scan_id: str
-    image: Path
-    labels: Path | None = None
 
 
 def resolve_inputs(inputs: list[str | Path]) -> list[ScanInput]:
@@ -134,6 +131,7 @@ def score_cohort(
     pdf: bool = False,
     dicom: bool = False,
     overwrite: bool = False,
+    fresh_every: int | None = None,
 ) -> pd.DataFrame:
     """Score every scan of ``inputs`` into ``out_dir``.
 
@@ -167,6 +165,10 @@ def score_cohort(
         dicom: also write ``<scan>_seg.dcm`` and ``<scan>_sr.dcm`` for DICOM inputs
             (:mod:`calcscore.dicom_out`).
         overwrite: score scans again that are already scored with this model and settings.
+        fresh_every: score in a worker process replaced by a fresh one after this many scans,
+            for flat memory over a long cohort (:class:`calcscore.scan_job.Scorer`); 0 never;
+            None: every :data:`~calcscore.scan_job.FRESH_EVERY` scans when this process has more
+            than that to score, else in this process.
 
     Returns:
         the cohort summary, one row per scan (under torchrun, rank 0 gets every rank's rows);
@@ -177,13 +179,7 @@ def score_cohort(
     from calcscore.bundle import model_identity
     from calcscore.inference import InferenceOptions, Model
     from calcscore.report_pdf import find_pdf_engine
-    from calcscore.runtime import (
-        release_memory,
-        reset_peak_rss,
-        resolve_device,
-        resolve_precision,
-        steady_memory,
-    )
+    from calcscore.runtime import resolve_device, resolve_precision, steady_memory
 
     scans = resolve_inputs(inputs)
     if dicom:  # before any scan: a missing highdicom would fail every DICOM scan at its end
@@ -210,20 +206,20 @@ def score_cohort(
     settings = dict(convention=convention, overlay=overlay, cnn2_threshold=cnn2_threshold)
     settings |= dict(rim_fill=rim_fill, safety_net=safety_net, precision=_precision(opts))
     settings["report"] = report
-    job = _Job(out, model, opts, model_identity(model.source), settings, dicom, force)
+    job = ScanJob(out, model, opts, model_identity(model.source), settings, dicom, force)
+    mine = scans[rank::world]
+    if fresh_every is None:
+        fresh_every = FRESH_EVERY if len(mine) > FRESH_EVERY else 0
     rows = []
-    for s in tqdm(
-        scans[rank::world],
-        desc=f"scoring (rank {rank})" if world > 1 else "scoring",
-        unit="scan",
-        disable=not progress,
-    ):
-        reset_peak_rss()
-        try:
+    with Scorer(job, fresh_every) as score:
+        for s in tqdm(
+            mine,
+            desc=f"scoring (rank {rank})" if world > 1 else "scoring",
+            unit="scan",
+            disable=not progress,
+        ):
             done = None if overwrite else _resumed_row(job, s)
-            rows.append(done if done is not None else _score_scan(job, s))
-        finally:
-            release_memory()  # flat memory over a long cohort (benchmarks/soak_torchrun.py)
+            rows.append(done if done is not None else score(s))
     frame = pd.DataFrame(rows, columns=[*summary_row("x", None, seconds=0).keys(), "resumed"])
     if chromium is not None:
         _print_pdfs(frame, out, chromium)
@@ -298,34 +294,6 @@ def _precision(opts: InferenceOptions) -> str:
     return "bf16" if opts.bf16 else "fp32"
 
 
-@dataclass(frozen=True)
-class _Job:
-    """What every scan of one ``score_cohort`` call shares."""
-
-    out: Path
-    model: Model
-    opts: InferenceOptions
-    model_id: dict
-    settings: dict
-    dicom: bool
-    force: bool
-
-    def key(self, scan: ScanInput) -> dict:
-        from calcscore.resume import run_key
-
-        settings = {**self.settings, "dicom": self.dicom and is_dicom_input(scan)}
-        return run_key(
-            model_sha256=self.model_id["sha256"],
-            image=scan.image,
-            settings=settings,
-            reference=scan.labels,
-        )
-
-
-def is_dicom_input(scan: ScanInput) -> bool:
-    return scan.image.is_dir()
-
-
 def _refuse_outputs_over_inputs(scans: list[ScanInput], out: Path) -> None:
     from calcscore.resume import provenance_path
 
@@ -353,7 +321,7 @@ def _warn_not_dicom(scans: list[ScanInput]) -> None:
         )
 
 
-def _resumed_row(job: _Job, scan: ScanInput) -> dict | None:
+def _resumed_row(job: ScanJob, scan: ScanInput) -> dict | None:
     """The summary row of a scan already scored with this model and settings (from its
     scores.json and provenance), None when it must be scored (the reason is logged)."""
     from calcscore.resume import read_provenance, why_not_complete
@@ -370,73 +338,6 @@ def _resumed_row(job: _Job, scan: ScanInput) -> dict | None:
     row.update(record.get("checks", {}))
     row["resumed"] = True
     log.info("%s: skipped, already scored with the same model and settings", scan.scan_id)
-    return row
-
-
-def _score_scan(job: _Job, s: ScanInput) -> dict:
-    """Score one scan into staging, then commit its outputs and provenance; its summary row."""
-    from calcscore.checks import ensure_scorable, finite_volume
-    from calcscore.inference import segment
-    from calcscore.report_cohort import reference_scores
-    from calcscore.report_html import write_scan_page
-    from calcscore.resume import commit, staging
-
-    t0 = time.perf_counter()
-    try:
-        volume = read_volume(s.image)
-        key = job.key(s)
-        checks = ensure_scorable(volume, force=job.force, source=s.image)
-        volume = finite_volume(volume)  # forced: NaN/inf as air, said in the report
-        seg = segment(volume, job.model, job.opts)
-        extra: dict = {
-            "safety_net": safety_net_summary(seg),
-            "heart_coverage": checks.coverage.to_dict() if checks.coverage else None,
-        }
-        if s.labels is not None:  # the manifest's reference annotation
-            extra["reference"] = reference_scores(
-                volume, s.labels, convention=job.settings["convention"]
-            )
-        with staging(job.out, s.scan_id) as staged:
-            report = write_scan_outputs(
-                volume,
-                seg.labels,
-                staged,
-                s.scan_id,
-                convention=job.settings["convention"],
-                overlay=job.settings["overlay"],
-                extra=extra,
-                not_assessable=checks.not_assessable_reason,
-            )
-            if not report["assessable"]:
-                log.warning("%s: not assessable: %s", s.scan_id, checks.not_assessable_reason)
-            if job.settings["report"]:
-                write_scan_page(report, volume, seg.labels, staged, checks=checks, model=job.model)
-            if key["settings"]["dicom"]:
-                write_dicom_outputs(seg.labels, report, s.image, staged, s.scan_id, job.model_id)
-            row = summary_row(s.scan_id, report, seconds=time.perf_counter() - t0, checks=checks)
-            commit(
-                staged,
-                job.out,
-                s.scan_id,
-                {
-                    "key": key,
-                    "model": {k: job.model_id[k] for k in ("name", "version")},
-                    "input": str(s.image.resolve()),
-                    "device": job.opts.device,
-                    "checks": {k: row[k] for k in ROW_FROM_PROVENANCE},
-                    "seconds": row["seconds"],
-                },
-            )
-        row["resumed"] = False
-        return row
-    except CalcscoreError as exc:
-        log.error("%s failed: %s", s.scan_id, exc)
-        error = str(exc)
-    except Exception as exc:  # report and go on with the rest of the cohort
-        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        log.error("%s failed: %s", s.scan_id, error)
-    row = summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=error)
-    row["resumed"] = False
     return row
 
 

@@ -45,3 +45,7 @@ def normalise_hu(hu: Any) -> Any:
 
 #: The normalised value of :data:`PAD_HU`.
 PAD_NORMALISED = scale_hu(PAD_HU)
+
+#: ``calcscore score`` scores a cohort in a worker process replaced by a fresh one after this many
+#: scans, when a process has more than that to score (:class:`calcscore.scan_job.Scorer`)
+FRESH_EVERY = 10

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from calcscore.constants import FRESH_EVERY
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -95,10 +97,25 @@ def _add_dicom_and_resume_flags(p: argparse.ArgumentParser) -> None:
         "model's name and version), both referencing the source series",
     )
     p.add_argument(
+        "--fresh-process-every",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="score in a worker process that is replaced by a fresh one every N scans, which "
+        "keeps memory flat over a long cohort; 0: score in this process (default: every "
+        f"{FRESH_EVERY} scans when there are more, per process under torchrun)",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="score every scan again, also those already scored by the same model and settings",
     )
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
 
 
 def _probability(text: str) -> float:
@@ -130,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         pdf=args.pdf,
         dicom=args.dicom,
         overwrite=args.overwrite,
+        fresh_every=args.fresh_process_every,
     )
     cols = ["scan_id", "status", "CAC_agatston", "TAC_agatston", "risk_category", "seconds"]
     print(summary[cols].to_string(index=False))

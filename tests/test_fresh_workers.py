@@ -1,0 +1,87 @@
+"""Scoring a long cohort in fresh worker processes (calcscore.scan_job.Scorer,
+``calcscore score --fresh-process-every N``): the same outputs as in one process, a new worker
+every N scans, and a worker that cannot run fails its scan alone, in one line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calcscore.io import read_labels, write_volume
+from calcscore.phantom import make_scan
+
+pytestmark = pytest.mark.slow  # each worker process imports torch (~2 s)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Three small phantoms with calcium (the shipped model labels some of it)."""
+    root = tmp_path_factory.mktemp("fresh")
+    rows = []
+    for i in range(3):
+        vol, _, _ = make_scan(rng=300 + i, size="small")
+        rows.append({"scan_id": f"s{i}", "image": str(write_volume(vol, root / f"s{i}.nii.gz"))})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def _score(manifest: Path, out: Path, every: int) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "calcscore.cli", "-v", "score", str(manifest), "--out", str(out)]
+    cmd += ["--device", "cpu", "--no-overlay", "--no-report", "--force"]
+    cmd += ["--fresh-process-every", str(every)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_workers_give_the_same_outputs_and_are_replaced(cohort, tmp_path):
+    here = _score(cohort, tmp_path / "here", 0)
+    fresh = _score(cohort, tmp_path / "fresh", 2)
+    assert here.returncode == 0 and fresh.returncode == 0, here.stderr[-2000:] + fresh.stderr
+    started = re.findall(r"worker process (\d+) started", fresh.stderr)
+    assert len(started) == 2 and len(set(started)) == 2  # scans 1-2, then a fresh one for 3
+    assert "worker process" not in here.stderr
+    a = pd.read_csv(tmp_path / "here" / "cohort_summary.csv")
+    b = pd.read_csv(tmp_path / "fresh" / "cohort_summary.csv")
+    assert list(b["status"]) == ["ok"] * 3
+    cols = ["scan_id", "CAC_agatston", "TAC_agatston", "assessable", "not_assessable_reason"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    labelled = 0
+    for i in range(3):
+        la = read_labels(tmp_path / "here" / f"s{i}_labels.nii.gz").array
+        lb = read_labels(tmp_path / "fresh" / f"s{i}_labels.nii.gz").array
+        np.testing.assert_array_equal(la, lb)
+        labelled += int((la > 0).sum())
+    assert labelled > 0  # the comparison compared labels, not empty volumes
+    assert (b["peak_rss_mb"] > 0).all()  # measured in the worker that scored each scan
+
+
+def test_a_worker_that_cannot_start_fails_its_scans_alone(cohort, tmp_path):
+    """A model that the worker cannot load (removed after the parent loaded it): every scan gets
+    a failed row that says so, each with a new worker, and no output is left half-written."""
+    from calcscore.batch import resolve_inputs
+    from calcscore.bundle import model_identity
+    from calcscore.inference import InferenceOptions, Model
+    from calcscore.scan_job import ScanJob, Scorer
+
+    model = Model.load(None)
+    job = ScanJob(
+        tmp_path / "out",
+        Model(model.cnn1, model.cnn2, model.info, str(tmp_path / "gone")),
+        InferenceOptions(),
+        model_identity(model.source),
+        {"convention": "lessmann2018", "overlay": False, "report": False},
+        False,
+        True,
+    )
+    (tmp_path / "out").mkdir()
+    scans = resolve_inputs([cohort])[:2]
+    with Scorer(job, fresh_every=1) as score:
+        rows = [score(s) for s in scans]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("worker process died or could not start" in r["error"] for r in rows)
+    assert list((tmp_path / "out").iterdir()) == []
