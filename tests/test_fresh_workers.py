@@ -85,3 +85,54 @@ def test_a_worker_that_cannot_start_fails_its_scans_alone(cohort, tmp_path):
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all("worker process died or could not start" in r["error"] for r in rows)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_nothing_half_written(cohort, tmp_path):
+    """A real SIGINT to the whole process group (as Ctrl-C in a terminal) while workers score:
+    exit 130 with the one-line message, the scans already written complete, nothing stray, and
+    no process left behind."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "calcscore.cli", "score", str(cohort), "--out", str(out)]
+    cmd += ["--device", "cpu", "--no-overlay", "--no-report", "--force"]
+    proc = subprocess.Popen(
+        [*cmd, "--fresh-process-every", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*_provenance.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
+    done = {p.name.removesuffix("_provenance.json") for p in out.glob("*_provenance.json")}
+    assert 1 <= len(done) < 3
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        f"{i}{s}"
+        for i in done
+        for s in ("_labels.nii.gz", "_scores.json", "_lesions.csv", "_provenance.json")
+    }
+    time.sleep(1)
+    assert _live_in_group(proc.pid) == []  # no worker or fork server left running
+
+
+def _live_in_group(pgid: int) -> list[str]:
+    """Processes of group ``pgid`` that are not zombies (Linux /proc; a zombie whose parent has
+    gone waits for init to reap it), as "pid state"."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(f"{stat.parent.name} {fields[0]}")
+    return live
