@@ -71,6 +71,7 @@ def test_demo_scores_a_phantom_beside_its_ground_truth(tmp_path):
     assert "checks: " in r.stdout and "(heart covered)" in r.stdout
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_demo_runs_the_checks_of_score_on_its_phantom(tmp_path, monkeypatch, model_dir):
     """A phantom the checks would flag (here its upper half: the heart cut at the bottom) is
     scored as `score --force` scores it: not assessable, with the reason in the printout, the

@@ -110,6 +110,7 @@ def test_metadata_as_a_scanner_writes_it(key):
     assert np.array_equal(vol.direction, np.eye(3))
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_full_size_scanner_geometry():
     vol, lab, info = make_scan(rng=2, kernel="soft", scanner="ge_lightspeed16")
     sz, sy, sx = vol.spacing_mm
@@ -183,11 +184,13 @@ def test_every_label_occurs_in_12_scans(cohort):
     assert present == set(CALCIUM_LABELS)
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_labelled_voxels_are_calcium(cohort):
     _, summary = cohort
     assert min(s["min_labelled_hu"] for s in summary) >= 130
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_calcifications_lie_in_their_structure(cohort):
     full, _ = cohort
     checked = Counter()
@@ -268,6 +271,7 @@ def test_noise_is_spatially_correlated():
     assert out["soft"] > 0.5 and out["sharp"] < out["soft"]
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_cohort_covers_all_risk_categories(cohort):
     _, summary = cohort
     cats = Counter(s["category"] for s in summary)
@@ -276,6 +280,7 @@ def test_cohort_covers_all_risk_categories(cohort):
     assert agree > 0.75
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_prevalence_of_tac_av_mv(cohort):
     _, summary = cohort
     n = len(summary)

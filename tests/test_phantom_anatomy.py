@@ -78,6 +78,7 @@ def test_shoulder_girdle_arms_up_or_down_per_participant():
     assert arms == {True, False}
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_cartilage_calcifications_lie_on_the_cartilage_and_grow_with_age():
     from calcscore.phantom.confounders import confounders
 

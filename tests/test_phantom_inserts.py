@@ -83,6 +83,7 @@ def test_insert_object_in_a_scan_labelled_lad_and_nothing_else_changes_far_from_
     assert np.median(vol.hu[soft]) == pytest.approx(io.hu, abs=12)
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_cohort_insert_fraction_is_drawn_per_participant_and_checked():
     def with_object(fraction: float) -> list[bool]:
         return [

@@ -76,6 +76,7 @@ def _text_items(ds, code: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_dicom_input_gets_a_seg_and_the_nifti_one_line(scored):
     folder, out, proc = scored
     assert (out / "scan_seg.dcm").is_file() and (out / "scan_sr.dcm").is_file()
@@ -87,6 +88,7 @@ def test_dicom_input_gets_a_seg_and_the_nifti_one_line(scored):
     assert {"scan_seg.dcm", "scan_sr.dcm"} <= set(provenance["outputs"])
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_seg_holds_one_segment_per_label_present(scored, labelling_model):
     folder, out, _ = scored
     labels = read_labels(out / "scan_labels.nii.gz")
@@ -107,6 +109,7 @@ def test_seg_holds_one_segment_per_label_present(scored, labelling_model):
     np.testing.assert_array_equal(read_seg(out / "scan_seg.dcm", folder).array, labels.array)
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_sr_holds_the_scores_of_the_json_and_the_model(scored, labelling_model):
     folder, out, _ = scored
     report = json.loads((out / "scan_scores.json").read_text())
@@ -146,6 +149,7 @@ def _dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error")]
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 @pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not found (apt-get install dicom3tools)")
 def test_dciodvfy_finds_no_error(scored):
     _, out, _ = scored

@@ -58,6 +58,7 @@ def test_synth_writes_scans_labels_observers_and_manifest(tmp_path, capsys):
         assert vol.same_geometry(cs.volume)
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_synth_same_seed_same_cohort_and_mha(tmp_path):
     from calcscore.io import read_labels
     from calcscore.manifest import read_manifest
