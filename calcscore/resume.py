@@ -142,6 +142,14 @@ def why_not_complete(out_dir: str | Path, scan_id: str, key: dict[str, Any]) -> 
     return None
 
 
+def remove_partials(out_dir: Path, scan_id: str) -> None:
+    """Remove the staging folders of ``scan_id`` in ``out_dir`` (left by a run or a worker
+    process that stopped while scoring it)."""
+    for old in out_dir.glob(f".{glob.escape(scan_id)}.partial-*"):
+        log.info("%s: removing %s, left by a run that stopped half way", scan_id, old.name)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staging(out_dir: str | Path, scan_id: str) -> Iterator[Path]:
     """A hidden folder in ``out_dir`` to write the scan's outputs into (under their final
@@ -150,9 +158,7 @@ def staging(out_dir: str | Path, scan_id: str) -> Iterator[Path]:
     touches its staging folders."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob(f".{glob.escape(scan_id)}.partial-*"):
-        log.info("%s: removing %s, left by a run that stopped half way", scan_id, old.name)
-        shutil.rmtree(old, ignore_errors=True)
+    remove_partials(out, scan_id)
     tmp = Path(tempfile.mkdtemp(prefix=f".{scan_id}.partial-", dir=out))
     try:
         yield tmp

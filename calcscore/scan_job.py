@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from calcscore.constants import FRESH_EVERY  # noqa: F401 - importable from here
 from calcscore.errors import CalcscoreError
 from calcscore.io import read_volume
+from calcscore.resume import remove_partials
 from calcscore.scan_outputs import (
     safety_net_summary,
     summary_row,
@@ -179,6 +180,7 @@ class Scorer:
             return self._pool.submit(_score_in_worker, scan).result()
         except BrokenProcessPool:
             self._close()
+            remove_partials(self.job.out, scan.scan_id)  # a worker killed while writing it
             error = "its worker process died or could not start (out of memory, a crash in "
             error += "native code or an unreadable model; --fresh-process-every 0 scores here)"
             log.error("%s failed: %s", scan.scan_id, error)

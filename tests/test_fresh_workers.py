@@ -87,6 +87,49 @@ def test_a_worker_that_cannot_start_fails_its_scans_alone(cohort, tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_worker_killed_mid_scan_fails_that_scan_alone(cohort, tmp_path):
+    """SIGKILL to the worker while it scores the first scan (as the kernel's OOM killer would):
+    that scan fails in one line, its staging folder goes, and the next scan gets a new worker."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from calcscore.batch import resolve_inputs
+    from calcscore.bundle import model_identity
+    from calcscore.inference import InferenceOptions, Model
+    from calcscore.scan_job import ScanJob, Scorer
+
+    model = Model.load(None)
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = {"convention": "lessmann2018", "overlay": False, "report": False}
+    job = ScanJob(
+        out, model, InferenceOptions(), model_identity(model.source), settings, False, True
+    )
+    scans = resolve_inputs([cohort])[:2]
+    (out / ".s0.partial-test").mkdir()  # what a worker killed while writing s0 leaves
+
+    def kill_the_worker(score: Scorer) -> None:
+        while not (score._pool is not None and score._pool._processes):
+            time.sleep(0.01)
+        time.sleep(0.3)
+        for pid in list(score._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+
+    with Scorer(job, fresh_every=5) as score:
+        killer = threading.Thread(target=kill_the_worker, args=(score,))
+        killer.start()
+        first = score(scans[0])
+        killer.join()
+        second = score(scans[1])
+    assert first["status"] == "failed" and "worker process died" in first["error"]
+    assert second["status"] == "ok"
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"s1{s}" for s in ("_labels.nii.gz", "_lesions.csv", "_provenance.json", "_scores.json")
+    ]
+
+
 def test_ctrl_c_stops_the_workers_and_leaves_nothing_half_written(cohort, tmp_path):
     """A real SIGINT to the whole process group (as Ctrl-C in a terminal) while workers score:
     exit 130 with the one-line message, the scans already written complete, nothing stray, and
