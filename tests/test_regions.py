@@ -181,9 +181,11 @@ def test_real_negative_labels_background_far_from_the_heart_ignored_near_it(tmp_
 
 
 def test_airway_wall_option_removes_a_tracheal_ring_not_a_vessel_wall_nearby():
-    """A trachea (air tube) in the mediastinum with a bright arc 1.6 mm from its lumen, and an
-    'aortic' plaque 15 mm in front of it: with ``airway_wall_mm`` 2.5 the arc goes and the plaque stays;
-    with the default (0, off) the arc is kept too, since it does not touch the air."""
+    """A trachea (air tube) in the mediastinum with a bright arc 1.2-2 mm from its lumen (a
+    cartilage ring), a wall plaque 3.3-4.3 mm from it (an aortic wall against the trachea: the
+    realistic phantoms' aortic calcium lies 3.2 mm or more from mediastinal air) and an 'aortic'
+    plaque 24 mm in front of it: with the default ``airway_wall_mm`` (2 mm) the ring goes and both
+    plaques stay; with 0 (off) the ring is kept too, since it does not touch the air."""
     volume, _ = drawn_chest()
     hu = volume.hu.copy()
     zz, yy, xx = np.ogrid[:60, :300, :400]
@@ -192,17 +194,19 @@ def test_airway_wall_option_removes_a_tracheal_ring_not_a_vessel_wall_nearby():
     hu[tube & (r <= 9.0)] = -1000.0  # the lumen, 9 mm in radius
     arc = tube & (r > 10.2) & (r <= 11.0) & (yy < 150)  # front half of a ring, 1.2-2 mm out
     hu[arc] = 300.0
+    wall = (zz >= 40) & (zz < 44) & (r > 12.3) & (r <= 13.3) & (yy > 155)  # behind, 3.3-4.3 mm
+    hu[wall] = 350.0
     plaque = (zz >= 40) & (zz < 43) & (np.hypot(yy - 120, xx - 200) <= 2)  # 24 mm off axis
     hu[plaque] = 400.0
     labels = np.zeros(volume.shape, np.uint8)
-    labels[arc] = Label.TAC
-    labels[plaque] = Label.TAC
+    labels[arc | wall | plaque] = Label.TAC
     volume = CTVolume(hu, SPACING)
-    off = find_chest_regions(volume)
-    on = find_chest_regions(volume, airway_wall_mm=2.5)
+    off = find_chest_regions(volume, airway_wall_mm=0.0)
+    on = find_chest_regions(volume)
     assert off.found and on.found and on.aorta[41, 120, 200] and on.aorta[40, 140, 200]
+    assert on.aorta[wall].all()
     kept_off, _ = apply_safety_net(labels, off)
     kept_on, removed = apply_safety_net(labels, on)
     assert (kept_off[arc] == Label.TAC).all()
     assert not kept_on[arc].any() and removed["TAC"] == int(arc.sum())
-    assert (kept_on[plaque] == Label.TAC).all()
+    assert (kept_on[plaque] == Label.TAC).all() and (kept_on[wall] == Label.TAC).all()
