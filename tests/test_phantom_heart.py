@@ -67,6 +67,7 @@ def test_v2_has_its_own_heart_and_aorta_v1_keeps_the_first():
     assert np.array_equal(g1.carina, g2.carina) and g1.av_center[2] == g2.av_center[2]
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_chamber_walls_lv_thick_rv_thin_blood_like_myocardium():
     geo = _geo(2)
     heart = geo.heart
@@ -94,6 +95,7 @@ def test_chamber_walls_lv_thick_rv_thin_blood_like_myocardium():
     assert abs(_hu_at(hu, grid, c)[0] - _hu_at(hu, grid, c + heart.e2 * (lateral + 9))[0]) < 15
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_chamber_volumes_are_an_adults():
     # a subject whose chest left room for the heart (a shallow chest shrinks it: _fit_heart)
     geo = _geo(2)
@@ -198,6 +200,7 @@ def _lumen_diameter(geo, i: int) -> float:
     return float(np.median(chords))
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 @pytest.mark.parametrize("seed", [1, 5])
 def test_aorta_diameters_at_the_root_and_descending(seed):
     geo = _geo(seed)

@@ -120,6 +120,7 @@ def test_repo_path_finds_the_shared_data_folder(tmp_path):
     )
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_label_scans_by_stage_gives_cnn1_and_final_labels_from_one_pass():
     import numpy as np
     import torch

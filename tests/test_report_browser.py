@@ -51,6 +51,7 @@ def pages(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_report_pages_render_in_chromium(pages, tmp_path):
     from playwright import sync_api  # a dev dependency: its absence is a failure, not a skip
 
