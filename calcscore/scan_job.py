@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -178,6 +179,9 @@ class Scorer:
         t0 = time.perf_counter()
         try:
             return self._pool.submit(_score_in_worker, scan).result()
+        except KeyboardInterrupt:  # Ctrl-C: the worker ignores it; stop it now, not after the scan
+            self._stop_now(scan)
+            raise
         except BrokenProcessPool:
             self._close()
             remove_partials(self.job.out, scan.scan_id)  # a worker killed while writing it
@@ -209,6 +213,16 @@ class Scorer:
             initargs=(spec,),
             max_tasks_per_child=self.fresh_every,
         )
+
+    def _stop_now(self, scan: ScanInput) -> None:
+        """Kill the worker (scoring ``scan``) and remove what it was writing; a scan it had
+        begun to move into place has no provenance yet, so the next run scores it again."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            for proc in list(pool._processes.values()):  # no public way to stop a running task
+                proc.kill()
+            pool.shutdown(wait=True, cancel_futures=True)
+        remove_partials(self.job.out, scan.scan_id)
 
     def _close(self) -> None:
         if self._pool is not None:
@@ -256,6 +270,7 @@ def _init_worker(spec: dict[str, Any]) -> None:
     from calcscore.runtime import steady_memory
 
     global _WORKER_JOB
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (Scorer)
     logging.basicConfig(level=spec["log_level"], format=spec["log_format"])
     torch.set_num_threads(spec["threads"])
     steady_memory()
