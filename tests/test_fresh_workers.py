@@ -141,18 +141,21 @@ def test_ctrl_c_stops_the_workers_and_leaves_nothing_half_written(cohort, tmp_pa
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "calcscore.cli", "score", str(cohort), "--out", str(out)]
     cmd += ["--device", "cpu", "--no-overlay", "--no-report", "--force"]
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*cmd, "--fresh-process-every", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while not list(out.glob("*_provenance.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+        # as a terminal's Ctrl-C finds it: a test run started in the background inherits
+        # SIGINT ignored, and so would the command
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as proc:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("*_provenance.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
     done = {p.name.removesuffix("_provenance.json") for p in out.glob("*_provenance.json")}

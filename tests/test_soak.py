@@ -23,11 +23,20 @@ def _bench():
     return module
 
 
+def _free_port() -> int:
+    """A TCP port nobody listens on now (another test run beside this one may use a fixed one)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.mark.slow
 def test_six_scans_under_torchrun_are_scored_once_and_none_is_lost(tmp_path):
     r = subprocess.run(
         [sys.executable, str(BENCH), "--scans", "6", "--tiny-model", "--every", "2"]
-        + ["--work", str(tmp_path), "--port", "29543"],
+        + ["--work", str(tmp_path), "--port", str(_free_port())],
         capture_output=True,
         text=True,
     )
