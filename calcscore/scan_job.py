@@ -139,7 +139,11 @@ def score_scan(job: ScanJob, s: ScanInput) -> dict:
     except Exception as exc:  # report and go on with the rest of the cohort
         error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         log.error("%s failed: %s", s.scan_id, error)
-    row = summary_row(s.scan_id, None, seconds=time.perf_counter() - t0, error=error)
+    return _failed_row(s.scan_id, t0, error)
+
+
+def _failed_row(scan_id: str, t0: float, error: str) -> dict:
+    row = summary_row(scan_id, None, seconds=time.perf_counter() - t0, error=error)
     row["resumed"] = False
     return row
 
@@ -148,7 +152,8 @@ class Scorer:
     """Score scans one after another with :func:`score_scan`; a context manager.
 
     With ``fresh_every`` 0 every scan is scored in this process. Otherwise in a worker process
-    (``spawn``: no state of this process is copied) that loads the model and is replaced by a
+    (forked from a fork server, :func:`_worker_context`: no state of this process is copied)
+    that loads the model and is replaced by a
     fresh one after ``fresh_every`` scans; the scans are scored in order, one at a time, and the
     worker logs as this process does. A scan whose worker dies gets a failed row and the next one
     a new worker. Either way each scan's ``peak_rss_mb`` is the peak of the process that scored
@@ -188,9 +193,7 @@ class Scorer:
             error = "its worker process died or could not start (out of memory, a crash in "
             error += "native code or an unreadable model; --fresh-process-every 0 scores here)"
             log.error("%s failed: %s", scan.scan_id, error)
-            row = summary_row(scan.scan_id, None, seconds=time.perf_counter() - t0, error=error)
-            row["resumed"] = False
-            return row
+            return _failed_row(scan.scan_id, t0, error)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         import torch
@@ -217,11 +220,10 @@ class Scorer:
     def _stop_now(self, scan: ScanInput) -> None:
         """Kill the worker (scoring ``scan``) and remove what it was writing; a scan it had
         begun to move into place has no provenance yet, so the next run scores it again."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            for proc in list(pool._processes.values()):  # no public way to stop a running task
+        if self._pool is not None:
+            for proc in list(self._pool._processes.values()):  # no public way to stop a task
                 proc.kill()
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._close()
         remove_partials(self.job.out, scan.scan_id)
 
     def _close(self) -> None:

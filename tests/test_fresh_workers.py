@@ -60,25 +60,29 @@ def test_workers_give_the_same_outputs_and_are_replaced(cohort, tmp_path):
     assert (b["peak_rss_mb"] > 0).all()  # measured in the worker that scored each scan
 
 
+def _job(out: Path, source: str | None = None):
+    """A ScanJob of the shipped model, scoring with --force into ``out`` (created); ``source``:
+    where a worker loads the model from, instead of the shipped model's folder."""
+    from calcscore.bundle import model_identity
+    from calcscore.inference import InferenceOptions, Model
+    from calcscore.scan_job import ScanJob
+
+    model = Model.load(None)
+    identity = model_identity(model.source)
+    if source is not None:
+        model = Model(model.cnn1, model.cnn2, model.info, source)
+    out.mkdir()
+    settings = {"convention": "lessmann2018", "overlay": False, "report": False}
+    return ScanJob(out, model, InferenceOptions(), identity, settings, False, True)
+
+
 def test_a_worker_that_cannot_start_fails_its_scans_alone(cohort, tmp_path):
     """A model that the worker cannot load (removed after the parent loaded it): every scan gets
     a failed row that says so, each with a new worker, and no output is left half-written."""
     from calcscore.batch import resolve_inputs
-    from calcscore.bundle import model_identity
-    from calcscore.inference import InferenceOptions, Model
-    from calcscore.scan_job import ScanJob, Scorer
+    from calcscore.scan_job import Scorer
 
-    model = Model.load(None)
-    job = ScanJob(
-        tmp_path / "out",
-        Model(model.cnn1, model.cnn2, model.info, str(tmp_path / "gone")),
-        InferenceOptions(),
-        model_identity(model.source),
-        {"convention": "lessmann2018", "overlay": False, "report": False},
-        False,
-        True,
-    )
-    (tmp_path / "out").mkdir()
+    job = _job(tmp_path / "out", source=str(tmp_path / "gone"))
     scans = resolve_inputs([cohort])[:2]
     with Scorer(job, fresh_every=1) as score:
         rows = [score(s) for s in scans]
@@ -96,17 +100,10 @@ def test_a_worker_killed_mid_scan_fails_that_scan_alone(cohort, tmp_path):
     import time
 
     from calcscore.batch import resolve_inputs
-    from calcscore.bundle import model_identity
-    from calcscore.inference import InferenceOptions, Model
-    from calcscore.scan_job import ScanJob, Scorer
+    from calcscore.scan_job import Scorer
 
-    model = Model.load(None)
     out = tmp_path / "out"
-    out.mkdir()
-    settings = {"convention": "lessmann2018", "overlay": False, "report": False}
-    job = ScanJob(
-        out, model, InferenceOptions(), model_identity(model.source), settings, False, True
-    )
+    job = _job(out)
     scans = resolve_inputs([cohort])[:2]
     (out / ".s0.partial-test").mkdir()  # what a worker killed while writing s0 leaves
 
