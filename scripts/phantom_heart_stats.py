@@ -111,7 +111,7 @@ def main() -> None:
         if args.offset:
             offs.append([aorta_offset(geo, dz) for dz in (-40.0, 20.0)])
             line += "  desc aorta (left, front, gap) " + " ".join(
-                "%.0f/%.0f/%.1f" % o for o in offs[-1]
+                f"{o[0]:.0f}/{o[1]:.0f}/{o[2]:.1f}" for o in offs[-1]
             )
         if seed < args.aorta:
             seg, z = geo.aorta_segment, geo.aorta[:, 2]

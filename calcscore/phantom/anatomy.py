@@ -186,7 +186,6 @@ def build_geometry(subject: Subject, anatomy: str = "v1") -> Geometry:
         s = deeper_chest(s)
     rng = np.random.default_rng(s.seed)
     bx, by = s.body_center_xy_mm
-    a_y = s.body_half_depth_mm
     zav = s.z_av_mm
     # spine: vertebral body behind the posterior mediastinum
     vb_r = (17.0 + 3 * s.heart_scale, 14.0 + 2 * s.heart_scale)

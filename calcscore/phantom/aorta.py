@@ -113,7 +113,6 @@ def build_aorta(geo, rng: np.random.Generator):
     arch_top = np.array([tr[0] + 14.0, tr[1] - (r_arch + 13.0), z_top])
     arch_post = np.array([tr[0] + 13.0 + r_arch + 5.0, tr[1] + 6.0, z_top - 14])
     ctrl = [a + n * 2.0, a + n * 12.0, stj, asc_mid, asc_top, arch_top, arch_post]
-    z_bottom = zav - 230
     phase = rng.uniform(0, 2 * np.pi)
     heart = geo.heart
     cors = np.concatenate(list(geo.coronaries.values()))
