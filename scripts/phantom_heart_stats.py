@@ -104,7 +104,7 @@ def main() -> None:
         fits.append((h.fit_scale, h.fit_squash, h.fit_shift_mm))
         line = f"subject {seed:2d}: " + " ".join(f"{k} {x:5.1f}" for k, x in v.items())
         line += f"  fit: scale {h.fit_scale:.2f} squash {h.fit_squash:.2f} "
-        line += f"back {h.fit_shift_mm:4.1f} mm"
+        line += f"back {h.fit_shift_mm:5.1f} mm"
         if args.fraction:
             fracs.append(heart_fraction(geo))
             line += f"  heart {100 * fracs[-1]:.1f} % of the body"
@@ -132,7 +132,7 @@ def main() -> None:
     print(
         f"fit: {np.mean(f[:, 0] < 1):.0%} shrunk (min {f[:, 0].min():.2f}), "
         f"{np.mean(f[:, 1] < 1):.0%} flattened (min {f[:, 1].min():.2f}), "
-        f"moved back up to {f[:, 2].max():.1f} mm"
+        f"moved back up to {max(f[:, 2].max(), 0):.1f} mm, forwards up to {max(-f[:, 2].min(), 0):.1f} mm"
     )
     if fracs:
         f = 100 * np.array(fracs)
