@@ -15,6 +15,7 @@ from calcscore.labels import Label
 from calcscore.phantom import make_scans
 from calcscore.phantom._draw import GridSpec, curve_frames
 from calcscore.phantom.anatomy import build_geometry, draw_subject, render_anatomy
+from calcscore.phantom.aorta import HEART_GROWTH
 from calcscore.phantom.calcification import Burden, draw_lesions
 
 #: Fingerprints of the v1 phantoms below, taken with the generator before the v2 heart (commit
@@ -321,10 +322,12 @@ def test_shallow_chests_keep_an_adult_heart():
     # generator 2026-12-05.2 (shrunk to 0.82-0.88); a non-gated adult CT shows about 60-140 ml
     for seed in (6, 8, 9):
         geo = _geo(seed)
-        assert geo.heart.fit_scale >= 0.85, (seed, geo.heart.fit_scale)
+        # shrunk to no less than 0.85 of the first generator's heart envelope (v2 grows its
+        # chambers by HEART_GROWTH before fitting them)
+        assert geo.heart.fit_scale * HEART_GROWTH >= 0.85, (seed, geo.heart.fit_scale)
         assert _lv_blood_ml(geo) > 45.0, seed
         # the heart fills the chest as on a real scan: its pericardial sac at least 7.5 % of the
-        # body's section through its centre (lungdx-a0001-b: 13.4 %)
+        # body's section through its centre (lungdx-a0001-b: 13.4 %, lidc-idri-0001: 14.7 %)
         z = float(geo.heart_center[2])
         bx, by = geo.body_center
         grid = GridSpec((1, 440, 520), (1.0, 1.0, 1.0), (z, by - 220.0, bx - 260.0))
