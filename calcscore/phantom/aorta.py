@@ -5,8 +5,9 @@ place of the first generator's.
 The aorta: the root from the aortic valve up, right and forwards (sinuses 30-35 mm across), the
 ascending aorta right of the midline, in front of the trachea and behind the sternum, the arch
 over the left main bronchus and the pulmonary bifurcation to the left of the trachea, the
-descending aorta on the left of the vertebral bodies (a fat plane from the bone), out of the
-heart's way, drifting towards the midline below the heart. The pulmonary trunk leaves the right
+descending aorta against the left front of the vertebral bodies (a fat plane from the bone),
+drifting towards the midline below the heart: its course is planned first and the heart fitted
+round it (:func:`descending_plan`), the oesophagus moved off it. The pulmonary trunk leaves the right
 ventricle in front of, left of and above the aortic valve and winds round the ascending aorta's
 left side to its bifurcation; the superior vena cava runs down right of the ascending aorta into
 the right atrium.
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 #: the descending aorta's centre left of the vertebral body's centre (mm) at the top of its
-#: straight course (30 mm below the arch's top), as a fraction of the body's half width plus mm:
+#: straight course (34 mm below the arch's top): a fraction of the vertebral body's half width
+#: plus mm (plus 3 mm x the tortuosity):
 #: on the real non-contrast lungdx-a0001-b it lies 29-30 mm left of it 25 mm above the aortic
 #: valve, 26 mm at 35 mm below, 19-20 mm at 55-75 mm below (docs/phantoms.md)
 DESC_X = (0.75, 12.0)

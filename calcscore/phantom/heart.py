@@ -440,9 +440,10 @@ def _fit_heart(geo, heart: Heart, extra=None) -> None:
     if extra is not None:
         pts, r = np.concatenate([pts, extra[0]]), np.concatenate([r, extra[1]])
     need = geo.epicardial_fat_mm + 2.0 + r
-    la, ch = heart.chambers["LA"], list(heart.chambers.values())
     front = pts[:, 1] < geo.av_center[1]
     for _ in range(30):
+        # (the chambers anew each time: _shift_away replaces them)
+        la, ch = heart.chambers["LA"], list(heart.chambers.values())
         pen = need - heart.sd_heart(pts)
         pen_f, pen_b = float(pen[front].max()), float(pen[~front].max())
         if max(pen_f, pen_b) <= 0:
