@@ -263,12 +263,16 @@ def test_noise_is_spatially_correlated():
         c, r = info.homogeneous_roi
         k, j, i = np.round((c - vol.origin_mm) / vol.spacing_mm).astype(int)
         h = int(r / vol.spacing_mm[2] / 1.5)
-        patch = vol.hu[k, j - h : j + h, i - h : i + h]
-        patch = patch - patch.mean()
-        out[kernel] = float((patch[:, 1:] * patch[:, :-1]).mean() / patch.var())
+        # five slices of the blood pool (a 14 x 14 pixel patch of one slice estimates the lag-1
+        # correlation only to about +-0.1)
+        patch = vol.hu[k - 2 : k + 3, j - h : j + h, i - h : i + h]
+        patch = patch - patch.mean(axis=(1, 2), keepdims=True)
+        out[kernel] = float((patch[..., 1:] * patch[..., :-1]).mean() / patch.var())
         sd = roi_values(vol, info).std()
         assert (20 <= sd <= 40) if kernel == "soft" else (60 <= sd <= 150), (kernel, sd)
-    assert out["soft"] > 0.5 and out["sharp"] < out["soft"]
+    # white noise: 0; this subject's noise power spectrum (soft kernel, noise_transfer) gives
+    # 0.50 between neighbours along x, the sharp kernel's 0.19
+    assert out["soft"] > 0.3 and out["sharp"] < out["soft"] - 0.15, out
 
 
 @pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it

@@ -180,14 +180,19 @@ def build_geometry(subject: Subject, anatomy: str = "v1") -> Geometry:
     first generator's (the same subject, body size, airways and lung vessels)."""
     check_anatomy(anatomy)
     s = subject
+    if anatomy == "v2":  # a deeper chest in front, the back and the spine where they were
+        from calcscore.phantom.habitus import deeper_chest
+
+        s = deeper_chest(s)
     rng = np.random.default_rng(s.seed)
     bx, by = s.body_center_xy_mm
-    a_y = s.body_half_depth_mm
     zav = s.z_av_mm
     # spine: vertebral body behind the posterior mediastinum
     vb_r = (17.0 + 3 * s.heart_scale, 14.0 + 2 * s.heart_scale)
     # skin, fat, paraspinal muscle and the neural arch behind the vertebral body centre
-    spine_y0 = by + a_y - (2 + 0.75 * s.fat_mm + 48 + vb_r[1]) - s.kyphosis_mm
+    # (from the drawn subject's back: v2's deeper chest leaves the back and the spine in place)
+    y_back = subject.body_center_xy_mm[1] + subject.body_half_depth_mm
+    spine_y0 = y_back - (2 + 0.75 * s.fat_mm + 48 + vb_r[1]) - s.kyphosis_mm
     spine_x = bx + rng.normal(0, 2)
 
     # heart: ellipsoid with long axis u from base (posterior-superior-right) to apex

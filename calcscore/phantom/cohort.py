@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 #: with posterior elements, upper abdomen, neck, breasts) is the default; "v1" keeps the old one.
 #: "2026-12-05.2": v2's own four-chamber heart in epicardial fat with the coronary arteries in its
 #: grooves, and an aorta of real curvature (:mod:`calcscore.phantom.heart`); v1 unchanged.
-GENERATOR_VERSION = "2026-12-05.2"
+#: "2026-12-05.3": v2's chest deeper in front, the descending aorta beside the vertebral bodies and
+#: the heart fitted round it (flattened and widened, seldom shrunk), the oesophagus off the aorta;
+#: v1 unchanged.
+GENERATOR_VERSION = "2026-12-05.3"
 
 
 @dataclass

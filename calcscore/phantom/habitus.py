@@ -16,7 +16,7 @@ generator's spine), T5 at the level about 40 mm above the aortic valve (the cari
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +24,12 @@ from calcscore.phantom._draw import resample_curve
 
 #: vertebra + disc height (mm), as the first generator's spine
 VERT_PITCH_MM = 26.0
+#: how much deeper (front to back, as a fraction of the half width) the v2 chest is than the first
+#: generator's, all of it in front: on the six open real chest CTs the body's depth is 0.65-0.96
+#: (median 0.755) of its width, the skin-to-vertebral-body distance at the back as in the
+#: phantoms; the first generator's bodies are 0.68 as deep as wide, which left the four-chamber
+#: heart too little room between the sternum and the spine (docs/phantoms.md)
+EXTRA_DEPTH = 0.14
 #: superellipse exponent of the body outline
 OUTLINE_P = 2.6
 #: anterior angle (rad, 0 at the back, pi at the front) where rib n ends (costochondral junction)
@@ -78,6 +84,23 @@ class Habitus:
         name = f"C{7 + n - 1}" if n < 1 else f"T{n}" if n <= 12 else f"L{n - 12}"
         lo = self.vert_z0 + k * VERT_PITCH_MM
         return name, lo, lo + VERT_PITCH_MM - 5.0
+
+
+def deeper_chest(s):
+    """The v2 subject: ``s`` with its body ``EXTRA_DEPTH`` times its half width deeper, the back
+    (and so the spine) where it was and the front (skin, sternum, anterior ribs) moved forwards.
+
+    Args:
+        s: the drawn subject (:class:`calcscore.phantom.subject.Subject`).
+
+    Returns:
+        a copy with ``body_half_depth_mm`` and the body centre's y changed.
+    """
+    d = EXTRA_DEPTH * s.body_half_width_mm
+    bx, by = s.body_center_xy_mm
+    return replace(
+        s, body_half_depth_mm=s.body_half_depth_mm + d / 2, body_center_xy_mm=(bx, by - d / 2)
+    )
 
 
 def outline(hab: Habitus, geo, z: float) -> tuple[float, float, float, float]:

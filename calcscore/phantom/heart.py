@@ -25,6 +25,7 @@ HU are non-contrast (the generator has no contrast option): blood 38, myocardium
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -40,6 +41,9 @@ AV_GAP_MM = 3.0
 SMOOTH_MM = 10.0
 #: fat (mm) round each coronary artery beyond its lumen, in its groove
 GROOVE_FAT_MM = 3.5
+#: how much wider and longer the heart grows each time :func:`_fit_heart` flattens it front to
+#: back by 5 % (a soft heart in a shallow chest pushes the lungs aside): 0.95 ** -0.35
+SPREAD = 0.95**-0.35
 #: the chambers' walls (mm)
 WALL_MM = {"LV": 10.0, "RV": 4.0, "LA": 2.5, "RA": 2.5}
 
@@ -197,7 +201,7 @@ def build_heart(geo, rng: np.random.Generator) -> Heart:
     # spine; the right on the right of the aortic root
     cut_a = d_av - AV_GAP_MM
     eye = np.eye(3)
-    la_axes = np.array([33.0, 23.0, 25.0]) * sc
+    la_axes = np.array([36.0, 19.0, 27.0]) * sc
     la_c = at(-0.42 * L, 0.2 * B, -0.3 * B)
     la_c[1] = min(la_c[1], float(geo.spine_y(la_c[2])) - geo.vb_radii[1] - 14 - la_axes[1])
     la = Chamber("LA", la_c, la_axes, eye, WALL_MM["LA"], u, cut_a, -1.0)
@@ -409,14 +413,37 @@ def _move(geo, heart: Heart, anchor: np.ndarray, f, t: np.ndarray | None = None)
     geo.av_center = mv(geo.av_center)  # (heart_center, which centres the field of view, stays)
 
 
-def _fit_heart(geo, heart: Heart) -> None:
-    """Keep the heart and its epicardial fat clear of every bone: move it back where there is
-    room, then flatten it front to back (a shallow chest), then shrink it."""
+def _shift_away(geo, heart: Heart, pts, need, front, pen) -> bool:
+    """Shift the heart (in place) across the body, away from the point behind it that presses
+    on it most (at most 4 mm), if that brings no bone in front of it closer than allowed;
+    True if it moved."""
+    k = int(np.argmax(np.where(front, -np.inf, pen)))
+    d = heart.origin - pts[k]
+    d[2] = 0.0
+    t = _unit(d) * min(float(pen[k]), 4.0)
+    trial, av = copy.deepcopy(heart), geo.av_center.copy()
+    _move(geo, trial, np.zeros(3), 1.0, t)
+    before = max(float(pen[front].max()), 0.0)
+    if float((need - trial.sd_heart(pts))[front].max()) > before:
+        geo.av_center = av
+        return False
+    heart.__dict__.update(trial.__dict__)
+    return True
+
+
+def _fit_heart(geo, heart: Heart, extra=None) -> None:
+    """Keep the heart and its epicardial fat clear of every bone and of ``extra`` (points (N, 3)
+    and radii (N,): the descending aorta's wall): move it back where there is room in front of
+    what lies behind it, away from what presses on it from behind where there is room in front
+    (:func:`_shift_away`), then flatten it front to back (a shallow chest), then shrink it."""
     pts, r = bone_points(geo)
+    if extra is not None:
+        pts, r = np.concatenate([pts, extra[0]]), np.concatenate([r, extra[1]])
     need = geo.epicardial_fat_mm + 2.0 + r
-    la = heart.chambers["LA"]
     front = pts[:, 1] < geo.av_center[1]
     for _ in range(30):
+        # (the chambers anew each time: _shift_away replaces them)
+        la, ch = heart.chambers["LA"], list(heart.chambers.values())
         pen = need - heart.sd_heart(pts)
         pen_f, pen_b = float(pen[front].max()), float(pen[~front].max())
         if max(pen_f, pen_b) <= 0:
@@ -424,8 +451,15 @@ def _fit_heart(geo, heart: Heart) -> None:
         back = np.array([0.0, float(la.center[1] + la.axes.max()), 0.0])
         if pen_f > 0 and pen_b < -2:
             _move(geo, heart, back, 1.0, np.array([0.0, min(pen_f, -pen_b - 1, 4.0), 0.0]))
-        elif pen_f > 0 and heart.fit_squash > 0.72:
-            _move(geo, heart, back, (1.0, 0.95, 1.0))
+        elif pen_b > 0 and _shift_away(geo, heart, pts, need, front, pen):
+            continue
+        elif heart.fit_squash > 0.7:
+            # flattened front to back (towards its back, or its front if pressed from behind),
+            # the heart widens and lengthens into the lungs
+            y = back[1] if pen_f > 0 else min(c.center[1] - c.axes.max() for c in ch)
+            _move(
+                geo, heart, np.array([heart.origin[0], y, heart.origin[2]]), (SPREAD, 0.95, SPREAD)
+            )
         else:
             _move(geo, heart, geo.av_center.copy(), 0.96)
 
