@@ -1,10 +1,12 @@
 """The anatomical safety net on held-out phantoms: a model's figures with and without it.
 
     .venv/bin/python benchmarks/safety_net_phantoms.py [--model DIR] [--medium 120-129]
-        [--full 146-147] [--seed 2018] [--out figures.json]
+        [--full 146-147] [--gated 120-125] [--anatomy v2|v1] [--seed 2018] [--out figures.json]
 
 The phantoms are the shipped model's test participants (P0120..P0129, heart-region scans) and
-the whole-chest comparison participants (P0146..P0147), never used to train or tune it. The
+the whole-chest comparison participants (P0146..P0147), never used to train or tune it; ``--gated``
+adds ECG-gated heart-only scans (3 mm slices, 0.4 mm pixels, a 205 mm field of view) of the
+participants given. The
 model runs once per scan; the labels without the net come from the same run
 (:meth:`calcscore.inference.Segmentation.labels_at`), so the table compares like with like.
 Prints pooled voxel F1 per label and the risk-category kappa, soft and sharp, and the ratio of
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--medium", default="120-129")
     ap.add_argument("--full", default="146-147")
+    ap.add_argument("--gated", default="")
+    ap.add_argument("--anatomy", default="v2", choices=("v2", "v1"))
     ap.add_argument("--seed", type=int, default=2018)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -61,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         bf16=resolve_precision("auto", "cpu"), channels_last=True, safety_net=True
     )
     result: dict = {}
-    for size, ids in (("medium", args.medium), ("full", args.full)):
+    for size, ids in (("medium", args.medium), ("full", args.full), ("gated", args.gated)):
         if not ids:
             continue
         t = time.perf_counter()
         cases: dict = {}
-        for cs in cohort_scans(_range(ids), seed=args.seed, size=size):
+        for cs in cohort_scans(_range(ids), seed=args.seed, size=size, anatomy=args.anatomy):
             seg = segment(cs.volume, model, opts)
             off = seg.labels_at(
                 cs.volume, model.cnn2_thresholds, rim_fill=model.rim_fill, safety_net=False
