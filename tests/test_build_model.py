@@ -356,6 +356,8 @@ def _check_model(out: Path) -> None:
         m = info["test_metrics"][kernel]
         assert m["n_scans"] == 1 and set(m["cnn2_at_0.5"]) <= {"CAC", "TAC", "AV", "MV"}
         assert f"| {kernel} | 1 | " in text
+        assert info["test_metrics_gated"][kernel]["n_scans"] == 1
+    assert "Gated heart-only phantoms P0004 (gated):" in text
     assert set(info["cnn2_thresholds"]) == {"CAC", "TAC", "AV", "MV"} and "rim_choice" not in info
     assert info["trained_iterations"] == {"cnn1": 4, "cnn2": 4} and info["phantom_generator"]
     assert info["recipe"]["name"] == "tiny" and set(info["stages"]) >= {"phantoms", "card"}
@@ -413,6 +415,7 @@ def test_the_next_models_recipe_loads_and_its_real_negative_ships():
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "next.toml")
     assert recipe.phantoms.anatomy == "v2" and recipe.cnn1.preset == "paper"
+    assert recipe.phantoms.gated > 0 and recipe.phantoms.gated_test  # the gated protocol too
     assert recipe.real_negatives is not None and recipe.real_negatives.scans
     for name in recipe.real_negatives.scans:
         image, labels = real_negative_files(recipe, name)
@@ -462,3 +465,45 @@ def test_the_qrm_finetune_recipe_loads():
     assert recipe.resolve(recipe.cnn1.init) == (
         ROOT / "recipes" / "../calcscore/models/default/cnn1.pt"
     )
+
+
+def test_gated_scans_hash_only_where_set_and_are_checked(tmp_path):
+    """`gated` training participants and `gated_test` held-out ones: left at 0 / [] they keep
+    older recipes' hashes; set, they change the phantoms stage (and, for `gated`, all after it);
+    too many, or a test participant among the training ones, is refused naming the key."""
+    line = next(x for x in _tiny(tmp_path).read_text().splitlines() if x.startswith("gated_test"))
+    before = stage_hashes(load_recipe(_tiny(tmp_path, line, "", "without.toml")))
+    zero = stage_hashes(
+        load_recipe(_tiny(tmp_path, line, "gated = 0\ngated_test = []", "zero.toml"))
+    )
+    assert zero == before
+    one = stage_hashes(load_recipe(_tiny(tmp_path, line, "gated = 1", "one.toml")))
+    assert one["phantoms"] != before["phantoms"] and one["cnn1"] != before["cnn1"]
+    test = stage_hashes(load_recipe(_tiny(tmp_path)))
+    assert test["phantoms"] != before["phantoms"]
+    with pytest.raises(RecipeError, match=r"\[phantoms\] gated: must lie in 0\.\.3"):
+        load_recipe(_tiny(tmp_path, line, "gated = 4", "bad.toml"))
+    with pytest.raises(RecipeError, match=r"\[phantoms\] gated_test: overlaps the training"):
+        load_recipe(_tiny(tmp_path, line, "gated_test = [2, 3]", "bad.toml"))
+
+
+def test_phantoms_stage_makes_the_gated_participants_gated(tmp_path):
+    """With `gated = 1` the first training participant is an ECG-gated heart-only scan (3 mm
+    slices, 0.4 mm pixels at the generator), the others of `train_size`."""
+    recipe, out = (
+        _tiny(tmp_path, "whole_chest = 0\n", "whole_chest = 0\ngated = 1\n"),
+        tmp_path / "o",
+    )
+    run = _cli(
+        "build-model", str(recipe), "--out", str(out), "--device", "cpu", "--threads", "1",
+        "--no-progress", "--only", "phantoms", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (done,) = (out / ".cache").glob("phantoms-*/done.json")
+    res = json.loads(done.read_text())["result"]
+    assert res["gated"] == 1 and res["heart_region"] == 2 and res["whole_chest"] == 0
+    assert res["scans"][:2] == ["P0000_soft_gated", "P0000_sharp_gated"]
+    assert all(s.endswith("_small") for s in res["scans"][2:])
+    meta = json.loads((done.parent / "scans" / "P0000_soft_gated" / "meta.json").read_text())
+    # on the networks' grid (0.66 mm): the gated field of view, 512 pixels of 0.4 mm
+    assert abs(meta["grid_shape"][2] * meta["spacing_mm"][2] - 512 * 0.4) < 2, meta

@@ -67,6 +67,7 @@ def _training(ctx) -> dict[str, Any]:
         "training_participants": {
             "ids": res["phantoms"]["ids"],
             "whole_chest": res["phantoms"]["whole_chest"],
+            "gated": res["phantoms"].get("gated", 0),
             "heart_region": res["phantoms"]["heart_region"],
             "heart_region_size": ph.train_size,
             "validation": res["phantoms"]["validation"],
@@ -108,11 +109,13 @@ def model_info(ctx) -> dict[str, Any]:
         rim_sigmas=None,
         test_metrics=None,
         test_metrics_whole_chest=None,
+        test_metrics_gated=None,
         real_scan_figures=None,
     )
     for stage in ("thresholds", "rim", "evaluation"):
         info.update(ctx.results.get(stage, {}))
     info["test_participants_whole_chest"] = _ids(ph.whole_chest_test, "full")
+    info["test_participants_gated"] = _ids(ph.gated_test, "gated")
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None:
         info["real_scan_figures"] = real_scan_figures(figures, recipe.card.real_scan_columns)
@@ -171,13 +174,14 @@ def _figures(info: dict[str, Any]) -> list[str]:
     ]
     m = info["test_metrics"]
     lines += _phantom_rows(m) if m else ["Not evaluated (the recipe's [evaluation] is off)."]
-    if info["test_metrics_whole_chest"]:
-        lines += [
-            "",
-            f"Whole-chest phantoms {info['test_participants_whole_chest']}:",
-            "",
-            *_phantom_rows(info["test_metrics_whole_chest"]),
-        ]
+    for key, name in (("whole_chest", "Whole-chest"), ("gated", "Gated heart-only")):
+        if info.get(f"test_metrics_{key}"):
+            lines += [
+                "",
+                f"{name} phantoms {info[f'test_participants_{key}']}:",
+                "",
+                *_phantom_rows(info[f"test_metrics_{key}"]),
+            ]
     th = info["cnn2_thresholds"]
     lines += [
         "",
@@ -230,8 +234,9 @@ def _limits(info: dict[str, Any]) -> list[str]:
     for key, name in (
         ("test_metrics", "heart-region"),
         ("test_metrics_whole_chest", "whole-chest"),
+        ("test_metrics_gated", "gated heart-only"),
     ):
-        m = info[key] or {}
+        m = info.get(key) or {}
         low = [
             f"{g} {k} {m[k][g]['f1_pooled'] or 0:.3f}"
             for k in ("soft", "sharp")
@@ -277,7 +282,9 @@ def card(info: dict[str, Any]) -> str:
         "",
         "## Training data",
         f"- Phantoms of generator {info['phantom_generator']} (calcscore {info['calcscore']}), seed {info['seed']}: "
-        f"participants {tp['ids']}, {tp['whole_chest']} whole-chest and {tp['heart_region']} heart-region "
+        f"participants {tp['ids']}, {tp['whole_chest']} whole-chest"
+        + (f", {tp['gated']} gated heart-only" if tp.get("gated") else "")
+        + f" and {tp['heart_region']} heart-region "
         f"({tp['heart_region_size']}) scans, soft and sharp each; validation participants: {', '.join(tp['validation'])}.",
         f"- Test (never trained on): {info['test_participants']}.",
         "",

@@ -206,6 +206,7 @@ def choose_rim(
     device: str,
     workers: int = 1,
     anatomy: str = "v2",
+    n_gated: int = 0,
 ) -> dict[str, Any]:
     """The rim fill's noise margin chosen on validation participants (calcscore.calibration).
 
@@ -219,6 +220,7 @@ def choose_rim(
         device: where inference runs.
         workers: processes that generate the phantoms.
         anatomy: the phantoms' anatomy, "v2" or "v1".
+        n_gated: the ``n_gated`` participants from ``n_full`` on are gated heart-only scans.
 
     Returns:
         The model.json keys ``rim_fill``, ``rim_sigmas`` and ``rim_choice``.
@@ -229,7 +231,8 @@ def choose_rim(
     cases = []
     for part, part_size in (
         ([i for i in numbers if i < n_full], "full"),
-        ([i for i in numbers if i >= n_full], size),
+        ([i for i in numbers if n_full <= i < n_full + n_gated], "gated"),
+        ([i for i in numbers if i >= n_full + n_gated], size),
     ):
         for cs in cohort_scans(part, seed=seed, size=part_size, workers=workers, anatomy=anatomy):
             seg = segment(

@@ -37,8 +37,11 @@ class RecipeError(CalcscoreError):
 @dataclass(frozen=True)
 class Phantoms:
     """The synthetic cohort. Ranges are ``[first, last]`` participant numbers, both included;
-    the first ``whole_chest`` training participants are whole-chest scans, the others of
-    ``train_size``; every participant has a soft and a sharp reconstruction."""
+    the first ``whole_chest`` training participants are whole-chest scans, the next ``gated``
+    ECG-gated heart-only scans (size "gated": 3 mm slices, 0.4 mm pixels, the body cut by the
+    field of view), the others of ``train_size``; every participant has a soft and a sharp
+    reconstruction. ``whole_chest_test`` and ``gated_test`` are held-out participants scanned
+    whole-chest and gated."""
 
     generator: str
     seed: int
@@ -56,6 +59,9 @@ class Phantoms:
     #: (calcscore.phantom.make_cohort; "v2" only); 0: none (and not hashed, so recipes without
     #: the key keep their stages' hashes)
     insert_fraction: float = 0.0
+    #: gated heart-only training scans after the whole-chest ones; 0 and [] are not hashed
+    gated: int = 0
+    gated_test: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,10 @@ class Recipe:
         if sec is None:
             return {}
         out = {k: v for k, v in dataclasses.asdict(sec).items() if k not in UNHASHED}
-        if name == "phantoms" and not out.get("insert_fraction"):
-            out.pop("insert_fraction", None)
+        if name == "phantoms":  # keys left at their defaults keep older recipes' hashes
+            for key in ("insert_fraction", "gated", "gated_test"):
+                if not out.get(key):
+                    out.pop(key, None)
         for key in ("init", "real_scan_figures"):
             path = self.resolve(out.get(key, ""))
             if path is not None:
@@ -343,8 +351,9 @@ def _check_phantoms(path: Path, ph: Phantoms) -> None:
     _check_range(path, "[phantoms] train", ph.train)
     _check_range(path, "[phantoms] test", ph.test)
     _check_range(path, "[phantoms] whole_chest_test", ph.whole_chest_test, empty_ok=True)
+    _check_range(path, "[phantoms] gated_test", ph.gated_test, empty_ok=True)
     train = set(participants(ph.train))
-    for key in ("test", "whole_chest_test"):
+    for key in ("test", "whole_chest_test", "gated_test"):
         if train & set(participants(getattr(ph, key))):
             raise RecipeError(
                 path,
@@ -355,6 +364,13 @@ def _check_phantoms(path: Path, ph: Phantoms) -> None:
     if not 0 <= ph.whole_chest <= len(train):
         raise RecipeError(
             path, "[phantoms] whole_chest", f"must lie in 0..{len(train)}, got {ph.whole_chest}"
+        )
+    if not 0 <= ph.gated <= len(train) - ph.whole_chest:
+        raise RecipeError(
+            path,
+            "[phantoms] gated",
+            f"must lie in 0..{len(train) - ph.whole_chest} (the training participants after the "
+            f"{ph.whole_chest} whole-chest ones), got {ph.gated}",
         )
     for key in ("train_size", "test_size"):
         if getattr(ph, key) not in SIZES:

@@ -84,25 +84,19 @@ def hardware(device: str) -> dict[str, Any]:
 def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
     ph = ctx.recipe.phantoms
     ids = list(participants(ph.train))
-    full, rest = ids[: ph.whole_chest], ids[ph.whole_chest :]
-    scans = cache_participants(
-        full,
-        seed=ph.seed,
-        size="full",
-        cache=folder / "scans",
-        workers=ph.workers,
-        anatomy=ph.anatomy,
-        insert_fraction=ph.insert_fraction,
-    )
-    scans += cache_participants(
-        rest,
-        seed=ph.seed,
-        size=ph.train_size,
-        cache=folder / "scans",
-        workers=ph.workers,
-        anatomy=ph.anatomy,
-        insert_fraction=ph.insert_fraction,
-    )
+    full, gated = ids[: ph.whole_chest], ids[ph.whole_chest : ph.whole_chest + ph.gated]
+    rest = ids[ph.whole_chest + ph.gated :]
+    scans = []
+    for part, size in ((full, "full"), (gated, "gated"), (rest, ph.train_size)):
+        scans += cache_participants(
+            part,
+            seed=ph.seed,
+            size=size,
+            cache=folder / "scans",
+            workers=ph.workers,
+            anatomy=ph.anatomy,
+            insert_fraction=ph.insert_fraction,
+        )
     val = split_by_participant(
         [s.participant_id for s in scans], val_fraction=ph.validation_fraction, rng=ph.seed
     )
@@ -111,6 +105,7 @@ def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
         "validation": sorted(val),
         "ids": f"{participant_id(ids[0])}..{participant_id(ids[-1])}",
         "whole_chest": len(full),
+        "gated": len(gated),
         "heart_region": len(rest),
         "heart_region_size": ph.train_size,
     }
@@ -342,6 +337,7 @@ def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
         n_participants=rim.participants,
         seed=ph.seed,
         n_full=ph.train[0] + ph.whole_chest,
+        n_gated=ph.gated,
         size=ph.train_size,
         device=ctx.device,
         workers=ph.workers,
@@ -366,17 +362,21 @@ def run_evaluation(ctx: Context, folder: Path) -> dict[str, Any]:
             anatomy=ph.anatomy,
         )
     }
-    if ph.whole_chest_test:
-        out["test_metrics_whole_chest"] = evaluation.evaluate_model(
-            model,
-            participants(ph.whole_chest_test),
-            seed=ph.seed,
-            size="full",
-            device=ctx.device,
-            groups=ev.groups,
-            workers=ph.workers,
-            anatomy=ph.anatomy,
-        )
+    for key, ids, size in (
+        ("test_metrics_whole_chest", ph.whole_chest_test, "full"),
+        ("test_metrics_gated", ph.gated_test, "gated"),
+    ):
+        if ids:
+            out[key] = evaluation.evaluate_model(
+                model,
+                participants(ids),
+                seed=ph.seed,
+                size=size,
+                device=ctx.device,
+                groups=ev.groups,
+                workers=ph.workers,
+                anatomy=ph.anatomy,
+            )
     return out
 
 
