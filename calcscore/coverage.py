@@ -19,10 +19,11 @@ about 3 mm blocks and its lungs (:func:`calcscore.regions.lungs_coarse`):
    most 36 % of the outline; at the heart 67-72 % on the seven real chest CTs. A heart-only field
    of view cuts the lungs beside the heart, most of all beside its lower half: on heart-centred
    square crops of the seven real chest CTs (the heart and 10 mm above and below), 140-200 mm
-   wide, lung fills 35-66 % (160 mm: 42-54 %; 140 mm: 35-45 %), on heart-only phantoms of the
-   realistic anatomy (166 mm) 37-57 %, reached in the 30 mm above the heart's widest slices where
-   the heart narrows and the lungs widen. A crop that ends in the liver's dome has no such
-   slices above it.
+   wide, lung fills 35-66 % (160 mm: 42-54 %; 140 mm: 35-45 %) in the heart slices, on
+   heart-only phantoms of the realistic anatomy (166 mm; generator 2026-12-05.3) 37-57 %. All of
+   them reach 40 % (the phantoms of generator 2026-12-05.4: 51-64 %) when the 30 mm above the
+   heart's widest slices are read too, where the heart narrows and the lungs widen. A crop that
+   ends in the liver's dome has no such slices above it.
 3. **Field of view.** A heart between two lungs has its sides inside the field of view. Where
    none is found, rows of the same width from lung to the edge of the field of view (the image
    border or padding outside the reconstruction circle) that span the body's middle are tried

@@ -64,10 +64,10 @@ def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml
             'preset = "huge"\niterations = 4\nbatch_size = 4\nlearning_rate = 5e-4',
             "[cnn2] preset: unknown preset",
         ),
-        ('generator = "2026-12-05.3"', 'generator = "1999"', "[phantoms] generator:"),
+        ('generator = "2026-12-05.4"', 'generator = "1999"', "[phantoms] generator:"),
         (
-            'generator = "2026-12-05.3"',
-            'generator = "2026-12-05.3"\nanatomy = "v3"',
+            'generator = "2026-12-05.4"',
+            'generator = "2026-12-05.4"\nanatomy = "v3"',
             "[phantoms] anatomy: unknown anatomy 'v3'",
         ),
         ("test = [3, 3]", "test = [2, 3]", "[phantoms] test: overlaps the training participants"),

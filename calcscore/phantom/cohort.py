@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 #: grooves, and an aorta of real curvature (:mod:`calcscore.phantom.heart`); v1 unchanged.
 #: "2026-12-05.3": v2's chest deeper in front, the descending aorta beside the vertebral bodies and
 #: the heart fitted round it (flattened and widened, seldom shrunk), the oesophagus off the aorta;
-#: v1 unchanged.
-GENERATOR_VERSION = "2026-12-05.3"
+#: v1 unchanged. "2026-12-05.4": v2's diaphragm slopes down to the back (the lungs' posterior
+#: recesses reach lowest, beside the spine and the descending aorta); v1 unchanged.
+GENERATOR_VERSION = "2026-12-05.4"
 
 
 @dataclass
