@@ -487,6 +487,7 @@ def test_gated_scans_hash_only_where_set_and_are_checked(tmp_path):
         load_recipe(_tiny(tmp_path, line, "gated_test = [2, 3]", "bad.toml"))
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_phantoms_stage_makes_the_gated_participants_gated(tmp_path):
     """With `gated = 1` the first training participant is an ECG-gated heart-only scan (3 mm
     slices, 0.4 mm pixels at the generator), the others of `train_size`."""

@@ -89,7 +89,7 @@ HEART_CENTRES = {
     "name,fov_mm",
     [
         ("lungdx-a0001-b", 160),
-        ("lungdx-a0001-b", 140),
+        pytest.param("lungdx-a0001-b", 140, marks=pytest.mark.slow),
         pytest.param("lidc-idri-0001", 140, marks=pytest.mark.slow),
         pytest.param("qin-lung-01-0007", 140, marks=pytest.mark.slow),
     ],

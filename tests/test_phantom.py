@@ -148,7 +148,10 @@ def test_anatomy_in_patient_lps():
     assert np.median(region) < -600
 
 
-@pytest.mark.parametrize("anatomy", ["v1", "v2"])
+@pytest.mark.parametrize(
+    "anatomy",
+    ["v1", pytest.param("v2", marks=pytest.mark.slow)],  # the fast lane stays under 3 minutes
+)
 def test_descending_aorta_stays_in_front_of_the_vertebral_bodies(anatomy):
     # the aorta's wall (and the calcium on it) must not run into the bone: checked on the drawn
     # tube against the vertebral body ellipse at every height, for many subjects
@@ -223,6 +226,7 @@ def test_calcifications_lie_in_their_structure(cohort):
     assert set(checked) == set(CALCIUM_LABELS)
 
 
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
 def test_confounders_are_dense_but_unlabelled():
     seen = set()
     for seed in range(40):
