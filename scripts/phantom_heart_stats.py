@@ -20,10 +20,14 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from scipy import ndimage
 
 from calcscore.phantom._draw import GridSpec, curve_frames
-from calcscore.phantom.anatomy import build_geometry, draw_subject, render_anatomy
+from calcscore.phantom.anatomy import (
+    build_geometry,
+    draw_subject,
+    heart_section_fraction,
+    render_anatomy,
+)
 
 
 def chamber_volumes(geo, step: float = 1.5) -> dict[str, float]:
@@ -56,21 +60,6 @@ def lumen_diameter(geo, i: int) -> float:
         runs = np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0]
         chords.append(runs.max() * 0.25 if len(runs) else 0.0)
     return float(np.median(chords))
-
-
-def heart_fraction(geo) -> float:
-    """The pericardial sac's share of the body's area on the axial slice through the heart's
-    centre (1 mm pixels)."""
-    z = float(geo.heart_center[2])
-    bx, by = geo.body_center
-    grid = GridSpec((1, 440, 520), (1.0, 1.0, 1.0), (z, by - 220.0, bx - 260.0))
-    hu = render_anatomy(geo, grid)[0]
-    lab, n = ndimage.label(ndimage.binary_fill_holes(hu > -400))
-    body = lab == 1 + int(np.argmax(ndimage.sum(np.ones_like(hu), lab, range(1, n + 1))))
-    y, x = np.meshgrid(grid.axis_mm(1), grid.axis_mm(2), indexing="ij")
-    p = np.stack([x.ravel(), y.ravel(), np.full(x.size, z)], axis=1)
-    sac = (geo.heart.sd_heart(p) < geo.epicardial_fat_mm + 1.5).reshape(x.shape)
-    return float((sac & body).sum() / body.sum())
 
 
 def aorta_offset(geo, dz: float) -> tuple[float, float, float]:
@@ -106,7 +95,7 @@ def main() -> None:
         line += f"  fit: scale {h.fit_scale:.2f} squash {h.fit_squash:.2f} "
         line += f"back {h.fit_shift_mm:5.1f} mm"
         if args.fraction:
-            fracs.append(heart_fraction(geo))
+            fracs.append(heart_section_fraction(geo))
             line += f"  heart {100 * fracs[-1]:.1f} % of the body"
         if args.offset:
             offs.append([aorta_offset(geo, dz) for dz in (-40.0, 20.0)])

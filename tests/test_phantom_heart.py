@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from calcscore.labels import Label
 from calcscore.phantom import make_scans
 from calcscore.phantom._draw import GridSpec, curve_frames
-from calcscore.phantom.anatomy import build_geometry, draw_subject, render_anatomy
+from calcscore.phantom.anatomy import (
+    build_geometry,
+    draw_subject,
+    heart_section_fraction,
+    render_anatomy,
+)
 from calcscore.phantom.aorta import HEART_GROWTH
 from calcscore.phantom.calcification import Burden, draw_lesions
 
@@ -331,14 +335,5 @@ def test_shallow_chests_keep_an_adult_heart():
         assert _lv_blood_ml(geo) > 45.0, seed
         # the heart fills the chest as on a real scan: its pericardial sac at least 7.5 % of the
         # body's section through its centre (lungdx-a0001-b: 13.4 %, lidc-idri-0001: 14.7 %)
-        z = float(geo.heart_center[2])
-        bx, by = geo.body_center
-        grid = GridSpec((1, 440, 520), (1.0, 1.0, 1.0), (z, by - 220.0, bx - 260.0))
-        hu = render_anatomy(geo, grid)[0]
-        lab, n = ndimage.label(ndimage.binary_fill_holes(hu > -400))
-        body = lab == 1 + int(np.argmax(ndimage.sum(np.ones_like(hu), lab, range(1, n + 1))))
-        y, x = np.meshgrid(grid.axis_mm(1), grid.axis_mm(2), indexing="ij")
-        p = np.stack([x.ravel(), y.ravel(), np.full(x.size, z)], axis=1)
-        sac = (geo.heart.sd_heart(p) < geo.epicardial_fat_mm + 1.5).reshape(x.shape)
-        frac = (sac & body).sum() / body.sum()
+        frac = heart_section_fraction(geo)
         assert frac > 0.075, (seed, frac)

@@ -459,3 +459,24 @@ def render_anatomy(geo: Geometry, grid: GridSpec) -> np.ndarray:
     from calcscore.phantom.render import render_anatomy_v1
 
     return render_anatomy_v1(geo, grid)
+
+
+def heart_section_fraction(geo: Geometry) -> float:
+    """The pericardial sac's share of the body's area on the axial slice through the heart's
+    centre, 1 mm pixels (the sac: the chambers' union grown by the epicardial fat and 1.5 mm of
+    pericardium; the body: HU above -400, holes filled, the largest piece). Real non-contrast
+    chest CT: 13.4 % (lungdx-a0001-b), 14.7 % (lidc-idri-0001). Needs the realistic anatomy."""
+    from scipy import ndimage
+
+    if geo.heart is None:
+        raise ValueError("heart_section_fraction needs the realistic anatomy (a v2 heart)")
+    z = float(geo.heart_center[2])
+    bx, by = geo.body_center
+    grid = GridSpec((1, 440, 520), (1.0, 1.0, 1.0), (z, by - 220.0, bx - 260.0))
+    hu = render_anatomy(geo, grid)[0]
+    lab, n = ndimage.label(ndimage.binary_fill_holes(hu > -400))
+    body = lab == 1 + int(np.argmax(ndimage.sum(np.ones_like(hu), lab, range(1, n + 1))))
+    y, x = np.meshgrid(grid.axis_mm(1), grid.axis_mm(2), indexing="ij")
+    p = np.stack([x.ravel(), y.ravel(), np.full(x.size, z)], axis=1)
+    sac = (geo.heart.sd_heart(p) < geo.epicardial_fat_mm + 1.5).reshape(x.shape)
+    return float((sac & body).sum() / body.sum())
