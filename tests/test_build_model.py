@@ -60,6 +60,18 @@ def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml
         ("calibrate = true", "calibrate = 1", "[thresholds] calibrate: must be bool"),
         ("scans = 1\n", "scans = 1\nsamples = 3\n", "[thresholds] samples: unknown key"),
         (
+            "calibrate = true",
+            "calibrate = true\nvalues = { CAC = 0.85 }",
+            "[thresholds] values: CAC = 0.85 (drop it or `calibrate = true`)",
+        ),
+        (
+            "calibrate = true",
+            "calibrate = false\nvalues = { CAX = 0.85 }",
+            "[thresholds] values: CAX = 0.85 (CAC, TAC, AV, MV in (0, 1))",
+        ),
+        ("calibrate = true", "calibrate = false\nvalues = { TAC = 1 }", "values: TAC = 1 ("),
+        ("calibrate = true", 'calibrate = false\nvalues = { AV = "0.5" }', "values: AV = '0.5'"),
+        (
             'preset = "workshop"\niterations = 4\nbatch_size = 4\nlearning_rate = 5e-4',
             'preset = "huge"\niterations = 4\nbatch_size = 4\nlearning_rate = 5e-4',
             "[cnn2] preset: unknown preset",
@@ -146,6 +158,37 @@ def test_a_changed_setting_changes_the_hashes_of_its_stage_and_those_after_it(tm
         load_recipe(_tiny(tmp_path, 'title = "Tiny test model"', 'title = "Other"', "d.toml"))
     )
     assert [s for s in before if before[s] != titled[s]] == ["card"]
+
+
+def test_given_thresholds_are_hashed_kept_and_named_on_the_card(tmp_path):
+    """``[thresholds] values`` (a kept CNN2's thresholds): left empty the hashes of older
+    recipes stay; given, the thresholds stage returns them and the card says where they came
+    from."""
+    from types import SimpleNamespace
+
+    from calcscore.pipeline.card import thresholds_text
+    from calcscore.pipeline.stages import run_thresholds
+
+    before = stage_hashes(load_recipe(_tiny(tmp_path)))
+    empty = _tiny(tmp_path, "calibrate = true", "calibrate = true\nvalues = {}", "e.toml")
+    assert stage_hashes(load_recipe(empty)) == before
+    given = load_recipe(
+        _tiny(tmp_path, "calibrate = true", "calibrate = false\nvalues = { CAC = 0.85 }", "g.toml")
+    )
+    after = stage_hashes(given)
+    assert [s for s in before if before[s] != after[s]] == [
+        "thresholds",
+        "rim",
+        "evaluation",
+        "card",
+    ]
+    result = run_thresholds(SimpleNamespace(recipe=given), tmp_path)
+    assert result == {"cnn2_thresholds": {"CAC": 0.85}, "thresholds_given": True}
+    none = load_recipe(_tiny(tmp_path, "calibrate = true", "calibrate = false", "n.toml"))
+    assert run_thresholds(SimpleNamespace(recipe=none), tmp_path) == {}
+    assert thresholds_text(result["cnn2_thresholds"], True) == "CAC 0.85 (given by the recipe)"
+    assert thresholds_text({"TAC": 0.7}, False) == "TAC 0.70 (chosen on validation scans)"
+    assert thresholds_text(None, False) == "the paper's 0.5"
 
 
 def test_the_shipped_recipe_describes_the_shipped_model():
@@ -359,6 +402,7 @@ def _check_model(out: Path) -> None:
         assert info["test_metrics_gated"][kernel]["n_scans"] == 1
     assert "Gated heart-only phantoms P0004 (gated):" in text
     assert set(info["cnn2_thresholds"]) == {"CAC", "TAC", "AV", "MV"} and "rim_choice" not in info
+    assert "(chosen on validation scans)" in text and info["thresholds_given"] is False
     assert info["trained_iterations"] == {"cnn1": 4, "cnn2": 4} and info["phantom_generator"]
     assert info["recipe"]["name"] == "tiny" and set(info["stages"]) >= {"phantoms", "card"}
     model = Model.load(out)

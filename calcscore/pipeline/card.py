@@ -105,6 +105,7 @@ def model_info(ctx) -> dict[str, Any]:
     # every key the card reads, null where its stage chose nothing (the defaults of inference)
     info.update(
         cnn2_thresholds=None,
+        thresholds_given=False,
         rim_fill=True,
         rim_sigmas=None,
         test_metrics=None,
@@ -186,11 +187,7 @@ def _figures(info: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "CNN2 thresholds: "
-        + (
-            ", ".join(f"{g} {t:.2f}" for g, t in th.items()) + " (chosen on validation scans)"
-            if th
-            else "the paper's 0.5"
-        )
+        + thresholds_text(th, info["thresholds_given"])
         + "; rim fill: "
         + (
             f"margin {info['rim_sigmas']:g} noise SDs"
@@ -223,6 +220,14 @@ def _figures(info: dict[str, Any]) -> list[str]:
                 + " |"
             )
     return lines
+
+
+def thresholds_text(th: dict[str, float] | None, given: bool) -> str:
+    """CNN2's thresholds as the card names them, and where they came from."""
+    if not th:
+        return "the paper's 0.5"
+    origin = "given by the recipe" if given else "chosen on validation scans"
+    return ", ".join(f"{g} {t:.2f}" for g, t in th.items()) + f" ({origin})"
 
 
 def _limits(info: dict[str, Any]) -> list[str]:

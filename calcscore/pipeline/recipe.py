@@ -25,6 +25,11 @@ SELECT_BY = ("val_loss", "val_balanced_accuracy")
 LABEL_GROUPS = ("CAC", "TAC", "AV", "MV", "LAD", "LCX", "RCA")
 #: Keys that change how fast a stage runs, not what it makes: left out of the stages' hashes.
 UNHASHED = frozenset({"workers"})
+#: Keys left out of the hashes while at their empty defaults (added after recipes were built).
+DEFAULTS_UNHASHED = {
+    "phantoms": ("insert_fraction", "gated", "gated_test"),
+    "thresholds": ("values",),
+}
 
 
 class RecipeError(CalcscoreError):
@@ -55,11 +60,9 @@ class Phantoms:
     workers: int = 1
     #: "v2" the realistic anatomy, "v1" the first generator's (calcscore.phantom.ANATOMIES)
     anatomy: str = "v2"
-    #: the share of training participants whose heart is a calcium-insert test object
-    #: (calcscore.phantom.make_cohort; "v2" only); 0: none (and not hashed, so recipes without
-    #: the key keep their stages' hashes)
+    #: the share of training participants whose heart is a calcium-insert test object ("v2")
     insert_fraction: float = 0.0
-    #: gated heart-only training scans after the whole-chest ones; 0 and [] are not hashed
+    #: gated heart-only training scans after the whole-chest ones
     gated: int = 0
     gated_test: list[int] = field(default_factory=list)
 
@@ -108,10 +111,13 @@ class CNN2(CNN1):
 @dataclass(frozen=True)
 class Thresholds:
     """CNN2's threshold per label group chosen on validation scans (calcscore.calibration), or
-    the paper's 0.5 (``calibrate = false``); ``scans``: the first N validation scans (0: all)."""
+    with ``calibrate = false`` the recipe's ``values`` (e.g. a kept CNN2's thresholds), else the
+    paper's 0.5; ``scans``: the first N validation scans (0: all)."""
 
     calibrate: bool
     scans: int = 0
+    #: given thresholds per label group (CAC, TAC, AV, MV); {} is not hashed
+    values: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,10 +191,9 @@ class Recipe:
         if sec is None:
             return {}
         out = {k: v for k, v in dataclasses.asdict(sec).items() if k not in UNHASHED}
-        if name == "phantoms":  # keys left at their defaults keep older recipes' hashes
-            for key in ("insert_fraction", "gated", "gated_test"):
-                if not out.get(key):
-                    out.pop(key, None)
+        for key in DEFAULTS_UNHASHED.get(name, ()):  # older recipes keep their stages' hashes
+            if not out.get(key):
+                out.pop(key, None)
         for key in ("init", "real_scan_figures"):
             path = self.resolve(out.get(key, ""))
             if path is not None:
@@ -479,8 +484,17 @@ def check_recipe(recipe: Recipe) -> None:
                         f"{name}: no such file {p}",
                         "make the label maps with data/real_negatives/make_labels.py",
                     )
+    _check_thresholds(path, recipe.thresholds)
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None and not figures.is_file():
         raise RecipeError(
             path, "[card] real_scan_figures", f"no such file {figures}", 'name a JSON file or ""'
         )
+
+
+def _check_thresholds(path: Path, th: Thresholds) -> None:
+    for g, v in th.values.items():
+        ok = g in LABEL_GROUPS[:4] and type(v) in (int, float) and 0 < v < 1
+        if th.calibrate or not ok:
+            fix = "drop it or `calibrate = true`" if th.calibrate else "CAC, TAC, AV, MV in (0, 1)"
+            raise RecipeError(path, "[thresholds] values", f"{g} = {v!r}", fix)

@@ -317,7 +317,7 @@ def model_so_far(ctx: Context, folder: Path) -> Model:
 def run_thresholds(ctx: Context, folder: Path) -> dict[str, Any]:
     th = ctx.recipe.thresholds
     if not th.calibrate:
-        return {}
+        return {"cnn2_thresholds": dict(th.values), "thresholds_given": True} if th.values else {}
     model = model_so_far(ctx, folder)
     full = ctx.recipe.cnn2.full_scans
     val = limit_full(split_scans(ctx)[1], val_full_scans(None if full < 0 else full))
