@@ -552,3 +552,49 @@ def test_phantoms_stage_makes_the_gated_participants_gated(tmp_path):
     meta = json.loads((done.parent / "scans" / "P0000_soft_gated" / "meta.json").read_text())
     # on the networks' grid (0.66 mm): the gated field of view, 512 pixels of 0.4 mm
     assert abs(meta["grid_shape"][2] * meta["spacing_mm"][2] - 512 * 0.4) < 2, meta
+
+
+def test_the_rim_stage_scans_validation_participants_at_the_phantoms_stage_sizes(monkeypatch):
+    """The rim stage generates its validation participants again: each at the size (whole chest,
+    gated, heart region) and with the insert objects the phantoms stage gave it."""
+    import pandas as pd
+
+    from calcscore.pipeline import evaluation
+    from calcscore.pipeline.recipe import Phantoms
+    from calcscore.pipeline.stages import by_size, scan_size
+
+    ph = Phantoms(
+        generator="g",
+        seed=3,
+        train=[10, 19],
+        whole_chest=2,
+        train_size="small",
+        validation_fraction=0.2,
+        test=[20, 20],
+        test_size="small",
+        gated=3,
+        insert_fraction=0.25,
+    )
+    sizes = [scan_size(ph, i) for i in range(10, 20)]
+    assert sizes == ["full"] * 2 + ["gated"] * 3 + ["small"] * 5
+    calls = []
+
+    def fake_scans(part, **kw):
+        calls.append((list(part), kw["size"], kw["insert_fraction"], kw["seed"]))
+        return iter(())
+
+    monkeypatch.setattr(evaluation, "cohort_scans", fake_scans)
+    monkeypatch.setattr(evaluation, "choose_rim_sigmas", lambda cases: (None, pd.DataFrame()))
+    from types import SimpleNamespace
+
+    out = evaluation.choose_rim(
+        SimpleNamespace(),
+        ["P0016", "P0011", "P0013", "P0018"],
+        n_participants=3,
+        seed=3,
+        groups=lambda numbers: by_size(ph, numbers),
+        device="cpu",
+        insert_fraction=ph.insert_fraction,
+    )
+    assert calls == [([11], "full", 0.25, 3), ([13], "gated", 0.25, 3), ([16], "small", 0.25, 3)]
+    assert out["rim_choice"]["participants"] == ["P0011", "P0013", "P0016"]

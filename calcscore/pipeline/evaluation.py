@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -201,12 +201,11 @@ def choose_rim(
     *,
     n_participants: int,
     seed: int,
-    n_full: int,
-    size: str,
+    groups: Callable[[list[int]], dict[str, list[int]]],
     device: str,
     workers: int = 1,
     anatomy: str = "v2",
-    n_gated: int = 0,
+    insert_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """The rim fill's noise margin chosen on validation participants (calcscore.calibration).
 
@@ -215,26 +214,28 @@ def choose_rim(
         val_ids: the validation participants ("P0002", ...).
         n_participants: how many of them (0: all).
         seed: the cohort's seed.
-        n_full: participants below this number are whole-chest scans, the others of ``size``.
-        size: the heart-region scans' size.
+        groups: participant numbers grouped by their scan size, as the phantoms stage made
+            them (:func:`calcscore.pipeline.stages.by_size`).
         device: where inference runs.
         workers: processes that generate the phantoms.
         anatomy: the phantoms' anatomy, "v2" or "v1".
-        n_gated: the ``n_gated`` participants from ``n_full`` on are gated heart-only scans.
+        insert_fraction: the cohort's share of calcium-insert test objects.
 
     Returns:
         The model.json keys ``rim_fill``, ``rim_sigmas`` and ``rim_choice``.
     """
     ids = sorted(val_ids)[:n_participants] if n_participants else sorted(val_ids)
-    numbers = [int(i[1:]) for i in ids]
     t = time.perf_counter()
     cases = []
-    for part, part_size in (
-        ([i for i in numbers if i < n_full], "full"),
-        ([i for i in numbers if n_full <= i < n_full + n_gated], "gated"),
-        ([i for i in numbers if i >= n_full + n_gated], size),
-    ):
-        for cs in cohort_scans(part, seed=seed, size=part_size, workers=workers, anatomy=anatomy):
+    for size, part in groups([int(i[1:]) for i in ids]).items():
+        for cs in cohort_scans(
+            part,
+            seed=seed,
+            size=size,
+            workers=workers,
+            anatomy=anatomy,
+            insert_fraction=insert_fraction,
+        ):
             seg = segment(
                 cs.volume,
                 model,

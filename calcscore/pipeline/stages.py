@@ -23,7 +23,7 @@ import json
 import logging
 import platform
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from calcscore.inference import Model
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import cache_participants, limit_full, val_full_scans
-from calcscore.pipeline.recipe import Recipe, participants, real_negative_files, reuses
+from calcscore.pipeline.recipe import Phantoms, Recipe, participants, real_negative_files, reuses
 from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import (
     TrainConfig,
@@ -81,13 +81,30 @@ def hardware(device: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ phantoms
+def scan_size(ph: Phantoms, i: int) -> str:
+    """The scan size of training participant ``i``: the first ``whole_chest`` participants are
+    whole-chest scans ("full"), the next ``gated`` gated heart-only ones, the others
+    ``train_size``. The phantoms stage and the rim stage (which generates validation
+    participants again at their own size) both ask here."""
+    k = i - ph.train[0]
+    if k < ph.whole_chest:
+        return "full"
+    return "gated" if k < ph.whole_chest + ph.gated else ph.train_size
+
+
+def by_size(ph: Phantoms, numbers: Iterable[int]) -> dict[str, list[int]]:
+    """Participants ``numbers`` grouped by :func:`scan_size`, in order."""
+    groups: dict[str, list[int]] = {}
+    for i in numbers:
+        groups.setdefault(scan_size(ph, i), []).append(i)
+    return groups
+
+
 def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
     ph = ctx.recipe.phantoms
     ids = list(participants(ph.train))
-    full, gated = ids[: ph.whole_chest], ids[ph.whole_chest : ph.whole_chest + ph.gated]
-    rest = ids[ph.whole_chest + ph.gated :]
     scans = []
-    for part, size in ((full, "full"), (gated, "gated"), (rest, ph.train_size)):
+    for size, part in by_size(ph, ids).items():
         scans += cache_participants(
             part,
             seed=ph.seed,
@@ -104,9 +121,9 @@ def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
         "scans": [s.scan_id for s in scans],
         "validation": sorted(val),
         "ids": f"{participant_id(ids[0])}..{participant_id(ids[-1])}",
-        "whole_chest": len(full),
-        "gated": len(gated),
-        "heart_region": len(rest),
+        "whole_chest": ph.whole_chest,
+        "gated": ph.gated,
+        "heart_region": len(ids) - ph.whole_chest - ph.gated,
         "heart_region_size": ph.train_size,
     }
 
@@ -336,12 +353,11 @@ def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
         ctx.results["phantoms"]["validation"],
         n_participants=rim.participants,
         seed=ph.seed,
-        n_full=ph.train[0] + ph.whole_chest,
-        n_gated=ph.gated,
-        size=ph.train_size,
+        groups=lambda numbers: by_size(ph, numbers),
         device=ctx.device,
         workers=ph.workers,
         anatomy=ph.anatomy,
+        insert_fraction=ph.insert_fraction,
     )
 
 
