@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/compare_models.py --out results.json \
         --model shipped=calcscore/models/default --model candidate=/work/candidate-qrm \
         [--data ../shared/data] [--scans a,b] [--medium 120-125] [--full 146-146]
-        [--v1-medium 120-123] [--parts real,phantoms]
+        [--v1-medium 120-123] [--gated 120-125] [--parts real,phantoms]
 
 Every scan is read (or generated) once and segmented by every model, so the figures compare
 like with like:
@@ -12,8 +12,9 @@ like with like:
   voxels outside the box around the heart and the great vessels, with and without the safety
   net, CAC Agatston and category, and on the QRM scan the inserts found and the other lesions;
 * on held-out phantoms (``benchmarks/safety_net_phantoms.py``'s participants, seed 2018,
-  anatomy v2; ``--v1-medium`` adds anatomy v1 heart-region ones): pooled voxel F1 per label
-  group, soft and sharp, with the net.
+  anatomy v2; ``--v1-medium`` adds anatomy v1 heart-region ones, ``--gated`` v2 ECG-gated
+  heart-only ones): pooled voxel F1 per label group, soft and sharp, with the net, and on gated
+  scans the risk-category kappa.
 
 Writes ``--out`` (JSON; with ``--parts`` a part at a time, merged into an existing file) and
 prints one table.
@@ -144,7 +145,8 @@ def table(result: dict) -> str:
             f1 = "  ".join(
                 f"{g} {r[g]['f1']:.3f}" for g in ("CAC", "LAD", "LCX", "RCA", "TAC") if g in r
             )
-            lines.append(f"{tag:<11}{cohort:<30}{f1}")
+            kappa = f"  kappa {r['kappa']:.2f}" if r.get("kappa") is not None else ""
+            lines.append(f"{tag:<11}{cohort:<30}{f1}{kappa}")
     return "\n".join(lines)
 
 
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--medium", default="120-125")
     ap.add_argument("--full", default="146-146")
     ap.add_argument("--v1-medium", default="")
+    ap.add_argument("--gated", default="")
     ap.add_argument("--parts", default="real,phantoms")
     ap.add_argument("--figures", default=None, help="a folder for the QRM figure")
     args = ap.parse_args(argv)
@@ -179,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             ("medium", args.medium, "v2"),
             ("full", args.full, "v2"),
             ("medium", args.v1_medium, "v1"),
+            ("gated", args.gated, "v2"),
         ]
         result["phantoms"] = phantoms(models, cohorts)
         result["phantom_seconds"] = round(time.perf_counter() - t)

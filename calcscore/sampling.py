@@ -237,9 +237,12 @@ class VoxelPool:
 
 
 def calcium_pools(store: VolumeStore) -> tuple[VoxelPool, VoxelPool]:
-    """(positives, negatives) for CNN1: calcium voxels of any class, background >= 130 HU."""
+    """(positives, negatives) for CNN1: calcium voxels of any class, each as often as its scan's
+    :attr:`~calcscore.scan_cache.CachedScan.weight`, and background >= 130 HU."""
     idx = range(len(store))
-    pos = VoxelPool.concat(idx, [np.asarray(s.calcium_index) for s in store.scans])
+    pos = VoxelPool.concat(
+        idx, [np.tile(np.asarray(s.calcium_index), getattr(s, "weight", 1)) for s in store.scans]
+    )
     neg = VoxelPool.concat(idx, [np.asarray(s.background_index) for s in store.scans])
     return pos, neg
 

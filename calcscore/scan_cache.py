@@ -66,6 +66,12 @@ class CachedScan:
         """Flat indices of voxels >= 130 HU labelled background."""
         return np.load(self.folder / "background.npy", mmap_mode="r")
 
+    @cached_property
+    def weight(self) -> int:
+        """How many times each calcium voxel joins CNN1's positive pool (1, or more for the few
+        lesions inserted into a real scan; :func:`calcscore.sampling.calcium_pools`)."""
+        return int(json.loads((self.folder / "meta.json").read_text()).get("weight", 1))
+
     @property
     def candidate_index(self) -> np.ndarray:
         """Flat indices of all voxels >= 130 HU, sorted."""
@@ -105,6 +111,7 @@ def cache_scan(
     on_network_grid: bool = False,
     crop: bool = True,
     sources: dict[str, Any] | None = None,
+    weight: int = 1,
 ) -> CachedScan:
     """Preprocess one scan and write it to ``folder`` (atomically: written beside, then renamed).
 
@@ -123,6 +130,7 @@ def cache_scan(
         crop: crop to the body (voxels above -500 HU) plus a margin of 4 voxels.
         sources: what the scan was read from, stored in ``meta.json`` (see
             :func:`cache_cohort`).
+        weight: how many times each calcium voxel joins CNN1's positive pool.
 
     Returns:
         the :class:`CachedScan`, memory-mapped from ``folder``.
@@ -164,6 +172,7 @@ def cache_scan(
         "n_calcium": int(len(calcium)),
         "n_background": int(len(background)),
         "sources": sources or {},
+        "weight": int(weight),
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))

@@ -598,3 +598,56 @@ def test_the_rim_stage_scans_validation_participants_at_the_phantoms_stage_sizes
     )
     assert calls == [([11], "full", 0.25, 3), ([13], "gated", 0.25, 3), ([16], "small", 0.25, 3)]
     assert out["rim_choice"]["participants"] == ["P0011", "P0013", "P0016"]
+
+
+def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_negative(tmp_path):
+    """``[real_negatives] hybrid``: copies of a (drawn) real scan with synthetic lesions in the
+    fat around its heart, labelled coronary, the rest of the label map kept, each lesion voxel
+    drawn ``weight`` times as often; an empty ``hybrid`` leaves the stage's hash as it was."""
+    import numpy as np
+    from test_regions import _ellipse, drawn_chest
+
+    from calcscore.io import write_labels, write_volume
+    from calcscore.labels import IGNORE
+    from calcscore.pipeline import build
+    from calcscore.pipeline.build import stage_results
+    from calcscore.regions import real_negative_labels
+    from calcscore.sampling import VolumeStore, calcium_pools, load_cached
+    from calcscore.volume import CTVolume, LabelVolume
+
+    volume, _ = drawn_chest()
+    hu = volume.hu.copy()
+    heart = _ellipse(hu.shape, (18, 130, 200), (14, 55, 55))
+    hu[_ellipse(hu.shape, (18, 130, 200), (16, 75, 75)) & ~heart] = -100.0  # epicardial fat
+    volume = CTVolume(hu, volume.spacing_mm)
+    lab = real_negative_labels(volume, margin_mm=10.0)
+    write_volume(volume, tmp_path / "chest.nii.gz")
+    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
+    hearts = {"chest": {"z": [10, 26], "y": [60, 200], "x": [130, 270]}}
+    (tmp_path / "hearts.json").write_text(json.dumps(hearts))
+    plain = 'scans = ["chest"]\nimages = "."\nlabels = "."'
+    before = stage_hashes(load_recipe(_tiny(tmp_path, "scans = []", plain + "\nhybrid = {}")))
+    assert before == stage_hashes(load_recipe(_tiny(tmp_path, "scans = []", plain, "p.toml")))
+    hybrid = plain + "\nhybrid = { lesions = 3, copies = 2, weight = 5, seed = 1 }"
+    recipe = load_recipe(_tiny(tmp_path, "scans = []", hybrid, "h.toml"))
+    assert stage_hashes(recipe)["real_negatives"] != before["real_negatives"]
+    build(recipe, tmp_path / "out", only="real_negatives", device="cpu", progress=False)
+    res = stage_results(recipe, tmp_path / "out" / ".cache")["real_negatives"]
+    assert res["scans"] == ["real-chest", "real-chest-hybrid0", "real-chest-hybrid1"]
+    assert res["hybrid_lesions"] == 6
+    folder = next((tmp_path / "out" / ".cache").glob("real_negatives-*")) / "scans"
+    plain_scan, copy = (
+        load_cached(folder / "real-chest"),
+        load_cached(folder / "real-chest-hybrid0"),
+    )
+    labels = np.asarray(copy.labels).reshape(-1)
+    assert len(copy.calcium_index) > 0 and copy.weight == 5 and plain_scan.weight == 1
+    assert set(np.unique(labels[np.asarray(copy.calcium_index)])) <= {1, 2, 3}
+    # the lesions lie where the label map ignored the heart: the background is the plain scan's
+    assert np.array_equal(copy.background_index, plain_scan.background_index)
+    assert IGNORE not in labels[np.asarray(copy.calcium_index)]
+    positives, _ = calcium_pools(VolumeStore([copy, plain_scan]))
+    assert len(positives) == 5 * len(copy.calcium_index)
+    bad = _tiny(tmp_path, "scans = []", plain + "\nhybrid = { lesions = 3 }", "b.toml")
+    with pytest.raises(RecipeError, match=r"hybrid.copies: must be a whole number, got None"):
+        load_recipe(bad)

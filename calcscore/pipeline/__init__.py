@@ -2,6 +2,7 @@
 :func:`build` runs the stages in order, each cached by the hash of its inputs.
 
 - :mod:`~calcscore.pipeline.recipe`: :func:`load_recipe`, the recipe's dataclasses and checks;
+- :mod:`~calcscore.pipeline.recipe_schema`: a TOML table read into a section, every key checked;
 - :mod:`~calcscore.pipeline.cache`: the stage folders and their ``done.json``;
 - :mod:`~calcscore.pipeline.cohort`: phantom cohorts (generated in parallel, cached);
 - :mod:`~calcscore.pipeline.stages`: the stages (phantoms, real_negatives, cnn1, cnn2,

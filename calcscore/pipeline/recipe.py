@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from calcscore.errors import CalcscoreError
 from calcscore.phantom import ANATOMIES, GENERATOR_VERSION, SIZES
+from calcscore.pipeline.recipe_schema import RecipeError, read_section
 
 PRESETS = ("workshop", "paper")
 SELECT_BY = ("val_loss", "val_balanced_accuracy")
@@ -29,14 +30,8 @@ UNHASHED = frozenset({"workers"})
 DEFAULTS_UNHASHED = {
     "phantoms": ("insert_fraction", "gated", "gated_test"),
     "thresholds": ("values",),
+    "real_negatives": ("hybrid",),
 }
-
-
-class RecipeError(CalcscoreError):
-    """A recipe that cannot be built: ``FILE: [section] key: problem (fix)``."""
-
-    def __init__(self, path: str | Path, where: str, problem: str, fix: str = ""):
-        super().__init__(f"{path}: {where}: {problem}" + (f" ({fix})" if fix else ""))
 
 
 @dataclass(frozen=True)
@@ -81,6 +76,11 @@ class RealNegatives:
     images: str = ""
     labels: str = ""
     note: str = ""
+    #: hybrid positives (calcscore.realism.hybrid): ``copies`` copies of every scan, each with
+    #: ``lesions`` synthetic coronary calcifications in the epicardial fat of the heart that
+    #: ``labels/hearts.json`` outlines, drawn ``weight`` times as often as a phantom's calcium,
+    #: from ``seed``; {} for none
+    hybrid: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,71 +222,6 @@ def real_negative_files(recipe: Recipe, name: str) -> tuple[Path, Path]:
     return images / f"{name}.nii.gz", labels / f"{name}_labels.nii.gz"
 
 
-def _type_ok(value: Any, annotation: str) -> bool:
-    base: dict[str, type | tuple[type, ...]] = {
-        "int": int,
-        "float": (int, float),
-        "str": str,
-        "bool": bool,
-    }
-    if annotation.startswith("list["):
-        inner = base[annotation[5:-1]]
-        return isinstance(value, list) and all(
-            isinstance(v, inner) and not isinstance(v, bool) for v in value
-        )
-    if annotation.startswith("dict"):
-        return isinstance(value, dict)
-    if annotation == "bool":
-        return isinstance(value, bool)
-    return isinstance(value, base[annotation]) and not isinstance(value, bool)
-
-
-def _read_section(path: Path, name: str, table: Any) -> Any:
-    """One section's dataclass, every key checked for presence, name and type."""
-    cls = SECTIONS[name]
-    if not isinstance(table, dict):
-        raise RecipeError(path, f"[{name}]", "is not a table", f"write it as a [{name}] section")
-    known = {f.name: f for f in fields(cls)}
-    for key in table:
-        if key not in known:
-            raise RecipeError(
-                path, f"[{name}] {key}", "unknown key", f"valid keys: {', '.join(known)}"
-            )
-    values = {}
-    for f in known.values():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if f.name not in table:
-            if required:
-                raise RecipeError(
-                    path,
-                    f"[{name}] {f.name}",
-                    "missing key",
-                    f"add `{f.name} = ...` ({f.type}) to [{name}]",
-                )
-            continue
-        value = table[f.name]
-        if not _type_ok(value, str(f.type)):
-            raise RecipeError(
-                path,
-                f"[{name}] {f.name}",
-                f"must be {f.type}, got {type(value).__name__} {value!r}",
-                f"write e.g. `{f.name} = {_example(str(f.type))}`",
-            )
-        values[f.name] = float(value) if f.type == "float" else value
-    return cls(**values)
-
-
-def _example(annotation: str) -> str:
-    return {
-        "int": "1",
-        "float": "0.5",
-        "str": '"text"',
-        "bool": "true",
-        "list[int]": "[0, 9]",
-        "list[str]": '["a", "b"]',
-    }.get(annotation, "{}")
-
-
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe file.
 
@@ -324,7 +259,7 @@ def load_recipe(path: str | Path) -> Recipe:
                 raise RecipeError(path, f"[{name}]", "missing section", f"add a [{name}] section")
             sections[name] = None if name == "real_negatives" else SECTIONS[name]()
             continue
-        sections[name] = _read_section(path, name, data[name])
+        sections[name] = read_section(path, name, SECTIONS[name], data[name])
     recipe = Recipe(path=path, text=text, name=data["name"], **sections)
     check_recipe(recipe)
     return recipe
@@ -485,6 +420,8 @@ def check_recipe(recipe: Recipe) -> None:
                         "make the label maps with data/real_negatives/make_labels.py",
                     )
     _check_thresholds(path, recipe.thresholds)
+    if recipe.real_negatives is not None and recipe.real_negatives.hybrid:
+        _check_hybrid(recipe)
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None and not figures.is_file():
         raise RecipeError(
@@ -498,3 +435,42 @@ def _check_thresholds(path: Path, th: Thresholds) -> None:
         if th.calibrate or not ok:
             fix = "drop it or `calibrate = true`" if th.calibrate else "CAC, TAC, AV, MV in (0, 1)"
             raise RecipeError(path, "[thresholds] values", f"{g} = {v!r}", fix)
+
+
+HYBRID_KEYS = ("lesions", "copies", "weight", "seed")
+
+
+def hearts_file(recipe: Recipe) -> Path:
+    """The real negatives' hearts (slices and an in-plane box per scan, for hybrid positives)."""
+    rn = recipe.real_negatives
+    return (recipe.resolve(rn.labels) or Path(".")) / "hearts.json" if rn else Path("hearts.json")
+
+
+def _check_hybrid(recipe: Recipe) -> None:
+    path, hy = recipe.path, recipe.real_negatives.hybrid  # type: ignore[union-attr]
+    for key in HYBRID_KEYS:
+        v = hy.get(key)
+        if type(v) is not int or v < (0 if key == "seed" else 1):
+            raise RecipeError(
+                path,
+                f"[real_negatives] hybrid.{key}",
+                f"must be a whole number, got {v!r}",
+                "e.g. hybrid = { lesions = 14, copies = 6, weight = 20, seed = 1 }",
+            )
+    if set(hy) - set(HYBRID_KEYS):
+        raise RecipeError(
+            path,
+            "[real_negatives] hybrid",
+            f"unknown keys {sorted(set(hy) - set(HYBRID_KEYS))}",
+            ", ".join(HYBRID_KEYS),
+        )
+    hearts = hearts_file(recipe)
+    known = json.loads(hearts.read_text()) if hearts.is_file() else {}
+    for name in recipe.real_negatives.scans:  # type: ignore[union-attr]
+        if name not in known:
+            raise RecipeError(
+                path,
+                "[real_negatives] hybrid",
+                f"{hearts} outlines no heart for {name}",
+                'add {"z": [first, last], "y": [y0, y1], "x": [x0, x1]} (voxels) for it',
+            )

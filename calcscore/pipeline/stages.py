@@ -19,6 +19,7 @@ stage                   does                                                   d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from calcscore.bundle import write_model_info
@@ -36,7 +38,14 @@ from calcscore.inference import Model
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import cache_participants, limit_full, val_full_scans
-from calcscore.pipeline.recipe import Phantoms, Recipe, participants, real_negative_files, reuses
+from calcscore.pipeline.recipe import (
+    Phantoms,
+    Recipe,
+    hearts_file,
+    participants,
+    real_negative_files,
+    reuses,
+)
 from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import (
     TrainConfig,
@@ -140,16 +149,18 @@ def split_scans(ctx: Context) -> tuple[list, list]:
 
 def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
     """Cache the recipe's real negatives (image + label map with IGNORE near the heart) on the
-    network grid; their background candidates join the training pools."""
+    network grid; their background candidates join the training pools. With ``hybrid``, copies of
+    them with synthetic coronary lesions join too (:func:`cache_hybrids`)."""
     from calcscore.io import read_labels, read_volume
 
-    out, n_background = [], 0
+    out, n_background, n_lesions = [], 0, 0
     rn = ctx.recipe.real_negatives
-    for name in rn.scans if rn is not None else []:
+    for k, name in enumerate(rn.scans if rn is not None else []):
         image, labels = real_negative_files(ctx.recipe, name)
+        volume, label_map = read_volume(image), read_labels(labels)
         scan = cache_scan(
-            read_volume(image),
-            read_labels(labels),
+            volume,
+            label_map,
             folder / "scans" / f"real-{name}",
             scan_id=f"real-{name}",
             participant_id=f"real-{name}",
@@ -161,7 +172,54 @@ def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
             )
         out.append(scan.scan_id)
         n_background += len(scan.background_index)
-    return {"scans": out, "background_candidates": n_background}
+        if rn is not None and rn.hybrid:
+            heart = json.loads(hearts_file(ctx.recipe).read_text())[name]
+            hybrids = cache_hybrids(volume, label_map, heart, rn.hybrid, k, folder / "scans", name)
+            out += [h for h, _ in hybrids]
+            n_lesions += sum(n for _, n in hybrids)
+    return {"scans": out, "background_candidates": n_background, "hybrid_lesions": n_lesions}
+
+
+def cache_hybrids(
+    volume, label_map, heart: dict, hybrid: dict[str, int], k: int, folder: Path, name: str
+) -> list[tuple[str, int]]:
+    """Cache ``hybrid["copies"]`` copies of a real negative, each with ``hybrid["lesions"]``
+    synthetic coronary lesions in the epicardial fat of ``heart`` (calcscore.realism.hybrid),
+    labelled with the artery of their groove, the rest of the label map as it was.
+
+    Args:
+        volume, label_map: the real negative and its label map.
+        heart: {"z": [first, last], "y": [y0, y1], "x": [x0, x1]} in voxels.
+        hybrid: the recipe's ``[real_negatives] hybrid`` settings.
+        k: the scan's number in the recipe (for the random draws).
+        folder: where the cached scans go.
+        name: the scan's name.
+
+    Returns:
+        (scan id, lesions) of every copy.
+    """
+    from calcscore.realism.hybrid import epicardial_sites, insert_lesions, random_lesions
+
+    out = []
+    for c in range(hybrid["copies"]):
+        rng = np.random.default_rng([hybrid["seed"], k, c])
+        box = (tuple(heart["y"]), tuple(heart["x"]))
+        sites = epicardial_sites(volume, tuple(heart["z"]), box, hybrid["lesions"], rng=rng)
+        lesions = random_lesions(sites, rng)
+        hybrid_volume, ref = insert_lesions(volume, lesions)
+        arteries = np.array([0] + [s.artery for s in sites], np.uint8)
+        labels = np.where(ref > 0, arteries[ref], np.asarray(label_map.labels)).astype(np.uint8)
+        scan_id = f"real-{name}-hybrid{c}"
+        cache_scan(
+            hybrid_volume,
+            dataclasses.replace(label_map, array=labels),
+            folder / scan_id,
+            scan_id=scan_id,
+            participant_id=f"real-{name}",
+            weight=hybrid["weight"],
+        )
+        out.append((scan_id, len(lesions)))
+    return out
 
 
 def real_negative_scans(ctx: Context) -> list:

@@ -17,6 +17,10 @@ that a phantom and a real scan are measured alike (:func:`measure_scan`):
 matched slices (:func:`slices_figure`), the histograms (:func:`histograms_figure`) and the
 profiles (:func:`profiles_figure`). :func:`match_slices` averages a thin-slice phantom to the
 slice thickness of a real scan before measuring; :func:`load_real_scan` reads the real scan.
+
+:mod:`calcscore.realism.hybrid` goes the other way: synthetic calcifications inserted into a real
+scan's epicardial fat (hybrid images), for a model's sensitivity in real anatomy and as training
+positives.
 """
 
 from calcscore.realism.compare import (

@@ -1,0 +1,245 @@
+"""Synthetic calcifications inserted into real scans: hybrid images with known lesions.
+
+No real scan of this project has calcium annotations, so the phantoms are the only place where a
+model's sensitivity is known, and their anatomy is not real. A lesion inserted into a real scan
+has both: real anatomy and noise around it, and a known position, size and density. A model that
+finds calcium in phantoms but misses it in the epicardial fat of a real chest, or removes it with
+its safety net, shows it here.
+
+The lesion is a sphere of uniform density ``peak_hu`` as the scanner would see it: its partial
+volume in each voxel integrated over the slice thickness (the slice sensitivity profile, a
+rectangle) and in-plane over the pixel, then blurred in-plane by the reconstruction's point
+spread (a Gaussian). The voxel becomes ``(1 - f) * hu + f * peak_hu``, with ``f`` that fraction.
+
+:func:`epicardial_sites` picks where: fat on the outer surface of the heart (where the coronary
+arteries run), far from the lungs, at least ``separation_mm`` apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from calcscore.constants import CALCIUM_THRESHOLD_HU
+from calcscore.labels import Label
+from calcscore.volume import CTVolume
+
+#: in-plane point spread of a soft chest kernel (Gaussian SD, mm)
+PSF_SIGMA_MM = 0.5
+#: epicardial fat (HU) and the soft tissue of the heart wall (HU)
+FAT_HU = (-190.0, -40.0)
+SOFT_HU = (-20.0, 150.0)
+#: sites lie at most this share of the heart's radius behind its centre: farther back, behind
+#: the left atrium, run the oesophagus and the descending aorta, not coronary arteries
+BACK_LIMIT = 0.6
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """A spherical calcification: centre (z, y, x) in mm from voxel (0, 0, 0), diameter in mm,
+    density in HU."""
+
+    centre_mm: tuple[float, float, float]
+    diameter_mm: float
+    peak_hu: float
+
+
+def _axis_samples(n: int, spacing: float, width: float, step: float) -> np.ndarray:
+    """Sample positions (mm) of ``n`` voxels: each voxel's centre +- width / 2 every ``step``."""
+    k = max(1, int(round(width / step)))
+    offsets = (np.arange(k) + 0.5) / k * width - width / 2
+    return (np.arange(n)[:, None] * spacing + offsets[None, :]).astype(np.float32)
+
+
+def lesion_fraction(
+    shape: tuple[int, int, int],
+    spacing_mm: tuple[float, float, float],
+    lesion: Lesion,
+    *,
+    thickness_mm: float,
+    psf_sigma_mm: float = PSF_SIGMA_MM,
+    step_mm: float = 0.2,
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The lesion's share of every voxel near it.
+
+    Args:
+        shape: the volume's shape.
+        spacing_mm: its voxel spacing (z, y, x).
+        lesion: the sphere.
+        thickness_mm: the slice thickness (the z integration width).
+        psf_sigma_mm: the in-plane Gaussian blur (0: none).
+        step_mm: the integration step.
+
+    Returns:
+        (the box of voxels, as slices; the fraction in [0, 1] in that box).
+    """
+    r = lesion.diameter_mm / 2
+    margin = (r + thickness_mm / 2, r + 3 * psf_sigma_mm + 1, r + 3 * psf_sigma_mm + 1)
+    box = tuple(
+        slice(
+            max(0, int(np.floor((c - m) / s))),
+            min(n, int(np.ceil((c + m) / s)) + 1),
+        )
+        for c, m, s, n in zip(lesion.centre_mm, margin, spacing_mm, shape)
+    )
+    widths = (thickness_mm, spacing_mm[1], spacing_mm[2])
+    axes = [
+        _axis_samples(b.stop - b.start, s, w, step_mm) + b.start * s - c
+        for b, s, w, c in zip(box, spacing_mm, widths, lesion.centre_mm)
+    ]
+    # separable: inside the sphere where z^2 + y^2 + x^2 <= r^2, averaged over the samples
+    z2, y2, x2 = (a.astype(np.float64) ** 2 for a in axes)
+    inside = (
+        z2[:, None, None, :, None, None]
+        + y2[None, :, None, None, :, None]
+        + x2[None, None, :, None, None, :]
+    ) <= r * r
+    frac = inside.mean(axis=(3, 4, 5))
+    if psf_sigma_mm > 0:
+        frac = ndimage.gaussian_filter(
+            frac, (0, psf_sigma_mm / spacing_mm[1], psf_sigma_mm / spacing_mm[2]), mode="constant"
+        )
+    return box, frac.astype(np.float32)
+
+
+def insert_lesions(
+    volume: CTVolume,
+    lesions: list[Lesion],
+    *,
+    thickness_mm: float | None = None,
+    psf_sigma_mm: float = PSF_SIGMA_MM,
+) -> tuple[CTVolume, np.ndarray]:
+    """A copy of ``volume`` with ``lesions`` in it, and their reference label map.
+
+    Args:
+        volume: the real scan (not changed).
+        lesions: the calcifications.
+        thickness_mm: the slice thickness (default: the scan's, else its slice spacing).
+        psf_sigma_mm: the in-plane point spread.
+
+    Returns:
+        (the hybrid volume; an int16 map of the voxels of 130 HU or more that a lesion raised
+        above 130 HU or holds at least a tenth of, numbered 1, 2, ... by lesion).
+    """
+    thick = thickness_mm or volume.meta.slice_thickness_mm or volume.spacing_mm[0]
+    hu = np.array(volume.hu, dtype=np.float32, copy=True)
+    ref = np.zeros(hu.shape, np.int16)
+    for k, lesion in enumerate(lesions, start=1):
+        box, f = lesion_fraction(
+            hu.shape,
+            volume.spacing_mm,
+            lesion,
+            thickness_mm=float(thick),
+            psf_sigma_mm=psf_sigma_mm,
+        )
+        before = hu[box]
+        after = (1 - f) * before + f * lesion.peak_hu
+        hu[box] = after
+        mine = (after >= CALCIUM_THRESHOLD_HU) & ((before < CALCIUM_THRESHOLD_HU) | (f >= 0.1))
+        ref[box][mine] = k
+    return volume.with_array(hu), ref
+
+
+@dataclass(frozen=True)
+class Site:
+    """A lesion site: its centre (z, y, x) in mm from voxel (0, 0, 0) and the coronary artery
+    whose groove it stands for (:func:`artery_at`)."""
+
+    centre_mm: tuple[float, float, float]
+    artery: int
+
+
+def artery_at(dy_mm: float, dx_mm: float, radius_mm: float) -> int:
+    """The coronary artery of a site on the heart's surface, from where it lies around the
+    heart's centre in its slice (image x to the patient's left, y to the back): on the right side
+    (more than a fifth of the heart's radius right of its centre) the RCA, in front the LAD,
+    behind on the left the LCX. A rough rule of the grooves, good enough for CAC, not for
+    per-artery figures."""
+    if dx_mm < -0.2 * radius_mm:
+        return int(Label.RCA)
+    return int(Label.LAD) if dy_mm < 0 else int(Label.LCX)
+
+
+def _slice_sites(sl: np.ndarray, spacing_yx: tuple[float, float], lung_mm: float) -> list:
+    """(y, x, artery) of every epicardial-fat pixel of one slice (see :func:`epicardial_sites`)."""
+    sy, sx = spacing_yx
+    soft = ndimage.binary_opening(
+        (sl >= SOFT_HU[0]) & (sl <= SOFT_HU[1]), iterations=max(1, int(round(3 / sy)))
+    )
+    lab, count = ndimage.label(soft)
+    if not count:
+        return []
+    heart = lab == 1 + int(np.argmax(ndimage.sum(soft, lab, range(1, count + 1))))
+    cy, cx = ndimage.center_of_mass(heart)
+    radius = float(np.sqrt(heart.sum() * sy * sx / np.pi))
+    to_heart = ndimage.distance_transform_edt(~heart, sampling=(sy, sx))
+    to_air = ndimage.distance_transform_edt(sl > -400, sampling=(sy, sx))
+    fat = (sl >= FAT_HU[0]) & (sl <= FAT_HU[1])
+    ys, xs = np.nonzero(fat & (to_heart >= 1) & (to_heart <= 3) & (to_air >= lung_mm))
+    front = (ys - cy) * sy <= BACK_LIMIT * radius  # not behind the atria (oesophagus, aorta)
+    return [
+        (y, x, artery_at((y - cy) * sy, (x - cx) * sx, radius))
+        for y, x in zip(ys[front], xs[front])
+    ]
+
+
+def epicardial_sites(
+    volume: CTVolume,
+    z_range: tuple[int, int],
+    box_yx: tuple[tuple[int, int], tuple[int, int]],
+    n: int,
+    *,
+    rng: np.random.Generator,
+    separation_mm: float = 20.0,
+    lung_mm: float = 6.0,
+) -> list[Site]:
+    """Up to ``n`` lesion sites in the epicardial fat of a real scan.
+
+    In each slice of ``z_range`` the heart is the largest component of soft tissue inside the box
+    (opened by 3 mm, so that thin links to the chest wall break); a site is a fat voxel within
+    1-3 mm of it, not far behind its centre (:data:`BACK_LIMIT`), at least ``lung_mm`` from air
+    (lung) and ``separation_mm`` from every other site.
+
+    Args:
+        volume: the real scan.
+        z_range: the heart's slices [first, last].
+        box_yx: ((y0, y1), (x0, x1)) around the heart, in voxels.
+        n: how many sites.
+        rng: the random generator (sites are drawn in a random order).
+        separation_mm: the smallest distance between two sites.
+        lung_mm: the smallest distance to air.
+
+    Returns:
+        The :class:`Site` list.
+    """
+    sz, sy, sx = volume.spacing_mm
+    (y0, y1), (x0, x1) = box_yx
+    candidates = []
+    for z in range(z_range[0], z_range[1] + 1):
+        sl = np.asarray(volume.hu[z, y0:y1, x0:x1], dtype=np.float32)
+        candidates += [
+            Site((z * sz, (y + y0) * sy, (x + x0) * sx), a)
+            for y, x, a in _slice_sites(sl, (sy, sx), lung_mm)
+        ]
+    sites: list[Site] = []
+    for i in rng.permutation(len(candidates)):
+        c = np.array(candidates[i].centre_mm)
+        if all(np.linalg.norm(c - np.array(s.centre_mm)) >= separation_mm for s in sites):
+            sites.append(candidates[i])
+            if len(sites) == n:
+                break
+    return sites
+
+
+def random_lesions(sites: list[Site], rng: np.random.Generator) -> list[Lesion]:
+    """A lesion at every site: 2.5-5 mm across, 400-1000 HU."""
+    return [
+        Lesion(
+            tuple(float(v) for v in s.centre_mm),  # type: ignore[arg-type]
+            float(rng.choice([2.5, 3.0, 3.5, 4.0, 5.0])),
+            float(rng.uniform(400, 1000)),
+        )
+        for s in sites
+    ]

@@ -1,0 +1,74 @@
+"""Synthetic lesions inserted into scans (calcscore.realism.hybrid): the partial-volume model
+against the sphere's analytic volume, and the epicardial sites on a drawn heart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calcscore.labels import Label
+from calcscore.realism.hybrid import Lesion, epicardial_sites, insert_lesions, lesion_fraction
+from calcscore.volume import CTVolume
+
+
+@pytest.mark.parametrize(
+    "spacing, thickness",
+    [((0.5, 0.5, 0.5), 0.5), ((5.0, 0.84, 0.84), 5.0), ((3.0, 0.4, 0.4), 3.0)],
+)
+def test_the_lesion_fractions_add_up_to_the_sphere_volume(spacing, thickness):
+    """Summed over the voxels, the partial volume is the sphere's 4/3 pi r^3, whatever the slice
+    thickness and blur; a thick slice lowers the peak (a 4 mm sphere in a 5 mm slice fills at
+    most 4/5 of a voxel's depth)."""
+    lesion = Lesion((20.3, 20.1, 19.7), 4.0, 1000.0)
+    _, f = lesion_fraction((200, 200, 200), spacing, lesion, thickness_mm=thickness)
+    volume = f.sum() * np.prod(spacing)
+    assert volume == pytest.approx(4 / 3 * np.pi * 2.0**3, rel=0.03)
+    assert 0 <= f.min() and f.max() <= 1
+    if thickness > 4:
+        assert f.max() <= 4 / 5 + 1e-6
+
+
+def test_inserted_lesions_raise_the_scan_and_are_labelled_one_by_one():
+    hu = np.full((12, 80, 80), -100, np.int16)
+    scan = CTVolume(hu, (3.0, 0.5, 0.5))
+    lesions = [Lesion((18.0, 10.0, 10.0), 3.0, 800.0), Lesion((18.0, 30.0, 30.0), 4.0, 600.0)]
+    hybrid, ref = insert_lesions(scan, lesions)
+    assert (scan.hu == -100).all()  # the input is not changed
+    assert set(np.unique(ref)) == {0, 1, 2}
+    # every labelled voxel is calcium (>= 130 HU) and every voxel >= 130 HU is labelled
+    assert (hybrid.hu[ref > 0] >= 130).all() and (ref[hybrid.hu >= 130] > 0).all()
+    # the larger lesion has more voxels above 130 HU; both peak near their slice's share
+    assert (ref == 2).sum() > (ref == 1).sum() > 0
+    assert 130 < hybrid.hu[ref == 1].max() < 800
+
+
+def test_epicardial_sites_lie_in_the_fat_around_the_heart_and_apart():
+    """A drawn heart (a soft-tissue disk, 40 mm across) in a ring of fat (6 mm) in lung: the
+    sites lie in the fat, 1-3 mm from the heart, away from the lung, 15 mm apart."""
+    yy, xx = np.mgrid[:160, :160]
+    r = np.hypot(yy - 80, xx - 80) * 0.5  # mm
+    sl = np.where(r <= 20, 40, np.where(r <= 30, -100, -850)).astype(np.int16)
+    scan = CTVolume(np.repeat(sl[None], 10, axis=0), (3.0, 0.5, 0.5))
+    sites = epicardial_sites(
+        scan,
+        (2, 7),
+        ((10, 150), (10, 150)),
+        12,
+        rng=np.random.default_rng(1),
+        separation_mm=15,
+        lung_mm=5,
+    )
+    assert len(sites) >= 6
+    pts = np.array([s.centre_mm for s in sites])
+    radius = np.hypot(pts[:, 1] - 40, pts[:, 2] - 40)
+    assert (radius >= 20.5).all() and (radius <= 23.5).all()
+    assert (pts[:, 1] - 40 <= 0.6 * 20 + 0.5).all()  # none far behind the heart's centre
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1) + np.eye(len(pts)) * 99
+    assert d.min() >= 15
+    # the artery by the groove: patient right (image left) RCA, in front LAD, behind left LCX
+    for s, (_, y, x) in zip(sites, pts):
+        dy, dx = y - 40, x - 40
+        if abs(dx + 4) < 0.5 or abs(dy) < 0.5:
+            continue  # on a border of the rule (the radius comes from the drawn area)
+        want = "RCA" if dx < -4 else "LAD" if dy < 0 else "LCX"
+        assert Label(s.artery).name == want, (dy, dx)
