@@ -39,7 +39,7 @@ from calcscore.runtime import unwrap_ddp
 
 log = logging.getLogger(__name__)
 
-#: The shipped model (trained on synthetic phantoms only, see its MODEL_CARD.md).
+#: The shipped model (no real annotated scan trained it, see its MODEL_CARD.md).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 NETWORKS = ("cnn1", "cnn2")
 MODEL_JSON = "model.json"

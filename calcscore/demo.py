@@ -102,7 +102,8 @@ def run_demo(
     lines = [
         f"calcscore demo: synthetic phantom (seed {seed}, {kernel} kernel {volume.meta.kernel}, "
         f"{nx} x {ny} x {nz} voxels, {volume.meta.manufacturer} {volume.meta.model})",
-        f"model: {model.source}" + (" - trained on synthetic phantoms only" if model.info else ""),
+        f"model: {model.source}"
+        + (f" - learned from {model.info['trained_on']}" if model.info.get("trained_on") else ""),
         f"phantom made in {t_make:.1f} s, scored in {t_seg:.1f} s on {dev}",
         "checks: "
         + ("; ".join(f.message for f in checks.refusals + checks.warnings) or "no warning")

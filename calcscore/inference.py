@@ -104,7 +104,7 @@ class Model:
     @classmethod
     def load(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Model:
         """Load ``cnn1.pt`` (and ``cnn2.pt`` when present) from a folder; the shipped model
-        (trained on synthetic phantoms only, see its model card) when ``path`` is None."""
+        (no real annotated scan trained it, see its model card) when ``path`` is None."""
         cnn1, cnn2, info, folder = load_bundle(path, device=device)
         return cls(
             cnn1,

@@ -355,9 +355,9 @@ def _model(model: dict[str, str | None]) -> str:
     warn = ""
     if trained and "synthetic" in trained.lower():
         warn = (
-            '<div class="warn" data-code="synthetic_model"><b>Trained on synthetic phantoms.'
-            "</b> This model has not been trained or validated on patient scans; its scores "
-            "on patient scans are not validated.</div>"
+            '<div class="warn" data-code="synthetic_model"><b>Trained on synthetic phantoms,'
+            " not on annotated patient scans.</b> Its scores on patient scans are not "
+            "validated.</div>"
         )
     return "<h2>Model</h2>" + warn + table(None, rows, cls="kv")
 

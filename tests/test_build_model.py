@@ -204,8 +204,14 @@ def test_the_shipped_recipe_describes_the_shipped_model():
     assert f"{ids[0]}..{ids[-1]}" == info["training_participants"]["ids"]
     assert (
         ph.whole_chest == info["training_participants"]["whole_chest"]
-        and ph.seed == info["seed"] == 2018
+        and ph.gated == info["training_participants"]["gated"]
+        and ph.seed == info["seed"] == 2026
     )
+    # built by `calcscore build-model` from this very recipe: every stage's hash is the recipe's
+    import tomllib
+
+    assert info["recipe"] == tomllib.loads((SHIPPED / "recipe.toml").read_text())
+    assert info["stages"] == stage_hashes(recipe)
     assert (
         sorted(split_by_participant(ids, val_fraction=ph.validation_fraction, rng=ph.seed))
         == info["training_participants"]["validation"]
@@ -213,8 +219,13 @@ def test_the_shipped_recipe_describes_the_shipped_model():
     assert info["test_participants"].startswith(
         f"{participant_id(ph.test[0])}..{participant_id(ph.test[1])}"
     )
+    from calcscore.pipeline.recipe import reuses
+
     ctx = Context(recipe=recipe, device="cpu", precision="bf16")
     for name in ("cnn1", "cnn2"):
+        if reuses(recipe, name):  # kept unchanged: the saved network's own settings
+            assert info["trained_iterations"][name] == 0
+            continue
         cfg = network_config(ctx, name).to_dict()
         assert {k: v for k, v in cfg.items() if k != "max_iterations"} == {
             k: v for k, v in info[f"{name}_config"].items() if k != "max_iterations"
@@ -648,6 +659,18 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
     assert IGNORE not in labels[np.asarray(copy.calcium_index)]
     positives, _ = calcium_pools(VolumeStore([copy, plain_scan]))
     assert len(positives) == 5 * len(copy.calcium_index)
+    # model.json and the card say what the networks learned from
+    from types import SimpleNamespace
+
+    from calcscore.pipeline.card import trained_on
+
+    said = trained_on(SimpleNamespace(recipe=recipe, results={"real_negatives": res}))
+    assert "1 real chest CT without calcium annotations (chest)" in said
+    assert "2 copies of each with 6 synthetic coronary lesions" in said
+    plain_recipe = load_recipe(_tiny(tmp_path))
+    assert trained_on(SimpleNamespace(recipe=plain_recipe, results={})).endswith(
+        "phantoms only (calcscore.phantom)"
+    )
     bad = _tiny(tmp_path, "scans = []", plain + "\nhybrid = { lesions = 3 }", "b.toml")
     with pytest.raises(RecipeError, match=r"hybrid.copies: must be a whole number, got None"):
         load_recipe(bad)

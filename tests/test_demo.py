@@ -17,9 +17,11 @@ from calcscore.volume import LabelVolume
 def test_the_shipped_model_is_in_the_package_and_says_what_it_learned_from():
     model = Model.load()
     assert model.cnn2 is not None
-    assert "synthetic phantoms only" in model.info["trained_on"]
+    # it says plainly what it learned from: phantoms, and no real scan with calcium annotations
+    assert model.info["trained_on"].startswith("synthetic phantoms")
+    assert "without calcium annotations" in model.info["trained_on"]
     card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
-    assert "synthetic phantoms only" in card
+    assert "no real scan with calcium annotations was used" in card
     # the card's numbers are the measured ones in model.json
     soft_f1 = model.info["test_metrics"]["soft"]["CAC"]["f1_pooled"]
     assert f"{soft_f1:.2f}" in card
@@ -47,7 +49,7 @@ def test_demo_scores_a_phantom_beside_its_ground_truth(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "truth_agatston" in r.stdout and "calcscore_agatston" in r.stdout
     assert "risk category: truth" in r.stdout and "CAC-DRS: truth" in r.stdout
-    assert "synthetic phantoms only" in r.stdout
+    assert "learned from synthetic phantoms" in r.stdout
     scan = "phantom007_soft"
     for suffix in (
         "_labels.nii.gz",

@@ -84,6 +84,25 @@ def _training(ctx) -> dict[str, Any]:
     }
 
 
+def trained_on(ctx) -> str:
+    """What the networks learned from, in words: phantoms, and the real negatives (and their
+    synthetic lesions) where the recipe has them."""
+    rn = ctx.recipe.real_negatives
+    if rn is None or not rn.scans:
+        return "synthetic phantoms only (calcscore.phantom)"
+    text = (
+        f"synthetic phantoms (calcscore.phantom) and {len(rn.scans)} real chest CT"
+        f"{'s' if len(rn.scans) > 1 else ''} without calcium annotations ({', '.join(rn.scans)}) "
+        "as negatives outside the heart and great vessels"
+    )
+    if rn.hybrid:
+        n = (ctx.results.get("real_negatives") or {}).get("hybrid_lesions", 0)
+        text += (
+            f", and {rn.hybrid['copies']} copies of each with {n} synthetic coronary lesions in all"
+        )
+    return text
+
+
 def model_info(ctx) -> dict[str, Any]:
     """model.json of the build in ``ctx`` (a :class:`calcscore.pipeline.stages.Context` whose
     stages up to evaluation are done)."""
@@ -91,7 +110,7 @@ def model_info(ctx) -> dict[str, Any]:
     info: dict[str, Any] = {
         "title": recipe.card.title,
         "description": recipe.card.description,
-        "trained_on": "synthetic phantoms only (calcscore.phantom)",
+        "trained_on": trained_on(ctx),
         "command": f"calcscore build-model recipe.toml --out OUT  # recipe {recipe.name!r}",
         "calcscore": __version__,
         "phantom_generator": GENERATOR_VERSION,
@@ -138,6 +157,11 @@ def _network(info: dict[str, Any], name: str) -> str:
         else f"filters x{c['width_scale']}, dense {c['dense_width']}"
     )
     start = info["initialised_from"][name]
+    if info["trained_iterations"][name] == 0 and start:
+        return (
+            f"- {name.upper()}: {c['preset']} preset, {shape}, patches {c['patch_size']} px: kept "
+            f"unchanged from {Path(start).name} (not trained in this build)."
+        )
     return (
         f"- {name.upper()}: {c['preset']} preset, {shape}, patches {c['patch_size']} px, batch {c['batch_size']}, "
         f"Adam {c['learning_rate']:g}, {info['trained_iterations'][name]:,} iterations (iteration "
@@ -232,8 +256,8 @@ def thresholds_text(th: dict[str, float] | None, given: bool) -> str:
 
 def _limits(info: dict[str, Any]) -> list[str]:
     out = [
-        "- Trained and tested on synthetic phantoms only: real scans differ (scanner, noise texture, "
-        "motion, stents, contrast); expect lower accuracy on them until validated (`calcscore evaluate`).",
+        "- No real scan with calcium annotations trained or tested it: real scans differ (scanner, noise "
+        "texture, motion, stents, contrast); expect lower accuracy on them until validated (`calcscore evaluate`).",
         "- The test set is small; AV and MV figures rest on the valve calcium those participants happen to have.",
     ]
     for key, name in (
@@ -278,12 +302,19 @@ def card(info: dict[str, Any]) -> str:
         "## Description",
         "CNN1 (three dilated 2D subnetworks, axial/sagittal/coronal) labels every voxel >= 130 HU as background, "
         "LAD, LCX, RCA, TAC, AV or MV; CNN2 (65 x 65 px, 2.5D) removes CNN1's false positives. "
-        f"**Learned from {info['trained_on']}**: no real patient scan was used to train or test it.",
+        f"**Learned from {info['trained_on']}**: no real scan with calcium annotations was used to "
+        "train or test it.",
         "",
         "## Intended use and misuse",
-        "- For: research, teaching and trying the method on non-contrast, non-gated low-dose chest CT.",
+        "- For: research, teaching and trying the method on non-contrast low-dose chest CT"
+        + (
+            " and ECG-gated heart-only calcium-scoring CT."
+            if tp.get("gated")
+            else ", not ECG-gated."
+        ),
         "- Not for: clinical decisions, or any real-scan use before validation on annotated scans of that "
-        "scanner and protocol; not for contrast-enhanced or ECG-gated cardiac CT.",
+        "scanner and protocol; not for contrast-enhanced CT"
+        + ("." if tp.get("gated") else " or ECG-gated cardiac CT."),
         "",
         "## Training data",
         f"- Phantoms of generator {info['phantom_generator']} (calcscore {info['calcscore']}), seed {info['seed']}: "

@@ -42,7 +42,18 @@ def _type_ok(value: Any, annotation: str) -> bool:
 
 def read_section(path: Path, name: str, cls: type, table: Any) -> Any:
     """Section ``name`` of a recipe as dataclass ``cls``, every key checked for presence, name and
-    type."""
+    type.
+
+    Args:
+        path: the recipe file (named in errors).
+        name: the section's name.
+        cls: the section's dataclass.
+        table: the section as TOML read it.
+
+    Returns:
+        An instance of ``cls``; raises :class:`RecipeError` where a key is missing, unknown or of
+        the wrong type.
+    """
     if not isinstance(table, dict):
         raise RecipeError(path, f"[{name}]", "is not a table", f"write it as a [{name}] section")
     known = {f.name: f for f in fields(cls)}

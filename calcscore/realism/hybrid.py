@@ -156,7 +156,16 @@ def artery_at(dy_mm: float, dx_mm: float, radius_mm: float) -> int:
     heart's centre in its slice (image x to the patient's left, y to the back): on the right side
     (more than a fifth of the heart's radius right of its centre) the RCA, in front the LAD,
     behind on the left the LCX. A rough rule of the grooves, good enough for CAC, not for
-    per-artery figures."""
+    per-artery figures.
+
+    Args:
+        dy_mm: the site's distance behind the heart's centre (negative: in front).
+        dx_mm: its distance to the patient's left of the centre (negative: to the right).
+        radius_mm: the heart's radius in that slice.
+
+    Returns:
+        The label value of the LAD, LCX or RCA.
+    """
     if dx_mm < -0.2 * radius_mm:
         return int(Label.RCA)
     return int(Label.LAD) if dy_mm < 0 else int(Label.LCX)
