@@ -35,7 +35,7 @@ from real_ct_audit import QRM, REFERENCE, figures, qrm_figures, scan_paths  # no
 from safety_net_phantoms import _range, pooled  # noqa: E402
 
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment  # noqa: E402
-from calcscore.io import read_volume  # noqa: E402
+from calcscore.io import read_volume, write_text_atomic  # noqa: E402
 from calcscore.metrics import ScanCase  # noqa: E402
 from calcscore.pipeline.cohort import cohort_scans  # noqa: E402
 
@@ -187,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         result["phantoms"] = phantoms(models, cohorts)
         result["phantom_seconds"] = round(time.perf_counter() - t)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(result, indent=1))
     print(table(result))
     return 0
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
-from calcscore.io import read_volume
+from calcscore.io import read_volume, write_text_atomic
 from calcscore.labels import Label
 from calcscore.realism.hybrid import Lesion, epicardial_sites, insert_lesions, random_lesions
 from calcscore.risk import risk_category
@@ -199,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds"] = round(time.perf_counter() - t)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(result, indent=1))
     print(summary(result))
     return 0
 
