@@ -611,6 +611,7 @@ def test_the_rim_stage_scans_validation_participants_at_the_phantoms_stage_sizes
     assert out["rim_choice"]["participants"] == ["P0011", "P0013", "P0016"]
 
 
+@pytest.mark.slow
 def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_negative(tmp_path):
     """``[real_negatives] hybrid``: copies of a (drawn) real scan with synthetic lesions in the
     fat around its heart, labelled coronary, the rest of the label map kept, each lesion voxel
