@@ -35,7 +35,7 @@ import numpy as np
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
 from calcscore.io import read_volume, write_text_atomic
 from calcscore.labels import Label
-from calcscore.realism.hybrid import Lesion, epicardial_sites, insert_lesions, random_lesions
+from calcscore.realism.hybrid import Lesion, hybrid_scan
 from calcscore.risk import risk_category
 from calcscore.scoring import agatston
 from calcscore.volume import CTVolume, LabelVolume
@@ -182,14 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         heart = hearts[name]
         for seed in (int(s) for s in args.seeds.split(",")):
             rng = np.random.default_rng([2026, seed, k])
-            box = (tuple(heart["y"]), tuple(heart["x"]))
-            sites = epicardial_sites(scan, tuple(heart["z"]), box, args.lesions, rng=rng)
-            lesions = random_lesions(sites, rng)
+            hybrid, ref, _, lesions = hybrid_scan(scan, heart, args.lesions, rng)
             result["lesions"][f"{name} seed {seed}"] = [vars(le) for le in lesions]
             if args.figures:
                 Path(args.figures).mkdir(parents=True, exist_ok=True)
                 sites_figure(scan, lesions, heart, Path(args.figures) / f"{name}_seed{seed}.png")
-            hybrid, ref = insert_lesions(scan, lesions)
             crop, ref_crop = heart_crop(hybrid, ref, lesions, heart)
             for case, vol, r in ((name, hybrid, ref), (f"{name} heart-only", crop, ref_crop)):
                 key = f"{case} seed {seed}"

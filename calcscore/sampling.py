@@ -241,7 +241,7 @@ def calcium_pools(store: VolumeStore) -> tuple[VoxelPool, VoxelPool]:
     :attr:`~calcscore.scan_cache.CachedScan.weight`, and background >= 130 HU."""
     idx = range(len(store))
     pos = VoxelPool.concat(
-        idx, [np.tile(np.asarray(s.calcium_index), getattr(s, "weight", 1)) for s in store.scans]
+        idx, [np.tile(np.asarray(s.calcium_index), s.weight) for s in store.scans]
     )
     neg = VoxelPool.concat(idx, [np.asarray(s.background_index) for s in store.scans])
     return pos, neg

@@ -45,6 +45,9 @@ class CachedScan:
     shape: tuple[int, int, int]
     spacing_mm: tuple[float, float, float]
     crop_offset: tuple[int, int, int]
+    #: how many times each calcium voxel joins CNN1's positive pool (1, or more for the few
+    #: lesions inserted into a real scan; :func:`calcscore.sampling.calcium_pools`)
+    weight: int = 1
 
     @cached_property
     def hu(self) -> np.ndarray:
@@ -65,12 +68,6 @@ class CachedScan:
     def background_index(self) -> np.ndarray:
         """Flat indices of voxels >= 130 HU labelled background."""
         return np.load(self.folder / "background.npy", mmap_mode="r")
-
-    @cached_property
-    def weight(self) -> int:
-        """How many times each calcium voxel joins CNN1's positive pool (1, or more for the few
-        lesions inserted into a real scan; :func:`calcscore.sampling.calcium_pools`)."""
-        return int(json.loads((self.folder / "meta.json").read_text()).get("weight", 1))
 
     @property
     def candidate_index(self) -> np.ndarray:
@@ -208,6 +205,7 @@ def load_cached(folder: str | Path) -> CachedScan:
         shape=tuple(meta["shape"]),
         spacing_mm=tuple(meta["spacing_mm"]),
         crop_offset=tuple(meta["crop_offset"]),
+        weight=int(meta.get("weight", 1)),
     )
 
 

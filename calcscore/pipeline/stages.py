@@ -155,6 +155,7 @@ def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
 
     out, n_background, n_lesions = [], 0, 0
     rn = ctx.recipe.real_negatives
+    hearts = json.loads(hearts_file(ctx.recipe).read_text()) if rn and rn.hybrid else {}
     for k, name in enumerate(rn.scans if rn is not None else []):
         image, labels = real_negative_files(ctx.recipe, name)
         volume, label_map = read_volume(image), read_labels(labels)
@@ -173,8 +174,9 @@ def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
         out.append(scan.scan_id)
         n_background += len(scan.background_index)
         if rn is not None and rn.hybrid:
-            heart = json.loads(hearts_file(ctx.recipe).read_text())[name]
-            hybrids = cache_hybrids(volume, label_map, heart, rn.hybrid, k, folder / "scans", name)
+            hybrids = cache_hybrids(
+                volume, label_map, hearts[name], rn.hybrid, k, folder / "scans", name
+            )
             out += [h for h, _ in hybrids]
             n_lesions += sum(n for _, n in hybrids)
     return {"scans": out, "background_candidates": n_background, "hybrid_lesions": n_lesions}
@@ -198,15 +200,12 @@ def cache_hybrids(
     Returns:
         (scan id, lesions) of every copy.
     """
-    from calcscore.realism.hybrid import epicardial_sites, insert_lesions, random_lesions
+    from calcscore.realism.hybrid import hybrid_scan
 
     out = []
     for c in range(hybrid["copies"]):
         rng = np.random.default_rng([hybrid["seed"], k, c])
-        box = (tuple(heart["y"]), tuple(heart["x"]))
-        sites = epicardial_sites(volume, tuple(heart["z"]), box, hybrid["lesions"], rng=rng)
-        lesions = random_lesions(sites, rng)
-        hybrid_volume, ref = insert_lesions(volume, lesions)
+        hybrid_volume, ref, sites, lesions = hybrid_scan(volume, heart, hybrid["lesions"], rng)
         arteries = np.array([0] + [s.artery for s in sites], np.uint8)
         labels = np.where(ref > 0, arteries[ref], np.asarray(label_map.labels)).astype(np.uint8)
         scan_id = f"real-{name}-hybrid{c}"

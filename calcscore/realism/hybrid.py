@@ -252,3 +252,27 @@ def random_lesions(sites: list[Site], rng: np.random.Generator) -> list[Lesion]:
         )
         for s in sites
     ]
+
+
+def hybrid_scan(
+    volume: CTVolume, heart: dict, n: int, rng: np.random.Generator
+) -> tuple[CTVolume, np.ndarray, list[Site], list[Lesion]]:
+    """A copy of a real scan with up to ``n`` synthetic coronary lesions in the epicardial fat of
+    its heart (:func:`epicardial_sites`, :func:`random_lesions`, :func:`insert_lesions`).
+
+    Args:
+        volume: the real scan (unchanged).
+        heart: {"z": [first, last], "y": [y0, y1], "x": [x0, x1]} in voxels (an entry of
+            ``data/real_negatives/hearts.json``).
+        n: how many lesions.
+        rng: the random generator.
+
+    Returns:
+        (the copy, the lesion of every voxel (0: none, k: the k-th lesion, where it is >= 130
+        HU), the sites, the lesions).
+    """
+    box = (tuple(heart["y"]), tuple(heart["x"]))
+    sites = epicardial_sites(volume, tuple(heart["z"]), box, n, rng=rng)  # type: ignore[arg-type]
+    lesions = random_lesions(sites, rng)
+    copy, ref = insert_lesions(volume, lesions)
+    return copy, ref, sites, lesions
