@@ -272,7 +272,7 @@ def hybrid_scan(
         HU), the sites, the lesions).
     """
     box = (tuple(heart["y"]), tuple(heart["x"]))
-    sites = epicardial_sites(volume, tuple(heart["z"]), box, n, rng=rng)  # type: ignore[arg-type]
+    sites = epicardial_sites(volume, tuple(heart["z"]), box, n, rng=rng)
     lesions = random_lesions(sites, rng)
     copy, ref = insert_lesions(volume, lesions)
     return copy, ref, sites, lesions
