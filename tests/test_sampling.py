@@ -155,3 +155,34 @@ def test_orientation_offsets_follow_the_documented_convention():
     assert (oz[0, u, v], oy[0, u, v], ox[0, u, v]) == (0, -2, 2)  # axial: volume[z, y+u, x+v]
     assert (oz[1, u, v], oy[1, u, v], ox[1, u, v]) == (-2, 2, 0)  # sagittal: volume[z+u, y+v, x]
     assert (oz[2, u, v], oy[2, u, v], ox[2, u, v]) == (-2, 0, 2)  # coronal: volume[z+u, y, x+v]
+
+
+def test_cnn2_positives_repeat_as_often_as_their_scans_weight(tmp_path):
+    """CNN2's positives (CNN1's true positives) of an inserted-lesion scan are drawn ``weight``
+    times as often, its negatives (CNN1's false positives) once, as in CNN1's pools."""
+    from calcscore.training.data import cnn2_pools
+
+    scans = []
+    for k, weight in enumerate((1, 3)):
+        vol, lab = _volume(k)
+        scans.append(
+            cache_scan(
+                vol,
+                lab,
+                tmp_path / f"s{k}",
+                scan_id=f"s{k}",
+                on_network_grid=True,
+                crop=False,
+                weight=weight,
+            )
+        )
+    # CNN1's calls, as its cache file holds them: every candidate called calcium
+    called = {f"scan_{s.scan_id}": np.sort(s.candidate_index) for s in scans}
+    np.savez(tmp_path / "calls.npz", digest=np.array("d"), **called)
+    pos, neg = cnn2_pools(
+        VolumeStore(scans), None, cache_file=tmp_path / "calls.npz", cnn1_digest="d"
+    )
+    n_cal = [len(s.calcium_index) for s in scans]
+    assert len(pos) == n_cal[0] + 3 * n_cal[1]
+    assert len(neg) == sum(len(s.background_index) for s in scans)
+    assert np.bincount(np.asarray(pos.scan), minlength=2).tolist() == [n_cal[0], 3 * n_cal[1]]

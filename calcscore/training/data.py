@@ -205,7 +205,9 @@ def cnn2_pools(
     precision: str = "fp32",
 ) -> tuple[VoxelPool, VoxelPool]:
     """(positives, negatives) for CNN2 among the voxels CNN1 labels as calcium: reference calcium
-    (CNN1's true positives) and reference background (its false positives).
+    (CNN1's true positives), each as often as its scan's
+    :attr:`~calcscore.scan_cache.CachedScan.weight`, and reference background (its false
+    positives).
 
     CNN1's labels are kept in ``cache_file`` (keyed by scan id and the CNN1 file's digest).
     When CNN1 finds no true positive (or no false positive) at all, the reference calcium
@@ -244,7 +246,7 @@ def cnn2_pools(
             bar.update()
         called = cached[key]
         ref = np.asarray(scan.labels).reshape(-1)[called] > 0
-        pos.append(called[ref])
+        pos.append(np.tile(called[ref], scan.weight))  # inserted lesions: `weight` times
         neg.append(called[~ref])
     bar.close()
     if cache_file is not None and changed:
