@@ -79,8 +79,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     scan_id = f"phantom{seed:03d}_{kernel}"
     t0 = time.perf_counter()
-    # the shipped model learned from the first generator's anatomy ("v1"): the demo shows it on
-    # what it was trained for (the realistic "v2" phantoms are the default elsewhere)
+    # the shipped networks first learned from the first generator's anatomy ("v1"), then v2: the
+    # demo keeps v1, on which it was measured first (the realistic "v2" is the default elsewhere)
     volume, truth, info = make_scan(rng=seed, kernel=kernel, size=size, anatomy=DEMO_ANATOMY)
     t_make = time.perf_counter() - t0
     write_volume(volume, out / f"{scan_id}.nii.gz")

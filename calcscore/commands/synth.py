@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("v2", "v1"),
         default="v2",
         help="v2: realistic chest (shoulders, ribs, cartilage, spine, abdomen; docs/phantoms.md); "
-        "v1: the first generator's cartoon anatomy, which the shipped model learned from "
+        "v1: the first generator's cartoon anatomy, which the first shipped networks learned from "
         "(default: v2)",
     )
     p.add_argument(
