@@ -14,12 +14,12 @@ without the safety net, by every model in the same run. Per inserted lesion: lab
 (found), labelled aortic or valve calcium (wrong label), or not labelled (missed); per scan the
 CAC Agatston of the model against that of the inserted lesions alone, and the risk categories.
 
-The scans: the two non-contrast reconstructions of lungdx-a0001 (5 mm; -b is the real negative
-of the training recipes, and the one whose copies carry the hybrid positives of
-``recipes/cpu_v2_gated_hybrid.toml``, at other sites), and two contrast-enhanced scans of other
-patients (lidc-idri-0001, 2.5 mm; qin-lsc-0028, 3 mm) whose epicardial fat is as real: there only
-the per-lesion figures mean anything (their blood is above 130 HU and gets labelled too). The
-sites are drawn automatically; the figures show every one.
+The scans: the two non-contrast reconstructions of lungdx-a0001 (5 mm; -b is a real negative of
+the shipped recipe, whose copies carry hybrid positives, at other sites), and two
+contrast-enhanced scans of patients that no recipe trains on (lidc-idri-0001, 2.5 mm;
+qin-lsc-0028, 3 mm), whose epicardial fat is as real: there only the per-lesion figures mean
+anything (their blood is above 130 HU and gets labelled too). The sites are drawn automatically;
+the figures show every one.
 """
 
 from __future__ import annotations

@@ -675,3 +675,43 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
     bad = _tiny(tmp_path, "scans = []", plain + "\nhybrid = { lesions = 3 }", "b.toml")
     with pytest.raises(RecipeError, match=r"hybrid.copies: must be a whole number, got None"):
         load_recipe(bad)
+
+
+def test_a_heart_crop_beside_its_label_map_is_found_and_the_hearts_used_are_hashed(tmp_path):
+    """A real negative's image is ``images/NAME.nii.gz`` or, for a crop that the repository
+    keeps, ``labels/NAME.nii.gz``; with hybrid positives, the hearts of the recipe's scans (and
+    only those) are part of the real_negatives stage's hash, so a redrawn heart rebuilds it."""
+    import numpy as np
+
+    from calcscore.io import write_labels, write_volume
+    from calcscore.pipeline.recipe import real_negative_files
+    from calcscore.volume import CTVolume, LabelVolume
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    vol = CTVolume(np.full((4, 8, 8), -1000.0, np.float32), (3.0, 1.0, 1.0))
+    zeros = LabelVolume.like(vol, np.zeros(vol.shape, np.uint8))
+    for folder, name in ((images, "a"), (labels, "b-heart")):
+        write_volume(vol, folder / f"{name}.nii.gz")
+        write_labels(zeros, labels / f"{name}_labels.nii.gz")
+    hearts = {
+        "a": {"z": [0, 3], "y": [0, 7], "x": [0, 7]},
+        "b-heart": {"z": [1, 3], "y": [0, 7], "x": [0, 7]},
+    }
+
+    def recipe():
+        (labels / "hearts.json").write_text(json.dumps(hearts))
+        rn = (
+            'scans = ["a", "b-heart"]\nimages = "images"\nlabels = "labels"\n'
+            "hybrid = { lesions = 2, copies = 1, weight = 2, seed = 0 }"
+        )
+        return load_recipe(_tiny(tmp_path, "scans = []", rn))
+
+    first = recipe()
+    assert real_negative_files(first, "a") == (images / "a.nii.gz", labels / "a_labels.nii.gz")
+    assert real_negative_files(first, "b-heart")[0] == labels / "b-heart.nii.gz"
+    before = stage_hashes(first)["real_negatives"]
+    hearts["unused"] = {"z": [0, 1], "y": [0, 7], "x": [0, 7]}
+    assert stage_hashes(recipe())["real_negatives"] == before
+    hearts["b-heart"]["z"] = [2, 3]
+    assert stage_hashes(recipe())["real_negatives"] != before

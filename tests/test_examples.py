@@ -149,3 +149,48 @@ def test_recipe_can_take_the_shipped_chest_ct_as_a_real_negative():
     lab = read_labels(labels)
     assert lab.same_geometry(examples.chest_ct())
     assert set(np.unique(lab.labels)) == {0, 255}
+
+
+HEART_CROPS = ["lidc-idri-0006", "qin-lsc-0064", "qin-lung-01-0007"]
+
+
+def _heart_crop(name: str):
+    import json
+
+    from calcscore.io import read_labels
+
+    folder = ROOT / "data" / "real_negatives"
+    hearts = json.loads((folder / "hearts.json").read_text())
+    return (
+        read_volume(folder / f"{name}-heart.nii.gz"),
+        read_labels(folder / f"{name}-heart_labels.nii.gz"),
+        hearts[name],
+        hearts[f"{name}-heart"],
+    )
+
+
+@pytest.mark.parametrize("name", HEART_CROPS)
+def test_the_kept_heart_crops_match_their_label_maps_and_hearts(name):
+    """data/real_negatives keeps heart crops of three open CTs (make_heart_crops.py): image and
+    label map share one grid, and the crop's heart is the scan's heart moved by one offset and
+    lies inside the crop."""
+    crop, lab, full, mine = _heart_crop(name)
+    assert lab.same_geometry(crop) and set(np.unique(lab.labels)) <= {0, 255}
+    offset = [full[a][0] - mine[a][0] for a in "zyx"]
+    assert all(full[a][1] - mine[a][1] == o for a, o in zip("zyx", offset))
+    assert all(0 <= mine[a][0] < mine[a][1] < n for a, n in zip("zyx", crop.shape))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", HEART_CROPS)
+def test_the_kept_heart_crops_are_their_scans_voxels_unchanged(name):
+    """Where ../shared holds the full scan, a crop is its voxels and geometry unchanged."""
+    scan_path = ROOT.parent / "shared" / "data" / "open-chest-ct" / f"{name}.nii.gz"
+    if not scan_path.is_file():
+        pytest.skip("the full scan lies in ../shared only")
+    crop, _, full, mine = _heart_crop(name)
+    z, y, x = (full[a][0] - mine[a][0] for a in "zyx")
+    scan = read_volume(scan_path)
+    block = scan.hu[z : z + crop.shape[0], y : y + crop.shape[1], x : x + crop.shape[2]]
+    np.testing.assert_array_equal(np.round(block), crop.hu)
+    np.testing.assert_allclose(scan.index_to_physical([[z, y, x]])[0], crop.origin_mm, atol=1e-3)

@@ -65,7 +65,8 @@ class Phantoms:
 @dataclass(frozen=True)
 class RealNegatives:
     """Real scans without calcium annotations as training negatives (issue 26): for every name
-    of ``scans``, the image ``images/NAME.nii.gz`` and the label map ``labels/NAME_labels.nii.gz``
+    of ``scans``, the image ``images/NAME.nii.gz`` (or ``labels/NAME.nii.gz``: a heart crop) and
+    the label map ``labels/NAME_labels.nii.gz``
     (:func:`calcscore.regions.real_negative_labels`: background far from the heart and the great
     vessels, :data:`calcscore.labels.IGNORE` near them; ``data/real_negatives`` of the
     repository holds them for the open real chest CTs). Folders are relative to the recipe. They
@@ -204,11 +205,16 @@ class Recipe:
                 n: hashlib.sha256(real_negative_files(self, n)[1].read_bytes()).hexdigest()
                 for n in sec.scans
             }
+            if sec.hybrid:  # the hearts that the lesions are drawn in
+                hearts = json.loads(hearts_file(self).read_text())
+                out["hearts"] = {n: hearts.get(n) for n in sec.scans}
         return out
 
 
 def real_negative_files(recipe: Recipe, name: str) -> tuple[Path, Path]:
-    """(image, label map) of the real negative ``name`` of a recipe."""
+    """(image, label map) of the real negative ``name`` of a recipe: ``images/NAME.nii.gz``, or
+    ``labels/NAME.nii.gz`` where the images folder lacks it (the heart crops that
+    ``data/real_negatives`` keeps beside their label maps)."""
     rn = recipe.real_negatives
     images = recipe.resolve(rn.images) if rn is not None else None
     labels = recipe.resolve(rn.labels) if rn is not None else None
@@ -219,7 +225,10 @@ def real_negative_files(recipe: Recipe, name: str) -> tuple[Path, Path]:
             "has no `images` or `labels` folder",
             "give both folders, relative to the recipe",
         )
-    return images / f"{name}.nii.gz", labels / f"{name}_labels.nii.gz"
+    image = images / f"{name}.nii.gz"
+    if not image.is_file() and (labels / f"{name}.nii.gz").is_file():
+        image = labels / f"{name}.nii.gz"  # a scan kept beside its label map (a heart crop)
+    return image, labels / f"{name}_labels.nii.gz"
 
 
 def load_recipe(path: str | Path) -> Recipe:

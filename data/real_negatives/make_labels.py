@@ -4,7 +4,8 @@
 
 For every ``NAME.nii.gz`` of the data folder it writes ``NAME_labels.nii.gz`` here
 (:func:`calcscore.regions.real_negative_labels`: 0 = background far from the heart and the
-great vessels, 255 = not annotated) and ``overview_NAME.png`` (every 8th slice, the ignored part
+great vessels, 255 = not annotated; then :func:`bone_in_the_margin`: the chest wall's bone,
+cartilage and metal near the heart background too) and ``overview_NAME.png`` (every 8th slice, the ignored part
 tinted) for a reader to check, and ``manifest.csv`` with the image paths relative to the data
 folder's parent (pass it to training after replacing ``DATA`` by that folder).
 """
@@ -16,14 +17,40 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
+from calcscore.checks import check_scan
 from calcscore.io import read_volume, write_labels
 from calcscore.labels import IGNORE
-from calcscore.regions import real_negative_labels
+from calcscore.regions import bone_mask, real_negative_labels
 from calcscore.viz import _pyplot, window
 from calcscore.volume import LabelVolume
 
 HERE = Path(__file__).resolve().parent
+#: voxels >= 130 HU less deep than this under the skin (in-plane) are chest wall: the sternum,
+#: costal cartilage, ribs, sternotomy wires, the internal thoracic arteries of a contrast scan
+CHEST_WALL_MM = 25.0
+
+
+def bone_in_the_margin(volume, labels: np.ndarray, *, contrast: bool) -> np.ndarray:
+    """Make background what the 15 mm margin of :func:`real_negative_labels` ignored but is surely
+    not calcium: voxels >= 130 HU within ``CHEST_WALL_MM`` of the skin and, without contrast,
+    the thick bone of :func:`calcscore.regions.bone_mask` (vertebrae, rib heads; with contrast
+    the enhanced blood would count as bone). The heart and the great vessels stay ignored."""
+    hot = volume.hu >= 130
+    body = np.stack(
+        [
+            ndimage.binary_opening(ndimage.binary_fill_holes(s), iterations=2)
+            for s in volume.hu > -400
+        ]
+    )
+    depth = np.stack(
+        [ndimage.distance_transform_edt(s, sampling=volume.spacing_mm[1:]) for s in body]
+    )
+    sure = depth < CHEST_WALL_MM
+    if not contrast:
+        sure |= bone_mask(volume, max_lesion_mm3=3000.0)
+    return np.where((labels == IGNORE) & hot & sure, 0, labels).astype(np.uint8)
 
 
 def overview(volume, labels: np.ndarray, path: Path, title: str) -> None:
@@ -55,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in sorted(data.glob("*.nii.gz")):
         name = p.name[: -len(".nii.gz")]
         volume = read_volume(p)
-        lab = real_negative_labels(volume)
+        contrast = any(f.code == "contrast" for f in check_scan(volume).findings)
+        lab = bone_in_the_margin(volume, real_negative_labels(volume), contrast=contrast)
         write_labels(LabelVolume.like(volume, lab), HERE / f"{name}_labels.nii.gz")
         overview(volume, lab, HERE / f"overview_{name}.png", name)
         hot = volume.hu >= 130
