@@ -38,6 +38,7 @@ from calcscore.labels import Label
 from calcscore.realism.hybrid import Lesion, hybrid_scan
 from calcscore.risk import risk_category
 from calcscore.scoring import agatston
+from calcscore.viz import crop
 from calcscore.volume import CTVolume, LabelVolume
 
 HERE = Path(__file__).resolve().parent
@@ -57,10 +58,8 @@ def heart_crop(volume: CTVolume, ref: np.ndarray, lesions: list[Lesion], heart: 
     z0 = max(0, heart["z"][0] - m)
     z1 = min(volume.shape[0], heart["z"][1] + m + 1)
     y0, x0 = max(0, int(c[1]) - h), max(0, int(c[2]) - h)
-    sub = np.ascontiguousarray(volume.hu[z0:z1, y0 : int(c[1]) + h, x0 : int(c[2]) + h])
-    origin = tuple(volume.index_to_physical([[z0, y0, x0]])[0])
-    crop = volume.with_array(sub, origin_mm=origin)
-    return crop, ref[z0:z1, y0 : int(c[1]) + h, x0 : int(c[2]) + h]
+    box = (slice(z0, z1), slice(y0, int(c[1]) + h), slice(x0, int(c[2]) + h))
+    return crop(volume, box), ref[box]
 
 
 def per_lesion(ref: np.ndarray, labels: np.ndarray, n: int) -> list[str]:

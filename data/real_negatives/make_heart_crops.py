@@ -19,14 +19,12 @@ cartilage, ribs and spine, which the label map calls background.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from calcscore.io import read_labels, read_volume, write_labels, write_text_atomic, write_volume
+from calcscore.viz import crop as crop_to
 
 HERE = Path(__file__).resolve().parent
 MARGIN_Z = 8
@@ -44,14 +42,8 @@ def crop(name: str, data: Path, hearts: dict) -> dict:
         for a, m, n in zip("zyx", (MARGIN_Z, MARGIN_YX, MARGIN_YX), volume.shape)
     ]
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    origin = tuple(float(v) for v in volume.index_to_physical([lo])[0])
-    hu = np.ascontiguousarray(np.round(volume.hu[box]))
-    write_volume(volume.with_array(hu, origin_mm=origin), HERE / f"{name}-heart.nii.gz")
-    lab = np.ascontiguousarray(labels.labels[box])
-    write_labels(
-        dataclasses.replace(labels, array=lab, origin_mm=origin),
-        HERE / f"{name}-heart_labels.nii.gz",
-    )
+    write_volume(crop_to(volume, box), HERE / f"{name}-heart.nii.gz")
+    write_labels(crop_to(labels, box), HERE / f"{name}-heart_labels.nii.gz")
     return {a: [heart[a][0] - o, heart[a][1] - o] for a, o in zip("zyx", lo)}
 
 
