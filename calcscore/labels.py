@@ -83,3 +83,7 @@ N_CLASSES = len(Label)
 #: its candidates inside with it; training leaves them out of every pool and loss
 #: (:func:`calcscore.sampling.cache_scan`, :func:`calcscore.regions.real_negative_labels`).
 IGNORE = 255
+#: A training target only, never a network output: coronary calcium whose artery is not given
+#: (lesions inserted into a real scan, whose artery a groove rule could only guess). The loss
+#: asks for LAD + LCX + RCA together (:func:`calcscore.training.steps.label_loss`).
+CORONARY = 7

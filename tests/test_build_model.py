@@ -675,6 +675,85 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
     bad = _tiny(tmp_path, "scans = []", plain + "\nhybrid = { lesions = 3 }", "b.toml")
     with pytest.raises(RecipeError, match=r"hybrid.copies: must be a whole number, got None"):
         load_recipe(bad)
+    bad = _tiny(tmp_path, "scans = []", hybrid[:-2] + ', artery = "lcx" }', "c.toml")
+    with pytest.raises(RecipeError, match=r"hybrid.artery: must be one of groove, any"):
+        load_recipe(bad)
+
+
+def test_hybrid_lesions_of_no_given_artery_keep_their_voxels_and_lose_their_artery(tmp_path):
+    """``artery = "any"``: the same lesions as the groove rule draws (same voxels), each labelled
+    CORONARY (the loss then asks for LAD + LCX + RCA, not one of them); the stage is rebuilt and
+    the card says so."""
+    import numpy as np
+    from test_regions import _ellipse, drawn_chest
+
+    from calcscore.io import write_labels, write_volume
+    from calcscore.labels import CORONARY
+    from calcscore.pipeline import build
+    from calcscore.pipeline.build import stage_results
+    from calcscore.regions import real_negative_labels
+    from calcscore.sampling import load_cached
+    from calcscore.volume import CTVolume, LabelVolume
+
+    volume, _ = drawn_chest()
+    hu = volume.hu.copy()
+    heart = _ellipse(hu.shape, (18, 130, 200), (14, 55, 55))
+    hu[_ellipse(hu.shape, (18, 130, 200), (16, 75, 75)) & ~heart] = -100.0
+    volume = CTVolume(hu, volume.spacing_mm)
+    write_volume(volume, tmp_path / "chest.nii.gz")
+    lab = real_negative_labels(volume, margin_mm=10.0)
+    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
+    hearts = {"chest": {"z": [10, 26], "y": [60, 200], "x": [130, 270]}}
+    (tmp_path / "hearts.json").write_text(json.dumps(hearts))
+    copies = {}
+    for artery in ("groove", "any"):
+        rn = (
+            'scans = ["chest"]\nimages = "."\nlabels = "."\n'
+            f'hybrid = {{ lesions = 4, copies = 1, weight = 2, seed = 3, artery = "{artery}" }}'
+        )
+        recipe = load_recipe(_tiny(tmp_path, "scans = []", rn, f"{artery}.toml"))
+        out = tmp_path / artery
+        build(recipe, out, only="real_negatives", device="cpu", progress=False)
+        res = stage_results(recipe, out / ".cache")["real_negatives"]
+        folder = next((out / ".cache").glob("real_negatives-*")) / "scans"
+        copies[artery] = (load_cached(folder / "real-chest-hybrid0"), recipe, res)
+    groove, anyone = copies["groove"][0], copies["any"][0]
+    assert np.array_equal(groove.calcium_index, anyone.calcium_index)
+    called = np.asarray(anyone.labels).reshape(-1)[np.asarray(anyone.calcium_index)]
+    assert len(called) > 0 and set(np.unique(called)) == {CORONARY}
+    assert set(np.unique(np.asarray(groove.labels).reshape(-1)[groove.calcium_index])) <= {1, 2, 3}
+    assert stage_hashes(copies["any"][1]) != stage_hashes(copies["groove"][1])
+    from types import SimpleNamespace
+
+    from calcscore.pipeline.card import trained_on
+
+    _, recipe, res = copies["any"]
+    said = trained_on(SimpleNamespace(recipe=recipe, results={"real_negatives": res}))
+    assert "without naming the artery" in said
+    # CNN1 trains and validates on such a scan: finite losses, a balanced accuracy in [0, 1]
+    from dataclasses import replace
+
+    from calcscore.training import train, workshop_config
+
+    config = replace(
+        workshop_config("cnn1"),
+        width=4,
+        head_width=8,
+        max_dilation=2,
+        patch_size=15,
+        batch_size=8,
+        max_iterations=2,
+        eval_every=2,
+        checkpoint_every=2,
+        val_samples=16,
+        device="cpu",
+    )
+    train(config, [anyone], [anyone], tmp_path / "cnn1", progress=False)
+    import pandas as pd
+
+    metrics = pd.read_csv(tmp_path / "cnn1" / "metrics.csv")
+    assert np.isfinite(metrics["train_loss"]).all() and np.isfinite(metrics["val_loss"]).all()
+    assert 0.0 <= metrics["val_balanced_accuracy"].iloc[-1] <= 1.0
 
 
 def test_a_heart_crop_beside_its_label_map_is_found_and_the_hearts_used_are_hashed(tmp_path):

@@ -695,16 +695,51 @@ def test_auxiliary_loss_skips_ignored_pixels():
     import torch.nn.functional as F
 
     from calcscore.labels import IGNORE
-    from calcscore.training.steps import _aux_loss
+    from calcscore.training.steps import label_loss
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 7, 5, 5, generator=g)
     target = torch.randint(0, 7, (2, 5, 5), generator=g)
-    assert torch.allclose(_aux_loss(logits, target), F.cross_entropy(logits, target))
+    assert torch.allclose(label_loss(logits, target), F.cross_entropy(logits, target))
     target[0, :3] = IGNORE
     keep = target != IGNORE
     by_hand = (
         -F.log_softmax(logits, dim=1).gather(1, target.clamp(max=6)[:, None])[:, 0][keep].mean()
     )
-    assert torch.allclose(_aux_loss(logits, target), by_hand)
-    assert float(_aux_loss(logits, torch.full_like(target, IGNORE))) == 0.0
+    assert torch.allclose(label_loss(logits, target), by_hand)
+    assert float(label_loss(logits, torch.full_like(target, IGNORE))) == 0.0
+
+
+def test_coronary_target_asks_for_any_artery():
+    """A CORONARY target (coronary calcium, artery not given) costs -log(p_LAD + p_LCX + p_RCA),
+    computed by hand from the softmax; it does not care which artery gets the probability (the
+    loss is the same when the three artery logits are permuted); IGNORE still counts for
+    nothing; and its gradient leaves the split between the arteries where it was."""
+    import torch
+
+    from calcscore.labels import CORONARY, IGNORE
+    from calcscore.training.steps import label_loss
+
+    logits = torch.tensor(
+        [
+            [0.5, 2.0, -1.0, 0.3, 1.0, 0.0, -0.5],
+            [1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0],
+            [0.0, 1.0, 1.0, 1.0, 3.0, 0.0, 0.0],
+        ]
+    )
+    target = torch.tensor([CORONARY, 5, IGNORE])
+    p = torch.softmax(logits, dim=1)
+    by_hand = (-torch.log(p[0, 1:4].sum()) - torch.log(p[1, 5])) / 2
+    assert torch.allclose(label_loss(logits, target), by_hand)
+    permuted = logits[:, [0, 3, 1, 2, 4, 5, 6]]
+    assert torch.allclose(label_loss(permuted, target), by_hand)
+    # on an aux-shaped (N, C, H, W) input too
+    grid = logits[:2, :, None, None].expand(2, 7, 2, 2).clone().requires_grad_(True)
+    loss = label_loss(grid, target[:2, None, None].expand(2, 2, 2))
+    assert torch.allclose(loss, by_hand)
+    loss.backward()
+    g = grid.grad[0, 1:4, 0, 0]
+    # d/dz_k of -log(sum_{j in CAC} p_j) is p_k - p_k / P(CAC) ... proportional to p_k: the
+    # arteries' logits all move by the same share, so their ratios p_LAD : p_LCX : p_RCA stay
+    share = g / p[0, 1:4]
+    assert torch.allclose(share, share[0].expand(3), atol=1e-6)

@@ -100,6 +100,8 @@ def trained_on(ctx) -> str:
         text += (
             f", and {rn.hybrid['copies']} copies of each with {n} synthetic coronary lesions in all"
         )
+        if rn.hybrid.get("artery") == "any":
+            text += " (taught as coronary calcium without naming the artery)"
     return text
 
 

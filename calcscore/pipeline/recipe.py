@@ -80,8 +80,9 @@ class RealNegatives:
     #: hybrid positives (calcscore.realism.hybrid): ``copies`` copies of every scan, each with
     #: ``lesions`` synthetic coronary calcifications in the epicardial fat of the heart that
     #: ``labels/hearts.json`` outlines, drawn ``weight`` times as often as a phantom's calcium,
-    #: from ``seed``; {} for none
-    hybrid: dict[str, int] = field(default_factory=dict)
+    #: from ``seed``, labelled with the artery of their groove (``artery = "groove"``) or as
+    #: coronary of no given artery (``artery = "any"``); {} for none
+    hybrid: dict[str, int | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -447,6 +448,7 @@ def _check_thresholds(path: Path, th: Thresholds) -> None:
 
 
 HYBRID_KEYS = ("lesions", "copies", "weight", "seed")
+HYBRID_ARTERY = ("groove", "any")
 
 
 def hearts_file(recipe: Recipe) -> Path:
@@ -457,6 +459,13 @@ def hearts_file(recipe: Recipe) -> Path:
 
 def _check_hybrid(recipe: Recipe) -> None:
     path, hy = recipe.path, recipe.real_negatives.hybrid  # type: ignore[union-attr]
+    if hy.get("artery", "groove") not in HYBRID_ARTERY:
+        raise RecipeError(
+            path,
+            "[real_negatives] hybrid.artery",
+            f"must be one of {', '.join(HYBRID_ARTERY)}, got {hy['artery']!r}",
+            '"any": the loss asks only for coronary; "groove": the artery of the groove',
+        )
     for key in HYBRID_KEYS:
         v = hy.get(key)
         if type(v) is not int or v < (0 if key == "seed" else 1):
@@ -466,12 +475,12 @@ def _check_hybrid(recipe: Recipe) -> None:
                 f"must be a whole number, got {v!r}",
                 "e.g. hybrid = { lesions = 14, copies = 6, weight = 20, seed = 1 }",
             )
-    if set(hy) - set(HYBRID_KEYS):
+    if set(hy) - {*HYBRID_KEYS, "artery"}:
         raise RecipeError(
             path,
             "[real_negatives] hybrid",
-            f"unknown keys {sorted(set(hy) - set(HYBRID_KEYS))}",
-            ", ".join(HYBRID_KEYS),
+            f"unknown keys {sorted(set(hy) - {*HYBRID_KEYS, 'artery'})}",
+            ", ".join([*HYBRID_KEYS, "artery"]),
         )
     hearts = hearts_file(recipe)
     known = json.loads(hearts.read_text()) if hearts.is_file() else {}

@@ -35,6 +35,7 @@ import torch
 from calcscore.bundle import write_model_info
 from calcscore.errors import CalcscoreError
 from calcscore.inference import Model
+from calcscore.labels import CORONARY
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import cache_participants, limit_full, val_full_scans
@@ -183,11 +184,13 @@ def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
 
 
 def cache_hybrids(
-    volume, label_map, heart: dict, hybrid: dict[str, int], k: int, folder: Path, name: str
+    volume, label_map, heart: dict, hybrid: dict[str, Any], k: int, folder: Path, name: str
 ) -> list[tuple[str, int]]:
     """Cache ``hybrid["copies"]`` copies of a real negative, each with ``hybrid["lesions"]``
     synthetic coronary lesions in the epicardial fat of ``heart`` (calcscore.realism.hybrid),
-    labelled with the artery of their groove, the rest of the label map as it was.
+    labelled with the artery of their groove (``artery = "groove"``, the default) or as coronary
+    calcium of no given artery (``artery = "any"``: :data:`calcscore.labels.CORONARY`), the rest
+    of the label map as it was.
 
     Args:
         volume, label_map: the real negative and its label map.
@@ -206,7 +209,8 @@ def cache_hybrids(
     for c in range(hybrid["copies"]):
         rng = np.random.default_rng([hybrid["seed"], k, c])
         hybrid_volume, ref, sites, lesions = hybrid_scan(volume, heart, hybrid["lesions"], rng)
-        arteries = np.array([0] + [s.artery for s in sites], np.uint8)
+        named = hybrid.get("artery", "groove") == "groove"
+        arteries = np.array([0] + [s.artery if named else CORONARY for s in sites], np.uint8)
         labels = np.where(ref > 0, arteries[ref], np.asarray(label_map.labels)).astype(np.uint8)
         scan_id = f"real-{name}-hybrid{c}"
         cache_scan(

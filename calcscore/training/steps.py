@@ -13,21 +13,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calcscore.labels import IGNORE
+from calcscore.labels import CAC_LABELS, CORONARY, IGNORE
 from calcscore.networks import CNN1, regularised_parameters
 from calcscore.runtime import autocast, unwrap_ddp
 from calcscore.sampling import PatchSampler
 from calcscore.training.config import TrainConfig
 
 
-def _aux_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the labelled pixels of an auxiliary output; pixels labelled
-    :data:`calcscore.labels.IGNORE` (not annotated) count for nothing (0 when all are)."""
+def label_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of class logits (N, C, ...) against targets (N, ...), averaged over the
+    labelled targets: :data:`~calcscore.labels.IGNORE` (not annotated) counts for nothing (0 when
+    all are), and :data:`~calcscore.labels.CORONARY` (coronary, artery not given) costs
+    ``-log(p_LAD + p_LCX + p_RCA)``, so it teaches "coronary" without naming an artery."""
     ignored = target == IGNORE
-    if not bool(ignored.any()):
-        return F.cross_entropy(logits, target)
-    total = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
-    return total / (~ignored).sum().clamp(min=1)
+    coronary = target == CORONARY
+    if not bool(coronary.any()):
+        if not bool(ignored.any()):
+            return F.cross_entropy(logits, target)
+        total = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+        return total / (~ignored).sum().clamp(min=1)
+    logp = F.log_softmax(logits, dim=1)
+    plain = torch.where(ignored | coronary, torch.zeros_like(target), target)
+    nll = -logp.gather(1, plain.unsqueeze(1)).squeeze(1)
+    cac = -torch.logsumexp(logp[:, list(CAC_LABELS)], dim=1)
+    nll = torch.where(coronary, cac, nll).masked_fill(ignored, 0.0)
+    return nll.sum() / (~ignored).sum().clamp(min=1)
 
 
 def _forward(config: TrainConfig, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,12 +49,12 @@ def _forward(config: TrainConfig, model: nn.Module, batch) -> tuple[torch.Tensor
     """
     if config.network == "cnn1":
         out = model(batch.x)
-        loss = F.cross_entropy(out.head.float(), batch.target)
+        loss = label_loss(out.head.float(), batch.target)
         aux_centre = None
         if out.aux is not None:
             if config.gamma > 0:
                 for i, aux in enumerate(out.aux):
-                    loss = loss + config.gamma * _aux_loss(aux.float(), batch.aux_target[:, i])
+                    loss = loss + config.gamma * label_loss(aux.float(), batch.aux_target[:, i])
             c = out.aux[0].shape[-1] // 2
             aux_centre = tuple(a[:, :, c, c] for a in out.aux)
         return loss, CNN1.combine(out.head.detach(), aux_centre)
@@ -142,6 +152,8 @@ def evaluate(
         net.train(was_training)
     pred = torch.cat(preds).numpy()
     target = torch.cat(targets).numpy()
+    # coronary calcium of no given artery is right when called any coronary artery
+    pred = np.where((target == CORONARY) & np.isin(pred, CAC_LABELS), CORONARY, pred)
     recalls = [float(np.mean(pred[target == c] == c)) for c in np.unique(target)]
     return {
         "val_loss": total_loss / max(n, 1),
