@@ -794,3 +794,27 @@ def test_a_heart_crop_beside_its_label_map_is_found_and_the_hearts_used_are_hash
     assert stage_hashes(recipe())["real_negatives"] == before
     hearts["b-heart"]["z"] = [2, 3]
     assert stage_hashes(recipe())["real_negatives"] != before
+
+
+def test_card_limitations_name_every_group_below_the_target():
+    """The card's limitations list CAC, TAC and each artery whose pooled F1 is under 0.85 (the
+    issue's targets), with the figure, and none above it; AV and MV figures are given."""
+    import copy
+
+    from calcscore.bundle import DEFAULT_MODEL_DIR
+    from calcscore.pipeline.card import _limits
+
+    info = copy.deepcopy(json.loads((DEFAULT_MODEL_DIR / "model.json").read_text()))
+    for key in ("test_metrics_whole_chest", "test_metrics_gated"):
+        info[key] = None
+    m = info["test_metrics"]
+    for kernel in ("soft", "sharp"):
+        for g in ("CAC", "TAC", "LAD", "LCX", "RCA"):
+            m[kernel][g]["f1_pooled"] = 0.9
+    m["soft"]["LCX"]["f1_pooled"] = 0.5
+    m["sharp"]["TAC"]["f1_pooled"] = 0.84
+    m["soft"]["AV"]["f1_pooled"] = 0.25
+    text = "\n".join(_limits(info))
+    assert "heart-region test scans: LCX soft 0.500, TAC sharp 0.840." in text
+    assert "LAD" not in text and "RCA" not in text and "CAC soft" not in text
+    assert "AV F1 0.25" in text

@@ -25,6 +25,11 @@ def test_the_shipped_model_is_in_the_package_and_says_what_it_learned_from():
     # the card's numbers are the measured ones in model.json
     soft_f1 = model.info["test_metrics"]["soft"]["CAC"]["f1_pooled"]
     assert f"{soft_f1:.2f}" in card
+    # and the card is the one the build's code writes from model.json, not edited by hand
+    from calcscore.pipeline.card import card as make_card
+
+    info = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    assert card == make_card(info)
 
 
 @pytest.mark.slow

@@ -21,8 +21,9 @@ from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline.recipe import participants
 
 CARD = "MODEL_CARD.md"
-#: The pooled F1 this project aims at for CAC and TAC.
+#: The pooled F1 this project aims at (CAC, TAC and each coronary artery).
 TARGET_F1 = 0.85
+TARGET_GROUPS = ("CAC", "TAC", "LAD", "LCX", "RCA")
 #: Mean false coronary calcium per whole-chest scan (mm^3) above which the risk category of a
 #: whole-chest scan is called unreliable (about 1 mm^3 moves the Agatston score by 1-4).
 WHOLE_CHEST_FP_MM3 = 25.0
@@ -262,6 +263,12 @@ def _limits(info: dict[str, Any]) -> list[str]:
         "texture, motion, stents, contrast); expect lower accuracy on them until validated (`calcscore evaluate`).",
         "- The test set is small; AV and MV figures rest on the valve calcium those participants happen to have.",
     ]
+    valves = info.get("test_metrics") or {}
+    if "soft" in valves:
+        out[-1] += " Heart region, soft: " + ", ".join(
+            f"{g} F1 {valves['soft'].get(g, {}).get('f1_pooled') or 0:.2f}" for g in ("AV", "MV")
+        )
+        out[-1] += "."
     for key, name in (
         ("test_metrics", "heart-region"),
         ("test_metrics_whole_chest", "whole-chest"),
@@ -272,8 +279,8 @@ def _limits(info: dict[str, Any]) -> list[str]:
             f"{g} {k} {m[k][g]['f1_pooled'] or 0:.3f}"
             for k in ("soft", "sharp")
             if k in m
-            for g in ("CAC", "TAC")
-            if (m[k].get(g, {}).get("f1_pooled") or 0) < TARGET_F1
+            for g in TARGET_GROUPS
+            if g in m[k] and (m[k][g].get("f1_pooled") or 0) < TARGET_F1
         ]
         if low:
             out.append(
