@@ -134,7 +134,14 @@ class VolumeStore:
             self._offsets[size] = (rows.to(self.device), cols.to(self.device))
         return self._offsets[size]
 
-    def _gather(self, source: torch.Tensor, scan: torch.Tensor, zyx: torch.Tensor, size: int):
+    def _gather(
+        self,
+        source: torch.Tensor,
+        scan: torch.Tensor,
+        zyx: torch.Tensor,
+        size: int,
+        z_lim: torch.Tensor | None = None,
+    ):
         rows, cols = self._offsets_for(size)  # (3 orientations, 3 axes, size)
         shape = self.shapes[scan][:, None, :, None]  # (N, 1, 3, 1)
         centre = zyx[:, None, :, None]
@@ -149,6 +156,9 @@ class VolumeStore:
         r_flat = (r_coord * stride).sum(dim=2) + self.base[scan, None, None]  # (N, 3, size)
         c_flat = (cols * stride).sum(dim=2)
         valid = r_valid[..., :, None] & c_valid[..., None, :]
+        if z_lim is not None:  # slices outside [z_lim[:, 0], z_lim[:, 1]] read as outside
+            z = zyx[:, 0, None, None, None] + rows[None, :, 0, :, None] + cols[None, :, 0, None, :]
+            valid &= (z >= z_lim[:, 0, None, None, None]) & (z <= z_lim[:, 1, None, None, None])
         flat = r_flat[..., :, None] + c_flat[..., None, :]
         invalid = ~valid
         flat.masked_fill_(invalid, 0)
@@ -161,6 +171,7 @@ class VolumeStore:
         size: int,
         *,
         dtype: torch.dtype = torch.float32,
+        z_lim: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(N, 3, size, size) normalised axial / sagittal / coronal patches.
 
@@ -172,25 +183,33 @@ class VolumeStore:
             zyx: (N, 3) centres in their scans, on this device.
             size: the patch side in voxels, odd.
             dtype: the patches' dtype.
+            z_lim: (N, 2) first and last slice of a shorter scan, per patch: the slices outside
+                read as outside the volume (a scan that covers only the heart), or None.
 
         Returns:
             (N, 3, size, size) patches on this device.
         """
-        vals, invalid = self._gather(self.hu, scan, zyx, size)
+        vals, invalid = self._gather(self.hu, scan, zyx, size, z_lim)
         out = vals.masked_fill_(invalid, int(PAD_HU)).to(torch.float32)
         out.sub_(NORM_CENTER).div_(NORM_SCALE)
         return out.to(dtype)
 
-    def label_patches(self, scan: torch.Tensor, zyx: torch.Tensor, size: int) -> torch.Tensor:
+    def label_patches(
+        self,
+        scan: torch.Tensor,
+        zyx: torch.Tensor,
+        size: int,
+        z_lim: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Label patches (background outside the volume).
 
         Args:
-            scan, zyx, size: as for :meth:`patches`.
+            scan, zyx, size, z_lim: as for :meth:`patches`.
 
         Returns:
             (N, 3, size, size) int64 labels on this device.
         """
-        vals, invalid = self._gather(self.labels, scan, zyx, size)
+        vals, invalid = self._gather(self.labels, scan, zyx, size, z_lim)
         return vals.masked_fill_(invalid, 0).long()
 
     def centre_labels(self, scan: torch.Tensor, zyx: torch.Tensor) -> torch.Tensor:
@@ -247,11 +266,20 @@ def calcium_pools(store: VolumeStore) -> tuple[VoxelPool, VoxelPool]:
     return pos, neg
 
 
+#: The range (mm) of the distance from a patch's centre to the first and to the last slice of the
+#: shorter scans that :class:`PatchSampler`'s ``z_crop`` simulates: an ECG-gated scan covers the
+#: heart, about 120 mm, from a little above the coronary ostia to a little below the apex.
+Z_CROP_MM = (10.0, 150.0)
+
+
 class PatchSampler:
     """Balanced minibatches of 2.5D patches: half from ``positives``, half from ``negatives``.
 
     ``rng`` seeds a numpy ``Generator`` (``np.random.default_rng(rng)``); its state is part of
-    :meth:`state_dict`, so a resumed run draws the same batches.
+    :meth:`state_dict`, so a resumed run draws the same batches. With ``z_crop`` > 0, that share
+    of the patches of :meth:`sample` is cut as from a scan that ends above and below the centre
+    (each end :data:`Z_CROP_MM` away, drawn uniformly): the sagittal and coronal views of a
+    heart-only scan meet the end of the scan, which a whole chest's never do.
     """
 
     def __init__(
@@ -264,6 +292,7 @@ class PatchSampler:
         label_size: int | None = None,
         rng=None,
         dtype: torch.dtype = torch.float32,
+        z_crop: float = 0.0,
     ):
         for name, pool in (("positive", positives), ("negative", negatives)):
             if len(pool) == 0:
@@ -278,6 +307,7 @@ class PatchSampler:
         self.patch_size = int(patch_size)
         self.label_size = label_size
         self.dtype = dtype
+        self.z_crop = float(z_crop)
         self.rng = np.random.default_rng(rng)
 
     def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -290,19 +320,41 @@ class PatchSampler:
         flat = np.concatenate([self.positives.flat[ip], self.negatives.flat[ineg]])
         return scan, flat
 
-    def batch_at(self, scan: np.ndarray, flat: np.ndarray) -> Batch:
-        """The patches (and labels) of given voxels: ``scan`` store indices, ``flat`` indices."""
+    def batch_at(
+        self, scan: np.ndarray, flat: np.ndarray, z_lim: np.ndarray | None = None
+    ) -> Batch:
+        """The patches (and labels) of given voxels: ``scan`` store indices, ``flat`` indices;
+        ``z_lim``: (N, 2) first and last slice each patch may see (:meth:`VolumeStore.patches`)."""
         zyx_np = self.store.unravel(np.asarray(scan), np.asarray(flat))
         dev = self.store.device
         s = torch.as_tensor(np.asarray(scan, dtype=np.int64)).to(dev, non_blocking=True)
         zyx = torch.from_numpy(zyx_np).to(dev, non_blocking=True)
-        x = self.store.patches(s, zyx, self.patch_size, dtype=self.dtype)
+        lim = None if z_lim is None else torch.as_tensor(z_lim, dtype=torch.long).to(dev)
+        x = self.store.patches(s, zyx, self.patch_size, dtype=self.dtype, z_lim=lim)
         target = self.store.centre_labels(s, zyx)
-        aux = self.store.label_patches(s, zyx, self.label_size) if self.label_size else None
+        aux = None
+        if self.label_size:
+            aux = self.store.label_patches(s, zyx, self.label_size, lim)
         return Batch(x, target, aux, s, zyx)
 
+    def z_limits(self, scan: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """(N, 2) first and last slice per voxel: a ``z_crop`` share cut as a shorter scan's
+        (each end :data:`Z_CROP_MM` from the voxel), the others the whole scan's."""
+        n = len(flat)
+        cut = self.rng.random(n) < self.z_crop
+        ends_mm = self.rng.uniform(*Z_CROP_MM, size=(n, 2))
+        z = self.store.unravel(np.asarray(scan), np.asarray(flat))[:, 0]
+        dz = np.array([s.spacing_mm[0] for s in self.store.scans])[np.asarray(scan)]
+        ends = np.maximum(np.round(ends_mm / dz[:, None]), 1).astype(np.int64)
+        big = np.iinfo(np.int32).max
+        return np.stack(
+            [np.where(cut, z - ends[:, 0], -big), np.where(cut, z + ends[:, 1], big)], axis=1
+        )
+
     def sample(self, batch_size: int) -> Batch:
-        return self.batch_at(*self.draw(batch_size))
+        scan, flat = self.draw(batch_size)
+        z_lim = self.z_limits(scan, flat) if self.z_crop > 0 else None
+        return self.batch_at(scan, flat, z_lim)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}

@@ -78,6 +78,11 @@ def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml
         ),
         ('generator = "2026-12-05.4"', 'generator = "1999"', "[phantoms] generator:"),
         (
+            "eval_every = 2\narchitecture = { val_samples = 32 }",
+            "eval_every = 2\nz_crop = 1.5\narchitecture = { val_samples = 32 }",
+            "[cnn1] z_crop: must be in [0, 1], got 1.5",
+        ),
+        (
             'generator = "2026-12-05.4"',
             'generator = "2026-12-05.4"\nanatomy = "v3"',
             "[phantoms] anatomy: unknown anatomy 'v3'",
@@ -818,3 +823,23 @@ def test_card_limitations_name_every_group_below_the_target():
     assert "heart-region test scans: LCX soft 0.500, TAC sharp 0.840." in text
     assert "LAD" not in text and "RCA" not in text and "CAC soft" not in text
     assert "AV F1 0.25" in text
+
+
+def test_z_crop_reaches_the_training_config_and_only_a_set_one_is_hashed(tmp_path):
+    """``[cnn1] z_crop``: absent or 0 leaves every stage's hash as before (recipes built before
+    it keep their caches); 0.5 changes CNN1's and what follows, and the TrainConfig carries it."""
+    from types import SimpleNamespace
+
+    from calcscore.pipeline.stages import network_config
+
+    before = stage_hashes(load_recipe(_tiny(tmp_path)))
+    section = "eval_every = 2\narchitecture = { val_samples = 32 }"
+    zero = _tiny(tmp_path, section, section.replace("\narch", "\nz_crop = 0.0\narch"), "0.toml")
+    assert stage_hashes(load_recipe(zero)) == before
+    half = load_recipe(
+        _tiny(tmp_path, section, section.replace("\narch", "\nz_crop = 0.5\narch"), "h.toml")
+    )
+    after = stage_hashes(half)
+    assert after["phantoms"] == before["phantoms"] and after["cnn1"] != before["cnn1"]
+    ctx = SimpleNamespace(recipe=half, device="cpu", precision="fp32")
+    assert network_config(ctx, "cnn1").z_crop == 0.5

@@ -186,3 +186,61 @@ def test_cnn2_positives_repeat_as_often_as_their_scans_weight(tmp_path):
     assert len(pos) == n_cal[0] + 3 * n_cal[1]
     assert len(neg) == sum(len(s.background_index) for s in scans)
     assert np.bincount(np.asarray(pos.scan), minlength=2).tolist() == [n_cal[0], 3 * n_cal[1]]
+
+
+def test_z_limits_cut_the_views_as_a_shorter_scan_would(tmp_path):
+    """A patch cut with z limits equals the patch of the scan cut to those slices (numpy
+    reference), in the image and in the labels; the axial view is untouched."""
+    vol, lab = _volume(3, (15, 13, 11))
+    scan = cache_scan(vol, lab, tmp_path / "a", scan_id="a", on_network_grid=True, crop=False)
+    store = VolumeStore([scan])
+    centre, (z0, z1) = (7, 6, 5), (5, 9)
+    got = store.patches(
+        torch.tensor([0]), torch.tensor([centre]), 9, z_lim=torch.tensor([[z0, z1]])
+    )[0].numpy()
+    short = np.asarray(scan.hu, float)[z0 : z1 + 1]
+    want = _expected_patches(short, (centre[0] - z0, centre[1], centre[2]), 9)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    labels = store.label_patches(
+        torch.tensor([0]), torch.tensor([centre]), 9, torch.tensor([[z0, z1]])
+    )[0].numpy()
+    lab_pad = np.pad(np.asarray(scan.labels)[z0 : z1 + 1], 4)
+    z, y, x = centre[0] - z0 + 4, centre[1] + 4, centre[2] + 4
+    np.testing.assert_array_equal(labels[1], lab_pad[z - 4 : z + 5, y - 4 : y + 5, x])
+    np.testing.assert_array_equal(labels[0], lab_pad[z, y - 4 : y + 5, x - 4 : x + 5])
+
+
+def test_z_crop_cuts_a_share_of_the_training_patches_within_the_drawn_ends(tmp_path):
+    """``z_crop = 1``: every patch's ends lie within Z_CROP_MM of its centre (in slices of the
+    scan's spacing) and its far slices read as padding; ``z_crop = 0`` draws exactly the batches
+    of a sampler without it; a half cuts about half."""
+    from calcscore.sampling import Z_CROP_MM
+
+    vol = CTVolume(np.full((80, 9, 9), 400.0, np.float32), (3.0, 0.66, 0.66))
+    lab = LabelVolume.like(
+        vol,
+        np.where(np.arange(80)[:, None, None] % 2, 1, 0).astype(np.uint8)
+        * np.ones((1, 9, 9), np.uint8),
+    )
+    scan = cache_scan(vol, lab, tmp_path / "z", scan_id="z", on_network_grid=True, crop=False)
+    store = VolumeStore([scan])
+    pos, neg = calcium_pools(store)
+    cut = PatchSampler(store, pos, neg, patch_size=101, rng=1, z_crop=1.0)
+    scan_idx, flat = cut.draw(200)
+    lim = cut.z_limits(scan_idx, flat)
+    z = store.unravel(scan_idx, flat)[:, 0]
+    lo, hi = (np.round(np.array(Z_CROP_MM) / 3.0)).astype(int)
+    assert np.all((z - lim[:, 0] >= lo) & (z - lim[:, 0] <= hi))
+    assert np.all((lim[:, 1] - z >= lo) & (lim[:, 1] - z <= hi))
+    batch = cut.sample(64)
+    # the sagittal view's column through the centre: 400 HU inside the limits, padding outside
+    col = batch.x[:, 1, :, 50].numpy() * 1130.0 + 130.0
+    pad = np.isclose(col, -1000.0)
+    assert pad.any(axis=1).mean() > 0.5  # most patches (101 slices of 3 mm) meet an end
+    assert np.allclose(col[~pad], 400.0)
+    plain = PatchSampler(store, pos, neg, patch_size=101, rng=7)
+    zero = PatchSampler(store, pos, neg, patch_size=101, rng=7, z_crop=0.0)
+    assert torch.equal(plain.sample(32).x, zero.sample(32).x)
+    half = PatchSampler(store, pos, neg, patch_size=101, rng=2, z_crop=0.5)
+    share = (half.z_limits(*half.draw(2000))[:, 0] > -(2**31) + 1).mean()
+    assert 0.45 < share < 0.55

@@ -31,6 +31,8 @@ DEFAULTS_UNHASHED = {
     "phantoms": ("insert_fraction", "gated", "gated_test"),
     "thresholds": ("values",),
     "real_negatives": ("hybrid",),
+    "cnn1": ("z_crop",),
+    "cnn2": ("z_crop",),
 }
 
 
@@ -99,6 +101,8 @@ class CNN1:
     select_by: str = "val_balanced_accuracy"
     eval_every: int = 0
     architecture: dict[str, Any] = field(default_factory=dict)
+    #: the share of training patches cut as from a heart-only scan (TrainConfig.z_crop)
+    z_crop: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -376,6 +380,8 @@ def _check_network(recipe: Recipe, name: str) -> None:
             )
     if not net.learning_rate > 0:
         raise RecipeError(path, f"[{name}] learning_rate", "must be > 0", "e.g. 5e-4")
+    if type(net.z_crop) not in (int, float) or not 0 <= net.z_crop <= 1:
+        raise RecipeError(path, f"[{name}] z_crop", f"must be in [0, 1], got {net.z_crop!r}", "")
     known = {f.name for f in fields(TrainConfig)}
     for key in net.architecture:
         if key not in known:

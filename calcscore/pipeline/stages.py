@@ -253,6 +253,7 @@ def network_config(ctx: Context, name: str) -> TrainConfig:
         "device": ctx.device,
         "precision": ctx.precision,
         "channels_last": True,
+        "z_crop": net.z_crop,
         **net.architecture,
     }
     if net.eval_every:

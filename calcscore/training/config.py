@@ -50,6 +50,9 @@ class TrainConfig:
     #: the classification still improves)
     select_by: str = "val_loss"
     preset: str = "paper"
+    #: the share of training patches cut as from a heart-only scan that ends above and below
+    #: them (:class:`calcscore.sampling.PatchSampler`); 0: none (the paper's)
+    z_crop: float = 0.0
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:

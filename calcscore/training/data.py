@@ -333,6 +333,7 @@ def make_samplers(
             label_size=config.label_size,
             rng=rng,
             dtype=torch.float32,
+            z_crop=config.z_crop,
         )
     )
     if val_store is not None and val_pools is not None and dist.main:
