@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -91,8 +93,9 @@ def real_scans(
             on, off = _both(volume, model)
             r = {"with_net": figures(volume, on, box), "without_net": figures(volume, off, box)}
             if name == QRM:
-                r["with_net"]["qrm"] = qrm_figures(on.labels, ref["qrm_inserts"])
-                r["without_net"]["qrm"] = qrm_figures(off.labels, ref["qrm_inserts"])
+                mm3 = float(np.prod(volume.spacing_mm))
+                r["with_net"]["qrm"] = qrm_figures(on.labels, ref["qrm_inserts"], mm3)
+                r["without_net"]["qrm"] = qrm_figures(off.labels, ref["qrm_inserts"], mm3)
             r["seconds"] = round(time.perf_counter() - t, 1)
             out.setdefault(name, {})[tag] = r
             print(f"{name} {tag}: {r['seconds']} s", file=sys.stderr)
@@ -135,7 +138,7 @@ def table(result: dict) -> str:
                 f"cat {on['risk_category']:>3}"
                 + (
                     f"  QRM {q['inserts_found']}/9 ({q['large_medium_found']}/6), "
-                    f"{q['other_lesions']} other"
+                    f"{q['other_lesions']} other ({q.get('other_lesions_scored', '?')} scored)"
                     if q
                     else ""
                 )

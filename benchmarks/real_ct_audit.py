@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from calcscore.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from calcscore.figures import lesion_gallery
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
 from calcscore.io import read_labels, read_volume, write_labels
@@ -61,9 +62,15 @@ def box_mask(shape: tuple[int, int, int], box: dict) -> np.ndarray:
     return m
 
 
-def qrm_figures(labels: np.ndarray, inserts: dict) -> dict:
+#: lesions smaller than this are dropped from every score (the default convention)
+MIN_SCORED_MM3 = CONVENTIONS[DEFAULT_CONVENTION].min_volume_mm3
+
+
+def qrm_figures(labels: np.ndarray, inserts: dict, voxel_mm3: float | None = None) -> dict:
     """Which QRM inserts carry a calcium label (within 3 slices, 6 pixels of the centre), and the
-    labelled lesions that touch no insert and lie outside the calibration rod's slices."""
+    labelled lesions that touch no insert and lie outside the calibration rod's slices; with
+    ``voxel_mm3``, also how many of those the scores count (at least the default convention's
+    ``min_volume_mm3``, 1.5 mm³: smaller specks are dropped from every score)."""
     near = np.zeros(labels.shape, bool)
     found = {}
     for name, centre in inserts.items():
@@ -75,18 +82,21 @@ def qrm_figures(labels: np.ndarray, inserts: dict) -> dict:
         near[box] = True
     rod = slice(*inserts["calibration_rod_slices"])
     comps, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
-    other = 0
+    other, scored = 0, 0
     for k, box in enumerate(ndimage.find_objects(comps), start=1):
         m = comps[box] == k
         zs = np.arange(box[0].start, box[0].stop)[m.any(axis=(1, 2))]
         if not (near[box] & m).any() and not all(rod.start <= z < rod.stop for z in zs):
             other += 1
+            if voxel_mm3 is not None and m.sum() * voxel_mm3 >= MIN_SCORED_MM3:
+                scored += 1
     large_medium = [k for k in found if k.endswith(("-L", "-M"))]
     return {
         "inserts_found": sum(found.values()),
         "large_medium_found": sum(found[k] for k in large_medium),
         "found": found,
         "other_lesions": other,
+        **({"other_lesions_scored": scored} if voxel_mm3 is not None else {}),
     }
 
 
@@ -170,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         if name == QRM:
-            r["with_net"]["qrm"] = qrm_figures(on.labels, ref["qrm_inserts"])
-            r["without_net"]["qrm"] = qrm_figures(off.labels, ref["qrm_inserts"])
+            mm3 = float(np.prod(volume.spacing_mm))
+            r["with_net"]["qrm"] = qrm_figures(on.labels, ref["qrm_inserts"], mm3)
+            r["without_net"]["qrm"] = qrm_figures(off.labels, ref["qrm_inserts"], mm3)
         results[name] = r
         if args.save_labels:
             write_labels(off, out / f"{name}_labels_off.nii.gz")
@@ -192,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             f = r[key]
             q = f.get("qrm")
             qtxt = (
-                f"{q['inserts_found']}/9 ({q['large_medium_found']}/6), {q['other_lesions']} other"
+                f"{q['inserts_found']}/9 ({q['large_medium_found']}/6), {q['other_lesions']} other "
+                f"({q.get('other_lesions_scored', '?')} scored)"
                 if q
                 else ""
             )

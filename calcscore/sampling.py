@@ -323,8 +323,17 @@ class PatchSampler:
     def batch_at(
         self, scan: np.ndarray, flat: np.ndarray, z_lim: np.ndarray | None = None
     ) -> Batch:
-        """The patches (and labels) of given voxels: ``scan`` store indices, ``flat`` indices;
-        ``z_lim``: (N, 2) first and last slice each patch may see (:meth:`VolumeStore.patches`)."""
+        """The patches (and labels) of given voxels.
+
+        Args:
+            scan: (N,) store indices of the voxels' scans.
+            flat: (N,) flat indices of the voxels in their scans.
+            z_lim: (N, 2) first and last slice each patch may see (:meth:`VolumeStore.patches`),
+                or None: the whole scan.
+
+        Returns:
+            the :class:`Batch`.
+        """
         zyx_np = self.store.unravel(np.asarray(scan), np.asarray(flat))
         dev = self.store.device
         s = torch.as_tensor(np.asarray(scan, dtype=np.int64)).to(dev, non_blocking=True)

@@ -685,6 +685,7 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
         load_recipe(bad)
 
 
+@pytest.mark.slow
 def test_hybrid_lesions_of_no_given_artery_keep_their_voxels_and_lose_their_artery(tmp_path):
     """``artery = "any"``: the same lesions as the groove rule draws (same voxels), each labelled
     CORONARY (the loss then asks for LAD + LCX + RCA, not one of them); the stage is rebuilt and
