@@ -737,23 +737,11 @@ def test_hybrid_lesions_of_no_given_artery_keep_their_voxels_and_lose_their_arte
     said = trained_on(SimpleNamespace(recipe=recipe, results={"real_negatives": res}))
     assert "without naming the artery" in said
     # CNN1 trains and validates on such a scan: finite losses, a balanced accuracy in [0, 1]
-    from dataclasses import replace
+    from test_training import tiny_config
 
-    from calcscore.training import train, workshop_config
+    from calcscore.training import train
 
-    config = replace(
-        workshop_config("cnn1"),
-        width=4,
-        head_width=8,
-        max_dilation=2,
-        patch_size=15,
-        batch_size=8,
-        max_iterations=2,
-        eval_every=2,
-        checkpoint_every=2,
-        val_samples=16,
-        device="cpu",
-    )
+    config = tiny_config("cnn1", max_iterations=2, eval_every=2, checkpoint_every=2)
     train(config, [anyone], [anyone], tmp_path / "cnn1", progress=False)
     import pandas as pd
 
