@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,16 @@ QRM_DICOM = (
     / "qrm-canon-large-rep1"
     / "dicom"
 )
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n auto``) the workers share the cores: one torch thread pool each
+    of ``cores / workers`` threads instead of every worker taking every core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def oblique_direction() -> np.ndarray:
