@@ -38,7 +38,7 @@ __all__ = ["Annotator", "MASK_VALUE", "TOOLS", "label_value", "slice_to_voxel"]
 log = logging.getLogger(__name__)
 
 #: The value painted for region masks: :data:`calcscore.labels.IGNORE`, so that a painted mask
-#: is the "not annotated" region of a real negative (calcscore.regions.real_negative_labels).
+#: is the "not annotated" region of a real negative (calcscore.negatives.real_negative_labels).
 MASK_VALUE = IGNORE
 #: The tools of the annotation mode.
 TOOLS = ("grow", "paint", "erase")

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from calcscore.bone import bone_mask
 from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.labels import Label
 from calcscore.preprocess import INPLANE_SPACING_MM
-from calcscore.regions import AORTA, HEART, ChestRegions, bone_mask
+from calcscore.regions import AORTA, HEART, ChestRegions
 from calcscore.volume import CTVolume, LabelVolume
 
 #: the categories of :func:`where_map`, by code
@@ -66,7 +67,7 @@ def where_map(volume: CTVolume, regions: ChestRegions, body: np.ndarray) -> np.n
     Returns:
         a uint8 array on the scan's grid: 1 where coronary and valve calcium can lie, 2 where
         only aortic calcium can (the mediastinum above the heart), 3 bone (thick cores >= 130
-        HU, :func:`calcscore.regions.bone_mask`), 4 the rest of the body (chest wall,
+        HU, :func:`calcscore.bone.bone_mask`), 4 the rest of the body (chest wall,
         cartilage, shoulders, neck, abdomen), 0 outside it.
     """
     out = np.where(body, 4, 0).astype(np.uint8)

@@ -81,7 +81,7 @@ N_CLASSES = len(Label)
 #: The label of a voxel whose class is unknown: a real scan used as a negative (its voxels
 #: outside the heart and the great vessels are background, those inside are not annotated) marks
 #: its candidates inside with it; training leaves them out of every pool and loss
-#: (:func:`calcscore.sampling.cache_scan`, :func:`calcscore.regions.real_negative_labels`).
+#: (:func:`calcscore.sampling.cache_scan`, :func:`calcscore.negatives.real_negative_labels`).
 IGNORE = 255
 #: A training target only, never a network output: coronary calcium whose artery is not given
 #: (lesions inserted into a real scan, whose artery a groove rule could only guess). The loss

@@ -19,9 +19,12 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
    aortic labels anywhere in the mediastinum and ``aorta_below_mm`` below it, behind the lungs'
    middle (the aorta's way out of the chest). Where no slice qualifies, the whole mediastinum.
 4. **Bone**: voxels >= 130 HU around thick connected cores larger than ``max_lesion_mm3``
-   (:func:`bone_mask`): vertebrae, the sternum, rib heads, clavicles. Calcifications are smaller
+   (:func:`calcscore.bone.bone_mask`): vertebrae, the sternum, rib heads, clavicles. Calcifications are smaller
    and thin.
-5. **Airway walls**: a lesion most of whose voxels touch air in-plane is the bright rim a sharp
+5. **Spine**: coronary and valve labels within 10 mm (in-plane; :func:`calcscore.bone.near_spine`) of the bone
+   behind the lungs' middle row on their midline (vertebral bodies, rib heads) are removed:
+   between the vertebrae and the heart lie the aorta, the oesophagus and the left atrium.
+6. **Airway walls**: a lesion most of whose voxels touch air in-plane is the bright rim a sharp
    kernel draws along the trachea and bronchi (calcium lies in tissue, not on air).
 
 Not in the paper: the paper's CNN1 saw 131 px (86 mm) and real training scans. It is on by
@@ -39,7 +42,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
-from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU
+from calcscore.bone import BONE_HU, bone_mask, in_plane_disk, near_spine
+from calcscore.constants import BODY_THRESHOLD_HU
 from calcscore.labels import Label
 from calcscore.volume import CTVolume
 
@@ -49,8 +53,6 @@ log = logging.getLogger(__name__)
 AIR_HU = BODY_THRESHOLD_HU
 #: below this a value is padding outside the field of view, not air
 PADDING_HU = -1100.0
-#: the regions' bone test uses the calcium threshold of the candidates
-BONE_HU = CALCIUM_THRESHOLD_HU
 #: the block edge (mm) of the coarse grid the lungs and the hull are found on
 BLOCK_MM = 3.0
 #: the aorta leaves the chest within this distance (mm) of the midline between the lungs
@@ -63,10 +65,8 @@ AIR_RIM_FRACTION = 0.5
 #: 0.908 -> 0.905 soft, 0.822 -> 0.817 sharp; v2's true aortic lesions lie >= 3.2 mm (median) away
 #: (2.5 mm cost 26-154 true aortic voxels in 6 of 22 v1 scans; benchmarks/README.md)
 AIRWAY_WALL_MM = 2.0
-#: :attr:`ChestRegions.zone` flag: aortic calcium may lie here
-AORTA = 1
-#: :attr:`ChestRegions.zone` flag: coronary and valve calcium may lie here
-HEART = 2
+#: :attr:`ChestRegions.zone` flags: aortic (AORTA), coronary and valve (HEART) calcium may lie here
+AORTA, HEART = 1, 2
 #: labels allowed only in the heart region
 HEART_LABELS = (Label.LAD, Label.LCX, Label.RCA, Label.AV, Label.MV)
 
@@ -285,26 +285,6 @@ def _anterior_extension(
     return out
 
 
-def bone_mask(volume: CTVolume, *, max_lesion_mm3: float) -> np.ndarray:
-    """Bone: voxels >= 130 HU of (and two voxels around) thick cores larger than ``max_lesion_mm3``.
-
-    The cores are what survives an in-plane erosion by one voxel of the voxels >= 130 HU,
-    26-connected: vertebral bodies, the sternum, clavicles and rib heads have thick cores; an
-    aortic or coronary wall calcification is thin, so a calcification that touches a vertebra at
-    130 HU (the descending aorta lies on the spine) is not merged into it."""
-    hot = volume.hu >= BONE_HU
-    core = ndimage.binary_erosion(hot, structure=np.ones((1, 3, 3), bool))
-    lab, n = ndimage.label(core, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return np.zeros(hot.shape, bool)
-    sizes = np.bincount(lab.ravel()) * float(np.prod(volume.spacing_mm))
-    sizes[0] = 0.0
-    big = sizes > max_lesion_mm3
-    # grow the cores back by their eroded voxel and one more (their cortex)
-    grown = ndimage.binary_dilation(big[lab], structure=np.ones((1, 3, 3), bool), iterations=2)
-    return grown & hot
-
-
 def _air_rim(volume: CTVolume, mediastinum: np.ndarray, airway_wall_mm: float) -> np.ndarray:
     """Voxels >= 130 HU that touch air in-plane, or lie within ``airway_wall_mm`` (in-plane) of
     air inside the mediastinum: the trachea's and main bronchi's walls and cartilage rings."""
@@ -312,11 +292,7 @@ def _air_rim(volume: CTVolume, mediastinum: np.ndarray, airway_wall_mm: float) -
     near = ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool))
     airway = air & mediastinum
     if airway_wall_mm > 0 and airway.any():
-        ry, rx = (max(1, int(round(airway_wall_mm / s))) for s in volume.spacing_mm[1:])
-        yy, xx = np.ogrid[-ry : ry + 1, -rx : rx + 1]
-        disk = ((yy * volume.spacing_mm[1]) ** 2 + (xx * volume.spacing_mm[2]) ** 2) <= (
-            airway_wall_mm**2
-        )
+        disk = in_plane_disk(airway_wall_mm, volume.spacing_mm)
         near |= ndimage.binary_dilation(airway, structure=disk[None])
     return (volume.hu >= BONE_HU) & near
 
@@ -349,7 +325,7 @@ def find_chest_regions(
         heart_width_mm, heart_rows_mm: a slice belongs to the heart's height when it has
             ``heart_rows_mm`` of rows whose tissue between the lungs is ``heart_width_mm`` wide.
         heart_top_margin_mm: added above the heart's top so that the coronary ostia stay in.
-        max_lesion_mm3: thick cores of voxels >= 130 HU larger than this are bone (:func:`bone_mask`).
+        max_lesion_mm3: thick cores of voxels >= 130 HU larger than this are bone (:func:`calcscore.bone.bone_mask`).
         min_lung_ml: less lung than this and the regions are not found (the net is off).
         airway_wall_mm: lesions mostly this close (in-plane) to air inside the mediastinum lie
             on the airway walls and are removed (0: only lesions touching air).
@@ -414,6 +390,10 @@ def find_chest_regions(
     pad = [(0, s - z) for s, z in zip(shape, zone.shape)]
     zone = np.pad(zone, pad, mode="edge")
     zone[bone] = 0
+    ys = np.flatnonzero(lungs.any(axis=(0, 2)))
+    mid_y = ((ys[0] + ys[-1]) / 2.0 + 0.5) * f[1]
+    spine = near_spine(bone, volume.spacing_mm, mid_y, (mid_x + 0.5) * f[2])
+    zone[spine] &= np.uint8(~HEART & 0xFF)
     air_rim = _air_rim(volume, zone > 0, airway_wall_mm)
     voxel_mm3 = float(np.prod(volume.spacing_mm))
     top_z = None if top is None else min(shape[0] - 1, (top + 1) * int(f[0]) - 1)
@@ -455,45 +435,3 @@ def apply_safety_net(
     out = labels.copy()
     out[drop] = 0
     return out, removed
-
-
-def real_negative_labels(
-    volume: CTVolume, regions: ChestRegions | None = None, *, margin_mm: float = 15.0
-) -> np.ndarray:
-    """A training label map that makes a real scan without calcium annotations a negative.
-
-    Voxels farther than ``margin_mm`` (in-plane, and as far in z) from where calcium of any
-    label can lie (:attr:`ChestRegions.zone` > 0, bone taken out) are background (0): on a real
-    chest CT every voxel of 130 HU or more there is bone, cartilage, metal or a node. The voxels
-    near and inside the heart and the great vessels, and the bone within them, are not
-    annotated: :data:`calcscore.labels.IGNORE`, left out of training. The project's own
-    automatic annotation, not an expert's: look at it (e.g. with
-    :func:`calcscore.viz.render_slice`) before training on it.
-
-    Args:
-        volume: a real chest CT in HU without calcium annotations.
-        regions: its :func:`find_chest_regions` (found here when None).
-        margin_mm: how far from the regions voxels become background.
-
-    Returns:
-        a uint8 array on the grid of ``volume``: 0 or :data:`calcscore.labels.IGNORE`.
-
-    Raises:
-        ValueError: when no chest regions are found.
-    """
-    from calcscore.labels import IGNORE
-
-    regions = find_chest_regions(volume) if regions is None else regions
-    if not regions.found:
-        raise ValueError(
-            f"no chest regions found ({regions.reason}): the scan cannot serve as a negative"
-        )
-    near = regions.zone > 0
-    # bone inside the regions is zone 0 but lies in the heart's neighbourhood: fill it back
-    near = ndimage.binary_closing(near, structure=np.ones((1, 3, 3), bool), iterations=3) | near
-    steps = np.maximum(1, np.round(margin_mm / np.asarray(volume.spacing_mm)).astype(int))
-    for axis, n in enumerate(steps):
-        struct = np.zeros((3, 3, 3), bool)
-        struct[tuple(1 if a != axis else slice(None) for a in range(3))] = True
-        near = ndimage.binary_dilation(near, structure=struct, iterations=int(n))
-    return np.where(near, IGNORE, 0).astype(np.uint8)

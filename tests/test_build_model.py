@@ -429,7 +429,7 @@ def _check_model(out: Path) -> None:
 
 
 def test_real_negatives_stage_caches_background_and_leaves_the_heart_out(tmp_path):
-    """A drawn chest as a 'real' scan: its label map from calcscore.regions.real_negative_labels;
+    """A drawn chest as a 'real' scan: its label map from calcscore.negatives.real_negative_labels;
     the stage caches it with background candidates only (none near the heart), and a changed
     label map changes the stage's hash (so the build reruns it)."""
     import numpy as np
@@ -437,9 +437,9 @@ def test_real_negatives_stage_caches_background_and_leaves_the_heart_out(tmp_pat
 
     from calcscore.io import write_labels, write_volume
     from calcscore.labels import IGNORE
+    from calcscore.negatives import real_negative_labels
     from calcscore.pipeline import build
     from calcscore.pipeline.build import stage_results
-    from calcscore.regions import real_negative_labels
     from calcscore.sampling import load_cached
     from calcscore.volume import LabelVolume
 
@@ -626,9 +626,9 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
 
     from calcscore.io import write_labels, write_volume
     from calcscore.labels import IGNORE
+    from calcscore.negatives import real_negative_labels
     from calcscore.pipeline import build
     from calcscore.pipeline.build import stage_results
-    from calcscore.regions import real_negative_labels
     from calcscore.sampling import VolumeStore, calcium_pools, load_cached
     from calcscore.volume import CTVolume, LabelVolume
 
@@ -695,9 +695,9 @@ def test_hybrid_lesions_of_no_given_artery_keep_their_voxels_and_lose_their_arte
 
     from calcscore.io import write_labels, write_volume
     from calcscore.labels import CORONARY
+    from calcscore.negatives import real_negative_labels
     from calcscore.pipeline import build
     from calcscore.pipeline.build import stage_results
-    from calcscore.regions import real_negative_labels
     from calcscore.sampling import load_cached
     from calcscore.volume import CTVolume, LabelVolume
 

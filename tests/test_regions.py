@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calcscore.bone import bone_mask
 from calcscore.labels import Label
+from calcscore.negatives import real_negative_labels
 from calcscore.phantom import make_scan
 from calcscore.regions import (
     AORTA,
     HEART,
     apply_safety_net,
-    bone_mask,
     find_chest_regions,
-    real_negative_labels,
 )
 from calcscore.volume import CTVolume, LabelVolume
 
@@ -90,6 +90,29 @@ def test_zone_flags_separate_aortic_and_heart_regions():
     assert regions.zone[z, y, x] == AORTA | HEART
     z, y, x = where["rib"]
     assert regions.zone[z, y, x] == 0
+
+
+@pytest.mark.parametrize("blood_hu", [45.0, 300.0])
+def test_coronary_labels_beside_the_spine_are_removed_aortic_ones_and_the_heart_kept(blood_hu):
+    """A coronary label 4.8 mm in front of the vertebral column is removed, one 12.8 mm in front
+    kept, and an aortic label beside the vertebra kept (the descending aorta lies on the spine).
+    With contrast-filled blood (300 HU: 'bone' by HU) the heart is not taken for the spine: a
+    label 4 mm behind it stays."""
+    volume, where = drawn_chest()
+    hu = volume.hu.copy()
+    hu[_ellipse(hu.shape, (18, 130, 200), (14, 55, 55))] = blood_hu
+    labels = np.zeros(hu.shape, np.uint8)
+    near, far, behind_heart = (18, 207, 200), (18, 197, 200), (16, 190, 200)
+    for centre, label in ((near, Label.LAD), (far, Label.LCX), (behind_heart, Label.RCA)):
+        _blob(labels, hu, centre, label)
+    labels[18, 230:235, 170:175] = Label.TAC  # 5 mm left of the vertebra
+    hu[18, 230:235, 170:175] = 400.0
+    regions = find_chest_regions(CTVolume(hu, SPACING))
+    assert regions.found
+    kept, removed = apply_safety_net(labels, regions)
+    assert not (kept == Label.LAD).any() and removed["LAD"] == 25
+    assert (kept == Label.LCX).sum() == 25 and (kept == Label.TAC).sum() == 25
+    assert (kept == Label.RCA).sum() == 25
 
 
 def test_no_lungs_means_no_net():

@@ -69,7 +69,7 @@ class RealNegatives:
     """Real scans without calcium annotations as training negatives (issue 26): for every name
     of ``scans``, the image ``images/NAME.nii.gz`` (or ``labels/NAME.nii.gz``: a heart crop) and
     the label map ``labels/NAME_labels.nii.gz``
-    (:func:`calcscore.regions.real_negative_labels`: background far from the heart and the great
+    (:func:`calcscore.negatives.real_negative_labels`: background far from the heart and the great
     vessels, :data:`calcscore.labels.IGNORE` near them; ``data/real_negatives`` of the
     repository holds them for the open real chest CTs). Folders are relative to the recipe. They
     join CNN1's and CNN2's training scans, never the validation. Leave the section out or

@@ -11,7 +11,7 @@ phantom's ground truth, so that a phantom and a real scan are measured alike:
 - **tissue classes** (:data:`TISSUES`): lung (lung voxels < -400 HU), fat (-190..-30 HU in the
   body), soft tissue (-30..130 HU in the body outside the heart region: muscle, liver, vessels
   outside the heart), heart (-30..130 HU in :attr:`calcscore.regions.ChestRegions.heart`),
-  bone (:func:`bone_of`: :func:`calcscore.regions.bone_mask` on the scan smoothed by 1 mm, so
+  bone (:func:`bone_of`: :func:`calcscore.bone.bone_mask` on the scan smoothed by 1 mm, so
   that a sharp kernel's noise does not break it up), and the whole body;
 - **where the voxels >= 130 HU lie** (:data:`PLACES`): bone; the heart region; the rest of the
   mediastinum (aorta, great vessels); the chest wall (outside the lungs' hull, within their
@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from calcscore.bone import bone_mask
 from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU
 from calcscore.realism.landmarks import find_landmarks
 from calcscore.realism.noise import NoiseTexture, measure_noise
 from calcscore.regions import (
     block_mean,
-    bone_mask,
     convex_hull_mask,
     find_chest_regions,
     lungs_coarse,
@@ -138,7 +138,7 @@ def lungs_and_hull(volume: CTVolume) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def bone_of(volume: CTVolume) -> np.ndarray:
-    """Bone: :func:`calcscore.regions.bone_mask` of the scan smoothed in-plane by a Gaussian of
+    """Bone: :func:`calcscore.bone.bone_mask` of the scan smoothed in-plane by a Gaussian of
     :data:`BONE_SMOOTH_MM` (so that a sharp kernel's noise, which breaks marrow into specks
     under 130 HU, does not break the bone's thick cores), one voxel around it, >= 130 HU."""
     sigma = [0.0] + [BONE_SMOOTH_MM / s for s in volume.spacing_mm[1:]]

@@ -3,7 +3,7 @@
     .venv/bin/python data/real_negatives/make_labels.py [--data ../shared/data/open-chest-ct]
 
 For every ``NAME.nii.gz`` of the data folder it writes ``NAME_labels.nii.gz`` here
-(:func:`calcscore.regions.real_negative_labels`: 0 = background far from the heart and the
+(:func:`calcscore.negatives.real_negative_labels`: 0 = background far from the heart and the
 great vessels, 255 = not annotated; then :func:`bone_in_the_margin`: the chest wall's bone,
 cartilage and metal near the heart background too) and ``overview_NAME.png`` (every 8th slice, the ignored part
 tinted) for a reader to check, and ``manifest.csv`` with the image paths relative to the data
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from calcscore.bone import bone_mask
 from calcscore.checks import check_scan
 from calcscore.io import read_volume, write_labels
 from calcscore.labels import IGNORE
-from calcscore.regions import bone_mask, real_negative_labels
+from calcscore.negatives import real_negative_labels
 from calcscore.viz import _pyplot, window
 from calcscore.volume import LabelVolume
 
@@ -35,7 +36,7 @@ CHEST_WALL_MM = 25.0
 def bone_in_the_margin(volume, labels: np.ndarray, *, contrast: bool) -> np.ndarray:
     """Make background what the 15 mm margin of :func:`real_negative_labels` ignored but is surely
     not calcium: voxels >= 130 HU within ``CHEST_WALL_MM`` of the skin and, without contrast,
-    the thick bone of :func:`calcscore.regions.bone_mask` (vertebrae, rib heads; with contrast
+    the thick bone of :func:`calcscore.bone.bone_mask` (vertebrae, rib heads; with contrast
     the enhanced blood would count as bone). The heart and the great vessels stay ignored."""
     hot = volume.hu >= 130
     body = np.stack(
