@@ -18,11 +18,13 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
    ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and valve labels lie there,
    aortic labels anywhere in the mediastinum and ``aorta_below_mm`` below it, behind the lungs'
    middle (the aorta's way out of the chest). Where no slice qualifies, the whole mediastinum.
+   The heart's top is never above the carina (:func:`calcscore.airway.find_carina`), where it
+   is found: calcium there is on the aortic arch.
 4. **Bone**: voxels >= 130 HU around thick connected cores larger than ``max_lesion_mm3``
-   (:func:`calcscore.bone.bone_mask`): vertebrae, the sternum, rib heads, clavicles. Calcifications are smaller
-   and thin.
-5. **Spine**: coronary and valve labels within 10 mm (in-plane; :func:`calcscore.bone.near_spine`) of the bone
-   behind the lungs' middle row on their midline (vertebral bodies, rib heads) are removed:
+   (:func:`calcscore.bone.bone_mask`): vertebrae, the sternum, rib heads, clavicles.
+   Calcifications are smaller and thin.
+5. **Spine**: coronary and valve labels within 10 mm (in-plane; :func:`calcscore.bone.near_spine`)
+   of the bone behind the lungs' middle row on their midline (vertebral bodies, rib heads) go:
    between the vertebrae and the heart lie the aorta, the oesophagus and the left atrium.
 6. **Airway walls**: a lesion most of whose voxels touch air in-plane is the bright rim a sharp
    kernel draws along the trachea and bronchi (calcium lies in tissue, not on air).
@@ -42,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
+from calcscore.airway import find_carina
 from calcscore.bone import BONE_HU, bone_mask, in_plane_disk, near_spine
 from calcscore.constants import BODY_THRESHOLD_HU
 from calcscore.labels import Label
@@ -65,6 +68,8 @@ AIR_RIM_FRACTION = 0.5
 #: 0.908 -> 0.905 soft, 0.822 -> 0.817 sharp; v2's true aortic lesions lie >= 3.2 mm (median) away
 #: (2.5 mm cost 26-154 true aortic voxels in 6 of 22 v1 scans; benchmarks/README.md)
 AIRWAY_WALL_MM = 2.0
+#: the carina lowers the heart's top (widest rows + margin) to no less than this above the rows
+HEART_ABOVE_WIDEST_MM = 10.0
 #: :attr:`ChestRegions.zone` flags: aortic (AORTA), coronary and valve (HEART) calcium may lie here
 AORTA, HEART = 1, 2
 #: labels allowed only in the heart region
@@ -226,6 +231,29 @@ def _heart_top(
     return min(d.shape[0] - 1, int(heart.max()) + int(np.ceil(margin_mm / block_mm[0])))
 
 
+def _below_carina(
+    volume: CTVolume,
+    lungs: np.ndarray,
+    f: np.ndarray,
+    mid_x: float,
+    top: int | None,
+    margin_mm: float,
+) -> int | None:
+    """The heart's top ``top`` (coarse slices; the widest rows + ``margin_mm``) lowered to the
+    carina's slice where :func:`calcscore.airway.find_carina` finds it, but not below the widest
+    rows + :data:`HEART_ABOVE_WIDEST_MM`."""
+    if top is None:
+        return None
+    zs = np.flatnonzero(lungs.any(axis=(1, 2)))
+    lung_top = min(volume.shape[0] - 1, (int(zs[-1]) + 1) * int(f[0]) - 1)
+    carina = find_carina(volume, lung_top, (mid_x + 0.5) * f[2])
+    if carina is None:
+        return top
+    block_z = float(volume.spacing_mm[0]) * int(f[0])
+    floor = top - int(np.ceil(margin_mm / block_z)) + int(np.ceil(HEART_ABOVE_WIDEST_MM / block_z))
+    return min(top, max(carina // int(f[0]), floor))
+
+
 def _aorta_below(
     mediastinum: np.ndarray, lungs: np.ndarray, n_slices: int, near_midline: np.ndarray
 ) -> np.ndarray:
@@ -376,6 +404,7 @@ def find_chest_regions(
         min_rows_mm=heart_rows_mm,
         margin_mm=heart_top_margin_mm,
     )
+    top = _below_carina(volume, lungs, f, mid_x, top, heart_top_margin_mm)
     heart_rows = slice(0, d.shape[0] if top is None else top + 1)
     front[heart_rows.stop :] = False  # the extension is the heart's
     zone_c = mediastinum.astype(np.uint8) * AORTA
