@@ -265,10 +265,8 @@ def _limits(info: dict[str, Any]) -> list[str]:
     ]
     valves = info.get("test_metrics") or {}
     if "soft" in valves:
-        out[-1] += " Heart region, soft: " + ", ".join(
-            f"{g} F1 {valves['soft'].get(g, {}).get('f1_pooled') or 0:.2f}" for g in ("AV", "MV")
-        )
-        out[-1] += "."
+        f1 = (f"{g} F1 {valves['soft'].get(g, {}).get('f1_pooled') or 0:.2f}" for g in ("AV", "MV"))
+        out[-1] += f" Heart region, soft: {', '.join(f1)}."
     for key, name in (
         ("test_metrics", "heart-region"),
         ("test_metrics_whole_chest", "whole-chest"),

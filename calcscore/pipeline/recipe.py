@@ -68,12 +68,11 @@ class Phantoms:
 class RealNegatives:
     """Real scans without calcium annotations as training negatives (issue 26): for every name
     of ``scans``, the image ``images/NAME.nii.gz`` (or ``labels/NAME.nii.gz``: a heart crop) and
-    the label map ``labels/NAME_labels.nii.gz``
-    (:func:`calcscore.negatives.real_negative_labels`: background far from the heart and the great
-    vessels, :data:`calcscore.labels.IGNORE` near them; ``data/real_negatives`` of the
-    repository holds them for the open real chest CTs). Folders are relative to the recipe. They
-    join CNN1's and CNN2's training scans, never the validation. Leave the section out or
-    ``scans = []`` and the stage is skipped."""
+    the label map ``labels/NAME_labels.nii.gz`` (:func:`calcscore.negatives.real_negative_labels`:
+    background far from the heart and the great vessels, :data:`calcscore.labels.IGNORE` near
+    them; ``data/real_negatives`` holds them for the open real chest CTs). Folders are relative
+    to the recipe. They join CNN1's and CNN2's training scans, never the validation. Leave the
+    section out or ``scans = []`` and the stage is skipped."""
 
     scans: list[str] = field(default_factory=list)
     images: str = ""
@@ -454,7 +453,7 @@ def _check_thresholds(path: Path, th: Thresholds) -> None:
 
 
 HYBRID_KEYS = ("lesions", "copies", "weight", "seed")
-HYBRID_ARTERY = ("groove", "any")
+HYBRID_ARTERY = ("groove", "any")  # hybrid.artery's values; the first is the default
 
 
 def hearts_file(recipe: Recipe) -> Path:
@@ -465,7 +464,8 @@ def hearts_file(recipe: Recipe) -> Path:
 
 def _check_hybrid(recipe: Recipe) -> None:
     path, hy = recipe.path, recipe.real_negatives.hybrid  # type: ignore[union-attr]
-    if hy.get("artery", "groove") not in HYBRID_ARTERY:
+    allowed = (*HYBRID_KEYS, "artery")
+    if hy.get("artery", HYBRID_ARTERY[0]) not in HYBRID_ARTERY:
         raise RecipeError(
             path,
             "[real_negatives] hybrid.artery",
@@ -481,12 +481,12 @@ def _check_hybrid(recipe: Recipe) -> None:
                 f"must be a whole number, got {v!r}",
                 "e.g. hybrid = { lesions = 14, copies = 6, weight = 20, seed = 1 }",
             )
-    if set(hy) - {*HYBRID_KEYS, "artery"}:
+    if set(hy) - set(allowed):
         raise RecipeError(
             path,
             "[real_negatives] hybrid",
-            f"unknown keys {sorted(set(hy) - {*HYBRID_KEYS, 'artery'})}",
-            ", ".join([*HYBRID_KEYS, "artery"]),
+            f"unknown keys {sorted(set(hy) - set(allowed))}",
+            ", ".join(allowed),
         )
     hearts = hearts_file(recipe)
     known = json.loads(hearts.read_text()) if hearts.is_file() else {}

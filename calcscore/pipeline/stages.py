@@ -40,6 +40,7 @@ from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import cache_participants, limit_full, val_full_scans
 from calcscore.pipeline.recipe import (
+    HYBRID_ARTERY,
     Phantoms,
     Recipe,
     hearts_file,
@@ -209,7 +210,7 @@ def cache_hybrids(
     for c in range(hybrid["copies"]):
         rng = np.random.default_rng([hybrid["seed"], k, c])
         hybrid_volume, ref, sites, lesions = hybrid_scan(volume, heart, hybrid["lesions"], rng)
-        named = hybrid.get("artery", "groove") == "groove"
+        named = hybrid.get("artery", HYBRID_ARTERY[0]) == "groove"
         arteries = np.array([0] + [s.artery if named else CORONARY for s in sites], np.uint8)
         labels = np.where(ref > 0, arteries[ref], np.asarray(label_map.labels)).astype(np.uint8)
         scan_id = f"real-{name}-hybrid{c}"
