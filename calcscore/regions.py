@@ -353,7 +353,8 @@ def find_chest_regions(
         heart_width_mm, heart_rows_mm: a slice belongs to the heart's height when it has
             ``heart_rows_mm`` of rows whose tissue between the lungs is ``heart_width_mm`` wide.
         heart_top_margin_mm: added above the heart's top so that the coronary ostia stay in.
-        max_lesion_mm3: thick cores of voxels >= 130 HU larger than this are bone (:func:`calcscore.bone.bone_mask`).
+        max_lesion_mm3: thick cores of voxels >= 130 HU larger than this are bone
+            (:func:`calcscore.bone.bone_mask`).
         min_lung_ml: less lung than this and the regions are not found (the net is off).
         airway_wall_mm: lesions mostly this close (in-plane) to air inside the mediastinum lie
             on the airway walls and are removed (0: only lesions touching air).
