@@ -12,13 +12,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from calcscore.constants import OUTSIDE_FOV_HU
 from calcscore.volume import CTVolume
 
 #: airway lumen: the in-plane Gaussian (sigma 1 voxel) of the scan below this (lung parenchyma is
 #: -850..-700 HU; the smoothing keeps the trachea's thin wall between it and the lung)
 LUMEN_HU = -900.0
-#: below this a value is padding outside the field of view
-PADDING_HU = -1100.0
 #: a trachea's cross-section (cm²) when it is first seen, and the most it may grow to
 TRACHEA_CM2 = (1.0, 8.0)
 #: a branch at the split has at least this cross-section (cm²); smaller specks are noise
@@ -33,7 +32,7 @@ MIN_TRACHEA_MM = 70.0
 def _components(hu: np.ndarray, cm2_per_voxel: float) -> tuple[np.ndarray, np.ndarray]:
     """In-plane air components of one slice and their areas (cm²; inf where they touch the
     slice's border: air outside the body)."""
-    air = (ndimage.gaussian_filter(hu, 1.0) < LUMEN_HU) & (hu > PADDING_HU)
+    air = (ndimage.gaussian_filter(hu, 1.0) < LUMEN_HU) & (hu > OUTSIDE_FOV_HU)
     lab, n = ndimage.label(air)
     areas = np.bincount(lab.ravel(), minlength=n + 1) * cm2_per_voxel
     areas[np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))] = np.inf

@@ -24,6 +24,8 @@ NORM_SCALE = 1130.0
 PAD_HU = -1000.0
 #: The body mask of whole-scan inference: the largest connected region above this HU.
 BODY_THRESHOLD_HU = -400.0
+#: Below this a value is padding outside the field of view, not air (the safety net's regions).
+OUTSIDE_FOV_HU = -1100.0
 #: The training cache keeps the bounding box of the voxels above this HU (a looser bound than
 #: :data:`BODY_THRESHOLD_HU`: a box, not a mask); ``calcscore.sampling.BODY_THRESHOLD_HU``.
 CACHE_BODY_THRESHOLD_HU = -500.0

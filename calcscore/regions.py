@@ -46,7 +46,7 @@ from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from calcscore.airway import find_carina
 from calcscore.bone import BONE_HU, bone_mask, in_plane_disk, near_spine
-from calcscore.constants import BODY_THRESHOLD_HU
+from calcscore.constants import BODY_THRESHOLD_HU, OUTSIDE_FOV_HU
 from calcscore.labels import Label
 from calcscore.volume import CTVolume
 
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 #: HU below which a voxel is air (lung parenchyma reads -950..-700 HU)
 AIR_HU = BODY_THRESHOLD_HU
 #: below this a value is padding outside the field of view, not air
-PADDING_HU = -1100.0
+PADDING_HU = OUTSIDE_FOV_HU
 #: the block edge (mm) of the coarse grid the lungs and the hull are found on
 BLOCK_MM = 3.0
 #: the aorta leaves the chest within this distance (mm) of the midline between the lungs
