@@ -12,7 +12,8 @@ apart, inside the heart that ``data/real_negatives/hearts.json`` outlines. Every
 whole and cut to a heart-only field of view (200 mm, as an ECG-gated calcium scan), with and
 without the safety net, by every model in the same run. Per inserted lesion: labelled coronary
 (found), labelled aortic or valve calcium (wrong label), or not labelled (missed); per scan the
-CAC Agatston of the model against that of the inserted lesions alone, and the risk categories.
+CAC Agatston of the model against that of the inserted lesions alone, the risk categories and
+the pooled CAC voxel F1 against the inserted lesions (any real calcium labelled counts against).
 
 The scans: the two non-contrast reconstructions of lungdx-a0001 (5 mm; -b is a real negative of
 the shipped recipe, whose copies carry hybrid positives, at other sites), and two
@@ -93,8 +94,15 @@ def score_case(volume: CTVolume, ref: np.ndarray, n: int, models: dict[str, Mode
         )
         for net, lab in (("with_net", seg.labels.labels), ("without_net", off.labels)):
             cac = cac_of(volume, lab)
+            pred, true = np.isin(lab, CORONARY), ref > 0
             out.setdefault(tag, {})[net] = {
                 "lesions": per_lesion(ref, lab, n),
+                # CAC voxels against the inserted lesions' (the pooled voxel F1's counts)
+                "voxels": {
+                    "tp": int((pred & true).sum()),
+                    "fp": int((pred & ~true).sum()),
+                    "fn": int((~pred & true).sum()),
+                },
                 "cac": round(cac, 1),
                 "category": risk_category(cac),
             }
@@ -110,8 +118,10 @@ def summary(result: dict) -> str:
             for net in ("with_net", "without_net"):
                 m = r[tag][net]
                 c = {k: m["lesions"].count(k) for k in ("found", "wrong label", "missed")}
-                t = totals.setdefault((tag, net, group), dict.fromkeys(c, 0) | {"right": 0})
-                t.update({k: t[k] + v for k, v in c.items()})
+                t = totals.setdefault(
+                    (tag, net, group), dict.fromkeys(c, 0) | {"right": 0, "tp": 0, "fp": 0, "fn": 0}
+                )
+                t.update({k: t[k] + v for k, v in (c | m.get("voxels", {})).items()})
                 t["right"] += m["category"] == r["reference_category"]
                 t["cases"] = t.get("cases", 0) + 1
                 lines.append(
@@ -130,7 +140,12 @@ def summary(result: dict) -> str:
         lines.append(
             f"{tag:>11} {net:<12} {group:<13} found {t['found']}/{n} ({t['found'] / max(n, 1):.0%})"
             f", wrong label {t['wrong label']}, missed {t['missed']}"
-            + (f"; right category {t['right']}/{t['cases']}" if group == "non-contrast" else "")
+            + (
+                f"; right category {t['right']}/{t['cases']}; pooled CAC voxel F1 "
+                f"{2 * t['tp'] / max(2 * t['tp'] + t['fp'] + t['fn'], 1):.2f}"
+                if group == "non-contrast"
+                else ""
+            )
         )
     return "\n".join(lines)
 
