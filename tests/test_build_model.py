@@ -270,6 +270,47 @@ def test_cnn2_full_scans_keeps_the_first_whole_chests_and_every_heart_region_sca
     ]
     assert [s.scan_id for s in limit_full(scans, 0)] == ["P0016_soft_medium", "P0017_sharp_medium"]
     assert limit_full(scans, 10) == scans and limit_full(scans, None) is scans
+    # a 5 mm whole chest counts as one
+    thick = [Scan("P0000_soft_full_5mm"), Scan("P0001_soft_full"), Scan("P0016_soft_medium")]
+    assert [s.scan_id for s in limit_full(thick, 1)] == ["P0000_soft_full_5mm", "P0016_soft_medium"]
+
+
+def test_thick_whole_chests_hash_only_where_set_are_checked_and_come_first(tmp_path):
+    """`thick = N`: the first N whole-chest participants get 5 mm slices; 0 keeps older
+    recipes' hashes, more than `whole_chest` is refused naming the key."""
+    from calcscore.pipeline.cohort import THICK
+    from calcscore.pipeline.recipe import Phantoms
+    from calcscore.pipeline.stages import scan_size
+
+    w = "whole_chest = 0\n"
+    before = stage_hashes(load_recipe(_tiny(tmp_path, w, "whole_chest = 1\n", "w.toml")))
+    zero = stage_hashes(load_recipe(_tiny(tmp_path, w, "whole_chest = 1\nthick = 0\n", "0.toml")))
+    assert zero == before
+    one = stage_hashes(load_recipe(_tiny(tmp_path, w, "whole_chest = 1\nthick = 1\n", "1.toml")))
+    assert one["phantoms"] != before["phantoms"] and one["cnn1"] != before["cnn1"]
+    with pytest.raises(RecipeError, match=r"\[phantoms\] thick: must lie in 0\.\.1 "):
+        load_recipe(_tiny(tmp_path, w, "whole_chest = 1\nthick = 2\n", "bad.toml"))
+    ph = Phantoms(
+        generator="g", seed=3, train=[10, 19], whole_chest=3, train_size="small",
+        validation_fraction=0.2, test=[20, 20], test_size="small", gated=1, thick=2,
+    )  # fmt: skip
+    sizes = [scan_size(ph, i) for i in range(10, 16)]
+    assert sizes == [THICK, THICK, "full", "gated", "small", "small"]
+
+
+def test_a_thick_participant_is_the_same_subject_with_5_mm_slices():
+    """`make_cohort(slice_mm=5)`: contiguous 5 mm slices over the same body as the scanner's
+    own reconstruction of that participant (the same subject, lesions and reference)."""
+    from calcscore.phantom import make_cohort
+
+    (thin,) = make_cohort(1, seed=4, size="small", kernels="soft", start=2)
+    (thick,) = make_cohort(1, seed=4, size="small", kernels="soft", start=2, slice_mm=5.0)
+    assert thick.volume.spacing_mm[0] == 5.0 and thick.volume.meta.slice_thickness_mm == 5.0
+    assert thick.volume.spacing_mm[1:] == thin.volume.spacing_mm[1:]
+    extent = [v.volume.shape[0] * v.volume.spacing_mm[0] for v in (thin, thick)]
+    assert abs(extent[0] - extent[1]) <= 5.0
+    assert thick.participant_id == thin.participant_id == "P0002"
+    assert (thick.labels.labels > 0).any() == (thin.labels.labels > 0).any()
 
 
 def test_pipeline_imports_without_what_gpu_machines_lack():
@@ -568,6 +609,29 @@ def test_phantoms_stage_makes_the_gated_participants_gated(tmp_path):
     meta = json.loads((done.parent / "scans" / "P0000_soft_gated" / "meta.json").read_text())
     # on the networks' grid (0.66 mm): the gated field of view, 512 pixels of 0.4 mm
     assert abs(meta["grid_shape"][2] * meta["spacing_mm"][2] - 512 * 0.4) < 2, meta
+
+
+@pytest.mark.slow
+def test_phantoms_stage_makes_the_thick_participants_whole_chests_of_5_mm(tmp_path):
+    """With `whole_chest = 1` and `thick = 1` the first training participant is a whole chest
+    with contiguous 5 mm slices, cached on the networks' grid (interpolated to 1.5 mm)."""
+    recipe, out = (
+        _tiny(tmp_path, "whole_chest = 0\n", "whole_chest = 1\nthick = 1\n"),
+        tmp_path / "o",
+    )
+    run = _cli(
+        "build-model", str(recipe), "--out", str(out), "--device", "cpu", "--threads", "1",
+        "--no-progress", "--only", "phantoms", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (done,) = (out / ".cache").glob("phantoms-*/done.json")
+    res = json.loads(done.read_text())["result"]
+    assert res["whole_chest"] == 1 and res["whole_chest_5mm"] == 1
+    assert res["scans"][:2] == ["P0000_soft_full_5mm", "P0000_sharp_full_5mm"]
+    meta = json.loads((done.parent / "scans" / "P0000_soft_full_5mm" / "meta.json").read_text())
+    assert meta["spacing_mm"][0] == 1.5, meta
+    # a whole chest: about 300 mm of z (the generator's range), 1.5 mm apart
+    assert 250 < meta["grid_shape"][0] * 1.5 < 360, meta
 
 
 def test_the_rim_stage_scans_validation_participants_at_the_phantoms_stage_sizes(monkeypatch):

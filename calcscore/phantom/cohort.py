@@ -77,6 +77,7 @@ def make_cohort(
     id_prefix: str = "P",
     anatomy: str = DEFAULT_ANATOMY,
     insert_fraction: float = 0.0,
+    slice_mm: float | None = None,
 ) -> Iterator[CohortScan]:
     """Yield the scans of participants ``start .. start + n - 1``, kernel by kernel.
 
@@ -102,6 +103,8 @@ def make_cohort(
         insert_fraction: the share of participants (drawn per participant from ``(seed, i)``)
             whose heart is replaced by a calcium-insert test object (:func:`make_scan`'s
             ``insert_object``; anatomy "v2" only). 0: none, and the cohort is unchanged.
+        slice_mm: contiguous slices this thick and this far apart (e.g. 5.0: a 5 mm
+            whole-chest reconstruction of the same subjects); None: the scanner's.
 
     Yields:
         a :class:`CohortScan` per participant and kernel, participant by participant.
@@ -124,6 +127,8 @@ def make_cohort(
             spacing_mm=spacing_mm,
             patient_id=pid,
             anatomy=anatomy,
+            slice_thickness_mm=slice_mm,
+            slice_spacing_mm=slice_mm,
             insert_object=bool(
                 insert_fraction > 0
                 and np.random.default_rng([seed, i, 26]).random() < insert_fraction

@@ -69,6 +69,7 @@ def _training(ctx) -> dict[str, Any]:
             "ids": res["phantoms"]["ids"],
             "whole_chest": res["phantoms"]["whole_chest"],
             "gated": res["phantoms"].get("gated", 0),
+            "whole_chest_5mm": res["phantoms"].get("whole_chest_5mm", 0),
             "heart_region": res["phantoms"]["heart_region"],
             "heart_region_size": ph.train_size,
             "validation": res["phantoms"]["validation"],
@@ -326,6 +327,7 @@ def card(info: dict[str, Any]) -> str:
         "## Training data",
         f"- Phantoms of generator {info['phantom_generator']} (calcscore {info['calcscore']}), seed {info['seed']}: "
         f"participants {tp['ids']}, {tp['whole_chest']} whole-chest"
+        + (f" ({tp['whole_chest_5mm']} with 5 mm slices)" if tp.get("whole_chest_5mm") else "")
         + (f", {tp['gated']} gated heart-only" if tp.get("gated") else "")
         + f" and {tp['heart_region']} heart-region "
         f"({tp['heart_region_size']}) scans, soft and sharp each; validation participants: {', '.join(tp['validation'])}.",

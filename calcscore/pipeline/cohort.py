@@ -19,6 +19,11 @@ from calcscore.sampling import CachedScan, cache_scan, load_cached
 
 log = logging.getLogger(__name__)
 KERNELS = ("soft", "sharp")
+#: The size of a whole-chest phantom reconstructed with contiguous 5 mm slices (the "full" size
+#: otherwise): a scan size of the build, not of the generator.
+THICK = "full_5mm"
+THICK_MM = 5.0
+WHOLE_CHEST = ("full", THICK)
 
 
 def _participant(job: tuple) -> list[CohortScan]:
@@ -27,11 +32,12 @@ def _participant(job: tuple) -> list[CohortScan]:
         make_cohort(
             1,
             seed=seed,
-            size=size,
+            size="full" if size == THICK else size,
             start=i,
             kernels=kernels,
             anatomy=anatomy,
             insert_fraction=rest[0] if rest else 0.0,
+            slice_mm=THICK_MM if size == THICK else None,
         )
     )
 
@@ -61,7 +67,7 @@ def cohort_scans(
     Args:
         indices: participant numbers.
         seed: the cohort's seed.
-        size: "full", "medium" or "small" (calcscore.phantom.SIZES).
+        size: "full", "medium", "small", "gated" (calcscore.phantom.SIZES) or :data:`THICK`.
         kernels: reconstructions per participant.
         workers: processes that generate them (1: this one).
         anatomy: the phantoms' anatomy, "v2" (realistic) or "v1" (calcscore.phantom.make_scan).
@@ -104,7 +110,7 @@ def cache_participants(
     Args:
         indices: participant numbers.
         seed: the cohort's seed.
-        size: the scans' size.
+        size: the scans' size (as :func:`cohort_scans`).
         cache: the folder of the cached scans (``<scan_id>_<size>`` each).
         kernels: reconstructions per participant.
         workers: processes that generate the missing ones.
@@ -131,13 +137,17 @@ def cache_participants(
     return [load_cached(folder(i, k)) for i in indices for k in kernels]
 
 
+def is_whole_chest(scan_id: str) -> bool:
+    """Whether a cached phantom scan is a whole chest (size "full" or :data:`THICK`)."""
+    return scan_id.endswith(tuple(f"_{size}" for size in WHOLE_CHEST))
+
+
 def limit_full(scans: list, k: int | None) -> list:
     """``scans`` with only the first ``k`` whole-chest ones (order kept); all of them for None."""
     if k is None:
         return scans
-    keep = {s.scan_id for s in scans if s.scan_id.endswith("_full")}
-    keep = set([s.scan_id for s in scans if s.scan_id in keep][:k])
-    return [s for s in scans if not s.scan_id.endswith("_full") or s.scan_id in keep]
+    keep = set([s.scan_id for s in scans if is_whole_chest(s.scan_id)][:k])
+    return [s for s in scans if not is_whole_chest(s.scan_id) or s.scan_id in keep]
 
 
 def val_full_scans(k: int | None) -> int | None:

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from calcscore.phantom import ANATOMIES, GENERATOR_VERSION, SIZES
-from calcscore.pipeline.recipe_schema import RecipeError, read_section
+from calcscore.pipeline.recipe_schema import (  # participants: re-exported
+    RecipeError,
+    check_range,
+    participants,
+    read_section,
+)
 
 PRESETS = ("workshop", "paper")
 SELECT_BY = ("val_loss", "val_balanced_accuracy")
@@ -28,7 +33,7 @@ LABEL_GROUPS = ("CAC", "TAC", "AV", "MV", "LAD", "LCX", "RCA")
 UNHASHED = frozenset({"workers"})
 #: Keys left out of the hashes while at their empty defaults (added after recipes were built).
 DEFAULTS_UNHASHED = {
-    "phantoms": ("insert_fraction", "gated", "gated_test"),
+    "phantoms": ("insert_fraction", "gated", "gated_test", "thick"),
     "thresholds": ("values",),
     "real_negatives": ("hybrid",),
     "cnn1": ("z_crop",),
@@ -62,6 +67,8 @@ class Phantoms:
     #: gated heart-only training scans after the whole-chest ones
     gated: int = 0
     gated_test: list[int] = field(default_factory=list)
+    #: of the whole-chest training participants, the first ``thick`` with contiguous 5 mm slices
+    thick: int = 0
 
 
 @dataclass(frozen=True)
@@ -278,20 +285,6 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
-def _check_range(path: Path, where: str, r: list[int], *, empty_ok: bool = False) -> None:
-    if empty_ok and not r:
-        return
-    if len(r) != 2 or not 0 <= r[0] <= r[1]:
-        raise RecipeError(
-            path, where, f"must be [first, last] participant numbers, got {r}", "e.g. [0, 119]"
-        )
-
-
-def participants(r: list[int]) -> range:
-    """The participant numbers of a ``[first, last]`` range (empty for [])."""
-    return range(r[0], r[1] + 1) if r else range(0)
-
-
 def _check_phantoms(path: Path, ph: Phantoms) -> None:
     if ph.generator != GENERATOR_VERSION:
         raise RecipeError(
@@ -301,10 +294,10 @@ def _check_phantoms(path: Path, ph: Phantoms) -> None:
             f'set generator = "{GENERATOR_VERSION}" (every stage reruns) or use '
             "the calcscore that made those phantoms",
         )
-    _check_range(path, "[phantoms] train", ph.train)
-    _check_range(path, "[phantoms] test", ph.test)
-    _check_range(path, "[phantoms] whole_chest_test", ph.whole_chest_test, empty_ok=True)
-    _check_range(path, "[phantoms] gated_test", ph.gated_test, empty_ok=True)
+    check_range(path, "[phantoms] train", ph.train)
+    check_range(path, "[phantoms] test", ph.test)
+    check_range(path, "[phantoms] whole_chest_test", ph.whole_chest_test, empty_ok=True)
+    check_range(path, "[phantoms] gated_test", ph.gated_test, empty_ok=True)
     train = set(participants(ph.train))
     for key in ("test", "whole_chest_test", "gated_test"):
         if train & set(participants(getattr(ph, key))):
@@ -317,6 +310,12 @@ def _check_phantoms(path: Path, ph: Phantoms) -> None:
     if not 0 <= ph.whole_chest <= len(train):
         raise RecipeError(
             path, "[phantoms] whole_chest", f"must lie in 0..{len(train)}, got {ph.whole_chest}"
+        )
+    if not 0 <= ph.thick <= ph.whole_chest:
+        raise RecipeError(
+            path,
+            "[phantoms] thick",
+            f"must lie in 0..{ph.whole_chest} (whole_chest), got {ph.thick}",
         )
     if not 0 <= ph.gated <= len(train) - ph.whole_chest:
         raise RecipeError(

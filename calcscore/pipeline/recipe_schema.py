@@ -95,3 +95,17 @@ def _example(annotation: str) -> str:
         "list[int]": "[0, 9]",
         "list[str]": '["a", "b"]',
     }.get(annotation, "{}")
+
+
+def check_range(path: Path, where: str, r: list[int], *, empty_ok: bool = False) -> None:
+    if empty_ok and not r:
+        return
+    if len(r) != 2 or not 0 <= r[0] <= r[1]:
+        raise RecipeError(
+            path, where, f"must be [first, last] participant numbers, got {r}", "e.g. [0, 119]"
+        )
+
+
+def participants(r: list[int]) -> range:
+    """The participant numbers of a ``[first, last]`` range (empty for [])."""
+    return range(r[0], r[1] + 1) if r else range(0)

@@ -38,7 +38,7 @@ from calcscore.inference import Model
 from calcscore.labels import CORONARY
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
-from calcscore.pipeline.cohort import cache_participants, limit_full, val_full_scans
+from calcscore.pipeline.cohort import THICK, cache_participants, limit_full, val_full_scans
 from calcscore.pipeline.recipe import (
     HYBRID_ARTERY,
     Phantoms,
@@ -94,12 +94,13 @@ def hardware(device: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ phantoms
 def scan_size(ph: Phantoms, i: int) -> str:
     """The scan size of training participant ``i``: the first ``whole_chest`` participants are
-    whole-chest scans ("full"), the next ``gated`` gated heart-only ones, the others
-    ``train_size``. The phantoms stage and the rim stage (which generates validation
-    participants again at their own size) both ask here."""
+    whole-chest scans (the first ``thick`` of them with 5 mm slices, :data:`THICK`, the others
+    "full"), the next ``gated`` gated heart-only ones, the others ``train_size``. The phantoms
+    stage and the rim stage (which generates validation participants again at their own size)
+    both ask here."""
     k = i - ph.train[0]
     if k < ph.whole_chest:
-        return "full"
+        return THICK if k < ph.thick else "full"
     return "gated" if k < ph.whole_chest + ph.gated else ph.train_size
 
 
@@ -136,7 +137,7 @@ def run_phantoms(ctx: Context, folder: Path) -> dict[str, Any]:
         "gated": ph.gated,
         "heart_region": len(ids) - ph.whole_chest - ph.gated,
         "heart_region_size": ph.train_size,
-    }
+    } | ({"whole_chest_5mm": ph.thick} if ph.thick else {})
 
 
 def split_scans(ctx: Context) -> tuple[list, list]:
