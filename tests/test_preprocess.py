@@ -8,6 +8,7 @@ import pytest
 from calcscore.preprocess import (
     ThickSliceWarning,
     candidate_mask,
+    interpolation_weights,
     labels_to_grid,
     normalise_hu,
     reformat_slabs,
@@ -71,6 +72,23 @@ def test_thick_slices_pass_through_with_a_warning():
     with pytest.warns(ThickSliceWarning, match="exceeds"):
         out = reformat_slabs(v)
     np.testing.assert_array_equal(out.hu, v.hu)
+
+
+def test_slices_with_gaps_are_interpolated_not_divided_by_zero():
+    """1 mm slices every 5 mm: most 3 mm slabs overlap no slice; the ramp comes out exact."""
+    v = _ramp(5.0, 1.0, n=6)
+    with pytest.warns(ThickSliceWarning, match="leave gaps"):
+        out = reformat_slabs(v)
+    assert np.isfinite(out.hu).all() and out.shape == (17, 4, 4)
+    np.testing.assert_allclose(out.hu[:, 0, 0], 5.0 * 1.5 * np.arange(17) + 7.0, rtol=1e-6)
+
+
+def test_interpolation_weights_rows_sum_to_one_and_hit_the_original_slices():
+    w = interpolation_weights(5, 3.0, 1.5)  # every other new slice is an original one
+    assert w.shape == (9, 5)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    np.testing.assert_allclose(w[::2], np.eye(5))
+    np.testing.assert_allclose(w[1], [0.5, 0.5, 0, 0, 0])
 
 
 def _sphere(
