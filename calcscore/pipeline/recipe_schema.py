@@ -98,6 +98,17 @@ def _example(annotation: str) -> str:
 
 
 def check_range(path: Path, where: str, r: list[int], *, empty_ok: bool = False) -> None:
+    """Refuse a participant range that is not ``[first, last]`` with 0 <= first <= last.
+
+    Args:
+        path: the recipe file (named in the error).
+        where: the section and key, e.g. "[phantoms] train".
+        r: the range as read.
+        empty_ok: whether [] (no participants) is allowed.
+
+    Returns:
+        None; raises :class:`RecipeError` for a bad range.
+    """
     if empty_ok and not r:
         return
     if len(r) != 2 or not 0 <= r[0] <= r[1]:
