@@ -588,25 +588,28 @@ def test_gated_scans_hash_only_where_set_and_are_checked(tmp_path):
         load_recipe(_tiny(tmp_path, line, "gated_test = [2, 3]", "bad.toml"))
 
 
-@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
-def test_phantoms_stage_makes_the_gated_participants_gated(tmp_path):
-    """With `gated = 1` the first training participant is an ECG-gated heart-only scan (3 mm
-    slices, 0.4 mm pixels at the generator), the others of `train_size`."""
-    recipe, out = (
-        _tiny(tmp_path, "whole_chest = 0\n", "whole_chest = 0\ngated = 1\n"),
-        tmp_path / "o",
-    )
+def _phantoms_stage(tmp_path: Path, old: str, new: str) -> tuple[dict, Path]:
+    """The tiny recipe (``old`` replaced by ``new``) built up to its phantoms stage: the stage's
+    result and its folder."""
+    recipe, out = _tiny(tmp_path, old, new), tmp_path / "o"
     run = _cli(
         "build-model", str(recipe), "--out", str(out), "--device", "cpu", "--threads", "1",
         "--no-progress", "--only", "phantoms", cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     (done,) = (out / ".cache").glob("phantoms-*/done.json")
-    res = json.loads(done.read_text())["result"]
+    return json.loads(done.read_text())["result"], done.parent
+
+
+@pytest.mark.slow  # the fast lane stays under 3 minutes; CI runs it
+def test_phantoms_stage_makes_the_gated_participants_gated(tmp_path):
+    """With `gated = 1` the first training participant is an ECG-gated heart-only scan (3 mm
+    slices, 0.4 mm pixels at the generator), the others of `train_size`."""
+    res, folder = _phantoms_stage(tmp_path, "whole_chest = 0\n", "whole_chest = 0\ngated = 1\n")
     assert res["gated"] == 1 and res["heart_region"] == 2 and res["whole_chest"] == 0
     assert res["scans"][:2] == ["P0000_soft_gated", "P0000_sharp_gated"]
     assert all(s.endswith("_small") for s in res["scans"][2:])
-    meta = json.loads((done.parent / "scans" / "P0000_soft_gated" / "meta.json").read_text())
+    meta = json.loads((folder / "scans" / "P0000_soft_gated" / "meta.json").read_text())
     # on the networks' grid (0.66 mm): the gated field of view, 512 pixels of 0.4 mm
     assert abs(meta["grid_shape"][2] * meta["spacing_mm"][2] - 512 * 0.4) < 2, meta
 
@@ -614,24 +617,14 @@ def test_phantoms_stage_makes_the_gated_participants_gated(tmp_path):
 @pytest.mark.slow
 def test_phantoms_stage_makes_the_thick_participants_whole_chests_of_5_mm(tmp_path):
     """With `whole_chest = 1` and `thick = 1` the first training participant is a whole chest
-    with contiguous 5 mm slices, cached on the networks' grid (interpolated to 1.5 mm)."""
-    recipe, out = (
-        _tiny(tmp_path, "whole_chest = 0\n", "whole_chest = 1\nthick = 1\n"),
-        tmp_path / "o",
-    )
-    run = _cli(
-        "build-model", str(recipe), "--out", str(out), "--device", "cpu", "--threads", "1",
-        "--no-progress", "--only", "phantoms", cwd=tmp_path,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    (done,) = (out / ".cache").glob("phantoms-*/done.json")
-    res = json.loads(done.read_text())["result"]
+    with contiguous 5 mm slices, cached on the networks' grid (5 mm slices stay 5 mm apart)."""
+    res, folder = _phantoms_stage(tmp_path, "whole_chest = 0\n", "whole_chest = 1\nthick = 1\n")
     assert res["whole_chest"] == 1 and res["whole_chest_5mm"] == 1
     assert res["scans"][:2] == ["P0000_soft_full_5mm", "P0000_sharp_full_5mm"]
-    meta = json.loads((done.parent / "scans" / "P0000_soft_full_5mm" / "meta.json").read_text())
-    assert meta["spacing_mm"][0] == 1.5, meta
-    # a whole chest: about 300 mm of z (the generator's range), 1.5 mm apart
-    assert 250 < meta["grid_shape"][0] * 1.5 < 360, meta
+    meta = json.loads((folder / "scans" / "P0000_soft_full_5mm" / "meta.json").read_text())
+    assert meta["spacing_mm"][0] == 5.0, meta
+    # a whole chest: about 300 mm of z (the generator's range)
+    assert 250 < meta["grid_shape"][0] * 5.0 < 360, meta
 
 
 def test_the_rim_stage_scans_validation_participants_at_the_phantoms_stage_sizes(monkeypatch):
