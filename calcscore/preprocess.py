@@ -128,12 +128,10 @@ def interpolation_weights(n_in: int, spacing_mm: float, step_mm: float) -> np.nd
     if spacing_mm <= 0 or step_mm <= 0:
         raise ValueError(f"spacings must be > 0, got {spacing_mm=}, {step_mm=}")
     n_out = int(np.floor((n_in - 1) * spacing_mm / step_mm + 1e-6)) + 1
-    pos = np.arange(n_out) * step_mm / spacing_mm
-    i0 = np.clip(np.floor(pos + 1e-9).astype(np.int64), 0, max(n_in - 2, 0))
-    frac = np.clip(pos - i0, 0.0, 1.0)
+    i0, i1, frac = _linear_taps(n_in, n_out, step_mm / spacing_mm)
     w = np.zeros((n_out, n_in))
     w[np.arange(n_out), i0] = 1.0 - frac
-    w[np.arange(n_out), np.minimum(i0 + 1, n_in - 1)] += frac
+    w[np.arange(n_out), i1] += frac
     return w
 
 
@@ -180,13 +178,18 @@ def reformat_slabs(
     return volume.with_array(out, spacing_mm=(slab_spacing_mm,) + volume.spacing_mm[1:], meta=meta)
 
 
-def _linear_axis(arr: torch.Tensor, axis: int, n_out: int, step: float) -> torch.Tensor:
-    """Linear interpolation along ``axis`` at source positions 0, step, 2*step, ..."""
-    n_in = arr.shape[axis]
+def _linear_taps(n_in: int, n_out: int, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For source positions 0, step, 2*step, ... (``n_out`` of them) over ``n_in`` samples: the
+    lower and upper neighbours and the weight of the upper one (linear interpolation)."""
     pos = np.arange(n_out) * step
     i0 = np.clip(np.floor(pos).astype(np.int64), 0, max(n_in - 2, 0))
-    frac = (pos - i0).astype(np.float32)
-    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+
+
+def _linear_axis(arr: torch.Tensor, axis: int, n_out: int, step: float) -> torch.Tensor:
+    """Linear interpolation along ``axis`` at source positions 0, step, 2*step, ..."""
+    i0, i1, frac = _linear_taps(arr.shape[axis], n_out, step)
+    frac = frac.astype(np.float32)
     a0 = arr.index_select(axis, torch.from_numpy(i0).to(arr.device))
     a1 = arr.index_select(axis, torch.from_numpy(i1).to(arr.device))
     shape = [1] * arr.ndim
