@@ -13,7 +13,9 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
    3 mm, where the heart's surface meets them). The heart, the
    aorta and the valves lie inside it; the chest wall, the shoulder girdle, the arms and the neck
    outside.
-3. **Heart**: the slices of the mediastinum from its bottom up to the heart's top (the highest
+3. **Heart**: the slices of the mediastinum from the heart's bottom (in a whole chest, 15 mm
+   below the slice where the lungs widen from their bases: the upper abdomen between the lung
+   bases lies in their hull too; :func:`_heart_bottom`) up to the heart's top (the highest
    slice with ``heart_rows_mm`` of rows whose tissue between the two lungs is at least
    ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and valve labels lie there,
    aortic labels anywhere in the mediastinum and ``aorta_below_mm`` below it, behind the lungs'
@@ -70,6 +72,10 @@ AIR_RIM_FRACTION = 0.5
 AIRWAY_WALL_MM = 2.0
 #: the carina lowers the heart's top (widest rows + margin) to no less than this above the rows
 HEART_ABOVE_WIDEST_MM = 10.0
+#: the heart region ends this far (mm) below the slice where the lungs widen from their bases
+#: (:func:`_heart_bottom`): the lungs' hull holds the upper abdomen too, and granulomas in the
+#: liver and spleen were called coronary (benchmarks/abdomen_granulomas.py)
+HEART_BOTTOM_MARGIN_MM = 15.0
 #: :attr:`ChestRegions.zone` flags: aortic (AORTA), coronary and valve (HEART) calcium may lie here
 AORTA, HEART = 1, 2
 #: labels allowed only in the heart region
@@ -231,6 +237,32 @@ def _heart_top(
     return min(d.shape[0] - 1, int(heart.max()) + int(np.ceil(margin_mm / block_mm[0])))
 
 
+def _not_found(shape: tuple[int, ...], lung_ml: float, reason: str) -> ChestRegions:
+    """Regions that allow every label everywhere (the net is off), and why."""
+    return ChestRegions(np.full(shape, AORTA | HEART, np.uint8), False, lung_ml, None, 0.0, reason)
+
+
+def _heart_bottom(
+    lungs: np.ndarray, hull: np.ndarray, block_mm: np.ndarray, margin_mm: float | None
+) -> int:
+    """The lowest coarse slice the heart can reach: ``margin_mm`` below the lowest slice whose
+    lungs fill at least half the median share of their hull's cross-section (the heart lies
+    on the diaphragm, where the lungs widen from their bases). 0 (no bound) unless the scan
+    shows whole lungs (at least 200 mm of them along z; not a heart-only scan, whose narrow
+    field of view keeps the lungs' share small at the heart too) with bases around the upper
+    abdomen: slices below whose lungs fill at most 15% of the hull (thin recesses around the
+    liver and the stomach), under lungs filling at least 45% (a whole chest's field of view)."""
+    zs = np.flatnonzero(hull.any(axis=(1, 2)))[1:]  # the hull's lowest slice is the lungs' tip
+    if margin_mm is None or len(zs) * block_mm[0] < 200.0:
+        return 0
+    share = lungs[zs].sum(axis=(1, 2)) / hull[zs].sum(axis=(1, 2))
+    ref = float(np.median(share))
+    k = int(np.flatnonzero(share >= 0.5 * ref)[0])
+    if ref < 0.45 or k == 0 or share[:k].min() > 0.15:
+        return 0
+    return max(0, int(zs[k]) - int(np.ceil(margin_mm / block_mm[0])))
+
+
 def _below_carina(
     volume: CTVolume,
     lungs: np.ndarray,
@@ -338,6 +370,7 @@ def find_chest_regions(
     max_lesion_mm3: float = 3000.0,
     min_lung_ml: float = 100.0,
     airway_wall_mm: float = AIRWAY_WALL_MM,
+    heart_bottom_margin_mm: float | None = HEART_BOTTOM_MARGIN_MM,
 ) -> ChestRegions:
     """Find where calcium of each label can lie in ``volume`` (see the module docstring).
 
@@ -358,6 +391,8 @@ def find_chest_regions(
         min_lung_ml: less lung than this and the regions are not found (the net is off).
         airway_wall_mm: lesions mostly this close (in-plane) to air inside the mediastinum lie
             on the airway walls and are removed (0: only lesions touching air).
+        heart_bottom_margin_mm: the heart region ends this far below the slice where the lungs
+            widen from their bases (:func:`_heart_bottom`); None: down to the lungs' bases.
 
     Returns:
         a :class:`ChestRegions` on the grid of ``volume``.
@@ -366,24 +401,16 @@ def find_chest_regions(
     d, f = block_mean(volume.hu, volume.spacing_mm)
     block = np.asarray(volume.spacing_mm) * f
     lungs, lung_ml = lungs_coarse(d, block)
-    everywhere = np.full(shape, AORTA | HEART, np.uint8)
     if lung_ml < min_lung_ml:
-        return ChestRegions(
-            everywhere,
-            False,
-            lung_ml,
-            None,
-            0.0,
-            f"{lung_ml:.0f} mL of lung found, fewer than {min_lung_ml:g} mL",
+        return _not_found(
+            shape, lung_ml, f"{lung_ml:.0f} mL of lung found, fewer than {min_lung_ml:g} mL"
         )
     hull = convex_hull_mask(lungs, block)
     eroded = _erode_inplane(hull, margin_mm / block[1:])
     # the lungs without their outer block: coronaries lie on the heart's surface, against the lung
     mediastinum = eroded & ~ndimage.binary_erosion(lungs)
     if not mediastinum.any():
-        return ChestRegions(
-            everywhere, False, lung_ml, None, 0.0, "the lungs enclose no mediastinum"
-        )
+        return _not_found(shape, lung_ml, "the lungs enclose no mediastinum")
     # where the heart touches the chest wall between the lungs it lies in front of their hull
     bone = bone_mask(volume, max_lesion_mm3=max_lesion_mm3)
     xs = np.flatnonzero(lungs.any(axis=(0, 1)))
@@ -406,8 +433,10 @@ def find_chest_regions(
         margin_mm=heart_top_margin_mm,
     )
     top = _below_carina(volume, lungs, f, mid_x, top, heart_top_margin_mm)
-    heart_rows = slice(0, d.shape[0] if top is None else top + 1)
+    bottom = _heart_bottom(lungs, hull, block, heart_bottom_margin_mm)
+    heart_rows = slice(bottom, d.shape[0] if top is None else top + 1)
     front[heart_rows.stop :] = False  # the extension is the heart's
+    front[: heart_rows.start] = False
     zone_c = mediastinum.astype(np.uint8) * AORTA
     zone_c[heart_rows] |= (mediastinum[heart_rows] * HEART).astype(np.uint8)
     zone_c[front] |= HEART

@@ -233,3 +233,76 @@ def test_airway_wall_option_removes_a_tracheal_ring_not_a_vessel_wall_nearby():
     assert (kept_off[arc] == Label.TAC).all()
     assert not kept_on[arc].any() and removed["TAC"] == int(arc.sum())
     assert (kept_on[plaque] == Label.TAC).all() and (kept_on[wall] == Label.TAC).all()
+
+
+SHIPPED_CHEST = Path(__file__).resolve().parents[1] / "calcscore" / "datasets" / "data"
+HEARTS = Path(__file__).resolve().parents[1] / "data" / "real_negatives" / "hearts.json"
+
+
+def _heart_slices(regions) -> np.ndarray:
+    return np.flatnonzero(regions.heart.any(axis=(1, 2)))
+
+
+def test_heart_bottom_leaves_the_upper_abdomen_out_of_a_real_chest_cts_heart_region():
+    """lungdx-a0001-b (real, 5 mm, shipped with calcscore): below the heart lie the liver and the
+    stomach, between the lung bases. Without the heart-bottom rule the heart region reached the
+    lungs' lowest slices (the liver at slice 5, row 200, column 200); with it the region
+    starts between slice 1 and the heart's first slice less 15 mm (slice 16, drawn by eye in
+    hearts.json), and every slice of the drawn heart keeps its region."""
+    import json
+
+    from calcscore.io import read_volume
+
+    volume = read_volume(SHIPPED_CHEST / "lungdx-a0001-b.nii.gz")
+    heart = json.loads(HEARTS.read_text())["lungdx-a0001-b"]
+    old = find_chest_regions(volume, heart_bottom_margin_mm=None)
+    new = find_chest_regions(volume)
+    assert old.heart[5, 200, 200] and not new.heart[5, 200, 200]
+    assert _heart_slices(old)[0] <= 3
+    assert 1 <= _heart_slices(new)[0] <= heart["z"][0] - 3
+    box = np.s_[heart["z"][0] : heart["z"][1] + 1, slice(*heart["y"]), slice(*heart["x"])]
+    np.testing.assert_array_equal(new.heart[box], old.heart[box])
+    assert new.heart_top_z == old.heart_top_z
+
+
+@pytest.mark.slow
+def test_heart_bottom_spares_a_heart_only_scan_whose_lungs_look_like_bases(tmp_path):
+    """An ECG-gated heart-only phantom (P0317 of the shipped recipe's cohort) as the training
+    cache holds it (network grid, cropped to the body): its narrow field of view keeps the
+    lungs' share of their hull small at the heart too, as at lung bases. The rule stays off (its
+    lungs span less than 200 mm) and no reference coronary voxel leaves the heart region."""
+    from calcscore.pipeline.cohort import cohort_scans
+    from calcscore.scan_cache import cache_scan
+
+    (scan,) = cohort_scans([317], seed=2026, size="gated", kernels=("sharp",), insert_fraction=0.2)
+    cached = cache_scan(scan.volume, scan.labels, tmp_path / "s", scan_id="P0317")
+    volume = CTVolume(np.asarray(cached.hu, np.float32), cached.spacing_mm)
+    regions = find_chest_regions(volume)
+    old = find_chest_regions(volume, heart_bottom_margin_mm=None)
+    np.testing.assert_array_equal(regions.zone, old.zone)
+    ref = np.isin(cached.labels, [int(v) for v in (Label.LAD, Label.LCX, Label.RCA)])
+    assert ref.sum() > 100 and regions.heart[ref].all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lungdx-a0001-l",
+        "lidc-idri-0001",
+        "qin-lsc-0028",
+        "lidc-idri-0006",
+        "qin-lsc-0064",
+        "qin-lung-01-0007",
+    ],
+)
+def test_heart_bottom_lies_below_every_drawn_heart_of_the_real_chest_cts(name):
+    """The real scans beside the project (where present): the heart region still covers every
+    slice of the heart drawn by eye in hearts.json, and ends below its first slice."""
+    import json
+
+    volume = _real(name)
+    heart = json.loads(HEARTS.read_text())[name]
+    regions = find_chest_regions(volume)
+    slices = _heart_slices(regions)
+    assert slices[0] < heart["z"][0]
