@@ -18,8 +18,9 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
    bases lies in their hull too; :func:`_heart_bottom`) up to the heart's top (the highest
    slice with ``heart_rows_mm`` of rows whose tissue between the two lungs is at least
    ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and valve labels lie there,
-   aortic labels anywhere in the mediastinum and ``aorta_below_mm`` below it, behind the lungs'
-   middle (the aorta's way out of the chest). Where no slice qualifies, the whole mediastinum.
+   aortic labels anywhere in the mediastinum (below the heart's bottom only behind the lungs'
+   middle and near the midline) and ``aorta_below_mm`` below it, behind the lungs' middle (the
+   aorta's way out of the chest). Where no slice qualifies, the whole mediastinum.
    The heart's top is never above the carina (:func:`calcscore.airway.find_carina`), where it
    is found: calcium there is on the aortic arch.
 4. **Bone**: voxels >= 130 HU around thick connected cores larger than ``max_lesion_mm3``
@@ -441,6 +442,9 @@ def find_chest_regions(
     zone_c[heart_rows] |= (mediastinum[heart_rows] * HEART).astype(np.uint8)
     zone_c[front] |= HEART
     aorta_columns = np.abs(np.arange(d.shape[2]) - mid_x) * block[2] <= AORTA_HALF_WIDTH_MM
+    ys = np.flatnonzero(lungs.any(axis=(0, 2)))
+    zone_c[:bottom, : (ys[0] + ys[-1]) // 2] = 0  # below the heart: the aorta lies behind it,
+    zone_c[:bottom, :, ~aorta_columns] = 0  # in front of the spine, near the midline
     zone_c[
         _aorta_below(mediastinum, lungs, int(round(aorta_below_mm / block[0])), aorta_columns)
     ] |= AORTA
@@ -449,7 +453,6 @@ def find_chest_regions(
     pad = [(0, s - z) for s, z in zip(shape, zone.shape)]
     zone = np.pad(zone, pad, mode="edge")
     zone[bone] = 0
-    ys = np.flatnonzero(lungs.any(axis=(0, 2)))
     mid_y = ((ys[0] + ys[-1]) / 2.0 + 0.5) * f[1]
     spine = near_spine(bone, volume.spacing_mm, mid_y, (mid_x + 0.5) * f[2])
     zone[spine] &= np.uint8(~HEART & 0xFF)

@@ -258,6 +258,10 @@ def test_heart_bottom_leaves_the_upper_abdomen_out_of_a_real_chest_cts_heart_reg
     old = find_chest_regions(volume, heart_bottom_margin_mm=None)
     new = find_chest_regions(volume)
     assert old.heart[5, 200, 200] and not new.heart[5, 200, 200]
+    # below it aortic labels keep to the aorta's way down in front of the spine (by eye: slice 5,
+    # row 215, column 258), not the whole abdomen between the lung bases
+    below = _heart_slices(new)[0]
+    assert new.aorta[5, 215, 258] and new.aorta[:below].sum() < 0.5 * old.aorta[:below].sum()
     assert _heart_slices(old)[0] <= 3
     assert 1 <= _heart_slices(new)[0] <= heart["z"][0] - 3
     box = np.s_[heart["z"][0] : heart["z"][1] + 1, slice(*heart["y"]), slice(*heart["x"])]
