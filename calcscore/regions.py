@@ -14,13 +14,14 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
    aorta and the valves lie inside it; the chest wall, the shoulder girdle, the arms and the neck
    outside.
 3. **Heart**: the slices of the mediastinum from the heart's bottom (in a whole chest, 15 mm
-   below the slice where the lungs widen from their bases: the upper abdomen between the lung
-   bases lies in their hull too; :func:`_heart_bottom`) up to the heart's top (the highest
-   slice with ``heart_rows_mm`` of rows whose tissue between the two lungs is at least
-   ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and valve labels lie there,
-   aortic labels anywhere in the mediastinum (below the heart's bottom only behind the lungs'
-   middle and near the midline) and ``aorta_below_mm`` below it, behind the lungs' middle (the
-   aorta's way out of the chest). Where no slice qualifies, the whole mediastinum.
+   below the slice where the lungs, and their front half, widen from their bases: the upper
+   abdomen between the lung bases lies in their hull too; :mod:`calcscore.heart_extent`) up to
+   the heart's top (the highest slice with ``heart_rows_mm`` of rows whose tissue between the
+   two lungs is at least ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and
+   valve labels lie there, aortic labels anywhere in the mediastinum (below the heart's bottom
+   only behind the lungs' middle and near the midline) and ``aorta_below_mm`` below it, behind
+   the lungs' middle (the aorta's way out of the chest). Where no slice qualifies, the whole
+   mediastinum.
    The heart's top is never above the carina (:func:`calcscore.airway.find_carina`), where it
    is found: calcium there is on the aortic arch.
 4. **Bone**: voxels >= 130 HU around thick connected cores larger than ``max_lesion_mm3``
@@ -47,9 +48,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
-from calcscore.airway import find_carina
 from calcscore.bone import BONE_HU, bone_mask, in_plane_disk, near_spine
 from calcscore.constants import BODY_THRESHOLD_HU, OUTSIDE_FOV_HU
+from calcscore.heart_extent import below_carina, heart_bottom, heart_top
 from calcscore.labels import Label
 from calcscore.volume import CTVolume
 
@@ -71,11 +72,9 @@ AIR_RIM_FRACTION = 0.5
 #: 0.908 -> 0.905 soft, 0.822 -> 0.817 sharp; v2's true aortic lesions lie >= 3.2 mm (median) away
 #: (2.5 mm cost 26-154 true aortic voxels in 6 of 22 v1 scans; benchmarks/README.md)
 AIRWAY_WALL_MM = 2.0
-#: the carina lowers the heart's top (widest rows + margin) to no less than this above the rows
-HEART_ABOVE_WIDEST_MM = 10.0
 #: the heart region ends this far (mm) below the slice where the lungs widen from their bases
-#: (:func:`_heart_bottom`): the lungs' hull holds the upper abdomen too, and granulomas in the
-#: liver and spleen were called coronary (benchmarks/abdomen_granulomas.py)
+#: (:func:`calcscore.heart_extent.heart_bottom`): the lungs' hull holds the upper abdomen too,
+#: and granulomas in the liver and spleen were called coronary (benchmarks/abdomen_granulomas.py)
 HEART_BOTTOM_MARGIN_MM = 15.0
 #: :attr:`ChestRegions.zone` flags: aortic (AORTA), coronary and valve (HEART) calcium may lie here
 AORTA, HEART = 1, 2
@@ -202,89 +201,9 @@ def _erode_inplane(mask: np.ndarray, radius_blocks: np.ndarray) -> np.ndarray:
     return ndimage.binary_erosion(mask, structure=disk[None], border_value=1)
 
 
-def _lung_bounded_width(lungs: np.ndarray, tissue: np.ndarray) -> np.ndarray:
-    """Per (z, y) row, the longest run of ``tissue`` along x with lung right before and after it
-    (in blocks)."""
-    t = np.pad(tissue, ((0, 0), (0, 0), (1, 1))).astype(np.int8)
-    lp = np.pad(lungs, ((0, 0), (0, 0), (1, 1)))
-    out = np.zeros(tissue.shape[:2], int)
-    for z, y in zip(*np.nonzero(tissue.any(axis=2))):
-        edges = np.flatnonzero(np.diff(t[z, y]))
-        for a, b in zip(edges[::2], edges[1::2]):  # run [a, b) of the padded row, = [a - 1, b - 1)
-            if lp[z, y, a] and lp[z, y, b + 1] and b - a > out[z, y]:
-                out[z, y] = b - a
-    return out
-
-
-def _heart_top(
-    d: np.ndarray,
-    lungs: np.ndarray,
-    block_mm: np.ndarray,
-    *,
-    min_width_mm: float,
-    min_rows_mm: float,
-    margin_mm: float,
-) -> int | None:
-    """The coarse slice of the heart's top, + ``margin_mm``: the highest slice with at least
-    ``min_rows_mm`` of rows whose run of mediastinal tissue between the two lungs is
-    ``min_width_mm`` wide or wider (the heart is the widest thing between the lungs; the
-    superior mediastinum is narrower). None where no slice qualifies."""
-    tissue = (d >= AIR_HU) & (d < 200)  # not bone: the vertebrae lie between the lungs too
-    width = _lung_bounded_width(lungs, tissue) * block_mm[2]
-    rows = (width >= min_width_mm).sum(axis=1) * block_mm[1]
-    heart = np.flatnonzero(rows >= min_rows_mm)
-    if not len(heart):
-        return None
-    return min(d.shape[0] - 1, int(heart.max()) + int(np.ceil(margin_mm / block_mm[0])))
-
-
 def _not_found(shape: tuple[int, ...], lung_ml: float, reason: str) -> ChestRegions:
     """Regions that allow every label everywhere (the net is off), and why."""
     return ChestRegions(np.full(shape, AORTA | HEART, np.uint8), False, lung_ml, None, 0.0, reason)
-
-
-def _heart_bottom(
-    lungs: np.ndarray, hull: np.ndarray, block_mm: np.ndarray, margin_mm: float | None
-) -> int:
-    """The lowest coarse slice the heart can reach: ``margin_mm`` below the lowest slice whose
-    lungs fill at least half the median share of their hull's cross-section (the heart lies
-    on the diaphragm, where the lungs widen from their bases). 0 (no bound) unless the scan
-    shows whole lungs (at least 200 mm of them along z; not a heart-only scan, whose narrow
-    field of view keeps the lungs' share small at the heart too) with bases around the upper
-    abdomen: slices below whose lungs fill at most 15% of the hull (thin recesses around the
-    liver and the stomach), under lungs filling at least 45% (a whole chest's field of view)."""
-    zs = np.flatnonzero(hull.any(axis=(1, 2)))[1:]  # the hull's lowest slice is the lungs' tip
-    if margin_mm is None or len(zs) * block_mm[0] < 200.0:
-        return 0
-    share = lungs[zs].sum(axis=(1, 2)) / hull[zs].sum(axis=(1, 2))
-    ref = float(np.median(share))
-    k = int(np.flatnonzero(share >= 0.5 * ref)[0])
-    if ref < 0.45 or k == 0 or share[:k].min() > 0.15:
-        return 0
-    return max(0, int(zs[k]) - int(np.ceil(margin_mm / block_mm[0])))
-
-
-def _below_carina(
-    volume: CTVolume,
-    lungs: np.ndarray,
-    f: np.ndarray,
-    mid_x: float,
-    top: int | None,
-    margin_mm: float,
-) -> int | None:
-    """The heart's top ``top`` (coarse slices; the widest rows + ``margin_mm``) lowered to the
-    carina's slice where :func:`calcscore.airway.find_carina` finds it, but not below the widest
-    rows + :data:`HEART_ABOVE_WIDEST_MM`."""
-    if top is None:
-        return None
-    zs = np.flatnonzero(lungs.any(axis=(1, 2)))
-    lung_top = min(volume.shape[0] - 1, (int(zs[-1]) + 1) * int(f[0]) - 1)
-    carina = find_carina(volume, lung_top, (mid_x + 0.5) * f[2])
-    if carina is None:
-        return top
-    block_z = float(volume.spacing_mm[0]) * int(f[0])
-    floor = top - int(np.ceil(margin_mm / block_z)) + int(np.ceil(HEART_ABOVE_WIDEST_MM / block_z))
-    return min(top, max(carina // int(f[0]), floor))
 
 
 def _aorta_below(
@@ -362,7 +281,7 @@ def find_chest_regions(
     volume: CTVolume,
     *,
     margin_mm: float = 8.0,
-    anterior_mm: float = 20.0,
+    anterior_mm: float = 5.0,
     front_half_width_mm: float = 70.0,
     aorta_below_mm: float = 30.0,
     heart_width_mm: float = 80.0,
@@ -379,8 +298,8 @@ def find_chest_regions(
         volume: a chest CT in HU.
         margin_mm: in-plane erosion of the lungs' convex hull (keeps the ribs out).
         anterior_mm: the heart region reaches this far in front of the hull between the lungs
-            (the heart's front, with the LAD, touches the chest wall there), up to bone, within
-            ``front_half_width_mm`` of the midline between the lungs.
+            (where the heart's front, with the LAD, touches the chest wall; 20 mm took in costal
+            cartilage on real scans), up to bone, within ``front_half_width_mm`` of the midline.
         front_half_width_mm: half the width of that band in front of the heart.
         aorta_below_mm: the aortic region reaches this far below the mediastinum's lowest
             slice, in the back half of its footprint there (the aorta leaving the chest).
@@ -393,7 +312,8 @@ def find_chest_regions(
         airway_wall_mm: lesions mostly this close (in-plane) to air inside the mediastinum lie
             on the airway walls and are removed (0: only lesions touching air).
         heart_bottom_margin_mm: the heart region ends this far below the slice where the lungs
-            widen from their bases (:func:`_heart_bottom`); None: down to the lungs' bases.
+            widen from their bases (:func:`calcscore.heart_extent.heart_bottom`); None: down to
+            the lungs' bases.
 
     Returns:
         a :class:`ChestRegions` on the grid of ``volume``.
@@ -425,7 +345,7 @@ def find_chest_regions(
         int(round((margin_mm + anterior_mm) / block[1])),
         near_midline,
     )
-    top = _heart_top(
+    top = heart_top(
         d,
         lungs,
         block,
@@ -433,8 +353,8 @@ def find_chest_regions(
         min_rows_mm=heart_rows_mm,
         margin_mm=heart_top_margin_mm,
     )
-    top = _below_carina(volume, lungs, f, mid_x, top, heart_top_margin_mm)
-    bottom = _heart_bottom(lungs, hull, block, heart_bottom_margin_mm)
+    top = below_carina(volume, lungs, f, mid_x, top, heart_top_margin_mm)
+    bottom = heart_bottom(lungs, hull, block, heart_bottom_margin_mm)
     heart_rows = slice(bottom, d.shape[0] if top is None else top + 1)
     front[heart_rows.stop :] = False  # the extension is the heart's
     front[: heart_rows.start] = False

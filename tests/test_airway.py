@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import calcscore.regions as regions
+import calcscore.heart_extent as heart_extent
 from calcscore.airway import find_carina
 from calcscore.labels import Label
 from calcscore.regions import apply_safety_net, find_chest_regions
@@ -67,7 +67,7 @@ def test_the_carina_caps_the_heart_region(monkeypatch):
         hu[z, 58:63, 128:133] = 400.0
         labels[z, 58:63, 128:133] = label
     volume = CTVolume(hu, volume.spacing_mm)
-    monkeypatch.setattr(regions, "find_carina", lambda *args: None)
+    monkeypatch.setattr(heart_extent, "find_carina", lambda *args: None)
     without = find_chest_regions(volume)
     monkeypatch.undo()
     with_carina = find_chest_regions(volume)

@@ -310,3 +310,48 @@ def test_heart_bottom_lies_below_every_drawn_heart_of_the_real_chest_cts(name):
     regions = find_chest_regions(volume)
     slices = _heart_slices(regions)
     assert slices[0] < heart["z"][0]
+
+
+def test_heart_region_stops_at_the_back_of_the_costal_cartilages():
+    """lungdx-a0001-b (real, 5 mm, shipped): the heart's front touches the chest wall behind the
+    costal cartilages and the sternum (by eye, slices 15-24, rows 28-50, columns 260-340; 921
+    voxels of 130 HU or more in their front rows, < 39). With the heart region reaching 20 mm in
+    front of the lungs' hull, 619 of them lay in it; they lie outside it now, and the heart's
+    front wall (slice 19, rows 55-100, column 290) stays in."""
+    from calcscore.io import read_volume
+
+    volume = read_volume(SHIPPED_CHEST / "lungdx-a0001-b.nii.gz")
+    wall = np.s_[15:25, :39, 260:340]
+    hot = volume.hu[wall] >= 130
+    assert hot.sum() > 500
+    old = find_chest_regions(volume, anterior_mm=20.0)
+    new = find_chest_regions(volume)
+    assert (old.heart[wall] & hot).sum() > 0.5 * hot.sum()
+    assert not (new.heart[wall] & hot).any()
+    assert new.heart[19, 55:101, 290].all()
+
+
+@pytest.mark.slow
+def test_a_calcified_costal_cartilage_in_front_of_the_heart_is_outside_its_region():
+    """lungdx-a0001-l (real, sharp kernel, 5 mm): the shipped model (m9) labels RCA on a calcified
+    costal cartilage in front of the heart (slice 15, row 44, column 267; by eye in its lesion
+    gallery and an overlay). It lies outside the heart region; the heart's front behind it
+    (row 80) inside."""
+    volume = _real("lungdx-a0001-l")
+    assert volume.hu[15, 44, 267] >= 130
+    regions = find_chest_regions(volume)
+    assert not regions.heart[15, 44, 267] and regions.heart[15, 80, 267]
+
+
+def test_heart_bottom_waits_for_the_front_half_of_the_lungs_to_widen():
+    """lungdx-a0001-b (real, 5 mm, shipped): by eye, slices 8 and 9 hold the liver and the
+    stomach, with lung only in thin recesses at the sides and the back; the heart's lowest part
+    shows beside the liver's dome from slice 12 or 13. The whole lungs reach half their median
+    share of the hull at slice 11 (the heart region then started at slice 8), their front half
+    at slice 13: the region starts 15 mm below that, at slice 10."""
+    from calcscore.io import read_volume
+
+    volume = read_volume(SHIPPED_CHEST / "lungdx-a0001-b.nii.gz")
+    regions = find_chest_regions(volume)
+    assert _heart_slices(regions)[0] == 10
+    assert not regions.heart[:10].any()

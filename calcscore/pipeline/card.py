@@ -341,7 +341,8 @@ def card(info: dict[str, Any]) -> str:
         _network(info, "cnn2"),
         "",
         "## Inputs and outputs",
-        "- In: a chest CT in HU (NIfTI, MHA or DICOM), any spacing; resampled to 3 mm slabs every 1.5 mm.",
+        "- In: a chest CT in HU (NIfTI, MHA or DICOM), any spacing; resampled to 3 mm slabs every "
+        "1.5 mm, except slices thicker than 3 mm, which stay on their own grid.",
         "- Out: a label per voxel on the scan's grid (background, LAD, LCX, RCA, TAC, AV, MV); "
         "`calcscore score` adds Agatston scores, volumes and the risk category.",
         "",
