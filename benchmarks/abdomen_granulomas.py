@@ -10,10 +10,11 @@ real scan of this project holds one, so this benchmark puts ``--granulomas`` sph
 a soft kernel's blur see them) into the soft tissue (20-90 HU) of each non-contrast real scan,
 at least 15 mm apart, below the first slice of the heart that ``data/real_negatives/hearts.json``
 outlines less 10 mm, inside the lungs' convex hull (where the upper abdomen lies between the
-lung bases; the safety net's heart region before its heart-bottom rule). None of them is calcium of any label that calcscore scores. The model runs once per
-scan; the table counts the granulomas given any label, and the CAC Agatston those labels add,
-without the safety net, with the safety net as it was before its heart-bottom rule
-(``heart_bottom_margin_mm=None``) and with the safety net as it is.
+lung bases; the safety net's first heart region: no heart bottom, 20 mm in front of the hull).
+None of them is calcium of any label that calcscore scores. The model runs once per scan; the
+table counts the granulomas given any label, and the CAC Agatston those labels add, without the
+safety net, with the net's first heart region (``heart_bottom_margin_mm=None``,
+``anterior_mm=20``), with its heart bottom but 20 mm in front, and with the net as it is.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ MIN_APART_MM = 15.0
 
 def granulomas(volume: CTVolume, heart_z0: int, n: int, rng: np.random.Generator) -> list[Lesion]:
     """``n`` spheres of calcium in the soft tissue below the heart, inside the lungs' hull (the
-    safety net's heart region before its heart-bottom rule)."""
-    hull = find_chest_regions(volume, heart_bottom_margin_mm=None).heart
+    safety net's first heart region: no heart bottom, 20 mm in front of the hull)."""
+    hull = find_chest_regions(volume, heart_bottom_margin_mm=None, anterior_mm=20.0).heart
     z_max = heart_z0 - int(np.ceil(BELOW_HEART_MM / volume.spacing_mm[0]))
     ok = hull & (volume.hu > 20) & (volume.hu < 90)
     ok[max(0, z_max) :] = False
@@ -65,8 +66,10 @@ def score(volume: CTVolume, ref: np.ndarray, model: Model) -> dict:
     )
     off = segment(volume, model, opts).labels.labels
     variants = {"without net": off}
-    old = find_chest_regions(volume, heart_bottom_margin_mm=None)
-    variants["net, no heart bottom"] = apply_safety_net(off, old)[0]
+    first = find_chest_regions(volume, heart_bottom_margin_mm=None, anterior_mm=20.0)
+    variants["net, no heart bottom"] = apply_safety_net(off, first)[0]
+    wide = find_chest_regions(volume, anterior_mm=20.0)
+    variants["net, 20 mm in front"] = apply_safety_net(off, wide)[0]
     variants["net"] = apply_safety_net(off, find_chest_regions(volume))[0]
     n = int(ref.max())
     out = {}
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             lesions = granulomas(scan, hearts[name]["z"][0], a.granulomas, rng)
             volume, ref = insert_lesions(scan, lesions)
             r = rows[f"{name} seed {seed}"] = score(volume, ref, model)
-            for v in ("without net", "net, no heart bottom", "net"):
+            for v in (k for k in r if k != "granulomas"):
                 t = totals.setdefault(v, {"coronary": 0, "any label": 0, "cac_added": 0.0, "n": 0})
                 t["n"] += r["granulomas"]
                 for k in ("coronary", "any label", "cac_added"):
