@@ -19,6 +19,7 @@ from calcscore import __version__
 from calcscore.phantom import GENERATOR_VERSION
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline.recipe import participants
+from calcscore.regions import HEART_BOTTOM_MARGIN_MM
 
 CARD = "MODEL_CARD.md"
 #: The pooled F1 this project aims at (CAC, TAC and each coronary artery).
@@ -268,6 +269,12 @@ def _limits(info: dict[str, Any]) -> list[str]:
     if "soft" in valves:
         f1 = (f"{g} F1 {valves['soft'].get(g, {}).get('f1_pooled') or 0:.2f}" for g in ("AV", "MV"))
         out[-1] += f" Heart region, soft: {', '.join(f1)}."
+    out.append(
+        "- The safety net (on by default) finds the heart region from the lungs, not from the networks: it ends "
+        f"{HEART_BOTTOM_MARGIN_MM:g} mm below where the lungs widen from their bases, 1-3 cm below the heart, and a "
+        "calcified granuloma of the liver there, or calcified costal cartilage where it touches the heart's front, "
+        "can still be called coronary (`benchmarks/README.md`)."
+    )
     for key, name in (
         ("test_metrics", "heart-region"),
         ("test_metrics_whole_chest", "whole-chest"),
