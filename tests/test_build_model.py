@@ -196,6 +196,23 @@ def test_given_thresholds_are_hashed_kept_and_named_on_the_card(tmp_path):
     assert thresholds_text(None, False) == "the paper's 0.5"
 
 
+def test_the_card_stage_hash_follows_the_code_that_writes_the_card(tmp_path, monkeypatch):
+    """The card is text written by calcscore/pipeline/card.py: a new wording there is a new card
+    stage (rebuilt from the cache in a second), every other stage keeps its hash."""
+    from calcscore.pipeline import card
+
+    recipe = load_recipe(SHIPPED / "recipe.toml")
+    before = stage_hashes(recipe)
+    copy = tmp_path / "card.py"
+    copy.write_text(Path(card.__file__).read_text() + "\n# a new wording\n")
+    monkeypatch.setattr(card, "__file__", str(copy))
+    after = stage_hashes(recipe)
+    assert after["card"] != before["card"]
+    assert {s: h for s, h in after.items() if s != "card"} == {
+        s: h for s, h in before.items() if s != "card"
+    }
+
+
 def test_the_shipped_recipe_describes_the_shipped_model():
     """calcscore/models/default/recipe.toml: the participants, split and network settings of model.json."""
     from calcscore.phantom.cohort import participant_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 from calcscore.errors import CalcscoreError
 from calcscore.phantom import GENERATOR_VERSION
+from calcscore.pipeline import card as card_writer
 from calcscore.pipeline.cache import mark_done, read_done, stage_dir, stage_hash, write_json_atomic
 from calcscore.pipeline.recipe import Recipe
 from calcscore.pipeline.stages import STAGES, Context, StageStopped, skipped, summary_line
@@ -54,7 +56,10 @@ def resolve_run(device: str, precision: str) -> tuple[str, str]:
 
 def _hash(ctx: Context, stage: str) -> str:
     depends = {d: ctx.hashes[d] for d in STAGES[stage][1]}
-    return stage_hash(ctx.recipe.section(stage), depends, GENERATOR_VERSION)
+    section = ctx.recipe.section(stage)
+    if stage == "card":  # the card is text written by code: new wording, new card
+        section["writer"] = hashlib.sha256(Path(card_writer.__file__).read_bytes()).hexdigest()
+    return stage_hash(section, depends, GENERATOR_VERSION)
 
 
 def _run_stage(ctx: Context, stage: str, cache: Path) -> tuple[str, float]:

@@ -1,7 +1,8 @@
 """The build cache: one folder per stage and input hash, finished when it holds ``done.json``.
 
 A stage's hash is the SHA-256 of its recipe section, the hashes of the stages it depends on and
-the phantom generator version (:data:`calcscore.phantom.GENERATOR_VERSION`); its folder is
+the phantom generator version (:data:`calcscore.phantom.GENERATOR_VERSION`), and for the card
+the source of :mod:`calcscore.pipeline.card`, which writes it; its folder is
 ``CACHE/<stage>-<first 12 hex digits>/``. A stage works in its folder (a training stage keeps
 its checkpoint there, so a stopped build resumes it) and, when it is finished, writes
 ``done.json`` (``{"stage", "hash", "result", "seconds", ...}``) atomically: a folder without it
