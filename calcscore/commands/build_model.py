@@ -5,7 +5,7 @@ stage and its settings: phantoms, real_negatives, cnn1, cnn2, thresholds, rim, e
 Each stage is cached in --cache (default DIR/.cache) by the hash of its recipe section and of the
 stages before it: run the same command again after an interruption and it goes on where it
 stopped (a training stage from its checkpoint); change a setting and that stage and those after
-it run again. DIR receives cnn1.pt, cnn2.pt, model.json, MODEL_CARD.md, recipe.toml and
+it run again (the card also when the code that writes it changed). DIR receives cnn1.pt, cnn2.pt, model.json, MODEL_CARD.md, recipe.toml and
 stages.json (which stages ran, which were cached).
 
 Stages on two machines: run the GPU stages on one (--only cnn1, then --only cnn2, or the whole
