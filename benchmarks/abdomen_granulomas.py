@@ -76,7 +76,7 @@ def score(volume: CTVolume, ref: np.ndarray, model: Model) -> dict:
     for name, lab in variants.items():
         hit = [lab[ref == k] for k in range(1, n + 1)]
         cac = np.where(np.isin(lab, CORONARY) & (ref > 0), int(Label.LAD), 0).astype(np.uint8)
-        lv = LabelVolume(cac, volume.spacing_mm, volume.origin_mm, volume.direction)
+        lv = LabelVolume.like(volume, cac)
         out[name] = {
             "coronary": sum(bool(np.isin(h, CORONARY).any()) for h in hit),
             "any label": sum(bool((h > 0).any()) for h in hit),

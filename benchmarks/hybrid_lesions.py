@@ -76,7 +76,7 @@ def per_lesion(ref: np.ndarray, labels: np.ndarray, n: int) -> list[str]:
 
 
 def cac_of(volume: CTVolume, labels: np.ndarray) -> float:
-    lv = LabelVolume(labels.astype(np.uint8), volume.spacing_mm, volume.origin_mm, volume.direction)
+    lv = LabelVolume.like(volume, labels.astype(np.uint8))
     return float(agatston(volume, lv).cac_agatston)
 
 
