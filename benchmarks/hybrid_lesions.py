@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/hybrid_lesions.py --out results.json \
         --model shipped=calcscore/models/default [--model candidate=DIR] \
-        [--data ../shared/data] [--scans a,b] [--seeds 0] [--lesions 12] [--figures DIR]
+        [--data ../shared/data] [--scans a,b] [--seeds 0] [--lesions 12] [--elongated 0.5] \
+        [--figures DIR]
 
 No real scan of this project has calcium annotations. Here real chest CTs of
 ``DATA/open-chest-ct`` get ``--lesions`` spheres of calcium each (2.5-5 mm, 400-1000 HU, as the
@@ -184,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scans", default=",".join(SCANS))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--lesions", type=int, default=12)
+    ap.add_argument("--elongated", type=float, default=0.0, help="share of capsules (0-1)")
     ap.add_argument("--figures", default=None)
     args = ap.parse_args(argv)
     models = {m.partition("=")[0]: Model.load(m.partition("=")[2] or None) for m in args.model}
     hearts = json.loads(HEARTS.read_text())
     result: dict = {"models": {m.partition("=")[0]: m.partition("=")[2] for m in args.model}}
+    result["elongated"] = args.elongated
     result["cases"], result["lesions"] = {}, {}
     t = time.perf_counter()
     for k, name in enumerate(args.scans.split(",")):
@@ -196,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         heart = hearts[name]
         for seed in (int(s) for s in args.seeds.split(",")):
             rng = np.random.default_rng([2026, seed, k])
-            hybrid, ref, _, lesions = hybrid_scan(scan, heart, args.lesions, rng)
+            hybrid, ref, _, lesions = hybrid_scan(
+                scan, heart, args.lesions, rng, elongated=args.elongated
+            )
             result["lesions"][f"{name} seed {seed}"] = [vars(le) for le in lesions]
             if args.figures:
                 Path(args.figures).mkdir(parents=True, exist_ok=True)

@@ -757,6 +757,17 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
     bad = _tiny(tmp_path, "scans = []", hybrid[:-2] + ', artery = "lcx" }', "c.toml")
     with pytest.raises(RecipeError, match=r"hybrid.artery: must be one of groove, any"):
         load_recipe(bad)
+    bad = _tiny(tmp_path, "scans = []", hybrid[:-2] + ", elongated = 1.5 }", "e.toml")
+    with pytest.raises(RecipeError, match=r"hybrid.elongated: must be a share between 0 and 1"):
+        load_recipe(bad)
+    capsules = load_recipe(
+        _tiny(tmp_path, "scans = []", hybrid[:-2] + ", elongated = 1.0 }", "f.toml")
+    )
+    assert stage_hashes(capsules)["real_negatives"] != stage_hashes(recipe)["real_negatives"]
+    build(capsules, tmp_path / "caps", only="real_negatives", device="cpu", progress=False)
+    folder = next((tmp_path / "caps" / ".cache").glob("real_negatives-*")) / "scans"
+    # the same sites, drawn as capsules 5-20 mm long: more calcium than the spheres
+    assert len(load_cached(folder / "real-chest-hybrid0").calcium_index) > len(copy.calcium_index)
 
 
 @pytest.mark.slow

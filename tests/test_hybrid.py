@@ -72,3 +72,56 @@ def test_epicardial_sites_lie_in_the_fat_around_the_heart_and_apart():
             continue  # on a border of the rule (the radius comes from the drawn area)
         want = "RCA" if dx < -4 else "LAD" if dy < 0 else "LCX"
         assert Label(s.artery).name == want, (dy, dx)
+
+
+@pytest.mark.parametrize(
+    "spacing, thickness, direction",
+    [
+        ((0.5, 0.5, 0.5), 0.5, (0.0, 0.6, 0.8)),
+        ((5.0, 0.84, 0.84), 5.0, (0.0, 1.0, 0.0)),
+        ((3.0, 0.4, 0.4), 3.0, (0.6, 0.0, 0.8)),
+    ],
+)
+def test_a_capsule_fills_its_analytic_volume(spacing, thickness, direction):
+    """A capsule (3 mm across, swept 12 mm): summed partial volume = pi r^2 L + 4/3 pi r^3
+    (84.8 + 14.1 mm^3), and it reaches as far as its ends, along its direction."""
+    lesion = Lesion((30.2, 40.1, 39.7), 3.0, 1000.0, length_mm=12.0, direction=direction)
+    box, f = lesion_fraction((200, 200, 200), spacing, lesion, thickness_mm=thickness)
+    volume = f.sum() * np.prod(spacing)
+    assert lesion.volume_mm3 == pytest.approx(np.pi * 1.5**2 * 12 + 4 / 3 * np.pi * 1.5**3)
+    assert volume == pytest.approx(lesion.volume_mm3, rel=0.03)
+    # the voxels at least half filled lie within the capsule's reach and span its length
+    zyx = (np.argwhere(f >= 0.5) + [b.start for b in box]) * spacing - lesion.centre_mm
+    along = zyx @ np.asarray(direction)
+    assert along.max() - along.min() > 12 - 2 * max(spacing)
+    assert np.abs(along).max() <= 6 + 1.5 + max(spacing)
+
+
+def test_elongated_lesions_are_capsules_along_the_hearts_surface():
+    """On a drawn round heart every site's tangent is perpendicular to the line from the heart's
+    centre; ``elongated=1`` draws capsules 5-20 mm long along it (tilted out of the slice by at
+    most 60 degrees), ``elongated=0`` the spheres of the same random draws as before."""
+    from calcscore.realism.hybrid import random_lesions
+
+    yy, xx = np.mgrid[:160, :160]
+    r = np.hypot(yy - 80, xx - 80) * 0.5
+    sl = np.where(r <= 20, 40, np.where(r <= 30, -100, -850)).astype(np.int16)
+    scan = CTVolume(np.repeat(sl[None], 10, axis=0), (3.0, 0.5, 0.5))
+    sites = epicardial_sites(
+        scan, (2, 7), ((10, 150), (10, 150)), 8, rng=np.random.default_rng(1), lung_mm=5
+    )
+    for s in sites:
+        radial = np.array(s.centre_mm[1:]) - 40
+        assert abs(np.dot(radial / np.linalg.norm(radial), s.tangent_yx)) < 0.1
+    capsules = random_lesions(sites, np.random.default_rng(4), elongated=1.0)
+    for s, le in zip(sites, capsules):
+        u = np.array(le.direction)
+        assert 5 <= le.length_mm <= 20 and 2 <= le.diameter_mm <= 4
+        assert abs(u[0]) <= np.sin(np.pi / 3) + 1e-9
+        assert abs(np.dot(u[1:] / np.linalg.norm(u[1:]), s.tangent_yx)) > 0.999
+    spheres = random_lesions(sites, np.random.default_rng(4))
+    rng = np.random.default_rng(4)
+    for le in spheres:
+        assert le.length_mm == 0
+        assert le.diameter_mm == rng.choice([2.5, 3.0, 3.5, 4.0, 5.0])
+        assert le.peak_hu == rng.uniform(400, 1000)

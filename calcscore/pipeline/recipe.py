@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from calcscore.phantom import ANATOMIES, GENERATOR_VERSION, SIZES
+from calcscore.pipeline.recipe_hybrid import check_hybrid, hearts_file
 from calcscore.pipeline.recipe_schema import (  # participants: re-exported
     RecipeError,
     check_range,
@@ -90,7 +91,7 @@ class RealNegatives:
     #: ``labels/hearts.json`` outlines, drawn ``weight`` times as often as a phantom's calcium,
     #: from ``seed``, labelled with the artery of their groove (``artery = "groove"``) or as
     #: coronary of no given artery (``artery = "any"``); {} for none
-    hybrid: dict[str, int | str] = field(default_factory=dict)
+    hybrid: dict[str, int | float | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -435,7 +436,7 @@ def check_recipe(recipe: Recipe) -> None:
                     )
     _check_thresholds(path, recipe.thresholds)
     if recipe.real_negatives is not None and recipe.real_negatives.hybrid:
-        _check_hybrid(recipe)
+        check_hybrid(recipe)
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None and not figures.is_file():
         raise RecipeError(
@@ -449,51 +450,3 @@ def _check_thresholds(path: Path, th: Thresholds) -> None:
         if th.calibrate or not ok:
             fix = "drop it or `calibrate = true`" if th.calibrate else "CAC, TAC, AV, MV in (0, 1)"
             raise RecipeError(path, "[thresholds] values", f"{g} = {v!r}", fix)
-
-
-HYBRID_KEYS = ("lesions", "copies", "weight", "seed")
-HYBRID_ARTERY = ("groove", "any")  # hybrid.artery's values; the first is the default
-
-
-def hearts_file(recipe: Recipe) -> Path:
-    """The real negatives' hearts (slices and an in-plane box per scan, for hybrid positives)."""
-    rn = recipe.real_negatives
-    return (recipe.resolve(rn.labels) or Path(".")) / "hearts.json" if rn else Path("hearts.json")
-
-
-def _check_hybrid(recipe: Recipe) -> None:
-    path, hy = recipe.path, recipe.real_negatives.hybrid  # type: ignore[union-attr]
-    allowed = (*HYBRID_KEYS, "artery")
-    if hy.get("artery", HYBRID_ARTERY[0]) not in HYBRID_ARTERY:
-        raise RecipeError(
-            path,
-            "[real_negatives] hybrid.artery",
-            f"must be one of {', '.join(HYBRID_ARTERY)}, got {hy['artery']!r}",
-            '"any": the loss asks only for coronary; "groove": the artery of the groove',
-        )
-    for key in HYBRID_KEYS:
-        v = hy.get(key)
-        if type(v) is not int or v < (0 if key == "seed" else 1):
-            raise RecipeError(
-                path,
-                f"[real_negatives] hybrid.{key}",
-                f"must be a whole number, got {v!r}",
-                "e.g. hybrid = { lesions = 14, copies = 6, weight = 20, seed = 1 }",
-            )
-    if set(hy) - set(allowed):
-        raise RecipeError(
-            path,
-            "[real_negatives] hybrid",
-            f"unknown keys {sorted(set(hy) - set(allowed))}",
-            ", ".join(allowed),
-        )
-    hearts = hearts_file(recipe)
-    known = json.loads(hearts.read_text()) if hearts.is_file() else {}
-    for name in recipe.real_negatives.scans:  # type: ignore[union-attr]
-        if name not in known:
-            raise RecipeError(
-                path,
-                "[real_negatives] hybrid",
-                f"{hearts} outlines no heart for {name}",
-                'add {"z": [first, last], "y": [y0, y1], "x": [x0, x1]} (voxels) for it',
-            )

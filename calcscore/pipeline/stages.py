@@ -40,14 +40,13 @@ from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import THICK, cache_participants, limit_full, val_full_scans
 from calcscore.pipeline.recipe import (
-    HYBRID_ARTERY,
     Phantoms,
     Recipe,
-    hearts_file,
     participants,
     real_negative_files,
     reuses,
 )
+from calcscore.pipeline.recipe_hybrid import HYBRID_ARTERY, hearts_file
 from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import (
     TrainConfig,
@@ -192,7 +191,7 @@ def cache_hybrids(
     synthetic coronary lesions in the epicardial fat of ``heart`` (calcscore.realism.hybrid),
     labelled with the artery of their groove (``artery = "groove"``, the default) or as coronary
     calcium of no given artery (``artery = "any"``: :data:`calcscore.labels.CORONARY`), the rest
-    of the label map as it was.
+    of the label map as it was; a share ``elongated`` of them capsules along the heart's surface.
 
     Args:
         volume, label_map: the real negative and its label map.
@@ -210,7 +209,9 @@ def cache_hybrids(
     out = []
     for c in range(hybrid["copies"]):
         rng = np.random.default_rng([hybrid["seed"], k, c])
-        hybrid_volume, ref, sites, lesions = hybrid_scan(volume, heart, hybrid["lesions"], rng)
+        hybrid_volume, ref, sites, lesions = hybrid_scan(
+            volume, heart, hybrid["lesions"], rng, elongated=hybrid.get("elongated", 0.0)
+        )
         named = hybrid.get("artery", HYBRID_ARTERY[0]) == "groove"
         arteries = np.array([0] + [s.artery if named else CORONARY for s in sites], np.uint8)
         labels = np.where(ref > 0, arteries[ref], np.asarray(label_map.labels)).astype(np.uint8)

@@ -6,7 +6,9 @@ has both: real anatomy and noise around it, and a known position, size and densi
 finds calcium in phantoms but misses it in the epicardial fat of a real chest, or removes it with
 its safety net, shows it here.
 
-The lesion is a sphere of uniform density ``peak_hu`` as the scanner would see it: its partial
+The lesion is a sphere, or a capsule (a sphere swept along a straight segment on the heart's
+surface, as heavy calcification runs along an artery for 5-20 mm), of uniform density
+``peak_hu`` as the scanner would see it: its partial
 volume in each voxel integrated over the slice thickness (the slice sensitivity profile, a
 rectangle) and in-plane over the pixel, then blurred in-plane by the reconstruction's point
 spread (a Gaussian). The voxel becomes ``(1 - f) * hu + f * peak_hu``, with ``f`` that fraction.
@@ -38,12 +40,21 @@ BACK_LIMIT = 0.6
 
 @dataclass(frozen=True)
 class Lesion:
-    """A spherical calcification: centre (z, y, x) in mm from voxel (0, 0, 0), diameter in mm,
-    density in HU."""
+    """A calcification: centre (z, y, x) in mm from voxel (0, 0, 0), diameter in mm, density in
+    HU; with ``length_mm`` > 0 a capsule, the sphere swept ``length_mm`` along ``direction``
+    (a unit vector (z, y, x)), centred on ``centre_mm``."""
 
     centre_mm: tuple[float, float, float]
     diameter_mm: float
     peak_hu: float
+    length_mm: float = 0.0
+    direction: tuple[float, float, float] = (1.0, 0.0, 0.0)
+
+    @property
+    def volume_mm3(self) -> float:
+        """The analytic volume (sphere plus cylinder)."""
+        r = self.diameter_mm / 2
+        return float(4 / 3 * np.pi * r**3 + np.pi * r**2 * self.length_mm)
 
 
 def _axis_samples(n: int, spacing: float, width: float, step: float) -> np.ndarray:
@@ -51,6 +62,13 @@ def _axis_samples(n: int, spacing: float, width: float, step: float) -> np.ndarr
     k = max(1, int(round(width / step)))
     offsets = (np.arange(k) + 0.5) / k * width - width / 2
     return (np.arange(n)[:, None] * spacing + offsets[None, :]).astype(np.float32)
+
+
+def _on_axis(v: np.ndarray, k: int) -> np.ndarray:
+    """An (voxels, samples) array of axis ``k`` shaped to broadcast over (z, y, x, sz, sy, sx)."""
+    shape = [1] * 6
+    shape[k], shape[k + 3] = v.shape
+    return v.reshape(shape)
 
 
 def lesion_fraction(
@@ -67,7 +85,7 @@ def lesion_fraction(
     Args:
         shape: the volume's shape.
         spacing_mm: its voxel spacing (z, y, x).
-        lesion: the sphere.
+        lesion: the sphere or capsule.
         thickness_mm: the slice thickness (the z integration width).
         psf_sigma_mm: the in-plane Gaussian blur (0: none).
         step_mm: the integration step.
@@ -76,7 +94,12 @@ def lesion_fraction(
         (the box of voxels, as slices; the fraction in [0, 1] in that box).
     """
     r = lesion.diameter_mm / 2
-    margin = (r + thickness_mm / 2, r + 3 * psf_sigma_mm + 1, r + 3 * psf_sigma_mm + 1)
+    half = np.abs(np.asarray(lesion.direction, np.float64)) * lesion.length_mm / 2
+    margin = (
+        r + half[0] + thickness_mm / 2,
+        r + half[1] + 3 * psf_sigma_mm + 1,
+        r + half[2] + 3 * psf_sigma_mm + 1,
+    )
     box = tuple(
         slice(
             max(0, int(np.floor((c - m) / s))),
@@ -89,13 +112,17 @@ def lesion_fraction(
         _axis_samples(b.stop - b.start, s, w, step_mm) + b.start * s - c
         for b, s, w, c in zip(box, spacing_mm, widths, lesion.centre_mm)
     ]
-    # separable: inside the sphere where z^2 + y^2 + x^2 <= r^2, averaged over the samples
-    z2, y2, x2 = (a.astype(np.float64) ** 2 for a in axes)
-    inside = (
-        z2[:, None, None, :, None, None]
-        + y2[None, :, None, None, :, None]
-        + x2[None, None, :, None, None, :]
-    ) <= r * r
+    # inside where the squared distance to the segment is <= r^2 (separable sums, broadcast
+    # over voxel (z, y, x) and sample (z, y, x)), averaged over the samples
+    z, y, x = (a.astype(np.float64) for a in axes)
+    d2 = _on_axis(z**2, 0) + _on_axis(y**2, 1) + _on_axis(x**2, 2)
+    if lesion.length_mm > 0:
+        u = np.asarray(lesion.direction, np.float64)
+        u = u / np.linalg.norm(u)
+        t = _on_axis(z * u[0], 0) + _on_axis(y * u[1], 1) + _on_axis(x * u[2], 2)
+        tc = np.clip(t, -lesion.length_mm / 2, lesion.length_mm / 2)
+        d2 = d2 - 2 * tc * t + tc * tc
+    inside = d2 <= r * r
     frac = inside.mean(axis=(3, 4, 5))
     if psf_sigma_mm > 0:
         frac = ndimage.gaussian_filter(
@@ -144,11 +171,13 @@ def insert_lesions(
 
 @dataclass(frozen=True)
 class Site:
-    """A lesion site: its centre (z, y, x) in mm from voxel (0, 0, 0) and the coronary artery
-    whose groove it stands for (:func:`artery_at`)."""
+    """A lesion site: its centre (z, y, x) in mm from voxel (0, 0, 0), the coronary artery
+    whose groove it stands for (:func:`artery_at`) and the in-plane direction (y, x) along the
+    heart's surface there (perpendicular to the line from the heart's centre)."""
 
     centre_mm: tuple[float, float, float]
     artery: int
+    tangent_yx: tuple[float, float] = (0.0, 1.0)
 
 
 def artery_at(dy_mm: float, dx_mm: float, radius_mm: float) -> int:
@@ -172,7 +201,8 @@ def artery_at(dy_mm: float, dx_mm: float, radius_mm: float) -> int:
 
 
 def _slice_sites(sl: np.ndarray, spacing_yx: tuple[float, float], lung_mm: float) -> list:
-    """(y, x, artery) of every epicardial-fat pixel of one slice (see :func:`epicardial_sites`)."""
+    """(y, x, artery, tangent) of every epicardial-fat pixel of one slice (see
+    :func:`epicardial_sites`)."""
     sy, sx = spacing_yx
     soft = ndimage.binary_opening(
         (sl >= SOFT_HU[0]) & (sl <= SOFT_HU[1]), iterations=max(1, int(round(3 / sy)))
@@ -188,10 +218,12 @@ def _slice_sites(sl: np.ndarray, spacing_yx: tuple[float, float], lung_mm: float
     fat = (sl >= FAT_HU[0]) & (sl <= FAT_HU[1])
     ys, xs = np.nonzero(fat & (to_heart >= 1) & (to_heart <= 3) & (to_air >= lung_mm))
     front = (ys - cy) * sy <= BACK_LIMIT * radius  # not behind the atria (oesophagus, aorta)
-    return [
-        (y, x, artery_at((y - cy) * sy, (x - cx) * sx, radius))
-        for y, x in zip(ys[front], xs[front])
-    ]
+    out = []
+    for y, x in zip(ys[front], xs[front]):
+        dy, dx = (y - cy) * sy, (x - cx) * sx
+        norm = max(float(np.hypot(dy, dx)), 1e-6)
+        out.append((y, x, artery_at(dy, dx, radius), (-dx / norm, dy / norm)))
+    return out
 
 
 def epicardial_sites(
@@ -229,8 +261,8 @@ def epicardial_sites(
     for z in range(z_range[0], z_range[1] + 1):
         sl = np.asarray(volume.hu[z, y0:y1, x0:x1], dtype=np.float32)
         candidates += [
-            Site((z * sz, (y + y0) * sy, (x + x0) * sx), a)
-            for y, x, a in _slice_sites(sl, (sy, sx), lung_mm)
+            Site((z * sz, (y + y0) * sy, (x + x0) * sx), a, t)
+            for y, x, a, t in _slice_sites(sl, (sy, sx), lung_mm)
         ]
     sites: list[Site] = []
     for i in rng.permutation(len(candidates)):
@@ -242,20 +274,38 @@ def epicardial_sites(
     return sites
 
 
-def random_lesions(sites: list[Site], rng: np.random.Generator) -> list[Lesion]:
-    """A lesion at every site: 2.5-5 mm across, 400-1000 HU."""
-    return [
-        Lesion(
-            tuple(float(v) for v in s.centre_mm),  # type: ignore[arg-type]
-            float(rng.choice([2.5, 3.0, 3.5, 4.0, 5.0])),
-            float(rng.uniform(400, 1000)),
-        )
-        for s in sites
-    ]
+def random_lesions(
+    sites: list[Site], rng: np.random.Generator, *, elongated: float = 0.0
+) -> list[Lesion]:
+    """A lesion at every site: a sphere 2.5-5 mm across, 400-1000 HU; or, for a share
+    ``elongated`` of them, a capsule along the heart's surface as heavy calcification runs along
+    an artery: 2-4 mm across, 5-20 mm long, tilted out of the slice by up to 60 degrees.
+
+    Args:
+        sites: where.
+        rng: the random generator.
+        elongated: the share of capsules (0: only spheres, drawn as before capsules existed).
+
+    Returns:
+        The lesions, one per site.
+    """
+    out = []
+    for s in sites:
+        centre = tuple(float(v) for v in s.centre_mm)
+        if elongated > 0 and rng.random() < elongated:
+            tilt = rng.uniform(-np.pi / 3, np.pi / 3)
+            ty, tx = s.tangent_yx
+            u = (float(np.sin(tilt)), float(np.cos(tilt) * ty), float(np.cos(tilt) * tx))
+            d, hu, length = rng.uniform(2.0, 4.0), rng.uniform(400, 1000), rng.uniform(5, 20)
+            out.append(Lesion(centre, float(d), float(hu), float(length), u))  # type: ignore[arg-type]
+            continue
+        d = float(rng.choice([2.5, 3.0, 3.5, 4.0, 5.0]))
+        out.append(Lesion(centre, d, float(rng.uniform(400, 1000))))  # type: ignore[arg-type]
+    return out
 
 
 def hybrid_scan(
-    volume: CTVolume, heart: dict, n: int, rng: np.random.Generator
+    volume: CTVolume, heart: dict, n: int, rng: np.random.Generator, *, elongated: float = 0.0
 ) -> tuple[CTVolume, np.ndarray, list[Site], list[Lesion]]:
     """A copy of a real scan with up to ``n`` synthetic coronary lesions in the epicardial fat of
     its heart (:func:`epicardial_sites`, :func:`random_lesions`, :func:`insert_lesions`).
@@ -266,6 +316,7 @@ def hybrid_scan(
             ``data/real_negatives/hearts.json``).
         n: how many lesions.
         rng: the random generator.
+        elongated: the share of capsules (:func:`random_lesions`).
 
     Returns:
         (the copy, the lesion of every voxel (0: none, k: the k-th lesion, where it is >= 130
@@ -273,6 +324,6 @@ def hybrid_scan(
     """
     box = (tuple(heart["y"]), tuple(heart["x"]))
     sites = epicardial_sites(volume, tuple(heart["z"]), box, n, rng=rng)
-    lesions = random_lesions(sites, rng)
+    lesions = random_lesions(sites, rng, elongated=elongated)
     copy, ref = insert_lesions(volume, lesions)
     return copy, ref, sites, lesions
