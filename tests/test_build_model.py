@@ -747,6 +747,7 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
     said = trained_on(SimpleNamespace(recipe=recipe, results={"real_negatives": res}))
     assert "1 real chest CT without calcium annotations (chest)" in said
     assert "2 copies of each with 6 synthetic coronary lesions" in said
+    assert "capsules" not in said
     plain_recipe = load_recipe(_tiny(tmp_path))
     assert trained_on(SimpleNamespace(recipe=plain_recipe, results={})).endswith(
         "phantoms only (calcscore.phantom)"
@@ -768,6 +769,9 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
     folder = next((tmp_path / "caps" / ".cache").glob("real_negatives-*")) / "scans"
     # the same sites, drawn as capsules 5-20 mm long: more calcium than the spheres
     assert len(load_cached(folder / "real-chest-hybrid0").calcium_index) > len(copy.calcium_index)
+    res = stage_results(capsules, tmp_path / "caps" / ".cache")["real_negatives"]
+    said = trained_on(SimpleNamespace(recipe=capsules, results={"real_negatives": res}))
+    assert "6 synthetic coronary lesions in all, 100% of them capsules 5-20 mm long" in said
 
 
 @pytest.mark.slow

@@ -103,6 +103,9 @@ def trained_on(ctx) -> str:
         text += (
             f", and {rn.hybrid['copies']} copies of each with {n} synthetic coronary lesions in all"
         )
+        share = float(rn.hybrid.get("elongated", 0))
+        if share:
+            text += f", {share:.0%} of them capsules 5-20 mm long as heavy calcification"
         if rn.hybrid.get("artery") == "any":
             text += " (taught as coronary calcium without naming the artery)"
     return text
