@@ -90,7 +90,8 @@ class RealNegatives:
     #: ``lesions`` synthetic coronary calcifications in the epicardial fat of the heart that
     #: ``labels/hearts.json`` outlines, drawn ``weight`` times as often as a phantom's calcium,
     #: from ``seed``, labelled with the artery of their groove (``artery = "groove"``) or as
-    #: coronary of no given artery (``artery = "any"``); {} for none
+    #: coronary of no given artery (``artery = "any"``), a share ``elongated`` of them capsules
+    #: 5-20 mm long (heavy calcification; default 0); {} for none
     hybrid: dict[str, int | float | str] = field(default_factory=dict)
 
 
