@@ -94,7 +94,9 @@ def lesion_fraction(
         (the box of voxels, as slices; the fraction in [0, 1] in that box).
     """
     r = lesion.diameter_mm / 2
-    half = np.abs(np.asarray(lesion.direction, np.float64)) * lesion.length_mm / 2
+    u = np.asarray(lesion.direction, np.float64)
+    u = u / np.linalg.norm(u)
+    half = np.abs(u) * lesion.length_mm / 2
     margin = (
         r + half[0] + thickness_mm / 2,
         r + half[1] + 3 * psf_sigma_mm + 1,
@@ -117,8 +119,6 @@ def lesion_fraction(
     z, y, x = (a.astype(np.float64) for a in axes)
     d2 = _on_axis(z**2, 0) + _on_axis(y**2, 1) + _on_axis(x**2, 2)
     if lesion.length_mm > 0:
-        u = np.asarray(lesion.direction, np.float64)
-        u = u / np.linalg.norm(u)
         t = _on_axis(z * u[0], 0) + _on_axis(y * u[1], 1) + _on_axis(x * u[2], 2)
         tc = np.clip(t, -lesion.length_mm / 2, lesion.length_mm / 2)
         d2 = d2 - 2 * tc * t + tc * tc
