@@ -22,6 +22,11 @@ NORM_CENTER = CALCIUM_THRESHOLD_HU
 NORM_SCALE = 1130.0
 #: What voxels outside a scan read as, in patches and in whole-scan inference (air).
 PAD_HU = -1000.0
+#: The default range (mm) of the distance from a training patch's centre to the first and to the
+#: last slice of the shorter scans that ``calcscore.sampling.PatchSampler``'s ``z_crop``
+#: simulates: an ECG-gated scan covers the heart, about 120 mm, from a little above the coronary
+#: ostia to a little below the apex (``TrainConfig.z_crop_mm``).
+Z_CROP_MM = (10.0, 150.0)
 #: The body mask of whole-scan inference: the largest connected region above this HU.
 BODY_THRESHOLD_HU = -400.0
 #: Below this a value is padding outside the field of view, not air (the safety net's regions).

@@ -40,6 +40,7 @@ from calcscore.constants import (  # noqa: F401  (CALCIUM_THRESHOLD_HU: re-expor
     NORM_CENTER,
     NORM_SCALE,
     PAD_HU,
+    Z_CROP_MM,
 )
 from calcscore.scan_cache import (  # noqa: F401  (re-exported: calcscore.sampling.cache_scan etc.)
     BODY_THRESHOLD_HU,
@@ -266,12 +267,6 @@ def calcium_pools(store: VolumeStore) -> tuple[VoxelPool, VoxelPool]:
     return pos, neg
 
 
-#: The range (mm) of the distance from a patch's centre to the first and to the last slice of the
-#: shorter scans that :class:`PatchSampler`'s ``z_crop`` simulates: an ECG-gated scan covers the
-#: heart, about 120 mm, from a little above the coronary ostia to a little below the apex.
-Z_CROP_MM = (10.0, 150.0)
-
-
 class PatchSampler:
     """Balanced minibatches of 2.5D patches: half from ``positives``, half from ``negatives``.
 
@@ -293,6 +288,7 @@ class PatchSampler:
         rng=None,
         dtype: torch.dtype = torch.float32,
         z_crop: float = 0.0,
+        z_crop_mm: tuple[float, float] = Z_CROP_MM,
     ):
         for name, pool in (("positive", positives), ("negative", negatives)):
             if len(pool) == 0:
@@ -308,6 +304,7 @@ class PatchSampler:
         self.label_size = label_size
         self.dtype = dtype
         self.z_crop = float(z_crop)
+        self.z_crop_mm = (float(z_crop_mm[0]), float(z_crop_mm[1]))
         self.rng = np.random.default_rng(rng)
 
     def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,10 +345,11 @@ class PatchSampler:
 
     def z_limits(self, scan: np.ndarray, flat: np.ndarray) -> np.ndarray:
         """(N, 2) first and last slice per voxel: a ``z_crop`` share cut as a shorter scan's
-        (each end :data:`Z_CROP_MM` from the voxel), the others the whole scan's."""
+        (each end ``z_crop_mm``, by default :data:`Z_CROP_MM`, from the voxel), the others the
+        whole scan's."""
         n = len(flat)
         cut = self.rng.random(n) < self.z_crop
-        ends_mm = self.rng.uniform(*Z_CROP_MM, size=(n, 2))
+        ends_mm = self.rng.uniform(*self.z_crop_mm, size=(n, 2))
         z = self.store.unravel(np.asarray(scan), np.asarray(flat))[:, 0]
         dz = np.array([s.spacing_mm[0] for s in self.store.scans])[np.asarray(scan)]
         ends = np.maximum(np.round(ends_mm / dz[:, None]), 1).astype(np.int64)

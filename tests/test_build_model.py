@@ -16,6 +16,7 @@ import pytest
 from calcscore.pipeline import RecipeError, load_recipe, stage_hashes
 from calcscore.pipeline.card import card
 from calcscore.pipeline.cohort import limit_full
+from calcscore.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny_recipe.toml"
@@ -81,6 +82,11 @@ def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml
             "eval_every = 2\narchitecture = { val_samples = 32 }",
             "eval_every = 2\nz_crop = 1.5\narchitecture = { val_samples = 32 }",
             "[cnn1] z_crop: must be in [0, 1], got 1.5",
+        ),
+        (
+            "eval_every = 2\narchitecture = { val_samples = 32 }",
+            "eval_every = 2\nz_crop_mm = [60, 5]\narchitecture = { val_samples = 32 }",
+            "[cnn1] z_crop_mm: must be [lo, hi] mm, 0 < lo <= hi, got [60, 5]",
         ),
         (
             'generator = "2026-12-05.4"',
@@ -249,9 +255,11 @@ def test_the_shipped_recipe_describes_the_shipped_model():
             assert info["trained_iterations"][name] == 0
             continue
         cfg = network_config(ctx, name).to_dict()
-        assert {k: v for k, v in cfg.items() if k != "max_iterations"} == {
-            k: v for k, v in info[f"{name}_config"].items() if k != "max_iterations"
-        }
+        # keys added since the model was built read as their defaults; tuples as JSON lists
+        saved = TrainConfig.from_dict(info[f"{name}_config"]).to_dict()
+        assert json.loads(json.dumps({k: v for k, v in cfg.items() if k != "max_iterations"})) == (
+            json.loads(json.dumps({k: v for k, v in saved.items() if k != "max_iterations"}))
+        )
     assert recipe.cnn1.preset == "workshop" and recipe.cnn2.preset == "paper"
 
 
@@ -921,3 +929,9 @@ def test_z_crop_reaches_the_training_config_and_only_a_set_one_is_hashed(tmp_pat
     assert after["phantoms"] == before["phantoms"] and after["cnn1"] != before["cnn1"]
     ctx = SimpleNamespace(recipe=half, device="cpu", precision="fp32")
     assert network_config(ctx, "cnn1").z_crop == 0.5
+    assert network_config(ctx, "cnn1").z_crop_mm == (10.0, 150.0)  # TrainConfig's default
+    near = section.replace("\narch", "\nz_crop = 0.5\nz_crop_mm = [5, 60]\narch")
+    near_recipe = load_recipe(_tiny(tmp_path, section, near, "n.toml"))
+    assert stage_hashes(near_recipe)["cnn1"] not in (before["cnn1"], after["cnn1"])
+    ctx = SimpleNamespace(recipe=near_recipe, device="cpu", precision="fp32")
+    assert network_config(ctx, "cnn1").z_crop_mm == (5, 60)

@@ -244,3 +244,8 @@ def test_z_crop_cuts_a_share_of_the_training_patches_within_the_drawn_ends(tmp_p
     half = PatchSampler(store, pos, neg, patch_size=101, rng=2, z_crop=0.5)
     share = (half.z_limits(*half.draw(2000))[:, 0] > -(2**31) + 1).mean()
     assert 0.45 < share < 0.55
+    near = PatchSampler(store, pos, neg, patch_size=101, rng=3, z_crop=1.0, z_crop_mm=(6.0, 12.0))
+    scan_idx, flat = near.draw(500)
+    z = store.unravel(scan_idx, flat)[:, 0]
+    ends = np.abs(near.z_limits(scan_idx, flat) - z[:, None])  # 2 to 4 slices of 3 mm
+    assert ends.min() == 2 and ends.max() == 4

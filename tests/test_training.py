@@ -743,3 +743,17 @@ def test_coronary_target_asks_for_any_artery():
     # arteries' logits all move by the same share, so their ratios p_LAD : p_LCX : p_RCA stay
     share = g / p[0, 1:4]
     assert torch.allclose(share, share[0].expand(3), atol=1e-6)
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_at_its_default(tmp_path):
+    """A checkpoint written before ``z_crop_mm`` existed resumes when the run keeps its default;
+    one written with other ends is refused, naming the setting."""
+    from calcscore.errors import CalcscoreError
+    from calcscore.training.checkpoint import _check_resumable
+    from calcscore.training.config import get_config
+
+    config = get_config("workshop", "cnn1", z_crop=0.5)
+    old = {k: v for k, v in config.to_dict().items() if k != "z_crop_mm"}
+    _check_resumable(old, config, tmp_path / "checkpoint.pt")
+    with pytest.raises(CalcscoreError, match=r"z_crop_mm: checkpoint \(5, 60\)"):
+        _check_resumable({**old, "z_crop_mm": (5, 60)}, config, tmp_path / "checkpoint.pt")

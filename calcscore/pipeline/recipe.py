@@ -37,8 +37,8 @@ DEFAULTS_UNHASHED = {
     "phantoms": ("insert_fraction", "gated", "gated_test", "thick"),
     "thresholds": ("values",),
     "real_negatives": ("hybrid",),
-    "cnn1": ("z_crop",),
-    "cnn2": ("z_crop",),
+    "cnn1": ("z_crop", "z_crop_mm"),
+    "cnn2": ("z_crop", "z_crop_mm"),
 }
 
 
@@ -111,6 +111,8 @@ class CNN1:
     architecture: dict[str, Any] = field(default_factory=dict)
     #: the share of training patches cut as from a heart-only scan (TrainConfig.z_crop)
     z_crop: float = 0.0
+    #: [lo, hi] mm that each end of such a cut is drawn from ([]: TrainConfig's, 10-150)
+    z_crop_mm: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,19 @@ def _check_network(recipe: Recipe, name: str) -> None:
         raise RecipeError(path, f"[{name}] learning_rate", "must be > 0", "e.g. 5e-4")
     if type(net.z_crop) not in (int, float) or not 0 <= net.z_crop <= 1:
         raise RecipeError(path, f"[{name}] z_crop", f"must be in [0, 1], got {net.z_crop!r}", "")
+    zmm = net.z_crop_mm
+    if zmm and not (
+        isinstance(zmm, list)
+        and len(zmm) == 2
+        and all(type(v) in (int, float) for v in zmm)
+        and 0 < zmm[0] <= zmm[1]
+    ):
+        raise RecipeError(
+            path,
+            f"[{name}] z_crop_mm",
+            f"must be [lo, hi] mm, 0 < lo <= hi, got {zmm!r}",
+            "e.g. [5, 60]",
+        )
     known = {f.name for f in fields(TrainConfig)}
     for key in net.architecture:
         if key not in known:

@@ -257,6 +257,7 @@ def network_config(ctx: Context, name: str) -> TrainConfig:
         "precision": ctx.precision,
         "channels_last": True,
         "z_crop": net.z_crop,
+        **({"z_crop_mm": tuple(net.z_crop_mm)} if net.z_crop_mm else {}),
         **net.architecture,
     }
     if net.eval_every:

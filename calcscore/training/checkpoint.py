@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -240,10 +240,12 @@ _RESUME_FREE = {"max_iterations", "device", "eval_every", "checkpoint_every"}
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    # a setting added after the checkpoint was written reads as its default
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     diff = {
-        k: (saved.get(k), v)
+        k: (saved.get(k, defaults[k]), v)
         for k, v in config.to_dict().items()
-        if k not in _RESUME_FREE and saved.get(k) != v
+        if k not in _RESUME_FREE and saved.get(k, defaults[k]) != v
     }
     if diff:
         desc = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())

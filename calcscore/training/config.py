@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from calcscore.bundle import NETWORKS
+from calcscore.constants import Z_CROP_MM
 from calcscore.networks import from_known_fields
 
 
@@ -53,6 +54,8 @@ class TrainConfig:
     #: the share of training patches cut as from a heart-only scan that ends above and below
     #: them (:class:`calcscore.sampling.PatchSampler`); 0: none (the paper's)
     z_crop: float = 0.0
+    #: the range (mm) each end of such a cut is drawn from, uniformly
+    z_crop_mm: tuple[float, float] = Z_CROP_MM
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -75,6 +78,11 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ValueError(
                 f"`batch_size` must be >= 2 (half calcium, half background), got {self.batch_size=}"
+            )
+        lo, hi = self.z_crop_mm
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"`z_crop_mm` must be (lo, hi) with 0 < lo <= hi, got {self.z_crop_mm}"
             )
         if self.network == "cnn1":
             rf = 4 * self.max_dilation + 3

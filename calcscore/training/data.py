@@ -334,6 +334,7 @@ def make_samplers(
             rng=rng,
             dtype=torch.float32,
             z_crop=config.z_crop,
+            z_crop_mm=(config.z_crop_mm[0], config.z_crop_mm[1]),
         )
     )
     if val_store is not None and val_pools is not None and dist.main:
