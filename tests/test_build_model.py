@@ -935,3 +935,35 @@ def test_z_crop_reaches_the_training_config_and_only_a_set_one_is_hashed(tmp_pat
     assert stage_hashes(near_recipe)["cnn1"] not in (before["cnn1"], after["cnn1"])
     ctx = SimpleNamespace(recipe=near_recipe, device="cpu", precision="fp32")
     assert network_config(ctx, "cnn1").z_crop_mm == (5, 60)
+
+
+@pytest.mark.parametrize("phantoms_only", [False, True])
+def test_cnn2_phantoms_only_leaves_the_real_scans_out_of_its_training(
+    tmp_path, monkeypatch, phantoms_only
+):
+    """``[cnn2] phantoms_only``: CNN2 trains on the phantoms alone, the real negatives (and
+    their hybrid copies) left to CNN1; unset, its hash is the recipe's as before."""
+    from types import SimpleNamespace
+
+    import calcscore.pipeline.stages as stages
+
+    section = "scans = 2\n"
+    text = f"scans = 2\nphantoms_only = {str(phantoms_only).lower()}\n"
+    recipe = load_recipe(_tiny(tmp_path, section, text, f"{phantoms_only}.toml"))
+    before = stage_hashes(load_recipe(_tiny(tmp_path)))
+    assert (stage_hashes(recipe)["cnn2"] != before["cnn2"]) is phantoms_only
+    phantoms = [SimpleNamespace(scan_id=f"P{i}_soft") for i in range(3)]
+    real = [SimpleNamespace(scan_id="real-chest"), SimpleNamespace(scan_id="real-chest-hybrid1")]
+    seen: dict = {}
+
+    def fake_train(ctx, name, folder, train_scans, val_scans):
+        seen["train"] = [s.scan_id for s in train_scans]
+        return {}
+
+    monkeypatch.setattr(stages, "split_scans", lambda ctx: (phantoms, phantoms[2:]))
+    monkeypatch.setattr(stages, "real_negative_scans", lambda ctx: real)
+    monkeypatch.setattr(stages, "_train", fake_train)
+    ctx = SimpleNamespace(recipe=recipe, device="cpu", precision="fp32")
+    stages.run_cnn2(ctx, tmp_path / "cnn2")
+    want = ["P0_soft", "P1_soft"] + ([] if phantoms_only else ["real-chest", "real-chest-hybrid1"])
+    assert seen["train"] == want

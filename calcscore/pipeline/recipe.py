@@ -38,7 +38,7 @@ DEFAULTS_UNHASHED = {
     "thresholds": ("values",),
     "real_negatives": ("hybrid",),
     "cnn1": ("z_crop", "z_crop_mm"),
-    "cnn2": ("z_crop", "z_crop_mm"),
+    "cnn2": ("z_crop", "z_crop_mm", "phantoms_only"),
 }
 
 
@@ -118,10 +118,12 @@ class CNN1:
 @dataclass(frozen=True)
 class CNN2(CNN1):
     """CNN2's training, as CNN1's; ``scans``: train on the first N training scans only (0: all);
-    ``full_scans``: of those at most N whole-chest ones (-1: no limit)."""
+    ``full_scans``: of those at most N whole-chest ones (-1: no limit); ``phantoms_only``: leave
+    out the real scans of ``[real_negatives]`` (CNN1 still learns from them)."""
 
     scans: int = 0
     full_scans: int = -1
+    phantoms_only: bool = False
 
 
 @dataclass(frozen=True)

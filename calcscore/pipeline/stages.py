@@ -353,7 +353,8 @@ def run_cnn2(ctx: Context, folder: Path) -> dict[str, Any]:
     )
     if net.scans:
         train_scans, val_scans = train_scans[: net.scans], val_scans[: max(2, net.scans // 4)]
-    train_scans = train_scans + real_negative_scans(ctx)
+    if not net.phantoms_only:
+        train_scans = train_scans + real_negative_scans(ctx)
     out = _train(ctx, "cnn2", folder, train_scans, val_scans)
     out.update(
         training_scans=[s.scan_id for s in train_scans],
