@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -755,5 +756,9 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_at_its_default(tmp_path)
     config = get_config("workshop", "cnn1", z_crop=0.5)
     old = {k: v for k, v in config.to_dict().items() if k != "z_crop_mm"}
     _check_resumable(old, config, tmp_path / "checkpoint.pt")
+    # settings that went through JSON (lists for tuples) are the same settings
+    as_json = json.loads(json.dumps(config.to_dict()))
+    _check_resumable(as_json, TrainConfig.from_dict(as_json), tmp_path / "checkpoint.pt")
+    _check_resumable(as_json, config, tmp_path / "checkpoint.pt")
     with pytest.raises(CalcscoreError, match=r"z_crop_mm: checkpoint \(5, 60\)"):
         _check_resumable({**old, "z_crop_mm": (5, 60)}, config, tmp_path / "checkpoint.pt")

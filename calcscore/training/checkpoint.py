@@ -240,12 +240,14 @@ _RESUME_FREE = {"max_iterations", "device", "eval_every", "checkpoint_every"}
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    # a setting added after the checkpoint was written reads as its default
+    # a setting added after the checkpoint was written reads as its default; lists (JSON) as tuples
     defaults = {f.name: f.default for f in fields(TrainConfig)}
+    then = {k: saved.get(k, defaults[k]) for k in defaults}
+    then = {k: tuple(v) if isinstance(v, list) else v for k, v in then.items()}
     diff = {
-        k: (saved.get(k, defaults[k]), v)
+        k: (then[k], v)
         for k, v in config.to_dict().items()
-        if k not in _RESUME_FREE and saved.get(k, defaults[k]) != v
+        if k not in _RESUME_FREE and then[k] != v
     }
     if diff:
         desc = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())

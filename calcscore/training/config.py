@@ -80,6 +80,8 @@ class TrainConfig:
                 f"`batch_size` must be >= 2 (half calcium, half background), got {self.batch_size=}"
             )
         lo, hi = self.z_crop_mm
+        # a tuple of floats however it came (a JSON list from a checkpoint or a saved network)
+        object.__setattr__(self, "z_crop_mm", (float(lo), float(hi)))
         if not 0 < lo <= hi:
             raise ValueError(
                 f"`z_crop_mm` must be (lo, hi) with 0 < lo <= hi, got {self.z_crop_mm}"
