@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -240,12 +240,11 @@ _RESUME_FREE = {"max_iterations", "device", "eval_every", "checkpoint_every"}
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    # a setting added after the checkpoint was written reads as its default; lists (JSON) as tuples
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    then = {k: saved.get(k, defaults[k]) for k in defaults}
-    then = {k: tuple(v) if isinstance(v, list) else v for k, v in then.items()}
+    # read back as a config: a setting added after the checkpoint was written takes its default,
+    # and values are normalised as the run's own are (z_crop_mm: a tuple, not a JSON list)
+    then = TrainConfig.from_dict(saved).to_dict()
     diff = {
-        k: (then[k], v)
+        k: (saved.get(k, then[k]), v)
         for k, v in config.to_dict().items()
         if k not in _RESUME_FREE and then[k] != v
     }
