@@ -127,6 +127,7 @@ def score_cohort(
     cnn2_threshold: float | None = None,
     rim_fill: bool | None = None,
     safety_net: bool | None = None,
+    lesion_fill: bool | None = None,
     report: bool = True,
     pdf: bool = False,
     dicom: bool = False,
@@ -158,6 +159,8 @@ def score_cohort(
             the model's choice, see :func:`calcscore.inference.fill_rim`).
         safety_net: False to keep labels outside their anatomical regions (None: the model's
             choice, see :mod:`calcscore.regions`).
+        lesion_fill: False to leave lesions the networks labelled in part as they are (None:
+            the model's choice, see :mod:`calcscore.lesion_fill`).
         report: write each scan's ``<scan>_report.html`` and the cohort's
             ``cohort_report.html``.
         pdf: print the scan pages to PDF too (needs Chromium, checked before any scan is
@@ -202,9 +205,11 @@ def score_cohort(
         cnn2_threshold=cnn2_threshold,
         rim_fill=rim_fill,
         safety_net=safety_net,
+        lesion_fill=0.0 if lesion_fill is False else None,
     )
     settings = dict(convention=convention, overlay=overlay, cnn2_threshold=cnn2_threshold)
     settings |= dict(rim_fill=rim_fill, safety_net=safety_net, precision=_precision(opts))
+    settings["lesion_fill"] = lesion_fill
     settings["report"] = report
     job = ScanJob(out, model, opts, model_identity(model.source), settings, dicom, force)
     mine = scans[rank::world]

@@ -22,7 +22,7 @@ its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,7 @@ import torch
 from calcscore.bundle import threshold_table
 from calcscore.inference import _to_original_grid, fill_rim, rim_thresholds_hu, unseen_mask
 from calcscore.labels import GROUPS, N_CLASSES
+from calcscore.lesion_fill import LESION_FILL_GRID, LESION_FILL_HU_GRID, fill_lesions
 from calcscore.runtime import autocast
 from calcscore.sampling import VolumeStore
 from calcscore.training import cnn1_candidate_labels
@@ -209,6 +210,32 @@ def label_group_counts(reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _f1_table(keys: list[dict], counts: np.ndarray) -> pd.DataFrame:
+    """One row per option: its ``keys``, the voxel F1 of each group of :data:`GROUPS` from its
+    (groups, 3) TP, FP, FN ``counts``, and their mean over the groups with reference voxels."""
+    rows = []
+    for row, c in zip(keys, counts):
+        row = dict(row)
+        f1s = []
+        for name, (tp, fp, fn) in zip(GROUPS, c):
+            row[f"f1_{name}"] = _f1(tp, fp, fn)
+            if tp + fn:
+                f1s.append(row[f"f1_{name}"])
+        row["f1_mean"] = float(np.mean(f1s)) if f1s else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _best(options: list, table: pd.DataFrame, *, last: bool):
+    """The option of the highest ``f1_mean`` (the last or the first of a tie), or None where no
+    mean is finite."""
+    means = table["f1_mean"].to_numpy()
+    if not np.isfinite(means).any():
+        return None
+    at = [i for i, m in enumerate(means) if m == np.nanmax(means)]
+    return options[at[-1] if last else at[0]]
+
+
 def choose_rim_sigmas(
     cases, *, grid: Sequence[float] = RIM_SIGMA_GRID
 ) -> tuple[float | None, pd.DataFrame]:
@@ -230,24 +257,49 @@ def choose_rim_sigmas(
         for i, hu in enumerate(rim_thresholds_hu(volume, grid), start=1):
             lab = fill_rim(plain, unseen & (volume.hu >= hu)) if plain.any() else plain
             counts[i] += label_group_counts(reference.labels, lab)
-    rows = []
-    for k, c in zip(options, counts):
-        row: dict = {"rim_sigmas": "no fill" if k is None else k}
-        f1s = []
-        for name, (tp, fp, fn) in zip(GROUPS, c):
-            row[f"f1_{name}"] = _f1(tp, fp, fn)
-            if tp + fn:
-                f1s.append(row[f"f1_{name}"])
-        row["f1_mean"] = float(np.mean(f1s)) if f1s else float("nan")
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    means = table["f1_mean"].to_numpy()
-    if not np.isfinite(means).any():
-        return None, table
-    top = np.nanmax(means)
+    table = _f1_table([{"rim_sigmas": "no fill" if k is None else k} for k in options], counts)
     # the last option of the best: the largest margin (grid ascending), "no fill" only if alone
-    best = options[max(i for i, m in enumerate(means) if m == top)]
+    best = _best(options, table, last=True)
     log.info("rim fill margin chosen on validation scans: %s\n%s", best, table.round(3).to_string())
+    return best, table
+
+
+def choose_lesion_fill(
+    cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    grid: Sequence[float] = LESION_FILL_GRID,
+    hu_grid: Sequence[float] = LESION_FILL_HU_GRID,
+) -> tuple[tuple[float, float] | None, pd.DataFrame]:
+    """The lesion fill's share and HU threshold that maximise the mean voxel F1 of the label
+    groups (pooled over scans; groups without reference voxels left out), or None where no fill
+    scores best.
+
+    Args:
+        cases: (HU, reference labels, the model's labels) of each validation scan.
+        grid: the shares to try.
+        hu_grid: the lesions' HU thresholds to try.
+
+    Returns:
+        ((share, HU) or None, a table of F1 per group and their mean for no fill and each
+        pair). Ties go to no fill, then to the higher threshold and the larger share (fewer
+        voxels added): the fill is chosen only where it helps.
+    """
+    options: list[tuple[float, float] | None] = [None]
+    options += [(f, h) for h in sorted(hu_grid, reverse=True) for f in sorted(grid, reverse=True)]
+    counts = np.zeros((len(options), len(GROUPS), 3), np.int64)
+    for hu, reference, labels in cases:
+        for i, opt in enumerate(options):
+            lab = labels if opt is None else fill_lesions(labels, hu, opt[0], threshold_hu=opt[1])
+            counts[i] += label_group_counts(reference, lab)
+    keys = [
+        {"lesion_fill": "no fill", "lesion_fill_hu": None}
+        if opt is None
+        else {"lesion_fill": opt[0], "lesion_fill_hu": opt[1]}
+        for opt in options
+    ]
+    table = _f1_table(keys, counts)
+    best = _best(options, table, last=False)
+    log.info("lesion fill chosen on validation scans: %s\n%s", best, table.round(3).to_string())
     return best, table
 
 
@@ -255,6 +307,7 @@ __all__ = [
     "CNN2Scores",
     "RIM_SIGMA_GRID",
     "THRESHOLD_GRID",
+    "choose_lesion_fill",
     "choose_rim_sigmas",
     "choose_thresholds",
     "collect_cnn2_scores",

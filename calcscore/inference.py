@@ -23,7 +23,11 @@
    :func:`rim_threshold_hu`). The slab average hides 8-17 % of the reference calcium voxels of
    the heart-region test phantoms; the noise margin keeps sharp kernels' noise out.
    ``InferenceOptions(rim_fill=False)`` gives the paper's nearest-neighbour mapping.
-8. The safety net (not in the paper): labels outside their anatomical region, found from the scan
+8. The lesion fill (not in the paper): a coronary lesion (a 26-connected component of voxels
+   >= the model's ``lesion_fill_hu``) that the networks labelled in large part (at least its
+   ``lesion_fill`` share) is labelled whole (:func:`fill_lesions`). ``InferenceOptions(
+   lesion_fill=0)`` turns it off.
+9. The safety net (not in the paper): labels outside their anatomical region, found from the scan
    (:mod:`calcscore.regions`: coronary and valve labels in the heart, aortic labels in the
    mediastinum, none on bone), are removed. ``InferenceOptions(safety_net=False)`` turns it off.
 """
@@ -53,9 +57,16 @@ from calcscore.constants import (  # noqa: F401  (BODY_THRESHOLD_HU: re-exported
     BODY_THRESHOLD_HU,
     CALCIUM_THRESHOLD_HU,
 )
+from calcscore.lesion_fill import fill_lesions
 from calcscore.networks import CNN1, CNN2
+from calcscore.postprocess import (  # noqa: F401  (DEFAULT_RIM_SIGMAS: re-exported as before)
+    DEFAULT_RIM_SIGMAS,
+    _lesion_fill,
+    _rim_threshold,
+    _safety_net,
+)
 from calcscore.preprocess import as_tensor, network_grid_tensor
-from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions
+from calcscore.regions import ChestRegions, apply_safety_net
 from calcscore.rim import (  # noqa: F401  (re-exported: calcscore.inference.fill_rim etc. as before)
     _median,
     estimate_noise_sd,
@@ -77,9 +88,6 @@ from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
 
-#: :attr:`Model.rim_sigmas` of a model whose model.json does not choose one
-DEFAULT_RIM_SIGMAS = 3.0
-
 
 @dataclass
 class Model:
@@ -100,6 +108,11 @@ class Model:
     #: remove labels outside their anatomical region (:mod:`calcscore.regions`; model.json
     #: "safety_net"; default on)
     safety_net: bool = True
+    #: the lesion fill's labelled share (:mod:`calcscore.lesion_fill`; model.json "lesion_fill";
+    #: None: off)
+    lesion_fill: float | None = None
+    #: the HU of a lesion's voxels in the lesion fill (model.json "lesion_fill_hu")
+    lesion_fill_hu: float = CALCIUM_THRESHOLD_HU
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Model:
@@ -115,6 +128,8 @@ class Model:
             info.get("rim_sigmas"),
             bool(info.get("rim_fill", True)),
             bool(info.get("safety_net", True)),
+            info.get("lesion_fill"),
+            float(info.get("lesion_fill_hu") or CALCIUM_THRESHOLD_HU),
         )
 
 
@@ -133,7 +148,9 @@ class InferenceOptions:
     the unseen rim of labelled lesions their label (step 7 above, :func:`fill_rim`);
     ``rim_sigmas``: its noise margin (None for both: the model's, :attr:`Model.rim_fill` and
     :attr:`Model.rim_sigmas`); ``safety_net``: remove labels outside their anatomical region
-    (step 8 above, :mod:`calcscore.regions`; None: the model's, :attr:`Model.safety_net`)."""
+    (step 9 above, :mod:`calcscore.regions`; None: the model's, :attr:`Model.safety_net`);
+    ``lesion_fill``: the share of a lesion that must be labelled for the rest to be (step 8,
+    :func:`fill_lesions`; None: the model's, :attr:`Model.lesion_fill`; 0: off)."""
 
     device: str = "cpu"
     batch_slices: int = 8
@@ -148,6 +165,7 @@ class InferenceOptions:
     rim_fill: bool | None = None
     rim_sigmas: float | None = None
     safety_net: bool | None = None
+    lesion_fill: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_cnn2 is not None and self.batch_cnn2 < 1:
@@ -192,6 +210,9 @@ class Segmentation:
     #: per label name from :attr:`labels`
     regions: ChestRegions | None = None
     safety_net_removed: dict[str, int] = field(default_factory=dict)
+    #: the lesion fill's share (None: off) and its lesions' HU, see :func:`fill_lesions`
+    lesion_fill: float | None = None
+    lesion_fill_hu: float = CALCIUM_THRESHOLD_HU
 
     def _back(
         self, labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool
@@ -241,6 +262,10 @@ class Segmentation:
             if not rim_fill
             else self._back(back, volume, keep_below_threshold)
         )
+        filled = fill_lesions(
+            out.labels, volume.hu, self.lesion_fill, threshold_hu=self.lesion_fill_hu
+        )
+        out = LabelVolume.like(out, filled)
         if safety_net and self.regions is not None:
             out = LabelVolume.like(out, apply_safety_net(out.labels, self.regions)[0])
         return out
@@ -380,35 +405,6 @@ def _cnn2_filter(
     return hit, proba2
 
 
-def _rim_threshold(
-    volume: CTVolume, model: Model, opts: InferenceOptions, hu: torch.Tensor
-) -> float | None:
-    """Step 7's noise-adapted HU threshold of the rim fill, or None where it is off."""
-    if not (model.rim_fill if opts.rim_fill is None else opts.rim_fill):
-        return None
-    sigmas = next(
-        v for v in (opts.rim_sigmas, model.rim_sigmas, DEFAULT_RIM_SIGMAS) if v is not None
-    )
-    return rim_thresholds_hu(volume, [sigmas], hu)[0]
-
-
-def _safety_net(
-    volume: CTVolume,
-    labels: LabelVolume,
-    model: Model,
-    opts: InferenceOptions,
-    seconds: dict[str, float],
-) -> tuple[LabelVolume, ChestRegions | None, dict[str, int]]:
-    """Step 8 where the options (or the model) ask for it: (labels, regions, removed voxels)."""
-    if not (model.safety_net if opts.safety_net is None else opts.safety_net):
-        return labels, None, {}
-    t = time.perf_counter()
-    regions = find_chest_regions(volume)
-    kept, removed = apply_safety_net(labels.labels, regions)
-    seconds["safety_net"] = time.perf_counter() - t
-    return LabelVolume.like(volume, kept), regions, removed
-
-
 @torch.no_grad()
 def segment(
     volume: CTVolume, model: Model, options: InferenceOptions | None = None
@@ -474,7 +470,9 @@ def segment(
     back_t = _to_original_grid_tensor(
         labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu
     )
-    back = LabelVolume.like(volume, back_t.cpu().numpy())
+    fill = _lesion_fill(model, opts)
+    filled = fill_lesions(back_t.cpu().numpy(), volume.hu, fill, threshold_hu=model.lesion_fill_hu)
+    back = LabelVolume.like(volume, filled)
     back, regions, removed = _safety_net(volume, back, model, opts, seconds)
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
     cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
@@ -494,4 +492,6 @@ def segment(
         rim_hu,
         regions,
         removed,
+        fill,
+        model.lesion_fill_hu,
     )

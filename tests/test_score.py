@@ -176,12 +176,19 @@ def test_cnn2_threshold_reaches_the_inference(tmp_path, model_dir, inputs, monke
     )
 
 
-def test_no_rim_fill_reaches_the_inference(tmp_path, model_dir, inputs, monkeypatch):
-    """--no-rim-fill is handed to segment (what the fill does: test_inference.py)."""
+@pytest.mark.parametrize(
+    "flag, option, off",
+    [("--no-rim-fill", "rim_fill", False), ("--no-lesion-fill", "lesion_fill", 0.0)],
+)
+def test_a_switch_off_reaches_the_inference(
+    tmp_path, model_dir, inputs, monkeypatch, flag, option, off
+):
+    """--no-rim-fill and --no-lesion-fill are handed to segment (what the steps do:
+    test_inference.py, test_lesion_fill.py); without them the model decides (None)."""
     from calcscore.cli import main
 
-    seen = _record_options(monkeypatch, "rim_fill")
-    for extra in (["--no-rim-fill"], []):
+    seen = _record_options(monkeypatch, option)
+    for extra in ([flag], []):
         assert (
             main(
                 [
@@ -196,7 +203,7 @@ def test_no_rim_fill_reaches_the_inference(tmp_path, model_dir, inputs, monkeypa
             )
             == 1
         )
-    assert seen == [False, None]
+    assert seen == [off, None]
 
 
 def test_missing_model_is_one_line(tmp_path, inputs):

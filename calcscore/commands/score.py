@@ -46,24 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(0..1; lower finds more calcium and more false positives); default: the "
         "model's thresholds per label group (see its model card), else the paper's 0.5",
     )
-    p.add_argument(
-        "--no-rim-fill",
-        dest="rim_fill",
-        action="store_const",
-        const=False,
-        default=None,
-        help="map the labels back to the scan's grid by nearest neighbour only (the paper's "
-        "mapping), without giving the rim lost to the 3 mm slabs its label (see the model card)",
-    )
-    p.add_argument(
-        "--no-safety-net",
-        dest="safety_net",
-        action="store_const",
-        const=False,
-        default=None,
-        help="keep labels outside their anatomical regions (coronary and valve labels outside "
-        "the heart, aortic ones outside the mediastinum, any on bone); see the model card",
-    )
+    _add_step_switches(p)
     p.add_argument(
         "--convention", default="lessmann2018", help="Agatston convention (see calcscore agatston)"
     )
@@ -86,6 +69,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         "voxels, not in HU, slices over 5 mm); their risk category is 'not assessable'",
     )
     p.set_defaults(func=run)
+
+
+def _add_step_switches(p: argparse.ArgumentParser) -> None:
+    """The switches that turn off a step of inference that is not in the paper."""
+    p.add_argument(
+        "--no-rim-fill",
+        dest="rim_fill",
+        action="store_const",
+        const=False,
+        default=None,
+        help="map the labels back to the scan's grid by nearest neighbour only (the paper's "
+        "mapping), without giving the rim lost to the 3 mm slabs its label (see the model card)",
+    )
+    p.add_argument(
+        "--no-safety-net",
+        dest="safety_net",
+        action="store_const",
+        const=False,
+        default=None,
+        help="keep labels outside their anatomical regions (coronary and valve labels outside "
+        "the heart, aortic ones outside the mediastinum, any on bone); see the model card",
+    )
+    p.add_argument(
+        "--no-lesion-fill",
+        dest="lesion_fill",
+        action="store_const",
+        const=False,
+        default=None,
+        help="leave a lesion (a connected region >= 130 HU) that the networks labelled in large "
+        "part as they labelled it, instead of labelling it whole (see the model card)",
+    )
 
 
 def _add_dicom_and_resume_flags(p: argparse.ArgumentParser) -> None:
@@ -143,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         cnn2_threshold=args.cnn2_threshold,
         rim_fill=args.rim_fill,
         safety_net=args.safety_net,
+        lesion_fill=args.lesion_fill,
         report=not args.no_report,
         pdf=args.pdf,
         dicom=args.dicom,

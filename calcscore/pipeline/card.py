@@ -135,6 +135,8 @@ def model_info(ctx) -> dict[str, Any]:
         thresholds_given=False,
         rim_fill=True,
         rim_sigmas=None,
+        lesion_fill=None,
+        lesion_fill_hu=None,
         test_metrics=None,
         test_metrics_whole_chest=None,
         test_metrics_gated=None,
@@ -227,6 +229,12 @@ def _figures(info: dict[str, Any]) -> list[str]:
             else "default margin"
             if info["rim_fill"]
             else "off"
+        )
+        + (
+            f"; lesion fill: a coronary lesion (>= {info['lesion_fill_hu']:g} HU) "
+            f"{info['lesion_fill']:g} labelled is labelled whole"
+            if info.get("lesion_fill")
+            else ""
         )
         + ".",
     ]

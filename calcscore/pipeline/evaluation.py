@@ -12,8 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calcscore.calibration import choose_rim_sigmas, choose_thresholds, collect_cnn2_scores
-from calcscore.inference import InferenceOptions, Model, segment
+from calcscore.calibration import (
+    choose_lesion_fill,
+    choose_rim_sigmas,
+    choose_thresholds,
+    collect_cnn2_scores,
+)
+from calcscore.constants import CALCIUM_THRESHOLD_HU
+from calcscore.inference import InferenceOptions, Model, rim_threshold_hu, segment
 from calcscore.metrics import ScanCase, evaluate
 from calcscore.pipeline.cohort import cohort_scans
 
@@ -206,8 +212,10 @@ def choose_rim(
     workers: int = 1,
     anatomy: str = "v2",
     insert_fraction: float = 0.0,
+    lesion_fill: bool = False,
 ) -> dict[str, Any]:
-    """The rim fill's noise margin chosen on validation participants (calcscore.calibration).
+    """The rim fill's noise margin chosen on validation participants (calcscore.calibration),
+    and the lesion fill's share after it where ``lesion_fill`` asks.
 
     Args:
         model: the model (its thresholds set); the margin is set on it.
@@ -220,9 +228,12 @@ def choose_rim(
         workers: processes that generate the phantoms.
         anatomy: the phantoms' anatomy, "v2" or "v1".
         insert_fraction: the cohort's share of calcium-insert test objects.
+        lesion_fill: choose the lesion fill's share too (:func:`choose_lesion_fill`).
 
     Returns:
-        The model.json keys ``rim_fill``, ``rim_sigmas`` and ``rim_choice``.
+        The model.json keys ``rim_fill``, ``rim_sigmas`` and ``rim_choice``; with
+        ``lesion_fill`` also ``lesion_fill`` and ``lesion_fill_hu`` (the share and the lesions'
+        HU threshold, or None) and ``lesion_fill_choice``.
     """
     ids = sorted(val_ids)[:n_participants] if n_participants else sorted(val_ids)
     t = time.perf_counter()
@@ -245,7 +256,7 @@ def choose_rim(
     best, table = choose_rim_sigmas(cases)
     model.rim_fill = best is not None
     model.rim_sigmas = best
-    return {
+    out = {
         "rim_fill": best is not None,
         "rim_sigmas": best,
         "rim_choice": {
@@ -254,3 +265,14 @@ def choose_rim(
             "seconds": time.perf_counter() - t,
         },
     }
+    if lesion_fill:
+        labelled = []  # each scan's labels as the chosen rim fill and the safety net leave them
+        for vol, ref, seg in cases:
+            seg.rim_min_hu = None if best is None else rim_threshold_hu(vol, best)
+            lab = seg.labels_at(vol, model.cnn2_thresholds, rim_fill=best is not None).labels
+            labelled.append((vol.hu, ref.labels, lab))
+        best_fill, fill_table = choose_lesion_fill(labelled)
+        model.lesion_fill, model.lesion_fill_hu = best_fill or (None, CALCIUM_THRESHOLD_HU)
+        out["lesion_fill"], out["lesion_fill_hu"] = best_fill or (None, None)
+        out["lesion_fill_choice"] = {"participants": ids, "table": fill_table.to_dict("records")}
+    return out

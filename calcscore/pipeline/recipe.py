@@ -39,6 +39,7 @@ DEFAULTS_UNHASHED = {
     "real_negatives": ("hybrid",),
     "cnn1": ("z_crop", "z_crop_mm"),
     "cnn2": ("z_crop", "z_crop_mm", "phantoms_only"),
+    "rim": ("lesion_fill",),
 }
 
 
@@ -141,10 +142,12 @@ class Thresholds:
 @dataclass(frozen=True)
 class Rim:
     """The rim fill's noise margin chosen on ``participants`` validation participants (0: all),
-    or the fill left at its default (``choose = false``)."""
+    or the fill left at its default (``choose = false``); with ``lesion_fill = true`` the lesion
+    fill's share (:mod:`calcscore.lesion_fill`) is chosen on them too, after the margin."""
 
     choose: bool
     participants: int = 6
+    lesion_fill: bool = False
 
 
 @dataclass(frozen=True)

@@ -392,7 +392,8 @@ def model_so_far(ctx: Context, folder: Path) -> Model:
             {
                 k: v
                 for k, v in ctx.results.get(stage, {}).items()
-                if k in ("cnn2_thresholds", "rim_fill", "rim_sigmas")
+                if k
+                in ("cnn2_thresholds", "rim_fill", "rim_sigmas", "lesion_fill", "lesion_fill_hu")
             }
         )
     return Model.load(assemble(ctx, folder / "model", info), device=ctx.device)
@@ -425,6 +426,7 @@ def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
         workers=ph.workers,
         anatomy=ph.anatomy,
         insert_fraction=ph.insert_fraction,
+        lesion_fill=rim.lesion_fill,
     )
 
 

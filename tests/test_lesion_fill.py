@@ -1,0 +1,240 @@
+"""The lesion fill: a lesion the networks labelled in large part is labelled whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from calcscore.inference import InferenceOptions, Model, Segmentation, segment
+from calcscore.lesion_fill import fill_lesions
+from calcscore.volume import CTMeta, CTVolume, LabelVolume
+
+
+def _two_lesions():
+    """Two balls of 400 HU (radius 4 and 3 voxels) in 40 HU tissue, apart."""
+    z, y, x = np.meshgrid(np.arange(20), np.arange(30), np.arange(30), indexing="ij")
+    hu = np.full(z.shape, 40.0)
+    a = (z - 10) ** 2 + (y - 8) ** 2 + (x - 8) ** 2 <= 16
+    b = (z - 10) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 9
+    hu[a | b] = 400.0
+    return hu, a, b
+
+
+def test_a_lesion_labelled_in_large_part_is_labelled_whole_with_its_majority_label():
+    hu, a, b = _two_lesions()
+    labels = np.zeros(hu.shape, np.uint8)
+    za = np.argwhere(a)
+    labels[tuple(za[: int(0.4 * len(za))].T)] = 2  # 40 % of A as LCX
+    labels[tuple(za[int(0.4 * len(za)) : int(0.5 * len(za))].T)] = 1  # 10 % of A as LAD
+    zb = np.argwhere(b)
+    labels[tuple(zb[: int(0.2 * len(zb))].T)] = 3  # 20 % of B as RCA
+    labels[0, 0, 0] = 1  # a label below 130 HU belongs to no lesion
+    out = fill_lesions(labels, hu, 0.3)
+    aortic = np.where(labels > 0, 4, 0).astype(np.uint8)  # aortic lesions are left as labelled
+    np.testing.assert_array_equal(fill_lesions(aortic, hu, 0.3), aortic)
+    # A (50 % labelled) is labelled whole; its unlabelled voxels take the majority label LCX
+    assert (out[a] > 0).all()
+    assert (out[a & (labels == 0)] == 2).all()
+    np.testing.assert_array_equal(out[labels > 0], labels[labels > 0])  # labels stay
+    # B (20 % labelled) and everything outside the lesions are left as they were
+    np.testing.assert_array_equal(out[b], labels[b])
+    assert (out[~(a | b)] == labels[~(a | b)]).all()
+    assert out.sum() > labels.sum() and labels is not out
+    # B holds 24 of 123 voxels labelled (19.5 %): a share of 0.19 fills it, 0.2 does not
+    np.testing.assert_array_equal(fill_lesions(labels, hu, 0.19)[b], np.where(b, 3, 0)[b])
+    np.testing.assert_array_equal(fill_lesions(labels, hu, 0.2)[b], labels[b])
+    for off in (None, 0.0):
+        np.testing.assert_array_equal(fill_lesions(labels, hu, off), labels)
+
+
+def test_lesions_are_26_connected_and_a_tie_goes_to_the_lower_label():
+    hu = np.full((5, 5, 5), 0.0)
+    hu[1, 1, 1] = hu[2, 2, 2] = hu[3, 3, 3] = 300.0  # joined corner to corner only
+    hu[1, 1, 4] = 300.0  # alone
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[1, 1, 1], labels[3, 3, 3] = 3, 1
+    out = fill_lesions(labels, hu, 0.5)
+    assert out[2, 2, 2] == 1 and out[1, 1, 4] == 0
+    with pytest.raises(ValueError, match="shape"):
+        fill_lesions(labels, hu[:4], 0.5)
+
+
+def test_the_share_is_chosen_where_the_reference_holds_whole_lesions():
+    from calcscore.calibration import choose_lesion_fill
+
+    hu, a, b = _two_lesions()
+    labels = np.zeros(hu.shape, np.uint8)
+    za = np.argwhere(a)
+    labels[tuple(za[: int(0.6 * len(za))].T)] = 3
+    whole = np.where(a | b, 3, 0).astype(np.uint8)
+    best, table = choose_lesion_fill([(hu, whole, labels)])
+    none = table.iloc[0]
+    by = table.iloc[1:].set_index(["lesion_fill", "lesion_fill_hu"])
+    # the largest share that fills A (60 % labelled) at the highest threshold (all 400 HU)
+    assert best == (0.5, 250.0) and none["lesion_fill"] == "no fill"
+    tp, fn = a.sum(), b.sum()  # A filled whole, B (unlabelled) missed
+    assert by.loc[(0.5, 250.0), "f1_CAC"] == pytest.approx(2 * tp / (2 * tp + fn))
+    assert none["f1_CAC"] < by.loc[(0.5, 250.0), "f1_CAC"]
+    assert by.loc[(0.7, 250.0), "f1_CAC"] == none["f1_CAC"]
+    assert np.isnan(by.loc[(0.5, 250.0), "f1_TAC"])  # no aortic reference: left out of the mean
+    # a reference of the labelled voxels alone: the fill only adds false positives
+    best, table = choose_lesion_fill([(hu, labels, labels)])
+    assert best is None and table.iloc[0]["f1_CAC"] == 1.0 > table["f1_CAC"].min()
+
+
+def test_a_higher_threshold_parts_the_calcium_from_the_blur_around_it():
+    hu, a, b = _two_lesions()
+    halo = np.zeros(hu.shape, bool)
+    halo[6:15, 2:15, 2:15] = True
+    hu = np.where(halo & ~a, 150.0, hu)  # A sits in a block of 150 HU that joins it at 130 HU
+    labels = np.where(a, 1, 0).astype(np.uint8)
+    labels[tuple(np.argwhere(a)[::2].T)] = 0  # half of A labelled
+    at_130 = fill_lesions(labels, hu, 0.3)
+    at_200 = fill_lesions(labels, hu, 0.3, threshold_hu=200)
+    assert not at_130[halo & ~a].any()  # A is 0.1 of its 130 HU lesion: nothing filled
+    assert (at_200[a] == 1).all() and not at_200[~a].any()
+
+
+def _plaque():
+    """A lesion whose network-grid labels cover its left half (x < 14 px) only."""
+    from calcscore.preprocess import to_network_grid
+
+    z, y, x = np.meshgrid(np.arange(40), np.arange(48), np.arange(48), indexing="ij")
+    hu = np.full(z.shape, 40.0)
+    hu[((z - 20) / 2.5) ** 2 + ((y - 24) / 6.0) ** 2 + ((x - 24) / 6.0) ** 2 < 1.0] = 450.0
+    volume = CTVolume(hu, (1.0, 0.6, 0.6), meta=CTMeta(slice_thickness_mm=1.0))
+    net = to_network_grid(volume)
+    cand = net.hu >= 130
+    half = cand.copy()
+    half[..., net.shape[2] // 2 + 1 :] = False
+    lab = LabelVolume.like(net, np.where(half, 1, 0).astype(np.uint8))
+    seg = Segmentation(LabelVolume.like(volume, np.zeros(hu.shape, np.uint8)), lab, lab, 0, {})
+    seg.candidates_network = cand
+    return volume, seg
+
+
+def test_labels_at_fills_the_lesions_where_the_segmentation_did():
+    volume, seg = _plaque()
+    lesion = volume.hu >= 130
+    plain = seg.labels_at(volume, None, rim_fill=False, safety_net=False).labels
+    assert 0 < (plain[lesion] > 0).sum() < lesion.sum()
+    seg.lesion_fill = 0.3
+    filled = seg.labels_at(volume, None, rim_fill=False, safety_net=False).labels
+    assert (filled[lesion] == 1).all() and not filled[~lesion].any()
+
+
+def test_segment_takes_the_share_from_the_options_before_the_model():
+    from test_inference import _scan
+
+    from calcscore.networks import CNN1
+
+    torch.manual_seed(0)
+    cnn1 = CNN1(width=6, head_width=8, max_dilation=8).eval()
+    with torch.no_grad():  # every candidate LAD: the fill is for coronary lesions
+        cnn1.head_layers[-1].weight.zero_()
+        cnn1.head_layers[-1].bias.zero_()
+        cnn1.head_layers[-1].bias[1] = 5.0
+    volume = _scan(3)
+    model = Model(cnn1, None, safety_net=False, lesion_fill=0.01)
+    # without the rim fill, the voxels the network grid never saw are left to the lesion fill
+    plain = segment(volume, model, InferenceOptions(lesion_fill=0, rim_fill=False))
+    seg = segment(volume, model, InferenceOptions(rim_fill=False))
+    assert plain.lesion_fill is None and seg.lesion_fill == 0.01
+    before, after = plain.labels.labels, seg.labels.labels
+    np.testing.assert_array_equal(after[before > 0], before[before > 0])
+    assert (after > 0).sum() > (before > 0).sum()
+    # every lesion with a label is labelled whole (0.01: one voxel is enough here)
+    from scipy import ndimage
+
+    comps, _ = ndimage.label(volume.hu >= 130, structure=np.ones((3, 3, 3), bool))
+    touched = np.unique(comps[(before > 0) & (comps > 0)])
+    assert (after[np.isin(comps, touched)] > 0).all()
+    only = segment(volume, model, InferenceOptions(lesion_fill=0.99, rim_fill=False))
+    assert only.lesion_fill == 0.99
+
+
+def test_the_rim_stage_chooses_the_share_on_the_validation_scans(monkeypatch):
+    from types import SimpleNamespace
+
+    from calcscore.pipeline import evaluation
+
+    volume, seg = _plaque()
+    whole = LabelVolume.like(volume, np.where(volume.hu >= 130, 1, 0).astype(np.uint8))
+    monkeypatch.setattr(
+        evaluation,
+        "cohort_scans",
+        lambda part, **kw: iter([SimpleNamespace(volume=volume, labels=whole)]),
+    )
+    monkeypatch.setattr(evaluation, "segment", lambda *a, **kw: seg)
+    monkeypatch.setattr(evaluation, "choose_rim_sigmas", lambda cases: (None, pd.DataFrame()))
+    model = SimpleNamespace(cnn2_thresholds=None)
+    kw = dict(n_participants=1, seed=0, groups=lambda n: {"small": n}, device="cpu")
+    out = evaluation.choose_rim(model, ["P0001"], **kw)
+    assert "lesion_fill" not in out
+    out = evaluation.choose_rim(model, ["P0001"], lesion_fill=True, **kw)
+    half = seg.labels_at(volume, None, rim_fill=False, safety_net=False).labels
+    share = (half > 0).sum() / (volume.hu >= 130).sum()
+    assert 0.3 < share < 0.5  # so 0.3 is the largest share that fills the lesion
+    # the plaque is 450 HU with sharp edges: every threshold draws the same lesion
+    assert (out["lesion_fill"], out["lesion_fill_hu"]) == (0.3, 250.0)
+    assert (model.lesion_fill, model.lesion_fill_hu) == (0.3, 250.0)
+    rows = pd.DataFrame(out["lesion_fill_choice"]["table"])
+    none, rows = rows.iloc[0], rows.iloc[1:].set_index(["lesion_fill", "lesion_fill_hu"])
+    assert rows.loc[(0.3, 130.0), "f1_CAC"] == 1.0 > none["f1_CAC"]
+    assert rows.loc[(0.5, 130.0), "f1_CAC"] == none["f1_CAC"]
+
+
+def test_the_recipe_key_is_hashed_only_where_set(tmp_path):
+    """``[rim] lesion_fill``: unset or false leaves every stage's hash as before (built models
+    keep their caches); true changes the rim stage's and those after it."""
+    from test_build_model import _tiny
+
+    from calcscore.pipeline.build import stage_hashes
+    from calcscore.pipeline.recipe import load_recipe
+
+    before = stage_hashes(load_recipe(_tiny(tmp_path)))
+    rim = "choose = false  #"
+    off = _tiny(tmp_path, rim, "choose = false\nlesion_fill = false  #", "off.toml")
+    assert stage_hashes(load_recipe(off)) == before
+    on = load_recipe(_tiny(tmp_path, rim, "choose = true\nlesion_fill = true  #", "on.toml"))
+    assert on.rim.lesion_fill is True
+    only_choose = load_recipe(_tiny(tmp_path, rim, "choose = true  #", "c.toml"))
+    after, chosen = stage_hashes(on), stage_hashes(only_choose)
+    assert after["thresholds"] == before["thresholds"]
+    assert after["rim"] != chosen["rim"] and after["evaluation"] != chosen["evaluation"]
+
+
+def test_the_model_reads_its_share_and_threshold_from_model_json(tmp_path):
+    import json
+    import shutil
+
+    from calcscore.inference import DEFAULT_MODEL_DIR
+
+    for f in ("cnn1.pt", "cnn2.pt", "model.json"):
+        shutil.copy(DEFAULT_MODEL_DIR / f, tmp_path / f)
+    info = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(
+        json.dumps({**info, "lesion_fill": 0.5, "lesion_fill_hu": 200.0})
+    )
+    model = Model.load(tmp_path)
+    assert (model.lesion_fill, model.lesion_fill_hu) == (0.5, 200.0)
+    (tmp_path / "model.json").write_text(json.dumps({**info, "lesion_fill": None}))
+    assert (Model.load(tmp_path).lesion_fill, Model.load(tmp_path).lesion_fill_hu) == (None, 130)
+
+
+def test_a_lesion_that_runs_on_beyond_the_margin_around_its_coronary_labels_is_left():
+    """The fill looks at a box 16 voxels around the labels it fills: a lesion that reaches the
+    box's side is left as labelled, though 77 % of it carries a label."""
+    hu = np.zeros((5, 5, 80))
+    hu[2, 2, 5:65] = 400.0  # a rod of 60 voxels
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[2, 2, 5:31] = 1  # 26 LAD at one end
+    labels[2, 2, 45:65] = 4  # 20 TAC at the other: LAD is the majority
+    np.testing.assert_array_equal(fill_lesions(labels, hu, 0.7), labels)
+    near = labels.copy()
+    near[2, 2, 45:65] = 0
+    hu[2, 2, 40:65] = 0.0  # the rod cut to 35 voxels, 26 of them LAD, inside the box: filled
+    filled = fill_lesions(near, hu, 0.7)
+    assert (near[2, 2, 31:40] == 0).all() and (filled[2, 2, 5:40] == 1).all()
