@@ -61,13 +61,15 @@ def fill_lesions(
         labelled voxels carry (the lower label on a tie); labelled voxels keep theirs.
     """
     out = labels.copy()
-    if not fraction or not np.isin(labels, fill_labels).any():
+    if not fraction:
         return out
     if labels.shape != hu.shape:
         raise ValueError(f"labels {labels.shape} and hu {hu.shape} differ in shape")
     # only the box around the labels to fill, with a margin: a lesion that reaches the box's
     # side is larger than the margin beyond its labels and is left as it is
     zyx = np.argwhere(np.isin(labels, fill_labels))
+    if not len(zyx):
+        return out
     lo = np.maximum(zyx.min(axis=0) - _MARGIN, 0)
     hi = np.minimum(zyx.max(axis=0) + _MARGIN + 1, labels.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))

@@ -220,7 +220,8 @@ def test_the_model_reads_its_share_and_threshold_from_model_json(tmp_path):
     )
     model = Model.load(tmp_path)
     assert (model.lesion_fill, model.lesion_fill_hu) == (0.5, 200.0)
-    (tmp_path / "model.json").write_text(json.dumps({**info, "lesion_fill": None}))
+    older = {k: v for k, v in info.items() if k not in ("lesion_fill", "lesion_fill_hu")}
+    (tmp_path / "model.json").write_text(json.dumps(older))  # a model built before the fill
     assert (Model.load(tmp_path).lesion_fill, Model.load(tmp_path).lesion_fill_hu) == (None, 130)
 
 

@@ -97,8 +97,9 @@ def _add_step_switches(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const=False,
         default=None,
-        help="leave a lesion (a connected region >= 130 HU) that the networks labelled in large "
-        "part as they labelled it, instead of labelling it whole (see the model card)",
+        help="leave a coronary lesion (a connected bright region, at the model's threshold) that "
+        "the networks labelled in large part as they labelled it, instead of labelling it "
+        "whole (see the model card)",
     )
 
 
