@@ -24,9 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from calcscore.constants import CALCIUM_THRESHOLD_HU
-
-#: LAD, LCX, RCA (:class:`calcscore.labels.Label`): the labels whose lesions are filled
-CORONARY = (1, 2, 3)
+from calcscore.labels import CAC_LABELS
 
 #: the labelled shares of a lesion and the lesions' HU thresholds that
 #: :func:`calcscore.calibration.choose_lesion_fill` tries
@@ -42,7 +40,7 @@ def fill_lesions(
     fraction: float | None,
     *,
     threshold_hu: float = CALCIUM_THRESHOLD_HU,
-    fill_labels: tuple[int, ...] = CORONARY,
+    fill_labels: tuple[int, ...] = CAC_LABELS,
 ) -> np.ndarray:
     """Label whole every lesion whose labelled voxels make up at least ``fraction`` of it.
 
@@ -109,4 +107,4 @@ def _fill_box(labels, hu, fraction, threshold_hu, fill_labels, lo, hi, shape) ->
     return out
 
 
-__all__ = ["CORONARY", "LESION_FILL_GRID", "LESION_FILL_HU_GRID", "fill_lesions"]
+__all__ = ["LESION_FILL_GRID", "LESION_FILL_HU_GRID", "fill_lesions"]
