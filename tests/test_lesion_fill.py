@@ -239,3 +239,114 @@ def test_a_lesion_that_runs_on_beyond_the_margin_around_its_coronary_labels_is_l
     hu[2, 2, 40:65] = 0.0  # the rod cut to 35 voxels, 26 of them LAD, inside the box: filled
     filled = fill_lesions(near, hu, 0.7)
     assert (near[2, 2, 31:40] == 0).all() and (filled[2, 2, 5:40] == 1).all()
+
+
+def test_validation_hybrids_break_a_tie_the_phantoms_leave(monkeypatch):
+    """``hybrids``: scans of real anatomy with a dim halo of calcium around a bright core (as
+    heavy calcification is) join the choice of the fill; the phantom alone fills at every
+    threshold alike, the hybrid only at 130 HU, so the pair is chosen where the hybrid says."""
+    from types import SimpleNamespace
+
+    from calcscore.pipeline import evaluation
+
+    volume, seg = _plaque()
+    whole = LabelVolume.like(volume, np.where(volume.hu >= 130, 1, 0).astype(np.uint8))
+    z, y, x = np.meshgrid(np.arange(30), np.arange(30), np.arange(30), indexing="ij")
+    r2 = (z - 15) ** 2 + (y - 15) ** 2 + (x - 15) ** 2
+    hu = np.where(r2 <= 16, 450.0, np.where(r2 <= 30, 150.0, 40.0))
+    hybrid = CTVolume(hu, (1.0, 0.6, 0.6), meta=CTMeta(slice_thickness_mm=1.0))
+    core = (r2 <= 16).astype(np.uint8)
+    reference = (hu >= 130).astype(np.uint8)
+    assert 0.3 < core.sum() / reference.sum() < 0.5  # filled at 130 HU by 0.3 alone
+    seen = []
+
+    def fake_segment(vol, model, options):
+        seen.append(options.lesion_fill)
+        return SimpleNamespace(labels=LabelVolume.like(hybrid, core)) if vol is hybrid else seg
+
+    monkeypatch.setattr(
+        evaluation,
+        "cohort_scans",
+        lambda part, **kw: iter([SimpleNamespace(volume=volume, labels=whole)]),
+    )
+    monkeypatch.setattr(evaluation, "segment", fake_segment)
+    monkeypatch.setattr(evaluation, "choose_rim_sigmas", lambda cases: (None, pd.DataFrame()))
+    model = SimpleNamespace(cnn2_thresholds=None)
+    kw = dict(n_participants=1, seed=0, groups=lambda n: {"small": n}, device="cpu")
+    alone = evaluation.choose_rim(model, ["P0001"], lesion_fill=True, **kw)
+    assert (alone["lesion_fill"], alone["lesion_fill_hu"]) == (0.3, 250.0)
+    out = evaluation.choose_rim(
+        model,
+        ["P0001"],
+        lesion_fill=True,
+        hybrids=[("real-h-validation4", hybrid, reference)],
+        **kw,
+    )
+    assert (out["lesion_fill"], out["lesion_fill_hu"]) == (0.3, 130.0)
+    assert out["lesion_fill_choice"]["participants"] == ["P0001", "real-h-validation4"]
+    assert seen[-1] == 0  # the hybrid is segmented without a fill; the choice adds it
+    assert "real-h-validation4" not in out["rim_choice"]["participants"]
+
+
+@pytest.mark.slow
+def test_validation_hybrids_are_new_copies_of_the_real_negatives(tmp_path):
+    """``[rim] hybrids = N``: N copies of every real negative after the training ones (other
+    lesions, the same settings), their inserted lesions as the reference; a recipe that cannot
+    use them is refused."""
+    import json
+
+    from test_build_model import _tiny
+    from test_regions import _ellipse, drawn_chest
+
+    from calcscore.io import read_volume, write_labels, write_volume
+    from calcscore.negatives import real_negative_labels
+    from calcscore.pipeline.build import stage_hashes
+    from calcscore.pipeline.hybrids import validation_hybrids
+    from calcscore.pipeline.recipe import load_recipe
+    from calcscore.pipeline.recipe_schema import RecipeError
+    from calcscore.realism.hybrid import hybrid_scan
+
+    volume, _ = drawn_chest()
+    hu = volume.hu.copy()
+    heart = _ellipse(hu.shape, (18, 130, 200), (14, 55, 55))
+    hu[_ellipse(hu.shape, (18, 130, 200), (16, 75, 75)) & ~heart] = -100.0  # epicardial fat
+    volume = CTVolume(hu, volume.spacing_mm)
+    write_volume(volume, tmp_path / "chest.nii.gz")
+    lab = real_negative_labels(volume, margin_mm=10.0)
+    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
+    hearts = {"chest": {"z": [10, 26], "y": [60, 200], "x": [130, 270]}}
+    (tmp_path / "hearts.json").write_text(json.dumps(hearts))
+    volume = read_volume(tmp_path / "chest.nii.gz")  # as the build reads it
+    rn = 'scans = ["chest"]\nimages = "."\nlabels = "."\n'
+    rn += "hybrid = { lesions = 3, copies = 2, weight = 5, seed = 1, elongated = 0.5 }"
+    rim = "choose = false  #"
+    fill = "choose = true\nlesion_fill = true\nhybrids = 1  #"
+
+    def recipe(name, rim_text, seed=1):
+        path = _tiny(tmp_path, "scans = []", rn.replace("seed = 1", f"seed = {seed}"), name)
+        path.write_text(path.read_text().replace(rim, rim_text))
+        return load_recipe(path)
+
+    on, off = recipe("on.toml", fill), recipe("off.toml", fill.replace("hybrids = 1", ""))
+    copies = validation_hybrids(on, 1)
+    assert [name for name, _, _ in copies] == ["real-chest-validation2"]
+    _, copy, reference = copies[0]
+    train = [
+        hybrid_scan(volume, hearts["chest"], 3, np.random.default_rng([1, 0, c]))[1]
+        for c in range(2)
+    ]
+    own = hybrid_scan(volume, hearts["chest"], 3, np.random.default_rng([1, 0, 2]), elongated=0.5)
+    assert np.array_equal(reference, np.where(own[1] > 0, 1, 0))
+    assert np.array_equal(copy.hu, own[0].hu) and reference.any()
+    assert all(not np.array_equal(reference > 0, t > 0) for t in train)
+    assert set(np.unique(reference)) == {0, 1}
+    assert validation_hybrids(off, 0) == []
+    hashes, without = stage_hashes(on), stage_hashes(off)
+    assert hashes["rim"] != without["rim"] and hashes["cnn1"] == without["cnn1"]
+    # the rim stage follows the real negatives (through the networks trained on them)
+    assert stage_hashes(recipe("s.toml", fill, seed=2))["rim"] != hashes["rim"]
+    with pytest.raises(RecipeError, match=r"\[rim\] hybrids: validation copies choose only"):
+        recipe("b.toml", "choose = true\nhybrids = 1  #")
+    bare = _tiny(tmp_path, rim, fill, "n.toml")
+    with pytest.raises(RecipeError, match=r"\[rim\] hybrids: needs real negatives"):
+        load_recipe(bare)

@@ -22,6 +22,7 @@ from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.inference import InferenceOptions, Model, rim_threshold_hu, segment
 from calcscore.metrics import ScanCase, evaluate
 from calcscore.pipeline.cohort import cohort_scans
+from calcscore.volume import CTVolume
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +214,10 @@ def choose_rim(
     anatomy: str = "v2",
     insert_fraction: float = 0.0,
     lesion_fill: bool = False,
+    hybrids: Sequence[tuple[str, CTVolume, np.ndarray]] = (),
 ) -> dict[str, Any]:
     """The rim fill's noise margin chosen on validation participants (calcscore.calibration),
-    and the lesion fill's share after it where ``lesion_fill`` asks.
+    and the lesion fill's share after it where ``lesion_fill`` asks, on them and ``hybrids``.
 
     Args:
         model: the model (its thresholds set); the margin is set on it.
@@ -229,6 +231,9 @@ def choose_rim(
         anatomy: the phantoms' anatomy, "v2" or "v1".
         insert_fraction: the cohort's share of calcium-insert test objects.
         lesion_fill: choose the lesion fill's share too (:func:`choose_lesion_fill`).
+        hybrids: (name, volume, reference labels) of more validation scans for the lesion fill
+            alone (:func:`calcscore.pipeline.hybrids.validation_hybrids`), segmented with the
+            margin chosen.
 
     Returns:
         The model.json keys ``rim_fill``, ``rim_sigmas`` and ``rim_choice``; with
@@ -271,8 +276,16 @@ def choose_rim(
             seg.rim_min_hu = None if best is None else rim_threshold_hu(vol, best)
             lab = seg.labels_at(vol, model.cnn2_thresholds, rim_fill=best is not None).labels
             labelled.append((vol.hu, ref.labels, lab))
+        for _, vol, reference in hybrids:  # the margin chosen and the net, the fill left out
+            seg = segment(
+                vol, model, InferenceOptions(device=device, channels_last=True, lesion_fill=0)
+            )
+            labelled.append((vol.hu, reference, seg.labels.labels))
         best_fill, fill_table = choose_lesion_fill(labelled)
         model.lesion_fill, model.lesion_fill_hu = best_fill or (None, CALCIUM_THRESHOLD_HU)
         out["lesion_fill"], out["lesion_fill_hu"] = best_fill or (None, None)
-        out["lesion_fill_choice"] = {"participants": ids, "table": fill_table.to_dict("records")}
+        out["lesion_fill_choice"] = {
+            "participants": ids + [name for name, _, _ in hybrids],
+            "table": fill_table.to_dict("records"),
+        }
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from calcscore.phantom import ANATOMIES, GENERATOR_VERSION, SIZES
-from calcscore.pipeline.recipe_hybrid import check_hybrid, hearts_file
+from calcscore.pipeline.recipe_hybrid import check_hybrid, check_validation_hybrids, hearts_file
 from calcscore.pipeline.recipe_schema import (  # participants: re-exported
     RecipeError,
     check_range,
@@ -39,7 +39,7 @@ DEFAULTS_UNHASHED = {
     "real_negatives": ("hybrid",),
     "cnn1": ("z_crop", "z_crop_mm"),
     "cnn2": ("z_crop", "z_crop_mm", "phantoms_only"),
-    "rim": ("lesion_fill",),
+    "rim": ("lesion_fill", "hybrids"),
 }
 
 
@@ -143,11 +143,15 @@ class Thresholds:
 class Rim:
     """The rim fill's noise margin chosen on ``participants`` validation participants (0: all),
     or the fill left at its default (``choose = false``); with ``lesion_fill = true`` the lesion
-    fill's share (:mod:`calcscore.lesion_fill`) is chosen on them too, after the margin."""
+    fill's share (:mod:`calcscore.lesion_fill`) is chosen on them too, after the margin, and on
+    ``hybrids`` validation copies of every real negative with synthetic lesions (the copies
+    after the training ones of ``[real_negatives] hybrid``: real anatomy and noise around heavy
+    calcification, which the phantoms lack)."""
 
     choose: bool
     participants: int = 6
     lesion_fill: bool = False
+    hybrids: int = 0
 
 
 @dataclass(frozen=True)
@@ -458,6 +462,7 @@ def check_recipe(recipe: Recipe) -> None:
     _check_thresholds(path, recipe.thresholds)
     if recipe.real_negatives is not None and recipe.real_negatives.hybrid:
         check_hybrid(recipe)
+    check_validation_hybrids(recipe)
     figures = recipe.resolve(recipe.card.real_scan_figures)
     if figures is not None and not figures.is_file():
         raise RecipeError(

@@ -71,3 +71,33 @@ def check_hybrid(recipe: Recipe) -> None:
                 f"{hearts} outlines no heart for {name}",
                 'add {"z": [first, last], "y": [y0, y1], "x": [x0, x1]} (voxels) for it',
             )
+
+
+def check_validation_hybrids(recipe: Recipe) -> None:
+    """Check a recipe's ``[rim] hybrids`` (a :class:`RecipeError` if wrong): validation copies of
+    the real negatives need their hybrid settings and a lesion fill to choose.
+
+    Args:
+        recipe: the recipe.
+    """
+    rim, rn = recipe.rim, recipe.real_negatives
+    if not rim.hybrids:
+        return
+    if rim.hybrids < 0:
+        raise RecipeError(
+            recipe.path, "[rim] hybrids", f"must be 0 or more, got {rim.hybrids}", "e.g. 1"
+        )
+    if not (rim.choose and rim.lesion_fill):
+        raise RecipeError(
+            recipe.path,
+            "[rim] hybrids",
+            "validation copies choose only the lesion fill",
+            "set `choose = true` and `lesion_fill = true` too, or drop `hybrids`",
+        )
+    if rn is None or not rn.scans or not rn.hybrid:
+        raise RecipeError(
+            recipe.path,
+            "[rim] hybrids",
+            "needs real negatives with hybrid positives to copy",
+            "add [real_negatives] scans and hybrid = { lesions = 14, copies = 4, ... }",
+        )

@@ -19,7 +19,6 @@ stage                   does                                                   d
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform
@@ -29,16 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from calcscore.bundle import write_model_info
 from calcscore.errors import CalcscoreError
 from calcscore.inference import Model
-from calcscore.labels import CORONARY
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline import evaluation
 from calcscore.pipeline.cohort import THICK, cache_participants, limit_full, val_full_scans
+from calcscore.pipeline.hybrids import cache_hybrids, validation_hybrids
 from calcscore.pipeline.recipe import (
     Phantoms,
     Recipe,
@@ -46,7 +44,7 @@ from calcscore.pipeline.recipe import (
     real_negative_files,
     reuses,
 )
-from calcscore.pipeline.recipe_hybrid import HYBRID_ARTERY, hearts_file
+from calcscore.pipeline.recipe_hybrid import hearts_file
 from calcscore.sampling import cache_scan, load_cached
 from calcscore.training import (
     TrainConfig,
@@ -182,50 +180,6 @@ def run_real_negatives(ctx: Context, folder: Path) -> dict[str, Any]:
             out += [h for h, _ in hybrids]
             n_lesions += sum(n for _, n in hybrids)
     return {"scans": out, "background_candidates": n_background, "hybrid_lesions": n_lesions}
-
-
-def cache_hybrids(
-    volume, label_map, heart: dict, hybrid: dict[str, Any], k: int, folder: Path, name: str
-) -> list[tuple[str, int]]:
-    """Cache ``hybrid["copies"]`` copies of a real negative, each with ``hybrid["lesions"]``
-    synthetic coronary lesions in the epicardial fat of ``heart`` (calcscore.realism.hybrid),
-    labelled with the artery of their groove (``artery = "groove"``, the default) or as coronary
-    calcium of no given artery (``artery = "any"``: :data:`calcscore.labels.CORONARY`), the rest
-    of the label map as it was; a share ``elongated`` of them capsules along the heart's surface.
-
-    Args:
-        volume, label_map: the real negative and its label map.
-        heart: {"z": [first, last], "y": [y0, y1], "x": [x0, x1]} in voxels.
-        hybrid: the recipe's ``[real_negatives] hybrid`` settings.
-        k: the scan's number in the recipe (for the random draws).
-        folder: where the cached scans go.
-        name: the scan's name.
-
-    Returns:
-        (scan id, lesions) of every copy.
-    """
-    from calcscore.realism.hybrid import hybrid_scan
-
-    out = []
-    for c in range(hybrid["copies"]):
-        rng = np.random.default_rng([hybrid["seed"], k, c])
-        hybrid_volume, ref, sites, lesions = hybrid_scan(
-            volume, heart, hybrid["lesions"], rng, elongated=hybrid.get("elongated", 0.0)
-        )
-        named = hybrid.get("artery", HYBRID_ARTERY[0]) == "groove"
-        arteries = np.array([0] + [s.artery if named else CORONARY for s in sites], np.uint8)
-        labels = np.where(ref > 0, arteries[ref], np.asarray(label_map.labels)).astype(np.uint8)
-        scan_id = f"real-{name}-hybrid{c}"
-        cache_scan(
-            hybrid_volume,
-            dataclasses.replace(label_map, array=labels),
-            folder / scan_id,
-            scan_id=scan_id,
-            participant_id=f"real-{name}",
-            weight=hybrid["weight"],
-        )
-        out.append((scan_id, len(lesions)))
-    return out
 
 
 def real_negative_scans(ctx: Context) -> list:
@@ -427,6 +381,7 @@ def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
         anatomy=ph.anatomy,
         insert_fraction=ph.insert_fraction,
         lesion_fill=rim.lesion_fill,
+        hybrids=validation_hybrids(ctx.recipe, rim.hybrids),
     )
 
 
