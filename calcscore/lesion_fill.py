@@ -15,7 +15,8 @@ the fill, so a filled voxel outside its label's region is removed as any other.
 
 The fraction and threshold are chosen on validation phantoms against their reference
 (:func:`calcscore.calibration.choose_lesion_fill`), where the blur and noise around a
-calcification count against the fill.
+calcification count against the fill, and on copies of real scans with synthetic lesions
+(``[rim] hybrids``): heavy calcification in real anatomy and noise, which the phantoms lack.
 """
 
 from __future__ import annotations

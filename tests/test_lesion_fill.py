@@ -350,3 +350,23 @@ def test_validation_hybrids_are_new_copies_of_the_real_negatives(tmp_path):
     bare = _tiny(tmp_path, rim, fill, "n.toml")
     with pytest.raises(RecipeError, match=r"\[rim\] hybrids: needs real negatives"):
         load_recipe(bare)
+
+
+def test_the_card_says_what_the_fill_was_chosen_on():
+    import json
+
+    from calcscore.inference import DEFAULT_MODEL_DIR
+    from calcscore.pipeline.card import card
+
+    info = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    names = ["P0308", "P0310", "real-chest-validation4", "real-heart-validation4"]
+    info.update(lesion_fill=0.3, lesion_fill_hu=200.0, lesion_fill_choice={"participants": names})
+    line = next(x for x in card(info).splitlines() if "lesion fill" in x)
+    assert (
+        "(>= 200 HU) 0.3 labelled is labelled whole (chosen on 2 validation phantoms and 2 " in line
+    )
+    info["lesion_fill_choice"] = {"participants": names[:2]}
+    line = next(x for x in card(info).splitlines() if "lesion fill" in x)
+    assert line.endswith("whole (chosen on 2 validation phantoms).")
+    info["lesion_fill"] = None
+    assert "lesion fill" not in card(info)

@@ -232,7 +232,7 @@ def _figures(info: dict[str, Any]) -> list[str]:
         )
         + (
             f"; lesion fill: a coronary lesion (>= {info['lesion_fill_hu']:g} HU) "
-            f"{info['lesion_fill']:g} labelled is labelled whole"
+            f"{info['lesion_fill']:g} labelled is labelled whole" + fill_chosen_on(info)
             if info.get("lesion_fill")
             else ""
         )
@@ -260,6 +260,18 @@ def _figures(info: dict[str, Any]) -> list[str]:
                 + " |"
             )
     return lines
+
+
+def fill_chosen_on(info: dict) -> str:
+    """Where the lesion fill was chosen: " (chosen on N validation phantoms and M hybrids)"."""
+    names = (info.get("lesion_fill_choice") or {}).get("participants") or []
+    hybrids = sum(n.startswith("real-") for n in names)
+    if not names:
+        return ""
+    text = f" (chosen on {len(names) - hybrids} validation phantoms"
+    if hybrids:
+        text += f" and {hybrids} copies of the real negatives with synthetic lesions"
+    return text + ")"
 
 
 def thresholds_text(th: dict[str, float] | None, given: bool) -> str:
