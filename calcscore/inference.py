@@ -23,13 +23,14 @@
    :func:`rim_threshold_hu`). The slab average hides 8-17 % of the reference calcium voxels of
    the heart-region test phantoms; the noise margin keeps sharp kernels' noise out.
    ``InferenceOptions(rim_fill=False)`` gives the paper's nearest-neighbour mapping.
-8. The lesion fill (not in the paper): a coronary lesion (a 26-connected component of voxels
-   >= the model's ``lesion_fill_hu``) that the networks labelled in large part (at least its
-   ``lesion_fill`` share) is labelled whole (:func:`fill_lesions`). ``InferenceOptions(
-   lesion_fill=0)`` turns it off.
-9. The safety net (not in the paper): labels outside their anatomical region, found from the scan
+8. The safety net (not in the paper): labels outside their anatomical region, found from the scan
    (:mod:`calcscore.regions`: coronary and valve labels in the heart, aortic labels in the
    mediastinum, none on bone), are removed. ``InferenceOptions(safety_net=False)`` turns it off.
+9. The lesion fill (not in the paper): a coronary lesion (a 26-connected component of voxels
+   >= the model's ``lesion_fill_hu``) of which the labels the net kept make up a large part (at
+   least its ``lesion_fill`` share) is labelled whole, and the net removes what this adds outside
+   its regions (:func:`calcscore.postprocess.fill_within_net`). ``InferenceOptions(
+   lesion_fill=0)`` turns it off.
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ from calcscore.constants import (  # noqa: F401  (BODY_THRESHOLD_HU: re-exported
     BODY_THRESHOLD_HU,
     CALCIUM_THRESHOLD_HU,
 )
-from calcscore.lesion_fill import fill_lesions
 from calcscore.networks import CNN1, CNN2
 from calcscore.postprocess import (  # noqa: F401  (DEFAULT_RIM_SIGMAS: re-exported as before)
     DEFAULT_RIM_SIGMAS,
     _lesion_fill,
     _rim_threshold,
     _safety_net,
+    fill_within_net,
 )
 from calcscore.preprocess import as_tensor, network_grid_tensor
 from calcscore.regions import ChestRegions, apply_safety_net
@@ -148,9 +149,9 @@ class InferenceOptions:
     the unseen rim of labelled lesions their label (step 7 above, :func:`fill_rim`);
     ``rim_sigmas``: its noise margin (None for both: the model's, :attr:`Model.rim_fill` and
     :attr:`Model.rim_sigmas`); ``safety_net``: remove labels outside their anatomical region
-    (step 9 above, :mod:`calcscore.regions`; None: the model's, :attr:`Model.safety_net`);
-    ``lesion_fill``: the share of a lesion that must be labelled for the rest to be (step 8,
-    :func:`fill_lesions`; None: the model's, :attr:`Model.lesion_fill`; 0: off)."""
+    (step 8 above, :mod:`calcscore.regions`; None: the model's, :attr:`Model.safety_net`);
+    ``lesion_fill``: the share of a lesion that must be labelled for the rest to be (step 9,
+    :func:`~calcscore.lesion_fill.fill_lesions`; None: the model's, :attr:`Model.lesion_fill`; 0: off)."""
 
     device: str = "cpu"
     batch_slices: int = 8
@@ -210,7 +211,7 @@ class Segmentation:
     #: per label name from :attr:`labels`
     regions: ChestRegions | None = None
     safety_net_removed: dict[str, int] = field(default_factory=dict)
-    #: the lesion fill's share (None: off) and its lesions' HU, see :func:`fill_lesions`
+    #: the lesion fill's share (None: off) and its lesions' HU, see :mod:`calcscore.lesion_fill`
     lesion_fill: float | None = None
     lesion_fill_hu: float = CALCIUM_THRESHOLD_HU
 
@@ -262,13 +263,13 @@ class Segmentation:
             if not rim_fill
             else self._back(back, volume, keep_below_threshold)
         )
-        filled = fill_lesions(
-            out.labels, volume.hu, self.lesion_fill, threshold_hu=self.lesion_fill_hu
+        regions = self.regions if safety_net else None
+        if regions is not None:
+            out = LabelVolume.like(out, apply_safety_net(out.labels, regions)[0])
+        filled = fill_within_net(
+            out.labels, volume.hu, self.lesion_fill, self.lesion_fill_hu, regions
         )
-        out = LabelVolume.like(out, filled)
-        if safety_net and self.regions is not None:
-            out = LabelVolume.like(out, apply_safety_net(out.labels, self.regions)[0])
-        return out
+        return LabelVolume.like(out, filled)
 
 
 def cnn1_features(
@@ -470,10 +471,11 @@ def segment(
     back_t = _to_original_grid_tensor(
         labels_net, net, volume, hu, opts.keep_below_threshold, cand_mask, rim_hu
     )
-    fill = _lesion_fill(model, opts)
-    filled = fill_lesions(back_t.cpu().numpy(), volume.hu, fill, threshold_hu=model.lesion_fill_hu)
-    back = LabelVolume.like(volume, filled)
+    back = LabelVolume.like(volume, back_t.cpu().numpy())
     back, regions, removed = _safety_net(volume, back, model, opts, seconds)
+    fill = _lesion_fill(model, opts)
+    filled = fill_within_net(back.labels, volume.hu, fill, model.lesion_fill_hu, regions)
+    back = LabelVolume.like(volume, filled)
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
     cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
     cand_mask_np = cand_mask.cpu().numpy()

@@ -10,8 +10,9 @@ labelled voxels make up at least ``fraction`` of a coronary lesion, :func:`fill_
 the rest of it the label most of them carry. The fraction keeps out what region growing alone
 would take (paper section V.H): a label on a few voxels of a large component of noise, bone or
 contrast-filled blood labels nothing more. Aortic and valve lesions are left as labelled (on
-the validation phantoms the fill cost aortic F1 on sharp kernels). The safety net runs after
-the fill, so a filled voxel outside its label's region is removed as any other.
+the validation phantoms the fill cost aortic F1 on sharp kernels). When ``segment`` runs the
+safety net, the fill grows only the labels the net kept, and the net then removes what it added
+outside its regions (:func:`calcscore.postprocess.fill_within_net`).
 
 The fraction and threshold are chosen on validation phantoms against their reference
 (:func:`calcscore.calibration.choose_lesion_fill`), where the blur and noise around a

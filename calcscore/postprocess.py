@@ -1,14 +1,16 @@
 """The steps of :func:`calcscore.inference.segment` after the networks that the options or the
-model switch on and off: the rim fill's threshold (step 7), the lesion fill's share (step 8) and
-the safety net (step 9)."""
+model switch on and off: the rim fill's threshold (step 7), the safety net (step 8) and the
+lesion fill after it (step 9, :func:`fill_within_net`)."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
+from calcscore.lesion_fill import fill_lesions
 from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions
 from calcscore.rim import rim_thresholds_hu
 from calcscore.volume import CTVolume, LabelVolume
@@ -39,7 +41,7 @@ def _safety_net(
     opts: InferenceOptions,
     seconds: dict[str, float],
 ) -> tuple[LabelVolume, ChestRegions | None, dict[str, int]]:
-    """Step 9 where the options (or the model) ask for it: (labels, regions, removed voxels)."""
+    """Step 8 where the options (or the model) ask for it: (labels, regions, removed voxels)."""
     if not (model.safety_net if opts.safety_net is None else opts.safety_net):
         return labels, None, {}
     t = time.perf_counter()
@@ -50,6 +52,34 @@ def _safety_net(
 
 
 def _lesion_fill(model: Model, opts: InferenceOptions) -> float | None:
-    """Step 8's share of a lesion that must be labelled, or None where the fill is off."""
+    """Step 9's share of a lesion that must be labelled, or None where the fill is off."""
     share = model.lesion_fill if opts.lesion_fill is None else opts.lesion_fill
     return float(share) if share else None
+
+
+def fill_within_net(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    share: float | None,
+    threshold_hu: float,
+    regions: ChestRegions | None,
+) -> np.ndarray:
+    """Step 9 on the labels the safety net kept: the lesion fill (:func:`fill_lesions`) grows
+    only labels the net trusts, and the net then removes what the fill added outside its
+    regions. (Filled before the net, a coronary label on a lead or a node above the heart grew
+    down into the heart region, where the net kept it.)
+
+    Args:
+        labels: the labels after the safety net, or without it (``regions`` None).
+        hu: the scan's HU, the same shape.
+        share: the share of a lesion that must be labelled; None or 0: no fill.
+        threshold_hu: the lesions' HU threshold.
+        regions: the safety net's regions, or None where it is off.
+
+    Returns:
+        the filled labels.
+    """
+    if not share:
+        return labels
+    filled = fill_lesions(labels, hu, share, threshold_hu=threshold_hu)
+    return filled if regions is None else apply_safety_net(filled, regions)[0]

@@ -49,6 +49,28 @@ def _tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.toml
     return path
 
 
+def real_negative_chest(tmp_path: Path):
+    """A drawn chest with epicardial fat around its heart, written into ``tmp_path`` as the real
+    negative "chest" (image, label map) with its heart in hearts.json: (volume, hearts)."""
+    from test_regions import _ellipse, drawn_chest
+
+    from calcscore.io import write_labels, write_volume
+    from calcscore.negatives import real_negative_labels
+    from calcscore.volume import CTVolume, LabelVolume
+
+    volume, _ = drawn_chest()
+    hu = volume.hu.copy()
+    heart = _ellipse(hu.shape, (18, 130, 200), (14, 55, 55))
+    hu[_ellipse(hu.shape, (18, 130, 200), (16, 75, 75)) & ~heart] = -100.0  # epicardial fat
+    volume = CTVolume(hu, volume.spacing_mm)
+    write_volume(volume, tmp_path / "chest.nii.gz")
+    lab = real_negative_labels(volume, margin_mm=10.0)
+    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
+    hearts = {"chest": {"z": [10, 26], "y": [60, 200], "x": [130, 270]}}
+    (tmp_path / "hearts.json").write_text(json.dumps(hearts))
+    return volume, hearts
+
+
 @pytest.mark.parametrize(
     "old, new, where",
     [
@@ -704,26 +726,13 @@ def test_hybrid_positives_put_weighted_coronary_lesions_into_copies_of_a_real_ne
     fat around its heart, labelled coronary, the rest of the label map kept, each lesion voxel
     drawn ``weight`` times as often; an empty ``hybrid`` leaves the stage's hash as it was."""
     import numpy as np
-    from test_regions import _ellipse, drawn_chest
 
-    from calcscore.io import write_labels, write_volume
     from calcscore.labels import IGNORE
-    from calcscore.negatives import real_negative_labels
     from calcscore.pipeline import build
     from calcscore.pipeline.build import stage_results
     from calcscore.sampling import VolumeStore, calcium_pools, load_cached
-    from calcscore.volume import CTVolume, LabelVolume
 
-    volume, _ = drawn_chest()
-    hu = volume.hu.copy()
-    heart = _ellipse(hu.shape, (18, 130, 200), (14, 55, 55))
-    hu[_ellipse(hu.shape, (18, 130, 200), (16, 75, 75)) & ~heart] = -100.0  # epicardial fat
-    volume = CTVolume(hu, volume.spacing_mm)
-    lab = real_negative_labels(volume, margin_mm=10.0)
-    write_volume(volume, tmp_path / "chest.nii.gz")
-    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
-    hearts = {"chest": {"z": [10, 26], "y": [60, 200], "x": [130, 270]}}
-    (tmp_path / "hearts.json").write_text(json.dumps(hearts))
+    volume, hearts = real_negative_chest(tmp_path)
     plain = 'scans = ["chest"]\nimages = "."\nlabels = "."'
     before = stage_hashes(load_recipe(_tiny(tmp_path, "scans = []", plain + "\nhybrid = {}")))
     assert before == stage_hashes(load_recipe(_tiny(tmp_path, "scans = []", plain, "p.toml")))
@@ -788,26 +797,13 @@ def test_hybrid_lesions_of_no_given_artery_keep_their_voxels_and_lose_their_arte
     CORONARY (the loss then asks for LAD + LCX + RCA, not one of them); the stage is rebuilt and
     the card says so."""
     import numpy as np
-    from test_regions import _ellipse, drawn_chest
 
-    from calcscore.io import write_labels, write_volume
     from calcscore.labels import CORONARY
-    from calcscore.negatives import real_negative_labels
     from calcscore.pipeline import build
     from calcscore.pipeline.build import stage_results
     from calcscore.sampling import load_cached
-    from calcscore.volume import CTVolume, LabelVolume
 
-    volume, _ = drawn_chest()
-    hu = volume.hu.copy()
-    heart = _ellipse(hu.shape, (18, 130, 200), (14, 55, 55))
-    hu[_ellipse(hu.shape, (18, 130, 200), (16, 75, 75)) & ~heart] = -100.0
-    volume = CTVolume(hu, volume.spacing_mm)
-    write_volume(volume, tmp_path / "chest.nii.gz")
-    lab = real_negative_labels(volume, margin_mm=10.0)
-    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
-    hearts = {"chest": {"z": [10, 26], "y": [60, 200], "x": [130, 270]}}
-    (tmp_path / "hearts.json").write_text(json.dumps(hearts))
+    volume, hearts = real_negative_chest(tmp_path)
     copies = {}
     for artery in ("groove", "any"):
         rn = (

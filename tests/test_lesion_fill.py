@@ -293,29 +293,17 @@ def test_validation_hybrids_are_new_copies_of_the_real_negatives(tmp_path):
     """``[rim] hybrids = N``: N copies of every real negative after the training ones (other
     lesions, the same settings), their inserted lesions as the reference; a recipe that cannot
     use them is refused."""
-    import json
 
-    from test_build_model import _tiny
-    from test_regions import _ellipse, drawn_chest
+    from test_build_model import _tiny, real_negative_chest
 
-    from calcscore.io import read_volume, write_labels, write_volume
-    from calcscore.negatives import real_negative_labels
+    from calcscore.io import read_volume
     from calcscore.pipeline.build import stage_hashes
     from calcscore.pipeline.hybrids import validation_hybrids
     from calcscore.pipeline.recipe import load_recipe
     from calcscore.pipeline.recipe_schema import RecipeError
     from calcscore.realism.hybrid import hybrid_scan
 
-    volume, _ = drawn_chest()
-    hu = volume.hu.copy()
-    heart = _ellipse(hu.shape, (18, 130, 200), (14, 55, 55))
-    hu[_ellipse(hu.shape, (18, 130, 200), (16, 75, 75)) & ~heart] = -100.0  # epicardial fat
-    volume = CTVolume(hu, volume.spacing_mm)
-    write_volume(volume, tmp_path / "chest.nii.gz")
-    lab = real_negative_labels(volume, margin_mm=10.0)
-    write_labels(LabelVolume.like(volume, lab), tmp_path / "chest_labels.nii.gz")
-    hearts = {"chest": {"z": [10, 26], "y": [60, 200], "x": [130, 270]}}
-    (tmp_path / "hearts.json").write_text(json.dumps(hearts))
+    _, hearts = real_negative_chest(tmp_path)
     volume = read_volume(tmp_path / "chest.nii.gz")  # as the build reads it
     rn = 'scans = ["chest"]\nimages = "."\nlabels = "."\n'
     rn += "hybrid = { lesions = 3, copies = 2, weight = 5, seed = 1, elongated = 0.5 }"
@@ -370,3 +358,39 @@ def test_the_card_says_what_the_fill_was_chosen_on():
     assert line.endswith("whole (chosen on 2 validation phantoms).")
     info["lesion_fill"] = None
     assert "lesion fill" not in card(info)
+
+
+def test_the_fill_grows_only_labels_the_safety_net_keeps():
+    """A bright tube (a lead, a node chain) runs from above the heart into it. A coronary label
+    on its upper part, outside the heart region, is removed by the net; filled before the net it
+    would have grown the label down into the heart region, where the net keeps coronary labels.
+    A lesion labelled inside the region still fills, and nothing is added outside it."""
+    from calcscore.postprocess import fill_within_net
+    from calcscore.regions import AORTA, HEART, ChestRegions
+
+    hu = np.full((30, 20, 20), 40.0)
+    hu[2:28, 9:12, 9:12] = 600.0  # the tube, z 2-27
+    hu[5:9, 2:6, 2:6] = 500.0  # a plaque inside the heart region (z < 15)
+    zone = np.zeros(hu.shape, np.uint8)
+    zone[:15] = HEART | AORTA
+    regions = ChestRegions(zone, True, 1000.0, 14, 0.0)
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[18:28, 9:12, 9:12] = 1  # LAD on the tube's upper part: 10 of 26 slices (38 %)
+    labels[5:7, 2:6, 2:6] = 2  # LCX on half the plaque
+    kept, _ = apply_net(labels, regions)
+    assert not kept[15:].any() and (kept[5:7, 2:6, 2:6] == 2).all()
+    out = fill_within_net(kept, hu, 0.3, 200.0, regions)
+    assert not out[2:28, 9:12, 9:12].any()  # the tube: no label left, none grown
+    assert (out[5:9, 2:6, 2:6] == 2).all()  # the plaque: filled whole
+    # the old order (fill, then the net) labels the tube inside the heart region
+    before = apply_net(fill_lesions(labels, hu, 0.3, threshold_hu=200.0), regions)[0]
+    assert (before[2:15, 9:12, 9:12] == 1).all()
+    # without the net (regions None) the fill runs on the labels as they are
+    assert (fill_within_net(labels, hu, 0.3, 200.0, None)[2:28, 9:12, 9:12] == 1).all()
+    assert fill_within_net(labels, hu, None, 200.0, regions) is labels
+
+
+def apply_net(labels, regions):
+    from calcscore.regions import apply_safety_net
+
+    return apply_safety_net(labels, regions)
