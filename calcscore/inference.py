@@ -151,7 +151,7 @@ class InferenceOptions:
     :attr:`Model.rim_sigmas`); ``safety_net``: remove labels outside their anatomical region
     (step 8 above, :mod:`calcscore.regions`; None: the model's, :attr:`Model.safety_net`);
     ``lesion_fill``: the share of a lesion that must be labelled for the rest to be (step 9,
-    :func:`~calcscore.lesion_fill.fill_lesions`; None: the model's, :attr:`Model.lesion_fill`; 0: off)."""
+    :mod:`calcscore.lesion_fill`; None: the model's, :attr:`Model.lesion_fill`; 0: off)."""
 
     device: str = "cpu"
     batch_slices: int = 8
