@@ -37,10 +37,9 @@ import numpy as np
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
 from calcscore.io import read_volume, write_text_atomic
 from calcscore.labels import Label
-from calcscore.realism.hybrid import Lesion, hybrid_scan
+from calcscore.realism.hybrid import Lesion, heart_only_cut, hybrid_scan
 from calcscore.risk import risk_category
 from calcscore.scoring import agatston
-from calcscore.viz import crop
 from calcscore.volume import CTVolume, LabelVolume
 
 HERE = Path(__file__).resolve().parent
@@ -48,20 +47,6 @@ HEARTS = HERE.parent / "data" / "real_negatives" / "hearts.json"
 SCANS = ("lungdx-a0001-b", "lungdx-a0001-l", "lidc-idri-0001", "qin-lsc-0028")
 CONTRAST = ("lidc-idri-0001", "qin-lsc-0028")
 CORONARY = (int(Label.LAD), int(Label.LCX), int(Label.RCA))
-FOV_MM = 200.0
-
-
-def heart_crop(volume: CTVolume, ref: np.ndarray, lesions: list[Lesion], heart: dict):
-    """A square heart-only field of view of FOV_MM around the inserted lesions' centre, the heart
-    slices and 10 mm above and below."""
-    c = np.mean([le.centre_mm for le in lesions], axis=0) / np.array(volume.spacing_mm)
-    h = int(round(FOV_MM / 2 / volume.spacing_mm[1]))
-    m = int(round(10 / volume.spacing_mm[0]))
-    z0 = max(0, heart["z"][0] - m)
-    z1 = min(volume.shape[0], heart["z"][1] + m + 1)
-    y0, x0 = max(0, int(c[1]) - h), max(0, int(c[2]) - h)
-    box = (slice(z0, z1), slice(y0, int(c[1]) + h), slice(x0, int(c[2]) + h))
-    return crop(volume, box), ref[box]
 
 
 def per_lesion(ref: np.ndarray, labels: np.ndarray, n: int) -> list[str]:
@@ -206,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.figures:
                 Path(args.figures).mkdir(parents=True, exist_ok=True)
                 sites_figure(scan, lesions, heart, Path(args.figures) / f"{name}_seed{seed}.png")
-            crop, ref_crop = heart_crop(hybrid, ref, lesions, heart)
-            for case, vol, r in ((name, hybrid, ref), (f"{name} heart-only", crop, ref_crop)):
+            cut, ref_cut = heart_only_cut(hybrid, ref, lesions, heart)
+            for case, vol, r in ((name, hybrid, ref), (f"{name} heart-only", cut, ref_cut)):
                 key = f"{case} seed {seed}"
                 result["cases"][key] = score_case(vol, r, len(lesions), models)
                 result["cases"][key]["contrast"] = name in CONTRAST

@@ -32,7 +32,9 @@ import torch
 from calcscore.bundle import threshold_table
 from calcscore.inference import _to_original_grid, fill_rim, rim_thresholds_hu, unseen_mask
 from calcscore.labels import GROUPS, N_CLASSES
-from calcscore.lesion_fill import LESION_FILL_GRID, LESION_FILL_HU_GRID, fill_lesions
+from calcscore.lesion_fill import LESION_FILL_GRID, LESION_FILL_HU_GRID
+from calcscore.postprocess import fill_within_net
+from calcscore.regions import ChestRegions
 from calcscore.runtime import autocast
 from calcscore.sampling import VolumeStore
 from calcscore.training import cnn1_candidate_labels
@@ -265,7 +267,7 @@ def choose_rim_sigmas(
 
 
 def choose_lesion_fill(
-    cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, ChestRegions | None]],
     *,
     grid: Sequence[float] = LESION_FILL_GRID,
     hu_grid: Sequence[float] = LESION_FILL_HU_GRID,
@@ -275,7 +277,9 @@ def choose_lesion_fill(
     scores best.
 
     Args:
-        cases: (HU, reference labels, the model's labels) of each validation scan.
+        cases: (HU, reference labels, the model's labels, the safety net's regions or None
+            where it is off) of each validation scan. Each option fills as inference does
+            (:func:`calcscore.postprocess.fill_within_net`: the fill, then the net's trim).
         grid: the shares to try.
         hu_grid: the lesions' HU thresholds to try.
 
@@ -287,9 +291,9 @@ def choose_lesion_fill(
     options: list[tuple[float, float] | None] = [None]
     options += [(f, h) for h in sorted(hu_grid, reverse=True) for f in sorted(grid, reverse=True)]
     counts = np.zeros((len(options), len(GROUPS), 3), np.int64)
-    for hu, reference, labels in cases:
+    for hu, reference, labels, regions in cases:
         for i, opt in enumerate(options):
-            lab = labels if opt is None else fill_lesions(labels, hu, opt[0], threshold_hu=opt[1])
+            lab = labels if opt is None else fill_within_net(labels, hu, *opt, regions)
             counts[i] += label_group_counts(reference, lab)
     keys = [
         {"lesion_fill": "no fill", "lesion_fill_hu": None}

@@ -125,3 +125,23 @@ def test_elongated_lesions_are_capsules_along_the_hearts_surface():
         assert le.length_mm == 0
         assert le.diameter_mm == rng.choice([2.5, 3.0, 3.5, 4.0, 5.0])
         assert le.peak_hu == rng.uniform(400, 1000)
+
+
+def test_the_heart_only_cut_is_a_gated_field_of_view_around_the_lesions():
+    """200 mm across (at 0.5 mm: 400 voxels) centred on the lesions' mean centre, the heart's
+    slices and 10 mm (at 2.5 mm: 4 slices) above and below, clipped to the scan; every voxel keeps
+    its physical position and its reference."""
+    from calcscore.realism.hybrid import heart_only_cut
+
+    hu = np.arange(30 * 600 * 600, dtype=np.float32).reshape(30, 600, 600)
+    scan = CTVolume(hu, (2.5, 0.5, 0.5), origin_mm=(-100.0, 10.0, 20.0))
+    ref = np.zeros(hu.shape, np.uint8)
+    ref[12, 300, 250], ref[14, 320, 270] = 1, 2
+    lesions = [Lesion((30.0, 150.0, 125.0), 3.0, 500.0), Lesion((35.0, 160.0, 135.0), 3.0, 500.0)]
+    cut, ref_cut = heart_only_cut(scan, ref, lesions, {"z": [2, 20], "y": [0, 1], "x": [0, 1]})
+    # centre (voxels): y 310, x 260; 200 voxels either side; z 2 - 4 -> 0 (clipped), 20 + 4
+    assert cut.shape == (25, 400, 400) == ref_cut.shape
+    assert cut.hu[0, 0, 0] == hu[0, 110, 60] and cut.hu[-1, -1, -1] == hu[24, 509, 459]
+    first = cut.index_to_physical(np.asarray([[0.0, 0.0, 0.0]]))[0]
+    assert np.allclose(first, scan.index_to_physical(np.asarray([[0.0, 110.0, 60.0]]))[0])
+    assert ref_cut[12, 190, 190] == 1 and ref_cut[14, 210, 210] == 2 and ref_cut.sum() == 3

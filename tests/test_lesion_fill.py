@@ -69,7 +69,7 @@ def test_the_share_is_chosen_where_the_reference_holds_whole_lesions():
     za = np.argwhere(a)
     labels[tuple(za[: int(0.6 * len(za))].T)] = 3
     whole = np.where(a | b, 3, 0).astype(np.uint8)
-    best, table = choose_lesion_fill([(hu, whole, labels)])
+    best, table = choose_lesion_fill([(hu, whole, labels, None)])
     none = table.iloc[0]
     by = table.iloc[1:].set_index(["lesion_fill", "lesion_fill_hu"])
     # the largest share that fills A (60 % labelled) at the highest threshold (all 400 HU)
@@ -80,7 +80,7 @@ def test_the_share_is_chosen_where_the_reference_holds_whole_lesions():
     assert by.loc[(0.7, 250.0), "f1_CAC"] == none["f1_CAC"]
     assert np.isnan(by.loc[(0.5, 250.0), "f1_TAC"])  # no aortic reference: left out of the mean
     # a reference of the labelled voxels alone: the fill only adds false positives
-    best, table = choose_lesion_fill([(hu, labels, labels)])
+    best, table = choose_lesion_fill([(hu, labels, labels, None)])
     assert best is None and table.iloc[0]["f1_CAC"] == 1.0 > table["f1_CAC"].min()
 
 
@@ -262,7 +262,11 @@ def test_validation_hybrids_break_a_tie_the_phantoms_leave(monkeypatch):
 
     def fake_segment(vol, model, options):
         seen.append(options.lesion_fill)
-        return SimpleNamespace(labels=LabelVolume.like(hybrid, core)) if vol is hybrid else seg
+        return (
+            SimpleNamespace(labels=LabelVolume.like(hybrid, core), regions=None)
+            if vol is hybrid
+            else seg
+        )
 
     monkeypatch.setattr(
         evaluation,
@@ -340,6 +344,47 @@ def test_validation_hybrids_are_new_copies_of_the_real_negatives(tmp_path):
         load_recipe(bare)
 
 
+def test_validation_hybrids_of_whole_chests_are_cut_heart_only_too(tmp_path):
+    """``[rim] heart_only = [names]``: each validation copy of those real negatives is followed
+    by its heart-only cut (the gated field of view, where heavy calcification is labelled least),
+    its reference cut alike; the key changes the rim stage's hash and is checked."""
+    from test_build_model import _tiny, real_negative_chest
+
+    from calcscore.pipeline.build import stage_hashes
+    from calcscore.pipeline.hybrids import validation_hybrids
+    from calcscore.pipeline.recipe import load_recipe
+    from calcscore.pipeline.recipe_schema import RecipeError
+    from calcscore.realism.hybrid import heart_only_cut, hybrid_scan
+
+    volume, hearts = real_negative_chest(tmp_path)
+    rn = 'scans = ["chest"]\nimages = "."\nlabels = "."\n'
+    rn += "hybrid = { lesions = 3, copies = 2, weight = 5, seed = 1, elongated = 0.5 }"
+    fill = "choose = true\nlesion_fill = true\nhybrids = 1\n"
+
+    def recipe(name, rim_text):
+        path = _tiny(tmp_path, "scans = []", rn, name)
+        path.write_text(path.read_text().replace("choose = false  #", rim_text + "  #"))
+        return load_recipe(path)
+
+    cut, whole = recipe("c.toml", fill + 'heart_only = ["chest"]'), recipe("w.toml", fill)
+    copies = validation_hybrids(cut, 1, cut.rim.heart_only)
+    names = [name for name, _, _ in copies]
+    assert names == ["real-chest-validation2", "real-chest-validation2-heart-only"]
+    assert [n for n, _, _ in validation_hybrids(whole, 1, whole.rim.heart_only)] == names[:1]
+    copy, ref, _, lesions = hybrid_scan(
+        volume, hearts["chest"], 3, np.random.default_rng([1, 0, 2]), elongated=0.5
+    )
+    want, want_ref = heart_only_cut(copy, ref, lesions, hearts["chest"])
+    _, got, got_ref = copies[1]
+    assert got.shape == want.shape and np.allclose(got.origin_mm, want.origin_mm, atol=1e-4)
+    assert np.array_equal(got_ref, np.where(want_ref > 0, 1, 0)) and got_ref.any()
+    assert stage_hashes(cut)["rim"] != stage_hashes(whole)["rim"]
+    with pytest.raises(RecipeError, match=r"\[rim\] heart_only: names scans that are not"):
+        recipe("u.toml", fill + 'heart_only = ["lung"]')
+    with pytest.raises(RecipeError, match=r"\[rim\] heart_only: cuts validation copies"):
+        recipe("n.toml", 'choose = true\nlesion_fill = true\nheart_only = ["chest"]')
+
+
 def test_the_card_says_what_the_fill_was_chosen_on():
     import json
 
@@ -388,6 +433,31 @@ def test_the_fill_grows_only_labels_the_safety_net_keeps():
     # without the net (regions None) the fill runs on the labels as they are
     assert (fill_within_net(labels, hu, 0.3, 200.0, None)[2:28, 9:12, 9:12] == 1).all()
     assert fill_within_net(labels, hu, None, 200.0, regions) is labels
+
+
+def test_the_choice_fills_as_inference_does_within_the_net():
+    """The fill's choice trims what the fill adds outside the net's regions, as ``segment``
+    does: a bright tube runs from the heart region out of it, its part in the region is the
+    reference, 9 of its 24 slices are labelled. Within the net the fill at 0.3 labels exactly
+    the reference; without the regions it also labels the 11 slices outside."""
+    from calcscore.calibration import choose_lesion_fill
+    from calcscore.regions import AORTA, HEART, ChestRegions
+
+    hu = np.full((30, 20, 20), 40.0)
+    hu[2:26, 9:12, 9:12] = 600.0
+    zone = np.zeros(hu.shape, np.uint8)
+    zone[:15] = HEART | AORTA
+    regions = ChestRegions(zone, True, 1000.0, 14, 0.0)
+    reference = np.zeros(hu.shape, np.uint8)
+    reference[2:15, 9:12, 9:12] = 1
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[2:11, 9:12, 9:12] = 1
+    _, within = choose_lesion_fill([(hu, reference, labels, regions)], grid=[0.3], hu_grid=[200])
+    best, bare = choose_lesion_fill([(hu, reference, labels, None)], grid=[0.3], hu_grid=[200])
+    tp, fn, fp = 9 * 9, 4 * 9, 11 * 9  # each slice of the tube is 3 x 3 voxels
+    assert within["f1_CAC"].tolist() == pytest.approx([2 * tp / (2 * tp + fn), 1.0])
+    assert bare["f1_CAC"].iloc[1] == pytest.approx(2 * 117 / (2 * 117 + fp))
+    assert best is None  # without the trim the fill costs more than it gains here
 
 
 def apply_net(labels, regions):

@@ -275,12 +275,12 @@ def choose_rim(
         for vol, ref, seg in cases:
             seg.rim_min_hu = None if best is None else rim_threshold_hu(vol, best)
             lab = seg.labels_at(vol, model.cnn2_thresholds, rim_fill=best is not None).labels
-            labelled.append((vol.hu, ref.labels, lab))
+            labelled.append((vol.hu, ref.labels, lab, seg.regions))
         for _, vol, reference in hybrids:  # the margin chosen and the net, the fill left out
             seg = segment(
                 vol, model, InferenceOptions(device=device, channels_last=True, lesion_fill=0)
             )
-            labelled.append((vol.hu, reference, seg.labels.labels))
+            labelled.append((vol.hu, reference, seg.labels.labels, seg.regions))
         best_fill, fill_table = choose_lesion_fill(labelled)
         model.lesion_fill, model.lesion_fill_hu = best_fill or (None, CALCIUM_THRESHOLD_HU)
         out["lesion_fill"], out["lesion_fill_hu"] = best_fill or (None, None)

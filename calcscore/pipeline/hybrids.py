@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +69,19 @@ def cache_hybrids(
     return out
 
 
-def validation_hybrids(recipe: Recipe, copies: int) -> list[tuple[str, CTVolume, np.ndarray]]:
+def validation_hybrids(
+    recipe: Recipe, copies: int, heart_only: Sequence[str] = ()
+) -> list[tuple[str, CTVolume, np.ndarray]]:
     """``copies`` validation copies of every real negative of a recipe with hybrid positives: the
     copies after the training ones (numbers ``hybrid["copies"]`` on, so their lesions differ),
-    with the training copies' settings.
+    with the training copies' settings; the copies of the scans named in ``heart_only`` also
+    cut to a heart-only field of view (:func:`calcscore.realism.hybrid.heart_only_cut`, named
+    ``...-heart-only``).
 
     Args:
         recipe: the recipe (``[real_negatives]`` with ``hybrid`` settings).
         copies: how many copies of each real negative.
+        heart_only: real negatives whose copies are cut heart-only too (``[rim] heart_only``).
 
     Returns:
         (name, the copy, its reference labels) of every copy: the inserted lesions' voxels of
@@ -84,6 +90,7 @@ def validation_hybrids(recipe: Recipe, copies: int) -> list[tuple[str, CTVolume,
         own calcium, if any, counts against a fill that grows it.
     """
     from calcscore.io import read_volume
+    from calcscore.realism.hybrid import heart_only_cut
 
     rn = recipe.real_negatives
     if rn is None or not rn.hybrid or not copies:
@@ -94,10 +101,17 @@ def validation_hybrids(recipe: Recipe, copies: int) -> list[tuple[str, CTVolume,
         volume = read_volume(real_negative_files(recipe, name)[0])
         first = int(rn.hybrid["copies"])
         for c in range(first, first + copies):
-            copy, ref, _, _ = _copy(volume, hearts[name], rn.hybrid, k, c)
-            reference = np.where(ref > 0, int(Label.LAD), 0).astype(np.uint8)
-            out.append((f"real-{name}-validation{c}", copy, reference))
+            copy, ref, _, lesions = _copy(volume, hearts[name], rn.hybrid, k, c)
+            out.append((f"real-{name}-validation{c}", copy, _reference(ref)))
+            if name in heart_only:
+                cut, ref_cut = heart_only_cut(copy, ref, lesions, hearts[name])
+                out.append((f"real-{name}-validation{c}-heart-only", cut, _reference(ref_cut)))
     return out
+
+
+def _reference(ref: np.ndarray) -> np.ndarray:
+    """The inserted lesions' voxels as LAD, every other voxel 0."""
+    return np.where(ref > 0, int(Label.LAD), 0).astype(np.uint8)
 
 
 __all__ = ["cache_hybrids", "validation_hybrids"]

@@ -39,7 +39,7 @@ DEFAULTS_UNHASHED = {
     "real_negatives": ("hybrid",),
     "cnn1": ("z_crop", "z_crop_mm"),
     "cnn2": ("z_crop", "z_crop_mm", "phantoms_only"),
-    "rim": ("lesion_fill", "hybrids"),
+    "rim": ("lesion_fill", "hybrids", "heart_only"),
 }
 
 
@@ -146,12 +146,15 @@ class Rim:
     fill's share (:mod:`calcscore.lesion_fill`) is chosen on them too, after the margin, and on
     ``hybrids`` validation copies of every real negative with synthetic lesions (the copies
     after the training ones of ``[real_negatives] hybrid``: real anatomy and noise around heavy
-    calcification, which the phantoms lack)."""
+    calcification, which the phantoms lack); the copies of the real negatives named in
+    ``heart_only`` are also cut to a heart-only field of view, as an ECG-gated scan sees them
+    (:func:`calcscore.realism.hybrid.heart_only_cut`)."""
 
     choose: bool
     participants: int = 6
     lesion_fill: bool = False
     hybrids: int = 0
+    heart_only: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

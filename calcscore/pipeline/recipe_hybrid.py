@@ -81,6 +81,13 @@ def check_validation_hybrids(recipe: Recipe) -> None:
         recipe: the recipe.
     """
     rim, rn = recipe.rim, recipe.real_negatives
+    if rim.heart_only and not rim.hybrids:
+        raise RecipeError(
+            recipe.path,
+            "[rim] heart_only",
+            "cuts validation copies, and there are none",
+            "set `hybrids = 1` or more, or drop `heart_only`",
+        )
     if not rim.hybrids:
         return
     if rim.hybrids < 0:
@@ -100,4 +107,12 @@ def check_validation_hybrids(recipe: Recipe) -> None:
             "[rim] hybrids",
             "needs real negatives with hybrid positives to copy",
             "add [real_negatives] scans and hybrid = { lesions = 14, copies = 4, ... }",
+        )
+    unknown = [n for n in rim.heart_only if n not in rn.scans]
+    if unknown:
+        raise RecipeError(
+            recipe.path,
+            "[rim] heart_only",
+            f"names scans that are not real negatives: {', '.join(unknown)}",
+            f"name some of {', '.join(rn.scans)}",
         )

@@ -381,7 +381,7 @@ def run_rim(ctx: Context, folder: Path) -> dict[str, Any]:
         anatomy=ph.anatomy,
         insert_fraction=ph.insert_fraction,
         lesion_fill=rim.lesion_fill,
-        hybrids=validation_hybrids(ctx.recipe, rim.hybrids),
+        hybrids=validation_hybrids(ctx.recipe, rim.hybrids, rim.heart_only),
     )
 
 

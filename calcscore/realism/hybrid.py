@@ -304,6 +304,42 @@ def random_lesions(
     return out
 
 
+#: the field of view of an ECG-gated calcium-scoring CT (mm across) and how far it reaches above
+#: and below the heart's slices (mm): :func:`heart_only_cut`
+HEART_ONLY_FOV_MM = 200.0
+HEART_ONLY_MARGIN_MM = 10.0
+
+
+def heart_only_cut(
+    volume: CTVolume, ref: np.ndarray, lesions: list[Lesion], heart: dict
+) -> tuple[CTVolume, np.ndarray]:
+    """A hybrid scan cut as an ECG-gated calcium-scoring CT sees it: a square field of view of
+    :data:`HEART_ONLY_FOV_MM` around the inserted lesions' centre, the heart's slices and
+    :data:`HEART_ONLY_MARGIN_MM` above and below (clipped to the scan).
+
+    Args:
+        volume: the hybrid scan (:func:`hybrid_scan`).
+        ref: its lesion of every voxel.
+        lesions: its lesions.
+        heart: its heart, {"z": [first, last], ...} in voxels.
+
+    Returns:
+        (the cut, its lesion of every voxel); the cut keeps physical positions (its origin moves
+        to its first voxel).
+    """
+    from dataclasses import replace
+
+    c = np.mean([le.centre_mm for le in lesions], axis=0) / np.array(volume.spacing_mm)
+    h = int(round(HEART_ONLY_FOV_MM / 2 / volume.spacing_mm[1]))
+    m = int(round(HEART_ONLY_MARGIN_MM / volume.spacing_mm[0]))
+    z0, z1 = max(0, heart["z"][0] - m), min(volume.shape[0], heart["z"][1] + m + 1)
+    y0, x0 = max(0, int(c[1]) - h), max(0, int(c[2]) - h)
+    box = (slice(z0, z1), slice(y0, int(c[1]) + h), slice(x0, int(c[2]) + h))
+    origin = volume.index_to_physical(np.asarray([[z0, y0, x0]], float))[0]
+    cut = replace(volume, array=volume.array[box], origin_mm=tuple(float(v) for v in origin))
+    return cut, ref[box]
+
+
 def hybrid_scan(
     volume: CTVolume, heart: dict, n: int, rng: np.random.Generator, *, elongated: float = 0.0
 ) -> tuple[CTVolume, np.ndarray, list[Site], list[Lesion]]:
