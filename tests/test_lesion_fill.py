@@ -398,6 +398,12 @@ def test_the_card_says_what_the_fill_was_chosen_on():
     assert (
         "(>= 200 HU) 0.3 labelled is labelled whole (chosen on 2 validation phantoms and 2 " in line
     )
+    info["lesion_fill_choice"] = {"participants": [*names, "real-chest-validation4-heart-only"]}
+    line = next(x for x in card(info).splitlines() if "lesion fill" in x)
+    assert (
+        "phantoms and 2 copies of the real negatives with synthetic lesions, 1 of them also "
+        in line
+    )
     info["lesion_fill_choice"] = {"participants": names[:2]}
     line = next(x for x in card(info).splitlines() if "lesion fill" in x)
     assert line.endswith("whole (chosen on 2 validation phantoms).")

@@ -266,11 +266,14 @@ def fill_chosen_on(info: dict) -> str:
     """Where the lesion fill was chosen: " (chosen on N validation phantoms and M hybrids)"."""
     names = (info.get("lesion_fill_choice") or {}).get("participants") or []
     hybrids = sum(n.startswith("real-") for n in names)
+    cuts = sum(n.startswith("real-") and n.endswith("-heart-only") for n in names)
     if not names:
         return ""
     text = f" (chosen on {len(names) - hybrids} validation phantoms"
     if hybrids:
-        text += f" and {hybrids} copies of the real negatives with synthetic lesions"
+        text += f" and {hybrids - cuts} copies of the real negatives with synthetic lesions"
+    if cuts:
+        text += f", {cuts} of them also cut heart-only"
     return text + ")"
 
 

@@ -335,8 +335,8 @@ def heart_only_cut(
     z0, z1 = max(0, heart["z"][0] - m), min(volume.shape[0], heart["z"][1] + m + 1)
     y0, x0 = max(0, int(c[1]) - h), max(0, int(c[2]) - h)
     box = (slice(z0, z1), slice(y0, int(c[1]) + h), slice(x0, int(c[2]) + h))
-    origin = volume.index_to_physical(np.asarray([[z0, y0, x0]], float))[0]
-    cut = replace(volume, array=volume.array[box], origin_mm=tuple(float(v) for v in origin))
+    oz, oy, ox = (float(v) for v in volume.index_to_physical(np.asarray([[z0, y0, x0]], float))[0])
+    cut = replace(volume, array=volume.array[box], origin_mm=(oz, oy, ox))
     return cut, ref[box]
 
 
