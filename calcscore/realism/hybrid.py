@@ -327,7 +327,7 @@ def heart_only_cut(
         (the cut, its lesion of every voxel); the cut keeps physical positions (its origin moves
         to its first voxel).
     """
-    from dataclasses import replace
+    from calcscore.viz import crop
 
     c = np.mean([le.centre_mm for le in lesions], axis=0) / np.array(volume.spacing_mm)
     h = int(round(HEART_ONLY_FOV_MM / 2 / volume.spacing_mm[1]))
@@ -335,9 +335,7 @@ def heart_only_cut(
     z0, z1 = max(0, heart["z"][0] - m), min(volume.shape[0], heart["z"][1] + m + 1)
     y0, x0 = max(0, int(c[1]) - h), max(0, int(c[2]) - h)
     box = (slice(z0, z1), slice(y0, int(c[1]) + h), slice(x0, int(c[2]) + h))
-    oz, oy, ox = (float(v) for v in volume.index_to_physical(np.asarray([[z0, y0, x0]], float))[0])
-    cut = replace(volume, array=volume.array[box], origin_mm=(oz, oy, ox))
-    return cut, ref[box]
+    return crop(volume, box), ref[box]
 
 
 def hybrid_scan(
