@@ -61,6 +61,15 @@ def per_lesion(ref: np.ndarray, labels: np.ndarray, n: int) -> list[str]:
     return out
 
 
+def edge_mm(ref: np.ndarray, n: int, slice_mm: float) -> list[float | None]:
+    """Per lesion, how far (mm) its nearest slice lies from the scan's first or last slice."""
+    out: list[float | None] = []
+    for k in range(1, n + 1):
+        zs = np.flatnonzero((ref == k).any(axis=(1, 2)))
+        out.append(None if not len(zs) else float(min(zs[0], len(ref) - 1 - zs[-1]) * slice_mm))
+    return out
+
+
 def cac_of(volume: CTVolume, labels: np.ndarray) -> float:
     lv = LabelVolume.like(volume, labels.astype(np.uint8))
     return float(agatston(volume, lv).cac_agatston)
@@ -70,6 +79,7 @@ def score_case(volume: CTVolume, ref: np.ndarray, n: int, models: dict[str, Mode
     truth = np.where(ref > 0, int(Label.LAD), 0)
     cac_ref = cac_of(volume, truth)
     out: dict = {"reference_cac": round(cac_ref, 1), "reference_category": risk_category(cac_ref)}
+    out["edge_mm"] = edge_mm(ref, n, volume.spacing_mm[0])
     opts = InferenceOptions(
         device="cpu", bf16=resolve_precision("auto", "cpu"), channels_last=True, safety_net=True
     )
@@ -121,6 +131,7 @@ def summary(result: dict) -> str:
                     )
                 )
     lines.append("")
+    lines += by_edge(result)
     for (tag, net, group), t in totals.items():
         n = t["found"] + t["wrong label"] + t["missed"]
         lines.append(
@@ -134,6 +145,32 @@ def summary(result: dict) -> str:
             )
         )
     return "\n".join(lines)
+
+
+#: bins of a lesion's distance (mm) from the nearest end of a heart-only cut
+EDGE_BINS = ((0.0, 25.0), (25.0, 50.0), (50.0, float("inf")))
+
+
+def by_edge(result: dict) -> list[str]:
+    """Lesions found (net on) in the heart-only cuts by their distance from the cut's nearest
+    end: the sagittal and coronal views of a lesion near an end see mostly outside."""
+    lines = []
+    for tag in result["models"]:
+        parts = []
+        for lo, hi in EDGE_BINS:
+            found = n = 0
+            for case, r in result["cases"].items():
+                if "heart-only" not in case or "edge_mm" not in r:
+                    continue
+                for d, what in zip(r["edge_mm"], r[tag]["with_net"]["lesions"]):
+                    if d is not None and lo <= d < hi:
+                        n += 1
+                        found += what == "found"
+            parts.append(f"{lo:.0f}-{hi:.0f} mm {found}/{n}".replace("-inf", "+"))
+        lines.append(
+            f"{tag:>11} heart-only, found by distance from the cut's end: " + ", ".join(parts)
+        )
+    return lines
 
 
 def sites_figure(volume: CTVolume, lesions: list[Lesion], heart: dict, path: Path) -> None:

@@ -145,3 +145,38 @@ def test_the_heart_only_cut_is_a_gated_field_of_view_around_the_lesions():
     first = cut.index_to_physical(np.asarray([[0.0, 0.0, 0.0]]))[0]
     assert np.allclose(first, scan.index_to_physical(np.asarray([[0.0, 110.0, 60.0]]))[0])
     assert ref_cut[12, 190, 190] == 1 and ref_cut[14, 210, 210] == 2 and ref_cut.sum() == 3
+
+
+def _hybrid_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hybrid_lesions.py"
+    spec = importlib.util.spec_from_file_location("hybrid_lesions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_bins_heart_only_lesions_by_their_distance_from_the_cut_end():
+    """A lesion on slices 1-2 of 10 lies 1 slice (5 mm) from the first; one on slices 5-6, 3
+    slices (15 mm) from the last; one on slices 0-9 touches both; an absent one has none. The
+    summary counts found lesions of heart-only cases only, per distance bin."""
+    bench = _hybrid_benchmark()
+    ref = np.zeros((10, 4, 4), np.uint8)
+    ref[1:3, 0, 0], ref[5:7, 1, 1], ref[0:10, 2, 2] = 1, 2, 3
+    assert bench.edge_mm(ref, 4, 5.0) == [5.0, 15.0, 0.0, None]
+
+    def case(edges, lesions):
+        return {"edge_mm": edges, "m": {"with_net": {"lesions": lesions}}}
+
+    result = {
+        "models": {"m": "dir"},
+        "cases": {
+            "a heart-only seed 0": case([5.0, 30.0, 60.0], ["found", "missed", "found"]),
+            "a heart-only seed 1": case([10.0, None], ["missed", "invisible"]),
+            "a seed 0": case([0.0, 0.0], ["found", "found"]),  # whole scans are not counted
+        },
+    }
+    (line,) = bench.by_edge(result)
+    assert line.endswith("0-25 mm 1/2, 25-50 mm 0/1, 50+ mm 1/1")
