@@ -14,7 +14,8 @@ whole and cut to a heart-only field of view (200 mm, as an ECG-gated calcium sca
 without the safety net, by every model in the same run. Per inserted lesion: labelled coronary
 (found), labelled aortic or valve calcium (wrong label), or not labelled (missed); per scan the
 CAC Agatston of the model against that of the inserted lesions alone, the risk categories and
-the pooled CAC voxel F1 against the inserted lesions (any real calcium labelled counts against).
+the pooled CAC voxel F1 against the inserted lesions (any real calcium labelled counts against);
+and the heart-only cuts' lesions found by their distance from the cut's nearest slice.
 
 The scans: the two non-contrast reconstructions of lungdx-a0001 (5 mm; -b is a real negative of
 the shipped recipe, whose copies carry hybrid positives, at other sites), and two
@@ -166,7 +167,8 @@ def by_edge(result: dict) -> list[str]:
                     if d is not None and lo <= d < hi:
                         n += 1
                         found += what == "found"
-            parts.append(f"{lo:.0f}-{hi:.0f} mm {found}/{n}".replace("-inf", "+"))
+            span = f"{lo:.0f}+" if hi == float("inf") else f"{lo:.0f}-{hi:.0f}"
+            parts.append(f"{span} mm {found}/{n}")
         lines.append(
             f"{tag:>11} heart-only, found by distance from the cut's end: " + ", ".join(parts)
         )
