@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from calcscore.inference import InferenceOptions, Model, resolve_precision, segment
 from calcscore.io import read_volume, write_text_atomic
@@ -64,11 +65,11 @@ def per_lesion(ref: np.ndarray, labels: np.ndarray, n: int) -> list[str]:
 
 def edge_mm(ref: np.ndarray, n: int, slice_mm: float) -> list[float | None]:
     """Per lesion, how far (mm) its nearest slice lies from the scan's first or last slice."""
-    out: list[float | None] = []
-    for k in range(1, n + 1):
-        zs = np.flatnonzero((ref == k).any(axis=(1, 2)))
-        out.append(None if not len(zs) else float(min(zs[0], len(ref) - 1 - zs[-1]) * slice_mm))
-    return out
+    boxes = ndimage.find_objects(ref, max_label=n)  # one pass over the scan, not one per lesion
+    return [
+        None if b is None else float(min(b[0].start, len(ref) - b[0].stop) * slice_mm)
+        for b in boxes
+    ]
 
 
 def cac_of(volume: CTVolume, labels: np.ndarray) -> float:
