@@ -30,8 +30,11 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
 5. **Spine**: coronary and valve labels within 10 mm (in-plane; :func:`calcscore.bone.near_spine`)
    of the bone behind the lungs' middle row on their midline (vertebral bodies, rib heads) go:
    between the vertebrae and the heart lie the aorta, the oesophagus and the left atrium.
-6. **Airway walls**: a lesion most of whose voxels touch air in-plane is the bright rim a sharp
-   kernel draws along the trachea and bronchi (calcium lies in tissue, not on air).
+6. **Airway walls**: a lesion most of whose voxels touch air in-plane, or lie within
+   ``airway_wall_mm`` of air inside the mediastinum, is the bright rim a sharp kernel draws along
+   the trachea and bronchi (calcium lies in tissue, not on air); a faint one (no voxel of
+   ``faint_peak_hu`` or more) within ``faint_wall_mm`` of it is a sharp kernel's overshoot where
+   the lung meets the heart or a vessel.
 
 Not in the paper: the paper's CNN1 saw 131 px (86 mm) and real training scans. It is on by
 default (``InferenceOptions(safety_net=None)`` takes the model's choice) and can be switched off
@@ -72,12 +75,24 @@ AIR_RIM_FRACTION = 0.5
 #: 0.908 -> 0.905 soft, 0.822 -> 0.817 sharp; v2's true aortic lesions lie >= 3.2 mm (median) away
 #: (2.5 mm cost 26-154 true aortic voxels in 6 of 22 v1 scans; benchmarks/README.md)
 AIRWAY_WALL_MM = 2.0
+#: a faint lesion (no voxel at or above FAINT_PEAK_HU) mostly within this distance of mediastinal
+#: air is a sharp kernel's overshoot: on the real sharp scan lungdx-a0001-l a 21-voxel "LAD" lesion
+#: on the ascending aorta's wall against the lung (peak 415 HU; the soft reconstruction reads
+#: <= 163 HU there), 62 % of it within 2.5 mm, 38 % within 2 mm. Dense calcium stays: a true RCA
+#: lesion at the heart's edge of a v2 phantom (P0124 sharp, peak 1,459 HU) is 50.4 % within
+#: 2.5 mm (benchmarks/README.md, "Faint lesions against the lung")
+FAINT_WALL_MM = 2.5
+#: lesions with a voxel at or above this are dense enough to be calcium next to the lung
+FAINT_PEAK_HU = 600.0
 #: the heart region ends this far (mm) below the slice where the lungs widen from their bases
 #: (:func:`calcscore.heart_extent.heart_bottom`): the lungs' hull holds the upper abdomen too,
 #: and granulomas in the liver and spleen were called coronary (benchmarks/abdomen_granulomas.py)
 HEART_BOTTOM_MARGIN_MM = 15.0
 #: :attr:`ChestRegions.zone` flags: aortic (AORTA), coronary and valve (HEART) calcium may lie here
 AORTA, HEART = 1, 2
+#: :attr:`ChestRegions.rim` flags: on the air rim; >= 130 HU within ``faint_wall_mm`` of
+#: mediastinal air; at or above ``faint_peak_hu``
+RIM_AIR, RIM_FAINT, RIM_DENSE = 1, 2, 4
 #: labels allowed only in the heart region
 HEART_LABELS = (Label.LAD, Label.LCX, Label.RCA, Label.AV, Label.MV)
 
@@ -98,9 +113,15 @@ class ChestRegions:
     heart_top_z: int | None
     bone_mm3: float
     reason: str = ""
-    #: voxels >= 130 HU that touch air in-plane (the bright rim a sharp kernel draws along the
-    #: trachea and bronchi); None where not found
-    air_rim: np.ndarray | None = None
+    #: bit flags per voxel (:data:`RIM_AIR`, :data:`RIM_FAINT`, :data:`RIM_DENSE`) for the
+    #: airway-wall rule of :func:`apply_safety_net`; None where not found
+    rim: np.ndarray | None = None
+
+    @property
+    def air_rim(self) -> np.ndarray | None:
+        """Voxels >= 130 HU that touch air in-plane or lie within ``airway_wall_mm`` of air in
+        the mediastinum (the bright rim a sharp kernel draws along the trachea and bronchi)."""
+        return None if self.rim is None else (self.rim & RIM_AIR) > 0
 
     @property
     def aorta(self) -> np.ndarray:
@@ -265,16 +286,30 @@ def _anterior_extension(
     return out
 
 
-def _air_rim(volume: CTVolume, mediastinum: np.ndarray, airway_wall_mm: float) -> np.ndarray:
-    """Voxels >= 130 HU that touch air in-plane, or lie within ``airway_wall_mm`` (in-plane) of
-    air inside the mediastinum: the trachea's and main bronchi's walls and cartilage rings."""
+def _air_rim(
+    volume: CTVolume,
+    mediastinum: np.ndarray,
+    airway_wall_mm: float,
+    faint_wall_mm: float,
+    faint_peak_hu: float,
+) -> np.ndarray:
+    """The :attr:`ChestRegions.rim` flags: :data:`RIM_AIR` on voxels >= 130 HU that touch air
+    in-plane or lie within ``airway_wall_mm`` (in-plane) of air inside the mediastinum (the
+    trachea's and main bronchi's walls, cartilage rings); :data:`RIM_FAINT` on those and on
+    voxels >= 130 HU within ``faint_wall_mm`` of it; :data:`RIM_DENSE` at ``faint_peak_hu``."""
     air = (volume.hu < AIR_HU) & (volume.hu > PADDING_HU)
     near = ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool))
+    wide = near.copy()
     airway = air & mediastinum
-    if airway_wall_mm > 0 and airway.any():
-        disk = in_plane_disk(airway_wall_mm, volume.spacing_mm)
-        near |= ndimage.binary_dilation(airway, structure=disk[None])
-    return (volume.hu >= BONE_HU) & near
+    for mm, mask in ((airway_wall_mm, near), (faint_wall_mm, wide)):
+        if mm > 0 and airway.any():
+            disk = in_plane_disk(mm, volume.spacing_mm)
+            mask |= ndimage.binary_dilation(airway, structure=disk[None])
+    bright = volume.hu >= BONE_HU
+    rim = (bright & near).astype(np.uint8) * np.uint8(RIM_AIR)
+    rim |= (bright & (wide | near)).astype(np.uint8) * np.uint8(RIM_FAINT)
+    rim |= (volume.hu >= faint_peak_hu).astype(np.uint8) * np.uint8(RIM_DENSE)
+    return rim
 
 
 def find_chest_regions(
@@ -290,6 +325,8 @@ def find_chest_regions(
     max_lesion_mm3: float = 3000.0,
     min_lung_ml: float = 100.0,
     airway_wall_mm: float = AIRWAY_WALL_MM,
+    faint_wall_mm: float = FAINT_WALL_MM,
+    faint_peak_hu: float = FAINT_PEAK_HU,
     heart_bottom_margin_mm: float | None = HEART_BOTTOM_MARGIN_MM,
 ) -> ChestRegions:
     """Find where calcium of each label can lie in ``volume`` (see the module docstring).
@@ -311,6 +348,9 @@ def find_chest_regions(
         min_lung_ml: less lung than this and the regions are not found (the net is off).
         airway_wall_mm: lesions mostly this close (in-plane) to air inside the mediastinum lie
             on the airway walls and are removed (0: only lesions touching air).
+        faint_wall_mm, faint_peak_hu: lesions without a voxel of ``faint_peak_hu`` or more,
+            mostly within ``faint_wall_mm`` of air inside the mediastinum, are a sharp kernel's
+            overshoot and are removed (0: no such rule).
         heart_bottom_margin_mm: the heart region ends this far below the slice where the lungs
             widen from their bases (:func:`calcscore.heart_extent.heart_bottom`); None: down to
             the lungs' bases.
@@ -376,10 +416,10 @@ def find_chest_regions(
     mid_y = ((ys[0] + ys[-1]) / 2.0 + 0.5) * f[1]
     spine = near_spine(bone, volume.spacing_mm, mid_y, (mid_x + 0.5) * f[2])
     zone[spine] &= np.uint8(~HEART & 0xFF)
-    air_rim = _air_rim(volume, zone > 0, airway_wall_mm)
+    rim = _air_rim(volume, zone > 0, airway_wall_mm, faint_wall_mm, faint_peak_hu)
     voxel_mm3 = float(np.prod(volume.spacing_mm))
     top_z = None if top is None else min(shape[0] - 1, (top + 1) * int(f[0]) - 1)
-    return ChestRegions(zone, True, lung_ml, top_z, float(bone.sum()) * voxel_mm3, air_rim=air_rim)
+    return ChestRegions(zone, True, lung_ml, top_z, float(bone.sum()) * voxel_mm3, rim=rim)
 
 
 def apply_safety_net(
@@ -389,7 +429,8 @@ def apply_safety_net(
     :attr:`ChestRegions.aorta`, coronary and valve labels outside :attr:`ChestRegions.heart`, and
     whole lesions (26-connected) of which more than ``max_air_rim_fraction`` of the voxels touch
     air (:attr:`ChestRegions.air_rim`: calcium lies in tissue, a sharp kernel's overshoot on an
-    airway wall does not).
+    airway wall does not), and faint lesions (no :data:`RIM_DENSE` voxel) with more than that
+    fraction within the wider faint band (:data:`RIM_FAINT`).
 
     Args:
         labels: a calcium label map (0 background, :class:`calcscore.labels.Label` values).
@@ -404,11 +445,15 @@ def apply_safety_net(
         return labels, {}
     drop = (labels == int(Label.TAC)) & ~regions.aorta
     drop |= np.isin(labels, [int(v) for v in HEART_LABELS]) & ~regions.heart
-    if regions.air_rim is not None and (labels > 0).any():
+    if regions.rim is not None and (labels > 0).any():
         comps, n = ndimage.label((labels > 0) & ~drop, structure=np.ones((3, 3, 3), bool))
         size = np.bincount(comps.ravel(), minlength=n + 1)
-        rim = np.bincount(comps[regions.air_rim].ravel(), minlength=n + 1)
-        on_rim = rim > max_air_rim_fraction * size
+
+        def count(flag: int) -> np.ndarray:
+            return np.bincount(comps[(regions.rim & flag) > 0], minlength=n + 1)
+
+        limit = max_air_rim_fraction * size
+        on_rim = (count(RIM_AIR) > limit) | ((count(RIM_FAINT) > limit) & (count(RIM_DENSE) == 0))
         on_rim[0] = False
         drop |= on_rim[comps]
     removed = {

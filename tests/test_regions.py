@@ -208,7 +208,10 @@ def test_airway_wall_option_removes_a_tracheal_ring_not_a_vessel_wall_nearby():
     cartilage ring), a wall plaque 3.3-4.3 mm from it (an aortic wall against the trachea: the
     realistic phantoms' aortic calcium lies 3.2 mm or more from mediastinal air) and an 'aortic'
     plaque 24 mm in front of it: with the default ``airway_wall_mm`` (2 mm) the ring goes and both
-    plaques stay; with 0 (off) the ring is kept too, since it does not touch the air."""
+    plaques stay; with 0 (off) the ring is kept too, since it does not touch the air. Behind the
+    tube, two plaques 1.7-2.4 mm from the lumen, mostly beyond 2 mm: a faint one (300 HU, a
+    sharp kernel's overshoot) goes by the faint rule (``faint_wall_mm`` 2.5 mm, peak below
+    600 HU), a dense one (800 HU) stays; with the faint rule off both stay."""
     volume, _ = drawn_chest()
     hu = volume.hu.copy()
     zz, yy, xx = np.ogrid[:60, :300, :400]
@@ -221,18 +224,24 @@ def test_airway_wall_option_removes_a_tracheal_ring_not_a_vessel_wall_nearby():
     hu[wall] = 350.0
     plaque = (zz >= 40) & (zz < 43) & (np.hypot(yy - 120, xx - 200) <= 2)  # 24 mm off axis
     hu[plaque] = 400.0
+    near = (zz >= 45) & (zz < 49) & (r > 10.7) & (r <= 11.4) & (yy > 155)  # 1.7-2.4 mm out
+    faint, dense = near & (xx < 196), near & (xx > 204)
+    hu[faint], hu[dense] = 300.0, 800.0
     labels = np.zeros(volume.shape, np.uint8)
-    labels[arc | wall | plaque] = Label.TAC
+    labels[arc | wall | plaque | faint | dense] = Label.TAC
     volume = CTVolume(hu, SPACING)
-    off = find_chest_regions(volume, airway_wall_mm=0.0)
+    off = find_chest_regions(volume, airway_wall_mm=0.0, faint_wall_mm=0.0)
+    no_faint = find_chest_regions(volume, faint_wall_mm=0.0)
     on = find_chest_regions(volume)
     assert off.found and on.found and on.aorta[41, 120, 200] and on.aorta[40, 140, 200]
-    assert on.aorta[wall].all()
+    assert on.aorta[wall | faint | dense].all()
     kept_off, _ = apply_safety_net(labels, off)
+    kept_no_faint, _ = apply_safety_net(labels, no_faint)
     kept_on, removed = apply_safety_net(labels, on)
-    assert (kept_off[arc] == Label.TAC).all()
-    assert not kept_on[arc].any() and removed["TAC"] == int(arc.sum())
-    assert (kept_on[plaque] == Label.TAC).all() and (kept_on[wall] == Label.TAC).all()
+    assert (kept_off[arc | faint | dense] == Label.TAC).all()
+    assert not kept_no_faint[arc].any() and (kept_no_faint[faint | dense] == Label.TAC).all()
+    assert not kept_on[arc | faint].any() and removed["TAC"] == int(arc.sum() + faint.sum())
+    assert (kept_on[plaque | wall | dense] == Label.TAC).all()
 
 
 SHIPPED_CHEST = Path(__file__).resolve().parents[1] / "calcscore" / "datasets" / "data"
@@ -341,6 +350,35 @@ def test_a_calcified_costal_cartilage_in_front_of_the_heart_is_outside_its_regio
     assert volume.hu[15, 44, 267] >= 130
     regions = find_chest_regions(volume)
     assert not regions.heart[15, 44, 267] and regions.heart[15, 80, 267]
+
+
+@pytest.mark.slow
+def test_a_sharp_kernels_overshoot_on_the_aortic_wall_is_removed_as_a_faint_lesion():
+    """lungdx-a0001-l (real, sharp kernel, 5 mm): m17 labelled these 21 voxels LAD, on the
+    ascending aorta's wall against the lung (slices 34-38; by eye in its lesion gallery: the
+    bright edge a sharp kernel draws along the lung, none on the soft reconstruction of the same
+    scan), CAC 65, category II. Peak below 600 HU, 62 % within 2.5 mm of the lung's air, 38 %
+    within 2 mm: the faint rule removes it, the 2 mm airway-wall rule alone keeps it."""
+    volume = _real("lungdx-a0001-l")
+    lesion = np.zeros(volume.shape, bool)
+    lesion[tuple(np.array(M17_AORTIC_WALL_LAD).T)] = True
+    assert lesion.sum() == 21 and volume.hu[lesion].min() >= 130
+    assert volume.hu[lesion].max() < 600
+    labels = np.where(lesion, np.uint8(Label.LAD), np.uint8(0))
+    kept_2mm, _ = apply_safety_net(labels, find_chest_regions(volume, faint_wall_mm=0.0))
+    kept, removed = apply_safety_net(labels, find_chest_regions(volume))
+    assert (kept_2mm[lesion] == Label.LAD).all()
+    assert not kept.any() and removed == {"LAD": 21}
+
+
+#: the voxels (z, y, x) of m17's false LAD lesion on lungdx-a0001-l, from its label map
+M17_AORTIC_WALL_LAD = [
+    (34, 106, 256), (34, 107, 253), (34, 107, 254), (34, 109, 251), (35, 106, 257),
+    (35, 107, 252), (35, 107, 256), (35, 108, 253), (35, 108, 254), (35, 108, 256),
+    (35, 109, 252), (36, 107, 253), (36, 107, 256), (36, 107, 257), (36, 108, 254),
+    (37, 107, 255), (37, 108, 255), (37, 108, 256), (37, 109, 252), (37, 109, 253),
+    (38, 107, 256),
+]  # fmt: skip
 
 
 def test_heart_bottom_waits_for_the_front_half_of_the_lungs_to_widen():
