@@ -445,12 +445,13 @@ def apply_safety_net(
         return labels, {}
     drop = (labels == int(Label.TAC)) & ~regions.aorta
     drop |= np.isin(labels, [int(v) for v in HEART_LABELS]) & ~regions.heart
-    if regions.rim is not None and (labels > 0).any():
+    rim = regions.rim
+    if rim is not None and (labels > 0).any():
         comps, n = ndimage.label((labels > 0) & ~drop, structure=np.ones((3, 3, 3), bool))
         size = np.bincount(comps.ravel(), minlength=n + 1)
 
         def count(flag: int) -> np.ndarray:
-            return np.bincount(comps[(regions.rim & flag) > 0], minlength=n + 1)
+            return np.bincount(comps[(rim & flag) > 0], minlength=n + 1)
 
         limit = max_air_rim_fraction * size
         on_rim = (count(RIM_AIR) > limit) | ((count(RIM_FAINT) > limit) & (count(RIM_DENSE) == 0))
