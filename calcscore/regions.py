@@ -33,8 +33,8 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
 6. **Airway walls**: a lesion most of whose voxels touch air in-plane, or lie within
    ``airway_wall_mm`` of air inside the mediastinum, is the bright rim a sharp kernel draws along
    the trachea and bronchi (calcium lies in tissue, not on air); a faint one (no voxel of
-   ``faint_peak_hu`` or more) within ``faint_wall_mm`` of it is a sharp kernel's overshoot where
-   the lung meets the heart or a vessel.
+   ``faint_peak_hu`` or more) mostly within ``faint_wall_mm`` of that air is a sharp kernel's
+   overshoot where the lung meets the heart or a vessel.
 
 Not in the paper: the paper's CNN1 saw 131 px (86 mm) and real training scans. It is on by
 default (``InferenceOptions(safety_net=None)`` takes the model's choice) and can be switched off
@@ -296,7 +296,8 @@ def _air_rim(
     """The :attr:`ChestRegions.rim` flags: :data:`RIM_AIR` on voxels >= 130 HU that touch air
     in-plane or lie within ``airway_wall_mm`` (in-plane) of air inside the mediastinum (the
     trachea's and main bronchi's walls, cartilage rings); :data:`RIM_FAINT` on those and on
-    voxels >= 130 HU within ``faint_wall_mm`` of it; :data:`RIM_DENSE` at ``faint_peak_hu``."""
+    voxels >= 130 HU within ``faint_wall_mm`` of that air; :data:`RIM_DENSE` on voxels of
+    ``faint_peak_hu`` or more."""
     air = (volume.hu < AIR_HU) & (volume.hu > PADDING_HU)
     near = ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool))
     wide = near.copy()
