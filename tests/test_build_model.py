@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from calcscore.pipeline import RecipeError, load_recipe, stage_hashes
+from calcscore.pipeline.cache import mark_done, read_done, set_aside
 from calcscore.pipeline.card import card
 from calcscore.pipeline.cohort import limit_full
 from calcscore.training.config import TrainConfig
@@ -163,6 +164,32 @@ def test_only_a_stage_whose_inputs_are_missing_says_what_to_run(tmp_path):
         cwd=tmp_path,
     )
     assert run.returncode == 2 and "stage cnn2 needs phantoms, cnn1 finished first" in run.stderr
+
+
+def test_rerun_of_a_training_stage_is_refused_in_one_line(tmp_path):
+    """``--rerun cnn1`` would resume CNN1 from its checkpoint, not train it again: refused before
+    anything is made, with the stages it takes and what to do instead."""
+    out = tmp_path / "out"
+    run = _cli(
+        "build-model", str(_tiny(tmp_path)), "--out", str(out), "--rerun", "cnn1", cwd=tmp_path
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert "--rerun cnn1" in line and "thresholds, rim, evaluation, card" in line
+    assert "new --cache" in line and not out.exists()
+
+
+def test_set_aside_keeps_a_stages_record_under_a_new_name(tmp_path):
+    """A finished stage's record renamed, not deleted: the stage then reads as unfinished."""
+    folder = tmp_path / "rim-0123456789ab"
+    folder.mkdir()
+    assert set_aside(folder) is None  # nothing finished: nothing to set aside
+    mark_done(folder, {"stage": "rim", "hash": "h", "result": {"x": 1}})
+    assert read_done(folder, "h") is not None
+    kept = set_aside(folder)
+    assert kept is not None and kept.parent == folder and kept.name.startswith("done-")
+    assert json.loads(kept.read_text())["result"] == {"x": 1}
+    assert read_done(folder, "h") is None
 
 
 def test_a_changed_setting_changes_the_hashes_of_its_stage_and_those_after_it(tmp_path):
@@ -474,6 +501,13 @@ def test_build_model_from_an_empty_then_a_half_done_cache(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert [s for s, v in _status(out).items() if v == "ran"] == ["card"]
     assert (out / "MODEL_CARD.md").read_text().startswith("# Retitled\n")
+    # after a code change: --rerun evaluation runs it and the card again, keeps the old record
+    (evaluation,) = (out / ".cache").glob("evaluation-*")
+    run = _cli(*args, "--rerun", "evaluation", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [s for s, v in _status(out).items() if v == "ran"] == ["evaluation", "card"]
+    assert len(list(evaluation.glob("done-*.json"))) == 1 and (evaluation / "done.json").is_file()
+    _check_model(out)
 
 
 def _check_model(out: Path) -> None:

@@ -5,7 +5,8 @@ stage and its settings: phantoms, real_negatives, cnn1, cnn2, thresholds, rim, e
 Each stage is cached in --cache (default DIR/.cache) by the hash of its recipe section and of the
 stages before it: run the same command again after an interruption and it goes on where it
 stopped (a training stage from its checkpoint); change a setting and that stage and those after
-it run again (the card also when the code that writes it changed). DIR receives cnn1.pt, cnn2.pt, model.json, MODEL_CARD.md, recipe.toml and
+it run again (the card also when the code that writes it changed; after a change to inference,
+the safety net or the fills, --rerun rim runs that stage and those after it again). DIR receives cnn1.pt, cnn2.pt, model.json, MODEL_CARD.md, recipe.toml and
 stages.json (which stages ran, which were cached).
 
 Stages on two machines: run the GPU stages on one (--only cnn1, then --only cnn2, or the whole
@@ -49,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--only", metavar="STAGE", help="run this stage only (those it needs must be cached)"
+    )
+    p.add_argument(
+        "--rerun",
+        metavar="STAGE",
+        help="run this stage (thresholds, rim, evaluation or card) and those after it again, "
+        "though cached (after a code change; the old record is kept)",
     )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -96,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         minutes=parse_minutes(args.stage_minutes),
         only=args.only,
+        rerun=args.rerun,
         progress=not args.no_progress,
     )
     for stage, status in result.status.items():

@@ -13,12 +13,22 @@ from typing import Any
 from calcscore.errors import CalcscoreError
 from calcscore.phantom import GENERATOR_VERSION
 from calcscore.pipeline import card as card_writer
-from calcscore.pipeline.cache import mark_done, read_done, stage_dir, stage_hash, write_json_atomic
+from calcscore.pipeline.cache import (
+    mark_done,
+    read_done,
+    set_aside,
+    stage_dir,
+    stage_hash,
+    write_json_atomic,
+)
 from calcscore.pipeline.recipe import Recipe
 from calcscore.pipeline.stages import STAGES, Context, StageStopped, skipped, summary_line
 from calcscore.runtime import bf16_supported, resolve_device
 
 log = logging.getLogger(__name__)
+
+#: the stages ``--rerun`` may name: those after training, which run the trained networks
+RERUNNABLE = ("thresholds", "rim", "evaluation", "card")
 
 #: The file in OUT that says, per stage, whether this run ran it or found it cached, and how long it took.
 STAGES_JSON = "stages.json"
@@ -62,14 +72,17 @@ def _hash(ctx: Context, stage: str) -> str:
     return stage_hash(section, depends, GENERATOR_VERSION)
 
 
-def _run_stage(ctx: Context, stage: str, cache: Path) -> tuple[str, float]:
-    """Run one stage unless its folder is done; record it in ``ctx``. Returns (status, seconds)."""
+def _run_stage(ctx: Context, stage: str, cache: Path, fresh: bool = False) -> tuple[str, float]:
+    """Run one stage unless its folder is done (``fresh``: its record set aside first, so it
+    runs); record it in ``ctx``. Returns (status, seconds)."""
     digest = ctx.hashes[stage] = _hash(ctx, stage)
     if skipped(ctx, stage):
         log.info("%s: nothing to do for this recipe, skipped", stage)
         ctx.results[stage], ctx.seconds[stage] = {"skipped": True}, 0.0
         return "skipped", 0.0
     folder = ctx.folders[stage] = stage_dir(cache, stage, digest)
+    if fresh:
+        set_aside(folder)
     done = read_done(folder, digest)
     if done is not None:
         log.info("%s: cached in %s, skipped", stage, folder.name)
@@ -124,6 +137,7 @@ def build(
     precision: str = "auto",
     minutes: dict[str, float] | None = None,
     only: str | None = None,
+    rerun: str | None = None,
     progress: bool = True,
 ) -> BuildResult:
     """Build the model a recipe describes into ``out``.
@@ -138,6 +152,9 @@ def build(
         minutes: time budgets of training stages, e.g. ``{"cnn2": 30}``: a stage that spends it
             stops resumable and the build stops after it.
         only: run this stage only (the stages it needs must be in the cache).
+        rerun: run this stage and those after it again even where the cache holds them done
+            (their hashes do not see code: after a change to inference, the safety net or the
+            fills); one of :data:`RERUNNABLE`.
         progress: progress bars during training.
 
     Returns:
@@ -147,6 +164,13 @@ def build(
     cache = Path(cache) if cache else out / ".cache"
     if only is not None and only not in STAGES:
         raise CalcscoreError(f"--only {only}: no such stage; stages: {', '.join(STAGES)}")
+    if rerun is not None and rerun not in RERUNNABLE:
+        raise CalcscoreError(
+            f"--rerun {rerun}: only a stage that runs the trained networks runs again "
+            f"({', '.join(RERUNNABLE)}); to train again, give the build a new --cache"
+        )
+    order = list(STAGES)
+    fresh = set(order[order.index(rerun) :]) if rerun is not None else set()
     dev, prec = resolve_run(device, precision)
     ctx = Context(
         recipe=recipe, device=dev, precision=prec, minutes=dict(minutes or {}), progress=progress
@@ -158,7 +182,9 @@ def build(
             result.status[stage] = "not run"
             continue
         try:
-            result.status[stage], result.seconds[stage] = _run_stage(ctx, stage, cache)
+            result.status[stage], result.seconds[stage] = _run_stage(
+                ctx, stage, cache, stage in fresh
+            )
         except StageStopped as exc:
             result.status[stage], result.stopped = "stopped", str(exc)
             log.warning("%s", exc)

@@ -8,6 +8,9 @@ its checkpoint there, so a stopped build resumes it) and, when it is finished, w
 ``done.json`` (``{"stage", "hash", "result", "seconds", ...}``) atomically: a folder without it
 is unfinished, whatever else it holds. A changed setting changes the stage's hash and so those of
 the stages after it: they get new folders and run again; the old folders stay until deleted.
+The hashes do not see the code a stage runs (but the card's writer): after a change to
+inference, the safety net or the fills, :func:`set_aside` a stage's ``done.json``
+(``build-model --rerun STAGE``) and it runs again in its folder.
 
 The cache is plain files: copy the folder to another machine (``rsync -a CACHE/ other:CACHE/``),
 run one stage there (``calcscore build-model RECIPE --out DIR --cache CACHE --only cnn2``) and
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +84,22 @@ def mark_done(folder: Path, done: dict[str, Any]) -> None:
     """Record a stage as finished (atomically: a build killed meanwhile leaves it unfinished)."""
     write_json_atomic(folder / DONE, done)
     log.info("%s: done (%s)", done["stage"], folder)
+
+
+def set_aside(folder: Path) -> Path | None:
+    """Rename a finished stage's ``done.json`` to ``done-<UTC time>.json`` (kept, no longer read),
+    so that the stage runs again in its folder.
+
+    Args:
+        folder: the stage's folder.
+
+    Returns:
+        the new name of the record, or None where the stage was not finished.
+    """
+    path = folder / DONE
+    if not path.is_file():
+        return None
+    kept = folder / f"done-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.rename(kept)
+    log.info("%s: its record set aside as %s, to run again", folder.name, kept.name)
+    return kept
