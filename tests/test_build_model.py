@@ -190,6 +190,10 @@ def test_set_aside_keeps_a_stages_record_under_a_new_name(tmp_path):
     assert kept is not None and kept.parent == folder and kept.name.startswith("done-")
     assert json.loads(kept.read_text())["result"] == {"x": 1}
     assert read_done(folder, "h") is None
+    mark_done(folder, {"stage": "rim", "hash": "h", "result": {"x": 2}})
+    again = set_aside(folder)  # within the same second too: both records kept
+    assert again is not None and again != kept and kept.is_file()
+    assert json.loads(again.read_text())["result"] == {"x": 2}
 
 
 def test_a_changed_setting_changes_the_hashes_of_its_stage_and_those_after_it(tmp_path):

@@ -6,8 +6,9 @@ Each stage is cached in --cache (default DIR/.cache) by the hash of its recipe s
 stages before it: run the same command again after an interruption and it goes on where it
 stopped (a training stage from its checkpoint); change a setting and that stage and those after
 it run again (the card also when the code that writes it changed; after a change to inference,
-the safety net or the fills, --rerun rim runs that stage and those after it again). DIR receives cnn1.pt, cnn2.pt, model.json, MODEL_CARD.md, recipe.toml and
-stages.json (which stages ran, which were cached).
+the safety net or the fills, --rerun rim runs that stage and those after it again). DIR
+receives cnn1.pt, cnn2.pt, model.json, MODEL_CARD.md, recipe.toml and stages.json (which stages
+ran, which were cached).
 
 Stages on two machines: run the GPU stages on one (--only cnn1, then --only cnn2, or the whole
 build with --stage-minutes cnn2=9 to stop in time), copy the cache folder to the other

@@ -99,7 +99,11 @@ def set_aside(folder: Path) -> Path | None:
     path = folder / DONE
     if not path.is_file():
         return None
-    kept = folder / f"done-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = folder / f"done-{stamp}.json"
+    n = 1
+    while kept.exists():  # two in one second: keep both
+        kept, n = folder / f"done-{stamp}-{n}.json", n + 1
     path.rename(kept)
     log.info("%s: its record set aside as %s, to run again", folder.name, kept.name)
     return kept
