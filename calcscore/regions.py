@@ -118,12 +118,6 @@ class ChestRegions:
     rim: np.ndarray | None = None
 
     @property
-    def air_rim(self) -> np.ndarray | None:
-        """Voxels >= 130 HU that touch air in-plane or lie within ``airway_wall_mm`` of air in
-        the mediastinum (the bright rim a sharp kernel draws along the trachea and bronchi)."""
-        return None if self.rim is None else (self.rim & RIM_AIR) > 0
-
-    @property
     def aorta(self) -> np.ndarray:
         """Where aortic (TAC) labels may lie."""
         return (self.zone & AORTA) > 0
@@ -299,16 +293,19 @@ def _air_rim(
     voxels >= 130 HU within ``faint_wall_mm`` of that air; :data:`RIM_DENSE` on voxels of
     ``faint_peak_hu`` or more."""
     air = (volume.hu < AIR_HU) & (volume.hu > PADDING_HU)
-    near = ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool))
-    wide = near.copy()
+    touching = ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool))
     airway = air & mediastinum
-    for mm, mask in ((airway_wall_mm, near), (faint_wall_mm, wide)):
-        if mm > 0 and airway.any():
-            disk = in_plane_disk(mm, volume.spacing_mm)
-            mask |= ndimage.binary_dilation(airway, structure=disk[None])
+
+    def within(mm: float) -> np.ndarray:
+        if mm <= 0 or not airway.any():
+            return touching
+        disk = in_plane_disk(mm, volume.spacing_mm)
+        return touching | ndimage.binary_dilation(airway, structure=disk[None])
+
+    near = within(airway_wall_mm)
     bright = volume.hu >= BONE_HU
     rim = (bright & near).astype(np.uint8) * np.uint8(RIM_AIR)
-    rim |= (bright & (wide | near)).astype(np.uint8) * np.uint8(RIM_FAINT)
+    rim |= (bright & (near | within(faint_wall_mm))).astype(np.uint8) * np.uint8(RIM_FAINT)
     rim |= (volume.hu >= faint_peak_hu).astype(np.uint8) * np.uint8(RIM_DENSE)
     return rim
 
@@ -429,9 +426,9 @@ def apply_safety_net(
     """``labels`` with every label outside its region removed: TAC outside
     :attr:`ChestRegions.aorta`, coronary and valve labels outside :attr:`ChestRegions.heart`, and
     whole lesions (26-connected) of which more than ``max_air_rim_fraction`` of the voxels touch
-    air (:attr:`ChestRegions.air_rim`: calcium lies in tissue, a sharp kernel's overshoot on an
-    airway wall does not), and faint lesions (no :data:`RIM_DENSE` voxel) with more than that
-    fraction within the wider faint band (:data:`RIM_FAINT`).
+    air (:data:`RIM_AIR` of :attr:`ChestRegions.rim`: calcium lies in tissue, a sharp kernel's
+    overshoot on an airway wall does not), and faint lesions (no :data:`RIM_DENSE` voxel) with
+    more than that fraction within the wider faint band (:data:`RIM_FAINT`).
 
     Args:
         labels: a calcium label map (0 background, :class:`calcscore.labels.Label` values).
@@ -449,10 +446,12 @@ def apply_safety_net(
     rim = regions.rim
     if rim is not None and (labels > 0).any():
         comps, n = ndimage.label((labels > 0) & ~drop, structure=np.ones((3, 3, 3), bool))
-        size = np.bincount(comps.ravel(), minlength=n + 1)
+        lesion = comps > 0  # the flags are read on the labelled voxels only
+        ids, flags = comps[lesion], rim[lesion]
+        size = np.bincount(ids, minlength=n + 1)
 
         def count(flag: int) -> np.ndarray:
-            return np.bincount(comps[(rim & flag) > 0], minlength=n + 1)
+            return np.bincount(ids[(flags & flag) > 0], minlength=n + 1)
 
         limit = max_air_rim_fraction * size
         on_rim = (count(RIM_AIR) > limit) | ((count(RIM_FAINT) > limit) & (count(RIM_DENSE) == 0))
