@@ -128,6 +128,7 @@ def score_cohort(
     rim_fill: bool | None = None,
     safety_net: bool | None = None,
     lesion_fill: bool | None = None,
+    artery_vote: bool = True,
     report: bool = True,
     pdf: bool = False,
     dicom: bool = False,
@@ -161,6 +162,8 @@ def score_cohort(
             choice, see :mod:`calcscore.regions`).
         lesion_fill: False to leave lesions the networks labelled in part as they are (None:
             the model's choice, see :mod:`calcscore.lesion_fill`).
+        artery_vote: False to leave coronary lesions with more than one artery as the networks
+            labelled them (:func:`calcscore.lesions.vote_arteries`).
         report: write each scan's ``<scan>_report.html`` and the cohort's
             ``cohort_report.html``.
         pdf: print the scan pages to PDF too (needs Chromium, checked before any scan is
@@ -206,10 +209,12 @@ def score_cohort(
         rim_fill=rim_fill,
         safety_net=safety_net,
         lesion_fill=0.0 if lesion_fill is False else None,
+        artery_vote=artery_vote,
     )
     settings = dict(convention=convention, overlay=overlay, cnn2_threshold=cnn2_threshold)
     settings |= dict(rim_fill=rim_fill, safety_net=safety_net, precision=_precision(opts))
     settings["lesion_fill"] = lesion_fill
+    settings["artery_vote"] = artery_vote
     settings["report"] = report
     job = ScanJob(out, model, opts, model_identity(model.source), settings, dicom, force)
     mine = scans[rank::world]

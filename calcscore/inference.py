@@ -1,36 +1,34 @@
 """Whole-scan inference with CNN1 + CNN2 (docs/method.md §3, last point).
 
 1. Preprocess to the network grid (3 mm slabs every 1.5 mm, 0.66 mm in-plane).
-2. Candidates: voxels >= 130 HU inside the body (the largest connected region above -400 HU,
-   holes filled slice by slice), so the table, the air and noise outside the patient are skipped.
+2. Candidates: voxels >= 130 HU inside the body (the largest connected region above -400 HU, holes
+   filled slice by slice), so the table, the air and noise outside the patient are skipped.
 3. CNN1, fully convolutionally: each orientation's subnetwork runs once over every slice of that
-   orientation that holds a candidate (never one patch per voxel); its 32 features are kept at
-   the candidate voxels only, so memory grows with the number of candidates, not with the scan.
-   The slices are cut from the candidates' box (widened to few shapes) grown by half the
-   receptive field, everything outside the scan reading -1000 HU as in the training patches
+   orientation that holds a candidate (never one patch per voxel); its 32 features are kept at the
+   candidate voxels only, so memory grows with the number of candidates, not with the scan. The
+   slices are cut from the candidates' box (widened to few shapes) grown by half the receptive
+   field, everything outside the scan reading -1000 HU as in the training patches
    (:mod:`calcscore.sampling`): the output equals patch-by-patch classification.
-4. The head (and the auxiliary classifiers) on the candidates' feature vectors;
-   p = 1/2 p_N + 1/6 (p_A + p_S + p_C); the most probable class wins.
+4. The head (and the auxiliary classifiers) on the candidates' feature vectors; p = 1/2 p_N + 1/6
+   (p_A + p_S + p_C); the most probable class wins.
 5. CNN2 on the voxels CNN1 calls calcium (65 x 65 2.5D patches); a voxel survives when CNN2's
-   calcium probability reaches the threshold of its label group (the paper's 0.5, or the
-   thresholds the model chose on validation scans, :mod:`calcscore.calibration`) and keeps
-   CNN1's label.
-6. Back to the original grid by nearest neighbour; a label is kept only on original voxels
-   >= 130 HU (the calcium threshold the reference annotations use).
-7. The rim (not in the paper): original voxels >= 130 HU that the network never saw, because
-   their 3 mm slab averaged below 130 HU, and that touch a labelled voxel take its label when
-   they stand ``rim_sigmas`` noise SDs above the soft tissue (:func:`fill_rim`,
-   :func:`rim_threshold_hu`). The slab average hides 8-17 % of the reference calcium voxels of
-   the heart-region test phantoms; the noise margin keeps sharp kernels' noise out.
-   ``InferenceOptions(rim_fill=False)`` gives the paper's nearest-neighbour mapping.
+   calcium probability reaches the threshold of its label group (the paper's 0.5, or the thresholds
+   the model chose on validation scans, :mod:`calcscore.calibration`) and keeps CNN1's label.
+6. Back to the original grid by nearest neighbour; a label is kept only on original voxels >= 130 HU
+   (the calcium threshold the reference annotations use).
+7. The rim (not in the paper): original voxels >= 130 HU that the network never saw (their 3 mm slab
+   averaged below 130 HU: 8-17 % of the reference calcium of the heart-region test phantoms) and
+   that touch a labelled voxel take its label when they stand ``rim_sigmas`` noise SDs above the
+   soft tissue (:func:`fill_rim`, :func:`rim_threshold_hu`). ``InferenceOptions(rim_fill=False)``
+   gives the paper's nearest-neighbour mapping.
 8. The safety net (not in the paper): labels outside their anatomical region, found from the scan
    (:mod:`calcscore.regions`: coronary and valve labels in the heart, aortic labels in the
    mediastinum, none on bone), are removed. ``InferenceOptions(safety_net=False)`` turns it off.
-9. The lesion fill (not in the paper): a coronary lesion (a 26-connected component of voxels
-   >= the model's ``lesion_fill_hu``) of which the labels the net kept make up a large part (at
-   least its ``lesion_fill`` share) is labelled whole, and the net removes what this adds outside
-   its regions (:func:`calcscore.postprocess.fill_within_net`). ``InferenceOptions(
-   lesion_fill=0)`` turns it off.
+9. The lesion fill (not in the paper): a coronary lesion (26-connected voxels >= the model's
+   ``lesion_fill_hu``) labelled in large part (its ``lesion_fill`` share) is labelled whole, within
+   the net (:func:`calcscore.postprocess.fill_within_net`; ``lesion_fill=0``: off).
+10. The artery vote (not in the paper): every coronary lesion takes the artery most of its voxels
+   carry (:func:`calcscore.lesions.vote_arteries`; ``artery_vote=False``: off).
 """
 
 from __future__ import annotations
@@ -54,17 +52,14 @@ from calcscore.candidates import (  # noqa: F401  (re-exported: calcscore.infere
     body_mask_tensor,
     unseen_mask,
 )
-from calcscore.constants import (  # noqa: F401  (BODY_THRESHOLD_HU: re-exported as before)
-    BODY_THRESHOLD_HU,
-    CALCIUM_THRESHOLD_HU,
-)
+from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU  # noqa: F401 (re-export)
 from calcscore.networks import CNN1, CNN2
 from calcscore.postprocess import (  # noqa: F401  (DEFAULT_RIM_SIGMAS: re-exported as before)
     DEFAULT_RIM_SIGMAS,
     _lesion_fill,
     _rim_threshold,
     _safety_net,
-    fill_within_net,
+    finish_labels,
 )
 from calcscore.preprocess import as_tensor, network_grid_tensor
 from calcscore.regions import ChestRegions, apply_safety_net
@@ -106,11 +101,9 @@ class Model:
     rim_sigmas: float | None = None
     #: whether the rim fill helped on validation scans (model.json "rim_fill"; default on)
     rim_fill: bool = True
-    #: remove labels outside their anatomical region (:mod:`calcscore.regions`; model.json
-    #: "safety_net"; default on)
+    #: remove labels outside their regions (:mod:`calcscore.regions`; model.json "safety_net")
     safety_net: bool = True
-    #: the lesion fill's labelled share (:mod:`calcscore.lesion_fill`; model.json "lesion_fill";
-    #: None: off)
+    #: the lesion fill's labelled share (:mod:`calcscore.lesion_fill`; "lesion_fill"; None: off)
     lesion_fill: float | None = None
     #: the HU of a lesion's voxels in the lesion fill (model.json "lesion_fill_hu")
     lesion_fill_hu: float = CALCIUM_THRESHOLD_HU
@@ -151,7 +144,8 @@ class InferenceOptions:
     :attr:`Model.rim_sigmas`); ``safety_net``: remove labels outside their anatomical region
     (step 8 above, :mod:`calcscore.regions`; None: the model's, :attr:`Model.safety_net`);
     ``lesion_fill``: the share of a lesion that must be labelled for the rest to be (step 9,
-    :mod:`calcscore.lesion_fill`; None: the model's, :attr:`Model.lesion_fill`; 0: off)."""
+    :mod:`calcscore.lesion_fill`; None: the model's, :attr:`Model.lesion_fill`; 0: off);
+    ``artery_vote``: one artery per coronary lesion (step 10)."""
 
     device: str = "cpu"
     batch_slices: int = 8
@@ -167,6 +161,7 @@ class InferenceOptions:
     rim_sigmas: float | None = None
     safety_net: bool | None = None
     lesion_fill: float | None = None
+    artery_vote: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_cnn2 is not None and self.batch_cnn2 < 1:
@@ -214,6 +209,7 @@ class Segmentation:
     #: the lesion fill's share (None: off) and its lesions' HU, see :mod:`calcscore.lesion_fill`
     lesion_fill: float | None = None
     lesion_fill_hu: float = CALCIUM_THRESHOLD_HU
+    artery_vote: bool = False  #: step 10 ran (see :class:`InferenceOptions`)
 
     def _back(
         self, labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool
@@ -266,8 +262,8 @@ class Segmentation:
         regions = self.regions if safety_net else None
         if regions is not None:
             out = LabelVolume.like(out, apply_safety_net(out.labels, regions)[0])
-        filled = fill_within_net(
-            out.labels, volume.hu, self.lesion_fill, self.lesion_fill_hu, regions
+        filled = finish_labels(
+            out.labels, volume.hu, self.lesion_fill, self.lesion_fill_hu, regions, self.artery_vote
         )
         return LabelVolume.like(out, filled)
 
@@ -473,12 +469,12 @@ def segment(
     )
     back = LabelVolume.like(volume, back_t.cpu().numpy())
     back, regions, removed = _safety_net(volume, back, model, opts, seconds)
-    fill = _lesion_fill(model, opts)
-    filled = fill_within_net(back.labels, volume.hu, fill, model.lesion_fill_hu, regions)
-    back = LabelVolume.like(volume, filled)
+    fill, vote = _lesion_fill(model, opts), opts.artery_vote
+    back = LabelVolume.like(
+        volume, finish_labels(back.labels, volume.hu, fill, model.lesion_fill_hu, regions, vote)
+    )
     lv_net = LabelVolume.like(net, labels_net.cpu().numpy())
     cnn1_lv = LabelVolume.like(net, cnn1_net.cpu().numpy())
-    cand_mask_np = cand_mask.cpu().numpy()
     seconds["to_original_grid"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     log.info("segmented %s candidates in %.1f s", n_cand, seconds["total"])
@@ -490,10 +486,11 @@ def segment(
         seconds,
         cnn2_zyx,
         cnn2_p,
-        cand_mask_np,
+        cand_mask.cpu().numpy(),
         rim_hu,
         regions,
         removed,
         fill,
         model.lesion_fill_hu,
+        vote,
     )

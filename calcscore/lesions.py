@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from calcscore.labels import CALCIUM_LABELS
+from calcscore.labels import CAC_LABELS, CALCIUM_LABELS
 from calcscore.scoring import (
     CALCIUM_THRESHOLD_HU,
     DEFAULT_CONVENTION,
@@ -42,6 +42,7 @@ __all__ = [
     "label_lesions",
     "lesion_level_study",
     "lesion_table",
+    "vote_arteries",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,35 @@ def label_lesions(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarr
         raise ValueError(f"`mask` must be 3D (z, y, x), got shape {m.shape}")
     components, n = ndimage.label(m, structure=connectivity_structure(connectivity))
     return components, int(n)
+
+
+def vote_arteries(labels: np.ndarray) -> np.ndarray:
+    """Give every coronary lesion one artery: each 26-connected component of coronary voxels
+    (LAD, LCX, RCA) takes the artery most of its voxels carry (ties to the lower label value).
+    A calcification lies in one artery, and the networks label voxel by voxel: where a lesion's
+    voxels disagree, the minority is the error. Other labels and the CAC voxels are unchanged.
+
+    Args:
+        labels: a (z, y, x) label map (values of :class:`calcscore.labels.Label`).
+
+    Returns:
+        a copy with one artery per coronary lesion (``labels`` itself where no lesion is mixed).
+    """
+    arteries = np.asarray([int(a) for a in CAC_LABELS])
+    components, n = label_lesions(np.isin(labels, arteries))
+    if n == 0:
+        return labels
+    votes = np.zeros((n + 1, len(arteries)), np.int64)
+    for j, a in enumerate(arteries):
+        votes[:, j] = np.bincount(components[labels == a], minlength=n + 1)
+    mixed = (votes > 0).sum(axis=1) > 1
+    if not mixed.any():
+        return labels
+    winner = arteries[votes.argmax(axis=1)].astype(labels.dtype)
+    out = labels.copy()
+    change = mixed[components]
+    out[change] = winner[components[change]]
+    return out
 
 
 def grow_to_lesions(

@@ -1,6 +1,7 @@
 """The steps of :func:`calcscore.inference.segment` after the networks that the options or the
-model switch on and off: the rim fill's threshold (step 7), the safety net (step 8) and the
-lesion fill after it (step 9, :func:`fill_within_net`)."""
+model switch on and off: the rim fill's threshold (step 7), the safety net (step 8), the
+lesion fill after it (step 9, :func:`fill_within_net`) and the artery vote (step 10,
+:func:`finish_labels`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from calcscore.lesion_fill import fill_lesions
+from calcscore.lesions import vote_arteries
 from calcscore.regions import ChestRegions, apply_safety_net, find_chest_regions
 from calcscore.rim import rim_thresholds_hu
 from calcscore.volume import CTVolume, LabelVolume
@@ -83,3 +85,30 @@ def fill_within_net(
         return labels
     filled = fill_lesions(labels, hu, share, threshold_hu=threshold_hu)
     return filled if regions is None else apply_safety_net(filled, regions)[0]
+
+
+def finish_labels(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    share: float | None,
+    threshold_hu: float,
+    regions: ChestRegions | None,
+    artery_vote: bool,
+) -> np.ndarray:
+    """Steps 9 and 10 on the labels the safety net kept: :func:`fill_within_net`, then, where
+    ``artery_vote``, one artery per coronary lesion (:func:`calcscore.lesions.vote_arteries`:
+    the vote comes last, so that it sees each lesion whole).
+
+    Args:
+        labels: the labels after the safety net, or without it (``regions`` None).
+        hu: the scan's HU, the same shape.
+        share: the lesion fill's share; None or 0: no fill.
+        threshold_hu: the lesion fill's HU threshold.
+        regions: the safety net's regions, or None where it is off.
+        artery_vote: vote the arteries.
+
+    Returns:
+        the finished labels.
+    """
+    filled = fill_within_net(labels, hu, share, threshold_hu, regions)
+    return vote_arteries(filled) if artery_vote else filled

@@ -125,6 +125,26 @@ def test_labels_at_fills_the_lesions_where_the_segmentation_did():
     assert (filled[lesion] == 1).all() and not filled[~lesion].any()
 
 
+def test_labels_at_votes_the_arteries_where_the_segmentation_did():
+    """A plaque whose network-grid labels are LAD on its left third and LCX on the rest: one
+    lesion, one artery (the majority, LCX) with the vote; both arteries without it."""
+    volume, seg = _plaque()
+    lab = seg.cnn1_labels_network.labels
+    cand = seg.candidates_network
+    xs = np.flatnonzero(cand.any(axis=(0, 1)))
+    third = xs[0] + len(xs) // 3
+    lab[...] = np.where(cand, 2, 0)
+    lab[..., :third] = np.where(cand[..., :third], 1, 0)
+    lesion = volume.hu >= 130
+    both = seg.labels_at(volume, None, rim_fill=False, safety_net=False).labels
+    assert seg.artery_vote is False and (both == 1).sum() < (both == 2).sum()
+    assert (both == 1).any() and not both[~lesion].any()
+    seg.artery_vote = True
+    voted = seg.labels_at(volume, None, rim_fill=False, safety_net=False).labels
+    assert set(np.unique(voted)) == {0, 2}
+    np.testing.assert_array_equal(voted > 0, both > 0)  # the same CAC voxels
+
+
 def test_segment_takes_the_share_from_the_options_before_the_model():
     from test_inference import _scan
 
@@ -153,6 +173,9 @@ def test_segment_takes_the_share_from_the_options_before_the_model():
     assert (after[np.isin(comps, touched)] > 0).all()
     only = segment(volume, model, InferenceOptions(lesion_fill=0.99, rim_fill=False))
     assert only.lesion_fill == 0.99
+    assert seg.artery_vote is True  # step 10 runs by default, and labels_at repeats it
+    off = segment(volume, model, InferenceOptions(rim_fill=False, artery_vote=False))
+    assert off.artery_vote is False
 
 
 def test_the_rim_stage_chooses_the_share_on_the_validation_scans(monkeypatch):

@@ -13,6 +13,7 @@ from calcscore.lesions import (
     grow_to_lesions,
     label_lesions,
     lesion_level_study,
+    vote_arteries,
 )
 from calcscore.volume import CTVolume, LabelVolume
 
@@ -48,6 +49,34 @@ def test_region_growing_labels_by_majority():
     np.testing.assert_array_equal(
         grown, expected
     )  # Y stays background; the 100 HU voxel is dropped
+
+
+def test_the_artery_vote_gives_each_coronary_lesion_its_majority_artery():
+    lab = np.zeros((6, 20, 20), np.uint8)
+    lab[1:3, 2:4, 2:7] = Label.LAD  # lesion A: 20 voxels, 3 of them then called LCX, 2 RCA
+    lab[2, 3, 4:7] = Label.LCX
+    lab[1, 2, 5:7] = Label.RCA
+    lab[3, 4, 7] = Label.LCX  # touches A through a corner only: 26-connected, part of A
+    lab[4, 8:10, 10:12] = Label.LCX  # lesion B, one artery: left as it is
+    lab[4, 15, 15] = Label.LCX  # lesion C: a tie, the smaller label value wins
+    lab[4, 15, 16] = Label.RCA
+    lab[1:3, 5:7, 2:7] = Label.TAC  # aortic voxels touching A: neither vote nor change
+    lab[1, 4, 3] = Label.AV
+    out = vote_arteries(lab)
+    expected = lab.copy()
+    expected[1:3, 2:4, 2:7] = Label.LAD  # 15 LAD votes against 4 LCX and 2 RCA
+    expected[3, 4, 7] = Label.LAD
+    expected[4, 15, 15:17] = Label.LCX
+    np.testing.assert_array_equal(out, expected)
+    assert out.dtype == lab.dtype
+    cac = (Label.LAD, Label.LCX, Label.RCA)
+    assert np.isin(out, cac).sum() == np.isin(lab, cac).sum()  # the CAC voxels stay the same
+    assert lab[2, 3, 5] == Label.LCX  # the input is not changed
+    unmixed = out.copy()
+    unmixed[4, 15, 15:17] = Label.RCA  # a lesion of one artery, whichever, is left to it
+    assert vote_arteries(unmixed) is unmixed  # nothing mixed: the same array back
+    empty = np.zeros((2, 3, 3), np.uint8)
+    assert vote_arteries(empty) is empty
 
 
 def test_region_growing_connectivity():

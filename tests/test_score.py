@@ -177,14 +177,19 @@ def test_cnn2_threshold_reaches_the_inference(tmp_path, model_dir, inputs, monke
 
 
 @pytest.mark.parametrize(
-    "flag, option, off",
-    [("--no-rim-fill", "rim_fill", False), ("--no-lesion-fill", "lesion_fill", 0.0)],
+    "flag, option, off, default",
+    [
+        ("--no-rim-fill", "rim_fill", False, None),
+        ("--no-lesion-fill", "lesion_fill", 0.0, None),
+        ("--no-artery-vote", "artery_vote", False, True),
+    ],
 )
 def test_a_switch_off_reaches_the_inference(
-    tmp_path, model_dir, inputs, monkeypatch, flag, option, off
+    tmp_path, model_dir, inputs, monkeypatch, flag, option, off, default
 ):
-    """--no-rim-fill and --no-lesion-fill are handed to segment (what the steps do:
-    test_inference.py, test_lesion_fill.py); without them the model decides (None)."""
+    """--no-rim-fill, --no-lesion-fill and --no-artery-vote are handed to segment (what the
+    steps do: test_inference.py, test_lesion_fill.py, test_lesions.py); without them the model
+    decides (None), or the step runs."""
     from calcscore.cli import main
 
     seen = _record_options(monkeypatch, option)
@@ -203,7 +208,7 @@ def test_a_switch_off_reaches_the_inference(
             )
             == 1
         )
-    assert seen == [off, None]
+    assert seen == [off, default]
 
 
 def test_missing_model_is_one_line(tmp_path, inputs):

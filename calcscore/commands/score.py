@@ -101,6 +101,14 @@ def _add_step_switches(p: argparse.ArgumentParser) -> None:
         "the networks labelled in large part as they labelled it, instead of labelling it "
         "whole (see the model card)",
     )
+    p.add_argument(
+        "--no-artery-vote",
+        dest="artery_vote",
+        action="store_false",
+        help="leave a coronary lesion whose voxels the networks gave different arteries as they "
+        "labelled it, instead of giving it the artery most of its voxels carry (see the model "
+        "card)",
+    )
 
 
 def _add_dicom_and_resume_flags(p: argparse.ArgumentParser) -> None:
@@ -159,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         rim_fill=args.rim_fill,
         safety_net=args.safety_net,
         lesion_fill=args.lesion_fill,
+        artery_vote=args.artery_vote,
         report=not args.no_report,
         pdf=args.pdf,
         dicom=args.dicom,
