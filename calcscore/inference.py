@@ -27,8 +27,8 @@
 9. The lesion fill (not in the paper): a coronary lesion (26-connected voxels >= the model's
    ``lesion_fill_hu``) labelled in large part (its ``lesion_fill`` share) is labelled whole, within
    the net (:func:`calcscore.postprocess.fill_within_net`; ``lesion_fill=0``: off).
-10. The artery vote (not in the paper): every coronary lesion takes the artery most of its voxels
-   carry (:func:`calcscore.lesions.vote_arteries`; ``artery_vote=False``: off).
+10. The artery vote (not in the paper): a coronary lesion takes the artery of two thirds of its
+   voxels (:func:`calcscore.lesions.vote_arteries`; ``artery_vote=False``: off).
 """
 
 from __future__ import annotations

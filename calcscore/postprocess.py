@@ -96,8 +96,9 @@ def finish_labels(
     artery_vote: bool,
 ) -> np.ndarray:
     """Steps 9 and 10 on the labels the safety net kept: :func:`fill_within_net`, then, where
-    ``artery_vote``, one artery per coronary lesion (:func:`calcscore.lesions.vote_arteries`:
-    the vote comes last, so that it sees each lesion whole).
+    ``artery_vote``, one artery per coronary lesion where two thirds of it agree
+    (:func:`calcscore.lesions.vote_arteries`: the vote comes last, so that it sees each lesion
+    whole).
 
     Args:
         labels: the labels after the safety net, or without it (``regions`` None).

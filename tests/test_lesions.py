@@ -58,23 +58,27 @@ def test_the_artery_vote_gives_each_coronary_lesion_its_majority_artery():
     lab[1, 2, 5:7] = Label.RCA
     lab[3, 4, 7] = Label.LCX  # touches A through a corner only: 26-connected, part of A
     lab[4, 8:10, 10:12] = Label.LCX  # lesion B, one artery: left as it is
-    lab[4, 15, 15] = Label.LCX  # lesion C: a tie, the smaller label value wins
-    lab[4, 15, 16] = Label.RCA
+    lab[4, 15, 15:17] = Label.LCX  # lesion C: a near-even split (3 LCX, 2 RCA): left as it is
+    lab[4, 15, 17:19] = Label.RCA
     lab[1:3, 5:7, 2:7] = Label.TAC  # aortic voxels touching A: neither vote nor change
     lab[1, 4, 3] = Label.AV
     out = vote_arteries(lab)
     expected = lab.copy()
-    expected[1:3, 2:4, 2:7] = Label.LAD  # 15 LAD votes against 4 LCX and 2 RCA
+    expected[1:3, 2:4, 2:7] = Label.LAD  # 15 LAD votes of 21 (>= 2/3) against 4 LCX and 2 RCA
     expected[3, 4, 7] = Label.LAD
-    expected[4, 15, 15:17] = Label.LCX
     np.testing.assert_array_equal(out, expected)
+    lab[4, 15, 19] = Label.LCX  # 3 LCX of 5: 0.6, below 2/3; any majority takes it
+    assert (vote_arteries(lab)[4, 15, 15:20] == lab[4, 15, 15:20]).all()
+    assert (vote_arteries(lab, majority=0.5)[4, 15, 15:20] == Label.LCX).all()
+    lab[4, 15, 19] = 0
     assert out.dtype == lab.dtype
     cac = (Label.LAD, Label.LCX, Label.RCA)
     assert np.isin(out, cac).sum() == np.isin(lab, cac).sum()  # the CAC voxels stay the same
     assert lab[2, 3, 5] == Label.LCX  # the input is not changed
-    unmixed = out.copy()
-    unmixed[4, 15, 15:17] = Label.RCA  # a lesion of one artery, whichever, is left to it
-    assert vote_arteries(unmixed) is unmixed  # nothing mixed: the same array back
+    tie = np.zeros((1, 1, 2), np.uint8)
+    tie[0, 0] = Label.LCX, Label.RCA
+    assert (vote_arteries(tie, majority=0.5) == Label.LCX).all()  # ties: the lower value
+    assert vote_arteries(out) is out  # nothing left to vote: the same array back
     empty = np.zeros((2, 3, 3), np.uint8)
     assert vote_arteries(empty) is empty
 

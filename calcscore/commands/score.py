@@ -106,8 +106,8 @@ def _add_step_switches(p: argparse.ArgumentParser) -> None:
         dest="artery_vote",
         action="store_false",
         help="leave a coronary lesion whose voxels the networks gave different arteries as they "
-        "labelled it, instead of giving it the artery most of its voxels carry (see the model "
-        "card)",
+        "labelled it, instead of giving it the artery of at least two thirds of its voxels (see "
+        "the model card)",
     )
 
 

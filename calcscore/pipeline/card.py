@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import tomllib
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from calcscore import __version__
+from calcscore.lesions import VOTE_MAJORITY
 from calcscore.phantom import GENERATOR_VERSION
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline.recipe import participants
@@ -184,16 +186,17 @@ def _network(info: dict[str, Any], name: str) -> str:
 
 def _phantom_rows(metrics: dict[str, Any]) -> list[str]:
     rows = [
-        "| reconstruction | scans | CAC F1 | TAC F1 | AV F1 | MV F1 | CAC sensitivity % | "
-        "CAC FP mm³/scan | risk kappa |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| reconstruction | scans | CAC F1 | LAD F1 | LCX F1 | RCA F1 | TAC F1 | AV F1 | MV F1 | "
+        "CAC sensitivity % | CAC FP mm³/scan | risk kappa |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    groups = ("CAC", "LAD", "LCX", "RCA", "TAC", "AV", "MV")
     for kernel in ("soft", "sharp"):
         r = metrics.get(kernel)
         if r:
             rows.append(
                 f"| {kernel} | {r['n_scans']} | "
-                + " | ".join(fmt(r.get(g, {}).get("f1_pooled")) for g in ("CAC", "TAC", "AV", "MV"))
+                + " | ".join(fmt(r.get(g, {}).get("f1_pooled")) for g in groups)
                 + f" | {fmt(r['CAC']['sensitivity_pooled'], True)} | {fmt(r['CAC']['fp_volume_mm3_mean'])} | "
                 f"{fmt(r.get('kappa'))} |"
             )
@@ -236,7 +239,8 @@ def _figures(info: dict[str, Any]) -> list[str]:
             if info.get("lesion_fill")
             else ""
         )
-        + ".",
+        + "; artery vote: a coronary lesion takes the artery of at least "
+        + f"{Fraction(VOTE_MAJORITY).limit_denominator(12)} of its voxels.",
     ]
     real = info["real_scan_figures"]
     lines += [
