@@ -180,3 +180,39 @@ def test_the_benchmark_bins_heart_only_lesions_by_their_distance_from_the_cut_en
     }
     (line,) = bench.by_edge(result)
     assert line.endswith("0-25 mm 1/2, 25-50 mm 0/1, 50+ mm 1/1")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::calcscore.preprocess.ThickSliceWarning")  # 5 mm slices
+def test_a_gated_scans_circular_field_of_view_changes_no_label():
+    """A gated calcium scan stores its heart-only field of view as a circle, with padding (-1,024,
+    -2,048 or -3,024 HU by scanner) outside it. The real chest CT that ships with calcscore, with
+    12 synthetic coronary lesions in its epicardial fat and cut heart-only (200 mm square), is
+    labelled voxel for voxel as the same cut with its corners outside the circle padded, and most
+    of the inserted calcium is labelled coronary in both."""
+    import json
+    from pathlib import Path
+
+    from calcscore.datasets import examples
+    from calcscore.inference import InferenceOptions, Model, segment
+    from calcscore.realism.hybrid import heart_only_cut, hybrid_scan
+
+    hearts = Path(__file__).resolve().parents[1] / "data" / "real_negatives" / "hearts.json"
+    heart = json.loads(hearts.read_text())["lungdx-a0001-b"]
+    scan, ref, _, lesions = hybrid_scan(
+        examples.chest_ct(), heart, 12, np.random.default_rng([2026, 0, 0])
+    )
+    cut, ref_cut = heart_only_cut(scan, ref, lesions, heart)
+    model, opts = Model.load(None), InferenceOptions(channels_last=True)
+    square = segment(cut, model, opts).labels.labels
+    coronary = np.isin(square, [int(Label.LAD), int(Label.LCX), int(Label.RCA)])
+    assert (coronary & (ref_cut > 0)).sum() > 0.7 * (ref_cut > 0).sum()
+    _, ny, nx = cut.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    outside = np.hypot(yy - (ny - 1) / 2, xx - (nx - 1) / 2) > min(ny, nx) / 2
+    assert outside.sum() > 0.2 * ny * nx  # the corners: a fifth of the square
+    for pad in (-1024.0, -2048.0, -3024.0):
+        hu = cut.hu.copy()
+        hu[:, outside] = pad
+        circle = segment(cut.with_array(hu), model, opts).labels.labels
+        np.testing.assert_array_equal(circle, square)
