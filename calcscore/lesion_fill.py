@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.labels import CAC_LABELS
+from calcscore.lesions import lesion_votes
 
 #: the labelled shares of a lesion and the lesions' HU thresholds that
 #: :func:`calcscore.calibration.choose_lesion_fill` tries
@@ -91,13 +92,10 @@ def _fill_box(labels, hu, fraction, threshold_hu, fill_labels, lo, hi, shape) ->
     cut = [comps[(slice(None),) * d + (0,)] for d in range(3) if lo[d] > 0]
     cut += [comps[(slice(None),) * d + (-1,)] for d in range(3) if hi[d] < shape[d]]
     labelled = labels > 0
-    ids, lab = comps[labelled], labels[labelled].astype(np.int64)
-    lab, ids = lab[ids > 0], ids[ids > 0]
-    if not ids.size:
+    if not (comps[labelled] > 0).any():
         return out
     size = np.bincount(comps.ravel(), minlength=n + 1)
-    votes = np.zeros((n + 1, int(lab.max()) + 1), np.int64)
-    np.add.at(votes, (ids, lab), 1)
+    votes = lesion_votes(comps, n, labels, labelled & (comps > 0))
     n_labelled = votes.sum(axis=1)
     major = votes.argmax(axis=1)  # the lower label on a tie
     fill = (n_labelled > 0) & (n_labelled >= fraction * size) & np.isin(major, fill_labels)

@@ -42,6 +42,7 @@ __all__ = [
     "label_lesions",
     "lesion_level_study",
     "lesion_table",
+    "lesion_votes",
     "VOTE_MAJORITY",
     "vote_arteries",
 ]
@@ -72,6 +73,36 @@ def label_lesions(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarr
     return components, int(n)
 
 
+def lesion_votes(
+    components: np.ndarray,
+    n: int,
+    labels: np.ndarray,
+    where: np.ndarray | None = None,
+    *,
+    width: int | None = None,
+) -> np.ndarray:
+    """How many voxels of each lesion carry each label: an (n + 1, ``width``) count array, row k
+    for component k of ``components`` (row 0: voxels outside every component), counted over the
+    voxels of ``where`` (None: all).
+
+    Args:
+        components: a component map (0: none, 1..n), e.g. from :func:`label_lesions`.
+        n: the number of components.
+        labels: a label map of the same shape (non-negative integers).
+        where: the voxels that vote (a boolean mask of the same shape), or None for all.
+        width: the columns (labels 0..width - 1); None: the largest voting label + 1.
+
+    Returns:
+        the counts; ``argmax(axis=1)`` is each lesion's majority label, the lower on a tie.
+    """
+    ids = components if where is None else components[where]
+    lab = (labels if where is None else labels[where]).astype(np.int64).ravel()
+    if width is None:
+        width = int(lab.max()) + 1 if lab.size else 1
+    flat = np.bincount(ids.ravel().astype(np.int64) * width + lab, minlength=(n + 1) * width)
+    return flat.reshape(n + 1, width)
+
+
 def vote_arteries(labels: np.ndarray, *, majority: float = VOTE_MAJORITY) -> np.ndarray:
     """Give a coronary lesion one artery where most of it agrees: each 26-connected component of
     coronary voxels (LAD, LCX, RCA) of which one artery holds at least ``majority`` of the voxels
@@ -91,16 +122,15 @@ def vote_arteries(labels: np.ndarray, *, majority: float = VOTE_MAJORITY) -> np.
     components, n = label_lesions(np.isin(labels, arteries))
     if n == 0:
         return labels
-    votes = np.zeros((n + 1, len(arteries)), np.int64)
-    for j, a in enumerate(arteries):
-        votes[:, j] = np.bincount(components[labels == a], minlength=n + 1)
-    mixed = (votes > 0).sum(axis=1) > 1
-    mixed &= votes.max(axis=1) >= majority * votes.sum(axis=1)
-    if not mixed.any():
+    votes = lesion_votes(components, n, labels, components > 0, width=int(arteries.max()) + 1)
+    votes = votes[:, arteries]
+    clear = votes.max(axis=1) >= majority * votes.sum(axis=1)
+    voted = ((votes > 0).sum(axis=1) > 1) & clear  # mixed lesions with a clear majority
+    if not voted.any():
         return labels
     winner = arteries[votes.argmax(axis=1)].astype(labels.dtype)
     out = labels.copy()
-    change = mixed[components]
+    change = voted[components]
     out[change] = winner[components[change]]
     return out
 
@@ -135,20 +165,10 @@ def grow_to_lesions(
     out = np.zeros(labels.shape, np.uint8)
     if not seeds.any():
         return LabelVolume.like(labels, out)
-    components, _ = label_lesions(above, connectivity=connectivity)
-    seed_comp = components[seeds].astype(np.int64)
-    seed_label = lab[seeds].astype(np.int64)
-    n_labels = max(CALCIUM_LABELS) + 1
-    keys, counts = np.unique(seed_comp * n_labels + seed_label, return_counts=True)
-    comp, label = keys // n_labels, keys % n_labels
-    # Majority vote: sort by component, then by count (descending), then by label (ascending).
-    order = np.lexsort((label, -counts, comp))
-    comp, label = comp[order], label[order]
-    first = np.r_[True, comp[1:] != comp[:-1]]
-    lut = np.zeros(int(components.max()) + 1, np.uint8)
-    lut[comp[first]] = label[first]
-    out = lut[components]
-    return LabelVolume.like(labels, out)
+    components, n = label_lesions(above, connectivity=connectivity)
+    # each lesion's majority label (the lower on a tie); 0 where no annotated voxel lies in it
+    lut = lesion_votes(components, n, lab, seeds).argmax(axis=1).astype(np.uint8)
+    return LabelVolume.like(labels, lut[components])
 
 
 @dataclass(frozen=True, eq=False)
