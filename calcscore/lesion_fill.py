@@ -92,10 +92,11 @@ def _fill_box(labels, hu, fraction, threshold_hu, fill_labels, lo, hi, shape) ->
     cut = [comps[(slice(None),) * d + (0,)] for d in range(3) if lo[d] > 0]
     cut += [comps[(slice(None),) * d + (-1,)] for d in range(3) if hi[d] < shape[d]]
     labelled = labels > 0
-    if not (comps[labelled] > 0).any():
+    voting = labelled & (comps > 0)
+    if not voting.any():
         return out
     size = np.bincount(comps.ravel(), minlength=n + 1)
-    votes = lesion_votes(comps, n, labels, labelled & (comps > 0))
+    votes = lesion_votes(comps, n, labels, voting)
     n_labelled = votes.sum(axis=1)
     major = votes.argmax(axis=1)  # the lower label on a tie
     fill = (n_labelled > 0) & (n_labelled >= fraction * size) & np.isin(major, fill_labels)

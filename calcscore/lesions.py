@@ -119,10 +119,17 @@ def vote_arteries(labels: np.ndarray, *, majority: float = VOTE_MAJORITY) -> np.
         a copy with the lesions voted (``labels`` itself where no lesion changes).
     """
     arteries = np.asarray([int(a) for a in CAC_LABELS])
-    components, n = label_lesions(np.isin(labels, arteries))
-    if n == 0:
+    coronary = np.isin(labels, arteries)
+    if not coronary.any():
         return labels
-    votes = lesion_votes(components, n, labels, components > 0, width=int(arteries.max()) + 1)
+    # only the box around the coronary voxels: a lesion lies inside it
+    box = tuple(
+        slice(int(idx[0]), int(idx[-1]) + 1)
+        for idx in (np.flatnonzero(coronary.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1)))
+    )
+    components, n = label_lesions(coronary[box])
+    inner = labels[box]
+    votes = lesion_votes(components, n, inner, components > 0, width=int(arteries.max()) + 1)
     votes = votes[:, arteries]
     clear = votes.max(axis=1) >= majority * votes.sum(axis=1)
     voted = ((votes > 0).sum(axis=1) > 1) & clear  # mixed lesions with a clear majority
@@ -131,7 +138,7 @@ def vote_arteries(labels: np.ndarray, *, majority: float = VOTE_MAJORITY) -> np.
     winner = arteries[votes.argmax(axis=1)].astype(labels.dtype)
     out = labels.copy()
     change = voted[components]
-    out[change] = winner[components[change]]
+    out[box][change] = winner[components[change]]
     return out
 
 
