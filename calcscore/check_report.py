@@ -126,9 +126,12 @@ class ScanRefusedError(InputError):
         self.report = report
         problem = "; ".join(f.message for f in report.refusals)
         fixes = "; ".join(dict.fromkeys(f.fix for f in report.refusals if f.fix))
-        super().__init__(
-            report.source,
-            f"refused: {problem}",
-            f"{fixes + '; or ' if fixes else ''}force it with calcscore score --force: it is then "
-            "scored and its risk category is 'not assessable'",
+        force = (
+            "force it with calcscore score --force: it is then scored and its risk category is "
+            "'not assessable'"
         )
+        if "not_axial" in report.codes():  # not even forced (calcscore.checks.ensure_scorable)
+            fix = fixes
+        else:
+            fix = f"{fixes}; or {force}" if fixes else force
+        super().__init__(report.source, f"refused: {problem}", fix)

@@ -41,6 +41,7 @@ How the blood pool is found is told in :mod:`calcscore.blood_pool`.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ from calcscore.blood_pool import (  # noqa: F401 - the blood pool's thresholds, 
 from calcscore.check_report import CheckReport, Finding, ScanRefusedError, Severity
 from calcscore.coverage import NOT_COVERED, PARTLY_COVERED, HeartCoverage, heart_coverage
 from calcscore.kernels import KernelClass, KernelInfo, classify_kernel, vendor_of
+from calcscore.orientation import orientation_of
 from calcscore.volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,10 @@ NON_FINITE_FILL_HU = -1024.0
 METAL_HU = 2800.0
 #: ... and a scan holding at least this volume of them gets a warning.
 METAL_MIN_MM3 = 1.0
+_NOT_AXIAL_FIX = (
+    "score the series of axial slices or reformat the scan to axial slices: Agatston is summed "
+    "over axial slices, so --force does not score it"
+)
 _PADDING_HU = -1500.0  # values below are outside the field of view (-2048, -3024 ...)
 
 
@@ -121,6 +127,8 @@ def check_scan(
         )
     ]
     findings += _non_finite_findings(volume)
+    layout, volume = _layout_findings(volume)  # the anatomy is read in the standard layout
+    findings += layout
     volume = finite_volume(volume)  # the other checks look at the finite voxels
     thickness = (
         float(meta.slice_thickness_mm) if meta.slice_thickness_mm else float(volume.spacing_mm[0])
@@ -157,6 +165,27 @@ def check_scan(
         if f.severity != "info":
             log.warning("%s%s: %s", f"{source}: " if source else "", f.code, f.message)
     return report
+
+
+def _layout_findings(volume: CTVolume) -> tuple[list[Finding], CTVolume]:
+    """A scan stored in another layout than the standard one (:mod:`calcscore.orientation`):
+    an info for axial slices stored reversed (segmented in the standard layout), a refusal for
+    coronal, sagittal or oblique slices (calcium is scored on axial slices). Returns the
+    findings and the scan in the standard layout."""
+    try:
+        orient = orientation_of(volume.direction)
+    except ValueError as exc:
+        return [Finding("not_axial", "refusal", str(exc), _NOT_AXIAL_FIX)], volume
+    if orient.is_standard:
+        return [], volume
+    if not orient.is_axial:
+        msg = f"the slices are not axial (the array's {orient.describe()})"
+        return [Finding("not_axial", "refusal", msg, _NOT_AXIAL_FIX)], orient.apply(volume)
+    msg = (
+        f"stored with the array's {orient.describe()}: segmented as the standard layout (x to "
+        "left, y to posterior, z to superior), labels written on the scan's own grid"
+    )
+    return [Finding("layout", "info", msg)], orient.apply(volume)
 
 
 def finite_volume(volume: CTVolume) -> CTVolume:
@@ -286,6 +315,8 @@ def ensure_scorable(
         the :class:`CheckReport` of a scan that may be scored.
     """
     report = check_scan(volume, force=force, source=source)
+    if "not_axial" in report.codes():  # not even forced: its slice-by-slice scores are wrong
+        raise ScanRefusedError(replace(report, forced=False))
     report.raise_if_refused()
     return report
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from calcscore.candidates import (  # noqa: F401  (re-exported: calcscore.infere
 )
 from calcscore.constants import BODY_THRESHOLD_HU, CALCIUM_THRESHOLD_HU  # noqa: F401 (re-export)
 from calcscore.networks import CNN1, CNN2
+from calcscore.orientation import to_standard
 from calcscore.postprocess import (  # noqa: F401  (DEFAULT_RIM_SIGMAS: re-exported as before)
     DEFAULT_RIM_SIGMAS,
     _lesion_fill,
@@ -62,7 +63,6 @@ from calcscore.postprocess import (  # noqa: F401  (DEFAULT_RIM_SIGMAS: re-expor
     finish_labels,
 )
 from calcscore.preprocess import as_tensor, network_grid_tensor
-from calcscore.regions import ChestRegions, apply_safety_net
 from calcscore.rim import (  # noqa: F401  (re-exported: calcscore.inference.fill_rim etc. as before)
     _median,
     estimate_noise_sd,
@@ -80,6 +80,7 @@ from calcscore.runtime import (  # noqa: F401
     pad_index,
     resolve_precision,
 )
+from calcscore.segmentation import Segmentation  # noqa: F401  (re-exported as before)
 from calcscore.volume import CTVolume, LabelVolume
 
 log = logging.getLogger(__name__)
@@ -183,89 +184,6 @@ def cnn2_batch(opts: InferenceOptions, device: torch.device) -> int:
     if opts.batch_cnn2 is not None:
         return int(opts.batch_cnn2)
     return CNN2_BATCH_CPU if device.type == "cpu" else CNN2_BATCH_GPU
-
-
-@dataclass
-class Segmentation:
-    """The result of :func:`segment`: labels on the scan's own grid and on the network grid."""
-
-    labels: LabelVolume
-    labels_network: LabelVolume
-    cnn1_labels_network: LabelVolume
-    n_candidates: int
-    seconds: dict[str, float]
-    #: network-grid (z, y, x) of the voxels CNN2 scored (CNN1's calcium) and CNN2's calcium
-    #: probability at each (empty without CNN2)
-    cnn2_zyx: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
-    cnn2_proba: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    #: the network-grid candidates (what the networks saw) and the HU an unseen rim voxel
-    #: needs to be filled (None: no rim fill), see :func:`fill_rim`
-    candidates_network: np.ndarray | None = None
-    rim_min_hu: float | None = None
-    #: the anatomical regions of the safety net (None: the net was off) and the voxels it removed
-    #: per label name from :attr:`labels`
-    regions: ChestRegions | None = None
-    safety_net_removed: dict[str, int] = field(default_factory=dict)
-    #: the lesion fill's share (None: off) and its lesions' HU, see :mod:`calcscore.lesion_fill`
-    lesion_fill: float | None = None
-    lesion_fill_hu: float = CALCIUM_THRESHOLD_HU
-    artery_vote: bool = False  #: step 10 ran (see :class:`InferenceOptions`)
-
-    def _back(
-        self, labels_net: LabelVolume, volume: CTVolume, keep_below_threshold: bool
-    ) -> LabelVolume:
-        return _to_original_grid(
-            labels_net, volume, keep_below_threshold, self.candidates_network, self.rim_min_hu
-        )
-
-    def cnn1_labels(self, volume: CTVolume, *, keep_below_threshold: bool = False) -> LabelVolume:
-        """CNN1's labels before false-positive reduction, on the grid of ``volume`` (the scan
-        that was segmented), e.g. to measure what CNN2 removes."""
-        return self._back(self.cnn1_labels_network, volume, keep_below_threshold)
-
-    def labels_at(
-        self,
-        volume: CTVolume,
-        thresholds: float | dict[str, float] | None,
-        *,
-        keep_below_threshold: bool = False,
-        rim_fill: bool = True,
-        safety_net: bool = True,
-    ) -> LabelVolume:
-        """The labels CNN2 would have kept with other thresholds, on the grid of ``volume``,
-        without running the networks again.
-
-        Args:
-            volume: the scan that was segmented.
-            thresholds: CNN2's calcium probability a voxel needs: one for all labels, one per
-                label group (``{"CAC": 0.4, ...}``), or None for the paper's 0.5.
-            keep_below_threshold: keep labels on original voxels < 130 HU.
-            rim_fill: fill the unseen rim as :func:`segment` does (False: the paper's
-                nearest-neighbour mapping).
-            safety_net: apply the safety net (where :func:`segment` ran it).
-
-        Returns:
-            the labels on the grid of ``volume``.
-        """
-        table = threshold_table(thresholds).numpy()
-        lab = self.cnn1_labels_network.labels.copy()
-        if len(self.cnn2_zyx):
-            idx = tuple(self.cnn2_zyx.T)
-            drop = self.cnn2_proba < table[lab[idx]]
-            lab[tuple(self.cnn2_zyx[drop].T)] = 0
-        back = LabelVolume.like(self.cnn1_labels_network, lab)
-        out = (
-            _to_original_grid(back, volume, keep_below_threshold)
-            if not rim_fill
-            else self._back(back, volume, keep_below_threshold)
-        )
-        regions = self.regions if safety_net else None
-        if regions is not None:
-            out = LabelVolume.like(out, apply_safety_net(out.labels, regions)[0])
-        filled = finish_labels(
-            out.labels, volume.hu, self.lesion_fill, self.lesion_fill_hu, regions, self.artery_vote
-        )
-        return LabelVolume.like(out, filled)
 
 
 def cnn1_features(
@@ -402,11 +320,14 @@ def _cnn2_filter(
     return hit, proba2
 
 
-@torch.no_grad()
 def segment(
     volume: CTVolume, model: Model, options: InferenceOptions | None = None
 ) -> Segmentation:
     """Label every calcification of a scan (see the module docstring for the steps).
+
+    A scan stored in another layout than the networks learned (a RAS NIfTI, a prone or head-first
+    series: :mod:`calcscore.orientation`) is segmented in the standard layout and its labels come
+    back on its own grid.
 
     Args:
         volume: a chest CT in HU.
@@ -418,6 +339,18 @@ def segment(
         a :class:`Segmentation`: labels on the scan's grid and on the network grid, CNN1's own,
         CNN2's probabilities, the safety net's regions and the seconds of each step.
     """
+    standard, orient = to_standard(volume)
+    seg = _segment_standard(standard, model, options)
+    if orient.is_standard:
+        return seg
+    return replace(seg, labels=orient.undo(seg.labels, volume), orientation=orient)
+
+
+@torch.no_grad()
+def _segment_standard(
+    volume: CTVolume, model: Model, options: InferenceOptions | None
+) -> Segmentation:
+    """:func:`segment` of a scan in the standard layout."""
     opts = options or InferenceOptions()
     device = torch.device(opts.device)
     seconds: dict[str, float] = {}

@@ -112,7 +112,9 @@ def cache_scan(
 ) -> CachedScan:
     """Preprocess one scan and write it to ``folder`` (atomically: written beside, then renamed).
 
-    ``volume`` and ``labels`` are on the scan's own grid unless ``on_network_grid`` is True.
+    ``volume`` and ``labels`` are on the scan's own grid unless ``on_network_grid`` is True; a
+    scan stored in another layout is cached in the standard one, as inference sees it
+    (:mod:`calcscore.orientation`).
     Labels may be None (a scan without reference: all candidates count as background); voxels
     labelled :data:`calcscore.labels.IGNORE` are in neither pool (nor in :attr:`CachedScan.candidate_index`)
     and the auxiliary losses skip them.
@@ -132,9 +134,13 @@ def cache_scan(
     Returns:
         the :class:`CachedScan`, memory-mapped from ``folder``.
     """
+    from calcscore.orientation import orientation_of
     from calcscore.preprocess import labels_to_grid, to_network_grid
 
     folder = Path(folder)
+    if not on_network_grid:  # the layout inference sees (calcscore.orientation)
+        orient = orientation_of(volume.direction)
+        volume, labels = orient.apply(volume), None if labels is None else orient.apply(labels)
     grid = volume if on_network_grid else to_network_grid(volume)
     if labels is None:
         lab = np.zeros(grid.shape, np.uint8)

@@ -117,6 +117,7 @@ def write_scan_outputs(
         the scores dict written as ``<scan_id>_scores.json`` (with ``extra``'s keys added).
     """
     from calcscore.assessment import mark_assessable, mark_not_assessable
+    from calcscore.orientation import orientation_of
     from calcscore.scoring import lesion_table, score_report
     from calcscore.viz import save_overlay_png
 
@@ -134,10 +135,13 @@ def write_scan_outputs(
             (tmp / paths["scores"].name).write_text(json.dumps(report, indent=2))
             table.to_csv(tmp / paths["lesions"].name, index=False)
             if overlay:
+                orient = orientation_of(volume.direction)  # shown as radiologists read it,
+                n = volume.shape[0]  # titled with the scan's own slice numbers
                 save_overlay_png(
-                    volume,
-                    labels,
+                    orient.apply(volume),
+                    orient.apply(labels),
                     tmp / paths["overlay"].name,
+                    numbers=range(n - 1, -1, -1) if orient.is_axial and orient.flips[0] else None,
                     title=f"{scan_id}: calcscore labels",
                 )
     except OSError as exc:

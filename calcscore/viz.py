@@ -8,6 +8,7 @@ display backend was chosen, so that importing calcscore stays light.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,7 @@ def overlay_figure(
     n_slices: int = 3,
     preset: str | tuple[float, float] = "mediastinum",
     title: str | None = None,
+    numbers: Sequence[int] | None = None,
 ):
     """A row of axial slices (those with the most calcium by default) with the labels on top,
     and a legend of the labels present.
@@ -101,6 +103,8 @@ def overlay_figure(
         n_slices: how many slices to pick when ``slices`` is None.
         preset: a window name of :data:`WINDOWS` or (level, width) in HU.
         title: the figure's title (None: none).
+        numbers: the number each slice is titled with (None: its index; the scan's own slice
+            numbers for a scan shown in the standard layout, :mod:`calcscore.orientation`).
 
     Returns:
         the matplotlib Figure.
@@ -122,7 +126,7 @@ def overlay_figure(
             interpolation="nearest",
         )
         ax.imshow(label_rgba(labels.labels[z]), aspect=sy / sx, interpolation="nearest")
-        ax.set_title(f"axial slice {z}")
+        ax.set_title(f"axial slice {z if numbers is None else numbers[z]}")
         ax.axis("off")
     present = [lab for lab in CALCIUM_LABELS if (labels.labels == lab).any()]
     if present:

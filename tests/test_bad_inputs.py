@@ -270,6 +270,14 @@ def no_heart(tmp, vol):
     return write_volume(vol, tmp / "tiny.nii.gz")
 
 
+def coronal_slices(tmp, vol):  # the tiny scan stored as coronal slices: not even --force
+    from test_orientation import stored_as
+
+    from calcscore.orientation import Orientation
+
+    return write_volume(stored_as(vol, Orientation((1, 0, 2))), tmp / "coronal.nii.gz")
+
+
 def manifest_missing_column(tmp, vol):
     write_volume(vol, tmp / "a.nii.gz")
     return _manifest(tmp, "id,path\na,a.nii.gz\n")
@@ -348,6 +356,7 @@ CASES = [
     Case(raw_stored_values, ("refused", "Hounsfield units", "rescale intercept")),
     Case(thick_slices, ("refused", "6 mm thick", "more than 5 mm")),
     Case(no_heart, ("refused", "does not cover the heart")),
+    Case(coronal_slices, ("refused", "slices are not axial", "reformat the scan")),
     Case(manifest_missing_column, ("lacks the column", "scan_id, image"), "cli"),
     Case(manifest_blank_image, ("no image on line(s) 3",), "cli"),
     Case(manifest_duplicate_id, ("more than once",), "cli"),
