@@ -220,6 +220,29 @@ def overview_image(volume: CTVolume, labels: LabelVolume) -> tuple[int, str]:
     return z, png_data_uri(render_slice(volume, labels, plane="axial", index=z))
 
 
+def _read_as_standard(
+    volume: CTVolume, labels: LabelVolume, lesions: pd.DataFrame
+) -> tuple[list[dict[str, Any]], int, tuple[int, str]]:
+    """:func:`key_images` and :func:`overview_image` of a scan shown in the standard layout (as
+    radiologists read it, whatever the file's: :mod:`calcscore.orientation`), their slices
+    numbered as the scan's own; and the number of lesions."""
+    from calcscore.orientation import orientation_of
+
+    orient, n, rows = orientation_of(volume.direction), volume.shape[0], lesions.copy()
+    reversed_z = orient.is_axial and orient.flips[0]  # slice k is the scan's slice n - 1 - k
+    if reversed_z and len(rows):
+        rows["first_slice"], rows["last_slice"] = (
+            n - 1 - lesions.last_slice,
+            n - 1 - lesions.first_slice,
+        )
+    std_volume, std_labels = orient.apply(volume), orient.apply(labels)
+    images = key_images(std_volume, std_labels, rows)
+    z, src = overview_image(std_volume, std_labels)
+    for im in images:
+        im["slice"] = n - 1 - im["slice"] if reversed_z else im["slice"]
+    return images, len(lesions), (n - 1 - z if reversed_z else z, src)
+
+
 # ------------------------------------------------------------------------------------ sections
 def _summary(report: dict) -> str:
     cac = report["labels"]["CAC"]["agatston"]
@@ -429,9 +452,7 @@ def render_scan_report(
         _summary(report),
         _artery_table(report),
         _beside_table(report),
-        _key_images(
-            key_images(volume, labels, lesions), len(lesions), overview_image(volume, labels)
-        ),
+        _key_images(*_read_as_standard(volume, labels, lesions)),
         _checks(checks, report),
         _model(model or model_summary(None)),
         f"<footer>Written by calcscore {esc(__version__)} (Lessmann et al., IEEE TMI 2018). "

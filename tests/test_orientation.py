@@ -193,3 +193,26 @@ def test_a_reversed_scan_is_cached_for_training_as_the_standard_one(tmp_path):
             np.load(tmp_path / "rev" / name), np.load(tmp_path / "std" / name)
         )
     assert got.shape == want.shape
+
+
+def test_the_report_page_shows_a_reversed_scan_as_the_standard_one():
+    """The scan page's overview and key images of a scan stored with every axis reversed are the
+    standard layout's, pixel for pixel; their captions give the scan's own slice numbers."""
+    import re
+
+    from calcscore.report_html import render_scan_report
+    from calcscore.scoring import score_report
+
+    volume, labels, _ = make_scan(rng=3, size="small")
+    orient = Orientation((0, 1, 2), (True, True, True))
+    stored = stored_as(volume, orient)
+    stored_labels = LabelVolume.like(stored, orient.array_to_source(labels.labels))
+    pages = [
+        render_scan_report(score_report(v, lab, scan="s"), v, lab)
+        for v, lab in ((volume, labels), (stored, stored_labels))
+    ]
+    images = [re.findall(r'src="(data:image/png;base64,[^"]+)"', p) for p in pages]
+    assert len(images[0]) >= 2 and images[1] == images[0]
+    slices = [[int(k) for k in re.findall(r"[Ss]lice (\d+)", p)] for p in pages]
+    n = volume.shape[0]
+    assert slices[0] and slices[1] == [n - 1 - k for k in slices[0]]
