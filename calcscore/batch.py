@@ -323,8 +323,8 @@ def _warn_not_dicom(scans: list[ScanInput]) -> None:
     if other:
         names = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
         log.warning(
-            "--dicom: %s %s not a DICOM series folder, so no SEG or SR for %s (they must "
-            "reference a source series); the other outputs are written",
+            "--dicom: %s %s not a folder of a single-frame DICOM series, so no SEG or SR for "
+            "%s (they reference its slices); the other outputs are written",
             names,
             "is" if len(other) == 1 else "are",
             "it" if len(other) == 1 else "them",

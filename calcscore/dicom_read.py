@@ -128,7 +128,19 @@ def _refuse_tilt(folder: Path, first, pos: np.ndarray, normal: np.ndarray, step:
 
 def _assemble_series(folder: Path, items: list, pydicom) -> CTVolume:
     """One series' files, (path, header) each, as a CT volume in HU: refuse what is not an axial
-    CT stack, sort the slices along the normal, check the spacing, then read the pixels."""
+    CT stack, sort the slices along the normal, check the spacing, then read the pixels. A series
+    of one enhanced multi-frame file is read by :mod:`calcscore.dicom_enhanced`."""
+    from calcscore.dicom_enhanced import is_multi_frame, read_enhanced_ct
+
+    multi = [f for f, ds in items if is_multi_frame(ds)]
+    if multi and len(items) == 1:
+        return read_enhanced_ct(multi[0])
+    if multi:
+        raise InputError(
+            folder,
+            f"holds {len(items)} files in one series, {len(multi)} of them multi-frame",
+            "pass one enhanced multi-frame file, or a folder of single-frame slices",
+        )
     _refuse_non_axial(folder, items)
     first = items[0][1]
     _refuse_not_a_ct_stack(folder, items, first)
@@ -143,19 +155,13 @@ def _assemble_series(folder: Path, items: list, pydicom) -> CTVolume:
 
 
 def _refuse_not_a_ct_stack(folder: Path, items: list, first) -> None:
-    """Refuse a series that is not CT, an enhanced multi-frame file, or a single image."""
+    """Refuse a series that is not CT, or a single image."""
     modality = str(getattr(first, "Modality", ""))
     if modality != "CT":
         raise InputError(
             folder,
             f"holds a {modality or 'unknown-modality'} series, not CT",
             "calcscore scores CT scans only",
-        )
-    if int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
-        raise InputError(
-            folder,
-            "holds an enhanced multi-frame DICOM, which is not supported",
-            "convert it to single-frame DICOM or NIfTI",
         )
     if len(items) == 1:
         raise InputError(

@@ -64,6 +64,10 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> CTVolume:
     if suffix in ITK_SUFFIXES:
         return _read_itk_volume(p)
     if _is_dicom_file(p):
+        from calcscore.dicom_enhanced import is_multi_frame, read_enhanced_ct
+
+        if is_multi_frame(_dicom_header(p)):
+            return read_enhanced_ct(p)
         raise InputError(
             p,
             "is a single 2D DICOM image, not a volume",
@@ -74,6 +78,17 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> CTVolume:
         f"is not a supported image file (suffix {suffix or 'none'!r})",
         "use a DICOM series folder or a .nii, .nii.gz, .mha, .mhd or .nrrd file",
     )
+
+
+def _dicom_header(p: Path):
+    """The header of the DICOM file ``p`` (no pixels)."""
+    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    try:
+        return pydicom.dcmread(p, stop_before_pixels=True)
+    except Exception:
+        raise InputError(
+            p, "is a DICOM file whose header cannot be read", "it may be corrupt"
+        ) from None
 
 
 def read_labels(path: str | Path) -> LabelVolume:

@@ -74,7 +74,10 @@ class ScanJob:
 
 
 def is_dicom_input(scan: ScanInput) -> bool:
-    return scan.image.is_dir()
+    """A folder of a classic DICOM series, which the SEG and SR outputs can reference."""
+    from calcscore.dicom_enhanced import folder_is_multi_frame
+
+    return scan.image.is_dir() and not folder_is_multi_frame(scan.image)
 
 
 def score_scan(job: ScanJob, s: ScanInput) -> dict:

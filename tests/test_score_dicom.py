@@ -83,7 +83,10 @@ def test_dicom_input_gets_a_seg_and_the_nifti_one_line(scored):
     assert not list(out.glob("other_*.dcm"))  # a NIfTI input gets no SEG/SR ...
     assert (out / "other_scores.json").is_file()  # ... and the rest of its outputs
     lines = [line for line in proc.stderr.splitlines() if "--dicom" in line]
-    assert len(lines) == 1 and "other.nii.gz is not a DICOM series folder" in lines[0]
+    assert (
+        len(lines) == 1
+        and "other.nii.gz is not a folder of a single-frame DICOM series" in lines[0]
+    )
     provenance = json.loads((out / "scan_provenance.json").read_text())
     assert {"scan_seg.dcm", "scan_sr.dcm"} <= set(provenance["outputs"])
 
