@@ -1,5 +1,8 @@
 """Whole-scan inference with CNN1 + CNN2 (docs/method.md §3, last point).
 
+A scan stored in another layout than DICOM's usual one is turned into it first (no resampling,
+:mod:`calcscore.orientation`) and its labels are turned back after the last step.
+
 1. Preprocess to the network grid (3 mm slabs every 1.5 mm, 0.66 mm in-plane).
 2. Candidates: voxels >= 130 HU inside the body (the largest connected region above -400 HU, holes
    filled slice by slice), so the table, the air and noise outside the patient are skipped.

@@ -170,9 +170,15 @@ def safety_net_summary(seg) -> dict:
         "applied": True,
         "removed_voxels": seg.safety_net_removed,
         "lung_volume_ml": round(r.lung_volume_ml, 1),
-        "heart_top_slice": r.heart_top_z,
+        "heart_top_slice": _own_slice(seg, r.heart_top_z),
         "bone_mm3": round(r.bone_mm3, 1),
     }
+
+
+def _own_slice(seg, z: int | None) -> int | None:
+    """Slice ``z`` of the standard layout the networks saw, numbered as the scan's own."""
+    o = seg.orientation
+    return z if z is None or not (o.is_axial and o.flips[0]) else seg.labels.shape[0] - 1 - z
 
 
 def summary_row(

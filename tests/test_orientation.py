@@ -168,6 +168,8 @@ def test_score_gives_a_ras_nifti_the_scores_and_labels_of_the_lps_one(tmp_path):
     for name, want_scores in lps["labels"].items():  # summed in another order: to rounding
         for key, value in want_scores.items():
             assert rev["labels"][name][key] == (value and pytest.approx(value, rel=1e-9))
+    n = volume.shape[0]  # the safety net's heart top, numbered as each file's own slices
+    assert rev["safety_net"]["heart_top_slice"] == n - 1 - lps["safety_net"]["heart_top_slice"]
     got = read_labels(out / "rev_labels.nii.gz")
     assert got.same_geometry(read_volume(tmp_path / "rev.nii.gz"))
     want = read_labels(out / "lps_labels.nii.gz").labels
