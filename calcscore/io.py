@@ -296,6 +296,7 @@ def describe(volume: CTVolume, *, source: str | Path | None = None) -> str:
         "origin           ({:.2f}, {:.2f}, {:.2f}) mm (LPS x, y, z)".format(
             *volume.origin_mm[::-1]
         ),
+        f"layout           {_layout(volume)}",
         f"HU range         {float(volume.hu.min()):.0f} to {float(volume.hu.max()):.0f}",
         f"kernel           {m.kernel or 'unknown'}",
         f"manufacturer     {' '.join(x for x in (m.manufacturer, m.model) if x) or 'unknown'}",
@@ -304,6 +305,17 @@ def describe(volume: CTVolume, *, source: str | Path | None = None) -> str:
     if m.series_uid:
         lines.append(f"series UID       {m.series_uid}")
     return "\n".join(lines)
+
+
+def _layout(volume: CTVolume) -> str:
+    """The array's axes in words (:mod:`calcscore.orientation`)."""
+    from calcscore.orientation import orientation_of
+
+    try:
+        orient = orientation_of(volume.direction)
+    except ValueError:
+        return "oblique (no nearest axis-aligned layout)"
+    return orient.describe() + (" (standard)" if orient.is_standard else "")
 
 
 def _fmt(v: float | None, unit: str) -> str:

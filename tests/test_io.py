@@ -113,6 +113,7 @@ def test_info_command_on_real_series(qrm_dicom):
     assert "0.488 × 0.488 mm" in out
     assert "slice thickness  3 mm" in out
     assert "FC12" in out and "TOSHIBA" in out and "kVp              120" in out
+    assert "layout           z to superior, y to posterior, x to left (standard)" in out
 
 
 # ------------------------------------------------------------------------------- refused inputs

@@ -68,8 +68,14 @@ def test_every_axis_aligned_layout_becomes_the_standard_one_and_back():
 
 
 def test_the_layout_is_named_in_words_and_tilts_keep_the_nearest_layout():
+    from calcscore.io import describe
+
     ras = Orientation((0, 1, 2), (False, True, True))  # nibabel's RAS: x to right, y to anterior
     assert ras.describe() == "z to superior, y to anterior, x to right"
+    std = CTVolume(np.zeros((3, 4, 5), np.float32), (2.0, 0.5, 0.5))
+    assert "layout           z to superior, y to anterior, x to right\n" in describe(
+        stored_as(std, ras)
+    )
     a = np.deg2rad(15.0)  # a gantry tilt of 15 degrees: the axial layout it was
     tilt = np.array([[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
     assert orientation_of(tilt).is_standard
