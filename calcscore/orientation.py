@@ -124,3 +124,23 @@ def to_standard(volume: CTVolume) -> tuple[CTVolume, Orientation]:
     """``volume`` in the standard layout and the :class:`Orientation` that takes it back."""
     orient = orientation_of(volume.direction)
     return orient.apply(volume), orient
+
+
+def onto_layout(labels: LabelVolume, target: _Grid) -> LabelVolume:
+    """``labels`` on ``target``'s grid when they are the same voxels stored in another layout
+    (a reference drawn in 3D Slicer and saved as RAS NIfTI, a prediction on the DICOM series'
+    grid); otherwise ``labels`` unchanged, for the caller's geometry check to refuse."""
+    if labels.same_geometry(target):
+        return labels
+    try:
+        lab_orient, target_orient = (
+            orientation_of(labels.direction),
+            orientation_of(target.direction),
+        )
+    except ValueError:
+        return labels
+    standard = lab_orient.apply(labels)
+    target_standard = target_orient.apply(LabelVolume.like(target))  # its geometry
+    if not standard.same_geometry(target_standard):
+        return labels
+    return target_orient.undo(standard, target)

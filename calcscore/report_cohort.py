@@ -49,11 +49,12 @@ def reference_scores(volume, labels_path: str | Path, *, convention: str) -> dic
     """
     from calcscore.errors import CalcscoreError
     from calcscore.io import read_labels
+    from calcscore.orientation import onto_layout
     from calcscore.scoring import agatston
     from calcscore.standards import cac_drs
 
     try:
-        ref = read_labels(labels_path)
+        ref = onto_layout(read_labels(labels_path), volume)  # the same voxels, another layout
         scores = agatston(volume, ref, convention=convention)
     except (CalcscoreError, ValueError) as exc:
         log.warning("reference %s not scored: %s", labels_path, exc)

@@ -177,3 +177,27 @@ def test_evaluate_missing_prediction_is_a_user_error(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no prediction for scan(s) s2" in err[0]
+
+
+def test_evaluate_reads_a_prediction_saved_in_another_layout(tmp_path, capsys):
+    """The same predictions, one saved as RAS NIfTI (x and y reversed, as nibabel or 3D Slicer
+    may save it): turned onto the reference's grid, the same per-scan figures."""
+    from test_orientation import stored_as
+
+    from calcscore.io import read_labels
+    from calcscore.orientation import Orientation
+
+    ref, pred = _cohort(tmp_path)
+    want_out, got_out = tmp_path / "want", tmp_path / "got"
+    assert main(["evaluate", str(ref), str(pred), "--out", str(want_out)]) == 0
+    ras = Orientation((0, 1, 2), (False, True, True))
+    path = tmp_path / "pred" / "s2.nii.gz"
+    lab = read_labels(path)
+    grid = stored_as(CTVolume(lab.labels.astype(np.float32), lab.spacing_mm, lab.origin_mm), ras)
+    write_labels(LabelVolume.like(grid, grid.hu.astype(np.uint8)), path)
+    assert not read_labels(path).same_geometry(lab)
+    assert main(["evaluate", str(ref), str(pred), "--out", str(got_out)]) == 0
+    capsys.readouterr()
+    pd.testing.assert_frame_equal(
+        pd.read_csv(got_out / "per_scan.csv"), pd.read_csv(want_out / "per_scan.csv")
+    )

@@ -224,3 +224,47 @@ def test_the_report_page_shows_a_reversed_scan_as_the_standard_one():
     slices = [[int(k) for k in re.findall(r"[Ss]lice (\d+)", p)] for p in pages]
     n = volume.shape[0]
     assert slices[0] and slices[1] == [n - 1 - k for k in slices[0]]
+
+
+def test_a_label_map_saved_in_another_layout_is_read_onto_the_scan(tmp_path, capsys):
+    """A reference drawn on the same voxels but saved as RAS NIfTI (3D Slicer, nibabel): turned
+    onto the scan's grid for `calcscore agatston`; a label map of another grid is still
+    refused."""
+    from calcscore.cli import main
+    from calcscore.io import write_labels, write_volume
+    from calcscore.orientation import onto_layout
+
+    volume, labels, _ = make_scan(rng=3, size="small")
+    assert np.isin(labels.labels, [1, 2, 3]).any()
+    ras = Orientation((0, 1, 2), (False, True, True))
+    stored = stored_as(volume, ras)
+    ras_labels = LabelVolume.like(stored, ras.array_to_source(labels.labels))
+    back = onto_layout(ras_labels, volume)
+    assert back.same_geometry(volume)
+    np.testing.assert_array_equal(back.labels, labels.labels)
+    shifted = LabelVolume(labels.labels, labels.spacing_mm, (0.0, 5.0, 0.0), labels.direction)
+    assert onto_layout(shifted, volume) is shifted  # not the same voxels: left to the check
+    write_volume(volume, tmp_path / "ct.nii.gz")
+    write_labels(labels, tmp_path / "lps.nii.gz")
+    write_labels(ras_labels, tmp_path / "ras.nii.gz")
+    outputs = []
+    for name in ("lps", "ras"):
+        assert (
+            main(
+                [
+                    "agatston",
+                    str(tmp_path / "ct.nii.gz"),
+                    str(tmp_path / f"{name}.nii.gz"),
+                    "--json",
+                ]
+            )
+            == 0
+        )
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0]["labels"]["CAC"]["agatston"] > 0
+    for name, want in outputs[0]["labels"].items():
+        got = outputs[1]["labels"][name]
+        assert (
+            got["agatston"] == pytest.approx(want["agatston"])
+            and got["n_lesions"] == want["n_lesions"]
+        )

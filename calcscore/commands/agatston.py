@@ -37,11 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from calcscore.errors import InputError
     from calcscore.io import read_labels, read_volume, strip_suffix
+    from calcscore.orientation import onto_layout
     from calcscore.scoring import agatston
     from calcscore.volume import check_same_geometry
 
     volume = read_volume(args.image)
-    labels = read_labels(args.labels)
+    labels = onto_layout(read_labels(args.labels), volume)  # the same voxels in another layout
     try:
         check_same_geometry(volume, labels)
     except ValueError as exc:

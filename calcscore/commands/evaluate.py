@@ -160,6 +160,7 @@ def iter_cases(
     from calcscore.errors import InputError
     from calcscore.io import read_labels, read_volume
     from calcscore.metrics import ScanCase
+    from calcscore.orientation import onto_layout
     from calcscore.volume import check_same_geometry
 
     ref = _table(reference, ref_column)
@@ -184,7 +185,7 @@ def iter_cases(
     )
     for scan_id in sorted(ref):
         ref_lv = read_labels(str(ref[scan_id]["labels"]))
-        pred_lv = read_labels(str(pred[scan_id]["labels"]))
+        pred_lv = onto_layout(read_labels(str(pred[scan_id]["labels"])), ref_lv)
         try:
             check_same_geometry(ref_lv, pred_lv, names=("reference", "prediction"))
         except ValueError as exc:
@@ -192,6 +193,9 @@ def iter_cases(
         image = None
         if scan_id in image_paths:
             image = read_volume(image_paths[scan_id])
+            if not image.same_geometry(ref_lv):  # the same voxels in another layout
+                ref_lv = onto_layout(ref_lv, image)
+                pred_lv = onto_layout(pred_lv, image)
             try:
                 check_same_geometry(image, ref_lv, names=("image", "reference labels"))
             except ValueError as exc:
