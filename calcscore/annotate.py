@@ -296,12 +296,15 @@ class Annotator:
     def load(self, path: str | Path) -> int:
         """Replace the label map by the one in ``path`` (an undoable change).
 
-        Raises :class:`calcscore.volume.GeometryMismatchError` when the file's grid differs
-        from the scan's. Returns the number of voxels that changed.
+        A map of the same voxels saved in another layout (RAS NIfTI) is turned onto the scan's
+        grid (:func:`calcscore.orientation.onto_layout`). Raises
+        :class:`calcscore.volume.GeometryMismatchError` when the file's grid differs from the
+        scan's. Returns the number of voxels that changed.
         """
         from calcscore.io import read_labels
+        from calcscore.orientation import onto_layout
 
-        loaded = read_labels(path)
+        loaded = onto_layout(read_labels(path), self.volume)
         check_same_geometry(self.volume, loaded, names=("scan", f"label map {path}"))
         new = loaded.array.reshape(-1)
         flat = np.flatnonzero(self._array.reshape(-1) != new)

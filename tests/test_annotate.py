@@ -141,6 +141,17 @@ def test_save_load_round_trip_keeps_geometry(scan, tmp_path):
     assert b.labels.array.tobytes() == a.labels.array.tobytes()
     assert b.undo() == 25 and not b.labels.array.any()  # loading is undoable
 
+    # the same voxels saved in another layout (z reversed, RAS): loaded onto the scan's grid
+    from calcscore.orientation import Orientation
+
+    ras = Orientation((0, 1, 2), (True, True, True))
+    std = ras.apply(back)  # the map as a file stored with every axis reversed would hold it
+    flipped = LabelVolume.like(std, np.ascontiguousarray(std.array))
+    assert not flipped.same_geometry(scan)
+    assert b.load(write_labels(flipped, tmp_path / "ras.nii.gz")) == 25
+    assert b.labels.array.tobytes() == a.labels.array.tobytes()
+    b.undo()
+
     moved = LabelVolume(back.array, scan.spacing_mm, (0.0, 0.0, 0.0), scan.direction)
     other = write_labels(moved, tmp_path / "other.nii.gz")
     with pytest.raises(GeometryMismatchError, match="other.nii.gz.*do not share a grid"):
