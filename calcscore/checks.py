@@ -87,6 +87,8 @@ NON_FINITE_FILL_HU = -1024.0
 METAL_HU = 2800.0
 #: ... and a scan holding at least this volume of them gets a warning.
 METAL_MIN_MM3 = 1.0
+#: The tube voltage Agatston scores are defined at; another gives a warning.
+AGATSTON_KVP = 120.0
 _NOT_AXIAL_FIX = (
     "score the series of axial slices or reformat the scan to axial slices: Agatston is summed "
     "over axial slices, so --force does not score it"
@@ -146,7 +148,7 @@ def check_scan(
         )
     pool = find_blood_pool(volume)
     findings += _contrast_findings(pool)
-    findings += _metal_findings(volume)
+    findings += _metal_findings(volume) + _kvp_findings(meta.kvp)
     coverage = heart_coverage(volume)
     findings += _coverage_findings(coverage)
     report = CheckReport(
@@ -274,6 +276,24 @@ def _metal_findings(volume: CTVolume) -> list[Finding]:
             "warning",
             f"{metal_mm3:.0f} mm3 read {METAL_HU:.0f} HU or more: metal (a pacemaker lead, sternal "
             "wires, a prosthetic valve or a stent); its blur and streaks may be labelled calcium",
+        )
+    ]
+
+
+def _kvp_findings(kvp: float | None) -> list[Finding]:
+    """Agatston scores are defined at 120 kVp: calcium reads higher in HU at a lower tube voltage
+    and lower at a higher one, so the 130 HU threshold and the density factors mean another
+    amount of calcium (NLST scanned at 120-140 kVp)."""
+    if kvp is None or abs(kvp - AGATSTON_KVP) <= 5:
+        return []
+    way = "higher" if kvp < AGATSTON_KVP else "lower"
+    return [
+        Finding(
+            "kvp",
+            "warning",
+            f"acquired at {kvp:g} kVp, not the {AGATSTON_KVP:g} kVp Agatston scores are defined "
+            f"at: calcium reads {way} in HU, so its scores come out {way} than at {AGATSTON_KVP:g}"
+            " kVp and are not comparable with them",
         )
     ]
 

@@ -65,7 +65,8 @@ def test_non_contrast_phantoms_are_accepted(phantoms, seed, kernel):
     assert report.heart_found
     assert 20.0 <= report.blood_pool_hu <= 60.0  # non-contrast blood (phantom: 38 HU)
     assert report.kernel.kernel_class == kernel
-    assert report.codes() == {"kernel"}
+    # the large subject is scanned at 140 kVp, as NLST did: a warning, not a refusal
+    assert report.codes() == {"kernel"} | ({"kvp"} if volume.meta.kvp != 120 else set())
 
 
 @pytest.mark.parametrize("kernel", ["soft", "sharp"])
@@ -257,3 +258,20 @@ def test_metal_is_reported():
         assert metal[0].message.startswith(f"{expected:.0f} mm3")
         lead = cs.volume.with_array(np.minimum(cs.volume.hu, METAL_HU - 1))  # no metal left
         assert "metal" not in check_scan(lead).codes()
+
+
+@pytest.mark.parametrize(("kvp", "way"), [(100.0, "higher"), (140.0, "lower"), (120.0, None)])
+def test_a_tube_voltage_other_than_120_kvp_gets_a_warning(phantoms, kvp, way):
+    """Agatston scores are defined at 120 kVp; NLST scanned at 120-140 kVp."""
+    from dataclasses import replace
+
+    volume, _, _ = phantoms[0, "soft"]
+    report = check_scan(volume.with_array(volume.hu, meta=replace(volume.meta, kvp=kvp)))
+    found = [f for f in report.findings if f.code == "kvp"]
+    if way is None:
+        assert not found
+    else:
+        assert len(found) == 1 and found[0].severity == "warning" and not report.refused
+        assert f"{kvp:g} kVp" in found[0].message and f"come out {way}" in found[0].message
+    no_kvp = check_scan(volume.with_array(volume.hu, meta=replace(volume.meta, kvp=None)))
+    assert "kvp" not in no_kvp.codes()
