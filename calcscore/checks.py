@@ -129,6 +129,7 @@ def check_scan(
         )
     ]
     findings += _non_finite_findings(volume)
+    n, reversed_z = volume.shape[0], _z_reversed(volume)
     layout, volume = _layout_findings(volume)  # the anatomy is read in the standard layout
     findings += layout
     volume = finite_volume(volume)  # the other checks look at the finite voxels
@@ -150,6 +151,8 @@ def check_scan(
     findings += _contrast_findings(pool)
     findings += _metal_findings(volume) + _kvp_findings(meta.kvp)
     coverage = heart_coverage(volume)
+    if reversed_z:
+        coverage = _own_slices(coverage, n)
     findings += _coverage_findings(coverage)
     report = CheckReport(
         tuple(findings),
@@ -188,6 +191,25 @@ def _layout_findings(volume: CTVolume) -> tuple[list[Finding], CTVolume]:
         "left, y to posterior, z to superior), labels written on the scan's own grid"
     )
     return [Finding("layout", "info", msg)], orient.apply(volume)
+
+
+def _z_reversed(volume: CTVolume) -> bool:
+    """Axial slices stored head first (the standard layout numbers them the other way)."""
+    try:
+        orient = orientation_of(volume.direction)
+    except ValueError:
+        return False
+    return orient.is_axial and orient.flips[0]
+
+
+def _own_slices(coverage: HeartCoverage, n: int) -> HeartCoverage:
+    """``coverage`` of the standard layout with the heart's slices numbered as the scan's own."""
+    if coverage.first_slice is None or coverage.last_slice is None:
+        return coverage
+    first, last = n - 1 - coverage.last_slice, n - 1 - coverage.first_slice
+    old = f"slices {coverage.first_slice}-{coverage.last_slice}"
+    reason = coverage.reason.replace(old, f"slices {first}-{last}")
+    return replace(coverage, first_slice=first, last_slice=last, reason=reason)
 
 
 def finite_volume(volume: CTVolume) -> CTVolume:

@@ -94,6 +94,10 @@ def test_checks_read_a_reversed_scan_as_the_standard_one_and_refuse_coronal_slic
     assert ras.codes() == plain.codes() | {"layout"}
     assert ras.blood_pool_hu == pytest.approx(plain.blood_pool_hu)
     assert ras.coverage.status == plain.coverage.status
+    n = volume.shape[0]  # the heart's slices, numbered as the reversed file's own
+    first, last = n - 1 - plain.coverage.last_slice, n - 1 - plain.coverage.first_slice
+    assert (ras.coverage.first_slice, ras.coverage.last_slice) == (first, last)
+    assert f"slices {first}-{last}" in ras.coverage.reason
     layout = next(f for f in ras.findings if f.code == "layout")
     assert layout.severity == "info" and "y to anterior" in layout.message
     coronal = stored_as(volume, Orientation((1, 0, 2), (False, False, False)))
