@@ -5,9 +5,9 @@ towards the patient's left, y towards posterior, z towards superior (the identit
 :mod:`calcscore.volume`). The same anatomy is often stored otherwise: NIfTI files written by
 nibabel or dcm2niix (RAS: x, y or both reversed), prone DICOM series, series stored head first,
 coronal or sagittal stacks. The networks would see such a scan mirrored or turned over: a
-heart-only cut of lungdx-a0001-b with 8 synthetic lesions is labelled with CAC voxel F1 0.92 as
-stored, 0.71 with its y axis reversed, 0.80 with z reversed, and with x reversed the arteries
-trade places (benchmarks/README.md, "Scans stored in another orientation").
+heart-only cut of lungdx-a0001-b with 8 synthetic capsules was labelled with CAC voxel F1 0.92 as
+stored, 0.71 with its y axis reversed (as dcm2niix stores it), 0.87 with x reversed and 0.80
+with z reversed (benchmarks/README.md, "Scans stored in another layout").
 
 :func:`orientation_of` finds the permutation and reversals of the array's axes that give the
 standard layout; :meth:`Orientation.apply` makes that layout without resampling (the same voxels
@@ -54,7 +54,7 @@ class Orientation:
         return self.axes[0] == 0
 
     def describe(self) -> str:
-        """The scan's layout in words, e.g. "x to the right, y to anterior, z to superior"."""
+        """The scan's layout in words, e.g. "z to superior, y to anterior, x to right"."""
         parts = []
         for axis, name in enumerate("zyx"):
             i = self.axes.index(axis)
