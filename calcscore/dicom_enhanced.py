@@ -77,6 +77,7 @@ def read_enhanced_ct(path: Path) -> CTVolume:
             orientation, or frames that do not stack (duplicates, tilt, gaps, uneven spacing).
     """
     from calcscore.dicom_read import (
+        _decode_error,
         _float_or_none,
         _kernel_name,
         _refuse_non_hu_pixels,
@@ -115,11 +116,7 @@ def read_enhanced_ct(path: Path) -> CTVolume:
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise InputError(
-            path,
-            f"could not decode its pixel data ({type(exc).__name__})",
-            "the file may be corrupt",
-        ) from None
+        raise _decode_error(path, ds, exc) from None
     hu = np.empty(pixels.shape, np.float32)
     for k, i in enumerate(order):
         rescale = _group(path, ds, int(i), "PixelValueTransformationSequence")

@@ -237,15 +237,12 @@ def _read_pixels(folder: Path, items: list, pydicom) -> np.ndarray:
     """The sorted slices' pixels in HU (rescale slope and intercept applied), stacked (z, y, x)."""
     slices = []
     for f, _ in items:
+        ds = None
         try:
             ds = pydicom.dcmread(f)
             arr = ds.pixel_array.astype(np.float32)
         except Exception as exc:
-            raise InputError(
-                f,
-                f"could not decode its pixel data ({type(exc).__name__})",
-                "the file may be corrupt or truncated",
-            ) from None
+            raise _decode_error(f, ds, exc) from None
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
         slices.append(arr * slope + intercept)
@@ -255,6 +252,30 @@ def _read_pixels(folder: Path, items: list, pydicom) -> np.ndarray:
             folder, f"has slices of different sizes {sorted(shapes)}", "keep one series"
         )
     return np.stack(slices)
+
+
+def _decode_error(f: Path, ds, exc: Exception) -> InputError:
+    """Why the pixels of ``f`` could not be read: a compression no installed decoder reads (the
+    fix: the decoders calcscore depends on), or a corrupt file."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        missing = syntax is not None and not get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):  # a transfer syntax pydicom has no decoder for
+        missing = syntax is not None and syntax.is_compressed
+    if missing and syntax is not None:
+        return InputError(
+            f,
+            f"is compressed as {syntax.name} ({syntax}), which no installed decoder reads",
+            "install calcscore's dependencies again (pip install -e ., which brings python-gdcm) "
+            "or decompress the series first (gdcmconv --raw, dcmdjpeg)",
+        )
+    return InputError(
+        f,
+        f"could not decode its pixel data ({type(exc).__name__})",
+        "the file may be corrupt or truncated",
+    )
 
 
 def _series_meta(first) -> CTMeta:
