@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from calcscore import __version__
+from calcscore.dicom_read import read_dicom_file
 from calcscore.errors import InputError, optional_import
 from calcscore.labels import Label
 
@@ -58,7 +59,7 @@ def _algorithm(model: dict | None) -> tuple[str, str]:
 # ------------------------------------------------------------------------------ source series
 def read_source_series(folder: str | Path) -> list:
     """The CT datasets of a DICOM series folder, in calcscore's slice order (along the normal)."""
-    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    optional_import("pydicom", "reading DICOM", "io")
     p = Path(folder)
     if not p.is_dir():
         raise InputError(
@@ -67,7 +68,7 @@ def read_source_series(folder: str | Path) -> list:
     datasets = []
     for f in sorted(x for x in p.rglob("*") if x.is_file()):
         try:
-            ds = pydicom.dcmread(f)
+            ds = read_dicom_file(f)  # raw datasets without the Part 10 header too
         except Exception:  # not DICOM (a DICOMDIR index, a README): skip
             log.debug("%s: not a DICOM file; skipped", f)
             continue

@@ -31,6 +31,33 @@ def _is_dicom_file(p: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def read_dicom_file(path: Path, *, stop_before_pixels: bool = False):
+    """The dataset of a DICOM file; a raw dataset without the Part 10 preamble and file meta (as
+    older archives store CT) is read too, with the transfer syntax its encoding shows.
+
+    Raises:
+        pydicom.errors.InvalidDicomError: not DICOM (nor a raw dataset of an image).
+    """
+    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except pydicom.errors.InvalidDicomError:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+        if "SOPClassUID" not in ds or "Rows" not in ds:
+            raise
+    implicit, little = ds.original_encoding
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian
+        if implicit
+        else (ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
+    )
+    return ds
+
+
 def _read_dicom_series(folder: Path, *, series_uid: str | None) -> CTVolume:
     pydicom = optional_import("pydicom", "reading DICOM", "io")
     files = sorted(f for f in folder.rglob("*") if f.is_file())
@@ -41,7 +68,7 @@ def _read_dicom_series(folder: Path, *, series_uid: str | None) -> CTVolume:
     series: dict[str, list] = defaultdict(list)
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            ds = read_dicom_file(f, stop_before_pixels=True)
         except Exception:  # not DICOM (or unreadable header): skip, report if nothing is left
             continue
         if "PixelData" not in ds and not hasattr(ds, "Rows"):
@@ -239,7 +266,7 @@ def _read_pixels(folder: Path, items: list, pydicom) -> np.ndarray:
     for f, _ in items:
         ds = None
         try:
-            ds = pydicom.dcmread(f)
+            ds = read_dicom_file(f)
             arr = ds.pixel_array.astype(np.float32)
         except Exception as exc:
             raise _decode_error(f, ds, exc) from None

@@ -1,5 +1,6 @@
-"""Compressed DICOM series (as PACS exports often are) read as their uncompressed originals; a
-compression no installed decoder reads is refused in one line that names it and the fix."""
+"""Compressed DICOM series (as PACS exports often are) and bare datasets without the Part 10
+header (older archives) read as their originals; a compression no installed decoder reads is
+refused in one line that names it and the fix."""
 
 from __future__ import annotations
 
@@ -72,3 +73,34 @@ def test_a_compression_without_a_decoder_names_itself_and_the_fix(tmp_path, seri
         read_volume(packed)
     text = str(err.value)
     assert "JPEG Lossless" in text and "no installed decoder" in text and "python-gdcm" in text
+
+
+def test_raw_datasets_without_the_part10_header_read_as_their_series(tmp_path, series):
+    """Older archives store CT slices as bare datasets (no 128-byte preamble, no "DICM", no file
+    meta): read as the Part 10 files they came from, and a SEG can reference them; a folder of
+    other files is still refused."""
+    from calcscore.dicom_out import write_seg
+    from calcscore.volume import LabelVolume
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in sorted(series.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.preamble = None
+        del ds.file_meta
+        ds.save_as(raw / f.name, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert (raw / f.name).read_bytes()[128:132] != b"DICM"
+    with pytest.raises(pydicom.errors.InvalidDicomError):
+        pydicom.dcmread(raw / f.name)  # what pydicom alone says
+    want, got = read_volume(series), read_volume(raw)
+    np.testing.assert_array_equal(got.hu, want.hu)
+    assert got.same_geometry(want)
+    labels = np.zeros(got.shape, np.uint8)
+    labels[1, 10:14, 10:14] = 1
+    seg = pydicom.dcmread(write_seg(LabelVolume.like(got, labels), raw, tmp_path / "seg.dcm"))
+    assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == got.shape[0]
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "a.txt").write_text("SOPClassUID Rows\n" * 20)
+    with pytest.raises(InputError, match="no readable DICOM"):
+        read_volume(other)
