@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from calcscore import __version__
-from calcscore.dicom_read import read_dicom_file
+from calcscore.dicom_read import _is_ct_stack, read_dicom_file
 from calcscore.errors import InputError, optional_import
 from calcscore.labels import Label
 
@@ -76,9 +76,16 @@ def read_source_series(folder: str | Path) -> list:
             datasets.append(ds)
     if not datasets:
         raise InputError(p, "holds no DICOM images", "pass the folder of the source CT series")
-    uids = {str(ds.SeriesInstanceUID) for ds in datasets}
-    if len(uids) > 1:
-        raise InputError(p, f"holds {len(uids)} series", "pass a folder with the one source series")
+    by_uid: dict[str, list] = {}
+    for ds in datasets:
+        by_uid.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    if len(by_uid) > 1:  # the series read_volume scores: the only CT stack beside scouts ...
+        stacks = [u for u, group in by_uid.items() if _is_ct_stack([(None, d) for d in group])]
+        if len(stacks) != 1:
+            raise InputError(
+                p, f"holds {len(by_uid)} series", "pass a folder with the one source series"
+            )
+        datasets = by_uid[stacks[0]]
     iop = np.asarray(datasets[0].ImageOrientationPatient, float)
     normal = np.cross(iop[:3], iop[3:])
     datasets.sort(key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))

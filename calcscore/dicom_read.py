@@ -9,6 +9,7 @@ out in numpy order (z, y, x), as from every other reader in :mod:`calcscore.io`.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from calcscore.errors import InputError, optional_import
 from calcscore.volume import CTMeta, CTVolume
+
+log = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 #: Secondary Capture Image Storage and its multi-frame variants (1.2.840.10008.5.1.4.1.1.7.x)
@@ -88,6 +91,12 @@ def _read_dicom_series(folder: Path, *, series_uid: str | None) -> CTVolume:
                 f"choose one of: {', '.join(sorted(series))}",
             )
         chosen = series[series_uid]
+    elif len(stacks := [uid for uid, items in series.items() if _is_ct_stack(items)]) == 1:
+        chosen = series[stacks[0]]  # the only CT stack beside scouts, dose pages, single images
+        if len(series) > 1:
+            log.info(
+                "%s: scoring series %s, the only CT stack of %d", folder, stacks[0], len(series)
+            )
     elif len(series) > 1:
         desc = "; ".join(
             f"{uid} ({len(items)} images, {getattr(items[0][1], 'SeriesDescription', '') or 'no description'})"
@@ -101,6 +110,21 @@ def _read_dicom_series(folder: Path, *, series_uid: str | None) -> CTVolume:
     else:
         chosen = next(iter(series.values()))
     return _assemble_series(folder, chosen, pydicom)
+
+
+def _is_ct_stack(items: list) -> bool:
+    """A series that can be a CT volume: CT, not scouts or secondary captures, more than one
+    slice (or one multi-frame file)."""
+    first = items[0][1]
+    kinds = {str(v).upper() for v in (getattr(first, "ImageType", None) or [])}
+    sop = str(getattr(first, "SOPClassUID", ""))
+    frames = int(getattr(first, "NumberOfFrames", 1) or 1)
+    return (
+        str(getattr(first, "Modality", "")) == "CT"
+        and not kinds & {"LOCALIZER", "SCOUT", "TOPOGRAM"}
+        and not sop.startswith(SECONDARY_CAPTURE)
+        and (len(items) > 1 or frames > 1)
+    )
 
 
 def _refuse_non_axial(folder: Path, items: list) -> None:

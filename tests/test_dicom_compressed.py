@@ -104,3 +104,43 @@ def test_raw_datasets_without_the_part10_header_read_as_their_series(tmp_path, s
     (other / "a.txt").write_text("SOPClassUID Rows\n" * 20)
     with pytest.raises(InputError, match="no readable DICOM"):
         read_volume(other)
+
+
+def test_a_study_folder_with_a_scout_and_a_dose_page_reads_its_one_ct_stack(tmp_path, series):
+    """A calcium-scoring study as exported: the axial series, a scout (LOCALIZER) and a dose
+    page (secondary capture), each its own series: the axial series is read and referenced by
+    the SEG; two axial series still need --series-uid."""
+    import shutil
+
+    from pydicom.uid import generate_uid
+
+    from calcscore.dicom_out import write_seg
+    from calcscore.volume import LabelVolume
+
+    study = tmp_path / "study"
+    shutil.copytree(series, study / "axial")
+    first = sorted(series.iterdir())[0]
+    for name, edit in (
+        ("scout", {"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}),
+        ("dose", {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7", "ImageType": ["DERIVED"]}),
+    ):
+        ds = pydicom.dcmread(first)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+        for k, v in edit.items():
+            setattr(ds, k, v)
+        (study / name).mkdir()
+        ds.save_as(study / name / "1.dcm", enforce_file_format=True)
+    want, got = read_volume(series), read_volume(study)
+    np.testing.assert_array_equal(got.hu, want.hu)
+    labels = np.zeros(got.shape, np.uint8)
+    labels[2, 5:9, 5:9] = 1
+    seg = pydicom.dcmread(write_seg(LabelVolume.like(got, labels), study, tmp_path / "seg.dcm"))
+    refs = seg.ReferencedSeriesSequence
+    assert len(refs) == 1 and refs[0].SeriesInstanceUID == want.meta.series_uid
+    shutil.copytree(series, study / "again")  # a second CT stack (another UID) ...
+    for f in (study / "again").iterdir():
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = "1.2.3.999"
+        ds.save_as(f, enforce_file_format=True)
+    with pytest.raises(InputError, match="--series-uid"):  # ... is the user's choice
+        read_volume(study)
