@@ -121,6 +121,8 @@ def _read_itk(p: Path):
         _check_nifti_complete(p, img)
     if img.GetDimension() == 2:
         raise InputError(p, "is a single 2D image, not a volume", "pass a 3D scan")
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:  # one 3D volume stored as 4D
+        img = img[:, :, :, 0]
     if img.GetDimension() != 3:
         raise InputError(
             p, f"has {img.GetDimension()} dimensions; a 3D scan is needed", "extract one 3D volume"

@@ -276,3 +276,19 @@ def test_label_reader_rejects_non_integer_maps(tmp_path):
 
 def test_ct_volume_float_dtype():
     assert CTVolume(np.zeros((1, 2, 2), np.int16), (1, 1, 1)).hu.dtype == np.float32
+
+
+@pytest.mark.parametrize("suffix", ["nii.gz", "mha", "nrrd"])
+def test_one_volume_stored_as_4d_reads_as_3d(tmp_path, suffix):
+    """Some converters store a scan as 4D with one time point: it is the 3D scan (more than one
+    time point is still refused, tests/test_bad_inputs.py)."""
+    arr = np.random.default_rng(0).integers(-1024, 1000, (5, 8, 9)).astype(np.int16)
+    frame = sitk.GetImageFromArray(arr)
+    frame.SetSpacing((0.7, 0.6, 2.5))
+    frame.SetOrigin((1.0, 2.0, 3.0))
+    path = tmp_path / f"one.{suffix}"
+    sitk.WriteImage(sitk.JoinSeries([frame]), str(path))
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.hu, arr)
+    np.testing.assert_allclose(volume.spacing_mm, (2.5, 0.6, 0.7), rtol=1e-6)
+    np.testing.assert_allclose(volume.origin_mm, (3.0, 2.0, 1.0))
