@@ -50,6 +50,7 @@ from calcscore._annotation_mode import (  # noqa: F401  (MASK_COLOUR, CURSOR_COL
 from calcscore.annotate import Annotator
 from calcscore.errors import optional_import
 from calcscore.labels import CALCIUM_LABELS, COLOURS, Label
+from calcscore.orientation import orientation_of
 from calcscore.scoring import CALCIUM_THRESHOLD_HU
 from calcscore.viz import (
     PLANES,
@@ -95,7 +96,11 @@ class SliceViewer(AnnotationMode):
     volume : the CT scan (HU).
     labels : None (the CT alone), a :class:`LabelVolume`, a mapping title -> label map (one
         panel each, side by side, e.g. ``{"reference": ref, "prediction": pred}``) or a list.
-        Every label map must share the grid of ``volume``.
+        Every label map must share the grid of ``volume``. A scan stored in another layout
+        than DICOM's usual one (a dcm2niix or RAS NIfTI) is shown in that usual layout, anterior
+        up (:mod:`calcscore.orientation`; not with an ``annotate`` Annotator, shown as it is):
+        its slice numbers and saved label maps are then that layout's (the same voxels, which
+        calcscore reads onto the scan's own grid).
     plane : "axial", "coronal" or "sagittal" at the start.
     preset : a name of :data:`calcscore.viz.WINDOWS` or a (level, width) pair in HU.
     threshold_hu : the calcium threshold of the overlay (130 HU).
@@ -122,11 +127,17 @@ class SliceViewer(AnnotationMode):
         widgets = optional_import("ipywidgets", "the interactive slice viewer", "notebooks")
         if plane not in PLANES:
             raise ValueError(f"`plane` must be one of {', '.join(PLANES)}, got {plane=}")
-        self.volume = volume
         self.panels = _as_panels(labels)
         for name, lv in self.panels.items():
             if lv is not None:
                 check_same_geometry(volume, lv, names=("volume", f"label map {name!r}"))
+        if not isinstance(annotate, Annotator):  # shown as radiologists read it (anterior up)
+            orient = orientation_of(volume.direction)
+            volume = orient.apply(volume)
+            self.panels = {
+                k: None if v is None else orient.apply(v) for k, v in self.panels.items()
+            }
+        self.volume = volume
         self.annotator, self.panels = _with_annotator(volume, self.panels, annotate)
         self.threshold_hu = float(threshold_hu)
         self.alpha = float(alpha)

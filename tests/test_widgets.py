@@ -268,3 +268,19 @@ def test_annotation_with_a_given_annotator(scan):
     with pytest.raises(TypeError, match="annotate"):
         SliceViewer(vol, annotate="yes")
     assert SliceViewer(vol).annotator is None and not hasattr(SliceViewer(vol), "tool")
+
+
+def test_viewer_shows_a_reversed_scan_as_the_standard_one(scan):
+    """A scan and its labels stored with y to anterior (as dcm2niix stores a CT) are shown
+    anterior up, pixel for pixel as the scan stored as DICOM stores it."""
+    from calcscore.orientation import Orientation
+
+    vol, labels = scan
+    rows_up = Orientation((0, 1, 2), (False, True, False))  # a reversal is its own inverse
+    stored, stored_labels = rows_up.apply(vol), rows_up.apply(labels)
+    assert not np.array_equal(stored.hu, vol.hu)
+    want = SliceViewer(vol, labels, display_px=60)
+    got = SliceViewer(stored, stored_labels, display_px=60)
+    for v in (want, got):
+        v.set_slice(4)
+    np.testing.assert_array_equal(got.render(), want.render())
