@@ -83,6 +83,7 @@ def read_enhanced_ct(path: Path) -> CTVolume:
         _refuse_non_hu_pixels,
         _series_meta,
         _slice_step,
+        odd_orientation,
     )
 
     pydicom = optional_import("pydicom", "reading DICOM", "io")
@@ -96,8 +97,8 @@ def read_enhanced_ct(path: Path) -> CTVolume:
         [_group(path, ds, i, "PlaneOrientationSequence").ImageOrientationPatient for i in range(n)],
         float,
     )
-    if np.abs(iops - iops[0]).max() > 1e-3:
-        k = int(np.argmax(np.abs(iops - iops[0]).max(axis=1)))
+    k = odd_orientation(iops)
+    if k is not None:
         raise InputError(
             path,
             f"mixes frame orientations (frame {k + 1} is oriented {np.round(iops[k], 3).tolist()}"

@@ -151,14 +151,23 @@ def _refuse_non_axial(folder: Path, items: list) -> None:
         iops = np.array([np.asarray(ds.ImageOrientationPatient, float) for _, ds in items])
     except (AttributeError, TypeError, ValueError):
         return  # reported with the geometry
-    if iops.ndim == 2 and np.abs(iops - iops[0]).max() > 1e-3:
-        k = int(np.argmax(np.abs(iops - iops[0]).max(axis=1)))
+    k = odd_orientation(iops)
+    if k is not None:
         raise InputError(
             folder,
             f"mixes slice orientations ({items[k][0].name} is oriented "
             f"{np.round(iops[k], 3).tolist()}, {items[0][0].name} {np.round(iops[0], 3).tolist()})",
             "keep the slices of one reconstruction (e.g. the axial one) in the folder",
         )
+
+
+def odd_orientation(iops: np.ndarray) -> int | None:
+    """The index of the slice (row of ImageOrientationPatient values) oriented most unlike the
+    first, where any differs by more than 1e-3; None where all agree."""
+    if iops.ndim != 2 or not len(iops):
+        return None
+    diff = np.abs(iops - iops[0]).max(axis=1)
+    return int(np.argmax(diff)) if diff.max() > 1e-3 else None
 
 
 def _refuse_tilt(folder: Path, first, pos: np.ndarray, normal: np.ndarray, step: float) -> None:

@@ -66,6 +66,24 @@ def qrm_dicom() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hybrid_heart_cut() -> tuple[CTVolume, np.ndarray]:
+    """The real chest CT that ships with calcscore (lungdx-a0001-b, 5 mm) with 12 synthetic
+    coronary lesions in its epicardial fat (seed [2026, 0, 0]), cut to a 200 mm heart-only field
+    of view: (the cut, its lesions' reference map)."""
+    import json
+
+    from calcscore.datasets import examples
+    from calcscore.realism.hybrid import heart_only_cut, hybrid_scan
+
+    hearts = Path(__file__).resolve().parents[1] / "data" / "real_negatives" / "hearts.json"
+    heart = json.loads(hearts.read_text())["lungdx-a0001-b"]
+    scan, ref, _, lesions = hybrid_scan(
+        examples.chest_ct(), heart, 12, np.random.default_rng([2026, 0, 0])
+    )
+    return heart_only_cut(scan, ref, lesions, heart)
+
+
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """A small random model bundle (cnn1.pt, cnn2.pt) that calls few voxels calcium: fast
     `calcscore score` runs."""

@@ -102,6 +102,13 @@ def test_frames_that_do_not_stack_are_refused_in_one_line(tmp_path, phantom):
     ds.save_as(tmp_path / "nogeo.dcm", enforce_file_format=True)
     with pytest.raises(InputError, match="without PlaneOrientationSequence for frame 1"):
         read_volume(tmp_path / "nogeo.dcm")
+    ds = pydicom.dcmread(write_enhanced_ct(phantom, tmp_path / "m.dcm"))
+    ds.PerFrameFunctionalGroupsSequence[2].PlaneOrientationSequence = _seq(
+        ImageOrientationPatient=[1, 0, 0, 0, 0, -1]  # one coronal frame, per frame
+    )
+    ds.save_as(tmp_path / "mixed.dcm", enforce_file_format=True)
+    with pytest.raises(InputError, match="mixes frame orientations \\(frame 3 is oriented"):
+        read_volume(tmp_path / "mixed.dcm")
 
 
 def test_score_takes_an_enhanced_series_and_writes_no_seg_for_it(tmp_path, phantom, model_dir):

@@ -184,25 +184,15 @@ def test_the_benchmark_bins_heart_only_lesions_by_their_distance_from_the_cut_en
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::calcscore.preprocess.ThickSliceWarning")  # 5 mm slices
-def test_a_gated_scans_circular_field_of_view_changes_no_label():
+def test_a_gated_scans_circular_field_of_view_changes_no_label(hybrid_heart_cut):
     """A gated calcium scan stores its heart-only field of view as a circle, with padding (-1,024,
     -2,048 or -3,024 HU by scanner) outside it. The real chest CT that ships with calcscore, with
     12 synthetic coronary lesions in its epicardial fat and cut heart-only (200 mm square), is
     labelled voxel for voxel as the same cut with its corners outside the circle padded, and most
     of the inserted calcium is labelled coronary in both."""
-    import json
-    from pathlib import Path
-
-    from calcscore.datasets import examples
     from calcscore.inference import InferenceOptions, Model, segment
-    from calcscore.realism.hybrid import heart_only_cut, hybrid_scan
 
-    hearts = Path(__file__).resolve().parents[1] / "data" / "real_negatives" / "hearts.json"
-    heart = json.loads(hearts.read_text())["lungdx-a0001-b"]
-    scan, ref, _, lesions = hybrid_scan(
-        examples.chest_ct(), heart, 12, np.random.default_rng([2026, 0, 0])
-    )
-    cut, ref_cut = heart_only_cut(scan, ref, lesions, heart)
+    cut, ref_cut = hybrid_heart_cut
     model, opts = Model.load(None), InferenceOptions(channels_last=True)
     square = segment(cut, model, opts).labels.labels
     coronary = np.isin(square, [int(Label.LAD), int(Label.LCX), int(Label.RCA)])

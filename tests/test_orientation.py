@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,20 +110,13 @@ def test_checks_read_a_reversed_scan_as_the_standard_one_and_refuse_coronal_slic
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::calcscore.preprocess.ThickSliceWarning")  # 5 mm slices
-def test_a_scan_stored_reversed_or_coronal_is_labelled_as_the_standard_one():
+def test_a_scan_stored_reversed_or_coronal_is_labelled_as_the_standard_one(hybrid_heart_cut):
     """The shipped model on a heart-only cut of the shipped chest CT with 12 synthetic lesions:
     stored as a RAS NIfTI, head first, or as coronal slices, it is labelled voxel for voxel as in
     the standard layout; read as if it were standard (what calcscore did before), it is not."""
-    from calcscore.datasets import examples
     from calcscore.inference import InferenceOptions, Model, _segment_standard, segment
-    from calcscore.realism.hybrid import heart_only_cut, hybrid_scan
 
-    hearts = Path(__file__).resolve().parents[1] / "data" / "real_negatives" / "hearts.json"
-    heart = json.loads(hearts.read_text())["lungdx-a0001-b"]
-    scan, ref, _, lesions = hybrid_scan(
-        examples.chest_ct(), heart, 12, np.random.default_rng([2026, 0, 0])
-    )
-    cut, _ = heart_only_cut(scan, ref, lesions, heart)
+    cut, _ = hybrid_heart_cut
     model, opts = Model.load(None), InferenceOptions(channels_last=True)
     seg = segment(cut, model, opts)
     want = seg.labels.labels
