@@ -55,7 +55,7 @@ from calcscore.blood_pool import (  # noqa: F401 - the blood pool's thresholds, 
 from calcscore.check_report import CheckReport, Finding, ScanRefusedError, Severity
 from calcscore.coverage import NOT_COVERED, PARTLY_COVERED, HeartCoverage, heart_coverage
 from calcscore.kernels import KernelClass, KernelInfo, classify_kernel, vendor_of
-from calcscore.orientation import orientation_of
+from calcscore.orientation import Orientation, orientation_of
 from calcscore.volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def check_scan(
         )
     ]
     findings += _non_finite_findings(volume)
-    n, reversed_z = volume.shape[0], _z_reversed(volume)
+    n, orient = volume.shape[0], _orientation(volume)
     layout, volume = _layout_findings(volume)  # the anatomy is read in the standard layout
     findings += layout
     volume = finite_volume(volume)  # the other checks look at the finite voxels
@@ -151,8 +151,8 @@ def check_scan(
     findings += _contrast_findings(pool)
     findings += _metal_findings(volume) + _kvp_findings(meta.kvp)
     coverage = heart_coverage(volume)
-    if reversed_z:
-        coverage = _own_slices(coverage, n)
+    if orient is not None and orient.slices_reversed:
+        coverage = _own_slices(coverage, orient, n)
     findings += _coverage_findings(coverage)
     report = CheckReport(
         tuple(findings),
@@ -193,20 +193,21 @@ def _layout_findings(volume: CTVolume) -> tuple[list[Finding], CTVolume]:
     return [Finding("layout", "info", msg)], orient.apply(volume)
 
 
-def _z_reversed(volume: CTVolume) -> bool:
-    """Axial slices stored head first (the standard layout numbers them the other way)."""
+def _orientation(volume: CTVolume) -> Orientation | None:
+    """The scan's :class:`~calcscore.orientation.Orientation`, None where it has none."""
     try:
-        orient = orientation_of(volume.direction)
+        return orientation_of(volume.direction)
     except ValueError:
-        return False
-    return orient.is_axial and orient.flips[0]
+        return None
 
 
-def _own_slices(coverage: HeartCoverage, n: int) -> HeartCoverage:
+def _own_slices(coverage: HeartCoverage, orient: Orientation, n: int) -> HeartCoverage:
     """``coverage`` of the standard layout with the heart's slices numbered as the scan's own."""
     if coverage.first_slice is None or coverage.last_slice is None:
         return coverage
-    first, last = n - 1 - coverage.last_slice, n - 1 - coverage.first_slice
+    first, last = sorted(
+        orient.own_slice(z, n) for z in (coverage.first_slice, coverage.last_slice)
+    )
     old = f"slices {coverage.first_slice}-{coverage.last_slice}"
     reason = coverage.reason.replace(old, f"slices {first}-{last}")
     return replace(coverage, first_slice=first, last_slice=last, reason=reason)

@@ -53,6 +53,16 @@ class Orientation:
         """The scan's slices (its array axis 0) are axial, whichever way they are stacked."""
         return self.axes[0] == 0
 
+    @property
+    def slices_reversed(self) -> bool:
+        """Axial slices stored head first: standard slice k is the scan's slice n - 1 - k."""
+        return self.is_axial and self.flips[0]
+
+    def own_slice(self, k, n: int):
+        """The scan's own number of standard slice ``k`` (an int or an array) of ``n`` axial
+        slices: what reports and messages show."""
+        return n - 1 - k if self.slices_reversed else k
+
     def describe(self) -> str:
         """The scan's layout in words, e.g. "z to superior, y to anterior, x to right"."""
         parts = []

@@ -229,18 +229,15 @@ def _read_as_standard(
     from calcscore.orientation import orientation_of
 
     orient, n, rows = orientation_of(volume.direction), volume.shape[0], lesions.copy()
-    reversed_z = orient.is_axial and orient.flips[0]  # slice k is the scan's slice n - 1 - k
-    if reversed_z and len(rows):
-        rows["first_slice"], rows["last_slice"] = (
-            n - 1 - lesions.last_slice,
-            n - 1 - lesions.first_slice,
-        )
+    if orient.slices_reversed and len(rows):  # each lesion's slices, as the standard layout's
+        rows["first_slice"] = orient.own_slice(lesions.last_slice, n)
+        rows["last_slice"] = orient.own_slice(lesions.first_slice, n)
     std_volume, std_labels = orient.apply(volume), orient.apply(labels)
     images = key_images(std_volume, std_labels, rows)
     z, src = overview_image(std_volume, std_labels)
     for im in images:
-        im["slice"] = n - 1 - im["slice"] if reversed_z else im["slice"]
-    return images, len(lesions), (n - 1 - z if reversed_z else z, src)
+        im["slice"] = orient.own_slice(im["slice"], n)
+    return images, len(lesions), (orient.own_slice(z, n), src)
 
 
 # ------------------------------------------------------------------------------------ sections

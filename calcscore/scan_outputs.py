@@ -141,7 +141,7 @@ def write_scan_outputs(
                     orient.apply(volume),
                     orient.apply(labels),
                     tmp / paths["overlay"].name,
-                    numbers=range(n - 1, -1, -1) if orient.is_axial and orient.flips[0] else None,
+                    numbers=[orient.own_slice(k, n) for k in range(n)],
                     title=f"{scan_id}: calcscore labels",
                 )
     except OSError as exc:
@@ -177,8 +177,7 @@ def safety_net_summary(seg) -> dict:
 
 def _own_slice(seg, z: int | None) -> int | None:
     """Slice ``z`` of the standard layout the networks saw, numbered as the scan's own."""
-    o = seg.orientation
-    return z if z is None or not (o.is_axial and o.flips[0]) else seg.labels.shape[0] - 1 - z
+    return None if z is None else seg.orientation.own_slice(z, seg.labels.shape[0])
 
 
 def summary_row(
