@@ -129,8 +129,8 @@ def check_scan(
         )
     ]
     findings += _non_finite_findings(volume)
-    n, orient = volume.shape[0], _orientation(volume)
-    layout, volume = _layout_findings(volume)  # the anatomy is read in the standard layout
+    n = volume.shape[0]
+    layout, volume, orient = _layout_findings(volume)  # the anatomy, in the standard layout
     findings += layout
     volume = finite_volume(volume)  # the other checks look at the finite voxels
     thickness = (
@@ -172,33 +172,25 @@ def check_scan(
     return report
 
 
-def _layout_findings(volume: CTVolume) -> tuple[list[Finding], CTVolume]:
+def _layout_findings(volume: CTVolume) -> tuple[list[Finding], CTVolume, Orientation | None]:
     """A scan stored in another layout than the standard one (:mod:`calcscore.orientation`):
     an info for axial slices stored reversed (segmented in the standard layout), a refusal for
     coronal, sagittal or oblique slices (calcium is scored on axial slices). Returns the
-    findings and the scan in the standard layout."""
+    findings, the scan in the standard layout and its orientation (None: it has none)."""
     try:
         orient = orientation_of(volume.direction)
     except ValueError as exc:
-        return [Finding("not_axial", "refusal", str(exc), _NOT_AXIAL_FIX)], volume
+        return [Finding("not_axial", "refusal", str(exc), _NOT_AXIAL_FIX)], volume, None
     if orient.is_standard:
-        return [], volume
+        return [], volume, orient
     if not orient.is_axial:
         msg = f"the slices are not axial (the array's {orient.describe()})"
-        return [Finding("not_axial", "refusal", msg, _NOT_AXIAL_FIX)], orient.apply(volume)
+        return [Finding("not_axial", "refusal", msg, _NOT_AXIAL_FIX)], orient.apply(volume), orient
     msg = (
         f"stored with the array's {orient.describe()}: segmented as the standard layout (x to "
         "left, y to posterior, z to superior), labels written on the scan's own grid"
     )
-    return [Finding("layout", "info", msg)], orient.apply(volume)
-
-
-def _orientation(volume: CTVolume) -> Orientation | None:
-    """The scan's :class:`~calcscore.orientation.Orientation`, None where it has none."""
-    try:
-        return orientation_of(volume.direction)
-    except ValueError:
-        return None
+    return [Finding("layout", "info", msg)], orient.apply(volume), orient
 
 
 def _own_slices(coverage: HeartCoverage, orient: Orientation, n: int) -> HeartCoverage:

@@ -30,10 +30,11 @@ def is_multi_frame(ds) -> bool:
 def folder_is_multi_frame(folder: Path) -> bool:
     """The first DICOM file found in ``folder`` is a multi-frame image (an enhanced series, which
     the SEG and SR outputs cannot reference yet)."""
-    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    from calcscore.dicom_read import read_dicom_file
+
     for f in sorted(x for x in Path(folder).rglob("*") if x.is_file()):
         try:
-            return is_multi_frame(pydicom.dcmread(f, stop_before_pixels=True))
+            return is_multi_frame(read_dicom_file(f, stop_before_pixels=True))
         except Exception:  # not DICOM: look further
             continue
     return False
@@ -88,9 +89,13 @@ def read_enhanced_ct(path: Path) -> CTVolume:
 
     pydicom = optional_import("pydicom", "reading DICOM", "io")
     ds = pydicom.dcmread(path)
-    if str(getattr(ds, "Modality", "")) != "CT":
-        modality = str(getattr(ds, "Modality", "")) or "unknown-modality"
-        raise InputError(path, f"holds a {modality} image, not CT", "calcscore scores CT only")
+    modality = str(getattr(ds, "Modality", ""))
+    if modality != "CT":
+        raise InputError(
+            path,
+            f"holds a {modality or 'unknown-modality'} image, not CT",
+            "calcscore scores CT only",
+        )
     _refuse_non_hu_pixels(path, ds)
     n = int(ds.NumberOfFrames)
     iops = np.array(

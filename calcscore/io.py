@@ -82,9 +82,10 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> CTVolume:
 
 def _dicom_header(p: Path):
     """The header of the DICOM file ``p`` (no pixels)."""
-    pydicom = optional_import("pydicom", "reading DICOM", "io")
+    from calcscore.dicom_read import read_dicom_file
+
     try:
-        return pydicom.dcmread(p, stop_before_pixels=True)
+        return read_dicom_file(p, stop_before_pixels=True)
     except Exception:
         raise InputError(
             p, "is a DICOM file whose header cannot be read", "it may be corrupt"

@@ -193,9 +193,8 @@ def iter_cases(
         image = None
         if scan_id in image_paths:
             image = read_volume(image_paths[scan_id])
-            if not image.same_geometry(ref_lv):  # the same voxels in another layout
-                ref_lv = onto_layout(ref_lv, image)
-                pred_lv = onto_layout(pred_lv, image)
+            ref_lv = onto_layout(ref_lv, image)  # the same voxels in another layout: turned
+            pred_lv = onto_layout(pred_lv, image)
             try:
                 check_same_geometry(image, ref_lv, names=("image", "reference labels"))
             except ValueError as exc:
