@@ -206,3 +206,36 @@ def test_a_gated_scans_circular_field_of_view_changes_no_label(hybrid_heart_cut)
         hu[:, outside] = pad
         circle = segment(cut.with_array(hu), model, opts).labels.labels
         np.testing.assert_array_equal(circle, square)
+
+
+def test_mediastinal_node_sites_lie_in_fat_above_the_heart_and_apart():
+    """benchmarks/mediastinal_nodes.py on the shipped real scan: every calcified node lies in the
+    mediastinum's fat, above the heart's last drawn slice and at most 50 mm above it, 15 mm apart
+    from the others."""
+    import importlib.util
+    from pathlib import Path
+
+    from scipy import ndimage
+
+    from calcscore.datasets import examples
+    from calcscore.regions import find_chest_regions
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mediastinal_nodes.py"
+    spec = importlib.util.spec_from_file_location("mediastinal_nodes", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    scan = examples.chest_ct()
+    top = 34  # data/real_negatives/hearts.json's last heart slice of lungdx-a0001-b
+    nodes = bench.nodes(scan, top, 8, np.random.default_rng(0))
+    assert len(nodes) == 8
+    zone = find_chest_regions(scan).aorta
+    fat = ndimage.uniform_filter(scan.hu.astype(np.float32), size=(1, 3, 3))
+    zyx = np.array([n.centre_mm for n in nodes]) / np.array(scan.spacing_mm)
+    z, y, x = np.round(zyx).astype(int).T
+    assert (z > top).all() and (z <= top + 10).all()  # 50 mm of 5 mm slices
+    assert zone[z, y, x].all()
+    assert ((fat[z, y, x] > -150) & (fat[z, y, x] < -40)).all()
+    pts = np.array([n.centre_mm for n in nodes])
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1) + np.eye(len(pts)) * 99
+    assert d.min() >= 15
+    assert all(4 <= n.diameter_mm <= 10 and 300 <= n.peak_hu <= 900 for n in nodes)
