@@ -22,7 +22,7 @@ from calcscore.bone import bone_mask
 from calcscore.constants import CALCIUM_THRESHOLD_HU
 from calcscore.labels import Label
 from calcscore.preprocess import INPLANE_SPACING_MM
-from calcscore.regions import AORTA, HEART, ChestRegions
+from calcscore.regions import AORTA, HEART, HEART_TOP_MARGIN_MM, ChestRegions
 from calcscore.volume import CTVolume, LabelVolume
 
 #: the categories of :func:`where_map`, by code
@@ -33,14 +33,13 @@ WHERE = {
     4: "rest of the body",
     0: "outside the body",
 }
-#: :func:`find_chest_regions` puts the heart's top this far (mm) above the heart itself
-_HEART_TOP_MARGIN_MM = 40.0
 
 
 def matched_slice(volume: CTVolume, regions: ChestRegions, *, below_top_mm: float = 30.0) -> int:
     """The axial slice ``below_top_mm`` below the heart's top, the heart's top found by
-    :func:`calcscore.regions.find_chest_regions`'s rule (its ``heart_top_z`` less its 40 mm
-    margin). The same rule on every scan matches slices by anatomy, not by index.
+    :func:`calcscore.regions.find_chest_regions`'s rule (its ``heart_top_z`` less its
+    :data:`calcscore.regions.HEART_TOP_MARGIN_MM`). The same rule on every scan matches slices by
+    anatomy, not by index.
 
     Args:
         volume: the chest CT.
@@ -52,7 +51,7 @@ def matched_slice(volume: CTVolume, regions: ChestRegions, *, below_top_mm: floa
     """
     if regions.heart_top_z is None:
         return volume.shape[0] // 2
-    down = (_HEART_TOP_MARGIN_MM + below_top_mm) / volume.spacing_mm[0]
+    down = (HEART_TOP_MARGIN_MM + below_top_mm) / volume.spacing_mm[0]
     return int(np.clip(round(regions.heart_top_z - down), 0, volume.shape[0] - 1))
 
 

@@ -17,7 +17,8 @@ calcium of each label can lie, and :func:`apply_safety_net` removes labels outsi
    below the slice where the lungs, and their front half, widen from their bases: the upper
    abdomen between the lung bases lies in their hull too; :mod:`calcscore.heart_extent`) up to
    the heart's top (the highest slice with ``heart_rows_mm`` of rows whose tissue between the
-   two lungs is at least ``heart_width_mm`` wide, plus ``heart_top_margin_mm``): coronary and
+   two lungs is at least ``heart_width_mm`` wide, where the coronary ostia lie, plus
+   ``heart_top_margin_mm``, 15 mm: calcified lymph nodes lie above it): coronary and
    valve labels lie there, aortic labels anywhere in the mediastinum (below the heart's bottom
    only behind the lungs' middle and near the midline) and ``aorta_below_mm`` below it, behind
    the lungs' middle (the aorta's way out of the chest). Where no slice qualifies, the whole
@@ -88,6 +89,14 @@ FAINT_PEAK_HU = 600.0
 #: (:func:`calcscore.heart_extent.heart_bottom`): the lungs' hull holds the upper abdomen too,
 #: and granulomas in the liver and spleen were called coronary (benchmarks/abdomen_granulomas.py)
 HEART_BOTTOM_MARGIN_MM = 15.0
+#: the heart region reaches this far (mm) above its widest rows (:func:`heart_top`): the coronary
+#: ostia lie at about those rows. On the real non-contrast lungdx-a0001-b the widest rows are
+#: slice 31 and the aortic root with the left main lies in slices 29-31 (by eye); on 24 v2
+#: phantoms (seed 2018: whole chests, gated, heart regions) the highest coronary calcium lies at
+#: most 10 mm above them. 40 mm reached the carina and took in calcified nodes above the heart:
+#: 15 of 48 called coronary, 5 of 6 zero-calcium scans in category III; 15 mm: 1 of 48
+#: (benchmarks/mediastinal_nodes.py; benchmarks/README.md, "Calcified lymph nodes")
+HEART_TOP_MARGIN_MM = 15.0
 #: :attr:`ChestRegions.zone` flags: aortic (AORTA), coronary and valve (HEART) calcium may lie here
 AORTA, HEART = 1, 2
 #: :attr:`ChestRegions.rim` flags: on the air rim; >= 130 HU within ``faint_wall_mm`` of
@@ -319,7 +328,7 @@ def find_chest_regions(
     aorta_below_mm: float = 30.0,
     heart_width_mm: float = 80.0,
     heart_rows_mm: float = 30.0,
-    heart_top_margin_mm: float = 40.0,
+    heart_top_margin_mm: float = HEART_TOP_MARGIN_MM,
     max_lesion_mm3: float = 3000.0,
     min_lung_ml: float = 100.0,
     airway_wall_mm: float = AIRWAY_WALL_MM,
@@ -340,7 +349,8 @@ def find_chest_regions(
             slice, in the back half of its footprint there (the aorta leaving the chest).
         heart_width_mm, heart_rows_mm: a slice belongs to the heart's height when it has
             ``heart_rows_mm`` of rows whose tissue between the lungs is ``heart_width_mm`` wide.
-        heart_top_margin_mm: added above the heart's top so that the coronary ostia stay in.
+        heart_top_margin_mm: added above the heart's widest rows so that the coronary ostia
+            stay in (:data:`HEART_TOP_MARGIN_MM`).
         max_lesion_mm3: thick cores of voxels >= 130 HU larger than this are bone
             (:func:`calcscore.bone.bone_mask`).
         min_lung_ml: less lung than this and the regions are not found (the net is off).

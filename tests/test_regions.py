@@ -365,8 +365,10 @@ def test_a_sharp_kernels_overshoot_on_the_aortic_wall_is_removed_as_a_faint_lesi
     assert lesion.sum() == 21 and volume.hu[lesion].min() >= 130
     assert volume.hu[lesion].max() < 600
     labels = np.where(lesion, np.uint8(Label.LAD), np.uint8(0))
-    kept_2mm, _ = apply_safety_net(labels, find_chest_regions(volume, faint_wall_mm=0.0))
-    kept, removed = apply_safety_net(labels, find_chest_regions(volume))
+    # the heart's top as it was (40 mm above the widest rows): slices 37-38 now lie above it
+    top = {"heart_top_margin_mm": 40.0}
+    kept_2mm, _ = apply_safety_net(labels, find_chest_regions(volume, faint_wall_mm=0.0, **top))
+    kept, removed = apply_safety_net(labels, find_chest_regions(volume, **top))
     assert (kept_2mm[lesion] == Label.LAD).all()
     assert not kept.any() and removed == {"LAD": 21}
 
@@ -393,3 +395,40 @@ def test_heart_bottom_waits_for_the_front_half_of_the_lungs_to_widen():
     regions = find_chest_regions(volume)
     assert _heart_slices(regions)[0] == 10
     assert not regions.heart[:10].any()
+
+
+@pytest.mark.slow
+def test_the_heart_region_ends_above_the_left_main_and_below_calcified_nodes():
+    """The shipped real scan (lungdx-a0001-b, 5 mm): the heart region reaches the aortic root
+    with the left main (slices 29-31 by eye) and ends below calcified nodes in the mediastinal
+    fat above it (benchmarks/mediastinal_nodes.py's sites centred from slice 36 up, so that no
+    voxel of theirs reaches slice 34; labelled LAD: all removed), while synthetic coronary lesions in the epicardial fat of the drawn heart
+    (benchmarks/hybrid_lesions.py's, 12 per seed, 3 seeds) keep every voxel."""
+    import importlib.util
+    import json
+
+    from calcscore.datasets import examples
+    from calcscore.realism.hybrid import hybrid_scan, insert_lesions
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mediastinal_nodes.py"
+    spec = importlib.util.spec_from_file_location("mediastinal_nodes", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    scan = examples.chest_ct()
+    heart = json.loads(HEARTS.read_text())["lungdx-a0001-b"]
+    for seed in range(3):
+        nodes = bench.nodes(scan, heart["z"][1], 8, np.random.default_rng(seed))
+        nodes = [n for n in nodes if n.centre_mm[0] / scan.spacing_mm[0] >= 36]
+        assert len(nodes) >= 3
+        hybrid, coronary, _, _ = hybrid_scan(
+            scan, heart, 12, np.random.default_rng([2026, seed, 0])
+        )
+        volume, node_ref = insert_lesions(hybrid, nodes)
+        regions = find_chest_regions(volume)
+        assert 31 <= regions.heart_top_z < 35
+        kept, _ = apply_safety_net(np.where(coronary > 0, Label.LAD, 0).astype(np.uint8), regions)
+        assert (kept == Label.LAD).sum() == (coronary > 0).sum() > 0
+        kept, removed = apply_safety_net(
+            np.where(node_ref > 0, Label.LAD, 0).astype(np.uint8), regions
+        )
+        assert not kept.any() and removed["LAD"] == (node_ref > 0).sum()

@@ -21,7 +21,12 @@ from calcscore.lesions import VOTE_MAJORITY
 from calcscore.phantom import GENERATOR_VERSION
 from calcscore.phantom.cohort import participant_id
 from calcscore.pipeline.recipe import participants
-from calcscore.regions import FAINT_PEAK_HU, FAINT_WALL_MM, HEART_BOTTOM_MARGIN_MM
+from calcscore.regions import (
+    FAINT_PEAK_HU,
+    FAINT_WALL_MM,
+    HEART_BOTTOM_MARGIN_MM,
+    HEART_TOP_MARGIN_MM,
+)
 
 CARD = "MODEL_CARD.md"
 #: The pooled F1 this project aims at (CAC, TAC and each coronary artery).
@@ -303,7 +308,10 @@ def _limits(info: dict[str, Any]) -> list[str]:
         "- The safety net (on by default) finds the heart region from the lungs, not from the networks: it ends "
         f"{HEART_BOTTOM_MARGIN_MM:g} mm below where the lungs widen from their bases, 1-3 cm below the heart, and a "
         "calcified granuloma of the liver there, or calcified costal cartilage where it touches the heart's front, "
-        "can still be called coronary (`benchmarks/README.md`). It also removes a faint lesion (no voxel of "
+        "can still be called coronary (`benchmarks/README.md`). Its top lies "
+        f"{HEART_TOP_MARGIN_MM:g} mm above the heart's widest rows, where the coronary ostia lie: a calcified "
+        "lymph node beside the heart below it can be called coronary, a coronary calcification above it (an "
+        "unusually high origin) is removed. It also removes a faint lesion (no voxel of "
         f"{FAINT_PEAK_HU:g} HU or more) mostly within {FAINT_WALL_MM:g} mm of air in the mediastinum, as a sharp "
         "kernel's edge: a small, faint true calcification against the lung goes with it."
     )
