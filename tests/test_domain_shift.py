@@ -24,9 +24,9 @@ def _regions(zone: np.ndarray, top: int | None) -> ChestRegions:
 def test_matched_slice_goes_below_the_heart_top():
     v = _volume()
     zone = np.zeros(v.shape, np.uint8)
-    # heart top at slice 9 includes the 15 mm margin: (15 + 30) mm / 5 mm = 9 slices down -> 0
+    # heart top at slice 9 includes the 20 mm margin: (20 + 30) mm / 5 mm = 10 slices down -> 0
     assert ds.matched_slice(v, _regions(zone, 9)) == 0
-    assert ds.matched_slice(v, _regions(zone, 9), below_top_mm=5.0) == 5  # (15 + 5) / 5 = 4
+    assert ds.matched_slice(v, _regions(zone, 9), below_top_mm=0.0) == 5  # (20 + 0) / 5 = 4
     assert ds.matched_slice(v, _regions(zone, None)) == 5  # no heart top: the middle
 
 
